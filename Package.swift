@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+// ACON on the CPU: im2col + OpenBLAS sgemm convolutions and fused ACON activations, with
+// forward and backward passes, optimizers, data sets, checkpoints and a benchmark harness.
+import PackageDescription
+
+let package = Package(
+  name: "swift-acon",
+  products: [
+    .library(name: "TensorCore", targets: ["TensorCore"]),
+    .library(name: "NN", targets: ["NN"]),
+    .library(name: "ACON", targets: ["ACON"]),
+    .library(name: "Training", targets: ["Training"]),
+    .executable(name: "acon-train", targets: ["acon-train"]),
+    .executable(name: "acon-bench", targets: ["acon-bench"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    // MARK: - System libraries
+    .systemLibrary(
+      name: "CBLAS",
+      pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
+    ),
+    .systemLibrary(
+      name: "CZlib",
+      pkgConfig: "zlib",
+      providers: [.apt(["zlib1g-dev"])]
+    ),
+
+    // MARK: - Public API
+    .target(name: "TensorCore", dependencies: ["CBLAS"]),
+    .target(name: "NN", dependencies: ["TensorCore"]),
+    .target(name: "ACON", dependencies: ["TensorCore", "NN"]),
+    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "CZlib"]),
+
+    // MARK: - Executables
+    .executableTarget(
+      name: "acon-train",
+      dependencies: [
+        "Training", "ACON", "NN", "TensorCore",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]
+    ),
+    .executableTarget(
+      name: "acon-bench",
+      dependencies: [
+        "Training", "ACON", "NN", "TensorCore",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Benchmarks/acon-bench"
+    ),
+
+    // MARK: - Test support and unit test bundles
+    .target(name: "TestSupport", dependencies: ["TensorCore", "NN"]),
+    .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
+    .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport"]),
+    .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),
+    .testTarget(name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport"]),
+  ]
+)

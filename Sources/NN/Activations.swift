@@ -1,0 +1,69 @@
+// Activations: ReLU and Sigmoid as layers. ReLU's backward uses its saved output; Sigmoid's
+// uses its saved output too (σ' = y(1 − y)), as Caffe's neuron layers do.
+import TensorCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `y = max(x, 0)`, any shape. Backward passes `dy` where `y > 0`.
+public final class ReLU: Module {
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+
+  public override init() { super.init() }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let y = reuse(&output, shape: x.shape)
+    let src = UncheckedSendable(x.data), dst = UncheckedSendable(y.data)
+    parallelFor(x.count, minimumChunk: 1 << 15) { r in
+      for i in r { dst.value[i] = Swift.max(src.value[i], 0) }
+    }
+    // Swift.max(NaN, 0) returns its first argument, so NaN propagates.
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: y.shape)
+    let ys = UncheckedSendable(y.data), g = UncheckedSendable(dy.data), d = UncheckedSendable(dx.data)
+    parallelFor(y.count, minimumChunk: 1 << 15) { r in
+      for i in r { d.value[i] = ys.value[i] > 0 ? g.value[i] : 0 }
+    }
+    return dx
+  }
+}
+
+/// `y = 1 / (1 + e^(−x))`, any shape, computed without overflow for large |x|.
+public final class Sigmoid: Module {
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+
+  public override init() { super.init() }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let y = reuse(&output, shape: x.shape)
+    for i in 0..<x.count { y.data[i] = stableSigmoid(x.data[i]) }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "Sigmoid.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: y.shape)
+    for i in 0..<y.count {
+      let s = y.data[i]
+      dx.data[i] = dy.data[i] * s * (1 - s)
+    }
+    return dx
+  }
+}
+
+/// σ(x) without overflow: e^(−|x|) never exceeds 1.
+@inlinable public func stableSigmoid(_ x: Float) -> Float {
+  let e = expf(-Swift.abs(x))
+  return x >= 0 ? 1 / (1 + e) : e / (1 + e)
+}

@@ -1,0 +1,168 @@
+// BatchNorm2D: batch normalisation over N·H·W per channel, with PyTorch's conventions
+// (momentum 0.1, eps 1e-5, unbiased variance in the running estimate).
+//
+// Shapes: x [N, C, H, W] or [N, C]; weight (γ), bias (β), running_mean, running_var [C].
+import TensorCore
+
+/// Batch normalisation per channel.
+///
+/// ```
+/// training:   y = γ · (x − mean_B) / √(var_B + eps) + β      (var_B biased)
+///             running_mean ← (1 − m)·running_mean + m·mean_B
+///             running_var  ← (1 − m)·running_var  + m·var_B·M/(M − 1),   M = N·H·W
+/// evaluation: y = γ · (x − running_mean) / √(running_var + eps) + β
+/// ```
+/// `momentum` follows PyTorch (0.1 weighs the new batch by 0.1; Keras/Paddle's 0.9 is 1 − this).
+/// State names: `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
+public final class BatchNorm2D: Module {
+  /// Channels C.
+  public let channels: Int
+  /// Running-statistics momentum (PyTorch convention).
+  public let momentum: Float
+  /// Added to the variance.
+  public let eps: Float
+  /// γ, `[C]`, initialised to 1.
+  public let weight: Parameter
+  /// β, `[C]`, initialised to 0.
+  public let bias: Parameter
+  /// `[C]`, initialised to 0.
+  public let runningMean: Tensor
+  /// `[C]`, initialised to 1.
+  public let runningVar: Tensor
+  /// Training batches seen.
+  public let numBatchesTracked = Int64Box(0)
+
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var input: Tensor?
+  private var mean: [Float]
+  private var invStd: [Float]
+  private var usedBatchStats = true
+
+  /// - Parameters: channels C; momentum (0.1); eps (1e-5).
+  public init(channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+    precondition(channels > 0, "BatchNorm2D: channels must be positive")
+    self.channels = channels
+    self.momentum = momentum
+    self.eps = eps
+    weight = Parameter(Tensor(shape: [channels], repeating: 1), decays: false)
+    bias = Parameter(Tensor(zeros: [channels]), decays: false)
+    runningMean = Tensor(zeros: [channels])
+    runningVar = Tensor(shape: [channels], repeating: 1)
+    mean = [Float](repeating: 0, count: channels)
+    invStd = [Float](repeating: 1, count: channels)
+  }
+
+  public override var localParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
+  public override var localBuffers: [(String, Buffer)] {
+    [("running_mean", .float(runningMean)), ("running_var", .float(runningVar)),
+     ("num_batches_tracked", .int64(numBatchesTracked))]
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    guard (s.count == 4 || s.count == 2), s[1] == channels else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: s)
+    }
+    return s
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    _ = try outputShape(for: x.shape)
+    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let m = n * hw
+    if isTraining && m <= 1 {
+      throw TensorError.invalidArgument(
+        "\(typeName): training needs more than one value per channel to compute batch statistics, "
+          + "got input \(Shape.text(x.shape)); use a batch of 2 or more, or switch to evaluation mode (eval())")
+    }
+    let y = reuse(&output, shape: x.shape)
+    input = x
+    usedBatchStats = isTraining
+    let xs = UncheckedSendable(x.data), ys = UncheckedSendable(y.data)
+    let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
+    let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
+    let training = isTraining, mom = momentum, eps = self.eps
+    mean.withUnsafeMutableBufferPointer { meanBuf in
+      invStd.withUnsafeMutableBufferPointer { istdBuf in
+        let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
+        parallelFor(c) { range in
+          for ch in range {
+            var mu: Float, istd: Float
+            if training {
+              var s = 0.0, s2 = 0.0
+              for i in 0..<n {
+                let p = xs.value + (i * c + ch) * hw
+                for j in 0..<hw { s += Double(p[j]) }
+              }
+              let md = s / Double(m)
+              for i in 0..<n {
+                let p = xs.value + (i * c + ch) * hw
+                for j in 0..<hw { let d = Double(p[j]) - md; s2 += d * d }
+              }
+              let variance = s2 / Double(m)
+              mu = Float(md)
+              istd = Float(1 / (variance + Double(eps)).squareRoot())
+              rm.value[ch] = (1 - mom) * rm.value[ch] + mom * mu
+              rv.value[ch] = (1 - mom) * rv.value[ch] + mom * Float(variance * Double(m) / Double(m - 1))
+            } else {
+              mu = rm.value[ch]
+              istd = 1 / (rv.value[ch] + eps).squareRoot()
+            }
+            mb.value[ch] = mu
+            sb.value[ch] = istd
+            let scale = g.value[ch] * istd, shift = b.value[ch] - mu * scale
+            for i in 0..<n {
+              let p = xs.value + (i * c + ch) * hw, q = ys.value + (i * c + ch) * hw
+              for j in 0..<hw { q[j] = p[j] * scale + shift }
+            }
+          }
+        }
+      }
+    }
+    if training { numBatchesTracked.value += 1 }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let x = input, dy.shape == x.shape else {
+      throw TensorError.shapeMismatch(layer: "BatchNorm2D.backward", expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let m = Double(n * hw)
+    let dx = reuse(&inputGrad, shape: x.shape)
+    let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
+    let g = UncheckedSendable(weight.value.data)
+    let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
+    let batchStats = usedBatchStats, propagate = propagatesInputGradient
+    mean.withUnsafeBufferPointer { meanBuf in
+      invStd.withUnsafeBufferPointer { istdBuf in
+        let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
+        parallelFor(c) { range in
+          for ch in range {
+            let mu = mb.value[ch], istd = sb.value[ch]
+            var sdy = 0.0, sdyx = 0.0
+            for i in 0..<n {
+              let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
+              for j in 0..<hw {
+                sdy += Double(d[j])
+                sdyx += Double(d[j]) * Double((p[j] - mu) * istd)
+              }
+            }
+            dg.value[ch] += Float(sdyx)
+            db.value[ch] += Float(sdy)
+            guard propagate else { continue }
+            let k = g.value[ch] * istd
+            // Batch statistics: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂)); running: dx = γ·istd·dy.
+            let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
+            for i in 0..<n {
+              let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
+              let o = dxs.value + (i * c + ch) * hw
+              for j in 0..<hw { o[j] = k * (d[j] - a - (p[j] - mu) * istd * bq) }
+            }
+          }
+        }
+      }
+    }
+    return dx
+  }
+}

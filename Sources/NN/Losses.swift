@@ -1,0 +1,104 @@
+// Losses: softmax cross-entropy (fused, stable), binary cross-entropy with logits, and mean
+// squared error. Each returns the mean loss over the batch and keeps its gradient with respect
+// to the input, ready for `backward`.
+import TensorCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Softmax cross-entropy over class logits, averaged over the batch (PyTorch's `CrossEntropyLoss`).
+///
+/// ```
+/// loss = −(1/N) Σ_n log softmax(z_n)[t_n]      ∂loss/∂z_n = (softmax(z_n) − onehot(t_n)) / N
+/// ```
+/// Shapes: logits `[N, K]`, labels `N` integers in `0..<K`.
+public final class CrossEntropyLoss {
+  /// The gradient with respect to the logits from the last call, `[N, K]`.
+  public private(set) var gradient: Tensor?
+  public init() {}
+
+  /// The mean loss; also stores the gradient.
+  public func callAsFunction(_ logits: Tensor, labels: [Int32]) throws -> Float {
+    guard logits.shape.count == 2, logits.shape[0] == labels.count else {
+      throw TensorError.shapeMismatch(layer: "CrossEntropyLoss", expected: "[\(labels.count), K] logits", got: logits.shape)
+    }
+    let n = logits.shape[0], k = logits.shape[1]
+    let g = reuse(&gradient, shape: logits.shape)
+    var total = 0.0
+    for i in 0..<n {
+      let t = Int(labels[i])
+      guard t >= 0 && t < k else {
+        throw TensorError.invalidArgument("CrossEntropyLoss: label \(t) of sample \(i) is outside 0..<\(k)")
+      }
+      let z = logits.data + i * k, d = g.data + i * k
+      var mx = -Float.infinity
+      for j in 0..<k { mx = Swift.max(mx, z[j]) }
+      if z[0].isNaN || mx.isNaN { mx = .nan }
+      var sum: Float = 0
+      for j in 0..<k { d[j] = expf(z[j] - mx); sum += d[j] }
+      let logSum = logf(sum)
+      total += Double(logSum - (z[t] - mx))
+      let inv = 1 / (sum * Float(n))
+      for j in 0..<k { d[j] *= inv }
+      d[t] -= 1 / Float(n)
+    }
+    return Float(total / Double(n))
+  }
+}
+
+/// Binary cross-entropy on logits, averaged over all elements (PyTorch's `BCEWithLogitsLoss`).
+///
+/// ```
+/// loss = (1/M) Σ max(z, 0) − z·t + log(1 + e^(−|z|))      ∂loss/∂z = (σ(z) − t) / M
+/// ```
+/// Shapes: logits any shape with M elements (`[N, 1]` for one class); targets M values in [0, 1].
+public final class BCEWithLogitsLoss {
+  /// The gradient with respect to the logits from the last call.
+  public private(set) var gradient: Tensor?
+  public init() {}
+
+  /// The mean loss; also stores the gradient.
+  public func callAsFunction(_ logits: Tensor, targets: [Float]) throws -> Float {
+    guard logits.count == targets.count else {
+      throw TensorError.shapeMismatch(layer: "BCEWithLogitsLoss", expected: "\(targets.count) logits", got: logits.shape)
+    }
+    let m = logits.count
+    let g = reuse(&gradient, shape: logits.shape)
+    var total = 0.0
+    for i in 0..<m {
+      let z = logits.data[i], t = targets[i]
+      total += Double(Swift.max(z, 0) - z * t + log1pf(expf(-Swift.abs(z))))
+      g.data[i] = (stableSigmoid(z) - t) / Float(m)
+    }
+    return Float(total / Double(m))
+  }
+}
+
+/// Mean squared error over all elements (PyTorch's `MSELoss`).
+///
+/// ```
+/// loss = (1/M) Σ (y − t)²      ∂loss/∂y = 2 (y − t) / M
+/// ```
+/// Shapes: predictions and targets of the same shape.
+public final class MSELoss {
+  /// The gradient with respect to the predictions from the last call.
+  public private(set) var gradient: Tensor?
+  public init() {}
+
+  /// The mean loss; also stores the gradient.
+  public func callAsFunction(_ prediction: Tensor, target: Tensor) throws -> Float {
+    guard prediction.shape == target.shape else {
+      throw TensorError.shapeMismatch(layer: "MSELoss", expected: Shape.text(target.shape), got: prediction.shape)
+    }
+    let m = prediction.count
+    let g = reuse(&gradient, shape: prediction.shape)
+    var total = 0.0
+    for i in 0..<m {
+      let d = prediction.data[i] - target.data[i]
+      total += Double(d * d)
+      g.data[i] = 2 * d / Float(m)
+    }
+    return Float(total / Double(m))
+  }
+}

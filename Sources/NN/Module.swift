@@ -1,0 +1,143 @@
+// Module: the base class of every layer. A module owns its parameters, their gradients and
+// the activations it caches for the backward pass; it knows its children by name, so that
+// parameters get PyTorch's dotted state_dict names (`conv1.weight`, `acon1.bn1.running_mean`).
+//
+// Conventions: `forward` returns a tensor the module owns (overwritten by the next call);
+// `backward(dy)` belongs to the most recent `forward`, writes the input gradient into a tensor
+// the module owns, and *accumulates* into parameter gradients. `zeroGrad()` clears them.
+import TensorCore
+
+/// A learnable tensor and its gradient, of the same shape.
+public final class Parameter {
+  /// The value.
+  public let value: Tensor
+  /// The gradient; backward passes accumulate into it.
+  public let grad: Tensor
+  /// Whether weight decay applies by default. As in the official ACON training code, only
+  /// weights with more than one dimension decay: biases, BatchNorm and ACON's p1, p2, β do not.
+  public var decays: Bool
+
+  /// A parameter holding `value`, with a zero gradient.
+  public init(_ value: Tensor, decays: Bool? = nil) {
+    self.value = value
+    self.grad = Tensor(zeros: value.shape)
+    self.decays = decays ?? (value.shape.filter { $0 > 1 }.count > 1)
+  }
+
+  /// The shape of value and gradient.
+  public var shape: [Int] { value.shape }
+}
+
+/// A non-learnable piece of module state, saved in checkpoints (BatchNorm's running statistics).
+public enum Buffer {
+  /// A Float32 tensor such as `running_mean`.
+  case float(Tensor)
+  /// A 64-bit integer scalar such as `num_batches_tracked`.
+  case int64(Int64Box)
+}
+
+/// A mutable Int64 shared by reference.
+public final class Int64Box {
+  /// The value.
+  public var value: Int64
+  /// A box holding `value`.
+  public init(_ value: Int64 = 0) { self.value = value }
+}
+
+/// Base class of layers and containers.
+open class Module {
+  /// Training mode (batch statistics, dropout on) or evaluation mode. Set with `train()`/`eval()`.
+  public private(set) var isTraining = true
+  /// Whether `backward` computes the input gradient. The first layer of a network can skip it.
+  public var propagatesInputGradient = true
+
+  public init() {}
+
+  /// The type name shown in summaries and error messages, e.g. `"Conv2D"`.
+  open var typeName: String { String(describing: type(of: self)) }
+
+  /// The output shape for an input shape, or a `TensorError.shapeMismatch` naming this layer.
+  open func outputShape(for input: [Int]) throws -> [Int] { input }
+
+  /// Computes the output. The result is owned by the module and overwritten by the next call.
+  open func forward(_ x: Tensor) throws -> Tensor {
+    preconditionFailure("\(typeName) does not override forward(_:)")
+  }
+
+  /// Back-propagates `dy` (the gradient of the loss with respect to the last output) through
+  /// the last `forward`: accumulates parameter gradients and returns the input gradient.
+  open func backward(_ dy: Tensor) throws -> Tensor {
+    preconditionFailure("\(typeName) does not override backward(_:)")
+  }
+
+  /// This module's own parameters (not its children's), in registration order.
+  open var localParameters: [(String, Parameter)] { [] }
+  /// This module's own buffers (not its children's).
+  open var localBuffers: [(String, Buffer)] { [] }
+  /// Named submodules.
+  open var children: [(String, Module)] { [] }
+
+  /// Called when the mode changes; containers forward it to their children.
+  open func setMode(training: Bool) { isTraining = training }
+}
+
+extension Module {
+  /// Switches this module and all submodules to training mode.
+  public func train() { visit { $0.setMode(training: true) } }
+  /// Switches this module and all submodules to evaluation mode.
+  public func eval() { visit { $0.setMode(training: false) } }
+
+  /// Calls `body` on this module and every descendant, parents first.
+  public func visit(_ body: (Module) -> Void) {
+    body(self)
+    for (_, c) in children { c.visit(body) }
+  }
+
+  /// Every parameter with its dotted name, own parameters first, then children's (PyTorch order).
+  public func namedParameters(prefix: String = "") -> [(String, Parameter)] {
+    var out = localParameters.map { (prefix + $0.0, $0.1) }
+    for (name, c) in children { out += c.namedParameters(prefix: prefix + name + ".") }
+    return out
+  }
+
+  /// Every buffer with its dotted name.
+  public func namedBuffers(prefix: String = "") -> [(String, Buffer)] {
+    var out = localBuffers.map { (prefix + $0.0, $0.1) }
+    for (name, c) in children { out += c.namedBuffers(prefix: prefix + name + ".") }
+    return out
+  }
+
+  /// The number of learnable scalars.
+  public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.1.value.count } }
+
+  /// Sets every parameter gradient to zero. After `packGradients()` this is one memset.
+  public func zeroGrad() {
+    let params = namedParameters()
+    if let first = params.first?.1.grad.storage, params.allSatisfy({ $0.1.grad.storage === first }) {
+      first.pointer.update(repeating: 0, count: first.capacity)
+      return
+    }
+    for (_, p) in params { p.grad.zero() }
+  }
+
+  /// Moves every parameter gradient into one contiguous allocation, in `namedParameters()`
+  /// order, so that zeroing, clipping and all-reducing gradients are single passes.
+  /// Returns that storage.
+  @discardableResult
+  public func packGradients() -> TensorStorage {
+    let params = namedParameters()
+    let total = params.reduce(0) { $0 + $1.1.grad.count }
+    let storage = TensorStorage(capacity: total)
+    var offset = 0
+    for (_, p) in params {
+      p.grad.rebind(to: storage, offset: offset)
+      offset += p.grad.count
+    }
+    return storage
+  }
+}
+
+/// Throws a shape error naming `layer` unless `shape` has `rank` dimensions.
+@inlinable public func requireRank(_ shape: [Int], _ rank: Int, layer: String, expected: String) throws {
+  if shape.count != rank { throw TensorError.shapeMismatch(layer: layer, expected: expected, got: shape) }
+}

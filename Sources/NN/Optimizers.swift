@@ -1,0 +1,212 @@
+// Optimizers: SGD (momentum, dampening, Nesterov, weight decay), Adam and AdamW, with
+// PyTorch's exact update rules, over parameter groups. By default weights with more than one
+// dimension decay and everything else (biases, BatchNorm, ACON's p1, p2, β) does not.
+import TensorCore
+
+/// A set of parameters sharing a weight decay.
+public struct ParameterGroup {
+  /// Named parameters.
+  public var parameters: [(String, Parameter)]
+  /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
+  public var weightDecay: Float
+
+  public init(parameters: [(String, Parameter)], weightDecay: Float) {
+    self.parameters = parameters
+    self.weightDecay = weightDecay
+  }
+
+  /// Two groups: parameters with `decays` set get `weightDecay`, the others none
+  /// (the grouping of the official ACON training code).
+  public static func defaultGroups(_ params: [(String, Parameter)], weightDecay: Float) -> [ParameterGroup] {
+    [ParameterGroup(parameters: params.filter { $0.1.decays }, weightDecay: weightDecay),
+     ParameterGroup(parameters: params.filter { !$0.1.decays }, weightDecay: 0)]
+  }
+}
+
+/// A first-order optimizer over parameter groups.
+public protocol Optimizer: AnyObject {
+  /// The learning rate used by the next `step()`.
+  var learningRate: Float { get set }
+  /// Steps taken so far.
+  var stepCount: Int { get set }
+  /// Updates every parameter from its gradient.
+  func step()
+  /// Per-parameter state (momentum buffers, moments) with names such as
+  /// `conv1.weight.exp_avg`, for checkpoints.
+  var state: [(String, Tensor)] { get }
+}
+
+/// Stochastic gradient descent, as `torch.optim.SGD`:
+///
+/// ```
+/// g = ∇ + wd·θ
+/// b = g (first step), else b = μ·b + (1 − dampening)·g
+/// g = nesterov ? g + μ·b : b          (when μ ≠ 0)
+/// θ = θ − lr·g
+/// ```
+public final class SGD: Optimizer {
+  public var learningRate: Float
+  public var stepCount = 0
+  /// μ.
+  public let momentum: Float
+  public let dampening: Float
+  public let nesterov: Bool
+  /// The groups.
+  public let groups: [ParameterGroup]
+  private var buffers: [ObjectIdentifier: Tensor] = [:]
+
+  /// - Parameters: groups; lr; momentum; dampening; nesterov (needs momentum > 0, dampening 0).
+  public init(groups: [ParameterGroup], learningRate: Float, momentum: Float = 0, dampening: Float = 0, nesterov: Bool = false) {
+    precondition(learningRate >= 0, "SGD: learning rate must be non-negative")
+    precondition(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov momentum requires a momentum and zero dampening")
+    self.groups = groups
+    self.learningRate = learningRate
+    self.momentum = momentum
+    self.dampening = dampening
+    self.nesterov = nesterov
+  }
+
+  /// SGD over `parameters` in the default decay groups.
+  public convenience init(parameters: [(String, Parameter)], learningRate: Float, momentum: Float = 0,
+    dampening: Float = 0, nesterov: Bool = false, weightDecay: Float = 0) {
+    self.init(groups: ParameterGroup.defaultGroups(parameters, weightDecay: weightDecay), learningRate: learningRate,
+      momentum: momentum, dampening: dampening, nesterov: nesterov)
+  }
+
+  public func step() {
+    stepCount += 1
+    let lr = learningRate, mu = momentum, damp = dampening
+    for group in groups {
+      let wd = group.weightDecay
+      for (_, p) in group.parameters {
+        let theta = p.value.data, grad = p.grad.data, n = p.value.count
+        if mu == 0 {
+          for i in 0..<n { theta[i] -= lr * (grad[i] + wd * theta[i]) }
+          continue
+        }
+        let id = ObjectIdentifier(p)
+        if let b = buffers[id] {
+          let bd = b.data
+          for i in 0..<n {
+            let g = grad[i] + wd * theta[i]
+            bd[i] = mu * bd[i] + (1 - damp) * g
+            theta[i] -= lr * (nesterov ? g + mu * bd[i] : bd[i])
+          }
+        } else {
+          let b = Tensor(zeros: p.shape)
+          let bd = b.data
+          for i in 0..<n {
+            let g = grad[i] + wd * theta[i]
+            bd[i] = g
+            theta[i] -= lr * (nesterov ? g + mu * bd[i] : bd[i])
+          }
+          buffers[id] = b
+        }
+      }
+    }
+  }
+
+  public var state: [(String, Tensor)] {
+    groups.flatMap { $0.parameters }.compactMap { name, p in
+      buffers[ObjectIdentifier(p)].map { (name + ".momentum_buffer", $0) }
+    }
+  }
+
+  /// Restores a momentum buffer saved under `name + ".momentum_buffer"`.
+  public func restore(state name: String, from t: Tensor) -> Bool {
+    for (pn, p) in groups.flatMap({ $0.parameters }) where pn + ".momentum_buffer" == name && p.shape == t.shape {
+      buffers[ObjectIdentifier(p)] = t.clone()
+      return true
+    }
+    return false
+  }
+}
+
+/// Adam (`torch.optim.Adam`) or, with `decoupled`, AdamW (`torch.optim.AdamW`):
+///
+/// ```
+/// Adam:  g = ∇ + wd·θ            AdamW: θ = θ·(1 − lr·wd), g = ∇
+/// m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²
+/// θ = θ − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)
+/// ```
+public final class Adam: Optimizer {
+  public var learningRate: Float
+  public var stepCount = 0
+  public let beta1: Float
+  public let beta2: Float
+  public let eps: Float
+  /// AdamW's decoupled weight decay instead of an L2 term.
+  public let decoupled: Bool
+  /// The groups.
+  public let groups: [ParameterGroup]
+  private var moments: [ObjectIdentifier: (Tensor, Tensor)] = [:]
+
+  /// - Parameters: groups; lr (1e-3); betas (0.9, 0.999); eps (1e-8); decoupled (AdamW).
+  public init(groups: [ParameterGroup], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+    eps: Float = 1e-8, decoupled: Bool = false) {
+    precondition(learningRate >= 0 && eps >= 0 && (0..<1).contains(beta1) && (0..<1).contains(beta2),
+      "Adam: invalid hyperparameters")
+    self.groups = groups
+    self.learningRate = learningRate
+    self.beta1 = beta1
+    self.beta2 = beta2
+    self.eps = eps
+    self.decoupled = decoupled
+  }
+
+  /// Adam over `parameters` in the default decay groups (weight decay 0, as PyTorch's Adam).
+  public convenience init(parameters: [(String, Parameter)], learningRate: Float = 1e-3, weightDecay: Float = 0) {
+    self.init(groups: ParameterGroup.defaultGroups(parameters, weightDecay: weightDecay), learningRate: learningRate)
+  }
+
+  /// AdamW over `parameters` in the default decay groups (weight decay 0.01, as PyTorch's AdamW).
+  public static func adamW(parameters: [(String, Parameter)], learningRate: Float = 1e-3, weightDecay: Float = 0.01) -> Adam {
+    Adam(groups: ParameterGroup.defaultGroups(parameters, weightDecay: weightDecay), learningRate: learningRate, decoupled: true)
+  }
+
+  public func step() {
+    stepCount += 1
+    let t = Float(stepCount)
+    let bc1 = 1 - powf(beta1, t), bc2 = 1 - powf(beta2, t)
+    let stepSize = learningRate / bc1, bc2Sqrt = bc2.squareRoot()
+    let b1 = beta1, b2 = beta2, eps = self.eps, lr = learningRate
+    for group in groups {
+      let wd = group.weightDecay
+      for (_, p) in group.parameters {
+        let id = ObjectIdentifier(p)
+        let (m, v) = moments[id] ?? (Tensor(zeros: p.shape), Tensor(zeros: p.shape))
+        moments[id] = (m, v)
+        let theta = p.value.data, grad = p.grad.data, md = m.data, vd = v.data
+        for i in 0..<p.value.count {
+          var g = grad[i]
+          if decoupled { theta[i] *= 1 - lr * wd } else { g += wd * theta[i] }
+          md[i] = b1 * md[i] + (1 - b1) * g
+          vd[i] = b2 * vd[i] + (1 - b2) * g * g
+          theta[i] -= stepSize * md[i] / (vd[i].squareRoot() / bc2Sqrt + eps)
+        }
+      }
+    }
+  }
+
+  public var state: [(String, Tensor)] {
+    groups.flatMap { $0.parameters }.flatMap { name, p -> [(String, Tensor)] in
+      guard let (m, v) = moments[ObjectIdentifier(p)] else { return [] }
+      return [(name + ".exp_avg", m), (name + ".exp_avg_sq", v)]
+    }
+  }
+
+  /// Restores moments saved under `name.exp_avg` and `name.exp_avg_sq`.
+  public func restore(state name: String, from t: Tensor) -> Bool {
+    for (pn, p) in groups.flatMap({ $0.parameters }) where p.shape == t.shape {
+      let id = ObjectIdentifier(p)
+      let pair = moments[id] ?? (Tensor(zeros: p.shape), Tensor(zeros: p.shape))
+      if name == pn + ".exp_avg" { pair.0.copy(from: t); moments[id] = pair; return true }
+      if name == pn + ".exp_avg_sq" { pair.1.copy(from: t); moments[id] = pair; return true }
+    }
+    return false
+  }
+}
+
+#if canImport(Glibc)
+  import Glibc
+#endif

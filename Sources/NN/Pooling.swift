@@ -1,0 +1,210 @@
+// Pooling: max and average pooling over K×K windows, and global average pooling.
+//
+// Shapes: x [N, C, H, W] → y [N, C, OH, OW] with OH = (H + 2·padding − K) / stride + 1.
+import TensorCore
+
+/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch). Backward routes each
+/// gradient to the first maximum of its window.
+public final class MaxPool2D: Module {
+  /// Window size.
+  public let kernelSize: Int
+  /// Step between windows (PyTorch's default: the kernel size).
+  public let stride: Int
+  /// Implicit −∞ padding on each side (at most half the kernel).
+  public let padding: Int
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var argmax: [Int32] = []
+  private var inputShape: [Int] = []
+
+  /// - Parameters: kernelSize K, stride (default K), padding (≤ K/2).
+  public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
+    precondition(kernelSize > 0 && (stride ?? 1) > 0 && padding >= 0 && padding <= kernelSize / 2,
+      "MaxPool2D: kernel and stride must be positive, padding at most kernel/2")
+    self.kernelSize = kernelSize
+    self.stride = stride ?? kernelSize
+    self.padding = padding
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    try poolOutputShape(s, layer: typeName, k: kernelSize, stride: stride, padding: padding)
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let ys = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: ys)
+    inputShape = x.shape
+    let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
+    let planes = ys[0] * ys[1]
+    if argmax.count != y.count { argmax = [Int32](repeating: 0, count: y.count) }
+    argmax.withUnsafeMutableBufferPointer { am in
+      for pl in 0..<planes {
+        let xp = x.data + pl * h * w
+        for i in 0..<oh {
+          for j in 0..<ow {
+            var best = -Float.infinity, bi = -1
+            for u in 0..<kernelSize {
+              let r = i * stride - padding + u
+              if r < 0 || r >= h { continue }
+              for v in 0..<kernelSize {
+                let c = j * stride - padding + v
+                if c < 0 || c >= w { continue }
+                let val = xp[r * w + c]
+                if val > best || bi < 0 || val.isNaN { best = val; bi = r * w + c }
+                if val.isNaN { break }
+              }
+            }
+            let o = pl * oh * ow + i * ow + j
+            y.data[o] = best
+            am[o] = Int32(bi)
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: inputShape)
+    dx.zero()
+    let hw = inputShape[2] * inputShape[3], ohw = y.shape[2] * y.shape[3]
+    for o in 0..<y.count {
+      let pl = o / ohw
+      dx.data[pl * hw + Int(argmax[o])] += dy.data[o]
+    }
+    return dx
+  }
+}
+
+/// Average pooling over K×K windows. Zero padding counts in the divisor (PyTorch's
+/// `count_include_pad=True`), so every window divides by K².
+public final class AvgPool2D: Module {
+  /// Window size.
+  public let kernelSize: Int
+  /// Step between windows (default: the kernel size).
+  public let stride: Int
+  /// Zero padding on each side (at most half the kernel).
+  public let padding: Int
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var inputShape: [Int] = []
+
+  /// - Parameters: kernelSize K, stride (default K), padding (≤ K/2).
+  public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
+    precondition(kernelSize > 0 && (stride ?? 1) > 0 && padding >= 0 && padding <= kernelSize / 2,
+      "AvgPool2D: kernel and stride must be positive, padding at most kernel/2")
+    self.kernelSize = kernelSize
+    self.stride = stride ?? kernelSize
+    self.padding = padding
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    try poolOutputShape(s, layer: typeName, k: kernelSize, stride: stride, padding: padding)
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let ys = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: ys)
+    inputShape = x.shape
+    let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
+    let scale = 1 / Float(kernelSize * kernelSize)
+    for pl in 0..<(ys[0] * ys[1]) {
+      let xp = x.data + pl * h * w
+      for i in 0..<oh {
+        for j in 0..<ow {
+          var acc: Float = 0
+          for u in 0..<kernelSize {
+            let r = i * stride - padding + u
+            if r < 0 || r >= h { continue }
+            for v in 0..<kernelSize {
+              let c = j * stride - padding + v
+              if c >= 0 && c < w { acc += xp[r * w + c] }
+            }
+          }
+          y.data[pl * oh * ow + i * ow + j] = acc * scale
+        }
+      }
+    }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "AvgPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: inputShape)
+    dx.zero()
+    let (h, w, oh, ow) = (inputShape[2], inputShape[3], y.shape[2], y.shape[3])
+    let scale = 1 / Float(kernelSize * kernelSize)
+    for pl in 0..<(y.shape[0] * y.shape[1]) {
+      let dxp = dx.data + pl * h * w
+      for i in 0..<oh {
+        for j in 0..<ow {
+          let g = dy.data[pl * oh * ow + i * ow + j] * scale
+          for u in 0..<kernelSize {
+            let r = i * stride - padding + u
+            if r < 0 || r >= h { continue }
+            for v in 0..<kernelSize {
+              let c = j * stride - padding + v
+              if c >= 0 && c < w { dxp[r * w + c] += g }
+            }
+          }
+        }
+      }
+    }
+    return dx
+  }
+}
+
+/// Global average pooling: `[N, C, H, W] → [N, C, 1, 1]`, the mean of each plane
+/// (PyTorch's `AdaptiveAvgPool2d(1)`).
+public final class GlobalAvgPool2D: Module {
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var inputShape: [Int] = []
+
+  public override init() { super.init() }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    try requireRank(s, 4, layer: typeName, expected: "[N, C, H, W]")
+    return [s[0], s[1], 1, 1]
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let ys = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: ys)
+    inputShape = x.shape
+    let hw = x.shape[2] * x.shape[3]
+    for pl in 0..<(ys[0] * ys[1]) {
+      var acc: Float = 0
+      let p = x.data + pl * hw
+      for i in 0..<hw { acc += p[i] }
+      y.data[pl] = hw > 0 ? acc / Float(hw) : 0
+    }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "GlobalAvgPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: inputShape)
+    let hw = inputShape[2] * inputShape[3]
+    for pl in 0..<y.count {
+      let g = dy.data[pl] / Float(hw)
+      (dx.data + pl * hw).update(repeating: g, count: hw)
+    }
+    return dx
+  }
+}
+
+func poolOutputShape(_ s: [Int], layer: String, k: Int, stride: Int, padding: Int) throws -> [Int] {
+  try requireRank(s, 4, layer: layer, expected: "[N, C, H, W]")
+  guard s[2] + 2 * padding >= k, s[3] + 2 * padding >= k else {
+    throw TensorError.shapeMismatch(layer: layer, expected: "[N, C, H, W] with H, W + 2·\(padding) ≥ \(k)", got: s)
+  }
+  return [s[0], s[1], (s[2] + 2 * padding - k) / stride + 1, (s[3] + 2 * padding - k) / stride + 1]
+}

@@ -1,0 +1,48 @@
+// Sequential: a container that runs named layers in order, forward and backward.
+import TensorCore
+
+/// Runs its layers in order. Names become the prefixes of parameter names, as in PyTorch
+/// (`conv1.weight`); layers given without names are numbered `0`, `1`, ...
+public final class Sequential: Module {
+  /// The layers with their names.
+  public let layers: [(String, Module)]
+
+  /// A container of named layers.
+  public init(_ layers: [(String, Module)]) {
+    self.layers = layers
+    super.init()
+    self.propagatesInputGradient = true
+  }
+
+  /// A container of layers named `0`, `1`, ...
+  public convenience init(_ layers: [Module]) {
+    self.init(layers.enumerated().map { (String($0.offset), $0.element) })
+  }
+
+  public override var children: [(String, Module)] { layers }
+
+  /// The layer with this name, if any.
+  public subscript(name: String) -> Module? { layers.first { $0.0 == name }?.1 }
+
+  public override var propagatesInputGradient: Bool {
+    didSet { layers.first?.1.propagatesInputGradient = propagatesInputGradient }
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    var shape = s
+    for (_, l) in layers { shape = try l.outputShape(for: shape) }
+    return shape
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    var h = x
+    for (_, l) in layers { h = try l.forward(h) }
+    return h
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    var g = dy
+    for (_, l) in layers.reversed() { g = try l.backward(g) }
+    return g
+  }
+}

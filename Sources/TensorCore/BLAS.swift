@@ -1,0 +1,69 @@
+// BLAS: the one file that calls OpenBLAS (CBLAS) and LAPACKE. It works out leading dimensions
+// for contiguous row-major matrices, so layers never do (Caffe's caffe_cpu_gemm habit).
+import CBLAS
+
+/// Row-major matrix routines over contiguous buffers, backed by OpenBLAS.
+public enum BLAS {
+  /// `C = alpha · op(A) · op(B) + beta · C`, all row-major and contiguous.
+  ///
+  /// - Parameters:
+  ///   - transA: `op(A) = Aᵀ`; A is then stored `[K, M]`, else `[M, K]`.
+  ///   - transB: `op(B) = Bᵀ`; B is then stored `[N, K]`, else `[K, N]`.
+  ///   - c: `[M, N]`. With `beta == 0` its old contents are ignored (NaN included).
+  public static func sgemm(
+    transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+    alpha: Float = 1, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>
+  ) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+      if beta == 0 { c.update(repeating: 0, count: m * n) } else { for i in 0..<(m * n) { c[i] *= beta } }
+      return
+    }
+    let lda = transA ? m : k
+    let ldb = transB ? k : n
+    cblas_sgemm(
+      CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+      Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+  }
+
+  /// Sets OpenBLAS's thread count. Use `Threads.count`, which also sizes our own loops.
+  static func setThreadCount(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+  /// OpenBLAS's build configuration, e.g. `"OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64"`.
+  public static var configuration: String { String(cString: openblas_get_config()) }
+
+  /// The kernel family OpenBLAS chose for this CPU, e.g. `"Zen"`.
+  public static var coreName: String { String(cString: openblas_get_corename()) }
+
+  /// Fills `q` (`[rows, cols]`, row-major) with a matrix whose rows (if rows ≤ cols) or columns
+  /// (otherwise) are orthonormal: the Q factor of a QR decomposition of `q`'s current contents,
+  /// with signs fixed so that R's diagonal is positive (as `torch.nn.init.orthogonal_` does).
+  /// Uses LAPACKE's `sgeqrf` and `sorgqr`.
+  public static func orthonormalize(_ q: UnsafeMutablePointer<Float>, rows: Int, cols: Int) throws {
+    // QR of the tall orientation: T is [tm, tn] with tm >= tn, stored column-major for LAPACK.
+    let tall = rows >= cols
+    let tm = tall ? rows : cols, tn = tall ? cols : rows
+    // Column-major [tm, tn]: element (i, j) at i + j*tm. For tall, T = q; else T = qᵀ.
+    var t = [Float](repeating: 0, count: tm * tn)
+    for r in 0..<rows {
+      for c in 0..<cols {
+        let (i, j) = tall ? (r, c) : (c, r)
+        t[i + j * tm] = q[r * cols + c]
+      }
+    }
+    var tau = [Float](repeating: 0, count: tn)
+    var info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, Int32(tm), Int32(tn), &t, Int32(tm), &tau)
+    guard info == 0 else { throw TensorError.invalidArgument("orthogonal init: sgeqrf failed (info \(info))") }
+    var diagSign = [Float](repeating: 1, count: tn)
+    for j in 0..<tn { diagSign[j] = t[j + j * tm] < 0 ? -1 : 1 }
+    info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, Int32(tm), Int32(tn), Int32(tn), &t, Int32(tm), &tau)
+    guard info == 0 else { throw TensorError.invalidArgument("orthogonal init: sorgqr failed (info \(info))") }
+    for r in 0..<rows {
+      for c in 0..<cols {
+        let (i, j) = tall ? (r, c) : (c, r)
+        q[r * cols + c] = t[i + j * tm] * diagSign[j]
+      }
+    }
+  }
+}
