@@ -46,7 +46,7 @@ let package = Package(
     .executableTarget(
       name: "acon-bench",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore",
+        "Training", "ACON", "NN", "TensorCore", "TestSupport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Benchmarks/acon-bench"
@@ -57,6 +57,8 @@ let package = Package(
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
     .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport"]),
     .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),
-    .testTarget(name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport"]),
+    .testTarget(
+      name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport"],
+      exclude: ["Fixtures"]),
   ]
 )

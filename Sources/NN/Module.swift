@@ -15,13 +15,15 @@ public final class Parameter {
   public let grad: Tensor
   /// Whether weight decay applies by default. As in the official ACON training code, only
   /// weights with more than one dimension decay: biases, BatchNorm and ACON's p1, p2, β do not.
+  /// A weight of shape `[1, n]` (a linear layer with one output) is a matrix and decays; a
+  /// per-channel tensor stored as `[1, C, 1, 1]` must pass `decays: false`.
   public var decays: Bool
 
-  /// A parameter holding `value`, with a zero gradient.
+  /// A parameter holding `value`, with a zero gradient. `decays` defaults to `rank > 1`.
   public init(_ value: Tensor, decays: Bool? = nil) {
     self.value = value
     self.grad = Tensor(zeros: value.shape)
-    self.decays = decays ?? (value.shape.filter { $0 > 1 }.count > 1)
+    self.decays = decays ?? (value.shape.count > 1)
   }
 
   /// The shape of value and gradient.

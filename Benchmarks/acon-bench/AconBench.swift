@@ -1,0 +1,107 @@
+// acon-bench: measures every hot path of the package against this machine's own ceilings in
+// one run (memcpy bandwidth for the elementwise ACON passes, sgemm GFLOP/s for convolutions),
+// after checking each workload against its reference. `swift run -c release acon-bench`.
+import ArgumentParser
+import Foundation
+import TensorCore
+import Training
+
+/// What the workloads need to know about the run.
+struct BenchOptions {
+  var quick: Bool
+  var repetitions: Int
+  var filter: String?
+  var minSeconds: Double { quick ? 0.01 : 0.05 }
+  func wants(_ name: String) -> Bool {
+    guard let f = filter else { return true }
+    return name.contains(f) || f.contains(name)
+  }
+}
+
+#if DEBUG
+  let buildMode = "debug"
+#else
+  let buildMode = "release"
+#endif
+
+@main
+struct AconBench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "acon-bench",
+    abstract: "Measure the ACON kernels, convolutions and training steps against this machine's ceilings.")
+
+  @Flag(help: "Print JSON on stdout (progress goes to stderr, on a TTY only).") var json = false
+  @Flag(help: "A small configuration for CI smoke runs (under 30 s).") var quick = false
+  @Option(help: "Threads for OpenBLAS and the kernels (default: the number of cores).") var threads: Int?
+  @Option(help: "Run only workloads whose name contains this.") var filter: String?
+  @Option(help: "Timed repetitions per workload; the median is reported.") var repetitions: Int = 7
+  @Option(help: .hidden) var workerTrainStep: String?
+  @Option(help: .hidden) var workerInput: String?
+
+  func validate() throws {
+    if let t = threads, !(1...256).contains(t) { throw ValidationError("--threads must be in 1...256") }
+    if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+  }
+
+  func run() throws {
+    Threads.count = threads ?? Threads.defaultCount
+    let reps = quick ? min(repetitions, 3) : repetitions
+    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter)
+    if let kindName = workerTrainStep, let inputText = workerInput {
+      guard let kind = ModelKind(rawValue: kindName) else { throw ValidationError("unknown model \(kindName)") }
+      let dims = inputText.split(separator: "x").compactMap { Int($0) }
+      let (ips, rss) = try trainStepWorker(model: kind, input: dims, batch: 64, repetitions: reps, minSeconds: options.minSeconds)
+      print("{\"images_per_s\": \(ips), \"peak_rss_mb\": \(rss), \"median_s\": \(64 / ips)}")
+      return
+    }
+    let tty = isatty(STDERR_FILENO) != 0
+    func progress(_ s: String) { if tty { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
+    if buildMode == "debug" {
+      FileHandle.standardError.write(Data("warning: this is a debug build; its numbers mean nothing. Run `swift run -c release acon-bench`.\n".utf8))
+    }
+    progress("measuring ceilings...")
+    let memcpy = memcpyCeiling(megabytes: quick ? 64 : 256, repetitions: reps)
+    let square = quick ? 1024 : 2048
+    let sgemm = sgemmGflops(m: square, n: square, k: square, repetitions: reps, minSeconds: options.minSeconds)
+    var results: [BenchResult] = []
+    func emit(_ r: BenchResult) throws {
+      results.append(r)
+      progress("\(r.name) \(r.shape): " + r.metrics.map { "\($0.0)=\(format($0.1))" }.joined(separator: " "))
+    }
+    let shapes = quick ? [[64, 64, 7, 7], [16, 64, 56, 56]] : [[64, 64, 7, 7], [64, 64, 56, 56], [32, 256, 28, 28]]
+    for shape in shapes { try aconWorkloads(shape: shape, memcpy: memcpy, options: options, emit: emit) }
+    try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
+    try trainStepWorkloads(options: options, emit: emit)
+
+    if json {
+      let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,
+        "ceilings": ["memcpy_gbps": memcpy, "sgemm_gflops": sgemm, "sgemm_square": square],
+        "machine": ["cores": Threads.defaultCount, "cpu": cpuModel(), "openblas": BLAS.configuration],
+        "results": results.map(\.json)]
+      let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
+      print(String(decoding: data, as: UTF8.self))
+    } else {
+      print("acon-bench (\(buildMode), \(Threads.count) threads; \(cpuModel()); \(BLAS.configuration))")
+      print(String(format: "ceilings: memcpy %.1f GB/s (read + write), sgemm %.1f GFLOP/s (%d²)", memcpy, sgemm, square))
+      for r in results {
+        let shape = r.shape.map(String.init).joined(separator: "x")
+        print("\(r.name.padding(toLength: 26, withPad: " ", startingAt: 0)) \(shape.padding(toLength: 14, withPad: " ", startingAt: 0)) "
+          + String(format: "%10.3f ms  ", r.medianSeconds * 1000) + r.metrics.map { "\($0.0)=\(format($0.1))" }.joined(separator: " "))
+      }
+    }
+  }
+}
+
+func format(_ v: Any) -> String {
+  if let d = v as? Double { return d >= 100 ? String(format: "%.0f", d) : String(format: "%.3f", d) }
+  return "\(v)"
+}
+
+/// The CPU model from /proc/cpuinfo.
+func cpuModel() -> String {
+  guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown CPU" }
+  for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+    return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+  }
+  return "unknown CPU"
+}

@@ -1,0 +1,103 @@
+// Harness: timing (warm-up, then the median of K repetitions, each long enough to time),
+// the machine's ceilings (memcpy bandwidth and sgemm GFLOP/s), results and their JSON form.
+import Foundation
+import TensorCore
+
+/// One benchmark result: a name, a shape, the median time, and metrics.
+struct BenchResult {
+  var name: String
+  var shape: [Int]
+  var medianSeconds: Double
+  var metrics: [(String, Any)]
+
+  var json: [String: Any] {
+    var d: [String: Any] = ["name": name, "shape": shape, "median_s": medianSeconds]
+    for (k, v) in metrics { d[k] = v }
+    return d
+  }
+}
+
+/// Times `body` as Caffe and llm.c benchmarks do: warm up, calibrate an inner count so that one
+/// repetition takes at least `minSeconds`, then report the median seconds per call.
+func measure(repetitions: Int, minSeconds: Double, _ body: () -> Void) -> Double {
+  body()  // warm-up
+  var inner = 1
+  while true {
+    let t = time(inner, body)
+    if t >= minSeconds || inner >= 1 << 20 { break }
+    inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
+  }
+  var samples: [Double] = []
+  for _ in 0..<max(1, repetitions) { samples.append(time(inner, body) / Double(inner)) }
+  samples.sort()
+  return samples[samples.count / 2]
+}
+
+private func time(_ n: Int, _ body: () -> Void) -> Double {
+  let start = DispatchTime.now().uptimeNanoseconds
+  for _ in 0..<n { body() }
+  return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// Prevents the optimiser from removing work whose result is otherwise unused.
+@inline(never) func blackHole<T>(_ x: T) { withExtendedLifetime(x) {} }
+
+/// Memory bandwidth: memcpy over `megabytes` (far beyond the last-level cache), counting the
+/// bytes read plus the bytes written, in GB/s. Copies in `Threads.count` parallel chunks,
+/// since the elementwise kernels it bounds also run on every thread.
+func memcpyCeiling(megabytes: Int, repetitions: Int) -> Double {
+  let n = megabytes * 1_000_000 / 4
+  let a = Tensor(zeros: [n]), b = Tensor(zeros: [n])
+  for i in stride(from: 0, to: n, by: 1024) { a.data[i] = Float(i) }
+  let src = UncheckedSendable(a.data), dst = UncheckedSendable(b.data)
+  let s = measure(repetitions: repetitions, minSeconds: 0.05) {
+    parallelFor(Threads.count) { r in
+      for w in r {
+        let lo = n * w / Threads.count, hi = n * (w + 1) / Threads.count
+        memcpy(dst.value + lo, src.value + lo, (hi - lo) * 4)
+      }
+    }
+  }
+  blackHole(b.data[n / 2])
+  return Double(2 * n * 4) / s / 1e9
+}
+
+/// sgemm GFLOP/s on an m×k by k×n product (2·m·n·k flops).
+func sgemmGflops(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, repetitions: Int, minSeconds: Double) -> Double {
+  let a = Tensor(zeros: [m * k]), b = Tensor(zeros: [k * n]), c = Tensor(zeros: [m * n])
+  var rng = SeededGenerator(seed: 7)
+  a.fillUniform(-1, 1, using: &rng)
+  b.fillUniform(-1, 1, using: &rng)
+  let s = measure(repetitions: repetitions, minSeconds: minSeconds) {
+    BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data)
+  }
+  return 2 * Double(m) * Double(n) * Double(k) / s / 1e9
+}
+
+/// Peak resident set size of this process in MB (Linux reports ru_maxrss in KiB).
+func peakRSSMegabytes() -> Double {
+  var u = rusage()
+  getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+  return Double(u.ru_maxrss) / 1024
+}
+
+/// Fails the whole run: a workload disagreed with its reference.
+struct ReferenceMismatch: Error, CustomStringConvertible {
+  var workload: String
+  var detail: String
+  var description: String { "\(workload): result differs from its reference (\(detail)); not timed" }
+}
+
+/// Checks `got` against `want` with a relative-plus-absolute tolerance.
+func check(_ workload: String, _ got: UnsafePointer<Float>, _ want: [Double], rtol: Double, atol: Double) throws {
+  var worst = 0.0, at = -1
+  for i in 0..<want.count {
+    let g = Double(got[i]), w = want[i]
+    let err = abs(g - w) / (atol + rtol * abs(w))
+    if !(err <= 1) && (err > worst || err.isNaN) {
+      worst = err.isNaN ? .infinity : err
+      at = i
+    }
+  }
+  if at >= 0 { throw ReferenceMismatch(workload: workload, detail: "element \(at): got \(got[at]), want \(want[at])") }
+}

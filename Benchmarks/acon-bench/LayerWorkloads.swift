@@ -1,0 +1,117 @@
+// LayerWorkloads: Conv2D and Linear forward+backward, as GFLOP/s and as a fraction of the
+// large-square sgemm ceiling, beside the same-shape sgemm calls alone (so the cost of im2col,
+// col2im and the layout copies shows).
+import NN
+import TensorCore
+import TestSupport
+
+/// One convolution to measure: input `[N, C, H, W]`, Cout, kernel, stride, padding.
+struct ConvCase {
+  var label: String
+  var input: [Int]
+  var outChannels: Int
+  var kernel: Int
+  var stride: Int
+  var padding: Int
+}
+
+/// The seed network's four convolutions at batch 64 (input 3×32×32), and a 3×3 64→64 layer on 56×56.
+func convCases(quick: Bool) -> [ConvCase] {
+  let b = quick ? 16 : 64
+  return [
+    ConvCase(label: "seed.conv1", input: [b, 3, 32, 32], outChannels: 32, kernel: 3, stride: 1, padding: 1),
+    ConvCase(label: "seed.conv2", input: [b, 32, 32, 32], outChannels: 64, kernel: 3, stride: 2, padding: 0),
+    ConvCase(label: "seed.conv3", input: [b, 64, 15, 15], outChannels: 64, kernel: 3, stride: 2, padding: 0),
+    ConvCase(label: "seed.conv4", input: [b, 64, 7, 7], outChannels: 64, kernel: 3, stride: 2, padding: 1),
+    ConvCase(label: "resnet.3x3", input: [quick ? 4 : 32, 64, 56, 56], outChannels: 64, kernel: 3, stride: 1, padding: 1),
+  ]
+}
+
+/// Checks a layer of this geometry against the Double reference on a batch of 2 (forward, dx,
+/// dW, db), so that the timed code path is the verified one.
+func checkConv(_ cc: ConvCase) throws {
+  var rng = SeededGenerator(seed: 11)
+  let shape = [2] + cc.input.dropFirst()
+  let conv = Conv2D(inChannels: shape[1], outChannels: cc.outChannels, kernelSize: cc.kernel, stride: cc.stride,
+    padding: cc.padding, rng: &rng)
+  let x = Tensor(zeros: shape)
+  x.fillUniform(-1, 1, using: &rng)
+  let y = try conv.forward(x)
+  let dy = Tensor(zeros: y.shape)
+  dy.fillUniform(-1, 1, using: &rng)
+  let dx = try conv.backward(dy)
+  let xd = DoubleTensor(x), wd = DoubleTensor(conv.weight.value), bd = DoubleTensor(conv.bias!.value)
+  let want = Reference.conv2d(xd, weight: wd, bias: bd, stride: cc.stride, padding: cc.padding)
+  let grads = Reference.conv2dBackward(xd, weight: wd, dy: DoubleTensor(dy), stride: cc.stride, padding: cc.padding)
+  try check("conv2d \(cc.label) forward", y.data, want.values, rtol: 1e-4, atol: 1e-4)
+  try check("conv2d \(cc.label) dx", dx.data, grads.dx.values, rtol: 1e-4, atol: 1e-4)
+  try check("conv2d \(cc.label) dW", conv.weight.grad.data, grads.dw.values, rtol: 1e-4, atol: 1e-3)
+  try check("conv2d \(cc.label) db", conv.bias!.grad.data, grads.db.values, rtol: 1e-4, atol: 1e-3)
+}
+
+func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+  for cc in convCases(quick: options.quick) where options.wants("conv2d.fwdbwd") {
+    try checkConv(cc)
+    var rng = SeededGenerator(seed: 5)
+    let conv = Conv2D(inChannels: cc.input[1], outChannels: cc.outChannels, kernelSize: cc.kernel, stride: cc.stride,
+      padding: cc.padding, rng: &rng)
+    let x = Tensor(zeros: cc.input)
+    x.fillUniform(-1, 1, using: &rng)
+    let yShape = try conv.outputShape(for: cc.input)
+    let dy = Tensor(zeros: yShape)
+    dy.fillUniform(-1, 1, using: &rng)
+    let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+      _ = try? conv.forward(x)
+      _ = try? conv.backward(dy)
+    }
+    // Three GEMMs of 2·Cout·K·(N·P) flops each: forward, dW and dcol.
+    let k = cc.input[1] * cc.kernel * cc.kernel, np = yShape[0] * yShape[2] * yShape[3], m = cc.outChannels
+    let flops = 3 * 2 * Double(m) * Double(k) * Double(np)
+    let gemmOnly = gemmTriple(m: m, k: k, np: np, options: options)
+    let gflops = flops / s / 1e9
+    try emit(BenchResult(name: "conv2d.fwdbwd", shape: cc.input, medianSeconds: s, metrics: [
+      ("layer", cc.label), ("out_channels", cc.outChannels), ("kernel", cc.kernel), ("stride", cc.stride),
+      ("padding", cc.padding), ("gflops", gflops), ("sgemm_fraction", gflops / sgemmCeiling),
+      ("same_shape_sgemm_gflops", flops / gemmOnly / 1e9), ("same_shape_sgemm_fraction", flops / gemmOnly / 1e9 / sgemmCeiling),
+    ]))
+  }
+  if options.wants("linear.fwdbwd") {
+    let (n, fin, fout) = (64, 1024, 64)
+    var rng = SeededGenerator(seed: 9)
+    let lin = Linear(inFeatures: fin, outFeatures: fout, rng: &rng)
+    let x = Tensor(zeros: [n, fin]), dy = Tensor(zeros: [n, fout])
+    x.fillUniform(-1, 1, using: &rng)
+    dy.fillUniform(-1, 1, using: &rng)
+    let y = try lin.forward(x)
+    let dx = try lin.backward(dy)
+    let want = Reference.linear(DoubleTensor(x), weight: DoubleTensor(lin.weight.value), bias: DoubleTensor(lin.bias!.value))
+    try check("linear forward", y.data, want.values, rtol: 1e-4, atol: 1e-4)
+    let wantDx = Reference.matmul(DoubleTensor(dy), DoubleTensor(lin.weight.value))
+    try check("linear dx", dx.data, wantDx.values, rtol: 1e-4, atol: 1e-4)
+    let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+      _ = try? lin.forward(x)
+      _ = try? lin.backward(dy)
+    }
+    let flops = 3 * 2 * Double(n) * Double(fin) * Double(fout)
+    let gemmOnly = gemmTriple(m: fout, k: fin, np: n, options: options)
+    let gflops = flops / s / 1e9
+    try emit(BenchResult(name: "linear.fwdbwd", shape: [n, fin], medianSeconds: s, metrics: [
+      ("layer", "seed.linear1"), ("out_features", fout), ("gflops", gflops), ("sgemm_fraction", gflops / sgemmCeiling),
+      ("same_shape_sgemm_gflops", flops / gemmOnly / 1e9),
+    ]))
+  }
+}
+
+/// Seconds for the three GEMMs of a layer's forward+backward alone: [M,K]·[K,NP], [M,NP]·[NP,K], [K,M]·[M,NP].
+private func gemmTriple(m: Int, k: Int, np: Int, options: BenchOptions) -> Double {
+  let w = Tensor(zeros: [m * k]), col = Tensor(zeros: [k * np]), y = Tensor(zeros: [m * np]), dw = Tensor(zeros: [m * k])
+  var rng = SeededGenerator(seed: 1)
+  w.fillUniform(-1, 1, using: &rng)
+  col.fillUniform(-1, 1, using: &rng)
+  y.fillUniform(-1, 1, using: &rng)
+  return measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+    BLAS.sgemm(m: m, n: np, k: k, a: w.data, b: col.data, c: y.data)
+    BLAS.sgemm(transB: true, m: m, n: k, k: np, a: y.data, b: col.data, beta: 1, c: dw.data)
+    BLAS.sgemm(transA: true, m: k, n: np, k: m, a: w.data, b: y.data, c: col.data)
+  }
+}

@@ -1,0 +1,123 @@
+// ACON layers with per-channel parameters: AconA (Swish with a learnable β), AconB (a
+// learnable lower slope p) and AconC (learnable p1, p2, β), over the fused kernels in
+// AconKernels.swift. Only the input x is kept for the backward pass; σ is recomputed.
+//
+// Shapes: x, y [N, C, H, W] or [N, C] (after a linear layer, H = W = 1);
+// p1, p2, β [1, C, 1, 1] as in the reference PyTorch code.
+import NN
+import TensorCore
+
+/// The ACON family's per-channel activation
+///
+/// ```
+/// y = (p1 − p2)·x · σ(β·(p1 − p2)·x) + p2·x
+/// ```
+/// with p1, p2 and β of shape `[1, C, 1, 1]`, each either learnable or fixed. `AconA`, `AconB`
+/// and `AconC` choose which are learnable; use those.
+public class AconActivation: Module {
+  /// Channels C.
+  public let channels: Int
+  let p1: Tensor, p2: Tensor, beta: Tensor
+  // Gradients of fixed coefficients land in scratch and are dropped.
+  let dp1: Tensor, dp2: Tensor, dbeta: Tensor
+  private let learnable: [(String, Parameter)]
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var input: Tensor?
+
+  init(channels: Int, p1: Tensor, p2: Tensor, beta: Tensor, learnable names: Set<String>) {
+    precondition(channels > 0, "ACON: channels must be positive")
+    self.channels = channels
+    var params: [(String, Parameter)] = []
+    func coefficient(_ name: String, _ t: Tensor) -> (Tensor, Tensor) {
+      if names.contains(name) {
+        let p = Parameter(t, decays: false)
+        params.append((name, p))
+        return (p.value, p.grad)
+      }
+      return (t, Tensor(zeros: t.shape))
+    }
+    (self.p1, dp1) = coefficient("p1", p1)
+    (self.p2, dp2) = coefficient("p2", p2)
+    (self.beta, dbeta) = coefficient("beta", beta)
+    learnable = params
+  }
+
+  public override var localParameters: [(String, Parameter)] { learnable }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    guard (s.count == 4 || s.count == 2), s[1] == channels else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: s)
+    }
+    return s
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    _ = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: x.shape)
+    input = x
+    let (n, hw) = (x.shape[0], x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1)
+    AconKernels.forward(x: x.data, y: y.data, n: n, c: channels, hw: hw, p1: p1.data, p2: p2.data,
+      beta: beta.data, betaLayout: .perChannel)
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let x = input, dy.shape == x.shape else {
+      throw TensorError.shapeMismatch(layer: typeName + ".backward",
+        expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: x.shape)
+    let (n, hw) = (x.shape[0], x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1)
+    AconKernels.backward(x: x.data, dy: dy.data, dx: propagatesInputGradient ? dx.data : nil,
+      n: n, c: channels, hw: hw, p1: p1.data, p2: p2.data, beta: beta.data, betaLayout: .perChannel,
+      dp1: dp1.data, dp2: dp2.data, dbeta: dbeta.data)
+    return dx
+  }
+}
+
+/// ACON-C, the general form: learnable p1, p2 and β per channel.
+///
+/// ```
+/// y = (p1 − p2)·x · σ(β·(p1 − p2)·x) + p2·x
+/// ```
+/// Parameters `p1`, `p2` ~ N(0, 1) and `beta` = 1, each `[1, C, 1, 1]` (the reference `acon.py`).
+/// Input and output `[N, C, H, W]` or `[N, C]`.
+public final class AconC: AconActivation {
+  /// - Parameters: channels C; rng draws p1 and p2.
+  public init(channels: Int, rng: inout SeededGenerator) {
+    let s = [1, channels, 1, 1]
+    let p1 = Tensor(zeros: s), p2 = Tensor(zeros: s)
+    p1.fillNormal(using: &rng)
+    p2.fillNormal(using: &rng)
+    super.init(channels: channels, p1: p1, p2: p2, beta: Tensor(shape: s, repeating: 1), learnable: ["p1", "p2", "beta"])
+  }
+  public override var typeName: String { "AconC" }
+}
+
+/// ACON-A: Swish with a learnable switching factor, `y = x·σ(β·x)` (p1 = 1, p2 = 0 fixed).
+/// Parameter `beta` `[1, C, 1, 1]`, initialised to 1. Input and output `[N, C, H, W]` or `[N, C]`.
+public final class AconA: AconActivation {
+  /// - Parameters: channels C.
+  public init(channels: Int) {
+    let s = [1, channels, 1, 1]
+    super.init(channels: channels, p1: Tensor(shape: s, repeating: 1), p2: Tensor(zeros: s),
+      beta: Tensor(shape: s, repeating: 1), learnable: ["beta"])
+  }
+  public override var typeName: String { "AconA" }
+}
+
+/// ACON-B: `y = (1 − p)·x · σ(β·(1 − p)·x) + p·x` (p1 = 1 fixed, p2 = p learnable).
+/// Parameters `p2` (the slope p, ~ N(0, 1)) and `beta` (= 1), each `[1, C, 1, 1]`.
+/// Input and output `[N, C, H, W]` or `[N, C]`.
+public final class AconB: AconActivation {
+  /// - Parameters: channels C; rng draws p.
+  public init(channels: Int, rng: inout SeededGenerator) {
+    let s = [1, channels, 1, 1]
+    let p = Tensor(zeros: s)
+    p.fillNormal(using: &rng)
+    super.init(channels: channels, p1: Tensor(shape: s, repeating: 1), p2: p,
+      beta: Tensor(shape: s, repeating: 1), learnable: ["p2", "beta"])
+  }
+  public override var typeName: String { "AconB" }
+}

@@ -1,0 +1,162 @@
+// MetaAconC: ACON-C whose switching factor β is computed from the input by a small network,
+// β = σ(bn2(fc2(bn1(fc1(mean_HW(x)))))), one β per (sample, channel). The backward pass runs
+// through that network and adds the mean's share into dx.
+//
+// Shapes: x, y [N, C, H, W] or [N, C]; mean m [N, C, 1, 1]; hidden [N, W, 1, 1] with
+// W = max(r, C/r); β [N, C]; p1, p2 [1, C, 1, 1].
+import NN
+import TensorCore
+
+/// Meta-ACON-C: ACON-C with a β generated per sample and channel.
+///
+/// ```
+/// β = σ(bn2(fc2(bn1(fc1(mean_HW(x))))))          fc1: 1×1 conv C → W, fc2: W → C, W = max(r, C/r)
+/// y = (p1 − p2)·x · σ(β·(p1 − p2)·x) + p2·x
+/// ```
+/// Submodules `fc1`, `bn1`, `fc2`, `bn2` and parameters `p1`, `p2` (~ N(0, 1), `[1, C, 1, 1]`), as in
+/// the reference `acon.py`. There is no nonlinearity between fc1 and fc2. With
+/// `useBatchNorm: false` the BatchNorms are left out (the YOLOv5 variant, which trains more
+/// stably and works at batch 1). In training mode with BatchNorm, a batch of 1 is an error:
+/// BatchNorm over `[1, W, 1, 1]` has one value per channel. In evaluation mode it works.
+/// Input and output `[N, C, H, W]` or `[N, C]`.
+public final class MetaAconC: Module {
+  /// Channels C.
+  public let channels: Int
+  /// Hidden width max(r, C/r).
+  public let width: Int
+  /// Whether bn1 and bn2 are present.
+  public let useBatchNorm: Bool
+  /// 1×1 convolution C → width, with bias.
+  public let fc1: Conv2D
+  /// BatchNorm over the hidden width (nil without BatchNorm).
+  public let bn1: BatchNorm2D?
+  /// 1×1 convolution width → C, with bias.
+  public let fc2: Conv2D
+  /// BatchNorm over C (nil without BatchNorm).
+  public let bn2: BatchNorm2D?
+  /// `[1, C, 1, 1]`, ~ N(0, 1).
+  public let p1: Parameter
+  /// `[1, C, 1, 1]`, ~ N(0, 1).
+  public let p2: Parameter
+
+  private var mean: Tensor?  // [N, C, 1, 1]
+  private var beta: Tensor?  // [N, C]
+  private var dbeta: Tensor?  // [N, C, 1, 1]
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var input: Tensor?
+
+  /// - Parameters:
+  ///   - channels: C.
+  ///   - r: the reduction ratio (16); the hidden width is max(r, C/r).
+  ///   - useBatchNorm: keep bn1 and bn2 (the paper's form) or leave them out (YOLOv5's).
+  ///   - rng: draws the convolutions' weights and p1, p2.
+  public init(channels: Int, r: Int = 16, useBatchNorm: Bool = true, rng: inout SeededGenerator) {
+    precondition(channels > 0 && r > 0, "MetaAconC: channels and r must be positive")
+    self.channels = channels
+    self.width = Swift.max(r, channels / r)
+    self.useBatchNorm = useBatchNorm
+    // Registration order of acon.py: fc1, bn1, fc2, bn2, then p1, p2.
+    fc1 = Conv2D(inChannels: channels, outChannels: width, kernelSize: 1, rng: &rng)
+    bn1 = useBatchNorm ? BatchNorm2D(channels: width) : nil
+    fc2 = Conv2D(inChannels: width, outChannels: channels, kernelSize: 1, rng: &rng)
+    bn2 = useBatchNorm ? BatchNorm2D(channels: channels) : nil
+    let s = [1, channels, 1, 1]
+    let a = Tensor(zeros: s), b = Tensor(zeros: s)
+    a.fillNormal(using: &rng)
+    b.fillNormal(using: &rng)
+    p1 = Parameter(a, decays: false)
+    p2 = Parameter(b, decays: false)
+  }
+
+  public override var typeName: String { "MetaAconC" }
+  public override var localParameters: [(String, Parameter)] { [("p1", p1), ("p2", p2)] }
+  public override var children: [(String, Module)] {
+    var c: [(String, Module)] = [("fc1", fc1)]
+    if let bn1 { c.append(("bn1", bn1)) }
+    c.append(("fc2", fc2))
+    if let bn2 { c.append(("bn2", bn2)) }
+    return c
+  }
+
+  /// The β network in order.
+  private var betaNet: [Module] { children.map { $0.1 } }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    guard (s.count == 4 || s.count == 2), s[1] == channels else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: s)
+    }
+    return s
+  }
+
+  /// β from the last forward pass, `[N, C]`.
+  public var lastBeta: Tensor? { beta }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    _ = try outputShape(for: x.shape)
+    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    if isTraining && useBatchNorm && n < 2 {
+      throw TensorError.invalidArgument(
+        "MetaAconC: training with BatchNorm in the β network needs a batch of at least 2 (bn1 and bn2 "
+          + "normalise a [N, \(width), 1, 1] tensor over N, and one sample has no variance); got input "
+          + "\(Shape.text(x.shape)). Use a larger batch, eval() for inference, or MetaAconC(useBatchNorm: false)")
+    }
+    input = x
+    // m[n, c] = mean over HW of x[n, c, :]
+    let m = reuse(&mean, shape: [n, c, 1, 1])
+    let xs = UncheckedSendable(x.data), ms = UncheckedSendable(m.data)
+    parallelFor(n * c, minimumChunk: 64) { range in
+      for i in range {
+        let p = xs.value + i * hw
+        var acc: Float = 0
+        for j in 0..<hw { acc += p[j] }
+        ms.value[i] = acc / Float(hw)
+      }
+    }
+    var h = m
+    for layer in betaNet { h = try layer.forward(h) }
+    let b = reuse(&beta, shape: [n, c])
+    for i in 0..<(n * c) { b.data[i] = stableSigmoid(h.data[i]) }
+    let y = reuse(&output, shape: x.shape)
+    AconKernels.forward(x: x.data, y: y.data, n: n, c: c, hw: hw, p1: p1.value.data, p2: p2.value.data,
+      beta: b.data, betaLayout: .perSampleChannel)
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let x = input, let b = beta, dy.shape == x.shape else {
+      throw TensorError.shapeMismatch(layer: typeName + ".backward",
+        expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let dx = reuse(&inputGrad, shape: x.shape)
+    let db = reuse(&dbeta, shape: [n, c, 1, 1])
+    db.zero()
+    // The β network always needs dβ; dx only if requested.
+    AconKernels.backward(x: x.data, dy: dy.data, dx: propagatesInputGradient ? dx.data : nil,
+      n: n, c: c, hw: hw, p1: p1.value.data, p2: p2.value.data, beta: b.data, betaLayout: .perSampleChannel,
+      dp1: p1.grad.data, dp2: p2.grad.data, dbeta: db.data)
+    // Through the sigmoid: dh = dβ·β(1 − β).
+    for i in 0..<(n * c) {
+      let s = b.data[i]
+      db.data[i] *= s * (1 - s)
+    }
+    var g = db
+    let net = betaNet
+    for (i, layer) in net.enumerated().reversed() {
+      layer.propagatesInputGradient = i > 0 || propagatesInputGradient
+      g = try layer.backward(g)
+    }
+    guard propagatesInputGradient else { return dx }
+    // The mean's share: dx[n, c, :] += dm[n, c] / HW.
+    let gs = UncheckedSendable(g.data), dxs = UncheckedSendable(dx.data)
+    parallelFor(n * c, minimumChunk: 64) { range in
+      for i in range {
+        let v = gs.value[i] / Float(hw)
+        let p = dxs.value + i * hw
+        for j in 0..<hw { p[j] += v }
+      }
+    }
+    return dx
+  }
+}

@@ -1,0 +1,66 @@
+// AconReference: the naive Double-precision twin of the fused ACON kernels, written straight
+// from the formulas, one element at a time. Tests and acon-bench check the kernels against it.
+//
+// Shapes: x, dy [N, C, HW]; p1, p2 [C]; β [C] (per channel), [N, C] (per sample and channel)
+// or [N, C, HW] (per element).
+import Foundation
+
+/// The Double reference of ACON's forward and backward passes.
+public enum AconReference {
+  /// `y = (p1 − p2)·x·σ(β·(p1 − p2)·x) + p2·x` for every element. `beta` has C, N·C or N·C·HW
+  /// values, which selects its layout.
+  public static func forward(x: [Float], n: Int, c: Int, hw: Int, p1: [Float], p2: [Float], beta: [Float]) -> [Double] {
+    var y = [Double](repeating: 0, count: n * c * hw)
+    for s in 0..<n {
+      for ch in 0..<c {
+        for j in 0..<hw {
+          let i = (s * c + ch) * hw + j
+          let b = Double(beta[index(beta.count, s, ch, j, n, c, hw)])
+          let d = (Double(p1[ch]) - Double(p2[ch])) * Double(x[i])
+          y[i] = d * sigmoid(b * d) + Double(p2[ch]) * Double(x[i])
+        }
+      }
+    }
+    return y
+  }
+
+  /// The gradients for upstream gradient `dy`: dx, dp1 `[C]`, dp2 `[C]` and dβ (β's layout).
+  public static func backward(x: [Float], dy: [Float], n: Int, c: Int, hw: Int, p1: [Float], p2: [Float], beta: [Float])
+    -> (dx: [Double], dp1: [Double], dp2: [Double], dbeta: [Double])
+  {
+    var dx = [Double](repeating: 0, count: n * c * hw)
+    var dp1 = [Double](repeating: 0, count: c), dp2 = [Double](repeating: 0, count: c)
+    var dbeta = [Double](repeating: 0, count: beta.count)
+    for s in 0..<n {
+      for ch in 0..<c {
+        for j in 0..<hw {
+          let i = (s * c + ch) * hw + j
+          let bi = index(beta.count, s, ch, j, n, c, hw)
+          let b = Double(beta[bi]), xv = Double(x[i]), g0 = Double(dy[i])
+          let a = Double(p1[ch]) - Double(p2[ch])
+          let d = a * xv
+          let sg = sigmoid(b * d)
+          // ∂y/∂d = σ + d·σ'·β with σ' = σ(1 − σ); y = d·σ(βd) + p2·x.
+          let g = sg * (1 + b * d * (1 - sg))
+          dx[i] = g0 * (a * g + Double(p2[ch]))
+          dp1[ch] += g0 * xv * g
+          dp2[ch] += g0 * xv * (1 - g)
+          dbeta[bi] += g0 * d * d * sg * (1 - sg)
+        }
+      }
+    }
+    return (dx, dp1, dp2, dbeta)
+  }
+
+  private static func index(_ count: Int, _ s: Int, _ ch: Int, _ j: Int, _ n: Int, _ c: Int, _ hw: Int) -> Int {
+    if count == c { return ch }
+    if count == n * c { return s * c + ch }
+    precondition(count == n * c * hw, "AconReference: β has \(count) values; expected C, N·C or N·C·HW")
+    return (s * c + ch) * hw + j
+  }
+
+  /// σ(z) in Double, without overflow.
+  public static func sigmoid(_ z: Double) -> Double {
+    z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))
+  }
+}

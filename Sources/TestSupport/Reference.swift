@@ -1,0 +1,476 @@
+// Reference: naive Double-precision twins of every fast kernel and layer, written by definition
+// with nested loops (Caffe's `caffe_conv`, llm.c's `matmul_forward_naive`). They are slow and
+// obviously right; tests compare the optimised Float code with them.
+//
+// Layouts match the layers: images NCHW, conv weight [Cout, Cin, K, K], linear weight [out, in].
+// Backward functions take dy and return fresh gradients (they never accumulate).
+import Foundation
+import TensorCore
+
+/// Namespace of naive reference implementations in Double precision.
+public enum Reference {
+  // MARK: - Matrix products
+
+  /// `C = alpha · op(A) · op(B) + beta · C` by a triple loop, row-major, with BLAS.sgemm's
+  /// storage conventions: A is `[K, M]` when `transA` else `[M, K]`; B is `[N, K]` when
+  /// `transB` else `[K, N]`; C is `[M, N]`. With `beta == 0`, C's old values are ignored.
+  public static func gemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double = 1,
+    a: [Double], b: [Double], beta: Double = 0, c: [Double]
+  ) -> [Double] {
+    var out = [Double](repeating: 0, count: m * n)
+    for i in 0..<m {
+      for j in 0..<n {
+        var s = 0.0
+        for p in 0..<k {
+          let av = transA ? a[p * m + i] : a[i * k + p]
+          let bv = transB ? b[j * k + p] : b[p * n + j]
+          s += av * bv
+        }
+        out[i * n + j] = alpha * s + (beta == 0 ? 0 : beta * c[i * n + j])
+      }
+    }
+    return out
+  }
+
+  /// `[M, K] · [K, N] → [M, N]`.
+  public static func matmul(_ a: DoubleTensor, _ b: DoubleTensor) -> DoubleTensor {
+    precondition(a.shape.count == 2 && b.shape.count == 2 && a.shape[1] == b.shape[0], "matmul shapes")
+    let (m, k, n) = (a.shape[0], a.shape[1], b.shape[1])
+    return DoubleTensor(shape: [m, n],
+      values: gemm(transA: false, transB: false, m: m, n: n, k: k, a: a.values, b: b.values, c: []))
+  }
+
+  /// `y[n, o] = bias[o] + Σ_i x[n, i] · w[o, i]`; x `[N, in]`, w `[out, in]`.
+  public static func linear(_ x: DoubleTensor, weight w: DoubleTensor, bias: DoubleTensor?) -> DoubleTensor {
+    let (n, fin, fout) = (x.shape[0], x.shape[1], w.shape[0])
+    precondition(w.shape[1] == fin, "linear: weight \(w.shape) vs input \(x.shape)")
+    var y = DoubleTensor(zeros: [n, fout])
+    for s in 0..<n {
+      for o in 0..<fout {
+        var acc = bias?[o] ?? 0
+        for i in 0..<fin { acc += x[s * fin + i] * w[o * fin + i] }
+        y[s * fout + o] = acc
+      }
+    }
+    return y
+  }
+
+  /// Gradients of `linear` for output gradient dy `[N, out]`.
+  public static func linearBackward(
+    _ x: DoubleTensor, weight w: DoubleTensor, dy: DoubleTensor
+  ) -> (dx: DoubleTensor, dw: DoubleTensor, db: DoubleTensor) {
+    let (n, fin, fout) = (x.shape[0], x.shape[1], w.shape[0])
+    var dx = DoubleTensor(zeros: x.shape), dw = DoubleTensor(zeros: w.shape), db = DoubleTensor(zeros: [fout])
+    for s in 0..<n {
+      for o in 0..<fout {
+        let g = dy[s * fout + o]
+        db[o] += g
+        for i in 0..<fin {
+          dx[s * fin + i] += g * w[o * fin + i]
+          dw[o * fin + i] += g * x[s * fin + i]
+        }
+      }
+    }
+    return (dx, dw, db)
+  }
+
+  // MARK: - Convolution
+
+  /// Output size of a window of size k with stride and padding over `size` inputs (floor mode).
+  public static func outSize(_ size: Int, k: Int, stride: Int, padding: Int) -> Int {
+    (size + 2 * padding - k) / stride + 1
+  }
+
+  /// Direct convolution by definition (a 7-deep loop):
+  /// `y[n,o,i,j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, i·s − p + u, j·s − p + v]`, zero padding.
+  public static func conv2d(
+    _ x: DoubleTensor, weight w: DoubleTensor, bias: DoubleTensor?, stride s: Int, padding p: Int
+  ) -> DoubleTensor {
+    let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (cout, k) = (w.shape[0], w.shape[2])
+    precondition(w.shape[1] == cin && w.shape[3] == k, "conv2d: weight \(w.shape) vs input \(x.shape)")
+    let oh = outSize(h, k: k, stride: s, padding: p), ow = outSize(wd, k: k, stride: s, padding: p)
+    var y = DoubleTensor(zeros: [n, cout, oh, ow])
+    for b in 0..<n {
+      for o in 0..<cout {
+        for i in 0..<oh {
+          for j in 0..<ow {
+            var acc = bias?[o] ?? 0
+            for c in 0..<cin {
+              for u in 0..<k {
+                let r = i * s - p + u
+                if r < 0 || r >= h { continue }
+                for v in 0..<k {
+                  let q = j * s - p + v
+                  if q < 0 || q >= wd { continue }
+                  acc += w[((o * cin + c) * k + u) * k + v] * x[((b * cin + c) * h + r) * wd + q]
+                }
+              }
+            }
+            y[((b * cout + o) * oh + i) * ow + j] = acc
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  /// Gradients of `conv2d` for output gradient dy `[N, Cout, OH, OW]`, by the same loops.
+  public static func conv2dBackward(
+    _ x: DoubleTensor, weight w: DoubleTensor, dy: DoubleTensor, stride s: Int, padding p: Int
+  ) -> (dx: DoubleTensor, dw: DoubleTensor, db: DoubleTensor) {
+    let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (cout, k) = (w.shape[0], w.shape[2])
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dx = DoubleTensor(zeros: x.shape), dw = DoubleTensor(zeros: w.shape), db = DoubleTensor(zeros: [cout])
+    for b in 0..<n {
+      for o in 0..<cout {
+        for i in 0..<oh {
+          for j in 0..<ow {
+            let g = dy[((b * cout + o) * oh + i) * ow + j]
+            db[o] += g
+            for c in 0..<cin {
+              for u in 0..<k {
+                let r = i * s - p + u
+                if r < 0 || r >= h { continue }
+                for v in 0..<k {
+                  let q = j * s - p + v
+                  if q < 0 || q >= wd { continue }
+                  let wi = ((o * cin + c) * k + u) * k + v, xi = ((b * cin + c) * h + r) * wd + q
+                  dw[wi] += g * x[xi]
+                  dx[xi] += g * w[wi]
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    return (dx, dw, db)
+  }
+
+  /// The column matrix of one sample `[C, H, W]` by definition: row `(c·KH + u)·KW + v`,
+  /// column `i·OW + j` holds `x[c, i·sH − pH + u, j·sW − pW + v]` (0 outside).
+  public static func im2col(_ x: [Double], _ g: ConvGeometry) -> [Double] {
+    let (oh, ow) = (g.outH, g.outW)
+    var col = [Double](repeating: 0, count: g.colRows * oh * ow)
+    for c in 0..<g.channels {
+      for u in 0..<g.kernelH {
+        for v in 0..<g.kernelW {
+          let row = (c * g.kernelH + u) * g.kernelW + v
+          for i in 0..<oh {
+            for j in 0..<ow {
+              let r = i * g.strideH - g.padH + u, q = j * g.strideW - g.padW + v
+              if r >= 0 && r < g.height && q >= 0 && q < g.width {
+                col[row * oh * ow + i * ow + j] = x[(c * g.height + r) * g.width + q]
+              }
+            }
+          }
+        }
+      }
+    }
+    return col
+  }
+
+  // MARK: - Pooling
+
+  /// Max pooling, padding reads as −∞ (PyTorch); windows `k × k` with stride and padding.
+  public static func maxPool2d(_ x: DoubleTensor, k: Int, stride s: Int, padding p: Int) -> DoubleTensor {
+    maxPool2dWithIndices(x, k: k, stride: s, padding: p).y
+  }
+
+  /// Max pooling plus, per output, the flat input index of the *first* maximum in its window
+  /// (row-major window order), which is where the gradient goes.
+  public static func maxPool2dWithIndices(
+    _ x: DoubleTensor, k: Int, stride s: Int, padding p: Int
+  ) -> (y: DoubleTensor, argmax: [Int]) {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let oh = outSize(h, k: k, stride: s, padding: p), ow = outSize(w, k: k, stride: s, padding: p)
+    var y = DoubleTensor(zeros: [n, c, oh, ow])
+    var arg = [Int](repeating: -1, count: y.count)
+    for pl in 0..<(n * c) {
+      for i in 0..<oh {
+        for j in 0..<ow {
+          var best = -Double.infinity, at = -1
+          for u in 0..<k {
+            for v in 0..<k {
+              let r = i * s - p + u, q = j * s - p + v
+              guard r >= 0 && r < h && q >= 0 && q < w else { continue }
+              let idx = (pl * h + r) * w + q
+              if at < 0 || x[idx] > best { best = x[idx]; at = idx }
+            }
+          }
+          let o = (pl * oh + i) * ow + j
+          y[o] = best
+          arg[o] = at
+        }
+      }
+    }
+    return (y, arg)
+  }
+
+  /// Gradient of max pooling: each dy goes to its window's first maximum.
+  public static func maxPool2dBackward(
+    _ x: DoubleTensor, dy: DoubleTensor, k: Int, stride s: Int, padding p: Int
+  ) -> DoubleTensor {
+    let arg = maxPool2dWithIndices(x, k: k, stride: s, padding: p).argmax
+    var dx = DoubleTensor(zeros: x.shape)
+    for o in 0..<dy.count { dx[arg[o]] += dy[o] }
+    return dx
+  }
+
+  /// Average pooling with zero padding counted in the divisor (`count_include_pad=True`):
+  /// every window divides by k².
+  public static func avgPool2d(_ x: DoubleTensor, k: Int, stride s: Int, padding p: Int) -> DoubleTensor {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let oh = outSize(h, k: k, stride: s, padding: p), ow = outSize(w, k: k, stride: s, padding: p)
+    var y = DoubleTensor(zeros: [n, c, oh, ow])
+    for pl in 0..<(n * c) {
+      for i in 0..<oh {
+        for j in 0..<ow {
+          var acc = 0.0
+          for u in 0..<k {
+            for v in 0..<k {
+              let r = i * s - p + u, q = j * s - p + v
+              if r >= 0 && r < h && q >= 0 && q < w { acc += x[(pl * h + r) * w + q] }
+            }
+          }
+          y[(pl * oh + i) * ow + j] = acc / Double(k * k)
+        }
+      }
+    }
+    return y
+  }
+
+  /// Gradient of `avgPool2d`.
+  public static func avgPool2dBackward(
+    inputShape: [Int], dy: DoubleTensor, k: Int, stride s: Int, padding p: Int
+  ) -> DoubleTensor {
+    let (h, w) = (inputShape[2], inputShape[3])
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dx = DoubleTensor(zeros: inputShape)
+    for pl in 0..<(inputShape[0] * inputShape[1]) {
+      for i in 0..<oh {
+        for j in 0..<ow {
+          let g = dy[(pl * oh + i) * ow + j] / Double(k * k)
+          for u in 0..<k {
+            for v in 0..<k {
+              let r = i * s - p + u, q = j * s - p + v
+              if r >= 0 && r < h && q >= 0 && q < w { dx[(pl * h + r) * w + q] += g }
+            }
+          }
+        }
+      }
+    }
+    return dx
+  }
+
+  /// The mean of each `H × W` plane: `[N, C, H, W] → [N, C, 1, 1]`.
+  public static func globalAvgPool2d(_ x: DoubleTensor) -> DoubleTensor {
+    let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+    var y = DoubleTensor(zeros: [n, c, 1, 1])
+    for pl in 0..<(n * c) {
+      var acc = 0.0
+      for i in 0..<hw { acc += x[pl * hw + i] }
+      y[pl] = acc / Double(hw)
+    }
+    return y
+  }
+
+  /// Gradient of `globalAvgPool2d`.
+  public static func globalAvgPool2dBackward(inputShape: [Int], dy: DoubleTensor) -> DoubleTensor {
+    let hw = inputShape[2] * inputShape[3]
+    var dx = DoubleTensor(zeros: inputShape)
+    for i in 0..<dx.count { dx[i] = dy[i / hw] / Double(hw) }
+    return dx
+  }
+
+  // MARK: - Batch normalisation
+
+  /// Per-channel statistics over N·H·W (x `[N, C, H, W]` or `[N, C]`): the mean, the biased
+  /// variance (divide by M) and the unbiased one (divide by M − 1), M = N·H·W.
+  public static func channelStatistics(
+    _ x: DoubleTensor
+  ) -> (mean: [Double], biasedVar: [Double], unbiasedVar: [Double]) {
+    let (n, c) = (x.shape[0], x.shape[1])
+    let hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let m = Double(n * hw)
+    var mean = [Double](repeating: 0, count: c), bv = mean, uv = mean
+    for ch in 0..<c {
+      var s = 0.0
+      for b in 0..<n { for i in 0..<hw { s += x[(b * c + ch) * hw + i] } }
+      mean[ch] = s / m
+      var s2 = 0.0
+      for b in 0..<n {
+        for i in 0..<hw {
+          let d = x[(b * c + ch) * hw + i] - mean[ch]
+          s2 += d * d
+        }
+      }
+      bv[ch] = s2 / m
+      uv[ch] = s2 / (m - 1)
+    }
+    return (mean, bv, uv)
+  }
+
+  /// Batch normalisation with given per-channel statistics:
+  /// `y = γ·(x − mean)/√(var + eps) + β`.
+  public static func batchNorm(
+    _ x: DoubleTensor, mean: [Double], variance: [Double], gamma: [Double], beta: [Double], eps: Double
+  ) -> DoubleTensor {
+    let (n, c) = (x.shape[0], x.shape[1])
+    let hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    var y = DoubleTensor(zeros: x.shape)
+    for b in 0..<n {
+      for ch in 0..<c {
+        let istd = 1 / (variance[ch] + eps).squareRoot()
+        for i in 0..<hw {
+          let idx = (b * c + ch) * hw + i
+          y[idx] = gamma[ch] * (x[idx] - mean[ch]) * istd + beta[ch]
+        }
+      }
+    }
+    return y
+  }
+
+  /// Training-mode batch normalisation: batch mean and *biased* batch variance.
+  public static func batchNormTraining(
+    _ x: DoubleTensor, gamma: [Double], beta: [Double], eps: Double = 1e-5
+  ) -> DoubleTensor {
+    let st = channelStatistics(x)
+    return batchNorm(x, mean: st.mean, variance: st.biasedVar, gamma: gamma, beta: beta, eps: eps)
+  }
+
+  /// Evaluation-mode batch normalisation: the running statistics.
+  public static func batchNormEval(
+    _ x: DoubleTensor, gamma: [Double], beta: [Double], runningMean: [Double], runningVar: [Double],
+    eps: Double = 1e-5
+  ) -> DoubleTensor {
+    batchNorm(x, mean: runningMean, variance: runningVar, gamma: gamma, beta: beta, eps: eps)
+  }
+
+  /// PyTorch's running-statistics update after one training batch:
+  /// `r ← (1 − m)·r + m·stat`, with the *unbiased* variance for `running_var`.
+  public static func batchNormRunningUpdate(
+    _ x: DoubleTensor, runningMean: [Double], runningVar: [Double], momentum: Double = 0.1
+  ) -> (mean: [Double], variance: [Double]) {
+    let st = channelStatistics(x)
+    let rm = zip(runningMean, st.mean).map { (1 - momentum) * $0 + momentum * $1 }
+    let rv = zip(runningVar, st.unbiasedVar).map { (1 - momentum) * $0 + momentum * $1 }
+    return (rm, rv)
+  }
+
+  /// Gradients of training-mode batch normalisation, by the textbook formula
+  /// `dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
+  public static func batchNormTrainingBackward(
+    _ x: DoubleTensor, gamma: [Double], dy: DoubleTensor, eps: Double = 1e-5
+  ) -> (dx: DoubleTensor, dgamma: [Double], dbeta: [Double]) {
+    let (n, c) = (x.shape[0], x.shape[1])
+    let hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let m = Double(n * hw)
+    let st = channelStatistics(x)
+    var dx = DoubleTensor(zeros: x.shape)
+    var dg = [Double](repeating: 0, count: c), db = dg
+    for ch in 0..<c {
+      let istd = 1 / (st.biasedVar[ch] + eps).squareRoot()
+      var sdy = 0.0, sdyx = 0.0
+      for b in 0..<n {
+        for i in 0..<hw {
+          let idx = (b * c + ch) * hw + i
+          sdy += dy[idx]
+          sdyx += dy[idx] * (x[idx] - st.mean[ch]) * istd
+        }
+      }
+      dg[ch] = sdyx
+      db[ch] = sdy
+      for b in 0..<n {
+        for i in 0..<hw {
+          let idx = (b * c + ch) * hw + i
+          let xhat = (x[idx] - st.mean[ch]) * istd
+          dx[idx] = gamma[ch] * istd * (dy[idx] - sdy / m - xhat * sdyx / m)
+        }
+      }
+    }
+    return (dx, dg, db)
+  }
+
+  // MARK: - Elementwise activations
+
+  /// `max(x, 0)` elementwise.
+  public static func relu(_ x: DoubleTensor) -> DoubleTensor {
+    DoubleTensor(shape: x.shape, values: x.values.map { max($0, 0) })
+  }
+
+  /// `dy · [x > 0]` elementwise.
+  public static func reluBackward(_ x: DoubleTensor, dy: DoubleTensor) -> DoubleTensor {
+    DoubleTensor(shape: x.shape, values: zip(x.values, dy.values).map { $0 > 0 ? $1 : 0 })
+  }
+
+  /// `1 / (1 + e^(−x))` elementwise.
+  public static func sigmoid(_ x: DoubleTensor) -> DoubleTensor {
+    DoubleTensor(shape: x.shape, values: x.values.map(sigmoid))
+  }
+
+  /// `σ(x)` for one value, without overflow.
+  public static func sigmoid(_ x: Double) -> Double {
+    x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x))
+  }
+
+  /// `dy · σ(x)(1 − σ(x))` elementwise.
+  public static func sigmoidBackward(_ x: DoubleTensor, dy: DoubleTensor) -> DoubleTensor {
+    DoubleTensor(shape: x.shape, values: zip(x.values, dy.values).map { let s = sigmoid($0); return $1 * s * (1 - s) })
+  }
+
+  // MARK: - Losses
+
+  /// Mean softmax cross-entropy over a batch of logits `[N, K]` with integer labels, and its
+  /// gradient `(softmax − onehot)/N`. Uses the log-sum-exp shift, so ±1e4 logits are exact.
+  public static func softmaxCrossEntropy(
+    _ logits: DoubleTensor, labels: [Int]
+  ) -> (loss: Double, gradient: DoubleTensor) {
+    let (n, k) = (logits.shape[0], logits.shape[1])
+    var grad = DoubleTensor(zeros: logits.shape)
+    var total = 0.0
+    for s in 0..<n {
+      let row = (0..<k).map { logits[s * k + $0] }
+      let mx = row.max() ?? 0
+      let sum = row.reduce(0) { $0 + exp($1 - mx) }
+      let lse = mx + log(sum)
+      total += lse - row[labels[s]]
+      for j in 0..<k {
+        grad[s * k + j] = (exp(row[j] - lse) - (j == labels[s] ? 1 : 0)) / Double(n)
+      }
+    }
+    return (total / Double(n), grad)
+  }
+
+  /// Mean binary cross-entropy on logits, `−[t·log σ(z) + (1 − t)·log(1 − σ(z))]`, written
+  /// stably as `max(z,0) − z·t + log(1 + e^(−|z|))`, and its gradient `(σ(z) − t)/M`.
+  public static func bceWithLogits(
+    _ logits: DoubleTensor, targets: [Double]
+  ) -> (loss: Double, gradient: DoubleTensor) {
+    let m = Double(logits.count)
+    var grad = DoubleTensor(zeros: logits.shape)
+    var total = 0.0
+    for i in 0..<logits.count {
+      let z = logits[i], t = targets[i]
+      total += max(z, 0) - z * t + log1p(exp(-abs(z)))
+      grad[i] = (sigmoid(z) - t) / m
+    }
+    return (total / m, grad)
+  }
+
+  /// Mean squared error `(1/M) Σ (y − t)²` and its gradient `2(y − t)/M`.
+  public static func mse(_ y: DoubleTensor, target: DoubleTensor) -> (loss: Double, gradient: DoubleTensor) {
+    let m = Double(y.count)
+    var grad = DoubleTensor(zeros: y.shape)
+    var total = 0.0
+    for i in 0..<y.count {
+      let d = y[i] - target[i]
+      total += d * d
+      grad[i] = 2 * d / m
+    }
+    return (total / m, grad)
+  }
+}

@@ -1,0 +1,619 @@
+// Safetensors: reading and writing Hugging Face's safetensors format, byte for byte, and
+// PyTorch-style state_dict helpers (`stateDict(of:)`, strict `loadStateDict(_:into:file:)`).
+//
+// Layout: 8-byte little-endian header length N; N bytes of UTF-8 JSON starting with '{' and
+// right-padded with spaces to a multiple of 8; then the data buffer. Header entries:
+// `"name": {"dtype": "F32", "shape": [..], "data_offsets": [BEGIN, END]}` (offsets relative to the
+// buffer, END exclusive) plus an optional `"__metadata__"` string→string map. Tensors are
+// little-endian, row-major, and must tile the buffer exactly. The writer follows the reference
+// implementation: no whitespace, `__metadata__` first, entries by dtype alignment (descending)
+// then name, so our files match `safetensors.numpy.save_file` byte for byte.
+import Foundation
+import NN
+import TensorCore
+
+/// One tensor of a safetensors file. F32 and I64 are read and written; on reading, F16, BF16
+/// and F64 become `.f32`, and BOOL, U8, I8, I16, U16, I32, U32 become `.i64`.
+public enum SafetensorsValue: Equatable, Sendable {
+  /// Float32 values, row-major, `shape.product` of them.
+  case f32(shape: [Int], values: [Float])
+  /// Int64 values, row-major; a scalar has shape `[]` and one value.
+  case i64(shape: [Int], values: [Int64])
+
+  /// A copy of a tensor's values with its shape.
+  public init(_ tensor: Tensor) { self = .f32(shape: tensor.shape, values: tensor.array) }
+
+  /// The shape, outermost first (`[]` for a scalar).
+  public var shape: [Int] {
+    switch self {
+    case let .f32(s, _): return s
+    case let .i64(s, _): return s
+    }
+  }
+
+  /// `"F32"` or `"I64"`, as in the header.
+  public var dtype: String {
+    switch self {
+    case .f32: return "F32"
+    case .i64: return "I64"
+    }
+  }
+
+  /// The number of values stored.
+  public var valueCount: Int {
+    switch self {
+    case let .f32(_, v): return v.count
+    case let .i64(_, v): return v.count
+    }
+  }
+
+  /// Bytes per element: 4 or 8.
+  var elementSize: Int {
+    switch self {
+    case .f32: return 4
+    case .i64: return 8
+    }
+  }
+}
+
+/// A malformed safetensors file, an I/O failure, or a state dict that does not fit a model.
+/// Every message names the file, and the tensor where there is one.
+public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
+  /// The file could not be read or written.
+  case io(file: String, reason: String)
+  /// Fewer than the 8 bytes of the header length.
+  case fileTooShort(file: String, size: Int)
+  /// The header length exceeds 100,000,000 bytes (the reference reader's limit).
+  case headerTooLarge(file: String, length: UInt64)
+  /// The header length runs past the end of the file.
+  case headerPastEnd(file: String, length: UInt64, fileSize: Int)
+  /// The header is not a JSON object starting with '{'.
+  case invalidHeader(file: String, reason: String)
+  /// `__metadata__` is not a string→string map.
+  case invalidMetadata(file: String, reason: String)
+  /// A tensor entry lacks `dtype`, `shape` or `data_offsets`, or has values of the wrong kind.
+  case invalidEntry(file: String, tensor: String, reason: String)
+  /// A dtype string that the format does not define.
+  case unknownDtype(file: String, tensor: String, dtype: String)
+  /// A dtype the format defines but this reader does not convert (U64, C64, F8_*, F6_*, F4).
+  case unsupportedDtype(file: String, tensor: String, dtype: String)
+  /// The shape's element count (or byte count) overflows.
+  case shapeOverflow(file: String, tensor: String, shape: [Int])
+  /// END − BEGIN differs from element count · dtype size.
+  case sizeMismatch(file: String, tensor: String, dtype: String, shape: [Int], expectedBytes: Int, gotBytes: Int)
+  /// BEGIN > END, or END beyond the data buffer.
+  case offsetsOutOfRange(file: String, tensor: String, begin: Int, end: Int, bufferSize: Int)
+  /// Two tensors share bytes.
+  case overlap(file: String, tensor: String, other: String)
+  /// Unused bytes before a tensor.
+  case hole(file: String, tensor: String, begin: Int, previousEnd: Int)
+  /// The tensors do not reach the end of the file (8 + N + last END ≠ file size).
+  case incompleteBuffer(file: String, covered: Int, bufferSize: Int)
+  /// The same tensor name appears twice in the header.
+  case duplicateName(file: String, tensor: String)
+  /// A state dict does not fit the model (as PyTorch's `load_state_dict(strict=True)`):
+  /// missing and unexpected keys, and per-tensor shape or dtype mismatches (one line each).
+  case stateDictMismatch(file: String, missing: [String], unexpected: [String], mismatched: [String])
+
+  public var description: String {
+    let corrupt = "the file is corrupt or not a safetensors file"
+    switch self {
+    case let .io(file, reason):
+      return "\(file): \(reason)"
+    case let .fileTooShort(file, size):
+      return "\(file): only \(size) bytes, fewer than the 8-byte header length; \(corrupt)"
+    case let .headerTooLarge(file, length):
+      return "\(file): header length \(length) exceeds the limit of 100000000 bytes; \(corrupt)"
+    case let .headerPastEnd(file, length, size):
+      return "\(file): header length \(length) runs past the end of the \(size)-byte file; the file is truncated or corrupt"
+    case let .invalidHeader(file, reason):
+      return "\(file): invalid header: \(reason); \(corrupt)"
+    case let .invalidMetadata(file, reason):
+      return "\(file): invalid __metadata__: \(reason) (it must map strings to strings)"
+    case let .invalidEntry(file, tensor, reason):
+      return "\(file): tensor \"\(tensor)\": \(reason); \(corrupt)"
+    case let .unknownDtype(file, tensor, dtype):
+      return "\(file): tensor \"\(tensor)\": unknown dtype \"\(dtype)\""
+    case let .unsupportedDtype(file, tensor, dtype):
+      return "\(file): tensor \"\(tensor)\": dtype \(dtype) is not supported (supported: F32, I64; F16, BF16, F64 "
+        + "are read as F32; BOOL, U8, I8, I16, U16, I32, U32 as I64); convert it first"
+    case let .shapeOverflow(file, tensor, shape):
+      return "\(file): tensor \"\(tensor)\": shape \(Shape.text(shape)) has too many elements; \(corrupt)"
+    case let .sizeMismatch(file, tensor, dtype, shape, expected, got):
+      return "\(file): tensor \"\(tensor)\": \(dtype) \(Shape.text(shape)) needs \(expected) bytes but its data_offsets "
+        + "span \(got); \(corrupt)"
+    case let .offsetsOutOfRange(file, tensor, begin, end, size):
+      return "\(file): tensor \"\(tensor)\": data_offsets [\(begin), \(end)] are outside the \(size)-byte data buffer; "
+        + "the file is truncated or corrupt"
+    case let .overlap(file, tensor, other):
+      return "\(file): tensors \"\(other)\" and \"\(tensor)\" overlap; \(corrupt)"
+    case let .hole(file, tensor, begin, previousEnd):
+      return "\(file): unused bytes \(previousEnd)..<\(begin) before tensor \"\(tensor)\"; \(corrupt)"
+    case let .incompleteBuffer(file, covered, size):
+      return "\(file): the tensors cover \(covered) bytes but the data buffer has \(size); \(corrupt)"
+    case let .duplicateName(file, tensor):
+      return "\(file): tensor \"\(tensor)\" appears more than once in the header; \(corrupt)"
+    case let .stateDictMismatch(file, missing, unexpected, mismatched):
+      var parts = [String]()
+      if !missing.isEmpty { parts.append("missing keys: " + missing.joined(separator: ", ")) }
+      if !unexpected.isEmpty { parts.append("unexpected keys: " + unexpected.joined(separator: ", ")) }
+      parts += mismatched
+      return "\(file): the state dict does not fit the model (nothing was loaded): " + parts.joined(separator: "; ")
+        + ". Was it saved from a model with another architecture or configuration?"
+    }
+  }
+}
+
+/// A safetensors file in memory: metadata and named tensors.
+public struct SafetensorsFile: Equatable, Sendable {
+  /// The `__metadata__` map (empty when the file has none).
+  public var metadata: [String: String]
+  /// The tensors by name.
+  public var tensors: [String: SafetensorsValue]
+
+  /// A file with these contents.
+  public init(metadata: [String: String] = [:], tensors: [String: SafetensorsValue] = [:]) {
+    self.metadata = metadata
+    self.tensors = tensors
+  }
+
+  /// The largest header the reader accepts (the reference implementation's limit).
+  public static let maxHeaderSize: UInt64 = 100_000_000
+
+  /// Bits per element of every dtype the format defines.
+  static let dtypeBits: [String: Int] = [
+    "BOOL": 8, "U8": 8, "I8": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "F64": 64, "I64": 64, "U64": 64, "C64": 64, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+  ]
+  /// The dtypes this reader converts.
+  static let readableDtypes: Set<String> = ["F32", "I64", "F16", "BF16", "F64", "BOOL", "U8", "I8", "I16", "U16", "I32", "U32"]
+
+  /// Reads and validates a file.
+  /// - Throws: `SafetensorsError` naming `path` (and the tensor, where one is at fault).
+  public static func read(path: String) throws -> SafetensorsFile {
+    let bytes: [UInt8]
+    do {
+      bytes = try readFileBytes(path: path)
+    } catch let e as FileIOError {
+      throw SafetensorsError.io(file: path, reason: "cannot \(e.operation): \(e.reason)")
+    }
+    return try decode(bytes, name: path)
+  }
+
+  /// Writes the file atomically (temporary file, fsync, rename, fsync of the directory).
+  /// - Throws: `SafetensorsError.io` naming `path`.
+  public func write(path: String) throws {
+    do {
+      try writeFileAtomically(path: path, bytes: encode())
+    } catch let e as FileIOError {
+      throw SafetensorsError.io(file: path, reason: "cannot write: \(e.description)")
+    }
+  }
+
+  // MARK: - Decoding
+
+  /// Parses and validates the bytes of a file. `name` is used in error messages.
+  ///
+  /// Checks, in order: at least 8 bytes; header length ≤ 100,000,000 and within the file
+  /// (before allocating anything); header starts with '{' and is a JSON object; no duplicate
+  /// names; `__metadata__` maps strings to strings; each entry has `dtype` (known and readable),
+  /// `shape` (non-negative integers, no overflow) and `data_offsets` (two integers, BEGIN ≤ END ≤
+  /// buffer size, END − BEGIN = elements · dtype size); the entries tile the buffer from 0 with
+  /// no overlap or hole and end exactly at its end.
+  public static func decode(_ bytes: [UInt8], name: String) throws -> SafetensorsFile {
+    guard bytes.count >= 8 else { throw SafetensorsError.fileTooShort(file: name, size: bytes.count) }
+    var n: UInt64 = 0
+    for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+    guard n <= maxHeaderSize else { throw SafetensorsError.headerTooLarge(file: name, length: n) }
+    guard n <= UInt64(bytes.count - 8) else {
+      throw SafetensorsError.headerPastEnd(file: name, length: n, fileSize: bytes.count)
+    }
+    let headerLength = Int(n)
+    let header = bytes[8..<(8 + headerLength)]
+    guard header.first == UInt8(ascii: "{") else {
+      throw SafetensorsError.invalidHeader(
+        file: name, reason: headerLength == 0 ? "empty header" : "the header does not start with '{'")
+    }
+    let object: Any
+    do {
+      object = try JSONSerialization.jsonObject(with: Data(header), options: [])
+    } catch {
+      let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+      throw SafetensorsError.invalidHeader(file: name, reason: "not valid JSON (\(detail))")
+    }
+    guard let dict = object as? [String: Any] else {
+      throw SafetensorsError.invalidHeader(file: name, reason: "the header is not a JSON object")
+    }
+    // JSONSerialization keeps the last of duplicate keys silently; count the keys ourselves.
+    let rawKeys = topLevelKeys(header)
+    if rawKeys.count != dict.count {
+      var seen = Set<String>()
+      for raw in rawKeys {
+        let key = decodeJSONString(raw) ?? String(decoding: raw, as: UTF8.self)
+        if !seen.insert(key).inserted { throw SafetensorsError.duplicateName(file: name, tensor: key) }
+      }
+    }
+
+    var metadata = [String: String]()
+    if let m = dict["__metadata__"] {
+      guard let map = m as? [String: Any] else {
+        throw SafetensorsError.invalidMetadata(file: name, reason: "it is not a JSON object")
+      }
+      for key in map.keys.sorted() {
+        guard let s = map[key] as? String, !(map[key] is NSNumber) else {
+          throw SafetensorsError.invalidMetadata(file: name, reason: "the value of \"\(key)\" is not a string")
+        }
+        metadata[key] = s
+      }
+    }
+
+    struct Entry {
+      var name: String, dtype: String, shape: [Int], begin: Int, end: Int
+    }
+    let bufferStart = 8 + headerLength
+    let bufferSize = bytes.count - bufferStart
+    var entries = [Entry]()
+    for key in dict.keys.sorted() where key != "__metadata__" {
+      guard let e = dict[key] as? [String: Any] else {
+        throw SafetensorsError.invalidEntry(file: name, tensor: key, reason: "the entry is not a JSON object")
+      }
+      guard let dtypeAny = e["dtype"] else {
+        throw SafetensorsError.invalidEntry(file: name, tensor: key, reason: "missing \"dtype\"")
+      }
+      guard let dtype = dtypeAny as? String, !(dtypeAny is NSNumber) else {
+        throw SafetensorsError.invalidEntry(file: name, tensor: key, reason: "\"dtype\" is not a string")
+      }
+      guard let shapeAny = e["shape"] else {
+        throw SafetensorsError.invalidEntry(file: name, tensor: key, reason: "missing \"shape\"")
+      }
+      guard let shapeList = shapeAny as? [Any], let shape = intList(shapeList) else {
+        throw SafetensorsError.invalidEntry(
+          file: name, tensor: key, reason: "\"shape\" is not a list of non-negative integers")
+      }
+      guard let offsetsAny = e["data_offsets"] else {
+        throw SafetensorsError.invalidEntry(file: name, tensor: key, reason: "missing \"data_offsets\"")
+      }
+      guard let offsetList = offsetsAny as? [Any], let offsets = intList(offsetList), offsets.count == 2 else {
+        throw SafetensorsError.invalidEntry(
+          file: name, tensor: key, reason: "\"data_offsets\" is not a list of two non-negative integers")
+      }
+      guard let bits = dtypeBits[dtype] else {
+        throw SafetensorsError.unknownDtype(file: name, tensor: key, dtype: dtype)
+      }
+      guard readableDtypes.contains(dtype) else {
+        throw SafetensorsError.unsupportedDtype(file: name, tensor: key, dtype: dtype)
+      }
+      var elements = 1
+      for d in shape {
+        let (p, o) = elements.multipliedReportingOverflow(by: d)
+        guard !o else { throw SafetensorsError.shapeOverflow(file: name, tensor: key, shape: shape) }
+        elements = p
+      }
+      let (byteCount, o) = elements.multipliedReportingOverflow(by: bits / 8)
+      guard !o else { throw SafetensorsError.shapeOverflow(file: name, tensor: key, shape: shape) }
+      let begin = offsets[0], end = offsets[1]
+      guard begin <= end, end <= bufferSize else {
+        throw SafetensorsError.offsetsOutOfRange(
+          file: name, tensor: key, begin: begin, end: end, bufferSize: bufferSize)
+      }
+      guard end - begin == byteCount else {
+        throw SafetensorsError.sizeMismatch(
+          file: name, tensor: key, dtype: dtype, shape: shape, expectedBytes: byteCount, gotBytes: end - begin)
+      }
+      entries.append(Entry(name: key, dtype: dtype, shape: shape, begin: begin, end: end))
+    }
+
+    // The entries, sorted by offsets, must tile the buffer: each starts where the previous ended.
+    entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+    var covered = 0
+    var previous = ""
+    for e in entries {
+      if e.begin < covered { throw SafetensorsError.overlap(file: name, tensor: e.name, other: previous) }
+      if e.begin > covered {
+        throw SafetensorsError.hole(file: name, tensor: e.name, begin: e.begin, previousEnd: covered)
+      }
+      covered = e.end
+      previous = e.name
+    }
+    guard covered == bufferSize else {
+      throw SafetensorsError.incompleteBuffer(file: name, covered: covered, bufferSize: bufferSize)
+    }
+
+    var tensors = [String: SafetensorsValue]()
+    bytes.withUnsafeBytes { raw in
+      for e in entries {
+        let slice = UnsafeRawBufferPointer(rebasing: raw[(bufferStart + e.begin)..<(bufferStart + e.end)])
+        tensors[e.name] = decodeValues(slice, dtype: e.dtype, shape: e.shape)
+      }
+    }
+    return SafetensorsFile(metadata: metadata, tensors: tensors)
+  }
+
+  /// Integers from a JSON list, or nil if any is not a non-negative integer (booleans and
+  /// floating-point numbers such as `1.0` are refused, as serde does).
+  private static func intList(_ list: [Any]) -> [Int]? {
+    var out = [Int]()
+    out.reserveCapacity(list.count)
+    for item in list {
+      guard let num = item as? NSNumber else { return nil }
+      let kind = String(cString: num.objCType)
+      guard kind != "c", kind != "B", kind != "d", kind != "f", let v = item as? Int, v >= 0 else { return nil }
+      out.append(v)
+    }
+    return out
+  }
+
+  /// The raw (still escaped) bytes of each key of the top-level JSON object, in order.
+  /// Assumes `json` is valid JSON (JSONSerialization has accepted it).
+  private static func topLevelKeys(_ json: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
+    var keys = [ArraySlice<UInt8>]()
+    var depth = 0, inString = false, escaped = false, expectingKey = false, capturing = false
+    var keyStart = json.startIndex
+    for i in json.indices {
+      let b = json[i]
+      if inString {
+        if escaped {
+          escaped = false
+        } else if b == UInt8(ascii: "\\") {
+          escaped = true
+        } else if b == UInt8(ascii: "\"") {
+          inString = false
+          if capturing {
+            keys.append(json[keyStart..<i])
+            capturing = false
+          }
+        }
+        continue
+      }
+      switch b {
+      case UInt8(ascii: "{"):
+        depth += 1
+        if depth == 1 { expectingKey = true }
+      case UInt8(ascii: "["):
+        depth += 1
+      case UInt8(ascii: "}"), UInt8(ascii: "]"):
+        depth -= 1
+      case UInt8(ascii: ","):
+        if depth == 1 { expectingKey = true }
+      case UInt8(ascii: "\""):
+        inString = true
+        if depth == 1 && expectingKey {
+          capturing = true
+          expectingKey = false
+          keyStart = i + 1
+        }
+      default:
+        break
+      }
+    }
+    return keys
+  }
+
+  /// Unescapes the body of a JSON string.
+  private static func decodeJSONString(_ raw: ArraySlice<UInt8>) -> String? {
+    if !raw.contains(UInt8(ascii: "\\")) { return String(decoding: raw, as: UTF8.self) }
+    let quoted = Data([UInt8(ascii: "\"")] + raw + [UInt8(ascii: "\"")])
+    return (try? JSONSerialization.jsonObject(with: quoted, options: [.fragmentsAllowed])) as? String
+  }
+
+  /// Little-endian bytes of a validated entry → values.
+  private static func decodeValues(_ raw: UnsafeRawBufferPointer, dtype: String, shape: [Int]) -> SafetensorsValue {
+    func floats(_ size: Int, _ convert: (UnsafeRawBufferPointer, Int) -> Float) -> SafetensorsValue {
+      let n = raw.count / size
+      return .f32(shape: shape, values: [Float](unsafeUninitializedCapacity: n) { buf, done in
+        for i in 0..<n { buf[i] = convert(raw, i * size) }
+        done = n
+      })
+    }
+    func ints(_ size: Int, _ convert: (UnsafeRawBufferPointer, Int) -> Int64) -> SafetensorsValue {
+      let n = raw.count / size
+      return .i64(shape: shape, values: [Int64](unsafeUninitializedCapacity: n) { buf, done in
+        for i in 0..<n { buf[i] = convert(raw, i * size) }
+        done = n
+      })
+    }
+    func u16(_ r: UnsafeRawBufferPointer, _ o: Int) -> UInt16 { UInt16(littleEndian: r.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+    func u32(_ r: UnsafeRawBufferPointer, _ o: Int) -> UInt32 { UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+    func u64(_ r: UnsafeRawBufferPointer, _ o: Int) -> UInt64 { UInt64(littleEndian: r.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+    #if _endian(little)
+      // Bulk copies for the two native dtypes.
+      if dtype == "F32" {
+        return .f32(shape: shape, values: [Float](unsafeUninitializedCapacity: raw.count / 4) { buf, done in
+          if raw.count > 0 { UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+          done = raw.count / 4
+        })
+      }
+      if dtype == "I64" {
+        return .i64(shape: shape, values: [Int64](unsafeUninitializedCapacity: raw.count / 8) { buf, done in
+          if raw.count > 0 { UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+          done = raw.count / 8
+        })
+      }
+    #endif
+    switch dtype {
+    case "F32": return floats(4) { Float(bitPattern: u32($0, $1)) }
+    case "F64": return floats(8) { Float(Double(bitPattern: u64($0, $1))) }
+    case "F16": return floats(2) { halfToFloat(u16($0, $1)) }
+    case "BF16": return floats(2) { Float(bitPattern: UInt32(u16($0, $1)) << 16) }
+    case "I64": return ints(8) { Int64(bitPattern: u64($0, $1)) }
+    case "I32": return ints(4) { Int64(Int32(bitPattern: u32($0, $1))) }
+    case "U32": return ints(4) { Int64(u32($0, $1)) }
+    case "I16": return ints(2) { Int64(Int16(bitPattern: u16($0, $1))) }
+    case "U16": return ints(2) { Int64(u16($0, $1)) }
+    case "I8": return ints(1) { Int64(Int8(bitPattern: $0[$1])) }
+    case "U8": return ints(1) { Int64($0[$1]) }
+    case "BOOL": return ints(1) { $0[$1] != 0 ? 1 : 0 }
+    default: preconditionFailure("decodeValues: \(dtype) passed validation but has no decoder")
+    }
+  }
+
+  /// IEEE 754 half → single precision (exact).
+  static func halfToFloat(_ h: UInt16) -> Float {
+    let sign: UInt32 = UInt32(h >> 15) << 31
+    let exponent = Int((h >> 10) & 0x1F)
+    let mantissa = UInt32(h & 0x3FF)
+    if exponent == 0 {
+      let v = Float(mantissa) / 16_777_216  // mantissa · 2^-24
+      return sign == 0 ? v : -v
+    }
+    if exponent == 31 { return Float(bitPattern: sign | 0x7F80_0000 | mantissa << 13) }
+    return Float(bitPattern: sign | UInt32(exponent - 15 + 127) << 23 | mantissa << 13)
+  }
+
+  // MARK: - Encoding
+
+  /// The file's bytes: header (compact JSON, `__metadata__` first when non-empty, entries by
+  /// dtype alignment descending — I64 before F32 — then by name, padded with spaces to a
+  /// multiple of 8), then the data in the same order.
+  /// - Precondition: each value holds exactly `shape.product` values; no tensor is named `__metadata__`.
+  public func encode() -> [UInt8] {
+    let names = tensors.keys.sorted { a, b in
+      let sa = tensors[a]!.elementSize, sb = tensors[b]!.elementSize
+      if sa != sb { return sa > sb }
+      return a.utf8.lexicographicallyPrecedes(b.utf8)
+    }
+    var json = "{"
+    var first = true
+    if !metadata.isEmpty {
+      json += "\"__metadata__\":{"
+      let keys = metadata.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+      json += keys.map { jsonString($0) + ":" + jsonString(metadata[$0]!) }.joined(separator: ",")
+      json += "}"
+      first = false
+    }
+    var offset = 0
+    for name in names {
+      let v = tensors[name]!
+      precondition(name != "__metadata__", "safetensors: a tensor cannot be named __metadata__")
+      let elements = v.shape.reduce(1, *)
+      precondition(v.valueCount == elements,
+        "safetensors: tensor \"\(name)\" has shape \(Shape.text(v.shape)) but \(v.valueCount) values")
+      let size = elements * v.elementSize
+      if !first { json += "," }
+      first = false
+      json += jsonString(name) + ":{\"dtype\":\"\(v.dtype)\",\"shape\":["
+        + v.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(offset + size)]}"
+      offset += size
+    }
+    json += "}"
+    var header = Array(json.utf8)
+    while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
+
+    var out = [UInt8]()
+    out.reserveCapacity(8 + header.count + offset)
+    let n = UInt64(header.count)
+    for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: n >> (8 * UInt64(i)))) }
+    out += header
+    for name in names {
+      switch tensors[name]! {
+      case let .f32(_, values):
+        #if _endian(little)
+          values.withUnsafeBytes { out += $0 }
+        #else
+          for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
+        #endif
+      case let .i64(_, values):
+        #if _endian(little)
+          values.withUnsafeBytes { out += $0 }
+        #else
+          for v in values { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+        #endif
+      }
+    }
+    return out
+  }
+
+  /// A JSON string literal escaped as serde_json does.
+  private func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+      switch u {
+      case "\"": out += "\\\""
+      case "\\": out += "\\\\"
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      case "\u{08}": out += "\\b"
+      case "\u{0C}": out += "\\f"
+      default:
+        if u.value < 0x20 {
+          let hex = String(u.value, radix: 16)
+          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        } else {
+          out.unicodeScalars.append(u)
+        }
+      }
+    }
+    return out + "\""
+  }
+}
+
+// MARK: - State dicts
+
+/// A model's state as named tensors, with PyTorch's names and dtypes: every parameter as F32
+/// with its shape (`conv.weight` `[Cout, Cin, K, K]`, …), BatchNorm's `running_mean` and
+/// `running_var` as F32 `[C]`, and `num_batches_tracked` as an I64 scalar (shape `[]`).
+public func stateDict(of model: Module) -> [String: SafetensorsValue] {
+  var out = [String: SafetensorsValue]()
+  for (name, p) in model.namedParameters() { out[name] = SafetensorsValue(p.value) }
+  for (name, b) in model.namedBuffers() {
+    switch b {
+    case .float(let t): out[name] = SafetensorsValue(t)
+    case .int64(let box): out[name] = .i64(shape: [], values: [box.value])
+    }
+  }
+  return out
+}
+
+/// Copies a state dict into a model, strictly, like PyTorch's `load_state_dict(strict=True)`:
+/// every parameter and buffer of the model must be present with the same shape and dtype (F32
+/// for parameters and float buffers, an I64 scalar for integer buffers) and there must be no
+/// other keys. All problems are collected into one `SafetensorsError.stateDictMismatch` naming
+/// `file` and every offending tensor; in that case the model is left unchanged.
+public func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Module, file: String) throws {
+  let params = model.namedParameters()
+  let buffers = model.namedBuffers()
+  var expectedNames = Set<String>()
+  var missing = [String](), mismatched = [String]()
+
+  func check(_ name: String, dtype: String, shape: [Int]) {
+    expectedNames.insert(name)
+    guard let v = tensors[name] else {
+      missing.append(name)
+      return
+    }
+    if v.dtype != dtype {
+      mismatched.append("dtype mismatch for \(name): expected \(dtype), got \(v.dtype)")
+    } else if v.shape != shape {
+      mismatched.append("size mismatch for \(name): expected shape \(Shape.text(shape)), got \(Shape.text(v.shape))")
+    } else if v.valueCount != shape.reduce(1, *) {
+      mismatched.append("\(name): shape \(Shape.text(shape)) but \(v.valueCount) values")
+    }
+  }
+  for (name, p) in params { check(name, dtype: "F32", shape: p.shape) }
+  for (name, b) in buffers {
+    switch b {
+    case .float(let t): check(name, dtype: "F32", shape: t.shape)
+    case .int64: check(name, dtype: "I64", shape: [])
+    }
+  }
+  let unexpected = tensors.keys.filter { !expectedNames.contains($0) }.sorted()
+  guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
+    throw SafetensorsError.stateDictMismatch(file: file, missing: missing, unexpected: unexpected, mismatched: mismatched)
+  }
+
+  func copy(_ values: [Float], into t: Tensor) {
+    values.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: t.count) }
+  }
+  for (name, p) in params {
+    if case let .f32(_, values)? = tensors[name], !values.isEmpty { copy(values, into: p.value) }
+  }
+  for (name, b) in buffers {
+    switch (b, tensors[name]) {
+    case let (.float(t), .f32(_, values)?): if !values.isEmpty { copy(values, into: t) }
+    case let (.int64(box), .i64(_, values)?): box.value = values[0]
+    default: break
+    }
+  }
+}

@@ -1,0 +1,378 @@
+// Trainer: the training loop that acon-train runs and other programs can reuse: batches,
+// forward, loss, backward, optimizer step, schedule, per-epoch evaluation, JSONL log,
+// checkpoints (latest and best) and exact resume.
+import Foundation
+import NN
+import TensorCore
+
+/// Which optimizer to train with.
+public enum OptimizerKind: String, CaseIterable, Sendable { case sgd, adam, adamw }
+/// Which learning-rate schedule to use.
+public enum ScheduleKind: String, CaseIterable, Sendable { case constant, step, cosine }
+
+/// Everything that defines a training run.
+public struct TrainOptions: Sendable {
+  public var model: ModelKind = .seedAconc
+  public var epochs = 1
+  /// Stop after this many steps in all (nil: run every epoch to the end).
+  public var maxSteps: Int?
+  public var batchSize = 64
+  public var optimizer: OptimizerKind = .adam
+  public var learningRate: Float = 1e-3
+  /// SGD momentum.
+  public var momentum: Float = 0.9
+  /// Applied to conv and linear weights only (see `ParameterGroup.defaultGroups`).
+  public var weightDecay: Float = 0
+  public var schedule: ScheduleKind = .constant
+  public var warmupSteps = 0
+  public var seed: UInt64 = 0
+  public var shuffle = true
+  public var dropLast = false
+  /// The model checkpoint path (`.safetensors`); nil: no checkpoints.
+  public var checkpoint: String?
+  /// Also checkpoint every N steps (nil: at the end of each epoch only).
+  public var checkpointEvery: Int?
+  /// Continue from `checkpoint` and its state file.
+  public var resume = false
+  /// Start from these weights (a model file, ours or PyTorch's).
+  public var initFrom: String?
+  /// One JSON record per step and per epoch.
+  public var logPath: String?
+  /// Evaluate on the test split after each epoch.
+  public var evaluateEachEpoch = true
+
+  public init() {}
+
+  /// Rejects out-of-range values with a message naming the option.
+  public func validate() throws {
+    func bad(_ s: String) -> TensorError { .invalidArgument(s) }
+    guard epochs >= 1 else { throw bad("--epochs must be at least 1, got \(epochs)") }
+    guard batchSize >= 1 && batchSize <= 65536 else { throw bad("--batch-size must be in 1...65536, got \(batchSize)") }
+    if let m = maxSteps, m < 1 { throw bad("--max-steps must be at least 1, got \(m)") }
+    guard learningRate.isFinite && learningRate > 0 else { throw bad("--lr must be a positive number, got \(learningRate)") }
+    guard momentum.isFinite && momentum >= 0 && momentum < 1 else { throw bad("--momentum must be in [0, 1), got \(momentum)") }
+    guard weightDecay.isFinite && weightDecay >= 0 else { throw bad("--weight-decay must be non-negative, got \(weightDecay)") }
+    guard warmupSteps >= 0 else { throw bad("--warmup-steps must be non-negative, got \(warmupSteps)") }
+    if let e = checkpointEvery, e < 1 { throw bad("--checkpoint-every must be at least 1, got \(e)") }
+    if resume && checkpoint == nil { throw bad("--resume needs --checkpoint PATH") }
+  }
+}
+
+/// One training step's numbers.
+public struct StepInfo: Sendable {
+  public var step: Int
+  public var epoch: Int
+  public var batchInEpoch: Int
+  public var batchesPerEpoch: Int
+  /// The batch loss before the update.
+  public var loss: Float
+  public var learningRate: Float
+  public var imagesPerSecond: Double
+}
+
+/// One epoch's numbers.
+public struct EpochRecord: Sendable {
+  public var epoch: Int
+  public var trainLoss: Double
+  public var testAccuracy: Double?
+  public var testLoss: Double?
+  public var imagesPerSecond: Double
+}
+
+/// Accuracy and mean loss on a data set.
+public struct Evaluation: Sendable, Equatable {
+  public var accuracy: Double
+  public var loss: Double
+  public var examples: Int
+}
+
+/// Errors that stop training.
+public enum TrainingError: Error, CustomStringConvertible {
+  case nonFiniteLoss(step: Int, loss: Float, checkpoint: String?)
+  case badLabels(String)
+
+  public var description: String {
+    switch self {
+    case let .nonFiniteLoss(step, loss, checkpoint):
+      return "training stopped: the loss is \(loss) at step \(step)"
+        + (checkpoint.map { "; the last good checkpoint is \($0)" } ?? "")
+        + ". Lower --lr, or check the data."
+    case let .badLabels(s): return s
+    }
+  }
+}
+
+/// Runs a training job.
+public final class Trainer {
+  public let options: TrainOptions
+  /// The network being trained.
+  public let model: Sequential
+  public let metadata: ModelMetadata
+  public let trainSet: ImageDataset
+  public let testSet: ImageDataset?
+  public let optimizer: Optimizer
+  /// Called after every step (progress bars).
+  public var onStep: ((StepInfo) -> Void)?
+  /// Called after every epoch.
+  public var onEpoch: ((EpochRecord) -> Void)?
+  /// Every step's loss, in order (including steps replayed from nothing: after a resume this
+  /// holds only the steps this run took).
+  public private(set) var losses: [Float] = []
+  /// Every epoch's record from this run.
+  public private(set) var epochs: [EpochRecord] = []
+
+  private let loader: BatchLoader
+  private var step = 0  // steps completed
+  private var startEpoch = 0
+  private var startBatch = 0
+  private var bestAccuracy = -1.0
+  private let xBatch: Tensor
+  private var labels: [Int32] = []
+  private var targets: [Float] = []
+  private let ce = CrossEntropyLoss()
+  private let bce = BCEWithLogitsLoss()
+  private var log: FileHandle?
+
+  /// Prepares a run: builds the model (or loads `initFrom`, or resumes from `checkpoint`).
+  public init(options: TrainOptions, train: ImageDataset, test: ImageDataset?, normalization: Normalization) throws {
+    try options.validate()
+    self.options = options
+    trainSet = train
+    testSet = test
+    let classes = train.classes == 2 ? 2 : train.classes
+    metadata = ModelMetadata(model: options.model, input: [train.channels, train.height, train.width],
+      classes: classes, normalization: normalization)
+    model = try options.model.build(input: metadata.input, classes: classes, seed: options.seed)
+    model.packGradients()
+    let params = model.namedParameters()
+    switch options.optimizer {
+    case .sgd:
+      optimizer = SGD(parameters: params, learningRate: options.learningRate, momentum: options.momentum,
+        weightDecay: options.weightDecay)
+    case .adam:
+      optimizer = Adam(parameters: params, learningRate: options.learningRate, weightDecay: options.weightDecay)
+    case .adamw:
+      optimizer = Adam.adamW(parameters: params, learningRate: options.learningRate, weightDecay: options.weightDecay)
+    }
+    loader = BatchLoader(dataset: train, batchSize: options.batchSize, shuffle: options.shuffle,
+      dropLast: options.dropLast, normalization: normalization, seed: options.seed)
+    xBatch = Tensor(zeros: [options.batchSize, train.channels, train.height, train.width])
+    if let initPath = options.initFrom, !options.resume {
+      _ = try Checkpoint.loadModel(model, from: initPath)
+    }
+    if options.resume, let path = options.checkpoint {
+      try restore(from: Checkpoint(path: path))
+    }
+    if let logPath = options.logPath {
+      if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
+        guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
+          throw TensorError.invalidArgument("\(logPath): cannot create the log file")
+        }
+      }
+      log = FileHandle(forWritingAtPath: logPath)
+      log?.seekToEndOfFile()
+    }
+  }
+
+  /// Steps completed, counting those before a resume.
+  public var completedSteps: Int { step }
+
+  private var totalSteps: Int {
+    let all = options.epochs * loader.batchesPerEpoch
+    return options.maxSteps.map { Swift.min($0, all) } ?? all
+  }
+
+  private func learningRate(at step: Int) -> Float {
+    let schedule: LRSchedule
+    switch options.schedule {
+    case .constant: schedule = .constant
+    case .step: schedule = .step(stepSize: Swift.max(1, loader.batchesPerEpoch), gamma: 0.1)
+    case .cosine: schedule = .cosine(totalSteps: totalSteps, minLR: 0)
+    }
+    return schedule.learningRate(base: options.learningRate, step: step, warmupSteps: options.warmupSteps)
+  }
+
+  /// Trains until the epochs or `maxSteps` run out. Returns the per-epoch records.
+  @discardableResult
+  public func run() throws -> [EpochRecord] {
+    let classes = metadata.classes
+    for epoch in startEpoch..<options.epochs {
+      if step >= totalSteps { break }
+      model.train()
+      loader.startEpoch(epoch)
+      let first = epoch == startEpoch ? startBatch : 0
+      var lossSum = 0.0, seen = 0
+      let epochStart = DispatchTime.now().uptimeNanoseconds
+      var b = first
+      while b < loader.batchesPerEpoch && step < totalSteps {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let n = loader.batch(b, into: xBatch, labels: &labels)
+        let x = n == options.batchSize ? xBatch : Tensor(shape: [n] + metadata.input, values: Array(xBatch.array.prefix(n * metadata.input.reduce(1, *))))
+        let lr = learningRate(at: step)
+        optimizer.learningRate = lr
+        model.zeroGrad()
+        let logits = try model.forward(x)
+        let (loss, grad) = try lossAndGradient(logits, labels: labels, n: n, classes: classes)
+        guard loss.isFinite else {
+          throw TrainingError.nonFiniteLoss(step: step + 1, loss: loss, checkpoint: lastCheckpointPath)
+        }
+        _ = try model.backward(grad)
+        optimizer.step()
+        step += 1
+        b += 1
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let info = StepInfo(step: step, epoch: epoch + 1, batchInEpoch: b, batchesPerEpoch: loader.batchesPerEpoch,
+          loss: loss, learningRate: lr, imagesPerSecond: Double(n) / dt)
+        losses.append(loss)
+        lossSum += Double(loss) * Double(n)
+        seen += n
+        writeLog(["step": step, "epoch": epoch + 1, "loss": Double(loss), "lr": Double(lr), "images_per_s": info.imagesPerSecond])
+        onStep?(info)
+        if let every = options.checkpointEvery, step % every == 0, b < loader.batchesPerEpoch {
+          try saveCheckpoint(epoch: epoch, nextBatch: b)
+        }
+      }
+      let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
+      let finished = b >= loader.batchesPerEpoch
+      var record = EpochRecord(epoch: epoch + 1, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
+        testAccuracy: nil, testLoss: nil, imagesPerSecond: Double(seen) / Swift.max(seconds, 1e-9))
+      if options.evaluateEachEpoch, let test = testSet {
+        let e = try Trainer.evaluate(model: model, dataset: test, normalization: metadata.normalization,
+          batchSize: options.batchSize, classes: classes)
+        record.testAccuracy = e.accuracy
+        record.testLoss = e.loss
+      }
+      epochs.append(record)
+      var entry: [String: Any] = ["epoch": epoch + 1, "train_loss": record.trainLoss, "images_per_s": record.imagesPerSecond, "steps": step]
+      if let a = record.testAccuracy, let l = record.testLoss {
+        entry["test_accuracy"] = a
+        entry["test_loss"] = l
+      }
+      writeLog(entry)
+      // Checkpoint: the next position is the start of the next epoch, or mid-epoch if maxSteps cut it.
+      if finished {
+        try saveCheckpoint(epoch: epoch + 1, nextBatch: 0)
+      } else {
+        try saveCheckpoint(epoch: epoch, nextBatch: b)
+      }
+      if let a = record.testAccuracy, a > bestAccuracy, let path = options.checkpoint {
+        bestAccuracy = a
+        try Checkpoint.writeModel(model, metadata: metadata, step: step, to: Checkpoint(path: path).bestPath)
+      }
+      onEpoch?(record)
+    }
+    try? log?.synchronize()
+    return epochs
+  }
+
+  private var lastCheckpointPath: String?
+
+  private func lossAndGradient(_ logits: Tensor, labels: [Int32], n: Int, classes: Int) throws -> (Float, Tensor) {
+    let lab = Array(labels.prefix(n))
+    if classes == 1 {
+      targets.removeAll(keepingCapacity: true)
+      for l in lab {
+        guard l == 0 || l == 1 else { throw TrainingError.badLabels("a one-output (binary) model needs labels 0 or 1, got \(l)") }
+        targets.append(Float(l))
+      }
+      let loss = try bce(logits, targets: targets)
+      return (loss, bce.gradient!)
+    }
+    let loss = try ce(logits, labels: lab)
+    return (loss, ce.gradient!)
+  }
+
+  /// Accuracy and mean loss of `model` in evaluation mode over the whole `dataset`, in order.
+  public static func evaluate(model: Module, dataset: ImageDataset, normalization: Normalization, batchSize: Int,
+    classes: Int) throws -> Evaluation {
+    let wasTraining = model.isTraining
+    model.eval()
+    defer { if wasTraining { model.train() } }
+    let loader = BatchLoader(dataset: dataset, batchSize: batchSize, shuffle: false, dropLast: false,
+      normalization: normalization, seed: 0)
+    loader.startEpoch(0)
+    let x = Tensor(zeros: [batchSize, dataset.channels, dataset.height, dataset.width])
+    var labels: [Int32] = []
+    var correct = 0, total = 0
+    var lossSum = 0.0
+    let ce = CrossEntropyLoss(), bce = BCEWithLogitsLoss()
+    for b in 0..<loader.batchesPerEpoch {
+      let n = loader.batch(b, into: x, labels: &labels)
+      let input = n == batchSize ? x : Tensor(shape: [n, dataset.channels, dataset.height, dataset.width],
+        values: Array(x.array.prefix(n * dataset.channels * dataset.height * dataset.width)))
+      let logits = try model.forward(input)
+      let lab = Array(labels.prefix(n))
+      if classes == 1 {
+        lossSum += Double(try bce(logits, targets: lab.map { Float($0) })) * Double(n)
+        for i in 0..<n where (logits.data[i] > 0 ? 1 : 0) == lab[i] { correct += 1 }
+      } else {
+        lossSum += Double(try ce(logits, labels: lab)) * Double(n)
+        for i in 0..<n {
+          var best = 0
+          for j in 1..<classes where logits.data[i * classes + j] > logits.data[i * classes + best] { best = j }
+          if best == Int(lab[i]) { correct += 1 }
+        }
+      }
+      total += n
+    }
+    return Evaluation(accuracy: total > 0 ? Double(correct) / Double(total) : 0, loss: total > 0 ? lossSum / Double(total) : 0,
+      examples: total)
+  }
+
+  // MARK: - Checkpoints
+
+  private func saveCheckpoint(epoch: Int, nextBatch: Int) throws {
+    guard let path = options.checkpoint else { return }
+    let ck = Checkpoint(path: path)
+    // The state file first, then the model file: both carry the step, and resume checks they agree.
+    var tensors: [String: SafetensorsValue] = [:]
+    for (name, t) in optimizer.state { tensors[name] = .f32(shape: t.shape, values: t.array) }
+    let meta: [String: String] = [
+      "step": String(step), "epoch": String(epoch), "next_batch": String(nextBatch),
+      "optimizer": options.optimizer.rawValue, "optimizer_steps": String(optimizer.stepCount),
+      "seed": String(options.seed), "batch_size": String(options.batchSize), "model": options.model.rawValue,
+      "best_accuracy": String(bestAccuracy),
+    ]
+    try SafetensorsFile(metadata: meta, tensors: tensors).write(path: ck.statePath)
+    try Checkpoint.writeModel(model, metadata: metadata, step: step, to: path)
+    lastCheckpointPath = path
+  }
+
+  private func restore(from ck: Checkpoint) throws {
+    let modelMeta = try Checkpoint.loadModel(model, from: ck.path)
+    let state = try SafetensorsFile.read(path: ck.statePath)
+    let m = state.metadata
+    guard let s = m["step"].flatMap(Int.init), let e = m["epoch"].flatMap(Int.init), let nb = m["next_batch"].flatMap(Int.init),
+      let os = m["optimizer_steps"].flatMap(Int.init)
+    else { throw CheckpointError.invalid(file: ck.statePath, reason: "missing step, epoch, next_batch or optimizer_steps in its metadata") }
+    guard modelMeta["step"] == String(s) else {
+      throw CheckpointError.invalid(file: ck.path, reason: "its step (\(modelMeta["step"] ?? "none")) does not match the state file's (\(s)); the pair is inconsistent")
+    }
+    guard m["optimizer"] == options.optimizer.rawValue, m["model"] == options.model.rawValue,
+      m["batch_size"] == String(options.batchSize), m["seed"] == String(options.seed)
+    else {
+      throw CheckpointError.invalid(file: ck.statePath,
+        reason: "was written by a run with other settings (model \(m["model"] ?? "?"), optimizer \(m["optimizer"] ?? "?"), batch size \(m["batch_size"] ?? "?"), seed \(m["seed"] ?? "?")); resume with the same ones")
+    }
+    for (name, v) in state.tensors {
+      guard case let .f32(shape, values) = v else { throw CheckpointError.invalid(file: ck.statePath, reason: "tensor \(name) is not F32") }
+      let t = Tensor(shape: shape, values: values)
+      let ok = (optimizer as? SGD)?.restore(state: name, from: t) ?? (optimizer as? Adam)?.restore(state: name, from: t) ?? false
+      guard ok else { throw CheckpointError.invalid(file: ck.statePath, reason: "optimizer state \(name) \(Shape.text(shape)) matches no parameter") }
+    }
+    optimizer.stepCount = os
+    step = s
+    startEpoch = e
+    startBatch = nb
+    bestAccuracy = m["best_accuracy"].flatMap(Double.init) ?? -1
+    lastCheckpointPath = ck.path
+  }
+
+  private func writeLog(_ record: [String: Any]) {
+    guard let log else { return }
+    if let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
+      log.write(data)
+      log.write(Data("\n".utf8))
+    }
+  }
+}

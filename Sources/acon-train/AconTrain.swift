@@ -1,0 +1,184 @@
+// acon-train: trains, evaluates, summarises and compares the seed networks (ReLU, ACON-C,
+// Meta-ACON-C) on Fashion-MNIST, CIFAR-10 or the built-in synthetic set. With no arguments it
+// trains seed-aconc for one epoch on Fashion-MNIST, or on the synthetic set when none is installed.
+import ArgumentParser
+import Foundation
+import NN
+import TensorCore
+import Training
+
+@main
+struct AconTrain: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "acon-train",
+    abstract: "Train, evaluate and compare ACON networks on the CPU.",
+    subcommands: [Train.self, Evaluate.self, Summary.self, Compare.self],
+    defaultSubcommand: Train.self)
+}
+
+/// Prints `message` to stderr and exits non-zero: the CLI's one way to fail.
+func fail(_ message: String) -> Never {
+  FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+  Foundation.exit(1)
+}
+
+/// Runs `body`, turning any thrown error into a one-line message and exit code 1.
+@discardableResult
+func reporting<T>(_ body: () throws -> T) -> T {
+  do { return try body() } catch { fail(String(describing: error)) }
+}
+
+let stderrIsTTY = isatty(STDERR_FILENO) != 0
+
+struct DataOptions: ParsableArguments {
+  @Option(help: "Data set: auto (Fashion-MNIST if installed, else synthetic), fashion-mnist, cifar10, synthetic.")
+  var data: String = "auto"
+  @Option(help: "Directory of the data set files (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).")
+  var dataDir: String?
+
+  func choice() -> DataChoice {
+    guard let c = DataChoice(rawValue: data) else {
+      fail("--data must be one of \(DataChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(data)'")
+    }
+    return c
+  }
+}
+
+func parseModel(_ s: String) -> ModelKind {
+  guard let m = ModelKind(rawValue: s) else {
+    fail("--model must be one of \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(s)'")
+  }
+  return m
+}
+
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Train a network (the default command).")
+
+  @Option(help: "seed-relu, seed-aconc or seed-meta.") var model: String = "seed-aconc"
+  @OptionGroup var dataOptions: DataOptions
+  @Option(help: "Epochs.") var epochs: Int = 1
+  @Option(help: "Stop after this many steps.") var maxSteps: Int?
+  @Option(help: "Batch size.") var batchSize: Int = 64
+  @Option(help: "sgd, adam or adamw.") var optimizer: String = "adam"
+  @Option(help: "Learning rate.") var lr: Float = 1e-3
+  @Option(help: "SGD momentum.") var momentum: Float = 0.9
+  @Option(help: "Weight decay on conv and linear weights (not on biases, BatchNorm or ACON's p1, p2, β).")
+  var weightDecay: Float = 0
+  @Option(help: "constant, step (×0.1 each epoch) or cosine.") var schedule: String = "constant"
+  @Option(help: "Linear warm-up steps.") var warmupSteps: Int = 0
+  @Option(help: "Seed for initialisation and shuffling.") var seed: UInt64 = 0
+  @Flag(help: "Keep the file order (no shuffling).") var noShuffle = false
+  @Flag(help: "Drop the last, smaller batch of each epoch.") var dropLast = false
+  @Option(help: "Threads for OpenBLAS and the kernels (default: cores).") var threads: Int?
+  @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
+  @Option(help: "Model checkpoint path (.safetensors); a .state.safetensors file goes beside it.") var checkpoint: String?
+  @Option(help: "Also checkpoint every N steps.") var checkpointEvery: Int?
+  @Flag(help: "Continue from --checkpoint.") var resume = false
+  @Option(help: "Write a JSONL log here.") var log: String?
+
+  func run() throws {
+    if let t = threads {
+      guard t >= 1 && t <= 256 else { fail("--threads must be in 1...256, got \(t)") }
+      Threads.count = t
+    }
+    var o = TrainOptions()
+    o.model = parseModel(model)
+    o.epochs = epochs
+    o.maxSteps = maxSteps
+    o.batchSize = batchSize
+    guard let opt = OptimizerKind(rawValue: optimizer) else { fail("--optimizer must be sgd, adam or adamw, got '\(optimizer)'") }
+    o.optimizer = opt
+    o.learningRate = lr
+    o.momentum = momentum
+    o.weightDecay = weightDecay
+    guard let sch = ScheduleKind(rawValue: schedule) else { fail("--schedule must be constant, step or cosine, got '\(schedule)'") }
+    o.schedule = sch
+    o.warmupSteps = warmupSteps
+    o.seed = seed
+    o.shuffle = !noShuffle
+    o.dropLast = dropLast
+    o.initFrom = `init`
+    o.checkpoint = checkpoint
+    o.checkpointEvery = checkpointEvery
+    o.resume = resume
+    o.logPath = log
+    reporting { try o.validate() }
+    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
+    print("data: \(data.source)")
+    let trainer = reporting { try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization) }
+    print("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
+    let start = Date()
+    trainer.onStep = { info in
+      guard stderrIsTTY else { return }
+      let done = Double(info.batchInEpoch) / Double(max(1, info.batchesPerEpoch))
+      let width = 24, filled = Int(done * Double(width))
+      let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+      let eta = Double(info.batchesPerEpoch - info.batchInEpoch) * Double(o.batchSize) / max(info.imagesPerSecond, 1)
+      let line = String(format: "\repoch %d [%@] step %d/%d loss %.4f %.0f img/s ETA %d:%02d ",
+        info.epoch, bar, info.batchInEpoch, info.batchesPerEpoch, info.loss, info.imagesPerSecond, Int(eta) / 60, Int(eta) % 60)
+      FileHandle.standardError.write(Data(line.utf8))
+    }
+    trainer.onEpoch = { r in
+      if stderrIsTTY { FileHandle.standardError.write(Data("\n".utf8)) }
+      var line = String(format: "epoch %d: train loss %.4f, %.0f images/s", r.epoch, r.trainLoss, r.imagesPerSecond)
+      if let a = r.testAccuracy, let l = r.testLoss { line += String(format: ", test accuracy %.2f%%, test loss %.4f", a * 100, l) }
+      print(line)
+    }
+    reporting { try trainer.run() }
+    print(String(format: "done: %d steps in %.1f s", trainer.completedSteps, Date().timeIntervalSince(start))
+      + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
+  }
+}
+
+struct Evaluate: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Accuracy and mean loss of a checkpoint on the test split.")
+
+  @Option(help: "Model file (.safetensors), ours or PyTorch's.") var checkpoint: String
+  @Option(help: "The model, when the file's metadata names none.") var model: String?
+  @OptionGroup var dataOptions: DataOptions
+  @Option(help: "Batch size.") var batchSize: Int = 64
+  @Flag(help: "Print one JSON object.") var json = false
+
+  func run() throws {
+    guard batchSize >= 1 else { fail("--batch-size must be at least 1") }
+    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
+    let file = reporting { try SafetensorsFile.read(path: checkpoint) }
+    let meta = reporting {
+      try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
+        fallbackInput: [data.test.channels, data.test.height, data.test.width], fallbackClasses: data.test.classes,
+        fallbackNormalization: data.normalization)
+    }
+    guard meta.input == [data.test.channels, data.test.height, data.test.width] else {
+      fail("\(checkpoint): the model takes \(meta.input.map(String.init).joined(separator: "x")) inputs, but the data set has \(data.test.channels)x\(data.test.height)x\(data.test.width)")
+    }
+    let net = reporting { try meta.model.build(input: meta.input, classes: meta.classes, seed: 0) }
+    reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
+    let e = reporting {
+      try Trainer.evaluate(model: net, dataset: data.test, normalization: meta.normalization, batchSize: batchSize, classes: meta.classes)
+    }
+    if json {
+      print(String(format: "{\"accuracy\": %.4f, \"loss\": %.4f, \"examples\": %d}", e.accuracy, e.loss, e.examples))
+    } else {
+      print("data: \(data.source)")
+      print(String(format: "%@ on %d test images: accuracy %.2f%%, mean loss %.4f", meta.model.rawValue, e.examples, e.accuracy * 100, e.loss))
+    }
+  }
+}
+
+struct Summary: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Print the model summary table.")
+
+  @Option(help: "seed-relu, seed-aconc or seed-meta.") var model: String = "seed-aconc"
+  @Option(help: "Input as CxHxW.") var input: String = "3x32x32"
+  @Option(help: "Output classes (1: binary, as in the seed).") var classes: Int = 1
+  @Option(help: "Batch size shown in the shapes.") var batch: Int = 64
+
+  func run() throws {
+    let dims = input.split(separator: "x").compactMap { Int($0) }
+    guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else { fail("--input must look like 3x32x32, got '\(input)'") }
+    guard classes >= 1, batch >= 1 else { fail("--classes and --batch must be at least 1") }
+    let net = reporting { try parseModel(model).build(input: dims, classes: classes, seed: 0) }
+    let s = reporting { try ModelSummary(model: net, inputShape: [batch] + dims) }
+    print(s)
+  }
+}

@@ -1,0 +1,120 @@
+// BatchNormTests: BatchNorm2D against the Double reference in training (batch statistics,
+// biased variance) and evaluation (running statistics); PyTorch's running-statistics update
+// (momentum 0.1, *unbiased* variance), num_batches_tracked, and the error for a training batch
+// with a single value per channel.
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+final class BatchNormTests: XCTestCase {
+  private func gammaBeta(_ bn: BatchNorm2D) -> ([Double], [Double]) {
+    (bn.weight.value.doubles, bn.bias.value.doubles)
+  }
+
+  func testTrainingForwardAndBackwardMatchReference() throws {
+    var rng = SeededGenerator(seed: 1)
+    for shape in [[4, 3, 5, 7], [2, 13, 1, 1], [1, 3, 2, 3], [5, 3], [2, 1, 3, 3]] {
+      let bn = BatchNorm2D(channels: shape[1])
+      randomizeParameters(bn, 0.5, 1.5, using: &rng)
+      let x = Tensor.uniform(shape, -2, 3, using: &rng)
+      let (g, b) = gammaBeta(bn)
+      let y = try bn.forward(x)
+      assertClose(y, Reference.batchNormTraining(DoubleTensor(x), gamma: g, beta: b), rtol: 1e-4, atol: 1e-5, "\(shape)")
+      let dy = Tensor.uniform(shape, using: &rng)
+      bn.zeroGrad()
+      let dx = try bn.backward(dy)
+      let ref = Reference.batchNormTrainingBackward(DoubleTensor(x), gamma: g, dy: DoubleTensor(dy))
+      assertClose(dx, ref.dx, rtol: 1e-3, atol: 1e-5, "dx \(shape)")
+      assertClose(bn.weight.grad.array, ref.dgamma, rtol: 1e-4, atol: 1e-5, "dγ \(shape)")
+      assertClose(bn.bias.grad.array, ref.dbeta, rtol: 1e-4, atol: 1e-5, "dβ \(shape)")
+    }
+  }
+
+  func testRunningStatisticsUseMomentumAndUnbiasedVariance() throws {
+    var rng = SeededGenerator(seed: 2)
+    let bn = BatchNorm2D(channels: 3)
+    XCTAssertEqual(bn.runningMean.array, [0, 0, 0])
+    XCTAssertEqual(bn.runningVar.array, [1, 1, 1])
+    XCTAssertEqual(bn.numBatchesTracked.value, 0)
+    var rm = [0.0, 0, 0], rv = [1.0, 1, 1]
+    for step in 1...3 {
+      // M = 2·2·3 = 12 values per channel: the unbiased factor 12/11 is clearly visible.
+      let x = Tensor.uniform([2, 3, 2, 3], -1, 4, using: &rng)
+      _ = try bn.forward(x)
+      (rm, rv) = Reference.batchNormRunningUpdate(DoubleTensor(x), runningMean: rm, runningVar: rv, momentum: 0.1)
+      assertClose(bn.runningMean.array, rm, rtol: 1e-5, atol: 1e-6, "running_mean after \(step)")
+      assertClose(bn.runningVar.array, rv, rtol: 1e-5, atol: 1e-6, "running_var after \(step)")
+      XCTAssertEqual(bn.numBatchesTracked.value, Int64(step))
+    }
+    // The biased variance would give a visibly different running_var.
+    let x = Tensor(shape: [2, 1, 1, 1], values: [0, 2])  // mean 1, biased var 1, unbiased var 2
+    let one = BatchNorm2D(channels: 1)
+    _ = try one.forward(x)
+    XCTAssertEqual(one.runningMean[0], 0.1, accuracy: 1e-7)
+    XCTAssertEqual(one.runningVar[0], 0.9 + 0.1 * 2, accuracy: 1e-6)
+  }
+
+  func testEvaluationUsesRunningStatisticsAndLeavesThemAlone() throws {
+    var rng = SeededGenerator(seed: 3)
+    let bn = BatchNorm2D(channels: 3)
+    randomizeParameters(bn, 0.5, 1.5, using: &rng)
+    for _ in 0..<3 { _ = try bn.forward(Tensor.uniform([4, 3, 3, 3], -1, 3, using: &rng)) }
+    bn.eval()
+    let rm = bn.runningMean.doubles, rv = bn.runningVar.doubles, tracked = bn.numBatchesTracked.value
+    let (g, b) = gammaBeta(bn)
+    for shape in [[2, 3, 5, 7], [1, 3, 1, 1], [3, 3]] {
+      let x = Tensor.uniform(shape, using: &rng)
+      assertClose(try bn.forward(x),
+        Reference.batchNormEval(DoubleTensor(x), gamma: g, beta: b, runningMean: rm, runningVar: rv),
+        rtol: 1e-5, atol: 1e-6, "\(shape)")
+      // Backward through fixed statistics: dx = γ·dy/√(var + eps).
+      let dy = Tensor.uniform(shape, using: &rng)
+      let dx = try bn.backward(dy)
+      let c = shape[1], hw = shape.count == 4 ? shape[2] * shape[3] : 1
+      let expected = (0..<dy.count).map { i -> Double in
+        let ch = (i / hw) % c
+        return g[ch] * Double(dy[i]) / (rv[ch] + 1e-5).squareRoot()
+      }
+      assertClose(dx.array, expected, rtol: 1e-5, atol: 1e-6, "eval dx \(shape)")
+    }
+    XCTAssertEqual(bn.runningMean.doubles, rm)
+    XCTAssertEqual(bn.runningVar.doubles, rv)
+    XCTAssertEqual(bn.numBatchesTracked.value, tracked, "evaluation does not count batches")
+  }
+
+  func testSingleValuePerChannelInTrainingThrowsAClearError() throws {
+    var rng = SeededGenerator(seed: 4)
+    let bn = BatchNorm2D(channels: 3)
+    for shape in [[1, 3, 1, 1], [1, 3]] {
+      XCTAssertThrowsError(try bn.forward(Tensor(zeros: shape))) { error in
+        let message = "\(error)"
+        XCTAssertTrue(message.contains("BatchNorm2D"), message)
+        XCTAssertTrue(message.contains("more than one value per channel"), message)
+      }
+    }
+    XCTAssertEqual(bn.numBatchesTracked.value, 0)
+    XCTAssertEqual(bn.runningVar.array, [1, 1, 1], "a rejected batch changes nothing")
+    // One sample with several pixels is fine, and so is one value per channel in evaluation.
+    _ = try bn.forward(Tensor.uniform([1, 3, 2, 1], using: &rng))
+    bn.eval()
+    XCTAssertEqual(try bn.forward(Tensor(zeros: [1, 3, 1, 1])).shape, [1, 3, 1, 1])
+  }
+
+  func testShapeErrors() {
+    let bn = BatchNorm2D(channels: 3)
+    XCTAssertThrowsError(try bn.forward(Tensor(zeros: [2, 4, 2, 2]))) { XCTAssertTrue("\($0)".contains("BatchNorm2D")) }
+    XCTAssertThrowsError(try bn.forward(Tensor(zeros: [2, 3, 2])))
+    XCTAssertThrowsError(try bn.backward(Tensor(zeros: [2, 3])), "backward before forward")
+  }
+
+  func testStateNamesAndDecay() {
+    let bn = BatchNorm2D(channels: 4)
+    XCTAssertEqual(bn.namedParameters().map(\.0), ["weight", "bias"])
+    XCTAssertEqual(bn.namedBuffers().map(\.0), ["running_mean", "running_var", "num_batches_tracked"])
+    XCTAssertFalse(bn.weight.decays)
+    XCTAssertFalse(bn.bias.decays)
+    XCTAssertEqual(bn.weight.value.array, [1, 1, 1, 1])
+    XCTAssertEqual(bn.bias.value.array, [0, 0, 0, 0])
+  }
+}

@@ -1,0 +1,268 @@
+// Conv2DTests: Conv2D against the direct Double convolution, forward and backward, on odd
+// shapes that exercise every path: the im2col path with N = 1 and N > 1, the pointwise path
+// with P == 1 and P > 1, stride 2, padding 0/1, C = 1, 1×1 images. Also: gradients agree with
+// finite differences, parameter gradients accumulate, propagatesInputGradient = false skips dx,
+// and results do not depend on the thread count.
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+/// One convolution configuration under test.
+struct ConvCase: CustomStringConvertible {
+  var n, cin, cout, h, w, k, stride, padding: Int
+  var bias = true
+  var description: String {
+    "N\(n) Cin\(cin) Cout\(cout) \(h)x\(w) k\(k) s\(stride) p\(padding)\(bias ? "" : " nobias")"
+  }
+}
+
+final class Conv2DTests: XCTestCase {
+  static let cases: [ConvCase] = [
+    ConvCase(n: 2, cin: 3, cout: 13, h: 5, w: 7, k: 3, stride: 1, padding: 1),  // general, N > 1
+    ConvCase(n: 1, cin: 1, cout: 3, h: 5, w: 7, k: 3, stride: 2, padding: 0),  // C = 1, batch 1, stride 2
+    ConvCase(n: 3, cin: 13, cout: 3, h: 1, w: 1, k: 3, stride: 1, padding: 1),  // 1×1 image, all padding
+    ConvCase(n: 2, cin: 3, cout: 5, h: 6, w: 5, k: 1, stride: 1, padding: 0),  // pointwise, P > 1
+    ConvCase(n: 4, cin: 5, cout: 3, h: 1, w: 1, k: 1, stride: 1, padding: 0),  // pointwise, P == 1
+    ConvCase(n: 1, cin: 4, cout: 2, h: 3, w: 5, k: 1, stride: 1, padding: 0, bias: false),  // pointwise, N = 1
+    ConvCase(n: 2, cin: 2, cout: 4, h: 7, w: 5, k: 1, stride: 2, padding: 0),  // k = 1 but strided: im2col
+    ConvCase(n: 2, cin: 3, cout: 4, h: 5, w: 7, k: 3, stride: 2, padding: 1, bias: false),
+    ConvCase(n: 1, cin: 3, cout: 8, h: 4, w: 4, k: 3, stride: 1, padding: 1),  // im2col, N = 1
+    ConvCase(n: 2, cin: 2, cout: 3, h: 3, w: 3, k: 3, stride: 1, padding: 0),  // 1×1 output
+    ConvCase(n: 2, cin: 1, cout: 1, h: 1, w: 1, k: 1, stride: 1, padding: 1),  // k = 1 with padding
+    ConvCase(n: 2, cin: 2, cout: 3, h: 7, w: 8, k: 2, stride: 3, padding: 1),  // even kernel, stride > kernel
+  ]
+
+  private func make(_ c: ConvCase, seed: UInt64) -> (Conv2D, Tensor) {
+    var rng = SeededGenerator(seed: seed)
+    let conv = Conv2D(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.stride,
+      padding: c.padding, bias: c.bias, rng: &rng)
+    if let b = conv.bias { b.value.fillUniform(-1, 1, using: &rng) }  // not just ±1/√fan_in
+    let x = Tensor.uniform([c.n, c.cin, c.h, c.w], using: &rng)
+    return (conv, x)
+  }
+
+  private func reference(_ conv: Conv2D, _ x: Tensor) -> DoubleTensor {
+    Reference.conv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+      bias: conv.bias.map { DoubleTensor($0.value) }, stride: conv.stride, padding: conv.padding)
+  }
+
+  func testForwardMatchesDirectConvolution() throws {
+    var rng = SeededGenerator(seed: 99)
+    for (i, c) in Self.cases.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(100 + i))
+      let y = try conv.forward(x)
+      let ref = reference(conv, x)
+      XCTAssertEqual(try conv.outputShape(for: x.shape), ref.shape, "\(c)")
+      assertClose(y, ref, rtol: 1e-4, atol: 1e-5, "\(c)")
+      // A second call with other values reuses the buffers and must not remember the first.
+      x.fillUniform(-2, 2, using: &rng)
+      assertClose(try conv.forward(x), reference(conv, x), rtol: 1e-4, atol: 1e-5, "second call, \(c)")
+    }
+  }
+
+  func testForwardAfterBatchSizeChange() throws {
+    // The same layer sees N = 3, then N = 1, then N = 2: scratch buffers shrink and grow.
+    var rng = SeededGenerator(seed: 7)
+    let conv = Conv2D(inChannels: 3, outChannels: 4, kernelSize: 3, stride: 1, padding: 1, rng: &rng)
+    for n in [3, 1, 2] {
+      let x = Tensor.uniform([n, 3, 5, 5], using: &rng)
+      assertClose(try conv.forward(x), reference(conv, x), rtol: 1e-4, atol: 1e-5, "N=\(n)")
+    }
+  }
+
+  func testInputViewAtAnOffset() throws {
+    // Kernels must honour a view's offset: put x in the middle of a larger allocation.
+    let c = Self.cases[0]
+    let (conv, x0) = make(c, seed: 150)
+    let storage = TensorStorage(capacity: x0.count + 11)
+    let x = x0.clone()
+    x.rebind(to: storage, offset: 7)
+    XCTAssertEqual(x.offset, 7)
+    assertClose(try conv.forward(x), reference(conv, x0), rtol: 1e-4, atol: 1e-5)
+    var rng = SeededGenerator(seed: 151)
+    let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+    conv.zeroGrad()
+    let ref = Reference.conv2dBackward(DoubleTensor(x0), weight: DoubleTensor(conv.weight.value),
+      dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+    assertClose(try conv.backward(dy), ref.dx, rtol: 1e-4, atol: 1e-5)
+    assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5)
+  }
+
+  func testBackwardMatchesReference() throws {
+    for (i, c) in Self.cases.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(200 + i))
+      var rng = SeededGenerator(seed: UInt64(300 + i))
+      let y = try conv.forward(x)
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      conv.zeroGrad()
+      let dx = try conv.backward(dy)
+      let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+      assertClose(dx, ref.dx, rtol: 1e-4, atol: 1e-5, "dx, \(c)")
+      assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, \(c)")
+      if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, \(c)") }
+    }
+  }
+
+  func testGradientsMatchFiniteDifferences() {
+    // Small shapes: every input and parameter element is perturbed.
+    let small: [ConvCase] = [
+      ConvCase(n: 2, cin: 2, cout: 3, h: 4, w: 5, k: 3, stride: 1, padding: 1),
+      ConvCase(n: 1, cin: 1, cout: 2, h: 5, w: 5, k: 3, stride: 2, padding: 0),
+      ConvCase(n: 2, cin: 3, cout: 2, h: 3, w: 2, k: 1, stride: 1, padding: 0),
+      ConvCase(n: 3, cin: 3, cout: 2, h: 1, w: 1, k: 1, stride: 1, padding: 0),
+      ConvCase(n: 2, cin: 2, cout: 2, h: 5, w: 4, k: 3, stride: 2, padding: 1, bias: false),
+    ]
+    for (i, c) in small.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(400 + i))
+      GradientChecker().assertGradients(conv, input: x, "\(c)")
+    }
+  }
+
+  func testParameterGradientsAccumulateAcrossBackwardCalls() throws {
+    for (i, c) in Self.cases.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(500 + i))
+      var rng = SeededGenerator(seed: UInt64(600 + i))
+      let y = try conv.forward(x)
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      conv.zeroGrad()
+      let dx1 = try conv.backward(dy).array
+      let dx2 = try conv.backward(dy).array  // a second backward of the same forward
+      let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+      assertClose(conv.weight.grad, DoubleTensor(shape: ref.dw.shape, values: ref.dw.values.map { 2 * $0 }),
+        rtol: 1e-4, atol: 1e-5, "dW after two backward calls, \(c)")
+      if let b = conv.bias {
+        assertClose(b.grad, DoubleTensor(shape: [c.cout], values: ref.db.values.map { 2 * $0 }),
+          rtol: 1e-4, atol: 1e-5, "db after two backward calls, \(c)")
+      }
+      // The input gradient is overwritten, not accumulated.
+      assertClose(dx1, ref.dx.values, rtol: 1e-4, atol: 1e-5, "first dx, \(c)")
+      assertClose(dx2, ref.dx.values, rtol: 1e-4, atol: 1e-5, "second dx, \(c)")
+    }
+  }
+
+  func testZeroGradClearsAccumulatedGradients() throws {
+    let (conv, x) = make(Self.cases[0], seed: 1)
+    let y = try conv.forward(x)
+    _ = try conv.backward(Tensor(shape: y.shape, repeating: 1))
+    XCTAssertTrue(conv.weight.grad.array.contains { $0 != 0 })
+    conv.zeroGrad()
+    XCTAssertTrue(conv.namedParameters().allSatisfy { $0.1.grad.array.allSatisfy { $0 == 0 } })
+  }
+
+  func testPropagatesInputGradientFalseSkipsDx() throws {
+    for (i, c) in Self.cases.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(700 + i))
+      var rng = SeededGenerator(seed: UInt64(800 + i))
+      let y = try conv.forward(x)
+      // A first backward with propagation fills the input-gradient buffer with sentinel values...
+      _ = try conv.backward(Tensor(shape: y.shape, repeating: 1))
+      let before = try conv.backward(Tensor(shape: y.shape, repeating: 1)).array
+      conv.propagatesInputGradient = false
+      conv.zeroGrad()
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      let dx = try conv.backward(dy)
+      // ...which a backward without propagation leaves alone, while still computing dW and db.
+      assertBitwiseEqual(dx.array, before, "dx must not be recomputed, \(c)")
+      let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+      assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, \(c)")
+      if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, \(c)") }
+      // A second backward (the column buffer is still valid) accumulates as usual.
+      _ = try conv.backward(dy)
+      assertClose(conv.weight.grad, DoubleTensor(shape: ref.dw.shape, values: ref.dw.values.map { 2 * $0 }),
+        rtol: 1e-4, atol: 1e-5, "dW twice, \(c)")
+    }
+  }
+
+  /// Runs forward and backward of case `c` with `threads` threads; returns y, dx, dW, db.
+  private func runWithThreads(_ c: ConvCase, threads: Int, seed: UInt64) throws -> [[Float]] {
+    Threads.count = threads
+    let (conv, x) = make(c, seed: seed)
+    var rng = SeededGenerator(seed: seed &+ 1)
+    let y = try conv.forward(x).array
+    let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+    conv.zeroGrad()
+    let dx = try conv.backward(dy).array
+    return [y, dx, conv.weight.grad.array, conv.bias!.grad.array]
+  }
+
+  /// Our own parallel loops (im2col, the batch gather/scatter, col2im, ReLU) write disjoint
+  /// regions, so they give identical bits for any thread count. These shapes keep every sgemm
+  /// below OpenBLAS's threading threshold while `parallelFor` still splits the batch in two.
+  func testResultsDoNotDependOnThreadCount() throws {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    let shapes: [ConvCase] = [
+      ConvCase(n: 4, cin: 2, cout: 3, h: 6, w: 6, k: 3, stride: 1, padding: 1),
+      ConvCase(n: 3, cin: 3, cout: 2, h: 7, w: 5, k: 3, stride: 2, padding: 0),
+      ConvCase(n: 4, cin: 3, cout: 4, h: 4, w: 4, k: 1, stride: 1, padding: 0),
+    ]
+    for (i, c) in shapes.enumerated() {
+      let one = try runWithThreads(c, threads: 1, seed: UInt64(900 + 2 * i))
+      let two = try runWithThreads(c, threads: 2, seed: UInt64(900 + 2 * i))
+      for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+        assertBitwiseEqual(one[j], two[j], "\(name) with 1 vs 2 threads, \(c)")
+      }
+    }
+    let relu = ReLU()
+    var rng = SeededGenerator(seed: 5)
+    let x = Tensor.uniform([2, 4, 100, 100], using: &rng)  // above ReLU's parallel chunk size
+    Threads.count = 1
+    let y1 = try relu.forward(x).array
+    Threads.count = 2
+    assertBitwiseEqual(y1, try relu.forward(x).array, "ReLU with 1 vs 2 threads")
+  }
+
+  /// Above OpenBLAS's threading threshold, OpenBLAS 0.3.21's sgemm itself rounds differently
+  /// with 1 and 2 threads (see BLASTests), so larger convolutions agree to rounding only.
+  func testLargeShapesAgreeAcrossThreadCountsToRounding() throws {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    let c = ConvCase(n: 4, cin: 8, cout: 16, h: 12, w: 12, k: 3, stride: 1, padding: 1)
+    let one = try runWithThreads(c, threads: 1, seed: 42)
+    let two = try runWithThreads(c, threads: 2, seed: 42)
+    for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+      assertClose(one[j], two[j].map(Double.init), rtol: 1e-5, atol: 1e-5, "\(name) with 1 vs 2 threads")
+    }
+  }
+
+  func testShapeErrorsNameTheLayer() throws {
+    var rng = SeededGenerator(seed: 1)
+    let conv = Conv2D(inChannels: 3, outChannels: 4, kernelSize: 3, rng: &rng)
+    XCTAssertThrowsError(try conv.backward(Tensor(zeros: [1, 4, 3, 3]))) { error in
+      XCTAssertTrue("\(error)".contains("Conv2D"), "\(error)")
+    }
+    XCTAssertThrowsError(try conv.forward(Tensor(zeros: [1, 2, 5, 5]))) { error in
+      XCTAssertTrue("\(error)".contains("Conv2D"), "\(error)")
+    }
+    XCTAssertThrowsError(try conv.forward(Tensor(zeros: [1, 3, 2, 2])), "window larger than the padded image")
+    XCTAssertThrowsError(try conv.forward(Tensor(zeros: [3, 5, 5])), "rank 3")
+    _ = try conv.forward(Tensor(zeros: [1, 3, 5, 5]))
+    XCTAssertThrowsError(try conv.backward(Tensor(zeros: [1, 4, 2, 2])), "dy of the wrong shape")
+  }
+
+  func testDefaultInitialisationBounds() {
+    var rng = SeededGenerator(seed: 3)
+    let conv = Conv2D(inChannels: 4, outChannels: 6, kernelSize: 3, rng: &rng)
+    let bound: Float = 1 / (36 as Float).squareRoot()
+    XCTAssertTrue(conv.weight.value.array.allSatisfy { abs($0) <= bound })
+    XCTAssertTrue(conv.bias!.value.array.allSatisfy { abs($0) <= bound })
+    XCTAssertGreaterThan(conv.weight.value.array.map(abs).max()!, bound * 0.8, "spread over the range")
+  }
+
+  func testOrthogonalInitialisation() {
+    var rng = SeededGenerator(seed: 4)
+    // [6, 2·3·3 = 18]: wide, so the 6 rows are orthonormal, then scaled by the gain.
+    let conv = Conv2D(inChannels: 2, outChannels: 6, kernelSize: 3, weightInit: .orthogonal(gain: 2), rng: &rng)
+    let w = conv.weight.value.doubles
+    for i in 0..<6 {
+      for j in 0..<6 {
+        let dot = (0..<18).reduce(0.0) { $0 + w[i * 18 + $1] * w[j * 18 + $1] }
+        XCTAssertEqual(dot, i == j ? 4 : 0, accuracy: 1e-4)
+      }
+    }
+  }
+}

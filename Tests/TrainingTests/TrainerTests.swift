@@ -1,0 +1,171 @@
+// TrainerTests: the training loop on the synthetic set: it learns, it is deterministic, a
+// resumed run equals an uninterrupted one bit for bit, checkpoints hold the state_dict with
+// PyTorch's names, and bad input stops with a message instead of a crash.
+import ACON
+import Foundation
+import NN
+import TensorCore
+import TestSupport
+import Training
+import XCTest
+
+final class TrainerTests: XCTestCase {
+  private var tmp: URL!
+
+  override func setUpWithError() throws {
+    tmp = FileManager.default.temporaryDirectory.appendingPathComponent("acon-trainer-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+  }
+
+  override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+
+  private func data(_ n: Int = 512) -> (ImageDataset, ImageDataset) {
+    (SyntheticShapes.make(count: n, seed: 1), SyntheticShapes.make(count: 256, seed: 2))
+  }
+
+  private func options(_ model: ModelKind, steps: Int? = nil, epochs: Int = 1) -> TrainOptions {
+    var o = TrainOptions()
+    o.model = model
+    o.epochs = epochs
+    o.maxSteps = steps
+    o.batchSize = 32
+    o.seed = 3
+    return o
+  }
+
+  func testLearnsTheSyntheticSet() throws {
+    let (train, test) = data(2048)
+    var o = options(.seedAconc, epochs: 3)
+    o.learningRate = 2e-3
+    let t = try Trainer(options: o, train: train, test: test, normalization: Normalization(mean: [0.5], std: [0.5]))
+    let records = try t.run()
+    let acc = try XCTUnwrap(records.last?.testAccuracy)
+    XCTAssertGreaterThan(acc, 0.6, "10 classes: chance is 0.1")
+    XCTAssertLessThan(t.losses.suffix(10).reduce(0, +) / 10, t.losses.prefix(5).reduce(0, +) / 5 * 0.6)
+  }
+
+  func testSameSeedSameLossesBitForBit() throws {
+    let (train, test) = data()
+    for model in ModelKind.allCases {
+      let a = try Trainer(options: options(model, steps: 6), train: train, test: test, normalization: .unit(channels: 1))
+      try a.run()
+      let b = try Trainer(options: options(model, steps: 6), train: train, test: test, normalization: .unit(channels: 1))
+      try b.run()
+      assertBitwiseEqual(a.losses, b.losses, "\(model)")
+    }
+  }
+
+  func testResumeEqualsUninterrupted() throws {
+    let (train, test) = data(256)
+    for (model, opt) in [(ModelKind.seedMeta, OptimizerKind.adam), (.seedAconc, .sgd)] {
+      var full = options(model, epochs: 2)
+      full.optimizer = opt
+      full.learningRate = 1e-2
+      full.evaluateEachEpoch = false
+      let whole = try Trainer(options: full, train: train, test: test, normalization: .unit(channels: 1))
+      try whole.run()
+
+      // The same run stopped after 5 steps (mid-epoch), then resumed from its checkpoint.
+      var first = full
+      first.checkpoint = tmp.appendingPathComponent("\(model.rawValue).safetensors").path
+      first.maxSteps = 5
+      let part1 = try Trainer(options: first, train: train, test: test, normalization: .unit(channels: 1))
+      try part1.run()
+      var second = first
+      second.maxSteps = nil
+      second.resume = true
+      let part2 = try Trainer(options: second, train: train, test: test, normalization: .unit(channels: 1))
+      try part2.run()
+      assertBitwiseEqual(part1.losses + part2.losses, whole.losses, "\(model) \(opt) losses")
+      for ((n, p), (_, q)) in zip(part2.model.namedParameters(), whole.model.namedParameters()) {
+        assertBitwiseEqual(p.value.array, q.value.array, "\(model) \(n)")
+      }
+    }
+  }
+
+  func testCheckpointHoldsTheStateDict() throws {
+    let (train, test) = data(128)
+    var o = options(.seedMeta, steps: 2)
+    o.checkpoint = tmp.appendingPathComponent("m.safetensors").path
+    let t = try Trainer(options: o, train: train, test: test, normalization: .fashionMNIST)
+    try t.run()
+    let file = try SafetensorsFile.read(path: o.checkpoint!)
+    XCTAssertEqual(file.metadata["model"], "seed-meta")
+    XCTAssertEqual(file.metadata["input"], "1x28x28")
+    XCTAssertEqual(file.metadata["classes"], "10")
+    XCTAssertEqual(file.metadata["normalization_mean"], "0.286")
+    guard case let .f32(shape, _) = file.tensors["conv1.weight"], case let .f32(pshape, _) = file.tensors["acon1.p1"],
+      case let .i64(nshape, nvalues) = file.tensors["acon1.bn1.num_batches_tracked"], case let .f32(lshape, _) = file.tensors["linear1.weight"]
+    else { return XCTFail("missing tensors: \(file.tensors.keys.sorted())") }
+    XCTAssertEqual(shape, [32, 1, 3, 3])
+    XCTAssertEqual(pshape, [1, 64, 1, 1])
+    XCTAssertEqual(nshape, [])
+    XCTAssertEqual(nvalues, [2])
+    XCTAssertEqual(lshape, [64, 576])
+    XCTAssertEqual(Set(file.tensors.keys), Set(stateDict(of: t.model).keys))
+    // The model file alone evaluates like the live model.
+    let fresh = try ModelKind.seedMeta.build(input: [1, 28, 28], classes: 10, seed: 99)
+    try loadStateDict(file.tensors, into: fresh, file: o.checkpoint!)
+    let e1 = try Trainer.evaluate(model: t.model, dataset: test, normalization: .fashionMNIST, batchSize: 32, classes: 10)
+    let e2 = try Trainer.evaluate(model: fresh, dataset: test, normalization: .fashionMNIST, batchSize: 32, classes: 10)
+    XCTAssertEqual(e1, e2)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: Checkpoint(path: o.checkpoint!).statePath))
+  }
+
+  func testCheckpointForAnotherModelIsRejected() throws {
+    let (train, test) = data(64)
+    var o = options(.seedRelu, steps: 1)
+    o.checkpoint = tmp.appendingPathComponent("relu.safetensors").path
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+    let aconc = try ModelKind.seedAconc.build(input: [1, 28, 28], classes: 10, seed: 0)
+    XCTAssertThrowsError(try Checkpoint.loadModel(aconc, from: o.checkpoint!)) { error in
+      let text = String(describing: error)
+      XCTAssertTrue(text.contains("relu.safetensors") && text.contains("acon1.p1"), text)
+    }
+  }
+
+  func testNonFiniteLossStopsWithTheStep() throws {
+    let (train, test) = data(128)
+    var o = options(.seedAconc, steps: 4)
+    o.checkpoint = tmp.appendingPathComponent("nan.safetensors").path
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    let w = t.model.namedParameters().first { $0.0 == "linear2.bias" }!.1
+    w.value[0] = .nan
+    XCTAssertThrowsError(try t.run()) { error in
+      XCTAssertTrue(String(describing: error).contains("step 1"), "\(error)")
+    }
+    XCTAssertFalse(FileManager.default.fileExists(atPath: o.checkpoint!), "no checkpoint is written after a NaN")
+  }
+
+  func testOutOfRangeOptionsAreRejected() {
+    let (train, test) = data(32)
+    var o = options(.seedRelu)
+    o.learningRate = -1
+    XCTAssertThrowsError(try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))) {
+      XCTAssertTrue(String(describing: $0).contains("--lr"))
+    }
+    o = options(.seedRelu)
+    o.batchSize = 0
+    XCTAssertThrowsError(try o.validate())
+    o = options(.seedRelu)
+    o.resume = true
+    XCTAssertThrowsError(try o.validate()) { XCTAssertTrue(String(describing: $0).contains("--checkpoint")) }
+  }
+
+  func testJSONLLog() throws {
+    let (train, test) = data(96)
+    var o = options(.seedRelu)
+    o.logPath = tmp.appendingPathComponent("log.jsonl").path
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+    let lines = try String(contentsOfFile: o.logPath!, encoding: .utf8).split(separator: "\n")
+    XCTAssertEqual(lines.count, 3 + 1)
+    let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+    XCTAssertEqual(first["step"] as? Int, 1)
+    XCTAssertEqual(first["epoch"] as? Int, 1)
+    XCTAssertNotNil(first["loss"] as? Double)
+    XCTAssertNotNil(first["lr"] as? Double)
+    XCTAssertNotNil(first["images_per_s"] as? Double)
+    let last = try JSONSerialization.jsonObject(with: Data(lines[3].utf8)) as! [String: Any]
+    XCTAssertNotNil(last["test_accuracy"] as? Double)
+  }
+}
