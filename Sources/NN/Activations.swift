@@ -30,7 +30,11 @@ public final class ReLU: Module {
     let dx = reuse(&inputGrad, shape: y.shape)
     let ys = UncheckedSendable(y.data), g = UncheckedSendable(dy.data), d = UncheckedSendable(dx.data)
     parallelFor(y.count, minimumChunk: 1 << 15) { r in
-      for i in r { d.value[i] = ys.value[i] > 0 ? g.value[i] : 0 }
+      // Load both unconditionally so that the loop is a branch-free, vectorised select.
+      for i in r {
+        let gv = g.value[i], yv = ys.value[i]
+        d.value[i] = yv > 0 ? gv : 0
+      }
     }
     return dx
   }

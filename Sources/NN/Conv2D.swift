@@ -127,13 +127,9 @@ public final class Conv2D: Module {
 
   /// im2col of every sample of x into col[K, N·P].
   private func fillColumns(_ x: Tensor, _ g: ConvGeometry) throws {
-    let n = x.shape[0], p = g.colCols, np = n * p
+    let n = x.shape[0], np = n * g.colCols
     let c = reuse(&col, shape: [g.colRows, np])
-    let xs = g.channels * g.height * g.width
-    let src = UncheckedSendable(x.data), dst = UncheckedSendable(c.data)
-    parallelFor(n) { range in
-      for s in range { im2col(src.value + s * xs, g, col: dst.value + s * p, colStride: np) }
-    }
+    im2col(x.data, batch: n, g, col: c.data, colStride: np)
     colHolds = x
   }
 
@@ -208,11 +204,7 @@ public final class Conv2D: Module {
     BLAS.sgemm(transA: true, m: k, n: np, k: cout, a: w, b: dyT, c: col!.data)
     colHolds = nil
     dx.zero()
-    let xs = cin * g.height * g.width
-    let src = UncheckedSendable(col!.data), dst = UncheckedSendable(dx.data)
-    parallelFor(n) { range in
-      for s in range { col2im(src.value + s * p, colStride: np, g, dx: dst.value + s * xs) }
-    }
+    col2im(col!.data, colStride: np, batch: n, g, dx: dx.data)
     return dx
   }
 }

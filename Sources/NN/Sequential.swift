@@ -11,7 +11,6 @@ public final class Sequential: Module {
   public init(_ layers: [(String, Module)]) {
     self.layers = layers
     super.init()
-    self.propagatesInputGradient = true
   }
 
   /// A container of layers named `0`, `1`, ...

@@ -43,29 +43,56 @@ public struct ConvGeometry: Equatable, Sendable {
 public func im2col(
   _ x: UnsafePointer<Float>, _ g: ConvGeometry, col: UnsafeMutablePointer<Float>, colStride: Int
 ) {
-  let oh = g.outH, ow = g.outW
-  var row = 0
-  for c in 0..<g.channels {
-    let xc = x + c * g.height * g.width
-    for ki in 0..<g.kernelH {
-      for kj in 0..<g.kernelW {
-        let dst = col + row * colStride
-        for i in 0..<oh {
-          let h = i * g.strideH - g.padH + ki
-          let drow = dst + i * ow
-          if h < 0 || h >= g.height {
-            drow.update(repeating: 0, count: ow)
-            continue
-          }
-          let xrow = xc + h * g.width
-          // w = j·strideW − padW + kj must lie in [0, W).
-          for j in 0..<ow {
-            let w = j * g.strideW - g.padW + kj
-            drow[j] = (w >= 0 && w < g.width) ? xrow[w] : 0
+  im2col(x, batch: 1, g, col: col, colStride: colStride)
+}
+
+/// Lowers a batch to one column matrix, in parallel over its rows.
+/// - Parameters:
+///   - x: `[N, C, H, W]`.
+///   - col: `[C·KH·KW, N·OH·OW]` with row stride `colStride` (≥ N·OH·OW): sample s fills
+///     columns `s·OH·OW ..< (s+1)·OH·OW` of every row. Padding reads as 0.
+public func im2col(
+  _ x: UnsafePointer<Float>, batch n: Int, _ g: ConvGeometry, col: UnsafeMutablePointer<Float>, colStride: Int
+) {
+  let p = g.outH * g.outW
+  let kk = g.kernelH * g.kernelW, plane = g.height * g.width, sampleSize = g.channels * plane
+  let xs = UncheckedSendable(x), cs = UncheckedSendable(col)
+  // Each worker writes whole rows, so its writes stream through contiguous memory. A row's
+  // gather pattern (which input offset feeds output column p) is the same for every sample.
+  parallelFor(g.colRows) { rows in
+    withUnsafeTemporaryAllocation(of: Int32.self, capacity: Swift.max(p, 1)) { table in
+      var lastKernelIndex = -1
+      for row in rows {
+        let c = row / kk, kernelIndex = row % kk
+        if kernelIndex != lastKernelIndex {
+          fillGatherTable(table.baseAddress!, g, ki: kernelIndex / g.kernelW, kj: kernelIndex % g.kernelW)
+          lastKernelIndex = kernelIndex
+        }
+        let t = table.baseAddress!
+        for s in 0..<n {
+          let xc = xs.value + s * sampleSize + c * plane
+          let dst = cs.value + row * colStride + s * p
+          for q in 0..<p {
+            let i = t[q]
+            // Padding: index −1 reads as 0. Clamp for the load, select for the value.
+            let v = xc[Int(Swift.max(i, 0))]
+            dst[q] = i >= 0 ? v : 0
           }
         }
-        row += 1
       }
+    }
+  }
+}
+
+/// For kernel offset (ki, kj): the input offset `h·W + w` that feeds each output position
+/// `i·OW + j`, or −1 where it falls in the padding. `table` holds OH·OW entries.
+@inline(__always) func fillGatherTable(_ table: UnsafeMutablePointer<Int32>, _ g: ConvGeometry, ki: Int, kj: Int) {
+  let ow = g.outW
+  for i in 0..<g.outH {
+    let h = i * g.strideH - g.padH + ki
+    for j in 0..<ow {
+      let w = j * g.strideW - g.padW + kj
+      table[i * ow + j] = (h >= 0 && h < g.height && w >= 0 && w < g.width) ? Int32(h * g.width + w) : -1
     }
   }
 }
@@ -77,24 +104,32 @@ public func im2col(
 public func col2im(
   _ col: UnsafePointer<Float>, colStride: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>
 ) {
-  let oh = g.outH, ow = g.outW
-  var row = 0
-  for c in 0..<g.channels {
-    let dxc = dx + c * g.height * g.width
-    for ki in 0..<g.kernelH {
-      for kj in 0..<g.kernelW {
-        let src = col + row * colStride
-        for i in 0..<oh {
-          let h = i * g.strideH - g.padH + ki
-          if h < 0 || h >= g.height { continue }
-          let srow = src + i * ow
-          let xrow = dxc + h * g.width
-          for j in 0..<ow {
-            let w = j * g.strideW - g.padW + kj
-            if w >= 0 && w < g.width { xrow[w] += srow[j] }
+  col2im(col, colStride: colStride, batch: 1, g, dx: dx)
+}
+
+/// Adds a batch's columns back into it, in parallel over channels: the adjoint of the batched
+/// `im2col`. Each element's sum runs in a fixed order, whatever the thread count.
+/// - Parameters:
+///   - col: `[C·KH·KW, N·OH·OW]` with row stride `colStride`.
+///   - dx: `[N, C, H, W]`; accumulated into (`+=`), so zero it first.
+public func col2im(
+  _ col: UnsafePointer<Float>, colStride: Int, batch n: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>
+) {
+  let p = g.outH * g.outW, kk = g.kernelH * g.kernelW
+  let plane = g.height * g.width, sampleSize = g.channels * plane
+  let cs = UncheckedSendable(col), ds = UncheckedSendable(dx)
+  parallelFor(g.channels) { channels in
+    withUnsafeTemporaryAllocation(of: Int32.self, capacity: Swift.max(kk * p, 1)) { tables in
+      for k in 0..<kk { fillGatherTable(tables.baseAddress! + k * p, g, ki: k / g.kernelW, kj: k % g.kernelW) }
+      for c in channels {
+        for s in 0..<n {
+          let dxc = ds.value + s * sampleSize + c * plane
+          for k in 0..<kk {
+            let src = cs.value + (c * kk + k) * colStride + s * p
+            let t = tables.baseAddress! + k * p
+            for q in 0..<p where t[q] >= 0 { dxc[Int(t[q])] += src[q] }
           }
         }
-        row += 1
       }
     }
   }

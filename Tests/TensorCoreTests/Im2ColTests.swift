@@ -14,6 +14,9 @@ final class Im2ColTests: XCTestCase {
     ConvGeometry(channels: 3, height: 7, width: 5, kernelH: 1, kernelW: 1, strideH: 2, strideW: 2, padH: 0, padW: 0),
     ConvGeometry(channels: 2, height: 8, width: 9, kernelH: 3, kernelW: 2, strideH: 2, strideW: 3, padH: 1, padW: 0),
     ConvGeometry(channels: 1, height: 4, width: 4, kernelH: 5, kernelW: 5, strideH: 1, strideW: 1, padH: 2, padW: 2),
+    ConvGeometry(channels: 2, height: 5, width: 6, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+    ConvGeometry(channels: 1, height: 7, width: 7, kernelH: 5, kernelW: 5, strideH: 2, strideW: 2, padH: 2, padW: 2),
+    ConvGeometry(channels: 2, height: 3, width: 2, kernelH: 3, kernelW: 3, strideH: 3, strideW: 3, padH: 1, padW: 1),
   ]
 
   func testGeometryOutputSizes() {

@@ -19,8 +19,9 @@ final class TrainerTests: XCTestCase {
 
   override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
 
+  /// Small 16×16 synthetic images keep the debug-build test run short.
   private func data(_ n: Int = 512) -> (ImageDataset, ImageDataset) {
-    (SyntheticShapes.make(count: n, seed: 1), SyntheticShapes.make(count: 256, seed: 2))
+    (SyntheticShapes.make(count: n, height: 16, width: 16, seed: 1), SyntheticShapes.make(count: 256, height: 16, width: 16, seed: 2))
   }
 
   private func options(_ model: ModelKind, steps: Int? = nil, epochs: Int = 1) -> TrainOptions {
@@ -35,7 +36,7 @@ final class TrainerTests: XCTestCase {
 
   func testLearnsTheSyntheticSet() throws {
     let (train, test) = data(2048)
-    var o = options(.seedAconc, epochs: 3)
+    var o = options(.seedAconc, epochs: 2)
     o.learningRate = 2e-3
     let t = try Trainer(options: o, train: train, test: test, normalization: Normalization(mean: [0.5], std: [0.5]))
     let records = try t.run()
@@ -91,7 +92,7 @@ final class TrainerTests: XCTestCase {
     try t.run()
     let file = try SafetensorsFile.read(path: o.checkpoint!)
     XCTAssertEqual(file.metadata["model"], "seed-meta")
-    XCTAssertEqual(file.metadata["input"], "1x28x28")
+    XCTAssertEqual(file.metadata["input"], "1x16x16")
     XCTAssertEqual(file.metadata["classes"], "10")
     XCTAssertEqual(file.metadata["normalization_mean"], "0.286")
     guard case let .f32(shape, _) = file.tensors["conv1.weight"], case let .f32(pshape, _) = file.tensors["acon1.p1"],
@@ -101,10 +102,10 @@ final class TrainerTests: XCTestCase {
     XCTAssertEqual(pshape, [1, 64, 1, 1])
     XCTAssertEqual(nshape, [])
     XCTAssertEqual(nvalues, [2])
-    XCTAssertEqual(lshape, [64, 576])
+    XCTAssertEqual(lshape, [64, 256])
     XCTAssertEqual(Set(file.tensors.keys), Set(stateDict(of: t.model).keys))
     // The model file alone evaluates like the live model.
-    let fresh = try ModelKind.seedMeta.build(input: [1, 28, 28], classes: 10, seed: 99)
+    let fresh = try ModelKind.seedMeta.build(input: [1, 16, 16], classes: 10, seed: 99)
     try loadStateDict(file.tensors, into: fresh, file: o.checkpoint!)
     let e1 = try Trainer.evaluate(model: t.model, dataset: test, normalization: .fashionMNIST, batchSize: 32, classes: 10)
     let e2 = try Trainer.evaluate(model: fresh, dataset: test, normalization: .fashionMNIST, batchSize: 32, classes: 10)
@@ -117,7 +118,7 @@ final class TrainerTests: XCTestCase {
     var o = options(.seedRelu, steps: 1)
     o.checkpoint = tmp.appendingPathComponent("relu.safetensors").path
     try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
-    let aconc = try ModelKind.seedAconc.build(input: [1, 28, 28], classes: 10, seed: 0)
+    let aconc = try ModelKind.seedAconc.build(input: [1, 16, 16], classes: 10, seed: 0)
     XCTAssertThrowsError(try Checkpoint.loadModel(aconc, from: o.checkpoint!)) { error in
       let text = String(describing: error)
       XCTAssertTrue(text.contains("relu.safetensors") && text.contains("acon1.p1"), text)
