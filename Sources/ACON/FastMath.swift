@@ -36,10 +36,11 @@ func _expReduce(_ v: SIMD8<Float>) -> (t: SIMD8<Float>, p: SIMD8<Float>) {
   let n = t - 12_582_912
   let r = (v - n * 0.693_359_375) - n * (-2.121_944_4e-4)  // |r| ≤ ln2/2 (+ rounding)
   let r2 = r * r
-  var q = r * 0.001_381_452_777_422_964_6 + 0.008_368_744_514_882_565
-  q = q * r + 0.041_668_392_717_838_29
-  q = q * r + 0.166_665_211_319_923_4
-  q = q * r + 0.499_999_940_395_355_2
+  // P(r) = (c2 + c3·r) + r²·((c4 + c5·r) + r²·c6), Estrin's scheme: a shorter dependency
+  // chain than Horner's for the same operation count.
+  let a = r * 0.166_665_211_319_923_4 + 0.499_999_940_395_355_2
+  let b = r * 0.008_368_744_514_882_565 + 0.041_668_392_717_838_29
+  let q = (r2 * 0.001_381_452_777_422_964_6 + b) * r2 + a
   return (t, (r2 * q + r) + 1)
 }
 
@@ -83,7 +84,7 @@ func _expNarrow(_ v: SIMD8<Float>) -> SIMD8<Float> {
 
 /// e^x, lane-wise, by a polynomial (see the file comment).
 ///
-/// Accuracy: maximum relative error **1.0e−7** (≈ 0.84 ulp; 8.2e−8 measured exhaustively over
+/// Accuracy: maximum relative error **1.0e−7** (≈ 0.84 ulp; 8.4e−8 measured exhaustively over
 /// every Float in the range) for x in `[−87.33, 88.72]`, where e^x is a normal Float. Below
 /// that the result is subnormal, with absolute error at most 1e−7·e^x + 2⁻¹⁴⁹.
 /// Limits: x > 88.73 (and +inf) gives +inf, x < −103.98 (and −inf) gives 0, e^0 = 1 exactly,
@@ -109,10 +110,9 @@ func _expReduce(_ v: Float) -> (t: Float, p: Float) {
   let n = t - 12_582_912
   let r = (v - n * 0.693_359_375) - n * (-2.121_944_4e-4)
   let r2 = r * r
-  var q = r * 0.001_381_452_777_422_964_6 + 0.008_368_744_514_882_565
-  q = q * r + 0.041_668_392_717_838_29
-  q = q * r + 0.166_665_211_319_923_4
-  q = q * r + 0.499_999_940_395_355_2
+  let a = r * 0.166_665_211_319_923_4 + 0.499_999_940_395_355_2
+  let b = r * 0.008_368_744_514_882_565 + 0.041_668_392_717_838_29
+  let q = (r2 * 0.001_381_452_777_422_964_6 + b) * r2 + a
   return (t, (r2 * q + r) + 1)
 }
 

@@ -155,10 +155,7 @@ public final class Conv2D: Module {
     if let db = bias?.grad.data {
       for s in 0..<n {
         for o in 0..<cout {
-          let row = dy.data + (s * cout + o) * p
-          var acc: Float = 0
-          for i in 0..<p { acc += row[i] }
-          db[o] += acc
+          db[o] += contiguousSum(dy.data + (s * cout + o) * p, count: p)
         }
       }
     }

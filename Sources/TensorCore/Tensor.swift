@@ -178,3 +178,20 @@ public enum TensorError: Error, CustomStringConvertible, Equatable {
     }
   }
 }
+
+/// The sum of `count` contiguous Floats, in eight interleaved partial sums combined in a fixed
+/// order: vectorisable, and the same bits on every call and thread count.
+@inlinable public func contiguousSum(_ p: UnsafePointer<Float>, count: Int) -> Float {
+  var acc = SIMD8<Float>()
+  var i = 0
+  while i + 8 <= count {
+    acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+    i += 8
+  }
+  var tail: Float = 0
+  while i < count {
+    tail += p[i]
+    i += 1
+  }
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
