@@ -40,6 +40,11 @@ public struct TrainOptions: Sendable {
   public var logPath: String?
   /// Evaluate on the test split after each epoch.
   public var evaluateEachEpoch = true
+  /// Check the loss and the gradient norm every step; stop on NaN or Inf, naming the step and
+  /// the parameter whose gradient went bad first (in backward order).
+  public var checkNumerics = true
+  /// Rescale gradients whose global L2 norm exceeds this (PyTorch's `clip_grad_norm_`).
+  public var clipGradNorm: Float?
 
   public init() {}
 
@@ -55,6 +60,7 @@ public struct TrainOptions: Sendable {
     guard warmupSteps >= 0 else { throw bad("--warmup-steps must be non-negative, got \(warmupSteps)") }
     if let e = checkpointEvery, e < 1 { throw bad("--checkpoint-every must be at least 1, got \(e)") }
     if resume && checkpoint == nil { throw bad("--resume needs --checkpoint PATH") }
+    if let c = clipGradNorm, !(c.isFinite && c > 0) { throw bad("--clip-grad-norm must be a positive number, got \(c)") }
   }
 }
 
@@ -89,6 +95,7 @@ public struct Evaluation: Sendable, Equatable {
 /// Errors that stop training.
 public enum TrainingError: Error, CustomStringConvertible {
   case nonFiniteLoss(step: Int, loss: Float, checkpoint: String?)
+  case nonFiniteGradient(step: Int, parameter: String, checkpoint: String?)
   case badLabels(String)
 
   public var description: String {
@@ -97,6 +104,10 @@ public enum TrainingError: Error, CustomStringConvertible {
       return "training stopped: the loss is \(loss) at step \(step)"
         + (checkpoint.map { "; the last good checkpoint is \($0)" } ?? "")
         + ". Lower --lr, or check the data."
+    case let .nonFiniteGradient(step, parameter, checkpoint):
+      return "training stopped: the gradient of \(parameter) is NaN or Inf at step \(step) (the first to go bad in "
+        + "the backward pass)" + (checkpoint.map { "; the last good checkpoint is \($0)" } ?? "")
+        + ". Lower --lr, or try --clip-grad-norm."
     case let .badLabels(s): return s
     }
   }
@@ -217,6 +228,7 @@ public final class Trainer {
           throw TrainingError.nonFiniteLoss(step: step + 1, loss: loss, checkpoint: lastCheckpointPath)
         }
         _ = try model.backward(grad)
+        if options.checkNumerics || options.clipGradNorm != nil { try guardGradients(step: step + 1) }
         optimizer.step()
         step += 1
         b += 1
@@ -266,6 +278,27 @@ public final class Trainer {
   }
 
   private var lastCheckpointPath: String?
+
+  /// The global gradient norm: checked for NaN/Inf, and clipped when asked.
+  private func guardGradients(step: Int) throws {
+    let params = model.namedParameters()
+    var sumSquares = 0.0
+    for (_, p) in params {
+      for i in 0..<p.grad.count { sumSquares += Double(p.grad.data[i]) * Double(p.grad.data[i]) }
+    }
+    let norm = sumSquares.squareRoot()
+    if options.checkNumerics && !norm.isFinite {
+      // Backward runs from the output: the bad gradient nearest the output came first.
+      let bad = params.last { (_, p) in (0..<p.grad.count).contains { !p.grad.data[$0].isFinite } }
+      throw TrainingError.nonFiniteGradient(step: step, parameter: bad?.0 ?? "(unknown)", checkpoint: lastCheckpointPath)
+    }
+    if let maxNorm = options.clipGradNorm, norm.isFinite {
+      let coef = Double(maxNorm) / (norm + 1e-6)
+      if coef < 1 {
+        for (_, p) in params { for i in 0..<p.grad.count { p.grad.data[i] *= Float(coef) } }
+      }
+    }
+  }
 
   private func lossAndGradient(_ logits: Tensor, labels: [Int32], n: Int, classes: Int) throws -> (Float, Tensor) {
     let lab = Array(labels.prefix(n))

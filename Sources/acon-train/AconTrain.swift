@@ -75,6 +75,8 @@ struct Train: ParsableCommand {
   @Option(help: "Also checkpoint every N steps.") var checkpointEvery: Int?
   @Flag(help: "Continue from --checkpoint.") var resume = false
   @Option(help: "Write a JSONL log here.") var log: String?
+  @Option(help: "Rescale gradients whose global L2 norm exceeds this.") var clipGradNorm: Float?
+  @Flag(help: "Skip the per-step NaN/Inf check of the loss and gradient norm.") var noCheckNumerics = false
 
   func run() throws {
     if let t = threads {
@@ -102,6 +104,8 @@ struct Train: ParsableCommand {
     o.checkpointEvery = checkpointEvery
     o.resume = resume
     o.logPath = log
+    o.clipGradNorm = clipGradNorm
+    o.checkNumerics = !noCheckNumerics
     reporting { try o.validate() }
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
     print("data: \(data.source)")

@@ -170,3 +170,44 @@ final class TrainerTests: XCTestCase {
     XCTAssertNotNil(last["test_accuracy"] as? Double)
   }
 }
+
+final class NumericGuardTests: XCTestCase {
+  func testNonFiniteGradientNamesTheParameter() throws {
+    let train = SyntheticShapes.make(count: 64, height: 16, width: 16, seed: 1)
+    var o = TrainOptions()
+    o.model = .seedAconc
+    o.maxSteps = 2
+    o.batchSize = 32
+    let t = try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1))
+    // An infinite β breaks ACON-C's gradients (β·d = ∞·0 at d = 0): the first bad gradient in
+    // backward order is one of acon1's.
+    let beta = t.model.namedParameters().first { $0.0 == "acon1.beta" }!.1
+    beta.value[0] = .infinity
+    XCTAssertThrowsError(try t.run()) { error in
+      let text = String(describing: error)
+      XCTAssertTrue(text.contains("step 1"), text)
+      XCTAssertTrue(text.contains("gradient of acon1."), text)
+    }
+  }
+
+  func testClippingBoundsTheStep() throws {
+    let train = SyntheticShapes.make(count: 64, height: 16, width: 16, seed: 1)
+    var o = TrainOptions()
+    o.model = .seedRelu
+    o.maxSteps = 1
+    o.batchSize = 32
+    o.optimizer = .sgd
+    o.momentum = 0
+    o.learningRate = 1
+    o.clipGradNorm = 1e-3
+    let t = try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1))
+    let before = t.model.namedParameters().flatMap { $0.1.value.array }
+    try t.run()
+    let after = t.model.namedParameters().flatMap { $0.1.value.array }
+    let step = zip(before, after).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+    XCTAssertLessThanOrEqual(step, 1.01e-3, "SGD with lr 1 moves by the clipped gradient norm")
+    XCTAssertGreaterThan(step, 0.5e-3)
+    o.clipGradNorm = -1
+    XCTAssertThrowsError(try o.validate())
+  }
+}
