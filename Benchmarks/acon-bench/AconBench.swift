@@ -37,6 +37,7 @@ struct AconBench: ParsableCommand {
   @Option(help: "Timed repetitions per workload; the median is reported.") var repetitions: Int = 7
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
+  @Flag(help: .hidden) var workerCheck = false
 
   func validate() throws {
     if let t = threads, !(1...256).contains(t) { throw ValidationError("--threads must be in 1...256") }
@@ -50,7 +51,9 @@ struct AconBench: ParsableCommand {
     if let kindName = workerTrainStep, let inputText = workerInput {
       guard let kind = ModelKind(rawValue: kindName) else { throw ValidationError("unknown model \(kindName)") }
       let dims = inputText.split(separator: "x").compactMap { Int($0) }
-      let (ips, rss) = try trainStepWorker(model: kind, input: dims, batch: 64, repetitions: reps, minSeconds: options.minSeconds)
+      let (ips, rss) = try trainStepWorker(model: kind, input: dims, batch: 64, repetitions: reps, minSeconds: options.minSeconds,
+        check: workerCheck)
+      if workerCheck { return }
       print("{\"images_per_s\": \(ips), \"peak_rss_mb\": \(rss), \"median_s\": \(64 / ips)}")
       return
     }

@@ -74,11 +74,16 @@ func sgemmGflops(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = fa
   return 2 * Double(m) * Double(n) * Double(k) / s / 1e9
 }
 
-/// Peak resident set size of this process in MB (Linux reports ru_maxrss in KiB).
+/// Peak resident set size of this program in MB: VmHWM from /proc/self/status. (getrusage's
+/// ru_maxrss is no good in a child process: Linux carries the parent's high-water mark across
+/// the spawn and exec into it.)
 func peakRSSMegabytes() -> Double {
-  var u = rusage()
-  getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
-  return Double(u.ru_maxrss) / 1024
+  guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return .nan }
+  for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+    let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? .nan
+    return kb / 1024
+  }
+  return .nan
 }
 
 /// Fails the whole run: a workload disagreed with its reference.

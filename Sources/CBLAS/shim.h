@@ -2,3 +2,9 @@
 // Header search paths come from pkg-config (openblas); lapacke.h lives in the default include path.
 #include <cblas.h>
 #include <lapacke.h>
+
+// Two symbols that OpenBLAS exports but does not declare in cblas.h. BLAS.swift uses them once,
+// at start-up, to make idle OpenBLAS threads sleep at once instead of spinning for ~2^28 cycles
+// (OPENBLAS_THREAD_TIMEOUT), which would steal the cores from our own parallel loops.
+void openblas_read_env(void);
+int blas_thread_shutdown_(void);

@@ -7,14 +7,25 @@ import TensorCore
 #endif
 
 /// `y = max(x, 0)`, any shape. Backward passes `dy` where `y > 0`.
+///
+/// With `inPlace` (PyTorch's `ReLU(inplace=True)`), forward overwrites its input and backward
+/// overwrites the incoming gradient, saving two tensors of x's size. Use it only where nothing
+/// else reads the input after this layer: in a `Sequential` after a convolution or linear layer,
+/// whose backward passes need their input and dy but not their output.
 public final class ReLU: Module {
+  /// Whether forward and backward work in place.
+  public let inPlace: Bool
   private var output: Tensor?
   private var inputGrad: Tensor?
 
-  public override init() { super.init() }
+  public init(inPlace: Bool = false) {
+    self.inPlace = inPlace
+    super.init()
+  }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    let y = reuse(&output, shape: x.shape)
+    let y = inPlace ? x : reuse(&output, shape: x.shape)
+    if inPlace { output = x }
     let src = UncheckedSendable(x.data), dst = UncheckedSendable(y.data)
     parallelFor(x.count, minimumChunk: 1 << 15) { r in
       for i in r { dst.value[i] = Swift.max(src.value[i], 0) }
@@ -27,7 +38,7 @@ public final class ReLU: Module {
     guard let y = output, dy.shape == y.shape else {
       throw TensorError.shapeMismatch(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: y.shape)
+    let dx = inPlace ? dy : reuse(&inputGrad, shape: y.shape)
     let ys = UncheckedSendable(y.data), g = UncheckedSendable(dy.data), d = UncheckedSendable(dx.data)
     parallelFor(y.count, minimumChunk: 1 << 15) { r in
       // Load both unconditionally so that the loop is a branch-free, vectorised select.

@@ -32,7 +32,8 @@ public final class Conv2D: Module {
   private var output: Tensor?
   private var inputGrad: Tensor?
   private var col: Tensor?  // [K, N·P]
-  private var tmp: Tensor?  // [Cout, N·P]
+  /// Holds the [Cout, N·P] product before it is scattered to NCHW, and dy gathered back.
+  public let workspace: ConvWorkspace
   private var colHolds: Tensor?  // the input whose columns `col` holds, if still valid
   private var input: Tensor?
 
@@ -43,10 +44,13 @@ public final class Conv2D: Module {
   ///   - stride, padding: as in PyTorch.
   ///   - bias: whether to add a learnable bias.
   ///   - weightInit: PyTorch's default or orthogonal.
+  ///   - workspace: scratch memory; layers of one network can share one (they never run at the
+  ///     same time) to save memory. Defaults to a private one.
   ///   - rng: the generator that draws the initial weights.
   public init(
     inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-    bias: Bool = true, weightInit: WeightInit = .pytorchDefault, rng: inout SeededGenerator
+    bias: Bool = true, weightInit: WeightInit = .pytorchDefault, workspace: ConvWorkspace = ConvWorkspace(),
+    rng: inout SeededGenerator
   ) {
     precondition(inChannels > 0 && outChannels > 0 && kernelSize > 0 && stride > 0 && padding >= 0,
       "Conv2D: channels, kernel size and stride must be positive and padding non-negative")
@@ -55,6 +59,7 @@ public final class Conv2D: Module {
     self.kernelSize = kernelSize
     self.stride = stride
     self.padding = padding
+    self.workspace = workspace
     self.weight = Parameter(Tensor(zeros: [outChannels, inChannels, kernelSize, kernelSize]))
     self.bias = bias ? Parameter(Tensor(zeros: [outChannels]), decays: false) : nil
     super.init()
@@ -112,7 +117,7 @@ public final class Conv2D: Module {
       BLAS.sgemm(m: cout, n: p, k: k, a: w, b: col!.data, c: y.data)
     } else {
       // tmp[Cout, N·P] = W[Cout, K] · col[K, N·P], then scatter to y[N, Cout, P]
-      let t = reuse(&tmp, shape: [cout, np])
+      let t = reuse(&workspace.buffer, shape: [cout, np])
       BLAS.sgemm(m: cout, n: np, k: k, a: w, b: col!.data, c: t.data)
       let src = UncheckedSendable(t.data), dst = UncheckedSendable(y.data)
       parallelFor(n) { range in
@@ -159,7 +164,8 @@ public final class Conv2D: Module {
         }
       }
     }
-    let dx = reuse(&inputGrad, shape: x.shape)
+    // The first layer of a network skips dx altogether: no buffer, no work.
+    let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
     if isPointwise {
       if p == 1 {
         // dW[Cout, Cin] += dyᵀ[Cout, N] · x[N, Cin];  dx[N, Cin] = dy[N, Cout] · W[Cout, Cin]
@@ -185,7 +191,7 @@ public final class Conv2D: Module {
     if n == 1 {
       dyT = dy.data
     } else {
-      let t = reuse(&tmp, shape: [cout, np])
+      let t = reuse(&workspace.buffer, shape: [cout, np])
       let src = UncheckedSendable(dy.data), dst = UncheckedSendable(t.data)
       parallelFor(n) { range in
         for s in range {
@@ -204,4 +210,12 @@ public final class Conv2D: Module {
     col2im(col!.data, colStride: np, batch: n, g, dx: dx.data)
     return dx
   }
+}
+
+/// Scratch memory for `Conv2D`: the `[Cout, N·P]` matrix between the GEMM and the NCHW layout.
+/// Convolutions of one network run one at a time, so they can share a single workspace.
+/// Not for layers that run concurrently on different threads.
+public final class ConvWorkspace {
+  var buffer: Tensor?
+  public init() {}
 }

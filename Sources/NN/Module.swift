@@ -50,7 +50,8 @@ public final class Int64Box {
 open class Module {
   /// Training mode (batch statistics, dropout on) or evaluation mode. Set with `train()`/`eval()`.
   public private(set) var isTraining = true
-  /// Whether `backward` computes the input gradient. The first layer of a network can skip it.
+  /// Whether `backward` computes the input gradient. The first layer of a network can skip it;
+  /// `backward` then returns a tensor whose contents are unspecified.
   public var propagatesInputGradient = true
 
   public init() {}
