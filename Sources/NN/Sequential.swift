@@ -29,19 +29,28 @@ public final class Sequential: Module {
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
     var shape = s
-    for (_, l) in layers { shape = try l.outputShape(for: shape) }
+    for (name, l) in layers { shape = try named(name) { try l.outputShape(for: shape) } }
     return shape
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     var h = x
-    for (_, l) in layers { h = try l.forward(h) }
+    for (name, l) in layers { h = try named(name) { try l.forward(h) } }
     return h
   }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     var g = dy
-    for (_, l) in layers.reversed() { g = try l.backward(g) }
+    for (name, l) in layers.reversed() { g = try named(name) { try l.backward(g) } }
     return g
+  }
+
+  /// Runs `body`, adding the child's name to a shape error (`conv2 (Conv2D): expected ...`).
+  private func named<T>(_ name: String, _ body: () throws -> T) throws -> T {
+    do {
+      return try body()
+    } catch let TensorError.shapeMismatch(layer, expected, got) where !layer.contains("(") {
+      throw TensorError.shapeMismatch(layer: "\(name) (\(layer))", expected: expected, got: got)
+    }
   }
 }

@@ -28,6 +28,8 @@ public struct TrainOptions: Sendable {
   public var seed: UInt64 = 0
   public var shuffle = true
   public var dropLast = false
+  /// Random crop (padding 4) and horizontal flip of training images, as usual for CIFAR-10.
+  public var augment = false
   /// The model checkpoint path (`.safetensors`); nil: no checkpoints.
   public var checkpoint: String?
   /// Also checkpoint every N steps (nil: at the end of each epoch only).
@@ -166,7 +168,8 @@ public final class Trainer {
       optimizer = Adam.adamW(parameters: params, learningRate: options.learningRate, weightDecay: options.weightDecay)
     }
     loader = BatchLoader(dataset: train, batchSize: options.batchSize, shuffle: options.shuffle,
-      dropLast: options.dropLast, normalization: normalization, seed: options.seed)
+      dropLast: options.dropLast, normalization: normalization, augment: options.augment ? .standardCIFAR : .none,
+      seed: options.seed)
     xBatch = Tensor(zeros: [options.batchSize, train.channels, train.height, train.width])
     if let initPath = options.initFrom, !options.resume {
       _ = try Checkpoint.loadModel(model, from: initPath)

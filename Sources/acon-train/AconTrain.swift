@@ -69,6 +69,8 @@ struct Train: ParsableCommand {
   @Option(help: "Seed for initialisation and shuffling.") var seed: UInt64 = 0
   @Flag(help: "Keep the file order (no shuffling).") var noShuffle = false
   @Flag(help: "Drop the last, smaller batch of each epoch.") var dropLast = false
+  @Flag(help: "Augment training images: random crop with padding 4 and horizontal flip (for CIFAR-10).")
+  var augment = false
   @Option(help: "Threads for OpenBLAS and the kernels (default: cores).") var threads: Int?
   @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
   @Option(help: "Model checkpoint path (.safetensors); a .state.safetensors file goes beside it.") var checkpoint: String?
@@ -99,6 +101,7 @@ struct Train: ParsableCommand {
     o.seed = seed
     o.shuffle = !noShuffle
     o.dropLast = dropLast
+    o.augment = augment
     o.initFrom = `init`
     o.checkpoint = checkpoint
     o.checkpointEvery = checkpointEvery
@@ -151,6 +154,9 @@ struct Evaluate: ParsableCommand {
       try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
         fallbackInput: [data.test.channels, data.test.height, data.test.width], fallbackClasses: data.test.classes,
         fallbackNormalization: data.normalization)
+    }
+    if let asked = model.map(parseModel), asked != meta.model {
+      fail("\(checkpoint): the file holds a \(meta.model.rawValue) model, not \(asked.rawValue); drop --model or pick the right file")
     }
     guard meta.input == [data.test.channels, data.test.height, data.test.width] else {
       fail("\(checkpoint): the model takes \(meta.input.map(String.init).joined(separator: "x")) inputs, but the data set has \(data.test.channels)x\(data.test.height)x\(data.test.width)")
