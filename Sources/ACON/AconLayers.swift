@@ -46,17 +46,14 @@ public class AconActivation: Module {
   public override var localParameters: [(String, Parameter)] { learnable }
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
-    guard (s.count == 4 || s.count == 2), s[1] == channels else {
-      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: s)
-    }
+    _ = try channelLayout(s, channels: channels, layer: typeName)
     return s
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    _ = try outputShape(for: x.shape)
+    let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
     let y = reuse(&output, shape: x.shape)
     input = x
-    let (n, hw) = (x.shape[0], x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1)
     AconKernels.forward(x: x.data, y: y.data, n: n, c: channels, hw: hw, p1: p1.data, p2: p2.data,
       beta: beta.data, betaLayout: .perChannel)
     return y

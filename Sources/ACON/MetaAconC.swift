@@ -83,9 +83,7 @@ public final class MetaAconC: Module {
   private var betaNet: [Module] { children.map { $0.1 } }
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
-    guard (s.count == 4 || s.count == 2), s[1] == channels else {
-      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: s)
-    }
+    _ = try channelLayout(s, channels: channels, layer: typeName)
     return s
   }
 
@@ -93,8 +91,8 @@ public final class MetaAconC: Module {
   public var lastBeta: Tensor? { beta }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    _ = try outputShape(for: x.shape)
-    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
+    let c = channels
     if isTraining && useBatchNorm && n < 2 {
       throw TensorError.invalidArgument(
         "MetaAconC: training with BatchNorm in the β network needs a batch of at least 2 (bn1 and bn2 "

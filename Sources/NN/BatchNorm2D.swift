@@ -60,15 +60,13 @@ public final class BatchNorm2D: Module {
   }
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
-    guard (s.count == 4 || s.count == 2), s[1] == channels else {
-      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: s)
-    }
+    _ = try channelLayout(s, channels: channels, layer: typeName)
     return s
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    _ = try outputShape(for: x.shape)
-    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
+    let c = channels
     let m = n * hw
     if isTraining && m <= 1 {
       throw TensorError.invalidArgument(

@@ -144,3 +144,13 @@ extension Module {
 @inlinable public func requireRank(_ shape: [Int], _ rank: Int, layer: String, expected: String) throws {
   if shape.count != rank { throw TensorError.shapeMismatch(layer: layer, expected: expected, got: shape) }
 }
+
+/// Checks that `shape` is `[N, C, H, W]` or `[N, C]` (H = W = 1) with C = `channels`, the inputs
+/// of per-channel layers (BatchNorm, ACON), and returns N and H·W; otherwise a shape error
+/// naming `layer`.
+public func channelLayout(_ shape: [Int], channels: Int, layer: String) throws -> (n: Int, hw: Int) {
+  guard shape.count == 4 || shape.count == 2, shape[1] == channels else {
+    throw TensorError.shapeMismatch(layer: layer, expected: "[N, \(channels), H, W] or [N, \(channels)]", got: shape)
+  }
+  return (shape[0], shape.count == 4 ? shape[2] * shape[3] : 1)
+}
