@@ -3,31 +3,45 @@
 // Shapes: x [N, C, H, W] → y [N, C, OH, OW] with OH = (H + 2·padding − K) / stride + 1.
 import TensorCore
 
-/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch). Backward routes each
-/// gradient to the first maximum of its window.
-public final class MaxPool2D: Module {
+/// What max and average pooling share: a K×K window, its stride and padding, and the output
+/// shape `[N, C, (H + 2·padding − K) / stride + 1, (W + 2·padding − K) / stride + 1]`.
+public class Pool2D: Module {
   /// Window size.
   public let kernelSize: Int
   /// Step between windows (PyTorch's default: the kernel size).
   public let stride: Int
-  /// Implicit −∞ padding on each side (at most half the kernel).
+  /// Implicit padding on each side (at most half the kernel).
   public let padding: Int
-  private var output: Tensor?
-  private var inputGrad: Tensor?
-  private var argmax: [Int32] = []
-  private var inputShape: [Int] = []
 
-  /// - Parameters: kernelSize K, stride (default K), padding (≤ K/2).
-  public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
+  init(kernelSize: Int, stride: Int?, padding: Int, name: String) {
     precondition(kernelSize > 0 && (stride ?? 1) > 0 && padding >= 0 && padding <= kernelSize / 2,
-      "MaxPool2D: kernel and stride must be positive, padding at most kernel/2")
+      "\(name): kernel and stride must be positive, padding at most kernel/2")
     self.kernelSize = kernelSize
     self.stride = stride ?? kernelSize
     self.padding = padding
   }
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
-    try poolOutputShape(s, layer: typeName, k: kernelSize, stride: stride, padding: padding)
+    try requireRank(s, 4, layer: typeName, expected: "[N, C, H, W]")
+    let k = kernelSize
+    guard s[2] + 2 * padding >= k, s[3] + 2 * padding >= k else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, C, H, W] with H, W + 2·\(padding) ≥ \(k)", got: s)
+    }
+    return [s[0], s[1], (s[2] + 2 * padding - k) / stride + 1, (s[3] + 2 * padding - k) / stride + 1]
+  }
+}
+
+/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch). Backward routes each
+/// gradient to the first maximum of its window.
+public final class MaxPool2D: Pool2D {
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var argmax: [Int32] = []
+  private var inputShape: [Int] = []
+
+  /// - Parameters: kernelSize K, stride (default K), padding (≤ K/2; reads as −∞).
+  public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
+    super.init(kernelSize: kernelSize, stride: stride, padding: padding, name: "MaxPool2D")
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
@@ -81,28 +95,14 @@ public final class MaxPool2D: Module {
 
 /// Average pooling over K×K windows. Zero padding counts in the divisor (PyTorch's
 /// `count_include_pad=True`), so every window divides by K².
-public final class AvgPool2D: Module {
-  /// Window size.
-  public let kernelSize: Int
-  /// Step between windows (default: the kernel size).
-  public let stride: Int
-  /// Zero padding on each side (at most half the kernel).
-  public let padding: Int
+public final class AvgPool2D: Pool2D {
   private var output: Tensor?
   private var inputGrad: Tensor?
   private var inputShape: [Int] = []
 
-  /// - Parameters: kernelSize K, stride (default K), padding (≤ K/2).
+  /// - Parameters: kernelSize K, stride (default K), padding (≤ K/2; reads as 0).
   public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
-    precondition(kernelSize > 0 && (stride ?? 1) > 0 && padding >= 0 && padding <= kernelSize / 2,
-      "AvgPool2D: kernel and stride must be positive, padding at most kernel/2")
-    self.kernelSize = kernelSize
-    self.stride = stride ?? kernelSize
-    self.padding = padding
-  }
-
-  public override func outputShape(for s: [Int]) throws -> [Int] {
-    try poolOutputShape(s, layer: typeName, k: kernelSize, stride: stride, padding: padding)
+    super.init(kernelSize: kernelSize, stride: stride, padding: padding, name: "AvgPool2D")
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
@@ -199,12 +199,4 @@ public final class GlobalAvgPool2D: Module {
     }
     return dx
   }
-}
-
-func poolOutputShape(_ s: [Int], layer: String, k: Int, stride: Int, padding: Int) throws -> [Int] {
-  try requireRank(s, 4, layer: layer, expected: "[N, C, H, W]")
-  guard s[2] + 2 * padding >= k, s[3] + 2 * padding >= k else {
-    throw TensorError.shapeMismatch(layer: layer, expected: "[N, C, H, W] with H, W + 2·\(padding) ≥ \(k)", got: s)
-  }
-  return [s[0], s[1], (s[2] + 2 * padding - k) / stride + 1, (s[3] + 2 * padding - k) / stride + 1]
 }
