@@ -32,7 +32,8 @@ let package = Package(
     // MARK: - Public API
     .target(name: "TensorCore", dependencies: ["CBLAS"]),
     .target(name: "NN", dependencies: ["TensorCore"]),
-    .target(name: "ACON", dependencies: ["TensorCore", "NN"]),
+    .target(name: "CAconKernels"),
+    .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "CZlib"]),
 
     // MARK: - Executables

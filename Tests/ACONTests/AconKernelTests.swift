@@ -1,8 +1,10 @@
 // AconKernelTests: the fused ACON-C kernels (AconKernels) and their polynomial exp/sigmoid
 // (FastMath) against a naive Double reference kept private to this file: values, gradients,
 // central finite differences, limit cases, extreme inputs, NaN, accumulation, the saved-σ
-// variant, position independence and bit-identical results for 1 and 2 threads.
+// variant, position independence and bit-identical results for 1 and 2 threads. The C kernels
+// have an AVX2+FMA and a portable variant; the main tests run on both (testPortableVariant).
 import ACON
+import CAconKernels
 import TensorCore
 import XCTest
 
@@ -230,7 +232,7 @@ private func assertSameBits(
 
 private let allLayouts: [AconBetaLayout] = [.perChannel, .perSampleChannel, .perElement]
 
-/// Shapes that exercise the SIMD body, the scalar tail and both, plus degenerate sizes.
+/// Shapes that exercise the 8-lane body, the zero-padded tail and both, plus degenerate sizes.
 private let shapes: [(n: Int, c: Int, hw: Int)] = [
   (1, 1, 1), (2, 3, 1), (1, 4, 7), (3, 2, 8), (2, 5, 13), (1, 1, 16), (3, 3, 9), (2, 1, 49),
   (1, 7, 31), (4, 3, 64),
@@ -574,8 +576,8 @@ final class AconKernelTests: XCTestCase {
     }
   }
 
-  /// Each element's y and dx are the same bits whether it is computed in a SIMD8 body or in
-  /// the scalar tail: [1, C, 13] against the same values laid out as [13, C, 1].
+  /// Each element's y and dx are the same bits whether it is computed in the 8-lane body or in
+  /// a row's zero-padded tail: [1, C, 13] against the same values laid out as [13, C, 1].
   func testResultsDoNotDependOnPositionInTheRow() {
     var rng = SeededGenerator(seed: 91)
     let c = 2, len = 13
@@ -713,7 +715,7 @@ final class AconKernelTests: XCTestCase {
       let p = Problem.random(n: 2, c: 3, hw: 13, layout: layout, seed: 121)
       var q = p
       let bad = (1 * p.c + 1) * p.hw + 4  // n = 1, c = 1, i = 4: in the SIMD body
-      let badTail = (0 * p.c + 2) * p.hw + 11  // n = 0, c = 2, i = 11: in the scalar tail
+      let badTail = (0 * p.c + 2) * p.hw + 11  // n = 0, c = 2, i = 11: in the padded tail
       q.x[bad] = .nan
       q.x[badTail] = .nan
       let a = runKernels(p), b = runKernels(q)
@@ -732,6 +734,58 @@ final class AconKernelTests: XCTestCase {
       case .perSampleChannel: XCTAssertTrue(b.dbeta[1 * p.c + 1].isNaN && b.dbeta[2].isNaN && !b.dbeta[1].isNaN)
       case .perElement: XCTAssertTrue(b.dbeta[bad].isNaN && b.dbeta[badTail].isNaN && !b.dbeta[bad + 1].isNaN)
       }
+    }
+  }
+
+  // MARK: Both variants
+
+  /// The portable (no FMA) variant, forced on this machine: the same checks as the default one.
+  /// (On a CPU without AVX2+FMA both runs take the portable path.)
+  func testPortableVariant() {
+    let wasAVX2 = acon_kernels_using_avx2()
+    acon_kernels_set_avx2_enabled(false)
+    defer { acon_kernels_set_avx2_enabled(wasAVX2) }
+    XCTAssertFalse(acon_kernels_using_avx2())
+    testFastExpRelativeErrorBound()
+    testFastExpSubnormalRangeAndLimits()
+    testFastSigmoidLimitsAccuracyAndStability()
+    testFastMathPropagatesNaN()
+    testForwardAndBackwardMatchReference()
+    testKernelGradientsByFiniteDifferencesInFloat()
+    testBetaZeroIsTheMeanOfTheTwoLines()
+    testLargeBetaIsMaxOrMin()
+    testSavedSigmoidVariantEqualsRecompute()
+    testResultsDoNotDependOnPositionInTheRow()
+    testBetaLayoutsAgreeWhenBroadcast()
+    testBitIdenticalForOneAndTwoThreads()
+    testExtremeInputsStayFinite()
+    testTrueOverflowOfDBetaIsInfinityNotNaN()
+    testNaNInXPropagatesOnlyWhereItShould()
+  }
+
+  /// The two variants agree to within rounding (FMA changes the last bits, nothing more).
+  func testVariantsAgree() throws {
+    let wasAVX2 = acon_kernels_using_avx2()
+    defer { acon_kernels_set_avx2_enabled(wasAVX2) }
+    acon_kernels_set_avx2_enabled(true)
+    guard acon_kernels_using_avx2() else { throw XCTSkip("this CPU has no AVX2+FMA") }
+    for layout in allLayouts {
+      let p = Problem.random(n: 3, c: 4, hw: 37, layout: layout, seed: 141)
+      acon_kernels_set_avx2_enabled(true)
+      let fused = runKernels(p)
+      acon_kernels_set_avx2_enabled(false)
+      let plain = runKernels(p)
+      let ref = Reference(p)
+      func close(_ a: [Float], _ b: [Float], _ scale: [Double], _ rtol: Double, _ what: String) {
+        for i in 0..<a.count {
+          XCTAssertEqual(Double(a[i]), Double(b[i]), accuracy: rtol * (scale[i] + abs(Double(b[i]))) + 1e-37, "\(layout) \(what)[\(i)]")
+        }
+      }
+      close(fused.y, plain.y, ref.yScale, 1e-6, "y")
+      close(fused.dx, plain.dx, ref.dxScale, 1e-6, "dx")
+      close(fused.dp1, plain.dp1, ref.dpScale, 1e-6, "dp1")
+      close(fused.dp2, plain.dp2, ref.dpScale, 1e-6, "dp2")
+      close(fused.dbeta, plain.dbeta, ref.dbetaScale, 1e-6, "dbeta")
     }
   }
 
