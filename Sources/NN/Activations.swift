@@ -18,6 +18,7 @@ public final class ReLU: Module {
   private var output: Tensor?
   private var inputGrad: Tensor?
 
+  /// - Parameter inPlace: overwrite the input and the incoming gradient (see above).
   public init(inPlace: Bool = false) {
     self.inPlace = inPlace
     super.init()

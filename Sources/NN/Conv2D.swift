@@ -217,5 +217,6 @@ public final class Conv2D: Module {
 /// Not for layers that run concurrently on different threads.
 public final class ConvWorkspace {
   var buffer: Tensor?
+  /// An empty workspace; it grows to the largest product it is asked to hold.
   public init() {}
 }

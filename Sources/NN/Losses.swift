@@ -16,6 +16,7 @@ import TensorCore
 public final class CrossEntropyLoss {
   /// The gradient with respect to the logits from the last call, `[N, K]`.
   public private(set) var gradient: Tensor?
+  /// A loss with no gradient yet.
   public init() {}
 
   /// The mean loss; also stores the gradient.
@@ -56,6 +57,7 @@ public final class CrossEntropyLoss {
 public final class BCEWithLogitsLoss {
   /// The gradient with respect to the logits from the last call.
   public private(set) var gradient: Tensor?
+  /// A loss with no gradient yet.
   public init() {}
 
   /// The mean loss; also stores the gradient.
@@ -84,6 +86,7 @@ public final class BCEWithLogitsLoss {
 public final class MSELoss {
   /// The gradient with respect to the predictions from the last call.
   public private(set) var gradient: Tensor?
+  /// A loss with no gradient yet.
   public init() {}
 
   /// The mean loss; also stores the gradient.

@@ -54,6 +54,7 @@ open class Module {
   /// `backward` then returns a tensor whose contents are unspecified.
   public var propagatesInputGradient = true
 
+  /// A module in training mode that propagates its input gradient.
   public init() {}
 
   /// The type name shown in summaries and error messages, e.g. `"Conv2D"`.

@@ -10,6 +10,7 @@ public struct ParameterGroup {
   /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
   public var weightDecay: Float
 
+  /// A group of named parameters with one weight decay.
   public init(parameters: [(String, Parameter)], weightDecay: Float) {
     self.parameters = parameters
     self.weightDecay = weightDecay
@@ -45,11 +46,15 @@ public protocol Optimizer: AnyObject {
 /// θ = θ − lr·g
 /// ```
 public final class SGD: Optimizer {
+  /// The learning rate of the next step.
   public var learningRate: Float
+  /// Steps taken so far.
   public var stepCount = 0
   /// μ.
   public let momentum: Float
+  /// Dampening of the momentum update (0: none).
   public let dampening: Float
+  /// Nesterov momentum.
   public let nesterov: Bool
   /// The groups.
   public let groups: [ParameterGroup]
@@ -73,6 +78,7 @@ public final class SGD: Optimizer {
       momentum: momentum, dampening: dampening, nesterov: nesterov)
   }
 
+  /// One update of every parameter from its gradient.
   public func step() {
     stepCount += 1
     let lr = learningRate, mu = momentum, damp = dampening
@@ -106,6 +112,7 @@ public final class SGD: Optimizer {
     }
   }
 
+  /// Momentum buffers named `NAME.momentum_buffer`, each of its parameter's shape.
   public var state: [(String, Tensor)] {
     groups.flatMap { $0.parameters }.compactMap { name, p in
       buffers[ObjectIdentifier(p)].map { (name + ".momentum_buffer", $0) }
@@ -130,10 +137,15 @@ public final class SGD: Optimizer {
 /// θ = θ − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)
 /// ```
 public final class Adam: Optimizer {
+  /// The learning rate of the next step.
   public var learningRate: Float
+  /// Steps taken so far (t in the bias corrections).
   public var stepCount = 0
+  /// Decay of the first moment (0.9).
   public let beta1: Float
+  /// Decay of the second moment (0.999).
   public let beta2: Float
+  /// Added to the denominator (1e-8).
   public let eps: Float
   /// AdamW's decoupled weight decay instead of an L2 term.
   public let decoupled: Bool
@@ -164,6 +176,7 @@ public final class Adam: Optimizer {
     Adam(groups: ParameterGroup.defaultGroups(parameters, weightDecay: weightDecay), learningRate: learningRate, decoupled: true)
   }
 
+  /// One update of every parameter from its gradient.
   public func step() {
     stepCount += 1
     let t = Float(stepCount)
@@ -188,6 +201,7 @@ public final class Adam: Optimizer {
     }
   }
 
+  /// Moments named `NAME.exp_avg` and `NAME.exp_avg_sq`, each of its parameter's shape.
   public var state: [(String, Tensor)] {
     groups.flatMap { $0.parameters }.flatMap { name, p -> [(String, Tensor)] in
       guard let (m, v) = moments[ObjectIdentifier(p)] else { return [] }

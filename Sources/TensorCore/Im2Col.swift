@@ -6,11 +6,16 @@
 
 /// The geometry of a 2-D convolution or pooling window over one `[C, H, W]` sample.
 public struct ConvGeometry: Equatable, Sendable {
+  /// The input sample's C, H and W.
   public var channels, height, width: Int
+  /// The window's height and width.
   public var kernelH, kernelW: Int
+  /// The steps between windows.
   public var strideH, strideW: Int
+  /// Zero padding on each side.
   public var padH, padW: Int
 
+  /// The geometry of a window over `[channels, height, width]` samples.
   public init(
     channels: Int, height: Int, width: Int, kernelH: Int, kernelW: Int,
     strideH: Int, strideW: Int, padH: Int, padW: Int

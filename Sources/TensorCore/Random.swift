@@ -31,6 +31,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable {
   /// The state as an array of four words.
   public var stateWords: [UInt64] { [state.0, state.1, state.2, state.3] }
 
+  /// Equal when the states are equal (the streams then coincide).
   public static func == (a: SeededGenerator, b: SeededGenerator) -> Bool { a.stateWords == b.stateWords }
 
   public mutating func next() -> UInt64 {

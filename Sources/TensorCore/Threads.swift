@@ -60,6 +60,8 @@ public func parallelFor(_ n: Int, minimumChunk: Int = 1, _ body: (Range<Int>) ->
 /// Wraps a value that is shared across `parallelFor` workers by design (pointers into
 /// disjoint regions, a closure that writes disjoint regions).
 public struct UncheckedSendable<T>: @unchecked Sendable {
+  /// The wrapped value.
   public let value: T
+  /// Wraps `value`; the caller vouches that concurrent use is safe.
   public init(_ value: T) { self.value = value }
 }

@@ -16,6 +16,7 @@ public struct ModelMetadata: Equatable, Sendable {
   /// The input normalisation used in training.
   public var normalization: Normalization
 
+  /// Metadata for a `model` taking `[C, H, W]` inputs with `classes` outputs.
   public init(model: ModelKind, input: [Int], classes: Int, normalization: Normalization) {
     self.model = model
     self.input = input
@@ -71,6 +72,7 @@ public struct ModelMetadata: Equatable, Sendable {
 
 /// Errors about checkpoint files. Each names the file.
 public enum CheckpointError: Error, CustomStringConvertible {
+  /// The file can't be used, for `reason`.
   case invalid(file: String, reason: String)
 
   public var description: String {
@@ -85,6 +87,7 @@ public struct Checkpoint: Sendable {
   /// The model file (`.safetensors`).
   public var path: String
 
+  /// The checkpoint whose model file is `path`.
   public init(path: String) { self.path = path }
 
   /// The training-state file beside the model file: `NAME.state.safetensors`.

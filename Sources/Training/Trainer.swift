@@ -12,21 +12,31 @@ public enum ScheduleKind: String, CaseIterable, Sendable { case constant, step, 
 
 /// Everything that defines a training run.
 public struct TrainOptions: Sendable {
+  /// The network to train.
   public var model: ModelKind = .seedAconc
+  /// Passes over the training set.
   public var epochs = 1
   /// Stop after this many steps in all (nil: run every epoch to the end).
   public var maxSteps: Int?
+  /// Images per step.
   public var batchSize = 64
+  /// SGD, Adam or AdamW.
   public var optimizer: OptimizerKind = .adam
+  /// The base learning rate.
   public var learningRate: Float = 1e-3
   /// SGD momentum.
   public var momentum: Float = 0.9
   /// Applied to conv and linear weights only (see `ParameterGroup.defaultGroups`).
   public var weightDecay: Float = 0
+  /// How the learning rate changes over the steps.
   public var schedule: ScheduleKind = .constant
+  /// Steps of linear warm-up before the schedule.
   public var warmupSteps = 0
+  /// Seeds the initial weights and the data order.
   public var seed: UInt64 = 0
+  /// Shuffle the training set each epoch (false: file order).
   public var shuffle = true
+  /// Drop each epoch's last, smaller batch.
   public var dropLast = false
   /// Random crop (padding 4) and horizontal flip of training images, as usual for CIFAR-10.
   public var augment = false
@@ -48,6 +58,7 @@ public struct TrainOptions: Sendable {
   /// Rescale gradients whose global L2 norm exceeds this (PyTorch's `clip_grad_norm_`).
   public var clipGradNorm: Float?
 
+  /// The defaults: seed-aconc, one epoch, Adam at 1e-3, batch 64.
   public init() {}
 
   /// Rejects out-of-range values with a message naming the option.
@@ -68,36 +79,53 @@ public struct TrainOptions: Sendable {
 
 /// One training step's numbers.
 public struct StepInfo: Sendable {
+  /// Steps completed, from 1.
   public var step: Int
+  /// The epoch, from 1.
   public var epoch: Int
+  /// Batches done in this epoch.
   public var batchInEpoch: Int
+  /// Batches in an epoch.
   public var batchesPerEpoch: Int
   /// The batch loss before the update.
   public var loss: Float
+  /// The learning rate of this step.
   public var learningRate: Float
+  /// This step's throughput.
   public var imagesPerSecond: Double
 }
 
 /// One epoch's numbers.
 public struct EpochRecord: Sendable {
+  /// The epoch, from 1.
   public var epoch: Int
+  /// Mean training loss over the epoch's batches.
   public var trainLoss: Double
+  /// Accuracy on the test split, if evaluated.
   public var testAccuracy: Double?
+  /// Mean loss on the test split, if evaluated.
   public var testLoss: Double?
+  /// The epoch's training throughput.
   public var imagesPerSecond: Double
 }
 
 /// Accuracy and mean loss on a data set.
 public struct Evaluation: Sendable, Equatable {
+  /// Fraction of correct predictions.
   public var accuracy: Double
+  /// Mean loss per example.
   public var loss: Double
+  /// Examples evaluated.
   public var examples: Int
 }
 
 /// Errors that stop training.
 public enum TrainingError: Error, CustomStringConvertible {
+  /// The loss was NaN or Inf at `step`.
   case nonFiniteLoss(step: Int, loss: Float, checkpoint: String?)
+  /// A gradient was NaN or Inf at `step`; `parameter` went bad first in the backward pass.
   case nonFiniteGradient(step: Int, parameter: String, checkpoint: String?)
+  /// Labels that the model's loss can't take.
   case badLabels(String)
 
   public var description: String {
@@ -117,12 +145,17 @@ public enum TrainingError: Error, CustomStringConvertible {
 
 /// Runs a training job.
 public final class Trainer {
+  /// The run's settings.
   public let options: TrainOptions
   /// The network being trained.
   public let model: Sequential
+  /// What the checkpoints record about the model.
   public let metadata: ModelMetadata
+  /// The training split.
   public let trainSet: ImageDataset
+  /// The test split, evaluated after each epoch.
   public let testSet: ImageDataset?
+  /// The optimizer over the model's parameters.
   public let optimizer: Optimizer
   /// Called after every step (progress bars).
   public var onStep: ((StepInfo) -> Void)?
