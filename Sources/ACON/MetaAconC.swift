@@ -104,12 +104,7 @@ public final class MetaAconC: Module {
     let m = reuse(&mean, shape: [n, c, 1, 1])
     let xs = UncheckedSendable(x.data), ms = UncheckedSendable(m.data)
     parallelFor(n * c, minimumChunk: 64) { range in
-      for i in range {
-        let p = xs.value + i * hw
-        var acc: Float = 0
-        for j in 0..<hw { acc += p[j] }
-        ms.value[i] = acc / Float(hw)
-      }
+      for i in range { ms.value[i] = contiguousSum(xs.value + i * hw, count: hw) / Float(hw) }
     }
     var h = m
     for layer in betaNet { h = try layer.forward(h) }

@@ -179,10 +179,7 @@ public final class GlobalAvgPool2D: Module {
     inputShape = x.shape
     let hw = x.shape[2] * x.shape[3]
     for pl in 0..<(ys[0] * ys[1]) {
-      var acc: Float = 0
-      let p = x.data + pl * hw
-      for i in 0..<hw { acc += p[i] }
-      y.data[pl] = hw > 0 ? acc / Float(hw) : 0
+      y.data[pl] = hw > 0 ? contiguousSum(x.data + pl * hw, count: hw) / Float(hw) : 0
     }
     return y
   }
