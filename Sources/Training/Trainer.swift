@@ -207,6 +207,17 @@ public final class Trainer {
     if let initPath = options.initFrom, !options.resume {
       _ = try Checkpoint.loadModel(model, from: initPath)
     }
+    if let path = options.checkpoint {
+      // Fail now, not after an epoch of training, if the checkpoint can't be written there.
+      let dir = (path as NSString).deletingLastPathComponent
+      if !dir.isEmpty {
+        do {
+          try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+          throw CheckpointError.invalid(file: path, reason: "cannot create its directory \(dir): \(error.localizedDescription)")
+        }
+      }
+    }
     if options.resume, let path = options.checkpoint {
       try restore(from: Checkpoint(path: path))
     }
@@ -253,8 +264,9 @@ public final class Trainer {
       var b = first
       while b < loader.batchesPerEpoch && step < totalSteps {
         let t0 = DispatchTime.now().uptimeNanoseconds
+        // The loader resizes xBatch to [n, C, H, W] (a smaller last batch reuses its storage).
         let n = loader.batch(b, into: xBatch, labels: &labels)
-        let x = n == options.batchSize ? xBatch : Tensor(shape: [n] + metadata.input, values: Array(xBatch.array.prefix(n * metadata.input.reduce(1, *))))
+        let x = xBatch
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
         model.zeroGrad()
@@ -367,9 +379,7 @@ public final class Trainer {
     let ce = CrossEntropyLoss(), bce = BCEWithLogitsLoss()
     for b in 0..<loader.batchesPerEpoch {
       let n = loader.batch(b, into: x, labels: &labels)
-      let input = n == batchSize ? x : Tensor(shape: [n, dataset.channels, dataset.height, dataset.width],
-        values: Array(x.array.prefix(n * dataset.channels * dataset.height * dataset.width)))
-      let logits = try model.forward(input)
+      let logits = try model.forward(x)
       let lab = Array(labels.prefix(n))
       if classes == 1 {
         lossSum += Double(try bce(logits, targets: lab.map { Float($0) })) * Double(n)
