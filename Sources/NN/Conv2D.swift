@@ -36,6 +36,7 @@ public final class Conv2D: Module {
   public let workspace: ConvWorkspace
   private var colHolds: Tensor?  // the input whose columns `col` holds, if still valid
   private var input: Tensor?
+  private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
 
   /// - Parameters:
   ///   - inChannels: Cin.
@@ -116,15 +117,26 @@ public final class Conv2D: Module {
     if n == 1 {
       BLAS.sgemm(m: cout, n: p, k: k, a: w, b: col!.data, c: y.data)
     } else {
-      // tmp[Cout, N·P] = W[Cout, K] · col[K, N·P], then scatter to y[N, Cout, P]
+      // tmp[Cout, N·P] = W[Cout, K] · col[K, N·P], then scatter to y[N, Cout, P], adding the
+      // bias on the way (one pass over y instead of two).
       let t = reuse(&workspace.buffer, shape: [cout, np])
       BLAS.sgemm(m: cout, n: np, k: k, a: w, b: col!.data, c: t.data)
       let src = UncheckedSendable(t.data), dst = UncheckedSendable(y.data)
+      let bs = UncheckedSendable(bias?.value.data)
       parallelFor(n) { range in
         for s in range {
-          for o in 0..<cout { (dst.value + (s * cout + o) * p).update(from: src.value + o * np + s * p, count: p) }
+          for o in 0..<cout {
+            let from = src.value + o * np + s * p, to = dst.value + (s * cout + o) * p
+            if let b = bs.value {
+              let v = b[o]
+              for i in 0..<p { to[i] = from[i] + v }
+            } else {
+              to.update(from: from, count: p)
+            }
+          }
         }
       }
+      return y
     }
     addBias(y, n: n, p: p)
     return y
@@ -157,15 +169,19 @@ public final class Conv2D: Module {
     }
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
-    if let db = bias?.grad.data {
+    // db[o] += Σ_s (sum of plane (s, o)), over s in order. The general path below takes the
+    // plane sums while it gathers dy (each plane is then in cache); the others take them here.
+    func accumulateBias(_ planeSum: (Int, Int) -> Float) {
+      guard let db = bias?.grad.data else { return }
       for s in 0..<n {
-        for o in 0..<cout {
-          db[o] += contiguousSum(dy.data + (s * cout + o) * p, count: p)
-        }
+        for o in 0..<cout { db[o] += planeSum(s, o) }
       }
     }
     // The first layer of a network skips dx altogether: no buffer, no work.
     let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
+    if isPointwise || n == 1 {
+      accumulateBias { s, o in contiguousSum(dy.data + (s * cout + o) * p, count: p) }
+    }
     if isPointwise {
       if p == 1 {
         // dW[Cout, Cin] += dyᵀ[Cout, N] · x[N, Cin];  dx[N, Cin] = dy[N, Cout] · W[Cout, Cin]
@@ -192,12 +208,18 @@ public final class Conv2D: Module {
       dyT = dy.data
     } else {
       let t = reuse(&workspace.buffer, shape: [cout, np])
-      let src = UncheckedSendable(dy.data), dst = UncheckedSendable(t.data)
+      let sums = reuse(&planeSums, shape: [n, cout])
+      let src = UncheckedSendable(dy.data), dst = UncheckedSendable(t.data), ps = UncheckedSendable(sums.data)
       parallelFor(n) { range in
         for s in range {
-          for o in 0..<cout { (dst.value + o * np + s * p).update(from: src.value + (s * cout + o) * p, count: p) }
+          for o in 0..<cout {
+            let plane = src.value + (s * cout + o) * p
+            ps.value[s * cout + o] = contiguousSum(plane, count: p)
+            (dst.value + o * np + s * p).update(from: plane, count: p)
+          }
         }
       }
+      accumulateBias { s, o in sums.data[s * cout + o] }
       dyT = t.data
     }
     // dW[Cout, K] += dyT[Cout, N·P] · colᵀ[N·P, K]
