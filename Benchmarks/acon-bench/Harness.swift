@@ -2,6 +2,7 @@
 // the machine's ceilings (memcpy bandwidth and sgemm GFLOP/s), results and their JSON form.
 import Foundation
 import TensorCore
+import TestSupport
 
 /// One benchmark result: a name, a shape, the median time, and metrics.
 struct BenchResult {
@@ -95,14 +96,8 @@ struct ReferenceMismatch: Error, CustomStringConvertible {
 
 /// Checks `got` against `want` with a relative-plus-absolute tolerance.
 func check(_ workload: String, _ got: UnsafePointer<Float>, _ want: [Double], rtol: Double, atol: Double) throws {
-  var worst = 0.0, at = -1
-  for i in 0..<want.count {
-    let g = Double(got[i]), w = want[i]
-    let err = abs(g - w) / (atol + rtol * abs(w))
-    if !(err <= 1) && (err > worst || err.isNaN) {
-      worst = err.isNaN ? .infinity : err
-      at = i
-    }
+  let values = Array(UnsafeBufferPointer(start: got, count: want.count))
+  if let m = compareClose(values, want, rtol: rtol, atol: atol) {
+    throw ReferenceMismatch(workload: workload, detail: m.description)
   }
-  if at >= 0 { throw ReferenceMismatch(workload: workload, detail: "element \(at): got \(got[at]), want \(want[at])") }
 }

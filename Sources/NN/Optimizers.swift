@@ -35,6 +35,8 @@ public protocol Optimizer: AnyObject {
   /// Per-parameter state (momentum buffers, moments) with names such as
   /// `conv1.weight.exp_avg`, for checkpoints.
   var state: [(String, Tensor)] { get }
+  /// Restores one tensor of `state` by its name; false when no parameter owns that name and shape.
+  func restore(state name: String, from t: Tensor) -> Bool
 }
 
 /// Stochastic gradient descent, as `torch.optim.SGD`:

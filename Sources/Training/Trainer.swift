@@ -436,8 +436,7 @@ public final class Trainer {
     for (name, v) in state.tensors {
       guard case let .f32(shape, values) = v else { throw CheckpointError.invalid(file: ck.statePath, reason: "tensor \(name) is not F32") }
       let t = Tensor(shape: shape, values: values)
-      let ok = (optimizer as? SGD)?.restore(state: name, from: t) ?? (optimizer as? Adam)?.restore(state: name, from: t) ?? false
-      guard ok else { throw CheckpointError.invalid(file: ck.statePath, reason: "optimizer state \(name) \(Shape.text(shape)) matches no parameter") }
+      guard optimizer.restore(state: name, from: t) else { throw CheckpointError.invalid(file: ck.statePath, reason: "optimizer state \(name) \(Shape.text(shape)) matches no parameter") }
     }
     optimizer.stepCount = os
     step = s
