@@ -9,10 +9,11 @@
 // dx is overwritten; dp1, dp2 and dβ ACCUMULATE (+=), as every parameter gradient does here.
 //
 // Layout of the work: this file checks sizes and does the threading, `parallelFor` over
-// channels, so each channel's sums have exactly one owner (no atomics). Each channel's n planes
-// go to one call into CAconKernels (Sources/CAconKernels), C with an AVX2+FMA variant chosen at
-// run time and a portable one. There every element runs through the same 8-lane code (a row's
-// tail is zero-padded), sums are kept in 8 lanes per plane, added lane-wise over the planes in
+// channels, so each channel's sums have exactly one owner (no atomics). Each thread's range of
+// channels goes to one call into CAconKernels (Sources/CAconKernels), C with an AVX2+FMA variant
+// chosen at run time and a portable one, which walks the range sample by sample (those planes
+// are contiguous). There every element runs through the same 8-lane code (a row's tail is
+// masked), sums are kept in 8 lanes per plane, added lane-wise over a channel's planes in sample
 // order and reduced in a fixed order: the results are bit-identical for any thread count.
 import CAconKernels
 import TensorCore
@@ -140,28 +141,20 @@ public enum AconKernels {
     if n == 0 || c == 0 || hw == 0 { return }
     let xs = UncheckedSendable(x), ys = UncheckedSendable(y), ss = UncheckedSendable(sig)
     let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2), bs = UncheckedSendable(beta)
+    let mode = betaMode(betaLayout)
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { range in
-      let p1 = p1s.value, p2 = p2s.value
-      for ch in range {
-        let off = ch * hw  // plane (0, ch); plane (nn, ch) is nn·c·hw further
-        let cb = channelBeta(betaLayout, ch: ch, c: c, hw: hw)
-        acon_forward_channel(
-          xs.value + off, ys.value + off, ss.value.map { $0 + off }, n, hw, c * hw,
-          p1[ch] - p2[ch], p2[ch], bs.value + cb.offset, cb.stride, cb.mode)
-      }
+      acon_forward_channels(
+        xs.value, ys.value, ss.value, n, c, hw, range.lowerBound, range.upperBound, p1s.value,
+        p2s.value, bs.value, mode)
     }
   }
 
-  /// β of channel ch as CAconKernels takes it: plane nn's β (or row of β) sits at element
-  /// `offset + nn·stride` of the β array; dβ, laid out as β, likewise.
   @inline(__always)
-  static func channelBeta(
-    _ layout: AconBetaLayout, ch: Int, c: Int, hw: Int
-  ) -> (offset: Int, stride: Int, mode: AconBetaMode) {
+  static func betaMode(_ layout: AconBetaLayout) -> AconBetaMode {
     switch layout {
-    case .perChannel: return (ch, 0, AconBetaModeChannel)
-    case .perSampleChannel: return (ch, c, AconBetaModePlane)
-    case .perElement: return (ch * hw, c * hw, AconBetaModeElement)
+    case .perChannel: return AconBetaModeChannel
+    case .perSampleChannel: return AconBetaModePlane
+    case .perElement: return AconBetaModeElement
     }
   }
 
@@ -183,16 +176,11 @@ public enum AconKernels {
     let ss = UncheckedSendable(sig), p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2)
     let bs = UncheckedSendable(beta), dp1s = UncheckedSendable(dp1)
     let dp2s = UncheckedSendable(dp2), dbs = UncheckedSendable(dbeta)
+    let mode = betaMode(betaLayout)
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { range in
-      let p1 = p1s.value, p2 = p2s.value
-      for ch in range {
-        let off = ch * hw  // plane (0, ch); plane (nn, ch) is nn·c·hw further
-        let cb = channelBeta(betaLayout, ch: ch, c: c, hw: hw)  // β and dβ alike
-        acon_backward_channel(
-          xs.value + off, dys.value + off, dxs.value.map { $0 + off }, ss.value.map { $0 + off },
-          n, hw, c * hw, p1[ch] - p2[ch], p2[ch], bs.value + cb.offset, dbs.value + cb.offset,
-          cb.stride, cb.mode, dp1s.value + ch, dp2s.value + ch)
-      }
+      acon_backward_channels(
+        xs.value, dys.value, dxs.value, ss.value, n, c, hw, range.lowerBound, range.upperBound,
+        p1s.value, p2s.value, bs.value, dbs.value, mode, dp1s.value, dp2s.value)
     }
   }
 }

@@ -5,8 +5,9 @@
 // the former Swift SIMD8 code, so the same elementwise bits; only the sums' order changed). The
 // variant is chosen at run time with __builtin_cpu_supports.
 //
-// Every element goes through the same 8-lane code: a row's last hw mod 8 elements are copied
-// into a zero-padded 8-float buffer, so results never depend on an element's position.
+// Every element goes through the same 8-lane code: a row's last hw mod 8 elements are loaded
+// with a mask (zeros in the other lanes) and stored with one, so results never depend on an
+// element's position. Vectors go in groups of four, their sigmoids interleaved (see "Groups").
 // Contraction is off: an FMA appears exactly where `madd` asks for one, never by the compiler's
 // choice, so the bits are fixed per variant.
 //
@@ -103,14 +104,118 @@ INL v8f sigmoid_neg(v8f v, const int F) {
   return splat(1.0f) / (splat(1.0f) + e);
 }
 
+// MARK: - Groups of vectors
+
+/// Elements go through the kernels in groups of U vectors of 8 (32 elements), and the U
+/// sigmoids of a group are computed step by step together: U independent dependency chains keep
+/// the core busy where one chain of ~60 cycles (exp, divide) would leave it waiting. A plane's
+/// last hw mod 32 elements are copied into zero-padded buffers of 32 and run through the same
+/// code, so an element's result never depends on its position.
+enum { U = 4, G = 8 * U };
+
+/// σ(−v[u]) for the U vectors of a group, each step for all U before the next. Lane for lane
+/// the operations of `sigmoid_neg`, so the same bits.
+INL void sigmoid_neg_group(v8f v[U], const int F) {
+  const v8f magic = splat(12582912.0f);
+  v8f t[U], r[U], r2[U], a[U], b[U], q[U];
+  for (int u = 0; u < U; u++) {
+    v[u] = select8(v[u] > splat(88.8f), splat(88.8f), v[u]);
+    v[u] = select8(v[u] < splat(-86.5f), splat(-86.5f), v[u]);
+  }
+  for (int u = 0; u < U; u++) t[u] = madd(v[u], splat(1.44269504f), magic, F);
+  for (int u = 0; u < U; u++) r[u] = madd(t[u] - magic, splat(-0.693359375f), v[u], F);
+  for (int u = 0; u < U; u++) r[u] = madd(t[u] - magic, splat(2.1219444e-4f), r[u], F);
+  for (int u = 0; u < U; u++) r2[u] = r[u] * r[u];
+  for (int u = 0; u < U; u++) {
+    a[u] = madd(r[u], splat(0.1666652113199234f), splat(0.4999999403953552f), F);
+    b[u] = madd(r[u], splat(0.008368744514882565f), splat(0.04166839271783829f), F);
+  }
+  for (int u = 0; u < U; u++)
+    q[u] = madd(madd(r2[u], splat(0.0013814527774229646f), b[u], F), r2[u], a[u], F);
+  for (int u = 0; u < U; u++) {
+    v8f p = madd(r2[u], q[u], r[u], F) + 1.0f;
+    v8f scale = (v8f)(((v8i)t[u] << 23) + 0x3F000000);  // 2^(n−1)
+    v[u] = splat(1.0f) / (splat(1.0f) + (p + p) * scale);
+  }
+}
+
+/// Masked 8-float load and store for the partial vector of a plane's rest: lanes where `mask`
+/// is set are read (written); the others read as 0 (are not touched), and no memory behind them
+/// is accessed. AVX2 has instructions for it; the portable variant copies lane by lane.
+/// (Vectors go by pointer: a 32-byte vector passed by value to an AVX2 function from portable
+/// code would change the ABI. These are inlined into the AVX2 variant and unused in the other.)
+__attribute__((target("avx2"))) static inline void load_masked_avx2(
+    const float *p, const v8i *mask, v8f *out) {
+  *out = __builtin_ia32_maskloadps256((const v8f *)p, *mask);
+}
+
+__attribute__((target("avx2"))) static inline void store_masked_avx2(
+    float *p, const v8i *mask, const v8f *v) {
+  __builtin_ia32_maskstoreps256((v8f *)p, *mask, *v);
+}
+
+INL v8f load_masked(const float *p, v8i mask, int part, const int F) {
+  if (F) {
+    v8f v;
+    load_masked_avx2(p, &mask, &v);
+    return v;
+  }
+  float b[8] = {0};
+  for (int t = 0; t < part; t++) b[t] = p[t];
+  return load8(b);
+}
+
+INL void store_masked(float *p, v8i mask, int part, v8f v, const int F) {
+  if (F) {
+    store_masked_avx2(p, &mask, &v);
+    return;
+  }
+  float b[8];
+  store8(b, v);
+  for (int t = 0; t < part; t++) p[t] = b[t];
+}
+
+/// The m ≤ G elements of a group at p: vector u is full, partial (m mod 8 lanes, `mask`) or
+/// missing (reads as 0, writes nothing). Full groups (m = G) compile to plain loads and stores.
+typedef struct {
+  ptrdiff_t m;
+  v8i mask;
+} Extent;
+
+INL Extent extent(ptrdiff_t m) {
+  const v8i iota = {0, 1, 2, 3, 4, 5, 6, 7};
+  int part = (int)(m % 8);
+  return (Extent){m, iota < (v8i){part, part, part, part, part, part, part, part}};
+}
+
+INL v8f load_u(const float *p, int u, Extent e, const int F) {
+  if (8 * u + 8 <= e.m) return load8(p + 8 * u);
+  if (8 * u < e.m) return load_masked(p + 8 * u, e.mask, (int)(e.m % 8), F);
+  return splat(0);
+}
+
+INL void store_u(float *p, int u, Extent e, v8f v, const int F) {
+  if (8 * u + 8 <= e.m) store8(p + 8 * u, v);
+  else if (8 * u < e.m) store_masked(p + 8 * u, e.mask, (int)(e.m % 8), v, F);
+}
+
 // MARK: - Forward
 
-/// y and s of 8 elements. nb = −β.
-INL v8f forward8(v8f xv, v8f nb, v8f kv, v8f qv, v8f *s_out, const int F) {
-  v8f d = kv * xv;
-  v8f s = sigmoid_neg(nb * d, F);
-  *s_out = s;
-  return madd(d, s, qv * xv, F);
+/// One group of e.m elements: x → y (and sig); β is −nbv unless perElement, then betaE.
+INL void forward_group(
+    const float *x, float *y, float *sig, const float *betaE, Extent e, v8f kv, v8f qv, v8f nbv,
+    const int F, const int hasSig, const int perElement) {
+  v8f xv[U], d[U], s[U];
+  for (int u = 0; u < U; u++) {
+    xv[u] = load_u(x, u, e, F);
+    d[u] = kv * xv[u];
+    s[u] = (perElement ? -load_u(betaE, u, e, F) : nbv) * d[u];
+  }
+  sigmoid_neg_group(s, F);
+  for (int u = 0; u < U; u++) {
+    store_u(y, u, e, madd(d[u], s[u], qv * xv[u], F), F);
+    if (hasSig) store_u(sig, u, e, s[u], F);
+  }
 }
 
 /// One plane: x, y, sig (hw); β is `b` unless `betaE` (hw) gives one per element.
@@ -118,49 +223,54 @@ INL void forward_plane(
     const float *x, float *y, float *sig, ptrdiff_t hw, float k, float q, float b,
     const float *betaE, const int F, const int hasSig, const int perElement) {
   const v8f kv = splat(k), qv = splat(q), nbv = splat(-b);
+  const Extent full = {G, {0}};
   ptrdiff_t i = 0;
-  for (; i + 8 <= hw; i += 8) {
-    v8f s, yv = forward8(load8(x + i), perElement ? -load8(betaE + i) : nbv, kv, qv, &s, F);
-    store8(y + i, yv);
-    if (hasSig) store8(sig + i, s);
-  }
-  if (i < hw) {  // tail, zero-padded to 8 lanes
-    size_t m = (size_t)(hw - i) * sizeof(float);
-    float xb[8] = {0}, bb[8] = {0}, yb[8], sb[8];
-    memcpy(xb, x + i, m);
-    if (perElement) memcpy(bb, betaE + i, m);
-    v8f s, yv = forward8(load8(xb), perElement ? -load8(bb) : nbv, kv, qv, &s, F);
-    store8(yb, yv);
-    store8(sb, s);
-    memcpy(y + i, yb, m);
-    if (hasSig) memcpy(sig + i, sb, m);
-  }
+  for (; i + G <= hw; i += G)
+    forward_group(x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, F, hasSig, perElement);
+  if (i < hw)
+    forward_group(
+        x + i, y + i, sig + i, betaE + i, extent(hw - i), kv, qv, nbv, F, hasSig, perElement);
 }
 
-INL void forward_channel(
-    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t hw, ptrdiff_t planeStride,
-    float k, float q, const float *beta, ptrdiff_t betaStride, AconBetaMode mode, const int F,
-    const int hasSig, const int perElement) {
+/// β of plane (j, ch): the channel's, the plane's, or the start of the plane's row.
+INL const float *beta_at(
+    const float *beta, ptrdiff_t j, ptrdiff_t ch, ptrdiff_t c, ptrdiff_t hw, AconBetaMode mode) {
+  if (mode == AconBetaModeChannel) return beta + ch;
+  if (mode == AconBetaModePlane) return beta + j * c + ch;
+  return beta + (j * c + ch) * hw;
+}
+
+/// Channels [c0, c1) of (n, c, hw) tensors, sample by sample: planes (j, c0) … (j, c1 − 1) are
+/// contiguous, so the memory streams are sequential.
+INL void forward_channels(
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
+    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode mode,
+    const int F, const int hasSig, const int perElement) {
   for (ptrdiff_t j = 0; j < n; j++) {
-    ptrdiff_t off = j * planeStride;
-    const float *bp = mode == AconBetaModeChannel ? beta : beta + j * betaStride;
-    forward_plane(
-        x + off, y + off, hasSig ? sig + off : NULL, hw, k, q, perElement ? 0 : *bp, bp, F,
-        hasSig, perElement);
+    for (ptrdiff_t ch = c0; ch < c1; ch++) {
+      ptrdiff_t off = (j * c + ch) * hw;
+      const float *bp = beta_at(beta, j, ch, c, hw, mode);
+      forward_plane(
+          x + off, y + off, hasSig ? sig + off : NULL, hw, p1[ch] - p2[ch], p2[ch],
+          perElement ? 0 : *bp, bp, F, hasSig, perElement);
+    }
   }
 }
 
-#define FORWARD_VARIANT(NAME, ATTR, F)                                                        \
+#define FORWARD_CALL(S, E) \
+  forward_channels(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, mode, F, S, E)
+
+#define FORWARD_VARIANT(NAME, ATTR, FV)                                                       \
   ATTR static void NAME(                                                                      \
-      const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t hw, ptrdiff_t planeStride, \
-      float k, float q, const float *beta, ptrdiff_t betaStride, AconBetaMode mode) {          \
-    int pe = mode == AconBetaModeElement;                                                     \
-    if (sig) {                                                                                \
-      if (pe) forward_channel(x, y, sig, n, hw, planeStride, k, q, beta, betaStride, mode, F, 1, 1); \
-      else forward_channel(x, y, sig, n, hw, planeStride, k, q, beta, betaStride, mode, F, 1, 0); \
-    } else {                                                                                  \
-      if (pe) forward_channel(x, y, sig, n, hw, planeStride, k, q, beta, betaStride, mode, F, 0, 1); \
-      else forward_channel(x, y, sig, n, hw, planeStride, k, q, beta, betaStride, mode, F, 0, 0); \
+      const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,           \
+      ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, const float *beta,        \
+      AconBetaMode mode) {                                                                    \
+    enum { F = FV };                                                                          \
+    switch ((sig != NULL) * 2 + (mode == AconBetaModeElement)) {                              \
+    case 0: FORWARD_CALL(0, 0); break;                                                        \
+    case 1: FORWARD_CALL(0, 1); break;                                                        \
+    case 2: FORWARD_CALL(1, 0); break;                                                        \
+    default: FORWARD_CALL(1, 1); break;                                                       \
     }                                                                                         \
   }
 
@@ -191,98 +301,94 @@ INL v8f grad8(
   return dyv * madd(kv, g, qv, F);
 }
 
-/// One plane: x, dy, dx, sig, betaE, dbetaE (hw). β is `b` unless perElement; then dβ is
-/// accumulated into dbetaE, otherwise into acc->a3.
+/// One group of e.m elements: x, dy → dx; sig read if hasSig; β is `bv` unless perElement, then
+/// from betaE, and dβ is accumulated into dbetaE; otherwise into acc->a3. Missing and padding
+/// lanes (x = dy = 0) add +0 to every sum.
+INL void backward_group(
+    const float *x, const float *dy, float *dx, const float *sig, const float *betaE,
+    float *dbetaE, Extent e, v8f kv, v8f qv, v8f bv, Sums *acc, const int F, const int hasSig,
+    const int hasDx, const int perElement) {
+  v8f xv[U], bev[U], s[U];
+  for (int u = 0; u < U; u++) {
+    xv[u] = load_u(x, u, e, F);
+    bev[u] = perElement ? load_u(betaE, u, e, F) : bv;
+    s[u] = hasSig ? load_u(sig, u, e, F) : -bev[u] * (kv * xv[u]);
+  }
+  if (!hasSig) sigmoid_neg_group(s, F);
+  for (int u = 0; u < U; u++) {
+    v8f db, dxv = grad8(xv[u], load_u(dy, u, e, F), s[u], bev[u], kv, qv, acc, &db, F);
+    if (hasDx) store_u(dx, u, e, dxv, F);
+    if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db, F);
+    else acc->a3 += db;
+  }
+}
+
+/// One plane: x, dy, dx, sig, betaE, dbetaE (hw). β is `b` unless perElement.
 INL void backward_plane(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t hw, float k, float q,
     float b, const float *betaE, float *dbetaE, Sums *acc, const int F, const int hasSig,
     const int hasDx, const int perElement) {
   const v8f kv = splat(k), qv = splat(q), bv = splat(b);
+  const Extent full = {G, {0}};
   ptrdiff_t i = 0;
-  if (!hasSig) {
-    // Blocks of 64: σ of the block first, then the gradients. The short exp → divide loop lets
-    // the out-of-order core overlap more of its latency; the bits are those of the fused loop.
-    for (; i + 64 <= hw; i += 64) {
-      v8f sb[8];
-      for (int j = 0; j < 8; j++) {
-        v8f be = perElement ? load8(betaE + i + 8 * j) : bv;
-        sb[j] = sigmoid_neg(-be * (kv * load8(x + i + 8 * j)), F);
-      }
-      for (int j = 0; j < 8; j++) {
-        ptrdiff_t o = i + 8 * j;
-        v8f xv = load8(x + o), be = perElement ? load8(betaE + o) : bv;
-        v8f db, dxv = grad8(xv, load8(dy + o), sb[j], be, kv, qv, acc, &db, F);
-        if (hasDx) store8(dx + o, dxv);
-        if (perElement) store8(dbetaE + o, load8(dbetaE + o) + db);
-        else acc->a3 += db;
-      }
-    }
-  }
-  for (; i + 8 <= hw; i += 8) {
-    v8f xv = load8(x + i), be = perElement ? load8(betaE + i) : bv;
-    v8f s = hasSig ? load8(sig + i) : sigmoid_neg(-be * (kv * xv), F);
-    v8f db, dxv = grad8(xv, load8(dy + i), s, be, kv, qv, acc, &db, F);
-    if (hasDx) store8(dx + i, dxv);
-    if (perElement) store8(dbetaE + i, load8(dbetaE + i) + db);
-    else acc->a3 += db;
-  }
-  if (i < hw) {  // tail, zero-padded: x = dy = 0 adds +0 to every sum
-    size_t m = (size_t)(hw - i) * sizeof(float);
-    float xb[8] = {0}, dyb[8] = {0}, sb[8] = {0}, bb[8] = {0}, dbb[8] = {0}, dxb[8];
-    memcpy(xb, x + i, m);
-    memcpy(dyb, dy + i, m);
-    if (hasSig) memcpy(sb, sig + i, m);
-    if (perElement) {
-      memcpy(bb, betaE + i, m);
-      memcpy(dbb, dbetaE + i, m);
-    }
-    v8f xv = load8(xb), be = perElement ? load8(bb) : bv;
-    v8f s = hasSig ? load8(sb) : sigmoid_neg(-be * (kv * xv), F);
-    v8f db, dxv = grad8(xv, load8(dyb), s, be, kv, qv, acc, &db, F);
-    store8(dxb, dxv);
-    if (hasDx) memcpy(dx + i, dxb, m);
-    if (perElement) {
-      store8(dbb, load8(dbb) + db);
-      memcpy(dbetaE + i, dbb, m);
-    } else {
-      acc->a3 += db;
-    }
-  }
+  for (; i + G <= hw; i += G)
+    backward_group(
+        x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, full, kv, qv, bv, acc, F, hasSig,
+        hasDx, perElement);
+  if (i < hw)
+    backward_group(
+        x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, extent(hw - i), kv, qv, bv, acc,
+        F, hasSig, hasDx, perElement);
 }
 
-INL void backward_channel(
-    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t hw,
-    ptrdiff_t planeStride, float k, float q, const float *beta, float *dbeta,
-    ptrdiff_t betaStride, AconBetaMode mode, float *dp1, float *dp2, const int F,
+/// Channels [c0, c1) of (n, c, hw) tensors, sample by sample as in the forward pass, in chunks
+/// of up to CH channels whose sums wait on the stack. Each channel's sums run over its planes in
+/// sample order, whatever the chunk: the bits do not depend on how channels are split.
+enum { CH = 64 };
+
+INL void backward_channels(
+    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
+    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2, const int F,
     const int hasSig, const int hasDx, const int perElement) {
-  v8f c1 = splat(0), c2 = splat(0), c3 = splat(0);
-  for (ptrdiff_t j = 0; j < n; j++) {
-    ptrdiff_t off = j * planeStride;
-    ptrdiff_t boff = mode == AconBetaModeChannel ? 0 : j * betaStride;
-    Sums plane = {splat(0), splat(0), splat(0)};
-    backward_plane(
-        x + off, dy + off, hasDx ? dx + off : NULL, hasSig ? sig + off : NULL, hw, k, q,
-        perElement ? 0 : beta[boff], beta + boff, dbeta + boff, &plane, F, hasSig, hasDx,
-        perElement);
-    c1 += plane.a1;
-    c2 += plane.a2;
-    if (mode == AconBetaModePlane) dbeta[boff] += fixed_order_sum(plane.a3);
-    else c3 += plane.a3;
+  for (ptrdiff_t cb = c0; cb < c1; cb += CH) {
+    ptrdiff_t ce = cb + CH < c1 ? cb + CH : c1;
+    Sums acc[CH];  // per channel: dp1, dp2 and (channel mode) dβ lanes
+    for (ptrdiff_t ch = cb; ch < ce; ch++) acc[ch - cb] = (Sums){splat(0), splat(0), splat(0)};
+    for (ptrdiff_t j = 0; j < n; j++) {
+      for (ptrdiff_t ch = cb; ch < ce; ch++) {
+        ptrdiff_t off = (j * c + ch) * hw;
+        const float *bp = beta_at(beta, j, ch, c, hw, mode);
+        float *dbp = dbeta + (bp - beta);
+        Sums plane = {splat(0), splat(0), splat(0)};
+        backward_plane(
+            x + off, dy + off, hasDx ? dx + off : NULL, hasSig ? sig + off : NULL, hw,
+            p1[ch] - p2[ch], p2[ch], perElement ? 0 : *bp, bp, dbp, &plane, F, hasSig, hasDx,
+            perElement);
+        Sums *a = &acc[ch - cb];
+        a->a1 += plane.a1;
+        a->a2 += plane.a2;
+        if (mode == AconBetaModePlane) *dbp += fixed_order_sum(plane.a3);
+        else a->a3 += plane.a3;
+      }
+    }
+    for (ptrdiff_t ch = cb; ch < ce; ch++) {
+      dp1[ch] += fixed_order_sum(acc[ch - cb].a1);
+      dp2[ch] += fixed_order_sum(acc[ch - cb].a2);
+      if (mode == AconBetaModeChannel) dbeta[ch] += fixed_order_sum(acc[ch - cb].a3);
+    }
   }
-  *dp1 += fixed_order_sum(c1);
-  *dp2 += fixed_order_sum(c2);
-  if (mode == AconBetaModeChannel) *dbeta += fixed_order_sum(c3);
 }
 
-#define BACKWARD_CALL(S, D, E)                                                               \
-  backward_channel(x, dy, dx, sig, n, hw, planeStride, k, q, beta, dbeta, betaStride, mode, \
-                   dp1, dp2, F, S, D, E)
+#define BACKWARD_CALL(S, D, E)                                                            \
+  backward_channels(x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, \
+                    F, S, D, E)
 
 #define BACKWARD_VARIANT(NAME, ATTR, FV)                                                      \
   ATTR static void NAME(                                                                      \
-      const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t hw, \
-      ptrdiff_t planeStride, float k, float q, const float *beta, float *dbeta,               \
-      ptrdiff_t betaStride, AconBetaMode mode, float *dp1, float *dp2) {                      \
+      const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c, \
+      ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,             \
+      const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2) {           \
     enum { F = FV };                                                                          \
     int pe = mode == AconBetaModeElement;                                                     \
     switch ((sig != NULL) * 4 + (dx != NULL) * 2 + pe) {                                     \
@@ -353,19 +459,18 @@ void acon_kernels_set_avx2_enabled(bool enabled) {
   __atomic_store_n(&use_avx2, enabled && cpu_has_avx2_fma(), __ATOMIC_RELAXED);
 }
 
-void acon_forward_channel(
-    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t hw, ptrdiff_t planeStride,
-    float k, float q, const float *beta, ptrdiff_t betaStride, AconBetaMode betaMode) {
-  (avx2() ? forward_avx2 : forward_portable)(
-      x, y, sig, n, hw, planeStride, k, q, beta, betaStride, betaMode);
+void acon_forward_channels(
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
+    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode) {
+  (avx2() ? forward_avx2 : forward_portable)(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, betaMode);
 }
 
-void acon_backward_channel(
-    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t hw,
-    ptrdiff_t planeStride, float k, float q, const float *beta, float *dbeta,
-    ptrdiff_t betaStride, AconBetaMode betaMode, float *dp1, float *dp2) {
+void acon_backward_channels(
+    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
+    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2) {
   (avx2() ? backward_avx2 : backward_portable)(
-      x, dy, dx, sig, n, hw, planeStride, k, q, beta, dbeta, betaStride, betaMode, dp1, dp2);
+      x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, betaMode, dp1, dp2);
 }
 
 void acon_exp(const float *x, float *y, ptrdiff_t count) {

@@ -1,7 +1,7 @@
-// CAconKernels: the per-channel inner loops of the fused ACON-C kernels and the polynomial
-// exp/sigmoid they use, in C so that an AVX2+FMA variant can be selected at run time (SwiftPM
-// builds for baseline x86-64). The Swift side (Sources/ACON/AconKernels.swift) does the
-// threading and calls one of these per channel. Derivation: docs/acon-backward.md.
+// CAconKernels: the inner loops of the fused ACON-C kernels over a range of channels and the
+// polynomial exp/sigmoid they use, in C so that an AVX2+FMA variant can be selected at run time
+// (SwiftPM builds for baseline x86-64). The Swift side (Sources/ACON/AconKernels.swift) does the
+// threading and calls one of these per range of channels. Derivation: docs/acon-backward.md.
 #ifndef CACONKERNELS_H
 #define CACONKERNELS_H
 
@@ -12,31 +12,33 @@
 extern "C" {
 #endif
 
-/// Where a channel's β (and dβ) lives, for `n` planes of `hw` elements.
+/// Where β (and dβ, laid out alike) lives for an (n, c, hw) tensor.
 typedef enum AconBetaMode {
-  /// One β for the whole channel at `beta[0]`; dβ is summed over every plane into `dbeta[0]`.
+  /// `[c]`: one β per channel; dβ is summed over the channel's n·hw elements.
   AconBetaModeChannel = 0,
-  /// One β per plane at `beta[j·betaStride]`; dβ of plane j is summed into `dbeta[j·betaStride]`.
+  /// `[n, c]`: one β per plane; dβ of a plane is summed over its hw elements.
   AconBetaModePlane = 1,
-  /// One β per element, plane j's row at `beta + j·betaStride`; dβ is accumulated elementwise.
+  /// `[n, c, hw]`: one β per element; dβ is accumulated elementwise.
   AconBetaModeElement = 2,
 } AconBetaMode;
 
-/// Forward of one channel: for each plane j < n, the hw elements at `x + j·planeStride`
-///   d = k·x,  s = σ(β·d),  y = d·s + q·x    (k = p1 − p2, q = p2)
-/// y (and sig, unless NULL) at the same offsets are written.
-void acon_forward_channel(
-    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t hw, ptrdiff_t planeStride,
-    float k, float q, const float *beta, ptrdiff_t betaStride, AconBetaMode betaMode);
+/// Forward over channels [c0, c1) of contiguous (n, c, hw) tensors x and y (and sig, unless
+/// NULL), with k = p1 − p2 and q = p2 of the channel:
+///   d = k·x,  s = σ(β·d),  y = d·s + q·x
+/// Only those channels' elements of y and sig are written. p1, p2: [c]; β as `betaMode` says.
+void acon_forward_channels(
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
+    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode);
 
-/// Backward of one channel, planes as for the forward. σ is read from `sig` unless it is NULL
-/// (then recomputed, the same bits). dx is overwritten unless NULL. `*dp1`, `*dp2` and dβ
-/// (as `betaMode` says) are accumulated (+=). Sums are formed in 8 lanes per plane, added
-/// lane-wise over the planes in order and reduced in a fixed order: deterministic.
-void acon_backward_channel(
-    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t hw,
-    ptrdiff_t planeStride, float k, float q, const float *beta, float *dbeta,
-    ptrdiff_t betaStride, AconBetaMode betaMode, float *dp1, float *dp2);
+/// Backward over channels [c0, c1), tensors as for the forward. σ is read from `sig` unless it
+/// is NULL (then recomputed, the same bits). dx is overwritten unless NULL. dp1, dp2 ([c]) and
+/// dβ (as `betaMode` says) of those channels are accumulated (+=). Sums are formed in 8 lanes
+/// per plane, added lane-wise over a channel's planes in sample order and reduced in a fixed
+/// order: the bits do not depend on how the channels are split between calls.
+void acon_backward_channels(
+    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
+    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2);
 
 /// e^x for `count` floats (the kernels' polynomial; see FastMath.swift for its bounds).
 void acon_exp(const float *x, float *y, ptrdiff_t count);
