@@ -115,43 +115,39 @@ enum { U = 4, G = 8 * U };
 
 /// σ(−v[u]) for the U vectors of a group, each step for all U before the next. Lane for lane
 /// the operations of `sigmoid_neg`, so the same bits.
-INL void sigmoid_neg_group(v8f v[U], const int F) {
+INL void sigmoid_neg_group(v8f v[U], const int nu, const int F) {
   const v8f magic = splat(12582912.0f);
   v8f t[U], r[U], r2[U], a[U], b[U], q[U];
-  for (int u = 0; u < U; u++) {
+  for (int u = 0; u < nu; u++) {
     v[u] = select8(v[u] > splat(88.8f), splat(88.8f), v[u]);
     v[u] = select8(v[u] < splat(-86.5f), splat(-86.5f), v[u]);
   }
-  for (int u = 0; u < U; u++) t[u] = madd(v[u], splat(1.44269504f), magic, F);
-  for (int u = 0; u < U; u++) r[u] = madd(t[u] - magic, splat(-0.693359375f), v[u], F);
-  for (int u = 0; u < U; u++) r[u] = madd(t[u] - magic, splat(2.1219444e-4f), r[u], F);
-  for (int u = 0; u < U; u++) r2[u] = r[u] * r[u];
-  for (int u = 0; u < U; u++) {
+  for (int u = 0; u < nu; u++) t[u] = madd(v[u], splat(1.44269504f), magic, F);
+  for (int u = 0; u < nu; u++) r[u] = madd(t[u] - magic, splat(-0.693359375f), v[u], F);
+  for (int u = 0; u < nu; u++) r[u] = madd(t[u] - magic, splat(2.1219444e-4f), r[u], F);
+  for (int u = 0; u < nu; u++) r2[u] = r[u] * r[u];
+  for (int u = 0; u < nu; u++) {
     a[u] = madd(r[u], splat(0.1666652113199234f), splat(0.4999999403953552f), F);
     b[u] = madd(r[u], splat(0.008368744514882565f), splat(0.04166839271783829f), F);
   }
-  for (int u = 0; u < U; u++)
+  for (int u = 0; u < nu; u++)
     q[u] = madd(madd(r2[u], splat(0.0013814527774229646f), b[u], F), r2[u], a[u], F);
-  for (int u = 0; u < U; u++) {
+  for (int u = 0; u < nu; u++) {
     v8f p = madd(r2[u], q[u], r[u], F) + 1.0f;
     v8f scale = (v8f)(((v8i)t[u] << 23) + 0x3F000000);  // 2^(n−1)
     v[u] = splat(1.0f) / (splat(1.0f) + (p + p) * scale);
   }
 }
 
-/// Masked 8-float load and store for the partial vector of a plane's rest: lanes where `mask`
-/// is set are read (written); the others read as 0 (are not touched), and no memory behind them
-/// is accessed. AVX2 has instructions for it; the portable variant copies lane by lane.
-/// (Vectors go by pointer: a 32-byte vector passed by value to an AVX2 function from portable
-/// code would change the ABI. These are inlined into the AVX2 variant and unused in the other.)
+/// The partial vector of a plane's rest: lanes where `mask` is set are read, the others read as
+/// 0, and no memory behind them is touched (AVX2's masked load; the portable variant copies lane
+/// by lane). Its `part` valid lanes are stored one by one: that is quicker than AVX2's masked
+/// store on AMD cores for the few lanes of a tail.
+/// (The mask goes by pointer: a 32-byte vector passed by value to an AVX2 function from portable
+/// code would change the ABI. The function is inlined into the AVX2 variant only.)
 __attribute__((target("avx2"))) static inline void load_masked_avx2(
     const float *p, const v8i *mask, v8f *out) {
   *out = __builtin_ia32_maskloadps256((const v8f *)p, *mask);
-}
-
-__attribute__((target("avx2"))) static inline void store_masked_avx2(
-    float *p, const v8i *mask, const v8f *v) {
-  __builtin_ia32_maskstoreps256((v8f *)p, *mask, *v);
 }
 
 INL v8f load_masked(const float *p, v8i mask, int part, const int F) {
@@ -165,11 +161,7 @@ INL v8f load_masked(const float *p, v8i mask, int part, const int F) {
   return load8(b);
 }
 
-INL void store_masked(float *p, v8i mask, int part, v8f v, const int F) {
-  if (F) {
-    store_masked_avx2(p, &mask, &v);
-    return;
-  }
+INL void store_part(float *p, int part, v8f v) {
   float b[8];
   store8(b, v);
   for (int t = 0; t < part; t++) p[t] = b[t];
@@ -194,9 +186,9 @@ INL v8f load_u(const float *p, int u, Extent e, const int F) {
   return splat(0);
 }
 
-INL void store_u(float *p, int u, Extent e, v8f v, const int F) {
+INL void store_u(float *p, int u, Extent e, v8f v) {
   if (8 * u + 8 <= e.m) store8(p + 8 * u, v);
-  else if (8 * u < e.m) store_masked(p + 8 * u, e.mask, (int)(e.m % 8), v, F);
+  else if (8 * u < e.m) store_part(p + 8 * u, (int)(e.m % 8), v);
 }
 
 // MARK: - Forward
@@ -204,17 +196,17 @@ INL void store_u(float *p, int u, Extent e, v8f v, const int F) {
 /// One group of e.m elements: x → y (and sig); β is −nbv unless perElement, then betaE.
 INL void forward_group(
     const float *x, float *y, float *sig, const float *betaE, Extent e, v8f kv, v8f qv, v8f nbv,
-    const int F, const int hasSig, const int perElement) {
+    const int nu, const int F, const int hasSig, const int perElement) {
   v8f xv[U], d[U], s[U];
-  for (int u = 0; u < U; u++) {
+  for (int u = 0; u < nu; u++) {
     xv[u] = load_u(x, u, e, F);
     d[u] = kv * xv[u];
     s[u] = (perElement ? -load_u(betaE, u, e, F) : nbv) * d[u];
   }
-  sigmoid_neg_group(s, F);
-  for (int u = 0; u < U; u++) {
-    store_u(y, u, e, madd(d[u], s[u], qv * xv[u], F), F);
-    if (hasSig) store_u(sig, u, e, s[u], F);
+  sigmoid_neg_group(s, nu, F);
+  for (int u = 0; u < nu; u++) {
+    store_u(y, u, e, madd(d[u], s[u], qv * xv[u], F));
+    if (hasSig) store_u(sig, u, e, s[u]);
   }
 }
 
@@ -226,10 +218,19 @@ INL void forward_plane(
   const Extent full = {G, {0}};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
-    forward_group(x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, F, hasSig, perElement);
-  if (i < hw)
-    forward_group(
-        x + i, y + i, sig + i, betaE + i, extent(hw - i), kv, qv, nbv, F, hasSig, perElement);
+    forward_group(x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement);
+  if (i < hw) {  // the rest: as many vectors as it needs
+    Extent e = extent(hw - i);
+#define REST(NU) \
+  forward_group(x + i, y + i, sig + i, betaE + i, e, kv, qv, nbv, NU, F, hasSig, perElement)
+    switch ((hw - i + 7) / 8) {
+    case 1: REST(1); break;
+    case 2: REST(2); break;
+    case 3: REST(3); break;
+    default: REST(4); break;
+    }
+#undef REST
+  }
 }
 
 /// β of plane (j, ch): the channel's, the plane's, or the start of the plane's row.
@@ -306,19 +307,19 @@ INL v8f grad8(
 /// lanes (x = dy = 0) add +0 to every sum.
 INL void backward_group(
     const float *x, const float *dy, float *dx, const float *sig, const float *betaE,
-    float *dbetaE, Extent e, v8f kv, v8f qv, v8f bv, Sums *acc, const int F, const int hasSig,
+    float *dbetaE, Extent e, v8f kv, v8f qv, v8f bv, Sums *acc, const int nu, const int F, const int hasSig,
     const int hasDx, const int perElement) {
   v8f xv[U], bev[U], s[U];
-  for (int u = 0; u < U; u++) {
+  for (int u = 0; u < nu; u++) {
     xv[u] = load_u(x, u, e, F);
     bev[u] = perElement ? load_u(betaE, u, e, F) : bv;
     s[u] = hasSig ? load_u(sig, u, e, F) : -bev[u] * (kv * xv[u]);
   }
-  if (!hasSig) sigmoid_neg_group(s, F);
-  for (int u = 0; u < U; u++) {
+  if (!hasSig) sigmoid_neg_group(s, nu, F);
+  for (int u = 0; u < nu; u++) {
     v8f db, dxv = grad8(xv[u], load_u(dy, u, e, F), s[u], bev[u], kv, qv, acc, &db, F);
-    if (hasDx) store_u(dx, u, e, dxv, F);
-    if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db, F);
+    if (hasDx) store_u(dx, u, e, dxv);
+    if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db);
     else acc->a3 += db;
   }
 }
@@ -333,12 +334,21 @@ INL void backward_plane(
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
     backward_group(
-        x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, full, kv, qv, bv, acc, F, hasSig,
-        hasDx, perElement);
-  if (i < hw)
-    backward_group(
-        x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, extent(hw - i), kv, qv, bv, acc,
-        F, hasSig, hasDx, perElement);
+        x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, full, kv, qv, bv, acc, U, F,
+        hasSig, hasDx, perElement);
+  if (i < hw) {  // the rest: as many vectors as it needs
+    Extent e = extent(hw - i);
+#define REST(NU)                                                                              \
+  backward_group(x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, e, kv, qv, bv, acc, NU, \
+                 F, hasSig, hasDx, perElement)
+    switch ((hw - i + 7) / 8) {
+    case 1: REST(1); break;
+    case 2: REST(2); break;
+    case 3: REST(3); break;
+    default: REST(4); break;
+    }
+#undef REST
+  }
 }
 
 /// Channels [c0, c1) of (n, c, hw) tensors, sample by sample as in the forward pass, in chunks
