@@ -64,6 +64,20 @@ public enum CIFAR10 {
     } catch let e as FileIOError {
       throw DataError.unreadable(file: path, reason: e.reason)
     }
+    return try decodeBatch(bytes, name: path, expectedRecords: expectedRecords)
+  }
+
+  /// Decodes the bytes of one batch file: records of a label byte (below 10) and 3072 pixel
+  /// bytes (1024 red, 1024 green, 1024 blue, each row-major 32×32).
+  /// - Parameters:
+  ///   - name: the file name for error messages.
+  ///   - expectedRecords: the required record count, or `nil` for any positive count.
+  /// - Returns: pixels `[n, 3, 32, 32]` and `n` labels.
+  /// - Throws: `DataError`: `.badRecordSize` (empty, or not a multiple of 3073 bytes:
+  ///   truncated), `.wrongRecordCount`, `.badLabel` (label > 9).
+  public static func decodeBatch(_ bytes: [UInt8], name path: String, expectedRecords: Int? = nil) throws
+    -> (pixels: [UInt8], labels: [UInt8])
+  {
     guard !bytes.isEmpty, bytes.count % recordSize == 0 else {
       throw DataError.badRecordSize(file: path, size: bytes.count, recordSize: recordSize)
     }

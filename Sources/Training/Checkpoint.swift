@@ -46,14 +46,24 @@ public struct ModelMetadata: Equatable, Sendable {
       throw CheckpointError.invalid(file: file, reason: "its metadata names no model; pass --model")
     }
     if let s = m["input"] {
-      let dims = s.split(separator: "x").compactMap { Int($0) }
-      guard dims.count == 3 else { throw CheckpointError.invalid(file: file, reason: "metadata input '\(s)' is not CxHxW") }
+      let dims = s.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) ?? -1 }
+      guard dims.count == 3, dims.allSatisfy({ $0 > 0 }), dims[0] <= ModelKind.maxChannels,
+        dims[1] <= ModelKind.maxSide, dims[2] <= ModelKind.maxSide
+      else {
+        throw CheckpointError.invalid(
+          file: file,
+          reason: "metadata input '\(s)' is not CxHxW with positive sizes (at most \(ModelKind.maxChannels) channels "
+            + "and \(ModelKind.maxSide) pixels a side)")
+      }
       input = dims
     } else {
       input = fallbackInput
     }
     if let s = m["classes"] {
-      guard let k = Int(s), k > 0 else { throw CheckpointError.invalid(file: file, reason: "metadata classes '\(s)' is not a positive integer") }
+      guard let k = Int(s), k > 0, k <= ModelKind.maxClasses else {
+        throw CheckpointError.invalid(
+          file: file, reason: "metadata classes '\(s)' is not an integer from 1 to \(ModelKind.maxClasses)")
+      }
       classes = k
     } else {
       classes = fallbackClasses
@@ -62,6 +72,10 @@ public struct ModelMetadata: Equatable, Sendable {
       let mean = ms.split(separator: ",").compactMap { Float($0) }, std = ss.split(separator: ",").compactMap { Float($0) }
       guard mean.count == input[0], std.count == input[0] else {
         throw CheckpointError.invalid(file: file, reason: "metadata normalisation does not have \(input[0]) channel values")
+      }
+      guard mean.allSatisfy({ $0.isFinite }), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+        throw CheckpointError.invalid(
+          file: file, reason: "metadata normalisation needs finite means and positive, finite deviations")
       }
       normalization = Normalization(mean: mean, std: std)
     } else {

@@ -1,5 +1,5 @@
-// IDX: the (gzipped) IDX format of MNIST and Fashion-MNIST, read through zlib's gz* API,
-// and the Fashion-MNIST loader. Also `DataError`, the error type of every data-set loader.
+// IDX: the (gzipped) IDX format of MNIST and Fashion-MNIST, inflated in memory with zlib, and
+// the Fashion-MNIST loader. Also `DataError`, the error type of every data-set loader.
 //
 // IDX layout: magic 00 00 TYPE NDIMS, then NDIMS big-endian u32 sizes, then the data in C order
 // (multi-byte values big-endian). Images: magic 0x00000803, dims [N, 28, 28]; labels 0x00000801, [N].
@@ -76,10 +76,13 @@ private func hex32(_ v: UInt32) -> String {
   return "0x" + String(repeating: "0", count: max(0, 8 - s.count)) + s
 }
 
-/// Reading IDX files, gzipped or plain (zlib reads plain files transparently).
+/// Reading IDX files, gzipped or plain.
 public enum IDX {
-  /// The most elements an IDX file may declare before we refuse to allocate.
+  /// The most elements an IDX file may declare.
   public static let maxElements = 1_000_000_000
+
+  /// The largest file `read(path:)` accepts (the real files are under 30 MB).
+  public static let maxFileBytes = 1 << 32
 
   /// Bytes per element for each IDX type code: 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64.
   public static func elementSize(type: UInt8) -> Int? {
@@ -92,34 +95,45 @@ public enum IDX {
     }
   }
 
-  /// Reads a whole IDX file.
-  /// - Returns: the type code, the dimensions (outermost first) and the raw data bytes
-  ///   (`prod(dims) · elementSize` bytes, big-endian for multi-byte types, as stored).
-  /// - Throws: `DataError`: unreadable, bad magic (first two bytes not zero, unknown type,
-  ///   rank 0 or above 8), bad dimensions (more than `maxElements` elements, checked before
-  ///   allocating), truncated, trailing data, or a damaged gzip stream.
+  /// Reads a whole IDX file, gzipped or plain; see `decode(_:name:)`.
+  /// - Throws: `DataError`: `.unreadable` (missing, a directory, larger than `maxFileBytes`),
+  ///   and every error of `decode`.
   public static func read(path: String) throws -> (type: UInt8, dims: [Int], bytes: [UInt8]) {
     let status = fileStatus(path)
     guard status.exists else { throw DataError.unreadable(file: path, reason: "no such file") }
     guard !status.isDirectory else { throw DataError.unreadable(file: path, reason: "is a directory") }
-    guard let gz = gzopen(path, "rb") else {
-      throw DataError.unreadable(file: path, reason: systemErrorText())
+    let data: [UInt8]
+    do {
+      data = try readFileBytes(path: path, maxBytes: maxFileBytes)
+    } catch let e as FileIOError {
+      throw DataError.unreadable(file: path, reason: e.reason)
     }
-    defer { gzclose(gz) }
-    gzbuffer(gz, 1 << 17)
+    return try decode(data, name: path)
+  }
 
+  /// Decodes the bytes of an IDX file: gzip (one member or several, as `cat a.gz b.gz` makes)
+  /// when they start with the gzip magic 1F 8B, plain otherwise.
+  /// - Parameter name: the file name for error messages.
+  /// - Returns: the type code, the dimensions (outermost first) and the raw data bytes
+  ///   (`prod(dims) · elementSize` bytes, big-endian for multi-byte types, as stored).
+  /// - Throws: `DataError`: bad magic (first two bytes not zero, unknown type, rank 0 or above
+  ///   8), bad dimensions (more than `maxElements` elements), truncated, trailing data, or a
+  ///   damaged gzip stream. Memory grows with the data actually present, never with what a
+  ///   header claims.
+  public static func decode(_ data: [UInt8], name: String) throws -> (type: UInt8, dims: [Int], bytes: [UInt8]) {
+    let source = InflatingReader(data: data, name: name)
     var magic = [UInt8](repeating: 0, count: 4)
-    let got = try readFully(gz, into: &magic, count: 4, path: path)
-    guard got == 4 else { throw DataError.truncated(file: path, expectedBytes: 4, gotBytes: got) }
+    let got = try source.read(into: &magic, count: 4)
+    guard got == 4 else { throw DataError.truncated(file: name, expectedBytes: 4, gotBytes: got) }
     let magicWord = UInt32(magic[0]) << 24 | UInt32(magic[1]) << 16 | UInt32(magic[2]) << 8 | UInt32(magic[3])
     let type = magic[2], rank = Int(magic[3])
     guard magic[0] == 0, magic[1] == 0, let elem = elementSize(type: type), (1...8).contains(rank) else {
-      throw DataError.badMagic(file: path, got: magicWord, expected: "00 00 TYPE NDIMS (an IDX file)")
+      throw DataError.badMagic(file: name, got: magicWord, expected: "00 00 TYPE NDIMS (an IDX file)")
     }
     var dimBytes = [UInt8](repeating: 0, count: 4 * rank)
-    let gotDims = try readFully(gz, into: &dimBytes, count: 4 * rank, path: path)
+    let gotDims = try source.read(into: &dimBytes, count: 4 * rank)
     guard gotDims == 4 * rank else {
-      throw DataError.truncated(file: path, expectedBytes: 4 * rank, gotBytes: gotDims)
+      throw DataError.truncated(file: name, expectedBytes: 4 * rank, gotBytes: gotDims)
     }
     var dims = [Int]()
     for i in 0..<rank {
@@ -130,47 +144,110 @@ public enum IDX {
     for d in dims {
       let (p, o) = elements.multipliedReportingOverflow(by: d)
       guard !o, p <= maxElements else {
-        throw DataError.badDimensions(file: path, dims: dims, reason: "more than \(maxElements) elements")
+        throw DataError.badDimensions(file: name, dims: dims, reason: "more than \(maxElements) elements")
       }
       elements = p
     }
     let byteCount = elements * elem
-    var bytes = [UInt8](repeating: 0, count: byteCount)
-    let gotData = try readFully(gz, into: &bytes, count: byteCount, path: path)
-    guard gotData == byteCount else {
-      throw DataError.truncated(file: path, expectedBytes: byteCount, gotBytes: gotData)
+    // Read in chunks, so that a header promising gigabytes over a short file allocates little.
+    var bytes = [UInt8]()
+    bytes.reserveCapacity(Swift.min(byteCount, 64 << 20))
+    var chunk = [UInt8](repeating: 0, count: Swift.min(byteCount, 1 << 16))
+    while bytes.count < byteCount {
+      let want = Swift.min(chunk.count, byteCount - bytes.count)
+      let n = try source.read(into: &chunk, count: want)
+      bytes.append(contentsOf: chunk[0..<n])
+      if n < want { break }
+    }
+    guard bytes.count == byteCount else {
+      throw DataError.truncated(file: name, expectedBytes: byteCount, gotBytes: bytes.count)
     }
     var extra = [UInt8](repeating: 0, count: 1)
-    if try readFully(gz, into: &extra, count: 1, path: path) != 0 {
-      throw DataError.trailingData(file: path, expectedBytes: byteCount)
+    if try source.read(into: &extra, count: 1) != 0 {
+      throw DataError.trailingData(file: name, expectedBytes: byteCount)
     }
     return (type, dims, bytes)
   }
+}
 
-  /// Reads up to `count` bytes; returns how many were read (fewer only at end of file).
-  private static func readFully(_ gz: gzFile, into buffer: inout [UInt8], count: Int, path: String) throws -> Int {
-    var done = 0
-    try buffer.withUnsafeMutableBytes { raw in
-      while done < count {
-        let chunk = Swift.min(count - done, 1 << 30)
-        let n = gzread(gz, raw.baseAddress! + done, UInt32(chunk))
-        if n < 0 {
-          var code: Int32 = 0
-          let msg = gzerror(gz, &code).map { String(cString: $0) } ?? "unknown zlib error"
-          throw DataError.corrupt(file: path, reason: msg)
+/// The bytes of an in-memory file, inflated through zlib when they are gzip, as they are
+/// otherwise. Gzip members follow one another; anything else after a member is damage.
+final class InflatingReader {
+  private let data: [UInt8]
+  private let name: String
+  private let gzip: Bool
+  private var position = 0  // bytes of `data` consumed
+  private var stream = z_stream()
+  private var inflating = false  // inside a gzip member (stream initialised)
+
+  init(data: [UInt8], name: String) {
+    self.data = data
+    self.name = name
+    gzip = InflatingReader.startsWithGzipMagic(data[...])
+  }
+
+  deinit {
+    if inflating { inflateEnd(&stream) }
+  }
+
+  private static func startsWithGzipMagic(_ bytes: ArraySlice<UInt8>) -> Bool {
+    bytes.count >= 2 && bytes[bytes.startIndex] == 0x1F && bytes[bytes.startIndex + 1] == 0x8B
+  }
+
+  /// Reads up to `count` bytes into the front of `buffer` (count ≤ buffer.count); returns how
+  /// many were read: fewer only at the end of the data.
+  /// - Throws: `DataError.corrupt` for a damaged gzip stream or bytes after the last member.
+  func read(into buffer: inout [UInt8], count: Int) throws -> Int {
+    precondition(count <= buffer.count)
+    if !gzip {
+      let n = Swift.min(count, data.count - position)
+      buffer.withUnsafeMutableBufferPointer { out in
+        data.withUnsafeBufferPointer { src in
+          out.baseAddress!.update(from: src.baseAddress! + position, count: n)
         }
-        if n == 0 { break }
-        done += Int(n)
+      }
+      position += n
+      return n
+    }
+    var produced = 0
+    while produced < count {
+      if !inflating {
+        if position == data.count { break }  // the end of the last member
+        guard InflatingReader.startsWithGzipMagic(data[position...]) else {
+          throw DataError.corrupt(file: name, reason: "\(data.count - position) bytes after the gzip data are not gzip")
+        }
+        stream = z_stream()
+        let status = inflateInit2_(&stream, 16 + MAX_WBITS, zlibVersion(), Int32(MemoryLayout<z_stream>.size))
+        guard status == Z_OK else { throw DataError.corrupt(file: name, reason: "zlib could not start (\(status))") }
+        inflating = true
+      }
+      let availableIn = Swift.min(data.count - position, Int(UInt32.max))
+      let room = Swift.min(count - produced, 1 << 30)
+      let status = data.withUnsafeBufferPointer { src in
+        buffer.withUnsafeMutableBufferPointer { out in
+          stream.next_in = UnsafeMutablePointer(mutating: src.baseAddress! + position)
+          stream.avail_in = UInt32(availableIn)
+          stream.next_out = out.baseAddress! + produced
+          stream.avail_out = UInt32(room)
+          return inflate(&stream, Z_NO_FLUSH)
+        }
+      }
+      position += availableIn - Int(stream.avail_in)
+      produced += room - Int(stream.avail_out)
+      switch status {
+      case Z_OK:
+        continue
+      case Z_STREAM_END:
+        inflateEnd(&stream)
+        inflating = false
+      case Z_BUF_ERROR where stream.avail_in == 0:
+        return produced  // the data ends inside a member: truncated, as the caller reports
+      default:
+        let reason = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
+        throw DataError.corrupt(file: name, reason: reason)
       }
     }
-    if done < count {
-      // A gzip stream cut short reports Z_BUF_ERROR ("unexpected end of file"): that is truncation,
-      // which the caller reports with byte counts. Anything else is damage.
-      var code: Int32 = 0
-      let msg = gzerror(gz, &code).map { String(cString: $0) } ?? ""
-      if code != Z_OK && code != Z_BUF_ERROR { throw DataError.corrupt(file: path, reason: msg) }
-    }
-    return done
+    return produced
   }
 }
 
@@ -222,26 +299,44 @@ public enum FashionMNIST {
   ///   labels not below `classes`.
   public static func load(imagesFile: String, labelsFile: String, classes: Int = 10) throws -> ImageDataset {
     let img = try IDX.read(path: imagesFile)
+    try checkImages(img, name: imagesFile)
+    let lab = try IDX.read(path: labelsFile)
+    return try dataset(images: img, imagesName: imagesFile, labels: lab, labelsName: labelsFile, classes: classes)
+  }
+
+  /// Checks that a decoded IDX file holds u8 images `[N, H, W]` with H, W > 0.
+  static func checkImages(_ img: (type: UInt8, dims: [Int], bytes: [UInt8]), name: String) throws {
     let imgMagic = UInt32(img.type) << 8 | UInt32(img.dims.count)
     guard imgMagic == 0x0000_0803 else {
-      throw DataError.badMagic(file: imagesFile, got: imgMagic, expected: "0x00000803 (u8 images [N, H, W])")
+      throw DataError.badMagic(file: name, got: imgMagic, expected: "0x00000803 (u8 images [N, H, W])")
     }
     guard img.dims[1] > 0, img.dims[2] > 0 else {
-      throw DataError.badDimensions(file: imagesFile, dims: img.dims, reason: "zero-sized images")
+      throw DataError.badDimensions(file: name, dims: img.dims, reason: "zero-sized images")
     }
-    let lab = try IDX.read(path: labelsFile)
+  }
+
+  /// The data set of two decoded IDX files (as `IDX.decode` returns them): images u8
+  /// `[N, H, W]` and labels u8 `[N]` below `classes`.
+  /// - Returns: images `[N, 1, H, W]`, named after `imagesName`.
+  /// - Throws: `DataError`: bad magic, zero-sized images, count mismatch, a label not below
+  ///   `classes`.
+  public static func dataset(
+    images img: (type: UInt8, dims: [Int], bytes: [UInt8]), imagesName: String,
+    labels lab: (type: UInt8, dims: [Int], bytes: [UInt8]), labelsName: String, classes: Int = 10
+  ) throws -> ImageDataset {
+    try checkImages(img, name: imagesName)
     let labMagic = UInt32(lab.type) << 8 | UInt32(lab.dims.count)
     guard labMagic == 0x0000_0801 else {
-      throw DataError.badMagic(file: labelsFile, got: labMagic, expected: "0x00000801 (u8 labels [N])")
+      throw DataError.badMagic(file: labelsName, got: labMagic, expected: "0x00000801 (u8 labels [N])")
     }
     guard img.dims[0] == lab.dims[0] else {
-      throw DataError.countMismatch(images: imagesFile, imageCount: img.dims[0], labels: labelsFile, labelCount: lab.dims[0])
+      throw DataError.countMismatch(images: imagesName, imageCount: img.dims[0], labels: labelsName, labelCount: lab.dims[0])
     }
     if let bad = lab.bytes.firstIndex(where: { Int($0) >= classes }) {
-      throw DataError.badLabel(file: labelsFile, index: bad, label: Int(lab.bytes[bad]), classes: classes)
+      throw DataError.badLabel(file: labelsName, index: bad, label: Int(lab.bytes[bad]), classes: classes)
     }
     return ImageDataset(
-      name: imagesFile, channels: 1, height: img.dims[1], width: img.dims[2], classes: classes,
-      pixels: img.bytes, labels: lab.bytes, source: imagesFile)
+      name: imagesName, channels: 1, height: img.dims[1], width: img.dims[2], classes: classes,
+      pixels: img.bytes, labels: lab.bytes, source: imagesName)
   }
 }

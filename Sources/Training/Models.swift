@@ -16,12 +16,25 @@ public enum ModelKind: String, CaseIterable, Sendable {
   /// Meta-ACON-C after conv3 (`acon1.fc1`, `acon1.bn1`, `acon1.fc2`, `acon1.bn2`, `acon1.p1`, `acon1.p2`).
   case seedMeta = "seed-meta"
 
+  /// The largest input channel count, image side and class count `build` accepts: far beyond
+  /// any use of these small networks, and small enough that a file's metadata can never make us
+  /// allocate without bound.
+  public static let maxChannels = 1024, maxSide = 4096, maxClasses = 100_000
+
   /// Builds the network for inputs `[N, C, H, W]` with `input = [C, H, W]` and `classes` outputs
   /// (one output means a binary classifier trained with BCE on logits, as in the seed).
   /// Throws when the input is too small for the four convolutions.
   public func build(input: [Int], classes: Int, seed: UInt64) throws -> Sequential {
     guard input.count == 3, input.allSatisfy({ $0 > 0 }), classes > 0 else {
       throw TensorError.invalidArgument("\(rawValue): input must be C×H×W with positive sizes and classes ≥ 1, got \(input) and \(classes)")
+    }
+    guard input[0] <= ModelKind.maxChannels, input[1] <= ModelKind.maxSide, input[2] <= ModelKind.maxSide,
+      classes <= ModelKind.maxClasses
+    else {
+      throw TensorError.invalidArgument(
+        "\(rawValue): input \(Shape.text(input)) or \(classes) classes beyond the limits of these networks "
+          + "(at most \(ModelKind.maxChannels) channels, \(ModelKind.maxSide)×\(ModelKind.maxSide) pixels, "
+          + "\(ModelKind.maxClasses) classes)")
     }
     var rng = SeededGenerator(seed: seed)
     // One scratch workspace for all four convolutions, and ReLUs in place: each saves memory,

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in Fuzz/ (with AddressSanitizer) and runs each for a fixed number
+# of executions over its checked-in seed corpus (Fuzz/Corpus/TARGET). New inputs that libFuzzer
+# finds go to a scratch corpus, not into the repository. A crash, a leak, a timeout (10 s) or an
+# out-of-memory (2 GB) stops the run, leaves the input in fuzz-artifacts/ and exits non-zero:
+# reproduce it with `Fuzz/.build/release/fuzz-TARGET fuzz-artifacts/FILE`, fix it, and add the
+# input as a regression test (Tests/TrainingTests/FuzzRegressionTests.swift).
+#
+# Usage: scripts/fuzz.sh [RUNS] [TARGET ...]     RUNS defaults to 1000000;
+#        TARGET is idx, cifar or safetensors (default: all three).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs="${1:-1000000}"
+shift || true
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(idx cifar safetensors)
+
+# SwiftPM's --sanitize=fuzzer links libFuzzer but leaves the package's modules without coverage
+# instrumentation, so the compiler gets -sanitize=fuzzer,address itself (and -parse-as-library:
+# libFuzzer brings the program's main).
+echo "== building the fuzz targets (swift build --sanitize=fuzzer --sanitize=address, release)"
+build_log=$(mktemp)
+if ! swift build --package-path Fuzz -c release --sanitize=fuzzer --sanitize=address \
+  -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >"$build_log" 2>&1; then
+  cat "$build_log"
+  echo "fuzz.sh: the fuzz targets did not build" >&2
+  exit 1
+fi
+rm -f "$build_log"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+mkdir -p fuzz-artifacts
+status=0
+for t in "${targets[@]}"; do
+  mkdir -p "$scratch/$t"
+  echo "== fuzz-$t: $runs executions"
+  start=$(date +%s)
+  if Fuzz/.build/release/fuzz-"$t" "$scratch/$t" "Fuzz/Corpus/$t" -runs="$runs" -max_len=8192 \
+    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="fuzz-artifacts/$t-" -print_final_stats=1 \
+    >"$scratch/$t.log" 2>&1; then
+    result="ok"
+  else
+    result="FAILED (input in fuzz-artifacts/)"
+    status=1
+    tail -n 60 "$scratch/$t.log"
+  fi
+  execs=$(grep -E "stat::number_of_executed_units" "$scratch/$t.log" | awk '{print $2}' | tail -n 1)
+  echo "fuzz-$t: ${execs:-?} executions in $(($(date +%s) - start)) s, $(ls "$scratch/$t" | wc -l) new corpus inputs: $result"
+done
+if [ "$status" -eq 0 ]; then rmdir fuzz-artifacts 2>/dev/null || true; fi
+exit "$status"
