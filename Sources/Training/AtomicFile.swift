@@ -2,7 +2,8 @@
 //
 // A write goes to a temporary file in the target's directory, is fsync'ed, renamed over the
 // target and then the directory is fsync'ed, so a reader sees either the old or the new file,
-// never a torn one, even after a power cut.
+// never a torn one, even after a power cut. A process killed mid-write leaves only its hidden
+// temporary file, which `removeInterruptedWrites(of:)` clears up on the next run.
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -38,16 +39,7 @@ func systemErrorText(_ code: Int32 = errno) -> String { String(cString: strerror
 /// - Throws: `FileIOError` naming the path and the failing step.
 public func writeFileAtomically(path: String, bytes: [UInt8]) throws {
   guard !path.isEmpty else { throw FileIOError(path: path, operation: "write", reason: "empty path") }
-  let slash = path.lastIndex(of: "/")
-  let directory: String
-  let base: String
-  if let s = slash {
-    directory = s == path.startIndex ? "/" : String(path[..<s])
-    base = String(path[path.index(after: s)...])
-  } else {
-    directory = "."
-    base = path
-  }
+  let (directory, base) = splitPath(path)
   guard !base.isEmpty else { throw FileIOError(path: path, operation: "write", reason: "the path names a directory") }
 
   var template = Array((directory == "/" ? "/" : directory + "/").utf8CString.dropLast())
@@ -99,6 +91,35 @@ public func writeFileAtomically(path: String, bytes: [UInt8]) throws {
   guard fsync(dfd) == 0 else {
     throw FileIOError(path: directory, operation: "fsync the directory", reason: systemErrorText())
   }
+}
+
+/// Removes the temporary files (`.NAME.tmp.XXXXXX` beside `path`) that interrupted
+/// `writeFileAtomically(path:bytes:)` calls left behind: a process killed mid-write cannot remove
+/// its own. No reader ever opens them, so they are only wasted space. Call this only while no
+/// other process writes `path`. Failures to list or remove are ignored.
+/// - Returns: the names of the files removed.
+@discardableResult
+public func removeInterruptedWrites(of path: String) -> [String] {
+  let (directory, base) = splitPath(path)
+  guard !base.isEmpty, let dir = opendir(directory) else { return [] }
+  defer { closedir(dir) }
+  let prefix = Array(".\(base).tmp.".utf8)
+  var removed = [String]()
+  while let entry = readdir(dir) {
+    let name = withUnsafePointer(to: &entry.pointee.d_name) {
+      String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+    }
+    let bytes = Array(name.utf8)
+    guard bytes.count == prefix.count + 6, bytes.starts(with: prefix) else { continue }  // mkstemp's XXXXXX
+    if unlink((directory == "/" ? "/" : directory + "/") + name) == 0 { removed.append(name) }
+  }
+  return removed.sorted()
+}
+
+/// `path`'s directory ("." when it has none) and last component ("" when it ends in "/").
+private func splitPath(_ path: String) -> (directory: String, base: String) {
+  guard let s = path.lastIndex(of: "/") else { return (".", path) }
+  return (s == path.startIndex ? "/" : String(path[..<s]), String(path[path.index(after: s)...]))
 }
 
 /// Reads a whole regular file into memory.

@@ -1,6 +1,8 @@
 // Checkpoint: a model file that holds exactly the model's state_dict in safetensors (so PyTorch
 // loads it with load_state_dict(strict=True)), plus a training-state file beside it with the
-// optimizer's tensors, the step, epoch and data order, so --resume continues bit for bit.
+// optimizer's tensors, the step, epoch and data order, so --resume continues bit for bit. The
+// trainer also puts a copy of the weights in the state file (and writes it first), so the state
+// file alone defines a resume, even after a kill between the two writes.
 import Foundation
 import NN
 import TensorCore

@@ -1,6 +1,6 @@
 // Trainer: the training loop that acon-train runs and other programs can reuse: batches,
 // forward, loss, backward, optimizer step, schedule, per-epoch evaluation, JSONL log,
-// checkpoints (latest and best) and exact resume.
+// checkpoints (latest and best) and exact resume, also after a kill at any moment.
 import Foundation
 import NN
 import TensorCore
@@ -44,7 +44,9 @@ public struct TrainOptions: Sendable {
   public var checkpoint: String?
   /// Also checkpoint every N steps (nil: at the end of each epoch only).
   public var checkpointEvery: Int?
-  /// Continue from `checkpoint` and its state file.
+  /// Continue from `checkpoint`'s state file. When neither it nor the model file exists yet
+  /// (a run killed before its first checkpoint), start from scratch: `Trainer.resumedFromStep`
+  /// is then nil. A model file without its state file is an error.
   public var resume = false
   /// Start from these weights (a model file, ours or PyTorch's).
   public var initFrom: String?
@@ -166,6 +168,9 @@ public final class Trainer {
   public private(set) var losses: [Float] = []
   /// Every epoch's record from this run.
   public private(set) var epochs: [EpochRecord] = []
+  /// The step a `resume` continued from; nil when the run started from scratch (also when
+  /// `resume` found no checkpoint yet).
+  public private(set) var resumedFromStep: Int?
 
   private let loader: BatchLoader
   private var step = 0  // steps completed
@@ -217,9 +222,19 @@ public final class Trainer {
           throw CheckpointError.invalid(file: path, reason: "cannot create its directory \(dir): \(error.localizedDescription)")
         }
       }
+      // This run is now the only writer of these files: drop what writes killed mid-way left.
+      let ck = Checkpoint(path: path)
+      for file in [ck.statePath, path, ck.bestPath] { removeInterruptedWrites(of: file) }
     }
     if options.resume, let path = options.checkpoint {
-      try restore(from: Checkpoint(path: path))
+      let ck = Checkpoint(path: path)
+      if fileStatus(ck.statePath).exists {
+        try restore(from: ck)
+        resumedFromStep = step
+      } else if fileStatus(path).exists {
+        throw CheckpointError.invalid(file: path, reason: "its training state \(ck.statePath) is missing, so the run "
+          + "cannot resume exactly; start from these weights with --init \(path) instead of --resume")
+      }
     }
     if let logPath = options.logPath {
       if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
@@ -288,7 +303,10 @@ public final class Trainer {
         seen += n
         writeLog(["step": step, "epoch": epoch + 1, "loss": Double(loss), "lr": Double(lr), "images_per_s": info.imagesPerSecond])
         onStep?(info)
-        if let every = options.checkpointEvery, step % every == 0, b < loader.batchesPerEpoch {
+        // Mid-epoch only, and not at the last step: the checkpoint after the loop (which follows
+        // the evaluation and the best model) covers those, and a resume from one written here
+        // would skip that end-of-epoch work.
+        if let every = options.checkpointEvery, step % every == 0, b < loader.batchesPerEpoch, step < totalSteps {
           try saveCheckpoint(epoch: epoch, nextBatch: b)
         }
       }
@@ -309,15 +327,17 @@ public final class Trainer {
         entry["test_loss"] = l
       }
       writeLog(entry)
+      // The best model before the checkpoint that records its accuracy: a kill between the two
+      // replays the epoch's end from the previous checkpoint and writes the same best file again.
+      if let a = record.testAccuracy, a > bestAccuracy, let path = options.checkpoint {
+        bestAccuracy = a
+        try Checkpoint.writeModel(model, metadata: metadata, step: step, to: Checkpoint(path: path).bestPath)
+      }
       // Checkpoint: the next position is the start of the next epoch, or mid-epoch if maxSteps cut it.
       if finished {
         try saveCheckpoint(epoch: epoch + 1, nextBatch: 0)
       } else {
         try saveCheckpoint(epoch: epoch, nextBatch: b)
-      }
-      if let a = record.testAccuracy, a > bestAccuracy, let path = options.checkpoint {
-        bestAccuracy = a
-        try Checkpoint.writeModel(model, metadata: metadata, step: step, to: Checkpoint(path: path).bestPath)
       }
       onEpoch?(record)
     }
@@ -400,12 +420,19 @@ public final class Trainer {
 
   // MARK: - Checkpoints
 
+  /// Prefix of the model's state_dict in the state file (`model/conv1.weight`); the optimizer's
+  /// tensors have no prefix (`conv1.weight.exp_avg`).
+  private static let modelPrefix = "model/"
+
+  /// Writes the state file, then the model file. The state file holds everything a resume needs,
+  /// the weights included, so a kill between the two writes (a model file one checkpoint behind,
+  /// or none yet) still resumes exactly; each file is replaced atomically.
   private func saveCheckpoint(epoch: Int, nextBatch: Int) throws {
     guard let path = options.checkpoint else { return }
     let ck = Checkpoint(path: path)
-    // The state file first, then the model file: both carry the step, and resume checks they agree.
     var tensors: [String: SafetensorsValue] = [:]
     for (name, t) in optimizer.state { tensors[name] = .f32(shape: t.shape, values: t.array) }
+    for (name, v) in stateDict(of: model) { tensors[Trainer.modelPrefix + name] = v }
     let meta: [String: String] = [
       "step": String(step), "epoch": String(epoch), "next_batch": String(nextBatch),
       "optimizer": options.optimizer.rawValue, "optimizer_steps": String(optimizer.stepCount),
@@ -418,22 +445,35 @@ public final class Trainer {
   }
 
   private func restore(from ck: Checkpoint) throws {
-    let modelMeta = try Checkpoint.loadModel(model, from: ck.path)
     let state = try SafetensorsFile.read(path: ck.statePath)
     let m = state.metadata
     guard let s = m["step"].flatMap(Int.init), let e = m["epoch"].flatMap(Int.init), let nb = m["next_batch"].flatMap(Int.init),
       let os = m["optimizer_steps"].flatMap(Int.init)
     else { throw CheckpointError.invalid(file: ck.statePath, reason: "missing step, epoch, next_batch or optimizer_steps in its metadata") }
-    guard modelMeta["step"] == String(s) else {
-      throw CheckpointError.invalid(file: ck.path, reason: "its step (\(modelMeta["step"] ?? "none")) does not match the state file's (\(s)); the pair is inconsistent")
-    }
     guard m["optimizer"] == options.optimizer.rawValue, m["model"] == options.model.rawValue,
       m["batch_size"] == String(options.batchSize), m["seed"] == String(options.seed)
     else {
       throw CheckpointError.invalid(file: ck.statePath,
         reason: "was written by a run with other settings (model \(m["model"] ?? "?"), optimizer \(m["optimizer"] ?? "?"), batch size \(m["batch_size"] ?? "?"), seed \(m["seed"] ?? "?")); resume with the same ones")
     }
+    var weights: [String: SafetensorsValue] = [:], optimizerState: [String: SafetensorsValue] = [:]
     for (name, v) in state.tensors {
+      if name.hasPrefix(Trainer.modelPrefix) {
+        weights[String(name.dropFirst(Trainer.modelPrefix.count))] = v
+      } else {
+        optimizerState[name] = v
+      }
+    }
+    if !weights.isEmpty {
+      try loadStateDict(weights, into: model, file: ck.statePath)
+    } else {
+      // A state file from before the weights went into it: the model file must be of its step.
+      let modelMeta = try Checkpoint.loadModel(model, from: ck.path)
+      guard modelMeta["step"] == String(s) else {
+        throw CheckpointError.invalid(file: ck.path, reason: "its step (\(modelMeta["step"] ?? "none")) does not match the state file's (\(s)); the pair is inconsistent")
+      }
+    }
+    for (name, v) in optimizerState {
       guard case let .f32(shape, values) = v else { throw CheckpointError.invalid(file: ck.statePath, reason: "tensor \(name) is not F32") }
       let t = Tensor(shape: shape, values: values)
       guard optimizer.restore(state: name, from: t) else { throw CheckpointError.invalid(file: ck.statePath, reason: "optimizer state \(name) \(Shape.text(shape)) matches no parameter") }

@@ -75,7 +75,8 @@ struct Train: ParsableCommand {
   @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
   @Option(help: "Model checkpoint path (.safetensors); a .state.safetensors file goes beside it.") var checkpoint: String?
   @Option(help: "Also checkpoint every N steps.") var checkpointEvery: Int?
-  @Flag(help: "Continue from --checkpoint.") var resume = false
+  @Flag(help: "Continue from --checkpoint bit for bit; when none exists yet (killed before the first), start from scratch and say so.")
+  var resume = false
   @Option(help: "Write a JSONL log here.") var log: String?
   @Option(help: "Rescale gradients whose global L2 norm exceeds this.") var clipGradNorm: Float?
   @Flag(help: "Skip the per-step NaN/Inf check of the loss and gradient norm.") var noCheckNumerics = false
@@ -114,6 +115,13 @@ struct Train: ParsableCommand {
     print("data: \(data.source)")
     let trainer = reporting { try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization) }
     print("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
+    if resume, let path = checkpoint {
+      if let from = trainer.resumedFromStep {
+        print("resuming from \(path) at step \(from)")
+      } else {
+        print("no checkpoint at \(path) yet: starting from scratch")
+      }
+    }
     let start = Date()
     trainer.onStep = { info in
       guard stderrIsTTY else { return }

@@ -1,6 +1,7 @@
 // TrainerTests: the training loop on the synthetic set: it learns, it is deterministic, a
-// resumed run equals an uninterrupted one bit for bit, checkpoints hold the state_dict with
-// PyTorch's names, and bad input stops with a message instead of a crash.
+// resumed run equals an uninterrupted one bit for bit (also after a kill between checkpoint
+// writes, or before the first), checkpoints hold the state_dict with PyTorch's names, and bad
+// input stops with a message instead of a crash.
 import ACON
 import Foundation
 import NN
@@ -81,6 +82,132 @@ final class TrainerTests: XCTestCase {
       for ((n, p), (_, q)) in zip(part2.model.namedParameters(), whole.model.namedParameters()) {
         assertBitwiseEqual(p.value.array, q.value.array, "\(model) \(n)")
       }
+    }
+  }
+
+  /// The files a kill can leave, simulated: `damage` edits the checkpoint files of a run stopped
+  /// after 6 steps (checkpoints every 2); `--resume` must then reach step 10 exactly like an
+  /// uninterrupted run.
+  private func assertResumesExactly(after damage: (_ model: String, _ stepFourModel: Data) throws -> Void,
+    file: StaticString = #filePath, line: UInt = #line) throws {
+    let (train, test) = data(512)
+    var full = options(.seedMeta, steps: 10)
+    full.evaluateEachEpoch = false
+    let whole = try Trainer(options: full, train: train, test: test, normalization: .unit(channels: 1))
+    try whole.run()
+
+    var first = full
+    first.checkpoint = tmp.appendingPathComponent("k-\(UUID().uuidString).safetensors").path
+    first.checkpointEvery = 2
+    first.maxSteps = 6
+    let part1 = try Trainer(options: first, train: train, test: test, normalization: .unit(channels: 1))
+    var stepFour = Data()
+    part1.onStep = { info in  // after step 5's update, before any write: the files are step 4's
+      if info.step == 5 { stepFour = FileManager.default.contents(atPath: first.checkpoint!) ?? Data() }
+    }
+    try part1.run()
+    XCTAssertFalse(stepFour.isEmpty, file: file, line: line)
+    try damage(first.checkpoint!, stepFour)
+
+    var second = first
+    second.maxSteps = 10
+    second.resume = true
+    let part2 = try Trainer(options: second, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(part2.resumedFromStep, 6, file: file, line: line)
+    try part2.run()
+    assertBitwiseEqual(part1.losses + part2.losses, whole.losses, "losses", file: file, line: line)
+    for ((n, p), (_, q)) in zip(part2.model.namedParameters(), whole.model.namedParameters()) {
+      assertBitwiseEqual(p.value.array, q.value.array, n, file: file, line: line)
+    }
+    let written = try SafetensorsFile.read(path: first.checkpoint!)
+    XCTAssertEqual(written.metadata["step"], "10", file: file, line: line)
+  }
+
+  func testResumeAfterAKillBetweenTheStateAndModelWrites() throws {
+    // The state file of step 6 with the model file of step 4 beside it.
+    try assertResumesExactly { model, stepFour in try stepFour.write(to: URL(fileURLWithPath: model)) }
+    // The first checkpoint's state file with no model file yet.
+    try assertResumesExactly { model, _ in try FileManager.default.removeItem(atPath: model) }
+  }
+
+  func testResumeWithoutACheckpointStartsFromScratch() throws {
+    let (train, test) = data(128)
+    var o = options(.seedAconc, steps: 3)
+    o.evaluateEachEpoch = false
+    let plain = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    try plain.run()
+    o.checkpoint = tmp.appendingPathComponent("new/none-yet.safetensors").path
+    o.resume = true
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertNil(t.resumedFromStep)
+    try t.run()
+    assertBitwiseEqual(t.losses, plain.losses)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: o.checkpoint!))
+
+    // A model file without its training state can't be resumed exactly: say so, don't start over.
+    try FileManager.default.removeItem(atPath: Checkpoint(path: o.checkpoint!).statePath)
+    XCTAssertThrowsError(try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))) {
+      let text = String(describing: $0)
+      XCTAssertTrue(text.contains("none-yet.state.safetensors") && text.contains("--init"), text)
+    }
+  }
+
+  func testInterruptedWritesAreRemovedAndIgnored() throws {
+    let (train, test) = data(64)
+    var o = options(.seedRelu, steps: 2)
+    o.checkpoint = tmp.appendingPathComponent("m.safetensors").path
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+    // What writes killed before their rename leave: a torn temporary file beside each target.
+    let leftovers = [".m.safetensors.tmp.Ab12Cd", ".m.state.safetensors.tmp.xYz789", ".m.best.safetensors.tmp.000000"]
+    let others = [".m.safetensors.tmp.toolong", "m.safetensors.tmp.Ab12Cd", ".other.safetensors.tmp.Ab12Cd"]
+    for name in leftovers + others {
+      try Data([1, 2, 3]).write(to: tmp.appendingPathComponent(name))
+    }
+    o.resume = true
+    o.maxSteps = 3
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(t.resumedFromStep, 2)
+    try t.run()
+    let names = Set(try FileManager.default.contentsOfDirectory(atPath: tmp.path))
+    XCTAssertEqual(names, Set(["m.safetensors", "m.state.safetensors", "m.best.safetensors"] + others))
+    XCTAssertEqual(removeInterruptedWrites(of: tmp.appendingPathComponent("other.safetensors").path), [".other.safetensors.tmp.Ab12Cd"])
+  }
+
+  func testEpochEndCheckpointRecordsTheBestAccuracy() throws {
+    // The best model is written before the checkpoint that records its accuracy, so a resume
+    // after a kill between the two never skips or changes the best file.
+    let (train, test) = data(96)
+    var o = options(.seedRelu, steps: 2)
+    o.checkpoint = tmp.appendingPathComponent("b.safetensors").path
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    let accuracy = try XCTUnwrap(try t.run().last?.testAccuracy)
+    let state = try SafetensorsFile.read(path: Checkpoint(path: o.checkpoint!).statePath)
+    XCTAssertEqual(state.metadata["best_accuracy"], String(accuracy))
+    XCTAssertTrue(FileManager.default.fileExists(atPath: Checkpoint(path: o.checkpoint!).bestPath))
+  }
+
+  func testStopDuringTheLastEvaluationResumesToTheSameFiles() throws {
+    // No checkpoint at the last step before the evaluation and the best model: a run stopped
+    // during that evaluation (here by labels that make it throw) resumes from the one before,
+    // evaluates and ends with exactly the files of an uninterrupted run.
+    let (train, test) = data(256)
+    var o = options(.seedAconc, steps: 4)
+    o.checkpointEvery = 2
+    o.checkpoint = tmp.appendingPathComponent("whole.safetensors").path
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+
+    var broken = test
+    broken.labels = Array(repeating: 99, count: broken.count)
+    var p = o
+    p.checkpoint = tmp.appendingPathComponent("stopped.safetensors").path
+    XCTAssertThrowsError(try Trainer(options: p, train: train, test: broken, normalization: .unit(channels: 1)).run())
+    p.resume = true
+    let t = try Trainer(options: p, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(t.resumedFromStep, 2)
+    try t.run()
+    let (a, b) = (Checkpoint(path: o.checkpoint!), Checkpoint(path: p.checkpoint!))
+    for (x, y) in [(a.path, b.path), (a.statePath, b.statePath), (a.bestPath, b.bestPath)] {
+      XCTAssertEqual(FileManager.default.contents(atPath: x), FileManager.default.contents(atPath: y), y)
     }
   }
 
