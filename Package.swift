@@ -1,6 +1,8 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 // ACON on the CPU: im2col + OpenBLAS sgemm convolutions and fused ACON activations, with
 // forward and backward passes, optimizers, data sets, checkpoints and a benchmark harness.
+// Data-parallel training over MPI is the optional `MPI` trait: `swift build --traits MPI`
+// (needs libopenmpi-dev); without it nothing here needs Open MPI.
 import PackageDescription
 
 let package = Package(
@@ -9,9 +11,15 @@ let package = Package(
     .library(name: "TensorCore", targets: ["TensorCore"]),
     .library(name: "NN", targets: ["NN"]),
     .library(name: "ACON", targets: ["ACON"]),
+    .library(name: "Collectives", targets: ["Collectives"]),
     .library(name: "Training", targets: ["Training"]),
     .executable(name: "acon-train", targets: ["acon-train"]),
     .executable(name: "acon-bench", targets: ["acon-bench"]),
+  ],
+  traits: [
+    .trait(
+      name: "MPI",
+      description: "Data-parallel training over MPI (acon-train train --distributed, under mpirun); needs Open MPI")
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
@@ -28,13 +36,19 @@ let package = Package(
       pkgConfig: "zlib",
       providers: [.apt(["zlib1g-dev"])]
     ),
+    .systemLibrary(
+      name: "CMPI",
+      pkgConfig: "ompi-c",
+      providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]
+    ),
 
     // MARK: - Public API
     .target(name: "TensorCore", dependencies: ["CBLAS"]),
     .target(name: "NN", dependencies: ["TensorCore"]),
     .target(name: "CAconKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
-    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "CZlib"]),
+    .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
+    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),
 
     // MARK: - Executables
     .executableTarget(
@@ -54,12 +68,12 @@ let package = Package(
     ),
 
     // MARK: - Test support and unit test bundles
-    .target(name: "TestSupport", dependencies: ["TensorCore", "NN"]),
+    .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
     .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport"]),
     .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),
     .testTarget(
-      name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport"],
+      name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
       exclude: ["Fixtures"]),
   ]
 )

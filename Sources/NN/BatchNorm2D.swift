@@ -14,6 +14,10 @@ import TensorCore
 /// ```
 /// `momentum` follows PyTorch (0.1 weighs the new batch by 0.1; Keras/Paddle's 0.9 is 1 − this).
 /// State names: `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
+///
+/// In data-parallel training, `allReduce` makes it synchronised batch norm (PyTorch's
+/// SyncBatchNorm): the batch statistics, and in the backward pass the sums of dy and dy·x̂, are
+/// those of the global batch over all processes.
 public final class BatchNorm2D: Module {
   /// Channels C.
   public let channels: Int
@@ -38,6 +42,15 @@ public final class BatchNorm2D: Module {
   private var mean: [Float]
   private var invStd: [Float]
   private var usedBatchStats = true
+  /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count).
+  private var sums: [Double]
+
+  /// When set, training sums its statistics over the processes of a data-parallel run: called
+  /// with `[2·C + 1]` Doubles (per channel Σx then Σx², or Σdy then Σdy·x̂ going back, then the
+  /// element count N·H·W), it must replace each with its sum over all processes, as an MPI
+  /// all-reduce does. Every process must run the same layers in the same order. Parameter
+  /// gradients stay this process's own share; they are summed with the others' as usual.
+  public var allReduce: ((UnsafeMutableBufferPointer<Double>) throws -> Void)?
 
   /// - Parameters: channels C; momentum (0.1); eps (1e-5).
   public init(channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
@@ -51,6 +64,7 @@ public final class BatchNorm2D: Module {
     runningVar = Tensor(shape: [channels], repeating: 1)
     mean = [Float](repeating: 0, count: channels)
     invStd = [Float](repeating: 1, count: channels)
+    sums = [Double](repeating: 0, count: 2 * channels + 1)
   }
 
   public override var localParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
@@ -76,6 +90,11 @@ public final class BatchNorm2D: Module {
     let y = reuse(&output, shape: x.shape)
     input = x
     usedBatchStats = isTraining
+    if isTraining, let reduce = allReduce {
+      try synchronisedForward(x, y: y, n: n, hw: hw, reduce: reduce)
+      numBatchesTracked.value += 1
+      return y
+    }
     let xs = UncheckedSendable(x.data), ys = UncheckedSendable(y.data)
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
@@ -132,6 +151,10 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
     let batchStats = usedBatchStats, propagate = propagatesInputGradient
+    if batchStats, let reduce = allReduce {
+      try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
+      return dx
+    }
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
@@ -162,5 +185,120 @@ public final class BatchNorm2D: Module {
       }
     }
     return dx
+  }
+
+  // MARK: - Synchronised batch statistics
+
+  /// Training forward with the global batch's statistics: local Σx and Σx² per channel, summed
+  /// over the processes, then mean = Σx/M and var = Σx²/M − mean² (Doubles), M the global count.
+  private func synchronisedForward(
+    _ x: Tensor, y: Tensor, n: Int, hw: Int,
+    reduce: (UnsafeMutableBufferPointer<Double>) throws -> Void
+  ) throws {
+    // x, y: [N, C, HW]   sums: [2C + 1]
+    let c = channels
+    let xs = UncheckedSendable(x.data), ys = UncheckedSendable(y.data)
+    try sums.withUnsafeMutableBufferPointer { sumBuf in
+      let sp = UncheckedSendable(sumBuf.baseAddress!)
+      parallelFor(c) { range in
+        for ch in range {
+          var s = 0.0, s2 = 0.0
+          for i in 0..<n {
+            let p = xs.value + (i * c + ch) * hw
+            for j in 0..<hw {
+              let v = Double(p[j])
+              s += v
+              s2 += v * v
+            }
+          }
+          sp.value[ch] = s
+          sp.value[c + ch] = s2
+        }
+      }
+      sumBuf[2 * c] = Double(n * hw)
+      try reduce(sumBuf)  // outside parallelFor: a collective call runs on the calling thread
+    }
+    let m = sums[2 * c]
+    guard m > 1 else {
+      throw TensorError.invalidArgument(
+        "\(typeName): the global batch has \(Int(m)) value(s) per channel; training needs more than one")
+    }
+    let g = weight.value.data, b = bias.value.data, rm = runningMean.data, rv = runningVar.data
+    for ch in 0..<c {
+      let md = sums[ch] / m
+      let variance = Swift.max(sums[c + ch] / m - md * md, 0)
+      mean[ch] = Float(md)
+      invStd[ch] = Float(1 / (variance + Double(eps)).squareRoot())
+      rm[ch] = (1 - momentum) * rm[ch] + momentum * mean[ch]
+      rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(variance * m / (m - 1))
+    }
+    let gs = UncheckedSendable(g), bs = UncheckedSendable(b)
+    mean.withUnsafeBufferPointer { meanBuf in
+      invStd.withUnsafeBufferPointer { istdBuf in
+        let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
+        parallelFor(c) { range in
+          for ch in range {
+            let scale = gs.value[ch] * sb.value[ch], shift = bs.value[ch] - mb.value[ch] * scale
+            for i in 0..<n {
+              let p = xs.value + (i * c + ch) * hw, q = ys.value + (i * c + ch) * hw
+              for j in 0..<hw { q[j] = p[j] * scale + shift }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Training backward with the global batch's sums of dy and dy·x̂; γ's and β's gradients get
+  /// only this process's share (the gradient all-reduce adds the others').
+  private func synchronisedBackward(
+    _ x: Tensor, dy: Tensor, dx: Tensor, n: Int, hw: Int,
+    reduce: (UnsafeMutableBufferPointer<Double>) throws -> Void
+  ) throws {
+    // x, dy, dx: [N, C, HW]   sums: [2C + 1]
+    let c = channels
+    let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
+    let g = UncheckedSendable(weight.value.data)
+    let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
+    try mean.withUnsafeBufferPointer { meanBuf in
+      try invStd.withUnsafeBufferPointer { istdBuf in
+        let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
+        try sums.withUnsafeMutableBufferPointer { sumBuf in
+          let sp = UncheckedSendable(sumBuf.baseAddress!)
+          parallelFor(c) { range in
+            for ch in range {
+              let mu = mb.value[ch], istd = sb.value[ch]
+              var sdy = 0.0, sdyx = 0.0
+              for i in 0..<n {
+                let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
+                for j in 0..<hw {
+                  sdy += Double(d[j])
+                  sdyx += Double(d[j]) * Double((p[j] - mu) * istd)
+                }
+              }
+              dg.value[ch] += Float(sdyx)
+              db.value[ch] += Float(sdy)
+              sp.value[ch] = sdy
+              sp.value[c + ch] = sdyx
+            }
+          }
+          sumBuf[2 * c] = Double(n * hw)
+          try reduce(sumBuf)
+          guard propagatesInputGradient else { return }
+          let m = sumBuf[2 * c]
+          parallelFor(c) { range in
+            for ch in range {
+              let mu = mb.value[ch], istd = sb.value[ch], k = g.value[ch] * istd
+              let a = Float(sp.value[ch] / m), bq = Float(sp.value[c + ch] / m)
+              for i in 0..<n {
+                let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
+                let o = dxs.value + (i * c + ch) * hw
+                for j in 0..<hw { o[j] = k * (d[j] - a - (p[j] - mu) * istd * bq) }
+              }
+            }
+          }
+        }
+      }
+    }
   }
 }

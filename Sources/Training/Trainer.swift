@@ -1,6 +1,9 @@
 // Trainer: the training loop that acon-train runs and other programs can reuse: batches,
 // forward, loss, backward, optimizer step, schedule, per-epoch evaluation, JSONL log,
-// checkpoints (latest and best) and exact resume, also after a kill at any moment.
+// checkpoints (latest and best) and exact resume, also after a kill at any moment. Data-parallel
+// over a ProcessGroup (MPI): each process runs its shard of every global batch, gradients are
+// summed in one all-reduce, and only rank 0 logs, evaluates and writes checkpoints.
+import Collectives
 import Foundation
 import NN
 import TensorCore
@@ -59,6 +62,10 @@ public struct TrainOptions: Sendable {
   public var checkNumerics = true
   /// Rescale gradients whose global L2 norm exceeds this (PyTorch's `clip_grad_norm_`).
   public var clipGradNorm: Float?
+  /// In a data-parallel run, compute every BatchNorm's training statistics (those inside
+  /// Meta-ACON's β network included) over the global batch, as one process would
+  /// (synchronised batch norm). Without it each process normalises by its own shard.
+  public var syncBatchNorm = false
 
   /// The defaults: seed-aconc, one epoch, Adam at 1e-3, batch 64.
   public init() {}
@@ -163,6 +170,10 @@ public final class Trainer {
   public var onStep: ((StepInfo) -> Void)?
   /// Called after every epoch.
   public var onEpoch: ((EpochRecord) -> Void)?
+  /// The processes of this run; a single process unless training is data-parallel.
+  public let group: ProcessGroup
+  /// Seconds spent in the gradient all-reduce in this run (0 for a single process).
+  public private(set) var allReduceSeconds = 0.0
   /// Every step's loss, in order (including steps replayed from nothing: after a resume this
   /// holds only the steps this run took).
   public private(set) var losses: [Float] = []
@@ -178,6 +189,9 @@ public final class Trainer {
   private var startBatch = 0
   private var bestAccuracy = -1.0
   private let xBatch: Tensor
+  private var xShard: Tensor?  // this process's rows of xBatch, in a data-parallel run
+  private let gradients: TensorStorage  // every parameter gradient, contiguous (packGradients)
+  private var scalars = [Double](repeating: 0, count: 1)
   private var labels: [Int32] = []
   private var targets: [Float] = []
   private let ce = CrossEntropyLoss()
@@ -185,16 +199,27 @@ public final class Trainer {
   private var log: FileHandle?
 
   /// Prepares a run: builds the model (or loads `initFrom`, or resumes from `checkpoint`).
-  public init(options: TrainOptions, train: ImageDataset, test: ImageDataset?, normalization: Normalization) throws {
+  /// With a `group` of several processes (each calling this with the same options and data),
+  /// rank 0's initial weights are broadcast to the others; `checkpoint` is read by every
+  /// process on resume and written by rank 0 only.
+  public init(
+    options: TrainOptions, train: ImageDataset, test: ImageDataset?, normalization: Normalization,
+    group: ProcessGroup = SingleProcess()
+  ) throws {
     try options.validate()
+    guard options.batchSize >= group.size else {
+      throw TensorError.invalidArgument(
+        "--batch-size \(options.batchSize) is smaller than the \(group.size) processes: each needs at least one example")
+    }
     self.options = options
+    self.group = group
     trainSet = train
     testSet = test
     let classes = train.classes == 2 ? 2 : train.classes
     metadata = ModelMetadata(model: options.model, input: [train.channels, train.height, train.width],
       classes: classes, normalization: normalization)
     model = try options.model.build(input: metadata.input, classes: classes, seed: options.seed)
-    model.packGradients()
+    gradients = model.packGradients()
     let params = model.namedParameters()
     switch options.optimizer {
     case .sgd:
@@ -212,7 +237,7 @@ public final class Trainer {
     if let initPath = options.initFrom, !options.resume {
       _ = try Checkpoint.loadModel(model, from: initPath)
     }
-    if let path = options.checkpoint {
+    if let path = options.checkpoint, group.rank == 0 {
       // Fail now, not after an epoch of training, if the checkpoint can't be written there.
       let dir = (path as NSString).deletingLastPathComponent
       if !dir.isEmpty {
@@ -236,7 +261,8 @@ public final class Trainer {
           + "cannot resume exactly; start from these weights with --init \(path) instead of --resume")
       }
     }
-    if let logPath = options.logPath {
+    if group.size > 1 { try joinGroup() }
+    if let logPath = options.logPath, group.rank == 0 {
       if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
         guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
           throw TensorError.invalidArgument("\(logPath): cannot create the log file")
@@ -245,6 +271,28 @@ public final class Trainer {
       log = FileHandle(forWritingAtPath: logPath)
       log?.seekToEndOfFile()
     }
+  }
+
+  /// Starts every process from rank 0's weights and BatchNorm statistics, and hooks the
+  /// BatchNorms up to the group when `syncBatchNorm` is set.
+  private func joinGroup() throws {
+    for (_, p) in model.namedParameters() {
+      try group.broadcast(UnsafeMutableBufferPointer(start: p.value.data, count: p.value.count), root: 0)
+    }
+    for (_, b) in model.namedBuffers() {
+      if case let .float(t) = b { try group.broadcast(UnsafeMutableBufferPointer(start: t.data, count: t.count), root: 0) }
+    }
+    if options.syncBatchNorm {
+      let g = group
+      model.visit { m in
+        if let bn = m as? BatchNorm2D { bn.allReduce = { try g.allReduceSum($0) } }
+      }
+    }
+  }
+
+  /// Rows `lo ..< hi` of a global batch of `n` that this process trains on.
+  private func shard(of n: Int) -> Range<Int> {
+    (n * group.rank / group.size)..<(n * (group.rank + 1) / group.size)
   }
 
   /// Steps completed, counting those before a resume.
@@ -281,16 +329,46 @@ public final class Trainer {
         let t0 = DispatchTime.now().uptimeNanoseconds
         // The loader resizes xBatch to [n, C, H, W] (a smaller last batch reuses its storage).
         let n = loader.batch(b, into: xBatch, labels: &labels)
-        let x = xBatch
+        // Data-parallel: this process's rows of the global batch.
+        let rows = shard(of: n)
+        guard !rows.isEmpty else {
+          throw TensorError.invalidArgument(
+            "batch \(b + 1) has \(n) examples, fewer than the \(group.size) processes; use --drop-last or a smaller --batch-size")
+        }
+        let x: Tensor
+        if group.size > 1 {
+          let per = xBatch.count / Swift.max(n, 1)
+          x = reuse(&xShard, shape: [rows.count] + xBatch.shape.dropFirst())
+          x.data.update(from: xBatch.data + rows.lowerBound * per, count: rows.count * per)
+        } else {
+          x = xBatch
+        }
+        let localLabels = group.size > 1 ? Array(labels[rows]) : labels
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
         model.zeroGrad()
         let logits = try model.forward(x)
-        let (loss, grad) = try lossAndGradient(logits, labels: labels, n: n, classes: classes)
+        var (loss, grad) = try lossAndGradient(logits, labels: localLabels, n: rows.count, classes: classes)
+        if group.size > 1 {
+          // The global batch's mean loss is Σ (n_r/n)·loss_r: scale this share, then sum.
+          let share = Float(rows.count) / Float(n)
+          for i in 0..<grad.count { grad.data[i] *= share }
+          try scalars.withUnsafeMutableBufferPointer { buf in
+            buf[0] = Double(loss) * Double(share)
+            try group.allReduceSum(buf)
+          }
+          loss = Float(scalars[0])
+        }
         guard loss.isFinite else {
           throw TrainingError.nonFiniteLoss(step: step + 1, loss: loss, checkpoint: lastCheckpointPath)
         }
         _ = try model.backward(grad)
+        if group.size > 1 {
+          // One all-reduce over every gradient (contiguous since packGradients).
+          let r0 = DispatchTime.now().uptimeNanoseconds
+          try group.allReduceSum(UnsafeMutableBufferPointer(start: gradients.pointer, count: gradients.capacity))
+          allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
+        }
         if options.checkNumerics || options.clipGradNorm != nil { try guardGradients(step: step + 1) }
         optimizer.step()
         step += 1
@@ -314,7 +392,7 @@ public final class Trainer {
       let finished = b >= loader.batchesPerEpoch
       var record = EpochRecord(epoch: epoch + 1, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
         testAccuracy: nil, testLoss: nil, imagesPerSecond: Double(seen) / Swift.max(seconds, 1e-9))
-      if options.evaluateEachEpoch, let test = testSet {
+      if options.evaluateEachEpoch, group.rank == 0, let test = testSet {
         let e = try Trainer.evaluate(model: model, dataset: test, normalization: metadata.normalization,
           batchSize: options.batchSize, classes: classes)
         record.testAccuracy = e.accuracy
@@ -329,7 +407,7 @@ public final class Trainer {
       writeLog(entry)
       // The best model before the checkpoint that records its accuracy: a kill between the two
       // replays the epoch's end from the previous checkpoint and writes the same best file again.
-      if let a = record.testAccuracy, a > bestAccuracy, let path = options.checkpoint {
+      if let a = record.testAccuracy, a > bestAccuracy, let path = options.checkpoint, group.rank == 0 {
         bestAccuracy = a
         try Checkpoint.writeModel(model, metadata: metadata, step: step, to: Checkpoint(path: path).bestPath)
       }
@@ -428,7 +506,7 @@ public final class Trainer {
   /// the weights included, so a kill between the two writes (a model file one checkpoint behind,
   /// or none yet) still resumes exactly; each file is replaced atomically.
   private func saveCheckpoint(epoch: Int, nextBatch: Int) throws {
-    guard let path = options.checkpoint else { return }
+    guard let path = options.checkpoint, group.rank == 0 else { return }
     let ck = Checkpoint(path: path)
     var tensors: [String: SafetensorsValue] = [:]
     for (name, t) in optimizer.state { tensors[name] = .f32(shape: t.shape, values: t.array) }

@@ -2,6 +2,7 @@
 // Meta-ACON-C) on Fashion-MNIST, CIFAR-10 or the built-in synthetic set. With no arguments it
 // trains seed-aconc for one epoch on Fashion-MNIST, or on the synthetic set when none is installed.
 import ArgumentParser
+import Collectives
 import Foundation
 import NN
 import TensorCore
@@ -80,6 +81,12 @@ struct Train: ParsableCommand {
   @Option(help: "Write a JSONL log here.") var log: String?
   @Option(help: "Rescale gradients whose global L2 norm exceeds this.") var clipGradNorm: Float?
   @Flag(help: "Skip the per-step NaN/Inf check of the loss and gradient norm.") var noCheckNumerics = false
+  @Flag(help: """
+    Data-parallel training over MPI (start with mpirun -np N; also on when mpirun's environment     is detected). Needs a build with `--traits MPI`.
+    """)
+  var distributed = false
+  @Flag(help: "With several processes, BatchNorm statistics (Meta-ACON's too) over the global batch.")
+  var syncBatchnorm = false
 
   func run() throws {
     if let t = threads {
@@ -110,12 +117,23 @@ struct Train: ParsableCommand {
     o.logPath = log
     o.clipGradNorm = clipGradNorm
     o.checkNumerics = !noCheckNumerics
+    o.syncBatchNorm = syncBatchnorm
     reporting { try o.validate() }
+    let group = reporting { try ProcessGroups.make(distributed: distributed, environment: ProcessInfo.processInfo.environment) }
+    // In a data-parallel run only rank 0 speaks; the others report errors only.
+    let speaks = group.rank == 0
+    func say(_ s: String) { if speaks { print(s) } }
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
-    print("data: \(data.source)")
-    let trainer = reporting { try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization) }
-    print("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
-    if resume, let path = checkpoint {
+    say("data: \(data.source)")
+    let trainer = reporting {
+      try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, group: group)
+    }
+    say("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
+    if group.size > 1 {
+      say("data-parallel: \(group.size) processes, \(o.batchSize / group.size)–\((o.batchSize + group.size - 1) / group.size) examples each per step"
+        + (syncBatchnorm ? ", synchronised BatchNorm" : ""))
+    }
+    if resume, speaks, let path = checkpoint {
       if let from = trainer.resumedFromStep {
         print("resuming from \(path) at step \(from)")
       } else {
@@ -124,7 +142,7 @@ struct Train: ParsableCommand {
     }
     let start = Date()
     trainer.onStep = { info in
-      guard stderrIsTTY else { return }
+      guard stderrIsTTY, speaks else { return }
       let done = Double(info.batchInEpoch) / Double(max(1, info.batchesPerEpoch))
       let width = 24, filled = Int(done * Double(width))
       let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
@@ -134,14 +152,22 @@ struct Train: ParsableCommand {
       FileHandle.standardError.write(Data(line.utf8))
     }
     trainer.onEpoch = { r in
+      guard speaks else { return }
       if stderrIsTTY { FileHandle.standardError.write(Data("\n".utf8)) }
       var line = String(format: "epoch %d: train loss %.4f, %.0f images/s", r.epoch, r.trainLoss, r.imagesPerSecond)
       if let a = r.testAccuracy, let l = r.testLoss { line += String(format: ", test accuracy %.2f%%, test loss %.4f", a * 100, l) }
       print(line)
     }
     reporting { try trainer.run() }
-    print(String(format: "done: %d steps in %.1f s", trainer.completedSteps, Date().timeIntervalSince(start))
+    let seconds = Date().timeIntervalSince(start)
+    say(String(format: "done: %d steps in %.1f s", trainer.completedSteps, seconds)
       + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
+    if group.size > 1 {
+      let steps = Double(max(1, trainer.losses.count))
+      say(String(format: "data-parallel: %.0f global images/s; all-reduce %.2f ms per step (%.1f%% of the step)",
+        trainer.epochs.last?.imagesPerSecond ?? 0, trainer.allReduceSeconds / steps * 1000,
+        100 * trainer.allReduceSeconds / max(seconds, 1e-9)))
+    }
   }
 }
 

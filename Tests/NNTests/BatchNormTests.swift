@@ -1,10 +1,12 @@
 // BatchNormTests: BatchNorm2D against the Double reference in training (batch statistics,
 // biased variance) and evaluation (running statistics); PyTorch's running-statistics update
 // (momentum 0.1, *unbiased* variance), num_batches_tracked, and the error for a training batch
-// with a single value per channel.
+// with a single value per channel; synchronised batch norm over an in-process group of two.
+import Collectives
 import NN
 import TensorCore
 import TestSupport
+import Foundation
 import XCTest
 
 final class BatchNormTests: XCTestCase {
@@ -117,4 +119,60 @@ final class BatchNormTests: XCTestCase {
     XCTAssertEqual(bn.weight.value.array, [1, 1, 1, 1])
     XCTAssertEqual(bn.bias.value.array, [0, 0, 0, 0])
   }
+
+  /// Synchronised batch norm: two members, each with a shard of the batch (uneven: 2 and 4
+  /// samples), compute exactly what one layer computes on the whole batch: outputs, dx, running
+  /// statistics, and γ/β gradients whose sum over the members is the whole batch's.
+  func testSynchronisedBatchNormEqualsTheGlobalBatch() throws {
+    for shape in [[6, 3, 4, 5], [6, 5]] {
+      var rng = SeededGenerator(seed: 11)
+      let c = shape[1], per = shape.dropFirst().reduce(1, *)
+      let x = Tensor.uniform(shape, -2, 3, using: &rng), dy = Tensor.uniform(shape, using: &rng)
+      let whole = BatchNorm2D(channels: c)
+      randomizeParameters(whole, 0.5, 1.5, using: &rng)
+      let gamma = whole.weight.value.array, beta = whole.bias.value.array
+      let yWhole = try whole.forward(x)
+      whole.zeroGrad()
+      let dxWhole = try whole.backward(dy)
+
+      let shards = [0..<2, 2..<6]
+      let results = UnsafeSendableResults(count: 2)
+      let group = InProcessGroup(size: 2)
+      try group.run { member in
+        let r = member.rank, rows = shards[r]
+        let bn = BatchNorm2D(channels: c)
+        bn.weight.value.copy(from: Tensor(shape: [c], values: gamma))
+        bn.bias.value.copy(from: Tensor(shape: [c], values: beta))
+        bn.allReduce = { try member.allReduceSum($0) }
+        let xs = Tensor(shape: [rows.count] + shape.dropFirst(), values: Array(x.array[(rows.lowerBound * per)..<(rows.upperBound * per)]))
+        let dys = Tensor(shape: [rows.count] + shape.dropFirst(), values: Array(dy.array[(rows.lowerBound * per)..<(rows.upperBound * per)]))
+        let y = try bn.forward(xs)
+        bn.zeroGrad()
+        let dx = try bn.backward(dys)
+        results.set(r, (y.array, dx.array, bn.weight.grad.array, bn.bias.grad.array, bn.runningMean.array + bn.runningVar.array))
+      }
+      let (y0, dx0, dg0, db0, run0) = results.get(0), (y1, dx1, dg1, db1, run1) = results.get(1)
+      assertClose(y0 + y1, yWhole.array.map(Double.init), rtol: 1e-5, atol: 1e-6, "y \(shape)")
+      assertClose(dx0 + dx1, dxWhole.array.map(Double.init), rtol: 1e-4, atol: 1e-6, "dx \(shape)")
+      assertClose(zip(dg0, dg1).map { $0 + $1 }, whole.weight.grad.array.map(Double.init), rtol: 1e-4, atol: 1e-6, "dγ \(shape)")
+      assertClose(zip(db0, db1).map { $0 + $1 }, whole.bias.grad.array.map(Double.init), rtol: 1e-4, atol: 1e-6, "dβ \(shape)")
+      let runWhole = (whole.runningMean.array + whole.runningVar.array).map(Double.init)
+      assertClose(run0, runWhole, rtol: 1e-5, atol: 1e-6, "running statistics, member 0")
+      XCTAssertEqual(run0, run1, "both members keep the same running statistics")
+    }
+  }
+}
+
+/// Results written by the members' threads, one slot each.
+private final class UnsafeSendableResults: @unchecked Sendable {
+  typealias Slot = ([Float], [Float], [Float], [Float], [Float])
+  private var slots: [Slot?]
+  private let lock = NSLock()
+  init(count: Int) { slots = Array(repeating: nil, count: count) }
+  func set(_ i: Int, _ v: Slot) {
+    lock.lock()
+    slots[i] = v
+    lock.unlock()
+  }
+  func get(_ i: Int) -> Slot { slots[i]! }
 }
