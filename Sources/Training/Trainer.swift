@@ -174,6 +174,8 @@ public final class Trainer {
   public let group: ProcessGroup
   /// Seconds spent in the gradient all-reduce in this run (0 for a single process).
   public private(set) var allReduceSeconds = 0.0
+  /// Seconds this process waited for the others before the all-reduce (load imbalance).
+  public private(set) var waitSeconds = 0.0
   /// Every step's loss, in order (including steps replayed from nothing: after a resume this
   /// holds only the steps this run took).
   public private(set) var losses: [Float] = []
@@ -364,10 +366,15 @@ public final class Trainer {
         }
         _ = try model.backward(grad)
         if group.size > 1 {
-          // One all-reduce over every gradient (contiguous since packGradients).
+          // One all-reduce over every gradient (contiguous since packGradients). The barrier
+          // first separates waiting for the slowest process from the all-reduce itself.
+          let w0 = DispatchTime.now().uptimeNanoseconds
+          try group.barrier()
           let r0 = DispatchTime.now().uptimeNanoseconds
           try group.allReduceSum(UnsafeMutableBufferPointer(start: gradients.pointer, count: gradients.capacity))
-          allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
+          let r1 = DispatchTime.now().uptimeNanoseconds
+          waitSeconds += Double(r0 - w0) / 1e9
+          allReduceSeconds += Double(r1 - r0) / 1e9
         }
         if options.checkNumerics || options.clipGradNorm != nil { try guardGradients(step: step + 1) }
         optimizer.step()

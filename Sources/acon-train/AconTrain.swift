@@ -164,9 +164,10 @@ struct Train: ParsableCommand {
       + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
     if group.size > 1 {
       let steps = Double(max(1, trainer.losses.count))
-      say(String(format: "data-parallel: %.0f global images/s; all-reduce %.2f ms per step (%.1f%% of the step)",
-        trainer.epochs.last?.imagesPerSecond ?? 0, trainer.allReduceSeconds / steps * 1000,
-        100 * trainer.allReduceSeconds / max(seconds, 1e-9)))
+      say(String(format: "data-parallel: %.0f global images/s; per step %.2f ms all-reduce (%.1f%% of the time), "
+        + "%.2f ms waiting for the slowest process", trainer.epochs.last?.imagesPerSecond ?? 0,
+        trainer.allReduceSeconds / steps * 1000, 100 * trainer.allReduceSeconds / max(seconds, 1e-9),
+        trainer.waitSeconds / steps * 1000))
     }
   }
 }
