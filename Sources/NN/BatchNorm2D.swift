@@ -127,11 +127,8 @@ public final class BatchNorm2D: Module {
             }
             mb.value[ch] = mu
             sb.value[ch] = istd
-            let scale = g.value[ch] * istd, shift = b.value[ch] - mu * scale
-            for i in 0..<n {
-              let p = xs.value + (i * c + ch) * hw, q = ys.value + (i * c + ch) * hw
-              for j in 0..<hw { q[j] = p[j] * scale + shift }
-            }
+            let scale = g.value[ch] * istd
+            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, scale: scale, shift: b.value[ch] - mu * scale)
           }
         }
       }
@@ -161,25 +158,15 @@ public final class BatchNorm2D: Module {
         parallelFor(c) { range in
           for ch in range {
             let mu = mb.value[ch], istd = sb.value[ch]
-            var sdy = 0.0, sdyx = 0.0
-            for i in 0..<n {
-              let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
-              for j in 0..<hw {
-                sdy += Double(d[j])
-                sdyx += Double(d[j]) * Double((p[j] - mu) * istd)
-              }
-            }
+            let (sdy, sdyx) = BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd)
             dg.value[ch] += Float(sdyx)
             db.value[ch] += Float(sdy)
             guard propagate else { continue }
-            let k = g.value[ch] * istd
             // Batch statistics: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂)); running: dx = γ·istd·dy.
             let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
-            for i in 0..<n {
-              let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
-              let o = dxs.value + (i * c + ch) * hw
-              for j in 0..<hw { o[j] = k * (d[j] - a - (p[j] - mu) * istd * bq) }
-            }
+            BatchNorm2D.writeInputGradient(
+              xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd, k: g.value[ch] * istd,
+              a: a, b: bq)
           }
         }
       }
@@ -238,11 +225,8 @@ public final class BatchNorm2D: Module {
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
         parallelFor(c) { range in
           for ch in range {
-            let scale = gs.value[ch] * sb.value[ch], shift = bs.value[ch] - mb.value[ch] * scale
-            for i in 0..<n {
-              let p = xs.value + (i * c + ch) * hw, q = ys.value + (i * c + ch) * hw
-              for j in 0..<hw { q[j] = p[j] * scale + shift }
-            }
+            let scale = gs.value[ch] * sb.value[ch]
+            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, scale: scale, shift: bs.value[ch] - mb.value[ch] * scale)
           }
         }
       }
@@ -267,15 +251,8 @@ public final class BatchNorm2D: Module {
           let sp = UncheckedSendable(sumBuf.baseAddress!)
           parallelFor(c) { range in
             for ch in range {
-              let mu = mb.value[ch], istd = sb.value[ch]
-              var sdy = 0.0, sdyx = 0.0
-              for i in 0..<n {
-                let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
-                for j in 0..<hw {
-                  sdy += Double(d[j])
-                  sdyx += Double(d[j]) * Double((p[j] - mu) * istd)
-                }
-              }
+              let (sdy, sdyx) = BatchNorm2D.gradientSums(
+                xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: sb.value[ch])
               dg.value[ch] += Float(sdyx)
               db.value[ch] += Float(sdy)
               sp.value[ch] = sdy
@@ -288,17 +265,57 @@ public final class BatchNorm2D: Module {
           let m = sumBuf[2 * c]
           parallelFor(c) { range in
             for ch in range {
-              let mu = mb.value[ch], istd = sb.value[ch], k = g.value[ch] * istd
-              let a = Float(sp.value[ch] / m), bq = Float(sp.value[c + ch] / m)
-              for i in 0..<n {
-                let p = xs.value + (i * c + ch) * hw, d = dys.value + (i * c + ch) * hw
-                let o = dxs.value + (i * c + ch) * hw
-                for j in 0..<hw { o[j] = k * (d[j] - a - (p[j] - mu) * istd * bq) }
-              }
+              let istd = sb.value[ch]
+              BatchNorm2D.writeInputGradient(
+                xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: istd,
+                k: g.value[ch] * istd, a: Float(sp.value[ch] / m), b: Float(sp.value[c + ch] / m))
             }
           }
         }
       }
+    }
+  }
+
+  // MARK: - Per-channel loops shared by both paths
+
+  /// y = x·scale + shift over channel ch.   x, y: [N, C, HW]
+  @inline(__always)
+  private static func normalize(
+    _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
+    scale: Float, shift: Float
+  ) {
+    for i in 0..<n {
+      let p = x + (i * c + ch) * hw, q = y + (i * c + ch) * hw
+      for j in 0..<hw { q[j] = p[j] * scale + shift }
+    }
+  }
+
+  /// (Σdy, Σdy·x̂) over channel ch, x̂ = (x − mu)·istd.   x, dy: [N, C, HW]
+  @inline(__always)
+  private static func gradientSums(
+    _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
+    mu: Float, istd: Float
+  ) -> (Double, Double) {
+    var sdy = 0.0, sdyx = 0.0
+    for i in 0..<n {
+      let p = x + (i * c + ch) * hw, d = dy + (i * c + ch) * hw
+      for j in 0..<hw {
+        sdy += Double(d[j])
+        sdyx += Double(d[j]) * Double((p[j] - mu) * istd)
+      }
+    }
+    return (sdy, sdyx)
+  }
+
+  /// dx = k·(dy − a − x̂·b) over channel ch, x̂ = (x − mu)·istd.   x, dy, dx: [N, C, HW]
+  @inline(__always)
+  private static func writeInputGradient(
+    _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float
+  ) {
+    for i in 0..<n {
+      let p = x + (i * c + ch) * hw, d = dy + (i * c + ch) * hw, o = dx + (i * c + ch) * hw
+      for j in 0..<hw { o[j] = k * (d[j] - a - (p[j] - mu) * istd * b) }
     }
   }
 }
