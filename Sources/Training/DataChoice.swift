@@ -20,32 +20,43 @@ public enum DataChoice: String, CaseIterable, Sendable {
   }
 
   /// Train and test splits, the normalisation, and a sentence saying where the data came from.
-  public func load(directory: String?, augment: Bool = false) throws -> (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String) {
+  /// With `includeTrain: false` (evaluation) the training split is not read: `train` is then
+  /// empty (0 images of the right size).
+  public func load(directory: String?, augment: Bool = false, includeTrain: Bool = true) throws
+    -> (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String)
+  {
     switch self {
     case .auto:
       let dir = directory ?? DataChoice.fashionMNIST.defaultDirectory!
       let probe = (dir as NSString).appendingPathComponent("train-images-idx3-ubyte.gz")
-      if FileManager.default.fileExists(atPath: probe) { return try DataChoice.fashionMNIST.load(directory: dir) }
-      var r = try DataChoice.synthetic.load(directory: nil)
+      if FileManager.default.fileExists(atPath: probe) {
+        return try DataChoice.fashionMNIST.load(directory: dir, includeTrain: includeTrain)
+      }
+      var r = try DataChoice.synthetic.load(directory: nil, includeTrain: includeTrain)
       r.source = "built-in synthetic data set (Fashion-MNIST not found at \(dir); install it with `apt-get install dataset-fashion-mnist`)"
       return r
     case .fashionMNIST:
       let dir = directory ?? defaultDirectory!
-      let train = try FashionMNIST.load(directory: dir, train: true)
       let test = try FashionMNIST.load(directory: dir, train: false)
-      return (train, test, .fashionMNIST, "Fashion-MNIST from \(dir) (\(train.count) train, \(test.count) test images)")
+      let train = includeTrain ? try FashionMNIST.load(directory: dir, train: true) : test.prefix(0)
+      return (train, test, .fashionMNIST, "Fashion-MNIST from \(dir) (\(DataChoice.counts(train, test)))")
     case .cifar10:
       guard let dir = directory else {
         throw DataError.notFound(dataset: "CIFAR-10", path: "(no --data-dir)", hint: "pass --data-dir pointing at the cifar-10-batches-bin directory")
       }
-      let train = try CIFAR10.load(directory: dir, train: true)
       let test = try CIFAR10.load(directory: dir, train: false)
-      return (train, test, .cifar10, "CIFAR-10 from \(dir) (\(train.count) train, \(test.count) test images)")
+      let train = includeTrain ? try CIFAR10.load(directory: dir, train: true) : test.prefix(0)
+      return (train, test, .cifar10, "CIFAR-10 from \(dir) (\(DataChoice.counts(train, test)))")
     case .synthetic:
-      let train = SyntheticShapes.make(count: 6000, seed: 1)
       let test = SyntheticShapes.make(count: 1000, seed: 2)
+      let train = includeTrain ? SyntheticShapes.make(count: 6000, seed: 1) : test.prefix(0)
       return (train, test, Normalization(mean: [0.5], std: [0.5]),
-        "built-in synthetic data set (\(train.count) train, \(test.count) test images of 10 procedural shapes)")
+        "built-in synthetic data set (\(DataChoice.counts(train, test)) of 10 procedural shapes)")
     }
+  }
+
+  /// "N train, M test images", or "M test images" when the training split was not read.
+  private static func counts(_ train: ImageDataset, _ test: ImageDataset) -> String {
+    train.count > 0 ? "\(train.count) train, \(test.count) test images" : "\(test.count) test images"
   }
 }

@@ -183,7 +183,7 @@ struct Evaluate: ParsableCommand {
 
   func run() throws {
     guard batchSize >= 1 else { fail("--batch-size must be at least 1") }
-    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
+    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, includeTrain: false) }
     let file = reporting { try SafetensorsFile.read(path: checkpoint) }
     let meta = reporting {
       try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
