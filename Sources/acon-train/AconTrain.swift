@@ -72,7 +72,8 @@ struct Train: ParsableCommand {
   @Flag(help: "Drop the last, smaller batch of each epoch.") var dropLast = false
   @Flag(help: "Augment training images: random crop with padding 4 and horizontal flip (for CIFAR-10).")
   var augment = false
-  @Option(help: "Threads for OpenBLAS and the kernels (default: cores).") var threads: Int?
+  @Option(help: "Threads for OpenBLAS and the kernels (default: cores; under mpirun, cores / ranks on this machine).")
+  var threads: Int?
   @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
   @Option(help: "Model checkpoint path (.safetensors); a .state.safetensors file goes beside it.") var checkpoint: String?
   @Option(help: "Also checkpoint every N steps.") var checkpointEvery: Int?
@@ -123,6 +124,11 @@ struct Train: ParsableCommand {
     // In a data-parallel run only rank 0 speaks; the others report errors only.
     let speaks = group.rank == 0
     func say(_ s: String) { if speaks { print(s) } }
+    if group.size > 1, threads == nil {
+      // Ranks on one machine share its cores: without --threads, each takes its share.
+      let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+      Threads.count = Swift.max(1, Threads.defaultCount / Swift.max(1, local))
+    }
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
     say("data: \(data.source)")
     let trainer = reporting {
