@@ -68,9 +68,9 @@ let package = Package(
     ),
 
     // MARK: - Test support and unit test bundles
-    .target(name: "TestSupport", dependencies: ["TensorCore", "NN"]),
+    .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
-    .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Collectives"]),
+    .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport"]),
     .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],

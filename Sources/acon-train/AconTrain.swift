@@ -88,10 +88,6 @@ struct Train: ParsableCommand {
   var distributed = false
   @Flag(help: "With several processes, BatchNorm statistics (Meta-ACON's too) over the global batch.")
   var syncBatchnorm = false
-  @Option(help: """
-    Train N model replicas side by side in this process, each on 1/N of every batch with one     thread, their gradients summed each step (data-parallel without MPI; default 1).
-    """)
-  var replicas: Int = 1
 
   func run() throws {
     if let t = threads {
@@ -126,45 +122,21 @@ struct Train: ParsableCommand {
     reporting { try o.validate() }
     let group = reporting { try ProcessGroups.make(distributed: distributed, environment: ProcessInfo.processInfo.environment) }
     // In a data-parallel run only rank 0 speaks; the others report errors only.
-    func say(_ s: String) { if group.rank == 0 { print(s) } }
+    let speaks = group.rank == 0
+    func say(_ s: String) { if speaks { print(s) } }
     if group.size > 1, threads == nil {
       // Ranks on one machine share its cores: without --threads, each takes its share.
       let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
       Threads.count = Swift.max(1, Threads.defaultCount / Swift.max(1, local))
     }
-    guard replicas >= 1 && replicas <= 64 else { fail("--replicas must be in 1...64, got \(replicas)") }
-    if replicas > 1 {
-      guard group.size == 1 else { fail("--replicas and --distributed (or mpirun) don't mix: use one or the other") }
-      // Each replica runs its layers on one thread (and OpenBLAS with one): N replicas, N cores.
-      Threads.count = 1
-    }
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
     say("data: \(data.source)")
-    if replicas > 1 {
-      let options = o
-      do {
-        try ThreadGroup(size: replicas).run { member in
-          try self.train(options, data: data, group: member, members: "replicas")
-        }
-      } catch {
-        fail(String(describing: error))
-      }
-    } else {
-      reporting { try train(o, data: data, group: group, members: "processes") }
+    let trainer = reporting {
+      try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, group: group)
     }
-  }
-
-  /// One member's run: rank 0 prints, the others only train. `members` names them in messages.
-  private func train(
-    _ o: TrainOptions, data: (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String),
-    group: ProcessGroup, members: String
-  ) throws {
-    let speaks = group.rank == 0
-    func say(_ s: String) { if speaks { print(s) } }
-    let trainer = try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, group: group)
     say("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
     if group.size > 1 {
-      say("data-parallel: \(group.size) \(members), \(o.batchSize / group.size)–\((o.batchSize + group.size - 1) / group.size) examples each per step"
+      say("data-parallel: \(group.size) processes, \(o.batchSize / group.size)–\((o.batchSize + group.size - 1) / group.size) examples each per step"
         + (syncBatchnorm ? ", synchronised BatchNorm" : ""))
     }
     if resume, speaks, let path = checkpoint {
@@ -192,14 +164,14 @@ struct Train: ParsableCommand {
       if let a = r.testAccuracy, let l = r.testLoss { line += String(format: ", test accuracy %.2f%%, test loss %.4f", a * 100, l) }
       print(line)
     }
-    try trainer.run()
+    reporting { try trainer.run() }
     let seconds = Date().timeIntervalSince(start)
     say(String(format: "done: %d steps in %.1f s", trainer.completedSteps, seconds)
       + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
     if group.size > 1 {
       let steps = Double(max(1, trainer.losses.count))
       say(String(format: "data-parallel: %.0f global images/s; per step %.2f ms all-reduce (%.1f%% of the time), "
-        + "%.2f ms waiting for the slowest of the \(members)", trainer.epochs.last?.imagesPerSecond ?? 0,
+        + "%.2f ms waiting for the slowest process", trainer.epochs.last?.imagesPerSecond ?? 0,
         trainer.allReduceSeconds / steps * 1000, 100 * trainer.allReduceSeconds / max(seconds, 1e-9),
         trainer.waitSeconds / steps * 1000))
     }

@@ -137,7 +137,7 @@ final class BatchNormTests: XCTestCase {
 
       let shards = [0..<2, 2..<6]
       let results = UnsafeSendableResults(count: 2)
-      let group = ThreadGroup(size: 2)
+      let group = InProcessGroup(size: 2)
       try group.run { member in
         let r = member.rank, rows = shards[r]
         let bn = BatchNorm2D(channels: c)

@@ -1,13 +1,12 @@
-// ThreadGroup: a data-parallel group whose members are threads of one process: `acon-train
-// --replicas N` trains N model replicas side by side on shards of each batch, and the tests check
-// the collective logic (synchronised batch norm, gradient averaging) without MPI. The all-reduce
-// sums the members' buffers in rank order, so the result is the same on every member.
+// InProcessGroup: a data-parallel process group whose "processes" are threads of the test, so
+// the collective logic (synchronised batch norm, gradient averaging) is tested without MPI. The
+// all-reduce sums the members' buffers in rank order, like a reduction to one root.
+import Collectives
 import Foundation
 
 /// `size` members that meet at each collective call; member r is `member(r)`, used on its own
-/// thread. Every member must make the same calls in the same order. The buffers are the
-/// members' own; nothing is allocated per call.
-public final class ThreadGroup: @unchecked Sendable {
+/// thread. Every member must make the same calls in the same order.
+public final class InProcessGroup: @unchecked Sendable {
   /// The number of members.
   public let size: Int
   private let condition = NSCondition()
@@ -15,7 +14,6 @@ public final class ThreadGroup: @unchecked Sendable {
   private var generation = 0
   private var doubles: [UnsafeMutableBufferPointer<Double>?]
   private var floats: [UnsafeMutableBufferPointer<Float>?]
-  private var failed = false
 
   /// A group of `size` members.
   public init(size: Int) {
@@ -29,44 +27,32 @@ public final class ThreadGroup: @unchecked Sendable {
   public func member(_ rank: Int) -> ProcessGroup { Member(group: self, rank: rank) }
 
   /// Runs `body(member)` for every member on its own thread and waits for all of them; rethrows
-  /// the first error. When a member throws, the others' pending and later collective calls throw
-  /// too (`ProcessGroupError`), so no member waits forever for one that has gone.
+  /// the first error. (A member that throws before a collective call leaves the others waiting:
+  /// keep bodies simple.)
   public func run(_ body: @escaping @Sendable (ProcessGroup) throws -> Void) throws {
     let finished = DispatchSemaphore(value: 0)
     let errors = UnsafeSendableBox<[Error]>([])
     let lock = NSLock()
     for r in 0..<size {
       let m = UnsafeSendableBox(member(r))
-      Thread { [self] in
+      Thread {
         do { try body(m.value) } catch {
           lock.lock()
           errors.value.append(error)
           lock.unlock()
-          abandon()
         }
         finished.signal()
       }.start()
     }
     for _ in 0..<size { finished.wait() }
-    // The first error is the cause; the others are members that stopped because of it.
-    if let e = errors.value.first(where: { !($0 is ProcessGroupError) }) ?? errors.value.first { throw e }
-  }
-
-  /// Marks the group as broken and wakes every member waiting in a collective call.
-  private func abandon() {
-    condition.lock()
-    failed = true
-    condition.broadcast()
-    condition.unlock()
+    if let e = errors.value.first { throw e }
   }
 
   /// Meets the other members: each deposits its buffer, the last to arrive runs `combine` on all
   /// of them, and everyone leaves together.
-  fileprivate func meet(rank: Int, deposit: () -> Void, combine: () -> Void) throws {
+  fileprivate func meet(rank: Int, deposit: () -> Void, combine: () -> Void) {
     condition.lock()
-    defer { condition.unlock() }
     let gen = generation
-    guard !failed else { throw ProcessGroupError("another member of the group failed; stopping") }
     deposit()
     arrived += 1
     if arrived == size {
@@ -75,13 +61,13 @@ public final class ThreadGroup: @unchecked Sendable {
       generation += 1
       condition.broadcast()
     } else {
-      while generation == gen && !failed { condition.wait() }
-      if generation == gen { throw ProcessGroupError("another member of the group failed; stopping") }
+      while generation == gen { condition.wait() }
     }
+    condition.unlock()
   }
 
-  fileprivate func allReduce(rank: Int, _ buffer: UnsafeMutableBufferPointer<Double>) throws {
-    try meet(rank: rank, deposit: { doubles[rank] = buffer }) {
+  fileprivate func allReduce(rank: Int, _ buffer: UnsafeMutableBufferPointer<Double>) {
+    meet(rank: rank, deposit: { doubles[rank] = buffer }) {
       let all = doubles.map { $0! }
       for i in 0..<buffer.count {
         var s = 0.0
@@ -91,8 +77,8 @@ public final class ThreadGroup: @unchecked Sendable {
     }
   }
 
-  fileprivate func allReduce(rank: Int, _ buffer: UnsafeMutableBufferPointer<Float>) throws {
-    try meet(rank: rank, deposit: { floats[rank] = buffer }) {
+  fileprivate func allReduce(rank: Int, _ buffer: UnsafeMutableBufferPointer<Float>) {
+    meet(rank: rank, deposit: { floats[rank] = buffer }) {
       let all = floats.map { $0! }
       for i in 0..<buffer.count {
         var s: Float = 0
@@ -102,8 +88,8 @@ public final class ThreadGroup: @unchecked Sendable {
     }
   }
 
-  fileprivate func broadcast(rank: Int, _ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {
-    try meet(rank: rank, deposit: { floats[rank] = buffer }) {
+  fileprivate func broadcast(rank: Int, _ buffer: UnsafeMutableBufferPointer<Float>, root: Int) {
+    meet(rank: rank, deposit: { floats[rank] = buffer }) {
       let src = floats[root]!
       for b in floats where b!.baseAddress != src.baseAddress {
         b!.baseAddress!.update(from: src.baseAddress!, count: src.count)
@@ -112,19 +98,19 @@ public final class ThreadGroup: @unchecked Sendable {
   }
 
   private final class Member: ProcessGroup {
-    let group: ThreadGroup
+    let group: InProcessGroup
     let rank: Int
-    init(group: ThreadGroup, rank: Int) {
+    init(group: InProcessGroup, rank: Int) {
       self.group = group
       self.rank = rank
     }
     var size: Int { group.size }
-    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try group.allReduce(rank: rank, buffer) }
-    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws { try group.allReduce(rank: rank, buffer) }
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { group.allReduce(rank: rank, buffer) }
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws { group.allReduce(rank: rank, buffer) }
     func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {
-      try group.broadcast(rank: rank, buffer, root: root)
+      group.broadcast(rank: rank, buffer, root: root)
     }
-    func barrier() throws { try group.meet(rank: rank, deposit: {}, combine: {}) }
+    func barrier() throws { group.meet(rank: rank, deposit: {}, combine: {}) }
   }
 }
 
