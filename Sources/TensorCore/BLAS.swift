@@ -1,6 +1,12 @@
 // BLAS: the one file that calls OpenBLAS (CBLAS) and LAPACKE. It works out leading dimensions
-// for contiguous row-major matrices, so layers never do (Caffe's caffe_cpu_gemm habit).
+// for contiguous row-major matrices, so layers never do (Caffe's caffe_cpu_gemm habit), and lets
+// one call into OpenBLAS run at a time: OpenBLAS has a history of wrong results when several
+// application threads call it at once (OpenMathLib/OpenBLAS#1755, #2126), and a check of ours
+// that trained two networks side by side on two threads once saw a summed gradient go wrong
+// (never again in 55 runs; the cause was not pinned down). OpenBLAS parallelises each call
+// itself, so serialising callers costs little; an uncontended lock costs nanoseconds.
 import CBLAS
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -27,10 +33,15 @@ public enum BLAS {
     }
     let lda = transA ? m : k
     let ldb = transB ? k : n
-    cblas_sgemm(
-      CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-      Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+    gate.withLock { _ in
+      cblas_sgemm(
+        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+    }
   }
+
+  /// One call into OpenBLAS at a time (see the file's header).
+  private static let gate = Mutex(())
 
   /// Sets OpenBLAS's thread count. Use `Threads.count`, which also sizes our own loops.
   static func setThreadCount(_ n: Int) {
@@ -74,11 +85,11 @@ public enum BLAS {
       }
     }
     var tau = [Float](repeating: 0, count: tn)
-    var info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, Int32(tm), Int32(tn), &t, Int32(tm), &tau)
+    var info = gate.withLock { _ in LAPACKE_sgeqrf(LAPACK_COL_MAJOR, Int32(tm), Int32(tn), &t, Int32(tm), &tau) }
     guard info == 0 else { throw TensorError.invalidArgument("orthogonal init: sgeqrf failed (info \(info))") }
     var diagSign = [Float](repeating: 1, count: tn)
     for j in 0..<tn { diagSign[j] = t[j + j * tm] < 0 ? -1 : 1 }
-    info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, Int32(tm), Int32(tn), Int32(tn), &t, Int32(tm), &tau)
+    info = gate.withLock { _ in LAPACKE_sorgqr(LAPACK_COL_MAJOR, Int32(tm), Int32(tn), Int32(tn), &t, Int32(tm), &tau) }
     guard info == 0 else { throw TensorError.invalidArgument("orthogonal init: sorgqr failed (info \(info))") }
     for r in 0..<rows {
       for c in 0..<cols {
