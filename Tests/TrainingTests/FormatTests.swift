@@ -72,29 +72,8 @@ final class FormatTests: XCTestCase {
     XCTAssertEqual(gzclose(gz), Z_OK)
   }
 
-  /// An IDX file's bytes: magic 00 00 08 rank, big-endian dims, data.
-  private func idx(_ dims: [Int], _ data: [UInt8], type: UInt8 = 0x08) -> [UInt8] {
-    var out: [UInt8] = [0, 0, type, UInt8(dims.count)]
-    for d in dims { out += [UInt8(d >> 24 & 0xFF), UInt8(d >> 16 & 0xFF), UInt8(d >> 8 & 0xFF), UInt8(d & 0xFF)] }
-    return out + data
-  }
-
   private func write(_ path: String, _ bytes: [UInt8]) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
-  }
-
-  private func assertDataError(
-    _ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void,
-    _ check: (DataError) -> Bool
-  ) {
-    do {
-      try body()
-      XCTFail("\(what): no error", file: file, line: line)
-    } catch let e as DataError {
-      XCTAssertTrue(check(e), "\(what): wrong error: \(e)", file: file, line: line)
-    } catch {
-      XCTFail("\(what): unexpected error type \(error)", file: file, line: line)
-    }
   }
 
   // MARK: - Safetensors: byte-exact vectors from the reference implementation
@@ -497,15 +476,15 @@ final class FormatTests: XCTestCase {
     var rng = SeededGenerator(seed: 3)
     let pixels = (0..<(5 * 4 * 3)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
     let labels: [UInt8] = [0, 9, 3, 3, 7]
-    writeGzip(tempDir + "/img.gz", idx([5, 4, 3], pixels))
-    try write(tempDir + "/lab", idx([5], labels))
+    writeGzip(tempDir + "/img.gz", idxBytes([5, 4, 3], pixels))
+    try write(tempDir + "/lab", idxBytes([5], labels))
     let r = try IDX.read(path: tempDir + "/img.gz")
     XCTAssertEqual(r.type, 0x08)
     XCTAssertEqual(r.dims, [5, 4, 3])
     XCTAssertEqual(r.bytes, pixels)
     XCTAssertEqual(try IDX.read(path: tempDir + "/lab").bytes, labels)
 
-    let f32 = idx([2], [0x3F, 0x80, 0, 0, 0x40, 0, 0, 0], type: 0x0D)  // big-endian 1.0, 2.0
+    let f32 = idxBytes([2], [0x3F, 0x80, 0, 0, 0x40, 0, 0, 0], type: 0x0D)  // big-endian 1.0, 2.0
     writeGzip(tempDir + "/f.gz", f32)
     let rf = try IDX.read(path: tempDir + "/f.gz")
     XCTAssertEqual(rf.type, 0x0D)
@@ -522,8 +501,8 @@ final class FormatTests: XCTestCase {
   func testFashionMNISTLoadsADirectory() throws {
     for (prefix, n) in [("train", 6), ("t10k", 2)] {
       let px = [UInt8](repeating: UInt8(n), count: n * 28 * 28)
-      writeGzip(tempDir + "/\(prefix)-images-idx3-ubyte.gz", idx([n, 28, 28], px))
-      writeGzip(tempDir + "/\(prefix)-labels-idx1-ubyte.gz", idx([n], (0..<n).map { UInt8($0) }))
+      writeGzip(tempDir + "/\(prefix)-images-idx3-ubyte.gz", idxBytes([n, 28, 28], px))
+      writeGzip(tempDir + "/\(prefix)-labels-idx1-ubyte.gz", idxBytes([n], (0..<n).map { UInt8($0) }))
     }
     let train = try FashionMNIST.load(directory: tempDir, train: true)
     let test = try FashionMNIST.load(directory: tempDir, train: false)
@@ -549,8 +528,8 @@ final class FormatTests: XCTestCase {
 
   func testIDXRejectsCorruptFiles() throws {
     let img = tempDir + "/img.gz", lab = tempDir + "/lab.gz"
-    let good = idx([3, 2, 2], [UInt8](repeating: 1, count: 12))
-    writeGzip(lab, idx([3], [1, 2, 3]))
+    let good = idxBytes([3, 2, 2], [UInt8](repeating: 1, count: 12))
+    writeGzip(lab, idxBytes([3], [1, 2, 3]))
 
     writeGzip(img, Array(good.dropLast(5)))
     assertDataError("truncated data", { _ = try IDX.read(path: img) }) {
@@ -573,7 +552,7 @@ final class FormatTests: XCTestCase {
     assertDataError("unknown type", { _ = try IDX.read(path: img) }) {
       if case .badMagic = $0 { return true } else { return false }
     }
-    writeGzip(img, idx([0xFFFF, 0xFFFF, 0xFFFF], []))
+    writeGzip(img, idxBytes([0xFFFF, 0xFFFF, 0xFFFF], []))
     assertDataError("absurd dimensions", { _ = try IDX.read(path: img) }) {
       if case .badDimensions(_, [0xFFFF, 0xFFFF, 0xFFFF], _) = $0 { return true } else { return false }
     }
@@ -585,16 +564,16 @@ final class FormatTests: XCTestCase {
     assertDataError("images as labels", { _ = try FashionMNIST.load(imagesFile: img, labelsFile: img) }) {
       if case .badMagic(img, 0x0803, _) = $0 { return true } else { return false }
     }
-    writeGzip(lab, idx([4], [1, 2, 3, 4]))
+    writeGzip(lab, idxBytes([4], [1, 2, 3, 4]))
     assertDataError("count mismatch", { _ = try FashionMNIST.load(imagesFile: img, labelsFile: lab) }) {
       if case .countMismatch(img, 3, lab, 4) = $0 { return true } else { return false }
     }
-    writeGzip(lab, idx([3], [1, 10, 3]))
+    writeGzip(lab, idxBytes([3], [1, 10, 3]))
     assertDataError("label 10", { _ = try FashionMNIST.load(imagesFile: img, labelsFile: lab) }) {
       if case .badLabel(lab, 1, 10, 10) = $0 { return true } else { return false }
     }
     // A damaged gzip stream: cut the compressed file in half.
-    writeGzip(img, idx([3, 20, 20], (0..<1200).map { UInt8(truncatingIfNeeded: $0 &* 7919) }))
+    writeGzip(img, idxBytes([3, 20, 20], (0..<1200).map { UInt8(truncatingIfNeeded: $0 &* 7919) }))
     let compressed = try readFileBytes(path: img)
     try write(img, Array(compressed.prefix(compressed.count / 2)))
     assertDataError("cut gzip stream", { _ = try IDX.read(path: img) }) {

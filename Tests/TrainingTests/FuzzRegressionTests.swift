@@ -22,27 +22,12 @@ final class FuzzRegressionTests: XCTestCase {
     return try readFileBytes(path: path)
   }
 
-  /// An IDX file's bytes: magic 00 00 type rank, big-endian dims, data.
-  private func idx(_ dims: [Int], _ data: [UInt8], type: UInt8 = 0x08) -> [UInt8] {
-    var out: [UInt8] = [0, 0, type, UInt8(dims.count)]
-    for d in dims { out += [UInt8(d >> 24 & 0xFF), UInt8(d >> 16 & 0xFF), UInt8(d >> 8 & 0xFF), UInt8(d & 0xFF)] }
-    return out + data
-  }
-
+  /// `assertDataError` whose message must name the file (f.idx or b.bin).
   private func assertDataError(
     _ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void,
     _ check: (DataError) -> Bool
   ) {
-    do {
-      try body()
-      XCTFail("\(what): no error", file: file, line: line)
-    } catch let e as DataError {
-      XCTAssertTrue(check(e), "\(what): wrong error: \(e)", file: file, line: line)
-      XCTAssertTrue(e.description.contains("f.idx") || e.description.contains("b.bin"),
-        "\(what): the message lacks the file name: \(e)", file: file, line: line)
-    } catch {
-      XCTFail("\(what): unexpected error type \(error)", file: file, line: line)
-    }
+    TrainingTests.assertDataError(what, naming: ["f.idx", "b.bin"], file: file, line: line, body, check)
   }
 
   private func assertCheckpointError(_ strings: [String: String], _ what: String, line: UInt = #line) {
@@ -59,7 +44,7 @@ final class FuzzRegressionTests: XCTestCase {
   // MARK: - IDX in memory
 
   func testIDXDecodesPlainGzipAndConcatenatedMembersAlike() throws {
-    let file = idx([2, 3], Array(0..<6))
+    let file = idxBytes([2, 3], Array(0..<6))
     let plain = try IDX.decode(file, name: "f.idx")
     XCTAssertEqual(plain.dims, [2, 3])
     XCTAssertEqual(plain.bytes, Array(0..<6))
@@ -73,7 +58,7 @@ final class FuzzRegressionTests: XCTestCase {
   }
 
   func testIDXRejectsDamageInMemory() throws {
-    let file = idx([2, 3], Array(0..<6))
+    let file = idxBytes([2, 3], Array(0..<6))
     let zipped = try gzip(file)
     assertDataError("junk after the gzip member", { _ = try IDX.decode(zipped + [1, 2, 3], name: "f.idx") }) {
       if case .corrupt = $0 { return true } else { return false }
@@ -102,27 +87,27 @@ final class FuzzRegressionTests: XCTestCase {
   func testIDXHeaderPromisingGigabytesOverAShortFileAllocatesLittle() throws {
     // 10⁹ elements of f64 would be 8 GB: refused by the element limit (10⁹ u8 is allowed, and then
     // the data must really be there: this file is 20 bytes, so it is truncated).
-    assertDataError("8 GB of f64", { _ = try IDX.decode(self.idx([1_000_000_000, 2], [], type: 0x0E), name: "f.idx") }) {
+    assertDataError("8 GB of f64", { _ = try IDX.decode(idxBytes([1_000_000_000, 2], [], type: 0x0E), name: "f.idx") }) {
       if case .badDimensions = $0 { return true } else { return false }
     }
     let start = Date()
-    assertDataError("1 GB of u8 promised, 4 bytes present", { _ = try IDX.decode(self.idx([1_000_000_000], [1, 2, 3, 4]), name: "f.idx") }) {
+    assertDataError("1 GB of u8 promised, 4 bytes present", { _ = try IDX.decode(idxBytes([1_000_000_000], [1, 2, 3, 4]), name: "f.idx") }) {
       if case let .truncated(_, expected, got) = $0 { return expected == 1_000_000_000 && got == 4 } else { return false }
     }
     XCTAssertLessThan(Date().timeIntervalSince(start), 5, "a short file must fail fast, not fill a gigabyte first")
   }
 
   func testFashionMNISTPairChecksInMemory() throws {
-    let images = try IDX.decode(idx([2, 2, 2], Array(0..<8)), name: "f.idx")
-    let labels = try IDX.decode(idx([2], [1, 9]), name: "l.idx")
+    let images = try IDX.decode(idxBytes([2, 2, 2], Array(0..<8)), name: "f.idx")
+    let labels = try IDX.decode(idxBytes([2], [1, 9]), name: "l.idx")
     let data = try FashionMNIST.dataset(images: images, imagesName: "f.idx", labels: labels, labelsName: "l.idx")
     XCTAssertEqual(data.count, 2)
     XCTAssertEqual(data.imageShape, [1, 2, 2])
-    let badLabels = try IDX.decode(idx([2], [1, 10]), name: "f.idx")
+    let badLabels = try IDX.decode(idxBytes([2], [1, 10]), name: "f.idx")
     assertDataError("label 10", {
       _ = try FashionMNIST.dataset(images: images, imagesName: "f.idx", labels: badLabels, labelsName: "f.idx")
     }) { if case .badLabel = $0 { return true } else { return false } }
-    let zeroSized = try IDX.decode(idx([2, 0, 2], []), name: "f.idx")
+    let zeroSized = try IDX.decode(idxBytes([2, 0, 2], []), name: "f.idx")
     assertDataError("zero-sized images", {
       _ = try FashionMNIST.dataset(images: zeroSized, imagesName: "f.idx", labels: labels, labelsName: "l.idx")
     }) { if case .badDimensions = $0 { return true } else { return false } }
