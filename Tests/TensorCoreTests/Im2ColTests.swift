@@ -17,6 +17,12 @@ final class Im2ColTests: XCTestCase {
     ConvGeometry(channels: 2, height: 5, width: 6, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
     ConvGeometry(channels: 1, height: 7, width: 7, kernelH: 5, kernelW: 5, strideH: 2, strideW: 2, padH: 2, padW: 2),
     ConvGeometry(channels: 2, height: 3, width: 2, kernelH: 3, kernelW: 3, strideH: 3, strideW: 3, padH: 1, padW: 1),
+    // Rows of 12 or more outputs take the row-copy path at any stride: stride 2 and 3 with and
+    // without padding, and a window wider than the padding.
+    ConvGeometry(channels: 2, height: 5, width: 27, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+    ConvGeometry(channels: 1, height: 4, width: 29, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 0, padW: 0),
+    ConvGeometry(channels: 2, height: 6, width: 40, kernelH: 2, kernelW: 5, strideH: 1, strideW: 3, padH: 0, padW: 2),
+    ConvGeometry(channels: 1, height: 3, width: 13, kernelH: 3, kernelW: 7, strideH: 1, strideW: 1, padH: 1, padW: 3),
   ]
 
   func testGeometryOutputSizes() {
