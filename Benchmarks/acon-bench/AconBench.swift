@@ -11,6 +11,8 @@ struct BenchOptions {
   var quick: Bool
   var repetitions: Int
   var filter: String?
+  /// The Python with PyTorch for the train-step comparison, or "none".
+  var python: String
   var minSeconds: Double { quick ? 0.01 : 0.05 }
   func wants(_ name: String) -> Bool {
     guard let f = filter else { return true }
@@ -35,6 +37,8 @@ struct AconBench: ParsableCommand {
   @Option(help: "Threads for OpenBLAS and the kernels (default: the number of cores).") var threads: Int?
   @Option(help: "Run only workloads whose name contains this.") var filter: String?
   @Option(help: "Timed repetitions per workload; the median is reported.") var repetitions: Int = 7
+  @Option(help: "Python with PyTorch, to time the same training steps in PyTorch eager for comparison ('none' skips it; --quick always does).")
+  var python = "python3"
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false
@@ -47,7 +51,7 @@ struct AconBench: ParsableCommand {
   func run() throws {
     Threads.count = threads ?? Threads.defaultCount
     let reps = quick ? min(repetitions, 3) : repetitions
-    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter)
+    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python)
     if let kindName = workerTrainStep, let inputText = workerInput {
       guard let kind = ModelKind(rawValue: kindName) else { throw ValidationError("unknown model \(kindName)") }
       let dims = inputText.split(separator: "x").compactMap { Int($0) }

@@ -1,6 +1,8 @@
 // TrainStepWorkloads: one whole training step (forward, loss, backward, Adam) of the seed
 // networks at batch 64, as images/s, with the peak resident memory. Each network runs in a
-// child process of its own, so that its peak memory is its own and not the benchmark's.
+// child process of its own, so that its peak memory is its own and not the benchmark's. Where
+// Python has PyTorch, its eager twin (Benchmarks/pytorch/train_step.py) runs the same step on
+// the same machine right after, and the row gets PyTorch's images/s and our speed-up.
 import ACON
 import Foundation
 import NN
@@ -134,9 +136,52 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
       else {
         throw ReferenceMismatch(workload: "train_step.\(kind.rawValue)", detail: "the worker process failed (status \(status))")
       }
-      try emit(BenchResult(name: "train_step.\(kind.rawValue)", shape: [64] + input, medianSeconds: sec, metrics: [
-        ("input", inputText), ("images_per_s", ips), ("peak_rss_mb", rss),
-      ]))
+      var metrics: [(String, Any)] = [("input", inputText), ("images_per_s", ips), ("peak_rss_mb", rss)]
+      if let torch = pytorchTrainStep(model: kind, input: inputText, options: options) {
+        metrics += [("pytorch_images_per_s", torch.imagesPerSecond), ("speedup_vs_pytorch", ips / torch.imagesPerSecond),
+          ("pytorch_peak_rss_mb", torch.peakRSS)]
+      }
+      try emit(BenchResult(name: "train_step.\(kind.rawValue)", shape: [64] + input, medianSeconds: sec, metrics: metrics))
     }
   }
 }
+
+/// PyTorch eager's images/s and peak RSS (MB) for the same step, from
+/// Benchmarks/pytorch/train_step.py in a process of its own, or nil (with a note on stderr, once)
+/// when `options.python` is "none", or Python or PyTorch is missing, or the script fails.
+func pytorchTrainStep(model: ModelKind, input: String, options: BenchOptions) -> (imagesPerSecond: Double, peakRSS: Double)? {
+  guard options.python != "none", !options.quick else { return nil }
+  let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("pytorch/train_step.py").path
+  func note(_ s: String) {
+    if !PyTorchNote.said { FileHandle.standardError.write(Data("note: \(s); train_step rows carry no PyTorch comparison\n".utf8)) }
+    PyTorchNote.said = true
+  }
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  p.arguments = [options.python, script, "--model", model.rawValue, "--input", input, "--threads", String(Threads.count),
+    "--repetitions", String(options.repetitions)]
+  let out = Pipe(), err = Pipe()
+  p.standardOutput = out
+  p.standardError = err
+  do { try p.run() } catch {
+    note("could not start \(options.python) (\(error))")
+    return nil
+  }
+  let data = out.fileHandleForReading.readDataToEndOfFile()
+  let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  p.waitUntilExit()
+  guard p.terminationStatus == 0,
+    let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+    let ips = obj["images_per_s"] as? Double, let rss = obj["peak_rss_mb"] as? Double
+  else {
+    let why = errText.contains("No module named 'torch'") ? "\(options.python) has no torch module"
+      : "\(script) failed (status \(p.terminationStatus)): \(errText.split(separator: "\n").last ?? "")"
+    note(why)
+    return nil
+  }
+  return (ips, rss)
+}
+
+/// Whether the missing-PyTorch note was printed (the benchmark runs on one thread).
+private enum PyTorchNote { nonisolated(unsafe) static var said = false }
