@@ -1,6 +1,7 @@
 // acon-bench: measures every hot path of the package against this machine's own ceilings in
 // one run (memcpy bandwidth for the elementwise ACON passes, sgemm GFLOP/s for convolutions),
 // after checking each workload against its reference. `swift run -c release acon-bench`.
+import ACON
 import ArgumentParser
 import Foundation
 import TensorCore
@@ -83,12 +84,13 @@ struct AconBench: ParsableCommand {
     if json {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,
         "ceilings": ["memcpy_gbps": memcpy, "sgemm_gflops": sgemm, "sgemm_square": square],
-        "machine": ["cores": Threads.defaultCount, "cpu": cpuModel(), "openblas": BLAS.configuration],
+        "machine": ["cores": Threads.defaultCount, "cpu": cpuModel(), "openblas": BLAS.configuration,
+                    "acon_kernels": AconKernels.variant],
         "results": results.map(\.json)]
       let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
       print(String(decoding: data, as: UTF8.self))
     } else {
-      print("acon-bench (\(buildMode), \(Threads.count) threads; \(cpuModel()); \(BLAS.configuration))")
+      print("acon-bench (\(buildMode), \(Threads.count) threads; \(cpuModel()); \(BLAS.configuration); ACON kernels \(AconKernels.variant))")
       print(String(format: "ceilings: memcpy %.1f GB/s (read + write), sgemm %.1f GFLOP/s (%d²)", memcpy, sgemm, square))
       for r in results {
         let shape = r.shape.map(String.init).joined(separator: "x")

@@ -10,11 +10,12 @@
 //
 // Layout of the work: this file checks sizes and does the threading, `parallelFor` over
 // channels, so each channel's sums have exactly one owner (no atomics). Each thread's range of
-// channels goes to one call into CAconKernels (Sources/CAconKernels), C with an AVX2+FMA variant
-// chosen at run time and a portable one, which walks the range sample by sample (those planes
-// are contiguous). There every element runs through the same 8-lane code (a row's tail is
-// masked), sums are kept in 8 lanes per plane, added lane-wise over a channel's planes in sample
-// order and reduced in a fixed order: the results are bit-identical for any thread count.
+// channels goes to one call into CAconKernels (Sources/CAconKernels), C with an AVX-512 (16
+// lanes) and an AVX2+FMA (8 lanes) variant chosen at run time and a portable one (8 lanes), which
+// walks the range sample by sample (those planes are contiguous). There every element runs
+// through the same code of the variant's width (a row's tail is masked), sums are kept in the
+// variant's lanes per plane, added lane-wise over a channel's planes in sample order and reduced
+// in a fixed order: the results are bit-identical for any thread count.
 import CAconKernels
 import TensorCore
 
@@ -117,6 +118,15 @@ public enum AconKernels {
     backwardImpl(
       x: x, dy: dy, dx: dx, sig: sigmoid, n: n, c: c, hw: hw, p1: p1, p2: p2, beta: beta,
       betaLayout: betaLayout, dp1: dp1, dp2: dp2, dbeta: dbeta)
+  }
+
+  // MARK: - Variant
+
+  /// The code path the kernels (and `fastExp`/`fastSigmoid`) run on: `"avx512"`, `"avx2"` or
+  /// `"portable"`. By default the widest the CPU supports; the environment variable
+  /// `ACON_KERNELS` (one of those names, read when the kernels are first used) caps it.
+  public static var variant: String {
+    String(cString: acon_kernels_variant_name(acon_kernels_variant()))
   }
 
   // MARK: - Work split

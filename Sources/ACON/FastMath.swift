@@ -8,9 +8,10 @@
 // r = x − n·ln2 with ln2 split in two (Cody–Waite); e^r ≈ 1 + r + r²·P(r) with a degree-4 P
 // fitted (minimax, relative error) on [−ln2/2, ln2/2], truncation error 3.1e−9; then p·2ⁿ,
 // as two normal factors 2^⌊n/2⌋·2^(n−⌊n/2⌋) so that overflow to +inf and gradual underflow come
-// out of the last multiply with a single rounding. On a CPU with AVX2 and FMA every a·b + c is
-// one FMA; elsewhere it is a multiply and an add. The two give slightly different bits (both
-// within the bounds below); on one machine the results are fixed, and a scalar equals a lane.
+// out of the last multiply with a single rounding. On a CPU with AVX2 and FMA (8 lanes) or
+// AVX-512 (16 lanes) every a·b + c is one FMA, the same bits in both; elsewhere it is a multiply
+// and an add. The two give slightly different bits (both within the bounds below); on one
+// machine the results are fixed, and a scalar equals a lane.
 // Clamps compare (`v > hi ? hi : v`), so NaN passes through.
 import CAconKernels
 

@@ -2,7 +2,9 @@
 // (FastMath) against a naive Double reference kept private to this file: values, gradients,
 // central finite differences, limit cases, extreme inputs, NaN, accumulation, the saved-σ
 // variant, position independence and bit-identical results for 1 and 2 threads. The C kernels
-// have an AVX2+FMA and a portable variant; the main tests run on both (testPortableVariant).
+// have an AVX-512 (16 lanes), an AVX2+FMA (8 lanes) and a portable variant; the main tests run on
+// every one the CPU supports (testPortableVariant, testAVX2Variant, testAVX512Variant), and the
+// variants are compared with each other (testVariantsAgree, testFastMathVariantsAgree).
 import ACON
 import CAconKernels
 import TensorCore
@@ -232,10 +234,17 @@ private func assertSameBits(
 
 private let allLayouts: [AconBetaLayout] = [.perChannel, .perSampleChannel, .perElement]
 
-/// Shapes that exercise the 8-lane body, the zero-padded tail and both, plus degenerate sizes.
+private let allVariants: [AconKernelVariant] = [
+  AconKernelVariantPortable, AconKernelVariantAVX2, AconKernelVariantAVX512,
+]
+
+private func variantName(_ v: AconKernelVariant) -> String { String(cString: acon_kernels_variant_name(v)) }
+
+/// Shapes that exercise the full groups (4 vectors: 32 elements at 8 lanes, 64 at 16), the
+/// masked tail and both, plus degenerate sizes.
 private let shapes: [(n: Int, c: Int, hw: Int)] = [
   (1, 1, 1), (2, 3, 1), (1, 4, 7), (3, 2, 8), (2, 5, 13), (1, 1, 16), (3, 3, 9), (2, 1, 49),
-  (1, 7, 31), (4, 3, 64),
+  (1, 7, 31), (4, 3, 64), (1, 2, 100), (2, 1, 143),
 ]
 
 // MARK: - Tests
@@ -576,11 +585,12 @@ final class AconKernelTests: XCTestCase {
     }
   }
 
-  /// Each element's y and dx are the same bits whether it is computed in the 8-lane body or in
-  /// a row's zero-padded tail: [1, C, 13] against the same values laid out as [13, C, 1].
+  /// Each element's y and dx are the same bits whether it is computed in a full group, a full
+  /// vector of the rest or a row's masked tail: [1, C, 77] against the same values laid out as
+  /// [77, C, 1] (77 = 64 + 13 = 2·32 + 13).
   func testResultsDoNotDependOnPositionInTheRow() {
     var rng = SeededGenerator(seed: 91)
-    let c = 2, len = 13
+    let c = 2, len = 77
     let p1: [Double] = [0.7, -1.3], p2: [Double] = [0.2, 0.9], beta: [Double] = [1.1, -2.5]
     let x = (0..<(c * len)).map { _ in Double(2 * rng.nextNormal()) }
     let dy = (0..<(c * len)).map { _ in Double(rng.nextNormal()) }
@@ -712,10 +722,10 @@ final class AconKernelTests: XCTestCase {
 
   func testNaNInXPropagatesOnlyWhereItShould() {
     for layout in allLayouts {
-      let p = Problem.random(n: 2, c: 3, hw: 13, layout: layout, seed: 121)
+      let p = Problem.random(n: 2, c: 3, hw: 21, layout: layout, seed: 121)
       var q = p
-      let bad = (1 * p.c + 1) * p.hw + 4  // n = 1, c = 1, i = 4: in the SIMD body
-      let badTail = (0 * p.c + 2) * p.hw + 11  // n = 0, c = 2, i = 11: in the padded tail
+      let bad = (1 * p.c + 1) * p.hw + 4  // n = 1, c = 1, i = 4: in a full vector
+      let badTail = (0 * p.c + 2) * p.hw + 19  // n = 0, c = 2, i = 19: in the masked tail
       q.x[bad] = .nan
       q.x[badTail] = .nan
       let a = runKernels(p), b = runKernels(q)
@@ -737,15 +747,23 @@ final class AconKernelTests: XCTestCase {
     }
   }
 
-  // MARK: Both variants
+  // MARK: Every variant
 
-  /// The portable (no FMA) variant, forced on this machine: the same checks as the default one.
-  /// (On a CPU without AVX2+FMA both runs take the portable path.)
-  func testPortableVariant() {
-    let wasAVX2 = acon_kernels_using_avx2()
-    acon_kernels_set_avx2_enabled(false)
-    defer { acon_kernels_set_avx2_enabled(wasAVX2) }
-    XCTAssertFalse(acon_kernels_using_avx2())
+  /// Runs `body` with `variant` forced, then restores the variant in use before; throws XCTSkip
+  /// when the CPU cannot run it.
+  private func withVariant(_ variant: AconKernelVariant, _ body: () throws -> Void) throws {
+    guard acon_kernels_variant_supported(variant) else {
+      throw XCTSkip("this CPU cannot run the \(variantName(variant)) variant")
+    }
+    let saved = acon_kernels_variant()
+    defer { XCTAssertTrue(acon_kernels_set_variant(saved)) }
+    XCTAssertTrue(acon_kernels_set_variant(variant))
+    XCTAssertEqual(acon_kernels_variant(), variant)
+    try body()
+  }
+
+  /// The checks that every variant must pass (the other tests run them on the default one).
+  private func runAllChecks() {
     testFastExpRelativeErrorBound()
     testFastExpSubnormalRangeAndLimits()
     testFastSigmoidLimitsAccuracyAndStability()
@@ -753,7 +771,10 @@ final class AconKernelTests: XCTestCase {
     testForwardAndBackwardMatchReference()
     testKernelGradientsByFiniteDifferencesInFloat()
     testBetaZeroIsTheMeanOfTheTwoLines()
+    testSiLUCase()
     testLargeBetaIsMaxOrMin()
+    testBackwardAccumulatesParameterGradients()
+    testSkippingDxLeavesParameterGradientsUnchanged()
     testSavedSigmoidVariantEqualsRecompute()
     testResultsDoNotDependOnPositionInTheRow()
     testBetaLayoutsAgreeWhenBroadcast()
@@ -761,32 +782,137 @@ final class AconKernelTests: XCTestCase {
     testExtremeInputsStayFinite()
     testTrueOverflowOfDBetaIsInfinityNotNaN()
     testNaNInXPropagatesOnlyWhereItShould()
+    testEmptyShapesDoNothing()
   }
 
-  /// The two variants agree to within rounding (FMA changes the last bits, nothing more).
+  /// The portable (8 lanes, no FMA) variant, forced: the same checks as the default one.
+  func testPortableVariant() throws { try withVariant(AconKernelVariantPortable) { runAllChecks() } }
+
+  /// The AVX2+FMA (8 lanes) variant, forced (it is not the default on a CPU with AVX-512).
+  func testAVX2Variant() throws { try withVariant(AconKernelVariantAVX2) { runAllChecks() } }
+
+  /// The AVX-512 (16 lanes) variant, forced (the default where the CPU has it, unless
+  /// ACON_KERNELS caps it).
+  func testAVX512Variant() throws { try withVariant(AconKernelVariantAVX512) { runAllChecks() } }
+
+  func testVariantSelection() {
+    let saved = acon_kernels_variant()
+    defer { XCTAssertTrue(acon_kernels_set_variant(saved)) }
+    XCTAssertTrue(acon_kernels_variant_supported(AconKernelVariantPortable))
+    XCTAssertEqual(variantName(AconKernelVariantPortable), "portable")
+    XCTAssertEqual(variantName(AconKernelVariantAVX2), "avx2")
+    XCTAssertEqual(variantName(AconKernelVariantAVX512), "avx512")
+    XCTAssertEqual(AconKernels.variant, variantName(acon_kernels_variant()))
+    // AVX-512 implies AVX2 here, and the default is the widest supported variant unless
+    // ACON_KERNELS caps it.
+    if acon_kernels_variant_supported(AconKernelVariantAVX512) {
+      XCTAssertTrue(acon_kernels_variant_supported(AconKernelVariantAVX2))
+    }
+    if getenv("ACON_KERNELS") == nil {
+      let widest = allVariants.last { acon_kernels_variant_supported($0) }
+      XCTAssertEqual(acon_kernels_default_variant(), widest)
+    }
+    for v in allVariants {
+      XCTAssertEqual(acon_kernels_set_variant(v), acon_kernels_variant_supported(v))
+      if acon_kernels_variant_supported(v) { XCTAssertEqual(acon_kernels_variant(), v) }
+    }
+    // An unknown variant is refused and changes nothing.
+    XCTAssertTrue(acon_kernels_set_variant(AconKernelVariantPortable))
+    XCTAssertFalse(acon_kernels_set_variant(AconKernelVariant(rawValue: 7)))
+    XCTAssertFalse(acon_kernels_variant_supported(AconKernelVariant(rawValue: 7)))
+    XCTAssertEqual(acon_kernels_variant(), AconKernelVariantPortable)
+  }
+
+  /// Every pair of supported variants agrees: AVX2 and AVX-512 (both FMA, the same operations
+  /// lane for lane) give the same y, σ, dx and per-element dβ bits, and sums equal to within
+  /// rounding (their lanes are reduced in different orders); with the portable variant (no FMA)
+  /// everything agrees to within rounding.
   func testVariantsAgree() throws {
-    let wasAVX2 = acon_kernels_using_avx2()
-    defer { acon_kernels_set_avx2_enabled(wasAVX2) }
-    acon_kernels_set_avx2_enabled(true)
-    guard acon_kernels_using_avx2() else { throw XCTSkip("this CPU has no AVX2+FMA") }
+    let supported = allVariants.filter { acon_kernels_variant_supported($0) }
+    guard supported.count > 1 else { throw XCTSkip("this CPU runs only the portable variant") }
+    let saved = acon_kernels_variant()
+    defer { XCTAssertTrue(acon_kernels_set_variant(saved)) }
+    func run(_ v: AconKernelVariant, _ p: Problem, saved: Bool) -> KernelResult {
+      XCTAssertTrue(acon_kernels_set_variant(v))
+      return runKernels(p, saved: saved)
+    }
+    var seed: UInt64 = 141
     for layout in allLayouts {
-      let p = Problem.random(n: 3, c: 4, hw: 37, layout: layout, seed: 141)
-      acon_kernels_set_avx2_enabled(true)
-      let fused = runKernels(p)
-      acon_kernels_set_avx2_enabled(false)
-      let plain = runKernels(p)
-      let ref = Reference(p)
-      func close(_ a: [Float], _ b: [Float], _ scale: [Double], _ rtol: Double, _ what: String) {
-        for i in 0..<a.count {
-          XCTAssertEqual(Double(a[i]), Double(b[i]), accuracy: rtol * (scale[i] + abs(Double(b[i]))) + 1e-37, "\(layout) \(what)[\(i)]")
+      for (n, c, hw) in [(3, 4, 37), (2, 3, 49), (2, 2, 143), (1, 5, 8)] {
+        seed += 1
+        let p = Problem.random(n: n, c: c, hw: hw, layout: layout, seed: seed)
+        let ref = Reference(p)
+        for savedSigmoid in [false, true] {
+          let results = supported.map { run($0, p, saved: savedSigmoid) }
+          for i in 0..<supported.count {
+            for j in (i + 1)..<supported.count {
+              let a = results[i], b = results[j]
+              let tag = "\(variantName(supported[i])) vs \(variantName(supported[j])) \(layout) \(n)x\(c)x\(hw)"
+              let bothFMA = supported[i] != AconKernelVariantPortable
+              func close(_ x: [Float], _ y: [Float], _ scale: [Double], _ rtol: Double, _ what: String) {
+                XCTAssertEqual(x.count, y.count)
+                for k in 0..<min(x.count, y.count) {
+                  let tol = rtol * (scale[k] + abs(Double(y[k]))) + 1e-37
+                  XCTAssertEqual(Double(x[k]), Double(y[k]), accuracy: tol, "\(tag) \(what)[\(k)]")
+                }
+              }
+              if bothFMA {
+                XCTAssertEqual(bits(a.y), bits(b.y), "\(tag) y")
+                XCTAssertEqual(bits(a.dx), bits(b.dx), "\(tag) dx")
+                if savedSigmoid { XCTAssertEqual(bits(a.sigmoid), bits(b.sigmoid), "\(tag) σ") }
+                if layout == .perElement { XCTAssertEqual(bits(a.dbeta), bits(b.dbeta), "\(tag) dβ") }
+              } else {
+                close(a.y, b.y, ref.yScale, 1e-6, "y")
+                close(a.dx, b.dx, ref.dxScale, 1e-6, "dx")
+              }
+              close(a.dp1, b.dp1, ref.dpScale, 1e-6, "dp1")
+              close(a.dp2, b.dp2, ref.dpScale, 1e-6, "dp2")
+              close(a.dbeta, b.dbeta, ref.dbetaScale, 1e-6, "dbeta")
+            }
+          }
         }
       }
-      close(fused.y, plain.y, ref.yScale, 1e-6, "y")
-      close(fused.dx, plain.dx, ref.dxScale, 1e-6, "dx")
-      close(fused.dp1, plain.dp1, ref.dpScale, 1e-6, "dp1")
-      close(fused.dp2, plain.dp2, ref.dpScale, 1e-6, "dp2")
-      close(fused.dbeta, plain.dbeta, ref.dbetaScale, 1e-6, "dbeta")
     }
+  }
+
+  /// acon_exp and acon_sigmoid of AVX2 and AVX-512 give the same bits for every 257th Float bit
+  /// pattern (16.7 million values, all exponents, ±inf and NaNs; NaN in, NaN out), run as arrays
+  /// of odd lengths so that full vectors and masked tails both occur. (Their error bounds are
+  /// checked per variant by testAVX2Variant and testAVX512Variant.)
+  func testFastMathVariantsAgree() throws {
+    for v in [AconKernelVariantAVX2, AconKernelVariantAVX512] where !acon_kernels_variant_supported(v) {
+      throw XCTSkip("this CPU cannot run the \(variantName(v)) variant")
+    }
+    let saved = acon_kernels_variant()
+    defer { XCTAssertTrue(acon_kernels_set_variant(saved)) }
+    let chunk = 65_521
+    var x = [Float](repeating: 0, count: chunk)
+    var e2 = x, e5 = x, s2 = x, s5 = x
+    var pattern: UInt64 = 0, mismatches = 0
+    while pattern <= UInt64(UInt32.max) {
+      var m = 0
+      while m < chunk && pattern <= UInt64(UInt32.max) {
+        x[m] = Float(bitPattern: UInt32(pattern))
+        pattern += 257
+        m += 1
+      }
+      XCTAssertTrue(acon_kernels_set_variant(AconKernelVariantAVX2))
+      acon_exp(x, &e2, m)
+      acon_sigmoid(x, &s2, m)
+      XCTAssertTrue(acon_kernels_set_variant(AconKernelVariantAVX512))
+      acon_exp(x, &e5, m)
+      acon_sigmoid(x, &s5, m)
+      for k in 0..<m {
+        let same =
+          (e2[k].bitPattern == e5[k].bitPattern || (e2[k].isNaN && e5[k].isNaN && x[k].isNaN))
+          && (s2[k].bitPattern == s5[k].bitPattern || (s2[k].isNaN && s5[k].isNaN && x[k].isNaN))
+        if !same {
+          mismatches += 1
+          if mismatches <= 5 { XCTFail("x = \(x[k]) (\(x[k].bitPattern)): exp \(e2[k]) vs \(e5[k]), σ \(s2[k]) vs \(s5[k])") }
+        }
+      }
+    }
+    XCTAssertEqual(mismatches, 0)
   }
 
   func testEmptyShapesDoNothing() {

@@ -1,6 +1,6 @@
 // CAconKernels: the inner loops of the fused ACON-C kernels over a range of channels and the
-// polynomial exp/sigmoid they use, in C so that an AVX2+FMA variant can be selected at run time
-// (SwiftPM builds for baseline x86-64). The Swift side (Sources/ACON/AconKernels.swift) does the
+// polynomial exp/sigmoid they use, in C so that an AVX-512 (16 lanes) or AVX2+FMA (8 lanes)
+// variant can be selected at run time (SwiftPM builds for baseline x86-64). The Swift side (Sources/ACON/AconKernels.swift) does the
 // threading and calls one of these per range of channels. Derivation: docs/acon-backward.md.
 #ifndef CACONKERNELS_H
 #define CACONKERNELS_H
@@ -32,9 +32,10 @@ void acon_forward_channels(
 
 /// Backward over channels [c0, c1), tensors as for the forward. σ is read from `sig` unless it
 /// is NULL (then recomputed, the same bits). dx is overwritten unless NULL. dp1, dp2 ([c]) and
-/// dβ (as `betaMode` says) of those channels are accumulated (+=). Sums are formed in 8 lanes
-/// per plane, added lane-wise over a channel's planes in sample order and reduced in a fixed
-/// order: the bits do not depend on how the channels are split between calls.
+/// dβ (as `betaMode` says) of those channels are accumulated (+=). Sums are formed in the
+/// variant's lanes (8 or 16) per plane, added lane-wise over a channel's planes in sample order
+/// and reduced in a fixed order: the bits do not depend on how the channels are split between
+/// calls (they do, in the last bits, on the variant).
 void acon_backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
     ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
@@ -46,12 +47,36 @@ void acon_exp(const float *x, float *y, ptrdiff_t count);
 /// σ(x) = 1/(1 + e^(−x)) for `count` floats, exactly as the kernels compute s.
 void acon_sigmoid(const float *x, float *y, ptrdiff_t count);
 
-/// Whether the AVX2+FMA variants are in use (the CPU supports them and they are enabled).
-bool acon_kernels_using_avx2(void);
+/// The code paths of the kernels and of acon_exp/acon_sigmoid: one body, compiled for three
+/// targets. Every variant meets the documented error bounds; their bits differ as noted.
+typedef enum AconKernelVariant {
+  /// Baseline x86-64 (or any target): 8 lanes, a multiply and an add for every a·b + c.
+  AconKernelVariantPortable = 0,
+  /// AVX2 + FMA: 8 lanes, one FMA for every a·b + c.
+  AconKernelVariantAVX2 = 1,
+  /// AVX-512 (F, BW, DQ, VL) + FMA: 16 lanes, masked loads and stores for a plane's tail. The
+  /// same y, dx, σ, e^x and per-element dβ bits as AVX2; sums over lanes (dp1, dp2, and dβ per
+  /// channel or plane) are reduced in a different fixed order, so they differ in the last bits.
+  AconKernelVariantAVX512 = 2,
+} AconKernelVariant;
 
-/// Enables (the default) or disables the AVX2+FMA variants; enabling has no effect on a CPU
-/// without AVX2 and FMA. For tests of the portable path; not thread-safe against running kernels.
-void acon_kernels_set_avx2_enabled(bool enabled);
+/// Whether this CPU (and OS) can run `variant`. The portable variant is always supported.
+bool acon_kernels_variant_supported(AconKernelVariant variant);
+
+/// The variant in use. By default the widest one the CPU supports; the environment variable
+/// `ACON_KERNELS` (`portable`, `avx2` or `avx512`, read once, when the kernels are first used)
+/// caps it: the widest supported variant at or below the named one. Other values are ignored.
+AconKernelVariant acon_kernels_variant(void);
+
+/// The variant that would be chosen without acon_kernels_set_variant (CPU and `ACON_KERNELS`).
+AconKernelVariant acon_kernels_default_variant(void);
+
+/// Selects `variant`; returns false, changing nothing, if the CPU does not support it. For
+/// tests and benchmarks; not thread-safe against running kernels.
+bool acon_kernels_set_variant(AconKernelVariant variant);
+
+/// The name of `variant`, as `ACON_KERNELS` spells it: "portable", "avx2" or "avx512".
+const char *acon_kernels_variant_name(AconKernelVariant variant);
 
 #ifdef __cplusplus
 }

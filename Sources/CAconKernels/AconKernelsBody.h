@@ -1,0 +1,355 @@
+// AconKernelsBody.h: the width-generic body of the fused ACON-C kernels and the polynomial
+// exp/sigmoid, included by AconKernels.c once per vector width (8 and 16 lanes). Not a public
+// header and not self-contained: the includer defines
+//   W         lanes per vector;  VF, VI  the float and int32 vector types of W lanes
+//   MASK      a tail mask (which lanes of a partial vector are valid)
+//   FN(name)  the width's name for `name` (name##8, name##16): primitives and body alike
+//   BODY      the attributes of every function here (always inline; AVX-512 target at 16)
+// and the primitives splatW, loadW, storeW, selectW, fixed_order_sumW, tail_maskW, load_partW and
+// store_partW (see AconKernels.c). `F` (FMA or not) is a compile-time argument throughout.
+//
+// Every element goes through the same W-lane code: a plane's last hw mod W elements are loaded
+// with a mask (zeros in the other lanes) and stored with one, so results never depend on an
+// element's position. Vectors go in groups of four, their sigmoids interleaved (see "Groups").
+
+// The width's primitives and this file's functions under width-free names (undone at the end).
+#define splat FN(splat)
+#define loadv FN(load)
+#define storev FN(store)
+#define selectv FN(select)
+#define fixed_order_sum FN(fixed_order_sum)
+#define tail_mask FN(tail_mask)
+#define load_part FN(load_part)
+#define store_part FN(store_part)
+#define madd FN(madd)
+#define exp_reduce FN(exp_reduce)
+#define exp_full FN(exp_full)
+#define sigmoid_neg FN(sigmoid_neg)
+#define sigmoid_neg_group FN(sigmoid_neg_group)
+#define Extent FN(Extent)
+#define extent FN(extent)
+#define load_u FN(load_u)
+#define store_u FN(store_u)
+#define forward_group FN(forward_group)
+#define forward_plane FN(forward_plane)
+#define forward_channels FN(forward_channels)
+#define Sums FN(Sums)
+#define grad FN(grad)
+#define backward_group FN(backward_group)
+#define backward_plane FN(backward_plane)
+#define backward_channels FN(backward_channels)
+#define map_channel FN(map_channel)
+
+/// a·b + c: one FMA (one rounding) in the FMA variants, a multiply and an add otherwise.
+BODY VF madd(VF a, VF b, VF c, const int fma) {
+  return fma ? __builtin_elementwise_fma(a, b, c) : a * b + c;
+}
+
+// MARK: - Exp and sigmoid
+
+/// Range reduction and polynomial: t = magic + n (n = round(v·log2 e)) and p ≈ e^r in
+/// [0.70, 1.42], r = v − n·ln2 (NaN for NaN).
+BODY VF exp_reduce(VF v, VF *t_out, const int F) {
+  const VF magic = splat(12582912.0f);  // 1.5·2²³, bits 0x4B40_0000
+  VF t = madd(v, splat(1.44269504f), magic, F);  // magic + n, exactly
+  VF n = t - magic;
+  VF r = madd(n, splat(-0.693359375f), v, F);  // ln2 high part 355/512: n·it is exact
+  r = madd(n, splat(2.1219444e-4f), r, F);      // − n·(ln2 − high part)
+  VF r2 = r * r;
+  // P(r) = (c2 + c3·r) + r²·((c4 + c5·r) + r²·c6), Estrin's scheme.
+  VF a = madd(r, splat(0.1666652113199234f), splat(0.4999999403953552f), F);
+  VF b = madd(r, splat(0.008368744514882565f), splat(0.04166839271783829f), F);
+  VF q = madd(madd(r2, splat(0.0013814527774229646f), b, F), r2, a, F);
+  *t_out = t;
+  return madd(r2, q, r, F) + 1.0f;
+}
+
+/// e^x for any x: clamps to [−104, 88.8] (e^88.8 rounds to +inf, e^−104 to 0), gradual underflow.
+BODY VF exp_full(VF x, const int F) {
+  VF v = selectv(x > splat(88.8f), splat(88.8f), x);
+  v = selectv(v < splat(-104.0f), splat(-104.0f), v);
+  VF t, p = exp_reduce(v, &t, F);
+  // 2ⁿ = 2^h·2^(n−h), h = n >> 1; both exponents lie in [−75, 64]. For NaN, p is NaN.
+  VI ni = (VI)t - 0x4B400000;
+  VI h = ni >> 1;
+  VF s1 = (VF)((h + 127) << 23), s2 = (VF)((ni - h + 127) << 23);
+  return (p * s1) * s2;
+}
+
+/// σ from its negated argument: 1/(1 + e^v), v = −t clamped to [−86.5, 88.8] (σ is exactly 1,
+/// resp. 0, beyond; n ≥ −125 keeps 2^(n−1) normal). Same bits as 1/(1 + exp_full(v)).
+BODY VF sigmoid_neg(VF v, const int F) {
+  v = selectv(v > splat(88.8f), splat(88.8f), v);
+  v = selectv(v < splat(-86.5f), splat(-86.5f), v);
+  VF t, p = exp_reduce(v, &t, F);
+  VF scale = (VF)(((VI)t << 23) + 0x3F000000);  // 2^(n−1)
+  VF e = (p + p) * scale;  // p·2ⁿ, one rounding; +inf past Float.max
+  return splat(1.0f) / (splat(1.0f) + e);
+}
+
+// MARK: - Groups of vectors
+
+/// Elements go through the kernels in groups of U = 4 vectors of W (G = 4·W elements), and the U
+/// sigmoids of a group are computed step by step together: U independent dependency chains keep
+/// the core busy where one chain of ~60 cycles (exp, divide) would leave it waiting. A plane's
+/// last hw mod G elements run through the same code as as many vectors as they need, the last
+/// one partial (masked), so an element's result never depends on its position.
+#define G (U * W)
+
+/// σ(−v[u]) for the U vectors of a group, each step for all U before the next. Lane for lane
+/// the operations of `sigmoid_neg`, so the same bits.
+BODY void sigmoid_neg_group(VF v[U], const int nu, const int F) {
+  const VF magic = splat(12582912.0f);
+  VF t[U], r[U], r2[U], a[U], b[U], q[U];
+  for (int u = 0; u < nu; u++) {
+    v[u] = selectv(v[u] > splat(88.8f), splat(88.8f), v[u]);
+    v[u] = selectv(v[u] < splat(-86.5f), splat(-86.5f), v[u]);
+  }
+  for (int u = 0; u < nu; u++) t[u] = madd(v[u], splat(1.44269504f), magic, F);
+  for (int u = 0; u < nu; u++) r[u] = madd(t[u] - magic, splat(-0.693359375f), v[u], F);
+  for (int u = 0; u < nu; u++) r[u] = madd(t[u] - magic, splat(2.1219444e-4f), r[u], F);
+  for (int u = 0; u < nu; u++) r2[u] = r[u] * r[u];
+  for (int u = 0; u < nu; u++) {
+    a[u] = madd(r[u], splat(0.1666652113199234f), splat(0.4999999403953552f), F);
+    b[u] = madd(r[u], splat(0.008368744514882565f), splat(0.04166839271783829f), F);
+  }
+  for (int u = 0; u < nu; u++)
+    q[u] = madd(madd(r2[u], splat(0.0013814527774229646f), b[u], F), r2[u], a[u], F);
+  for (int u = 0; u < nu; u++) {
+    VF p = madd(r2[u], q[u], r[u], F) + 1.0f;
+    VF scale = (VF)(((VI)t[u] << 23) + 0x3F000000);  // 2^(n−1)
+    v[u] = splat(1.0f) / (splat(1.0f) + (p + p) * scale);
+  }
+}
+
+/// The m ≤ G elements of a group at p: vector u is full, partial (m mod W lanes, `mask`) or
+/// missing (reads as 0, writes nothing). Full groups (m = G) compile to plain loads and stores.
+typedef struct {
+  ptrdiff_t m;
+  MASK mask;
+} Extent;
+
+BODY Extent extent(ptrdiff_t m) { return (Extent){m, tail_mask((int)(m % W))}; }
+
+BODY VF load_u(const float *p, int u, Extent e, const int F) {
+  if (W * u + W <= e.m) return loadv(p + W * u);
+  if (W * u < e.m) return load_part(p + W * u, e.mask, (int)(e.m % W), F);
+  return splat(0);
+}
+
+BODY void store_u(float *p, int u, Extent e, VF v) {
+  if (W * u + W <= e.m) storev(p + W * u, v);
+  else if (W * u < e.m) store_part(p + W * u, e.mask, (int)(e.m % W), v);
+}
+
+// MARK: - Forward
+
+/// One group of e.m elements: x → y (and sig); β is −nbv unless perElement, then betaE.
+BODY void forward_group(
+    const float *x, float *y, float *sig, const float *betaE, Extent e, VF kv, VF qv, VF nbv,
+    const int nu, const int F, const int hasSig, const int perElement) {
+  VF xv[U], d[U], s[U];
+  for (int u = 0; u < nu; u++) {
+    xv[u] = load_u(x, u, e, F);
+    d[u] = kv * xv[u];
+    s[u] = (perElement ? -load_u(betaE, u, e, F) : nbv) * d[u];
+  }
+  sigmoid_neg_group(s, nu, F);
+  for (int u = 0; u < nu; u++) {
+    store_u(y, u, e, madd(d[u], s[u], qv * xv[u], F));
+    if (hasSig) store_u(sig, u, e, s[u]);
+  }
+}
+
+/// One plane: x, y, sig (hw); β is `b` unless `betaE` (hw) gives one per element.
+BODY void forward_plane(
+    const float *x, float *y, float *sig, ptrdiff_t hw, float k, float q, float b,
+    const float *betaE, const int F, const int hasSig, const int perElement) {
+  const VF kv = splat(k), qv = splat(q), nbv = splat(-b);
+  const Extent full = {G};
+  ptrdiff_t i = 0;
+  for (; i + G <= hw; i += G)
+    forward_group(x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement);
+  if (i < hw) {  // the rest: as many vectors as it needs
+    Extent e = extent(hw - i);
+#define REST(NU) \
+  forward_group(x + i, y + i, sig + i, betaE + i, e, kv, qv, nbv, NU, F, hasSig, perElement)
+    switch ((hw - i + W - 1) / W) {
+    case 1: REST(1); break;
+    case 2: REST(2); break;
+    case 3: REST(3); break;
+    default: REST(4); break;
+    }
+#undef REST
+  }
+}
+
+/// Channels [c0, c1) of (n, c, hw) tensors, sample by sample: planes (j, c0) … (j, c1 − 1) are
+/// contiguous, so the memory streams are sequential.
+BODY void forward_channels(
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
+    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode mode,
+    const int F, const int hasSig, const int perElement) {
+  for (ptrdiff_t j = 0; j < n; j++) {
+    for (ptrdiff_t ch = c0; ch < c1; ch++) {
+      ptrdiff_t off = (j * c + ch) * hw;
+      const float *bp = beta_at(beta, j, ch, c, hw, mode);
+      forward_plane(
+          x + off, y + off, hasSig ? sig + off : NULL, hw, p1[ch] - p2[ch], p2[ch],
+          perElement ? 0 : *bp, bp, F, hasSig, perElement);
+    }
+  }
+}
+
+// MARK: - Backward
+
+/// Per-plane lane sums of dy·x·g (1), dy·x·(1 − g) (2) and dy·d²·w (3).
+typedef struct {
+  VF a1, a2, a3;
+} Sums;
+
+/// The gradients of W elements given their s; returns dx and the dβ terms, adds to the sums.
+/// d = k·x, w = s·(1 − s) (exactly 0 once s has rounded to 0 or 1), g = s + β·(d·w) (finite
+/// even where β·d overflows), dβ term (dy·(d·w))·d (0, never inf·0, when dy or w is 0).
+BODY VF grad(VF xv, VF dyv, VF s, VF bv, VF kv, VF qv, Sums *acc, VF *db_out, const int F) {
+  VF d = kv * xv;
+  VF w = s * (splat(1.0f) - s);
+  VF dw = d * w;
+  VF g = madd(bv, dw, s, F);
+  VF u = dyv * xv;
+  VF ug = u * g;
+  acc->a1 += ug;
+  acc->a2 += u - ug;  // exact when g ≈ 1 (Sterbenz)
+  *db_out = (dyv * dw) * d;
+  return dyv * madd(kv, g, qv, F);
+}
+
+/// One group of e.m elements: x, dy → dx; sig read if hasSig; β is `bv` unless perElement, then
+/// from betaE, and dβ is accumulated into dbetaE; otherwise into acc->a3. Missing and padding
+/// lanes (x = dy = 0) add +0 to every sum.
+BODY void backward_group(
+    const float *x, const float *dy, float *dx, const float *sig, const float *betaE,
+    float *dbetaE, Extent e, VF kv, VF qv, VF bv, Sums *acc, const int nu, const int F,
+    const int hasSig, const int hasDx, const int perElement) {
+  VF xv[U], bev[U], s[U];
+  for (int u = 0; u < nu; u++) {
+    xv[u] = load_u(x, u, e, F);
+    bev[u] = perElement ? load_u(betaE, u, e, F) : bv;
+    s[u] = hasSig ? load_u(sig, u, e, F) : -bev[u] * (kv * xv[u]);
+  }
+  if (!hasSig) sigmoid_neg_group(s, nu, F);
+  for (int u = 0; u < nu; u++) {
+    VF db, dxv = grad(xv[u], load_u(dy, u, e, F), s[u], bev[u], kv, qv, acc, &db, F);
+    if (hasDx) store_u(dx, u, e, dxv);
+    if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db);
+    else acc->a3 += db;
+  }
+}
+
+/// One plane: x, dy, dx, sig, betaE, dbetaE (hw). β is `b` unless perElement.
+BODY void backward_plane(
+    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t hw, float k, float q,
+    float b, const float *betaE, float *dbetaE, Sums *acc, const int F, const int hasSig,
+    const int hasDx, const int perElement) {
+  const VF kv = splat(k), qv = splat(q), bv = splat(b);
+  const Extent full = {G};
+  ptrdiff_t i = 0;
+  for (; i + G <= hw; i += G)
+    backward_group(
+        x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, full, kv, qv, bv, acc, U, F,
+        hasSig, hasDx, perElement);
+  if (i < hw) {  // the rest: as many vectors as it needs
+    Extent e = extent(hw - i);
+#define REST(NU)                                                                              \
+  backward_group(x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, e, kv, qv, bv, acc, NU, \
+                 F, hasSig, hasDx, perElement)
+    switch ((hw - i + W - 1) / W) {
+    case 1: REST(1); break;
+    case 2: REST(2); break;
+    case 3: REST(3); break;
+    default: REST(4); break;
+    }
+#undef REST
+  }
+}
+
+/// Channels [c0, c1) of (n, c, hw) tensors, sample by sample as in the forward pass, in chunks
+/// of up to CH channels whose sums wait on the stack. Each channel's sums run over its planes in
+/// sample order, whatever the chunk: the bits do not depend on how channels are split.
+BODY void backward_channels(
+    const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
+    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2, const int F,
+    const int hasSig, const int hasDx, const int perElement) {
+  for (ptrdiff_t cb = c0; cb < c1; cb += CH) {
+    ptrdiff_t ce = cb + CH < c1 ? cb + CH : c1;
+    Sums acc[CH];  // per channel: dp1, dp2 and (channel mode) dβ lanes
+    for (ptrdiff_t ch = cb; ch < ce; ch++) acc[ch - cb] = (Sums){splat(0), splat(0), splat(0)};
+    for (ptrdiff_t j = 0; j < n; j++) {
+      for (ptrdiff_t ch = cb; ch < ce; ch++) {
+        ptrdiff_t off = (j * c + ch) * hw;
+        const float *bp = beta_at(beta, j, ch, c, hw, mode);
+        float *dbp = dbeta + (bp - beta);
+        Sums plane = {splat(0), splat(0), splat(0)};
+        backward_plane(
+            x + off, dy + off, hasDx ? dx + off : NULL, hasSig ? sig + off : NULL, hw,
+            p1[ch] - p2[ch], p2[ch], perElement ? 0 : *bp, bp, dbp, &plane, F, hasSig, hasDx,
+            perElement);
+        Sums *a = &acc[ch - cb];
+        a->a1 += plane.a1;
+        a->a2 += plane.a2;
+        if (mode == AconBetaModePlane) *dbp += fixed_order_sum(plane.a3);
+        else a->a3 += plane.a3;
+      }
+    }
+    for (ptrdiff_t ch = cb; ch < ce; ch++) {
+      dp1[ch] += fixed_order_sum(acc[ch - cb].a1);
+      dp2[ch] += fixed_order_sum(acc[ch - cb].a2);
+      if (mode == AconBetaModeChannel) dbeta[ch] += fixed_order_sum(acc[ch - cb].a3);
+    }
+  }
+}
+
+// MARK: - Exp and sigmoid over arrays
+
+/// y = e^x (or σ(x)) for `count` floats; the last count mod W go through one partial vector.
+BODY void map_channel(const float *x, float *y, ptrdiff_t count, const int F, const int sigmoid) {
+  ptrdiff_t i = 0;
+  for (; i + W <= count; i += W) {
+    VF v = loadv(x + i);
+    storev(y + i, sigmoid ? sigmoid_neg(-v, F) : exp_full(v, F));
+  }
+  if (i < count) {
+    Extent e = extent(count - i);
+    VF v = load_u(x + i, 0, e, F);
+    store_u(y + i, 0, e, sigmoid ? sigmoid_neg(-v, F) : exp_full(v, F));
+  }
+}
+
+#undef splat
+#undef loadv
+#undef storev
+#undef selectv
+#undef fixed_order_sum
+#undef tail_mask
+#undef load_part
+#undef store_part
+#undef madd
+#undef exp_reduce
+#undef exp_full
+#undef sigmoid_neg
+#undef sigmoid_neg_group
+#undef Extent
+#undef extent
+#undef load_u
+#undef store_u
+#undef forward_group
+#undef forward_plane
+#undef forward_channels
+#undef Sums
+#undef grad
+#undef backward_group
+#undef backward_plane
+#undef backward_channels
+#undef map_channel
+#undef G
