@@ -49,6 +49,50 @@ func checkConv(_ cc: ConvCase) throws {
   try check("conv2d \(cc.label) db", conv.bias!.grad.data, grads.db.values, rtol: 1e-4, atol: 1e-3)
 }
 
+/// im2col and col2im of each convolution case alone, batched as Conv2D runs them, as GB/s of
+/// traffic (the column matrix written or read once, the input read or updated once) and as a
+/// fraction of the memcpy ceiling. Both are checked against the Double definitions first.
+func loweringWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+  for cc in convCases(quick: options.quick) where options.wants("im2col") || options.wants("col2im") {
+    let n = cc.input[0]
+    let g = ConvGeometry(channels: cc.input[1], height: cc.input[2], width: cc.input[3], kernelH: cc.kernel,
+      kernelW: cc.kernel, strideH: cc.stride, strideW: cc.stride, padH: cc.padding, padW: cc.padding)
+    let sample = g.channels * g.height * g.width, p = g.colCols, np = n * p
+    var rng = SeededGenerator(seed: 13)
+    let x = Tensor(zeros: cc.input), col = Tensor(zeros: [g.colRows, np]), dx = Tensor(zeros: cc.input)
+    x.fillUniform(-1, 1, using: &rng)
+    col.fillUniform(-1, 1, using: &rng)
+    // Sample 1 of the batch against the definitions: its columns, and its part of col2im.
+    let x1 = Array(UnsafeBufferPointer(start: x.data + sample, count: sample)).map(Double.init)
+    let c1 = (0..<g.colRows).flatMap { r in (0..<p).map { Double(col.data[r * np + p + $0]) } }
+    col2im(col.data, colStride: np, batch: n, g, dx: dx.data)
+    try check("col2im \(cc.label)", dx.data + sample, Reference.col2im(c1, g), rtol: 1e-6, atol: 1e-6)
+    im2col(x.data, batch: n, g, col: col.data, colStride: np)
+    let got = (0..<g.colRows).flatMap { r in (0..<p).map { Double(col.data[r * np + p + $0]) } }
+    try check("im2col \(cc.label)", got.map(Float.init), Reference.im2col(x1, g), rtol: 0, atol: 0)
+
+    let bytes = Double(4 * (g.colRows * np + n * sample))
+    let metrics: [(String, Any)] = [("layer", cc.label), ("kernel", cc.kernel), ("stride", cc.stride), ("padding", cc.padding)]
+    if options.wants("im2col") {
+      let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+        im2col(x.data, batch: n, g, col: col.data, colStride: np)
+      }
+      try emit(BenchResult(name: "im2col", shape: cc.input, medianSeconds: s,
+        metrics: metrics + [("gbps", bytes / s / 1e9), ("memcpy_fraction", bytes / s / 1e9 / memcpy)]))
+    }
+    if options.wants("col2im") {
+      let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+        dx.zero()
+        col2im(col.data, colStride: np, batch: n, g, dx: dx.data)
+      }
+      // The zeroing pass is part of the job as Conv2D runs it: one more write of dx.
+      let total = bytes + Double(4 * n * sample)
+      try emit(BenchResult(name: "col2im", shape: cc.input, medianSeconds: s,
+        metrics: metrics + [("gbps", total / s / 1e9), ("memcpy_fraction", total / s / 1e9 / memcpy)]))
+    }
+  }
+}
+
 func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   for cc in convCases(quick: options.quick) where options.wants("conv2d.fwdbwd") {
     try checkConv(cc)

@@ -1,7 +1,8 @@
 // Im2Col: Caffe's im2col/col2im lowering of a 2-D convolution to a matrix product
-// (after BVLC/caffe src/caffe/util/im2col.cpp), for one sample or a whole batch. Each has two
-// loops to the same bits: copying image rows (stride 1, long rows) and a per-element gather
-// table (short strided rows); the entry points pick the faster.
+// (after BVLC/caffe src/caffe/util/im2col.cpp), for one sample or a whole batch. Each has
+// several loops to the same bits: copying image rows (stride 1, long rows), a per-element
+// gather table (short strided rows), and one pass for all three taps of 3-wide kernels; the
+// entry points pick the fastest measured for the geometry.
 //
 // col is [C·KH·KW, OH·OW] for one sample, stored with row stride `colStride` so that the
 // samples of a batch sit side by side: col[k, n·P + p] for a batched [K, N·P] matrix.
@@ -65,8 +66,12 @@ public func im2col(
   // long; a per-element gather table wins on short strided rows, where the per-row bookkeeping
   // costs more than the copy (measured on the seed layers, batch 64, one thread: conv1 3×32×32
   // 0.59 → 0.23 ms and conv2 15×15 outputs 1.68 → 1.36 ms by rows; conv3 7×7 outputs 0.61 vs
-  // 0.67 ms, conv4 4×4 0.21 vs 0.39 ms for the table).
-  if g.strideW == 1 || g.outW >= 12 {
+  // 0.67 ms, conv4 4×4 0.21 vs 0.39 ms for the table). For 3-wide kernels at stride 2 on short
+  // rows, filling the three taps' rows in one pass beats the table (conv3, batch 64, two
+  // threads: 0.41 → 0.34 ms; `acon-bench --filter im2col`).
+  if g.kernelW == 3 && g.strideW == 2 && g.outW < 12 {
+    im2colWidth3Stride2(x, batch: n, g, col: col, colStride: colStride)
+  } else if g.strideW == 1 || g.outW >= 12 {
     im2colByRows(x, batch: n, g, col: col, colStride: colStride)
   } else {
     im2colByTable(x, batch: n, g, col: col, colStride: colStride)
@@ -215,8 +220,13 @@ public func col2im(
   _ col: UnsafePointer<Float>, colStride: Int, batch n: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>
 ) {
   // As for im2col, rows where they are contiguous (conv1 0.57 → 0.27 ms; on strided rows the
-  // table is as fast or faster), and the same bits either way.
-  if g.strideW == 1 {
+  // table is as fast or faster), and the same bits either way. For 3-wide kernels at stride 1,
+  // one output-stationary pass per input row beats rows (resnet.3x3, batch 32, two threads:
+  // 9.7 → 7.7 ms; one thread 17.5 → 11.7 ms). At stride 2 the same idea measured slower than
+  // the table.
+  if g.kernelW == 3 && g.strideW == 1 {
+    col2imWidth3Stride1(col, colStride: colStride, batch: n, g, dx: dx)
+  } else if g.strideW == 1 {
     col2imByRows(col, colStride: colStride, batch: n, g, dx: dx)
   } else {
     col2imByTable(col, colStride: colStride, batch: n, g, dx: dx)
@@ -272,6 +282,99 @@ private func col2imByTable(
             let src = cs.value + (c * kk + k) * colStride + s * p
             let t = tables.baseAddress! + k * p
             for q in 0..<p where t[q] >= 0 { dxc[Int(t[q])] += src[q] }
+          }
+        }
+      }
+    }
+  }
+}
+
+// MARK: - 3-wide kernels
+
+/// im2col for kernels 3 wide at stride 2 on short rows: one pass over each input row fills the
+/// three column rows (c, ki, 0), (c, ki, 1), (c, ki, 2) of an output row, so the bookkeeping is
+/// paid once per three rows and the interior loop has no branches. Same values as the others.
+// x [N, C, H, W] → col [C·KH·3, N·P] (row stride colStride), for g.kernelW == 3, g.strideW == 2.
+private func im2colWidth3Stride2(
+  _ x: UnsafePointer<Float>, batch n: Int, _ g: ConvGeometry, col: UnsafeMutablePointer<Float>, colStride: Int
+) {
+  let oh = g.outH, ow = g.outW, p = oh * ow, kh = g.kernelH, wd = g.width, pw = g.padW
+  let plane = g.height * wd, sampleSize = g.channels * plane
+  // Output columns jlo..<jhi have all three taps 2j − pw + 0, 1, 2 inside the row.
+  let jlo = Swift.min(ow, (pw + 1) / 2), last = wd - 3 + pw
+  let jhi = Swift.max(jlo, last < 0 ? 0 : Swift.min(ow, last / 2 + 1))
+  let xs = UncheckedSendable(x), cs = UncheckedSendable(col)
+  // A unit is (c, ki): the three column rows (c·KH + ki)·3 + 0, 1, 2.
+  parallelFor(g.channels * kh) { units in
+    for unit in units {
+      let c = unit / kh, ki = unit % kh
+      let (ilo, ihi) = g.rowWindow(ki)
+      for s in 0..<n {
+        let xc = xs.value + s * sampleSize + c * plane
+        let a = cs.value + 3 * unit * colStride + s * p, b = a + colStride, e = b + colStride
+        for i in 0..<oh {
+          let o = i * ow
+          guard i >= ilo && i < ihi else {
+            (a + o).update(repeating: 0, count: ow)
+            (b + o).update(repeating: 0, count: ow)
+            (e + o).update(repeating: 0, count: ow)
+            continue
+          }
+          // Tap kj of output column j reads row[2j − pw + kj].
+          let row = xc + (i * g.strideH - g.padH + ki) * wd
+          @inline(__always) func tap(_ j: Int, _ kj: Int) -> Float {
+            let w = 2 * j - pw + kj
+            return w >= 0 && w < wd ? row[w] : 0
+          }
+          for j in 0..<jlo { a[o + j] = tap(j, 0); b[o + j] = tap(j, 1); e[o + j] = tap(j, 2) }
+          let base = row - pw
+          for j in jlo..<jhi {
+            a[o + j] = base[2 &* j]
+            b[o + j] = base[2 &* j &+ 1]
+            e[o + j] = base[2 &* j &+ 2]
+          }
+          for j in jhi..<ow { a[o + j] = tap(j, 0); b[o + j] = tap(j, 1); e[o + j] = tap(j, 2) }
+        }
+      }
+    }
+  }
+}
+
+/// col2im for kernels 3 wide at stride 1, output-stationary along each input row: element w
+/// of an input row takes the terms of kernel row ki in kj order, A[w+pw], B[w+pw−1], C[w+pw−2]
+/// (where those output columns exist), so each element's sum runs in the same order as in the
+/// other paths (kernel offsets in order) and the interior loop has no branches.
+// col [C·KH·3, N·P] (row stride colStride) → dx [N, C, H, W] (+=), for g.kernelW == 3, g.strideW == 1.
+private func col2imWidth3Stride1(
+  _ col: UnsafePointer<Float>, colStride: Int, batch n: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>
+) {
+  let oh = g.outH, ow = g.outW, p = oh * ow, kh = g.kernelH, wd = g.width, pw = g.padW
+  let plane = g.height * wd, sampleSize = g.channels * plane
+  // All three terms exist for w in wlo..<whi.
+  let wlo = Swift.min(wd, Swift.max(0, 2 - pw)), whi = Swift.max(wlo, Swift.min(wd, ow - pw))
+  let cs = UncheckedSendable(col), ds = UncheckedSendable(dx)
+  parallelFor(g.channels) { channels in
+    for c in channels {
+      for s in 0..<n {
+        let dxc = ds.value + s * sampleSize + c * plane
+        for ki in 0..<kh {
+          let (ilo, ihi) = g.rowWindow(ki)
+          let first = cs.value + 3 * (c * kh + ki) * colStride + s * p
+          for i in ilo..<ihi {
+            let r = dxc + (i * g.strideH - g.padH + ki) * wd
+            let a = first + i * ow, b = a + colStride, e = b + colStride
+            @inline(__always) func element(_ w: Int) {
+              var v = r[w]
+              let j = w + pw
+              if j < ow { v += a[j] }
+              if j >= 1 && j - 1 < ow { v += b[j - 1] }
+              if j >= 2 && j - 2 < ow { v += e[j - 2] }
+              r[w] = v
+            }
+            for w in 0..<wlo { element(w) }
+            let a0 = a + pw, b0 = b + pw - 1, e0 = e + pw - 2
+            for w in wlo..<whi { r[w] = ((r[w] + a0[w]) + b0[w]) + e0[w] }
+            for w in whi..<wd { element(w) }
           }
         }
       }

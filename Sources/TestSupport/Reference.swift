@@ -173,6 +173,30 @@ public enum Reference {
     return col
   }
 
+  /// The adjoint of `im2col` by definition: each column entry `col[(c·KH + u)·KW + v, i·OW + j]`
+  /// adds into `dx[c, i·sH − pH + u, j·sW − pW + v]` (dropped in the padding). `col` is one
+  /// sample's `[C·KH·KW, OH·OW]`; the result is `[C, H, W]`.
+  public static func col2im(_ col: [Double], _ g: ConvGeometry) -> [Double] {
+    let (oh, ow) = (g.outH, g.outW)
+    var dx = [Double](repeating: 0, count: g.channels * g.height * g.width)
+    for c in 0..<g.channels {
+      for u in 0..<g.kernelH {
+        for v in 0..<g.kernelW {
+          let row = (c * g.kernelH + u) * g.kernelW + v
+          for i in 0..<oh {
+            for j in 0..<ow {
+              let r = i * g.strideH - g.padH + u, q = j * g.strideW - g.padW + v
+              if r >= 0 && r < g.height && q >= 0 && q < g.width {
+                dx[(c * g.height + r) * g.width + q] += col[row * oh * ow + i * ow + j]
+              }
+            }
+          }
+        }
+      }
+    }
+    return dx
+  }
+
   // MARK: - Pooling
 
   /// Max pooling, padding reads as −∞ (PyTorch); windows `k × k` with stride and padding.

@@ -23,6 +23,13 @@ final class Im2ColTests: XCTestCase {
     ConvGeometry(channels: 1, height: 4, width: 29, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 0, padW: 0),
     ConvGeometry(channels: 2, height: 6, width: 40, kernelH: 2, kernelW: 5, strideH: 1, strideW: 3, padH: 0, padW: 2),
     ConvGeometry(channels: 1, height: 3, width: 13, kernelH: 3, kernelW: 7, strideH: 1, strideW: 1, padH: 1, padW: 3),
+    // 3-wide kernels take one pass for all three taps (im2col at stride 2 on short rows, col2im
+    // at stride 1): no padding, padding 2 (wider than a tap), a 2-high kernel, rows of 1 and 11.
+    ConvGeometry(channels: 2, height: 4, width: 9, kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, padH: 0, padW: 0),
+    ConvGeometry(channels: 1, height: 3, width: 2, kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, padH: 2, padW: 2),
+    ConvGeometry(channels: 3, height: 6, width: 23, kernelH: 2, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 1),
+    ConvGeometry(channels: 2, height: 7, width: 3, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 2, padW: 2),
+    ConvGeometry(channels: 1, height: 5, width: 1, kernelH: 1, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 1),
   ]
 
   func testGeometryOutputSizes() {
@@ -91,6 +98,51 @@ final class Im2ColTests: XCTestCase {
       let lhs = zip(colX, c).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
       let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
       XCTAssertEqual(lhs, rhs, accuracy: 1e-4 * max(1, abs(lhs)), "⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for \(g)")
+    }
+  }
+
+  func testCol2imMatchesDefinition() {
+    var rng = SeededGenerator(seed: 15)
+    for g in Self.geometries {
+      let c = randomFloats(g.colRows * g.colCols, using: &rng)
+      var dx = [Float](repeating: 0, count: g.channels * g.height * g.width)
+      c.withUnsafeBufferPointer { cp in
+        dx.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, colStride: g.colCols, g, dx: $0.baseAddress!) }
+      }
+      // At most KH·KW terms per element, in a fixed order: Float rounding only.
+      assertClose(dx, Reference.col2im(c.map(Double.init), g), rtol: 1e-6, atol: 1e-6, "\(g)")
+    }
+  }
+
+  func testBatchedLoweringMatchesDefinitionPerSample() {
+    // Three samples side by side in one [K, 3·P] matrix, as Conv2D lays out a batch.
+    var rng = SeededGenerator(seed: 16)
+    for g in Self.geometries {
+      let n = 3, sample = g.channels * g.height * g.width, p = g.colCols, np = n * p
+      let x = randomFloats(n * sample, using: &rng), c = randomFloats(g.colRows * np, using: &rng)
+      var col = [Float](repeating: .nan, count: g.colRows * np), dx = [Float](repeating: 0, count: n * sample)
+      x.withUnsafeBufferPointer { xp in
+        col.withUnsafeMutableBufferPointer { im2col(xp.baseAddress!, batch: n, g, col: $0.baseAddress!, colStride: np) }
+      }
+      c.withUnsafeBufferPointer { cp in
+        dx.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, colStride: np, batch: n, g, dx: $0.baseAddress!) }
+      }
+      // Sample s's part of a [K, N·P] matrix, as one [K, P] matrix.
+      func part(_ m: [Float], _ s: Int) -> [Float] {
+        var out: [Float] = []
+        for r in 0..<g.colRows {
+          let start = r * np + s * p
+          out += m[start..<(start + p)]
+        }
+        return out
+      }
+      for s in 0..<n {
+        let xs: [Double] = x[(s * sample)..<((s + 1) * sample)].map(Double.init)
+        assertClose(part(col, s), Reference.im2col(xs, g), rtol: 0, atol: 0, "im2col sample \(s) of \(g)")
+        let cs: [Double] = part(c, s).map(Double.init)
+        let dxs = Array(dx[(s * sample)..<((s + 1) * sample)])
+        assertClose(dxs, Reference.col2im(cs, g), rtol: 1e-6, atol: 1e-6, "col2im sample \(s) of \(g)")
+      }
     }
   }
 
