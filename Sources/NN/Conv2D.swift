@@ -93,9 +93,22 @@ public final class Conv2D: Module {
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
+    try forward(x, fusingReLU: false)
+  }
+
+  /// Whether the last forward pass applied a ReLU to its output (see `forward(_:fusingReLU:)`).
+  private(set) var fusedReLU = false
+
+  /// Forward, optionally with an in-place ReLU folded in: `y = max(conv(x), 0)`, bit for bit what
+  /// `ReLU(inPlace: true)` after this layer computes. Backward then takes the gradient with
+  /// respect to that ReLU's output and applies its mask (`y > 0`) itself. `Sequential` uses this
+  /// for a convolution followed by an in-place ReLU, to save a pass over y forward and over dy
+  /// backward.
+  func forward(_ x: Tensor, fusingReLU relu: Bool) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
     let y = reuse(&output, shape: ys)
     input = x
+    fusedReLU = relu
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels
     let w = weight.value.data
     if isPointwise {
@@ -109,6 +122,7 @@ public final class Conv2D: Module {
         }
       }
       addBias(y, n: n, p: p)
+      if relu { applyReLU(y) }
       return y
     }
     let g = geometry(x.shape)
@@ -118,7 +132,7 @@ public final class Conv2D: Module {
       BLAS.sgemm(m: cout, n: p, k: k, a: w, b: col!.data, c: y.data)
     } else {
       // tmp[Cout, N·P] = W[Cout, K] · col[K, N·P], then scatter to y[N, Cout, P], adding the
-      // bias on the way (one pass over y instead of two).
+      // bias and applying a fused ReLU on the way (one pass over y instead of three).
       let t = reuse(&workspace.buffer, shape: [cout, np])
       BLAS.sgemm(m: cout, n: np, k: k, a: w, b: col!.data, c: t.data)
       let src = UncheckedSendable(t.data), dst = UncheckedSendable(y.data)
@@ -127,10 +141,17 @@ public final class Conv2D: Module {
         for s in range {
           for o in 0..<cout {
             let from = src.value + o * np + s * p, to = dst.value + (s * cout + o) * p
-            if let b = bs.value {
+            // Swift.max(v, 0) keeps a NaN, as ReLU does.
+            switch (bs.value, relu) {
+            case (let b?, true):
+              let v = b[o]
+              for i in 0..<p { to[i] = Swift.max(from[i] + v, 0) }
+            case (let b?, false):
               let v = b[o]
               for i in 0..<p { to[i] = from[i] + v }
-            } else {
+            case (nil, true):
+              for i in 0..<p { to[i] = Swift.max(from[i], 0) }
+            case (nil, false):
               to.update(from: from, count: p)
             }
           }
@@ -139,7 +160,16 @@ public final class Conv2D: Module {
       return y
     }
     addBias(y, n: n, p: p)
+    if relu { applyReLU(y) }
     return y
+  }
+
+  /// `y = max(y, 0)` in place, as `ReLU(inPlace: true)`.
+  private func applyReLU(_ y: Tensor) {
+    let d = UncheckedSendable(y.data)
+    parallelFor(y.count, minimumChunk: 1 << 15) { r in
+      for i in r { d.value[i] = Swift.max(d.value[i], 0) }
+    }
   }
 
   /// im2col of every sample of x into col[K, N·P].
@@ -169,6 +199,19 @@ public final class Conv2D: Module {
     }
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
+    // With a fused ReLU, dy is the gradient at the ReLU's output y: pass it where y > 0. The
+    // general path below does that while it gathers dy; the others do it here, in place, as
+    // `ReLU(inPlace: true)` would.
+    let reluMask = fusedReLU ? output!.data : nil
+    if let y = reluMask, isPointwise || n == 1 {
+      let ym = UncheckedSendable(y), g = UncheckedSendable(dy.data)
+      parallelFor(dy.count, minimumChunk: 1 << 15) { r in
+        for i in r {
+          let gv = g.value[i], yv = ym.value[i]
+          g.value[i] = yv > 0 ? gv : 0
+        }
+      }
+    }
     // db[o] += Σ_s (sum of plane (s, o)), over s in order. The general path below takes the
     // plane sums while it gathers dy (each plane is then in cache); the others take them here.
     func accumulateBias(_ planeSum: (Int, Int) -> Float) {
@@ -210,12 +253,21 @@ public final class Conv2D: Module {
       let t = reuse(&workspace.buffer, shape: [cout, np])
       let sums = reuse(&planeSums, shape: [n, cout])
       let src = UncheckedSendable(dy.data), dst = UncheckedSendable(t.data), ps = UncheckedSendable(sums.data)
+      let mask = UncheckedSendable(reluMask)
       parallelFor(n) { range in
         for s in range {
           for o in 0..<cout {
-            let plane = src.value + (s * cout + o) * p
-            ps.value[s * cout + o] = contiguousSum(plane, count: p)
-            (dst.value + o * np + s * p).update(from: plane, count: p)
+            let plane = src.value + (s * cout + o) * p, to = dst.value + o * np + s * p
+            if let y = mask.value {
+              let yp = y + (s * cout + o) * p
+              for i in 0..<p {
+                let gv = plane[i], yv = yp[i]
+                to[i] = yv > 0 ? gv : 0
+              }
+            } else {
+              to.update(from: plane, count: p)
+            }
+            ps.value[s * cout + o] = contiguousSum(to, count: p)
           }
         }
       }

@@ -33,15 +33,32 @@ public final class Sequential: Module {
     return shape
   }
 
+  /// Runs the layers in order. A `Conv2D` followed by `ReLU(inPlace: true)` runs as one fused
+  /// step (the convolution applies the ReLU as it writes its output, and its mask as it reads
+  /// the gradient): the same bits, one pass over the activation less each way.
   public override func forward(_ x: Tensor) throws -> Tensor {
     var h = x
-    for (name, l) in layers { h = try named(name) { try l.forward(h) } }
+    var i = 0
+    while i < layers.count {
+      let (name, l) = layers[i]
+      if let conv = l as? Conv2D, i + 1 < layers.count, let relu = layers[i + 1].1 as? ReLU, relu.inPlace {
+        h = try named(name) { try conv.forward(h, fusingReLU: true) }
+        i += 2
+      } else {
+        h = try named(name) { try l.forward(h) }
+        i += 1
+      }
+    }
     return h
   }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     var g = dy
-    for (name, l) in layers.reversed() { g = try named(name) { try l.backward(g) } }
+    for (i, (name, l)) in layers.enumerated().reversed() {
+      // A ReLU that the convolution before it ran fused: the convolution's backward applies it.
+      if l is ReLU, i > 0, let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
+      g = try named(name) { try l.backward(g) }
+    }
     return g
   }
 

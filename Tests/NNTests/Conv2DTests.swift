@@ -264,4 +264,62 @@ final class Conv2DTests: XCTestCase {
       }
     }
   }
+
+  // MARK: - Fused ReLU
+
+  /// `Sequential` runs Conv2D → ReLU(inPlace: true) as one fused step. It must give exactly
+  /// the bits of the two layers run one after the other: output, dx, dW and db, on the general
+  /// path (batch > 1), batch 1, a pointwise convolution, without bias, and with NaN and zero
+  /// pre-activations.
+  func testFusedReLUGivesTheBitsOfConvThenReLU() throws {
+    let cases: [(n: Int, cin: Int, cout: Int, k: Int, stride: Int, pad: Int, bias: Bool)] = [
+      (3, 2, 5, 3, 1, 1, true), (1, 3, 4, 3, 2, 0, true), (4, 3, 2, 1, 1, 0, true), (2, 1, 3, 3, 2, 1, false),
+      (5, 2, 1, 1, 1, 0, false),
+    ]
+    for c in cases {
+      var rng = SeededGenerator(seed: 31)
+      func build() -> (Conv2D, Sequential) {
+        var r = SeededGenerator(seed: 32)
+        let conv = Conv2D(inChannels: c.cin, outChannels: c.cout, kernelSize: c.k, stride: c.stride, padding: c.pad,
+          bias: c.bias, rng: &r)
+        // The first layer skips dx by default; keep it to compare it.
+        let net = Sequential([("conv", conv), ("relu", ReLU(inPlace: true)), ("flatten", Flatten())])
+        net.propagatesInputGradient = true
+        return (conv, net)
+      }
+      let (fusedConv, fused) = build()
+      let (plainConv, _) = build()
+      plainConv.propagatesInputGradient = true
+      let plainReLU = ReLU(inPlace: true)
+      let x = Tensor.uniform([c.n, c.cin, 6, 5], using: &rng)
+      x.data[0] = .nan
+      let label = "fused ReLU \(c)"
+
+      let yFused = try fused.forward(x)
+      let yPlain = try plainReLU.forward(try plainConv.forward(x))
+      XCTAssertEqual(yFused.count, yPlain.count, label)
+      XCTAssertTrue(zip(yFused.array, yPlain.array).allSatisfy { $0.bitPattern == $1.bitPattern }, "y, \(label)")
+      XCTAssertTrue(yPlain.array.contains { $0.isNaN }, "the NaN propagates, \(label)")
+      XCTAssertTrue(yPlain.array.contains(0), "some outputs are clamped, \(label)")
+
+      let dy = Tensor.uniform(yFused.shape, using: &rng)
+      let dyCopy = Tensor(shape: yPlain.shape, values: dy.array)
+      let dxFused = try fused.backward(dy)
+      let dxPlain = try plainConv.backward(try plainReLU.backward(dyCopy))
+      func same(_ a: Tensor, _ b: Tensor, _ what: String) {
+        XCTAssertEqual(a.shape, b.shape, "\(what), \(label)")
+        XCTAssertTrue(zip(a.array, b.array).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(what), \(label)")
+      }
+      same(dxFused, dxPlain, "dx")
+      same(fusedConv.weight.grad, plainConv.weight.grad, "dW")
+      if c.bias { same(fusedConv.bias!.grad, plainConv.bias!.grad, "db") }
+
+      // An unfused forward afterwards (the layer used on its own) must not apply the mask.
+      _ = try fusedConv.forward(x)
+      fusedConv.zeroGrad()
+      plainConv.zeroGrad()
+      let dyConv = Tensor(shape: yPlain.shape, values: dy.array)
+      same(try fusedConv.backward(dyConv), try plainConv.backward(dyConv), "dx unfused after fused")
+    }
+  }
 }
