@@ -280,8 +280,7 @@ public final class Conv2D: Module {
     // dcol[K, N·P] = Wᵀ[K, Cout] · dyT, into the column buffer, then col2im
     BLAS.sgemm(transA: true, m: k, n: np, k: cout, a: w, b: dyT, c: col!.data)
     colHolds = nil
-    dx.zero()
-    col2im(col!.data, colStride: np, batch: n, g, dx: dx.data)
+    col2im(col!.data, colStride: np, batch: n, g, dx: dx.data, accumulate: false)
     return dx
   }
 }

@@ -146,6 +146,23 @@ final class Im2ColTests: XCTestCase {
     }
   }
 
+  func testCol2imOverwritesWhenAskedTo() {
+    // accumulate: false gives the sums alone, whatever dx held, NaN included, in every path.
+    var rng = SeededGenerator(seed: 17)
+    for g in Self.geometries {
+      let n = 2, nx = g.channels * g.height * g.width, np = n * g.colCols
+      let c = randomFloats(g.colRows * np, using: &rng)
+      var added = [Float](repeating: 0, count: n * nx), written = [Float](repeating: .nan, count: n * nx)
+      c.withUnsafeBufferPointer { cp in
+        added.withUnsafeMutableBufferPointer { col2im(cp.baseAddress!, colStride: np, batch: n, g, dx: $0.baseAddress!) }
+        written.withUnsafeMutableBufferPointer {
+          col2im(cp.baseAddress!, colStride: np, batch: n, g, dx: $0.baseAddress!, accumulate: false)
+        }
+      }
+      XCTAssertTrue(zip(added, written).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(g)")
+    }
+  }
+
   func testCol2imAccumulates() {
     let g = Self.geometries[0]
     let nx = g.channels * g.height * g.width, nc = g.colRows * g.colCols
