@@ -67,6 +67,7 @@ struct AconBench: ParsableCommand {
     if buildMode == "debug" {
       FileHandle.standardError.write(Data("warning: this is a debug build; its numbers mean nothing. Run `swift run -c release acon-bench`.\n".utf8))
     }
+    if let note = BLAS.pinnedCoreNote { FileHandle.standardError.write(Data((note + "\n").utf8)) }
     progress("measuring ceilings...")
     let memcpy = memcpyCeiling(megabytes: quick ? 64 : 256, repetitions: reps)
     let square = quick ? 1024 : 2048
@@ -86,6 +87,7 @@ struct AconBench: ParsableCommand {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,
         "ceilings": ["memcpy_gbps": memcpy, "sgemm_gflops": sgemm, "sgemm_square": square],
         "machine": ["cores": Threads.defaultCount, "cpu": cpuModel(), "openblas": BLAS.configuration,
+                    "openblas_coretype_env": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? NSNull(),
                     "acon_kernels": AconKernels.variant],
         "results": results.map(\.json)]
       let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])

@@ -68,6 +68,36 @@ public enum BLAS {
   /// The kernel family OpenBLAS chose for this CPU, e.g. `"Zen"`.
   public static var coreName: String { String(cString: openblas_get_corename()) }
 
+  /// A warning when the environment pins OpenBLAS (`OPENBLAS_CORETYPE`) to kernels without
+  /// AVX-512 on a CPU that has it, else nil. Every sgemm, so every convolution, then runs at
+  /// about half the speed the machine can give (a 2-core Zen 5 pinned to Haswell: 244 vs 444
+  /// GFLOP/s at 2048²). We never override the user's environment; we say so.
+  public static var pinnedCoreNote: String? {
+    guard let pinned = getenv("OPENBLAS_CORETYPE").map({ String(cString: $0) }), !pinned.isEmpty,
+      cpuFlags.contains("avx512f")
+    else { return nil }
+    let core = coreName
+    guard !["skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"].contains(core.lowercased()) else { return nil }
+    return "note: OPENBLAS_CORETYPE=\(pinned) pins OpenBLAS to its \(core) kernels on a CPU with AVX-512, "
+      + "so sgemm (and every convolution) runs below what this machine can do; unset it to let OpenBLAS choose"
+  }
+
+  /// The first `flags` line of /proc/cpuinfo, split into words (empty where there is none).
+  private static var cpuFlags: [Substring] {
+    #if canImport(Glibc)
+      guard let f = fopen("/proc/cpuinfo", "r") else { return [] }
+      defer { fclose(f) }
+      var line: UnsafeMutablePointer<CChar>? = nil
+      var size = 0
+      defer { free(line) }
+      while getline(&line, &size, f) > 0, let l = line {
+        let text = String(cString: l)
+        if text.hasPrefix("flags") { return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }) }
+      }
+    #endif
+    return []
+  }
+
   /// Fills `q` (`[rows, cols]`, row-major) with a matrix whose rows (if rows ≤ cols) or columns
   /// (otherwise) are orthonormal: the Q factor of a QR decomposition of `q`'s current contents,
   /// with signs fixed so that R's diagonal is positive (as `torch.nn.init.orthogonal_` does).

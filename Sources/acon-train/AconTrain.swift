@@ -135,6 +135,10 @@ struct Train: ParsableCommand {
       try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, group: group)
     }
     say("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
+    // At a terminal only, so that logs and scripts see the same output everywhere.
+    if speaks, isatty(STDERR_FILENO) != 0, let note = BLAS.pinnedCoreNote {
+      FileHandle.standardError.write(Data((note + "\n").utf8))
+    }
     if group.size > 1 {
       say("data-parallel: \(group.size) processes, \(o.batchSize / group.size)–\((o.batchSize + group.size - 1) / group.size) examples each per step"
         + (syncBatchnorm ? ", synchronised BatchNorm" : ""))

@@ -131,4 +131,26 @@ final class BLASTests: XCTestCase {
     XCTAssertFalse(BLAS.configuration.isEmpty)
     XCTAssertFalse(BLAS.coreName.isEmpty)
   }
+
+  func testPinnedCoreNoteOnlyWhenTheEnvironmentPinsACore() throws {
+    let saved = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+    defer {
+      if let saved { setenv("OPENBLAS_CORETYPE", saved, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
+    }
+    unsetenv("OPENBLAS_CORETYPE")
+    XCTAssertNil(BLAS.pinnedCoreNote, "no note when OpenBLAS chose its kernels itself")
+    setenv("OPENBLAS_CORETYPE", "", 1)
+    XCTAssertNil(BLAS.pinnedCoreNote, "an empty value pins nothing")
+    // Pinned: a note exactly when the CPU has AVX-512 and the kernels OpenBLAS runs lack it.
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1)
+    let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+    let avx512 = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").contains("avx512f") ?? false
+    let wideKernels = ["skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"].contains(BLAS.coreName.lowercased())
+    if avx512 && !wideKernels {
+      let note = try XCTUnwrap(BLAS.pinnedCoreNote)
+      XCTAssertTrue(note.contains("OPENBLAS_CORETYPE=Haswell") && note.contains(BLAS.coreName), note)
+    } else {
+      XCTAssertNil(BLAS.pinnedCoreNote)
+    }
+  }
 }
