@@ -17,21 +17,27 @@ public struct ModelMetadata: Equatable, Sendable {
   public var classes: Int
   /// The input normalisation used in training.
   public var normalization: Normalization
+  /// The data set trained on (`fashion-mnist`, `cifar10`, `synthetic`), if known: `evaluate`
+  /// then defaults to it.
+  public var data: String?
 
   /// Metadata for a `model` taking `[C, H, W]` inputs with `classes` outputs.
-  public init(model: ModelKind, input: [Int], classes: Int, normalization: Normalization) {
+  public init(model: ModelKind, input: [Int], classes: Int, normalization: Normalization, data: String? = nil) {
     self.model = model
     self.input = input
     self.classes = classes
     self.normalization = normalization
+    self.data = data
   }
 
   /// As safetensors metadata strings.
   public var strings: [String: String] {
-    ["format": "pt", "model": model.rawValue, "input": input.map(String.init).joined(separator: "x"),
+    var m = ["format": "pt", "model": model.rawValue, "input": input.map(String.init).joined(separator: "x"),
      "classes": String(classes),
      "normalization_mean": normalization.mean.map { String($0) }.joined(separator: ","),
      "normalization_std": normalization.std.map { String($0) }.joined(separator: ",")]
+    if let data { m["data"] = data }
+    return m
   }
 
   /// Parses metadata; `fallbackModel` is used when the file names none (a file PyTorch wrote).
@@ -70,6 +76,7 @@ public struct ModelMetadata: Equatable, Sendable {
     } else {
       classes = fallbackClasses
     }
+    data = m["data"]
     if let ms = m["normalization_mean"], let ss = m["normalization_std"] {
       let mean = ms.split(separator: ",").compactMap { Float($0) }, std = ss.split(separator: ",").compactMap { Float($0) }
       guard mean.count == input[0], std.count == input[0] else {

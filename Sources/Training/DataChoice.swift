@@ -19,15 +19,18 @@ public enum DataChoice: String, CaseIterable, Sendable {
     }
   }
 
-  /// Train and test splits, the normalisation, and a sentence saying where the data came from.
+  /// Train and test splits, the normalisation, a sentence saying where the data came from, and
+  /// the data set it resolved to (`auto` becomes `fashion-mnist` or `synthetic`).
   /// With `includeTrain: false` (evaluation) the training split is not read: `train` is then
-  /// empty (0 images of the right size).
+  /// empty (0 images of the right size). `auto` with a `directory` means Fashion-MNIST there:
+  /// a directory the user names that holds no data set is an error, not a silent fallback.
   public func load(directory: String?, augment: Bool = false, includeTrain: Bool = true) throws
-    -> (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String)
+    -> (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String, resolved: DataChoice)
   {
     switch self {
     case .auto:
-      let dir = directory ?? DataChoice.fashionMNIST.defaultDirectory!
+      if let directory { return try DataChoice.fashionMNIST.load(directory: directory, includeTrain: includeTrain) }
+      let dir = DataChoice.fashionMNIST.defaultDirectory!
       let probe = (dir as NSString).appendingPathComponent("train-images-idx3-ubyte.gz")
       if FileManager.default.fileExists(atPath: probe) {
         return try DataChoice.fashionMNIST.load(directory: dir, includeTrain: includeTrain)
@@ -39,19 +42,19 @@ public enum DataChoice: String, CaseIterable, Sendable {
       let dir = directory ?? defaultDirectory!
       let test = try FashionMNIST.load(directory: dir, train: false)
       let train = includeTrain ? try FashionMNIST.load(directory: dir, train: true) : test.prefix(0)
-      return (train, test, .fashionMNIST, "Fashion-MNIST from \(dir) (\(DataChoice.counts(train, test)))")
+      return (train, test, .fashionMNIST, "Fashion-MNIST from \(dir) (\(DataChoice.counts(train, test)))", .fashionMNIST)
     case .cifar10:
       guard let dir = directory else {
         throw DataError.notFound(dataset: "CIFAR-10", path: "(no --data-dir)", hint: "pass --data-dir pointing at the cifar-10-batches-bin directory")
       }
       let test = try CIFAR10.load(directory: dir, train: false)
       let train = includeTrain ? try CIFAR10.load(directory: dir, train: true) : test.prefix(0)
-      return (train, test, .cifar10, "CIFAR-10 from \(dir) (\(DataChoice.counts(train, test)))")
+      return (train, test, .cifar10, "CIFAR-10 from \(dir) (\(DataChoice.counts(train, test)))", .cifar10)
     case .synthetic:
       let test = SyntheticShapes.make(count: 1000, seed: 2)
       let train = includeTrain ? SyntheticShapes.make(count: 6000, seed: 1) : test.prefix(0)
       return (train, test, Normalization(mean: [0.5], std: [0.5]),
-        "built-in synthetic data set (\(DataChoice.counts(train, test)) of 10 procedural shapes)")
+        "built-in synthetic data set (\(DataChoice.counts(train, test)) of 10 procedural shapes)", .synthetic)
     }
   }
 

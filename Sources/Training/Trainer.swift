@@ -29,7 +29,8 @@ public struct TrainOptions: Sendable {
   public var learningRate: Float = 1e-3
   /// SGD momentum.
   public var momentum: Float = 0.9
-  /// Applied to conv and linear weights only (see `ParameterGroup.defaultGroups`).
+  /// Applied to conv and linear weights only (see `ParameterGroup.defaultGroups`). Note that
+  /// PyTorch's AdamW defaults to 0.01 (`acon-train --optimizer adamw` does too); set it here.
   public var weightDecay: Float = 0
   /// How the learning rate changes over the steps.
   public var schedule: ScheduleKind = .constant
@@ -55,6 +56,9 @@ public struct TrainOptions: Sendable {
   public var initFrom: String?
   /// One JSON record per step and per epoch.
   public var logPath: String?
+  /// The data set's name (`fashion-mnist`, `cifar10`, `synthetic`), written into the model
+  /// file's metadata as `data` so that `acon-train evaluate` picks the same one.
+  public var dataName: String?
   /// Evaluate on the test split after each epoch.
   public var evaluateEachEpoch = true
   /// Check the loss and the gradient norm every step; stop on NaN or Inf, naming the step and
@@ -189,6 +193,8 @@ public final class Trainer {
   private var step = 0  // steps completed
   private var startEpoch = 0
   private var startBatch = 0
+  /// The resumed epoch's train loss sum and example count before `startBatch`.
+  private var startLossSum = 0.0, startSeen = 0
   private var bestAccuracy = -1.0
   private let xBatch: Tensor
   private var xShard: Tensor?  // this process's rows of xBatch, in a data-parallel run
@@ -217,9 +223,9 @@ public final class Trainer {
     self.group = group
     trainSet = train
     testSet = test
-    let classes = train.classes == 2 ? 2 : train.classes
+    let classes = train.classes
     metadata = ModelMetadata(model: options.model, input: [train.channels, train.height, train.width],
-      classes: classes, normalization: normalization)
+      classes: classes, normalization: normalization, data: options.dataName)
     model = try options.model.build(input: metadata.input, classes: classes, seed: options.seed)
     gradients = model.packGradients()
     let params = model.namedParameters()
@@ -236,9 +242,6 @@ public final class Trainer {
       dropLast: options.dropLast, normalization: normalization, augment: options.augment ? .standardCIFAR : .none,
       seed: options.seed)
     xBatch = Tensor(zeros: [options.batchSize, train.channels, train.height, train.width])
-    if let initPath = options.initFrom, !options.resume {
-      _ = try Checkpoint.loadModel(model, from: initPath)
-    }
     if let path = options.checkpoint, group.rank == 0 {
       // Fail now, not after an epoch of training, if the checkpoint can't be written there.
       let dir = (path as NSString).deletingLastPathComponent
@@ -263,9 +266,16 @@ public final class Trainer {
           + "cannot resume exactly; start from these weights with --init \(path) instead of --resume")
       }
     }
+    // --init seeds a run that has no checkpoint of its own yet: a fresh one, or a --resume
+    // killed before its first checkpoint (then the same command starts over from --init).
+    if let initPath = options.initFrom, resumedFromStep == nil {
+      _ = try Checkpoint.loadModel(model, from: initPath)
+    }
     if group.size > 1 { try joinGroup() }
     if let logPath = options.logPath, group.rank == 0 {
-      if !options.resume || !FileManager.default.fileExists(atPath: logPath) {
+      if let resumed = resumedFromStep, FileManager.default.fileExists(atPath: logPath) {
+        try truncateLog(logPath, toStep: resumed, epoch: startEpoch)
+      } else {
         guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
           throw TensorError.invalidArgument("\(logPath): cannot create the log file")
         }
@@ -273,6 +283,35 @@ public final class Trainer {
       log = FileHandle(forWritingAtPath: logPath)
       log?.seekToEndOfFile()
     }
+  }
+
+  /// On resume from step `s` in epoch `e` (0-based), keeps the log records of the run up to its
+  /// checkpoint: step records up to `s` and epoch records of the epochs before `e`. What the
+  /// killed run logged after its checkpoint is trained again, and logged again, so the log
+  /// reads as one uninterrupted run. Rewritten atomically.
+  private func truncateLog(_ path: String, toStep s: Int, epoch e: Int) throws {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw TensorError.invalidArgument("\(path): cannot read the log file to resume it")
+    }
+    var kept = Data()
+    for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+      guard let record = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+        continue  // a line cut short by the kill
+      }
+      let keep: Bool
+      if record["loss"] != nil, let step = record["step"] as? Int {
+        keep = step <= s
+      } else if let epoch = record["epoch"] as? Int {
+        keep = epoch <= e  // epoch records count from 1
+      } else {
+        keep = false
+      }
+      if keep {
+        kept.append(Data(line))
+        kept.append(UInt8(ascii: "\n"))
+      }
+    }
+    try writeFileAtomically(path: path, bytes: [UInt8](kept))
   }
 
   /// Starts every process from rank 0's weights and BatchNorm statistics, and hooks the
@@ -324,7 +363,7 @@ public final class Trainer {
       model.train()
       loader.startEpoch(epoch)
       let first = epoch == startEpoch ? startBatch : 0
-      var lossSum = 0.0, seen = 0
+      var lossSum = epoch == startEpoch ? startLossSum : 0, seen = epoch == startEpoch ? startSeen : 0
       let epochStart = DispatchTime.now().uptimeNanoseconds
       var b = first
       while b < loader.batchesPerEpoch && step < totalSteps {
@@ -392,7 +431,7 @@ public final class Trainer {
         // the evaluation and the best model) covers those, and a resume from one written here
         // would skip that end-of-epoch work.
         if let every = options.checkpointEvery, step % every == 0, b < loader.batchesPerEpoch, step < totalSteps {
-          try saveCheckpoint(epoch: epoch, nextBatch: b)
+          try saveCheckpoint(epoch: epoch, nextBatch: b, lossSum: lossSum, seen: seen)
         }
       }
       let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
@@ -422,7 +461,7 @@ public final class Trainer {
       if finished {
         try saveCheckpoint(epoch: epoch + 1, nextBatch: 0)
       } else {
-        try saveCheckpoint(epoch: epoch, nextBatch: b)
+        try saveCheckpoint(epoch: epoch, nextBatch: b, lossSum: lossSum, seen: seen)
       }
       onEpoch?(record)
     }
@@ -512,7 +551,9 @@ public final class Trainer {
   /// Writes the state file, then the model file. The state file holds everything a resume needs,
   /// the weights included, so a kill between the two writes (a model file one checkpoint behind,
   /// or none yet) still resumes exactly; each file is replaced atomically.
-  private func saveCheckpoint(epoch: Int, nextBatch: Int) throws {
+  /// `lossSum` and `seen` are the epoch's running train loss sum and example count so far, so
+  /// that a resume mid-epoch reports the same epoch train loss as an uninterrupted run.
+  private func saveCheckpoint(epoch: Int, nextBatch: Int, lossSum: Double = 0, seen: Int = 0) throws {
     guard let path = options.checkpoint, group.rank == 0 else { return }
     let ck = Checkpoint(path: path)
     var tensors: [String: SafetensorsValue] = [:]
@@ -522,7 +563,8 @@ public final class Trainer {
       "step": String(step), "epoch": String(epoch), "next_batch": String(nextBatch),
       "optimizer": options.optimizer.rawValue, "optimizer_steps": String(optimizer.stepCount),
       "seed": String(options.seed), "batch_size": String(options.batchSize), "model": options.model.rawValue,
-      "best_accuracy": String(bestAccuracy),
+      "best_accuracy": String(bestAccuracy), "settings": trajectorySettings,
+      "epoch_loss_sum": String(lossSum.bitPattern), "epoch_examples": String(seen),
     ]
     try SafetensorsFile(metadata: meta, tensors: tensors).write(path: ck.statePath)
     try Checkpoint.writeModel(model, metadata: metadata, step: step, to: path)
@@ -540,6 +582,15 @@ public final class Trainer {
     else {
       throw CheckpointError.invalid(file: ck.statePath,
         reason: "was written by a run with other settings (model \(m["model"] ?? "?"), optimizer \(m["optimizer"] ?? "?"), batch size \(m["batch_size"] ?? "?"), seed \(m["seed"] ?? "?")); resume with the same ones")
+    }
+    // Files from before "settings" was written carry none; then only the above is checked.
+    if let saved = m["settings"], saved != trajectorySettings {
+      let mine = Trainer.settingsMap(trajectorySettings), theirs = Trainer.settingsMap(saved)
+      let differ = Set(mine.keys).union(theirs.keys).sorted().filter { mine[$0] != theirs[$0] }
+        .map { "\($0) \(theirs[$0] ?? "unset") (now \(mine[$0] ?? "unset"))" }
+      throw CheckpointError.invalid(file: ck.statePath,
+        reason: "was written by a run with other settings: \(differ.joined(separator: ", ")); resume with the same ones, "
+          + "or start a new run from its weights with --init \(ck.path)")
     }
     var weights: [String: SafetensorsValue] = [:], optimizerState: [String: SafetensorsValue] = [:]
     for (name, v) in state.tensors {
@@ -567,8 +618,35 @@ public final class Trainer {
     step = s
     startEpoch = e
     startBatch = nb
+    startLossSum = m["epoch_loss_sum"].flatMap(UInt64.init).map(Double.init(bitPattern:)) ?? 0
+    startSeen = m["epoch_examples"].flatMap(Int.init) ?? 0
     bestAccuracy = m["best_accuracy"].flatMap(Double.init) ?? -1
     lastCheckpointPath = ck.path
+  }
+
+  /// The options besides model, optimizer, batch size and seed that shape the run's losses,
+  /// as `key=value` pairs joined by `;`, checked on resume. The number of epochs and the step
+  /// cap count only where the schedule depends on them (cosine), so a constant-rate run can be
+  /// resumed with more epochs.
+  private var trajectorySettings: String {
+    var pairs: [(String, String)] = [
+      ("lr", "\(options.learningRate)"), ("momentum", "\(options.momentum)"), ("weight_decay", "\(options.weightDecay)"),
+      ("schedule", options.schedule.rawValue), ("warmup_steps", "\(options.warmupSteps)"),
+      ("shuffle", "\(options.shuffle)"), ("drop_last", "\(options.dropLast)"), ("augment", "\(options.augment)"),
+      ("clip_grad_norm", options.clipGradNorm.map { "\($0)" } ?? "none"),
+      ("train_examples", "\(trainSet.count)"), ("input", Shape.text(metadata.input)), ("classes", "\(metadata.classes)"),
+    ]
+    if options.schedule == .cosine { pairs.append(("total_steps", "\(totalSteps)")) }
+    return pairs.map { "\($0.0)=\($0.1)" }.joined(separator: ";")
+  }
+
+  private static func settingsMap(_ text: String) -> [String: String] {
+    var m: [String: String] = [:]
+    for pair in text.split(separator: ";") {
+      let kv = pair.split(separator: "=", maxSplits: 1)
+      if kv.count == 2 { m[String(kv[0])] = String(kv[1]) }
+    }
+    return m
   }
 
   private func writeLog(_ record: [String: Any]) {

@@ -32,14 +32,17 @@ func reporting<T>(_ body: () throws -> T) -> T {
 let stderrIsTTY = isatty(STDERR_FILENO) != 0
 
 struct DataOptions: ParsableArguments {
-  @Option(help: "Data set: auto (Fashion-MNIST if installed, else synthetic), fashion-mnist, cifar10, synthetic.")
-  var data: String = "auto"
+  @Option(help: "Data set: auto (Fashion-MNIST if installed, else synthetic; `evaluate`: the one the checkpoint names), fashion-mnist, cifar10, synthetic.")
+  var data: String?
   @Option(help: "Directory of the data set files (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).")
   var dataDir: String?
 
+  /// Whether `--data` was given.
+  var dataGiven: Bool { data != nil }
+
   func choice() -> DataChoice {
-    guard let c = DataChoice(rawValue: data) else {
-      fail("--data must be one of \(DataChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(data)'")
+    guard let c = DataChoice(rawValue: data ?? "auto") else {
+      fail("--data must be one of \(DataChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(data ?? "")'")
     }
     return c
   }
@@ -63,8 +66,8 @@ struct Train: ParsableCommand {
   @Option(help: "sgd, adam or adamw.") var optimizer: String = "adam"
   @Option(help: "Learning rate.") var lr: Float = 1e-3
   @Option(help: "SGD momentum.") var momentum: Float = 0.9
-  @Option(help: "Weight decay on conv and linear weights (not on biases, BatchNorm or ACON's p1, p2, β).")
-  var weightDecay: Float = 0
+  @Option(help: "Weight decay on conv and linear weights (not on biases, BatchNorm or ACON's p1, p2, β). Default: 0.01 with adamw (PyTorch's), else 0.")
+  var weightDecay: Float?
   @Option(help: "constant, step (×0.1 each epoch) or cosine.") var schedule: String = "constant"
   @Option(help: "Linear warm-up steps.") var warmupSteps: Int = 0
   @Option(help: "Seed for initialisation and shuffling.") var seed: UInt64 = 0
@@ -103,7 +106,7 @@ struct Train: ParsableCommand {
     o.optimizer = opt
     o.learningRate = lr
     o.momentum = momentum
-    o.weightDecay = weightDecay
+    o.weightDecay = weightDecay ?? (opt == .adamw ? 0.01 : 0)
     guard let sch = ScheduleKind(rawValue: schedule) else { fail("--schedule must be constant, step or cosine, got '\(schedule)'") }
     o.schedule = sch
     o.warmupSteps = warmupSteps
@@ -130,6 +133,7 @@ struct Train: ParsableCommand {
       Threads.count = Swift.max(1, Threads.defaultCount / Swift.max(1, local))
     }
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
+    o.dataName = data.resolved.rawValue
     say("data: \(data.source)")
     let trainer = reporting {
       try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, group: group)
@@ -192,9 +196,17 @@ struct Evaluate: ParsableCommand {
   @Flag(help: "Print one JSON object.") var json = false
 
   func run() throws {
-    guard batchSize >= 1 else { fail("--batch-size must be at least 1") }
-    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, includeTrain: false) }
+    guard batchSize >= 1 && batchSize <= 65536 else { fail("--batch-size must be in 1...65536, got \(batchSize)") }
     let file = reporting { try SafetensorsFile.read(path: checkpoint) }
+    // Without --data, the data set the file was trained on (our files record it), else auto.
+    var choice = dataOptions.choice()
+    if !dataOptions.dataGiven, let name = file.metadata["data"] {
+      guard let recorded = DataChoice(rawValue: name), recorded != .auto else {
+        fail("\(checkpoint): metadata names unknown data set '\(name)'; pass --data")
+      }
+      choice = recorded
+    }
+    let data = reporting { try choice.load(directory: dataOptions.dataDir, includeTrain: false) }
     let meta = reporting {
       try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
         fallbackInput: [data.test.channels, data.test.height, data.test.width], fallbackClasses: data.test.classes,
@@ -205,6 +217,10 @@ struct Evaluate: ParsableCommand {
     }
     guard meta.input == [data.test.channels, data.test.height, data.test.width] else {
       fail("\(checkpoint): the model takes \(meta.input.map(String.init).joined(separator: "x")) inputs, but the data set has \(data.test.channels)x\(data.test.height)x\(data.test.width)")
+    }
+    // One output is a binary classifier, for two-class data.
+    guard meta.classes == data.test.classes || (meta.classes == 1 && data.test.classes == 2) else {
+      fail("\(checkpoint): the model has \(meta.classes) classes, but the data set has \(data.test.classes); pick the data set it was trained on with --data")
     }
     let net = reporting { try meta.model.build(input: meta.input, classes: meta.classes, seed: 0) }
     reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }

@@ -14,7 +14,7 @@ struct Compare: ParsableCommand {
   @Option(help: "Comma-separated models.") var models: String = "seed-relu,seed-aconc,seed-meta"
   @Option(help: "Seeds per model (0, 1, ...).") var seeds: Int = 3
   @Option(help: "Epochs per run.") var epochs: Int = 5
-  @Option(help: "Stop each run after this many steps (for smoke tests).") var maxSteps: Int?
+  @Option(help: "Stop each run after this many steps in all (for smoke tests); the table and plot show the epochs that ran.") var maxSteps: Int?
   @Option(help: "Batch size.") var batchSize: Int = 64
   @Option(help: "Learning rate (Adam).") var lr: Float = 1e-3
   @OptionGroup var dataOptions: DataOptions
@@ -35,7 +35,8 @@ struct Compare: ParsableCommand {
         var o = TrainOptions()
         o.model = kind
         o.epochs = epochs
-        o.maxSteps = maxSteps.map { $0 * epochs }
+        o.maxSteps = maxSteps
+        o.dataName = data.resolved.rawValue
         o.batchSize = batchSize
         o.learningRate = lr
         o.seed = UInt64(s)
@@ -54,8 +55,11 @@ struct Compare: ParsableCommand {
       }
       results.append((kind, runs))
     }
+    // The epochs that ran: all of them, unless --max-steps cut the runs short.
+    let ran = results.flatMap { $0.1.map(\.accuracy.count) }.max() ?? 0
+    guard ran > 0 else { fail("no epoch ran: --max-steps \(maxSteps ?? 0) leaves nothing to train") }
     // The table.
-    var md = "| model | params | test accuracy (mean ± std over \(seeds) seeds, after \(epochs) epochs) | images/s |\n|---|---:|---:|---:|\n"
+    var md = "| model | params | test accuracy (mean ± std over \(seeds) seeds, after \(ran) epochs) | images/s |\n|---|---:|---:|---:|\n"
     var json: [[String: Any]] = []
     for (kind, runs) in results {
       let finals = runs.map { $0.accuracy.last ?? 0 }
@@ -72,11 +76,15 @@ struct Compare: ParsableCommand {
       try md.write(to: outURL.appendingPathComponent("results.md"), atomically: true, encoding: .utf8)
       let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
       try data.write(to: outURL.appendingPathComponent("results.json"), options: .atomic)
+      // Each epoch's mean over the runs that reached it (a cut-short epoch is not drawn as 0%).
       let series = results.map { kind, runs in
-        (kind.rawValue, (0..<epochs).map { e in runs.map { $0.accuracy.count > e ? $0.accuracy[e] : 0 }.reduce(0, +) / Double(runs.count) * 100 })
+        (kind.rawValue, (0..<ran).map { e -> Double in
+          let reached = runs.filter { $0.accuracy.count > e }.map { $0.accuracy[e] }
+          return reached.isEmpty ? .nan : reached.reduce(0, +) / Double(reached.count) * 100
+        })
       }
       try SVGPlot.lines(title: "Test accuracy per epoch (mean over \(seeds) seeds)", xLabel: "epoch", yLabel: "accuracy (%)",
-        xs: (1...epochs).map(Double.init), series: series)
+        xs: (1...ran).map(Double.init), series: series)
         .write(to: outURL.appendingPathComponent("accuracy.svg"), atomically: true, encoding: .utf8)
       for (kind, coeffs) in curves {
         let xs = stride(from: -4.0, through: 4.0, by: 0.1).map { $0 }

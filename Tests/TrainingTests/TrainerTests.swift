@@ -296,6 +296,133 @@ final class TrainerTests: XCTestCase {
     let last = try JSONSerialization.jsonObject(with: Data(lines[3].utf8)) as! [String: Any]
     XCTAssertNotNil(last["test_accuracy"] as? Double)
   }
+  /// A log's step records (step, loss bits) and epoch records (epoch, train loss bits), for
+  /// comparing runs; the rates differ from run to run.
+  private func logSummary(_ path: String) throws -> (steps: [[Double]], epochs: [[Double]]) {
+    var steps: [[Double]] = [], epochs: [[Double]] = []
+    for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n") {
+      let r = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+      if let loss = r["loss"] as? Double {
+        steps.append([Double(try XCTUnwrap(r["step"] as? Int)), loss])
+      } else {
+        epochs.append([Double(try XCTUnwrap(r["epoch"] as? Int)), try XCTUnwrap(r["train_loss"] as? Double)])
+      }
+    }
+    return (steps, epochs)
+  }
+
+  func testResumedLogReadsAsOneUninterruptedRun() throws {
+    // 256 examples, batch 32: 8 steps per epoch, 2 epochs. The interrupted run checkpoints every
+    // 3 steps; its log is cut at step 11 (a kill after step 11, last checkpoint at step 9), and
+    // a second interruption by --max-steps 5 leaves a partial epoch record behind.
+    let (train, test) = data(256)
+    var full = options(.seedAconc, epochs: 2)
+    full.evaluateEachEpoch = false
+    full.logPath = tmp.appendingPathComponent("whole.jsonl").path
+    try Trainer(options: full, train: train, test: test, normalization: .unit(channels: 1)).run()
+
+    var part = full
+    part.logPath = tmp.appendingPathComponent("part.jsonl").path
+    part.checkpoint = tmp.appendingPathComponent("log-resume.safetensors").path
+    part.checkpointEvery = 3
+    part.maxSteps = 5
+    try Trainer(options: part, train: train, test: test, normalization: .unit(channels: 1)).run()
+    part.resume = true
+    part.maxSteps = 11
+    let ck = Checkpoint(path: part.checkpoint!)
+    var atStep9: [String: Data] = [:]
+    let t = try Trainer(options: part, train: train, test: test, normalization: .unit(channels: 1))
+    t.onStep = { info in
+      if info.step == 10 {  // after step 10's update; the files on disk are step 9's
+        for f in [ck.statePath, part.checkpoint!] { atStep9[f] = FileManager.default.contents(atPath: f) }
+      }
+    }
+    try t.run()
+    for (f, d) in atStep9 { try d.write(to: URL(fileURLWithPath: f)) }  // the kill
+    part.maxSteps = nil
+    let last = try Trainer(options: part, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(last.resumedFromStep, 9)
+    try last.run()
+
+    let want = try logSummary(full.logPath!), got = try logSummary(part.logPath!)
+    XCTAssertEqual(got.steps.map { $0[0] }, Array(1...16).map(Double.init), "each step logged once, in order")
+    XCTAssertEqual(got.steps.map { $0[1].bitPattern }, want.steps.map { $0[1].bitPattern }, "step losses")
+    XCTAssertEqual(got.epochs.map { $0[0] }, [1, 2], "one record per epoch")
+    XCTAssertEqual(got.epochs.map { $0[1].bitPattern }, want.epochs.map { $0[1].bitPattern },
+      "epoch train losses, resumed mid-epoch included")
+  }
+
+  func testInitSeedsAResumeThatFindsNoCheckpoint() throws {
+    let (train, test) = data(64)
+    var o = options(.seedAconc, steps: 2)
+    o.evaluateEachEpoch = false
+    let source = tmp.appendingPathComponent("init.safetensors").path
+    let donor = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    try donor.run()
+    try Checkpoint.writeModel(donor.model, metadata: donor.metadata, step: 2, to: source)
+
+    o.initFrom = source
+    o.checkpoint = tmp.appendingPathComponent("fresh/run.safetensors").path
+    o.resume = true
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertNil(t.resumedFromStep)
+    for ((name, p), (_, q)) in zip(t.model.namedParameters(), donor.model.namedParameters()) {
+      assertBitwiseEqual(p.value.array, q.value.array, "\(name) starts from --init")
+    }
+    // Once it has a checkpoint of its own, --resume continues from that, not from --init.
+    try t.run()
+    let again = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(again.resumedFromStep, 2)
+    for ((name, p), (_, q)) in zip(again.model.namedParameters(), t.model.namedParameters()) {
+      assertBitwiseEqual(p.value.array, q.value.array, "\(name) from the run's own checkpoint")
+    }
+  }
+
+  func testResumeWithOtherSettingsNamesThem() throws {
+    let (train, test) = data(64)
+    var o = options(.seedRelu, steps: 1)
+    o.evaluateEachEpoch = false
+    o.checkpoint = tmp.appendingPathComponent("settings.safetensors").path
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+    o.resume = true
+    o.maxSteps = 2
+    var changed = o
+    changed.dropLast = true
+    changed.learningRate = 5e-4
+    XCTAssertThrowsError(try Trainer(options: changed, train: train, test: test, normalization: .unit(channels: 1))) {
+      let text = String(describing: $0)
+      XCTAssertTrue(text.contains("drop_last false (now true)") && text.contains("lr 0.001 (now 0.0005)")
+        && text.contains("settings.state.safetensors"), text)
+    }
+    // More epochs or steps with a constant rate is fine.
+    o.epochs = 3
+    XCTAssertEqual(try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).resumedFromStep, 1)
+  }
+
+
+  func testCheckpointRecordsTheDataSet() throws {
+    let (train, test) = data(64)
+    var o = options(.seedRelu, steps: 1)
+    o.evaluateEachEpoch = false
+    o.dataName = DataChoice.synthetic.rawValue
+    o.checkpoint = tmp.appendingPathComponent("data.safetensors").path
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+    let file = try SafetensorsFile.read(path: o.checkpoint!)
+    XCTAssertEqual(file.metadata["data"], "synthetic")
+    let meta = try ModelMetadata(strings: file.metadata, file: o.checkpoint!, fallbackModel: nil, fallbackInput: [],
+      fallbackClasses: 1, fallbackNormalization: .unit(channels: 1))
+    XCTAssertEqual(meta.data, "synthetic")
+    XCTAssertEqual(meta.strings["data"], "synthetic")
+  }
+
+  func testAutoWithADirectoryDoesNotFallBack() throws {
+    let missing = tmp.appendingPathComponent("no-data-here").path
+    XCTAssertThrowsError(try DataChoice.auto.load(directory: missing)) {
+      let text = String(describing: $0)
+      XCTAssertTrue(text.contains(missing) && text.contains("dataset-fashion-mnist"), text)
+    }
+    XCTAssertEqual(try DataChoice.synthetic.load(directory: nil, includeTrain: false).resolved, .synthetic)
+  }
 }
 
 final class NumericGuardTests: XCTestCase {

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# cli-checks.sh: runs the acon-train binary on bad input and checks what a user sees: a non-zero
+# exit, exactly one line on stderr that starts with "error:" and names the file, tensor or option
+# at fault, and no checkpoint or partial file left behind. Also checks that `evaluate` picks the
+# data set a checkpoint records and prints the JSON object the README documents, and that
+# `compare` cut short by --max-steps reports only the epochs that ran.
+#
+# Usage (builds acon-train in release if the binary is missing):
+#   scripts/cli-checks.sh
+# Environment:
+#   ACON_TRAIN  use this acon-train binary instead (it is then never built)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${ACON_TRAIN:-.build/release/acon-train}
+if [[ -z ${ACON_TRAIN:-} && ! -x $bin ]]; then swift build -c release --product acon-train >/dev/null; fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+# expect_error NAME PATTERN -- COMMAND...: COMMAND must exit non-zero with one stderr line
+# "error: ..." that matches the extended regex PATTERN.
+expect_error() {
+  local name=$1 pattern=$2
+  shift 3
+  local status=0
+  "$@" >"$work/out" 2>"$work/err" || status=$?
+  local lines
+  lines=$(wc -l <"$work/err")
+  if [[ $status -eq 0 ]]; then
+    echo "FAIL $name: exit status 0"; failures=$((failures + 1)); return
+  fi
+  if [[ $lines -ne 1 ]] || ! grep -qE "^error: " "$work/err" || ! grep -qE -e "$pattern" "$work/err"; then
+    echo "FAIL $name: expected one 'error:' line matching /$pattern/, got $lines line(s):"
+    sed 's/^/    /' "$work/err"
+    failures=$((failures + 1)); return
+  fi
+  echo "ok   $name (exit $status): $(cat "$work/err")"
+}
+
+expect_ok() {
+  local name=$1
+  shift
+  if ! "$@" >"$work/out" 2>"$work/err"; then
+    echo "FAIL $name: exit non-zero:"; sed 's/^/    /' "$work/err"; failures=$((failures + 1)); return 1
+  fi
+  echo "ok   $name"
+}
+
+# Missing data sets: the message says how to get one.
+expect_error "missing Fashion-MNIST" "dataset-fashion-mnist|--data synthetic" -- \
+  "$bin" train --data fashion-mnist --data-dir "$work/none" --max-steps 1
+expect_error "a --data-dir without a data set is not a silent fallback" "$work/none" -- \
+  "$bin" train --data-dir "$work/none" --max-steps 1
+expect_error "CIFAR-10 without --data-dir" "--data-dir" -- "$bin" train --data cifar10 --max-steps 1
+
+# A truncated IDX file, named.
+mkdir -p "$work/fm"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  printf '\x00\x00\x08\x03\x00\x00\x00\x10' | gzip >"$work/fm/$f.gz"
+done
+expect_error "truncated IDX" "t10k-images-idx3-ubyte.gz|train-images-idx3-ubyte.gz" -- \
+  "$bin" train --data fashion-mnist --data-dir "$work/fm" --max-steps 1
+
+# Out-of-range options, named.
+expect_error "negative --lr" "--lr" -- "$bin" train --data synthetic --lr=-1 --max-steps 1
+expect_error "zero --batch-size" "--batch-size" -- "$bin" train --data synthetic --batch-size 0 --max-steps 1
+expect_error "unknown --model" "--model" -- "$bin" train --data synthetic --model resnet --max-steps 1
+expect_error "evaluate: huge --batch-size" "--batch-size" -- \
+  "$bin" evaluate --checkpoint "$work/none.safetensors" --batch-size 100000000
+
+# Corrupt and wrong checkpoints, named; nothing written.
+printf 'not a safetensors file at all' >"$work/garbage.safetensors"
+expect_error "corrupt checkpoint" "garbage.safetensors" -- "$bin" evaluate --checkpoint "$work/garbage.safetensors"
+expect_error "corrupt --init" "garbage.safetensors" -- \
+  "$bin" train --data synthetic --init "$work/garbage.safetensors" --checkpoint "$work/x.safetensors" --max-steps 1
+[[ ! -e $work/x.safetensors ]] || { echo "FAIL corrupt --init left $work/x.safetensors"; failures=$((failures + 1)); }
+
+expect_ok "train a 2-step seed-relu checkpoint" \
+  "$bin" train --data synthetic --model seed-relu --max-steps 2 --checkpoint "$work/relu.safetensors"
+expect_error "checkpoint for another model (evaluate)" "relu.safetensors.*seed-relu" -- \
+  "$bin" evaluate --checkpoint "$work/relu.safetensors" --model seed-aconc
+expect_error "checkpoint for another model (--init)" "relu.safetensors" -- \
+  "$bin" train --data synthetic --model seed-aconc --init "$work/relu.safetensors" --max-steps 1
+expect_error "resume with other settings" "lr" -- \
+  "$bin" train --data synthetic --model seed-relu --max-steps 3 --checkpoint "$work/relu.safetensors" --resume --lr 0.01
+
+# evaluate: the recorded data set, and the README's JSON object.
+expect_ok "evaluate --json" "$bin" evaluate --checkpoint "$work/relu.safetensors" --json
+if ! python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert set(d) == {"accuracy", "loss", "examples"}, d
+assert 0 <= d["accuracy"] <= 1 and d["loss"] > 0 and d["examples"] == 1000, d
+' "$work/out"; then
+  echo "FAIL evaluate --json printed:"; cat "$work/out"; failures=$((failures + 1))
+fi
+expect_ok "evaluate uses the recorded data set" "$bin" evaluate --checkpoint "$work/relu.safetensors"
+grep -q "synthetic" "$work/out" || { echo "FAIL evaluate did not use the synthetic set:"; cat "$work/out"; failures=$((failures + 1)); }
+
+# compare: --max-steps caps each run in all; the table and plot show only the epochs that ran.
+expect_ok "compare cut short by --max-steps" "$bin" compare --models seed-relu,seed-aconc --seeds 1 --epochs 2 \
+  --max-steps 3 --data synthetic --out "$work/cmp"
+if ! python3 -c '
+import json, sys
+rows = json.load(open(sys.argv[1] + "/results.json"))
+assert [r["model"] for r in rows] == ["seed-relu", "seed-aconc"], rows
+assert all(len(r["accuracy_per_epoch"]) == 1 and len(r["accuracy_per_epoch"][0]) == 1 for r in rows), rows
+svg = open(sys.argv[1] + "/accuracy.svg").read()
+assert svg.startswith("<svg") and "seed-aconc" in svg and "nan" not in svg.lower(), "accuracy.svg"
+assert "after 1 epochs" in open(sys.argv[1] + "/results.md").read()
+' "$work/cmp"; then
+  echo "FAIL compare --max-steps outputs"; failures=$((failures + 1))
+fi
+
+if [[ $failures -gt 0 ]]; then
+  echo "cli-checks: $failures failure(s)"
+  exit 1
+fi
+echo "cli-checks: all checks passed"
