@@ -12,30 +12,43 @@ import Foundation
 import NN
 import TensorCore
 
-/// One tensor of a safetensors file. F32 and I64 are read and written; on reading, F16, BF16
-/// and F64 become `.f32`, and BOOL, U8, I8, I16, U16, I32, U32 become `.i64`.
+/// One tensor of a safetensors file. F32 and I64 are read and written as `.f32` and `.i64`. The
+/// other dtypes the reader converts arrive as `.converted`, which keeps the file's dtype: F16,
+/// BF16 and F64 wrap `.f32` values, and BOOL, U8, I8, I16, U16, I32, U32 wrap `.i64` values.
 public enum SafetensorsValue: Equatable, Sendable {
   /// Float32 values, row-major, `shape.product` of them.
   case f32(shape: [Int], values: [Float])
   /// Int64 values, row-major; a scalar has shape `[]` and one value.
   case i64(shape: [Int], values: [Int64])
+  /// Values read from a tensor of another dtype: `dtype` as written in the file ("F16", "I32", …)
+  /// and `value`, the data widened to `.f32` or `.i64`. Written back, it is `value` (F32 or I64).
+  indirect case converted(dtype: String, value: SafetensorsValue)
 
   /// A copy of a tensor's values with its shape.
   public init(_ tensor: Tensor) { self = .f32(shape: tensor.shape, values: tensor.array) }
+
+  /// The values as `.f32` or `.i64`: a `.converted` value's content, otherwise `self`.
+  public var widened: SafetensorsValue {
+    if case let .converted(_, v) = self { return v.widened }
+    return self
+  }
 
   /// The shape, outermost first (`[]` for a scalar).
   public var shape: [Int] {
     switch self {
     case let .f32(s, _): return s
     case let .i64(s, _): return s
+    case let .converted(_, v): return v.shape
     }
   }
 
-  /// `"F32"` or `"I64"`, as in the header.
+  /// The dtype as in the file's header: `"F32"`, `"I64"`, or a `.converted` value's original
+  /// dtype (`"F16"`, `"I32"`, …). What `encode` writes is `widened.dtype`.
   public var dtype: String {
     switch self {
     case .f32: return "F32"
     case .i64: return "I64"
+    case let .converted(d, _): return d
     }
   }
 
@@ -44,14 +57,15 @@ public enum SafetensorsValue: Equatable, Sendable {
     switch self {
     case let .f32(_, v): return v.count
     case let .i64(_, v): return v.count
+    case let .converted(_, v): return v.valueCount
     }
   }
 
-  /// Bytes per element: 4 or 8.
+  /// Bytes per element as written: 4 or 8.
   var elementSize: Int {
-    switch self {
-    case .f32: return 4
+    switch widened {
     case .i64: return 8
+    default: return 4
     }
   }
 }
@@ -324,7 +338,8 @@ public struct SafetensorsFile: Equatable, Sendable {
     bytes.withUnsafeBytes { raw in
       for e in entries {
         let slice = UnsafeRawBufferPointer(rebasing: raw[(bufferStart + e.begin)..<(bufferStart + e.end)])
-        tensors[e.name] = decodeValues(slice, dtype: e.dtype, shape: e.shape)
+        let v = decodeValues(slice, dtype: e.dtype, shape: e.shape)
+        tensors[e.name] = e.dtype == v.dtype ? v : .converted(dtype: e.dtype, value: v)
       }
     }
     return SafetensorsFile(metadata: metadata, tensors: tensors)
@@ -397,7 +412,7 @@ public struct SafetensorsFile: Equatable, Sendable {
     return (try? JSONSerialization.jsonObject(with: quoted, options: [.fragmentsAllowed])) as? String
   }
 
-  /// Little-endian bytes of a validated entry → values.
+  /// Little-endian bytes of a validated entry → values, widened to `.f32` or `.i64`.
   private static func decodeValues(_ raw: UnsafeRawBufferPointer, dtype: String, shape: [Int]) -> SafetensorsValue {
     func floats(_ size: Int, _ convert: (UnsafeRawBufferPointer, Int) -> Float) -> SafetensorsValue {
       let n = raw.count / size
@@ -465,7 +480,8 @@ public struct SafetensorsFile: Equatable, Sendable {
 
   /// The file's bytes: header (compact JSON, `__metadata__` first when non-empty, entries by
   /// dtype alignment descending — I64 before F32 — then by name, padded with spaces to a
-  /// multiple of 8), then the data in the same order.
+  /// multiple of 8), then the data in the same order. A `.converted` value is written widened,
+  /// as F32 or I64.
   /// - Precondition: each value holds exactly `shape.product` values; no tensor is named `__metadata__`.
   public func encode() -> [UInt8] {
     let names = tensors.keys.sorted { a, b in
@@ -484,7 +500,7 @@ public struct SafetensorsFile: Equatable, Sendable {
     }
     var offset = 0
     for name in names {
-      let v = tensors[name]!
+      let v = tensors[name]!.widened
       precondition(name != "__metadata__", "safetensors: a tensor cannot be named __metadata__")
       let elements = v.shape.reduce(1, *)
       precondition(v.valueCount == elements,
@@ -506,7 +522,7 @@ public struct SafetensorsFile: Equatable, Sendable {
     for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: n >> (8 * UInt64(i)))) }
     out += header
     for name in names {
-      switch tensors[name]! {
+      switch tensors[name]!.widened {
       case let .f32(_, values):
         #if _endian(little)
           values.withUnsafeBytes { out += $0 }
@@ -519,6 +535,8 @@ public struct SafetensorsFile: Equatable, Sendable {
         #else
           for v in values { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
         #endif
+      case .converted:
+        preconditionFailure("widened is never .converted")
       }
     }
     return out
@@ -566,36 +584,48 @@ public func stateDict(of model: Module) -> [String: SafetensorsValue] {
   return out
 }
 
+/// The file dtypes a float parameter or buffer loads from: F32, and F16, BF16 and F64 converted to
+/// F32, as PyTorch's `copy_` casts them. Integer and bool data for a float tensor is an error.
+let floatStateDtypes: Set<String> = ["F32", "F16", "BF16", "F64"]
+
+/// The file dtypes an integer buffer (`num_batches_tracked`) loads from: I64, as PyTorch saves it,
+/// and I32, as some exporters narrow it. Floats, bool and the narrower or unsigned integers are errors.
+let integerStateDtypes: Set<String> = ["I64", "I32"]
+
 /// Copies a state dict into a model, strictly, like PyTorch's `load_state_dict(strict=True)`:
-/// every parameter and buffer of the model must be present with the same shape and dtype (F32
-/// for parameters and float buffers, an I64 scalar for integer buffers) and there must be no
-/// other keys. All problems are collected into one `SafetensorsError.stateDictMismatch` naming
-/// `file` and every offending tensor; in that case the model is left unchanged.
+/// every parameter and buffer of the model must be present with the same shape and a fitting
+/// dtype, and there must be no other keys. Parameters and float buffers take F32, or F16, BF16
+/// or F64 converted to F32 (as PyTorch's `copy_` casts); integer buffers take an I64 (or I32)
+/// scalar. All problems are collected into one `SafetensorsError.stateDictMismatch` naming
+/// `file` and every offending tensor, with dtypes as written in the file ("dtype mismatch for
+/// conv1.weight: expected F32, got I32"); in that case the model is left unchanged.
 public func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Module, file: String) throws {
   let params = model.namedParameters()
   let buffers = model.namedBuffers()
   var expectedNames = Set<String>()
   var missing = [String](), mismatched = [String]()
 
-  func check(_ name: String, dtype: String, shape: [Int]) {
+  // `wanted` is how the message names the accepted dtypes.
+  func check(_ name: String, expected: String, accepted: Set<String>, wanted: String, shape: [Int]) {
     expectedNames.insert(name)
     guard let v = tensors[name] else {
       missing.append(name)
       return
     }
-    if v.dtype != dtype {
-      mismatched.append("dtype mismatch for \(name): expected \(dtype), got \(v.dtype)")
+    // `accepted` lists file dtypes; the widened kind must agree too, for hand-made `.converted` values.
+    if !accepted.contains(v.dtype) || v.widened.dtype != expected {
+      mismatched.append("dtype mismatch for \(name): expected \(wanted), got \(v.dtype)")
     } else if v.shape != shape {
       mismatched.append("size mismatch for \(name): expected shape \(Shape.text(shape)), got \(Shape.text(v.shape))")
     } else if v.valueCount != shape.reduce(1, *) {
       mismatched.append("\(name): shape \(Shape.text(shape)) but \(v.valueCount) values")
     }
   }
-  for (name, p) in params { check(name, dtype: "F32", shape: p.shape) }
+  for (name, p) in params { check(name, expected: "F32", accepted: floatStateDtypes, wanted: "F32", shape: p.shape) }
   for (name, b) in buffers {
     switch b {
-    case .float(let t): check(name, dtype: "F32", shape: t.shape)
-    case .int64: check(name, dtype: "I64", shape: [])
+    case .float(let t): check(name, expected: "F32", accepted: floatStateDtypes, wanted: "F32", shape: t.shape)
+    case .int64: check(name, expected: "I64", accepted: integerStateDtypes, wanted: "I64 (or I32)", shape: [])
     }
   }
   let unexpected = tensors.keys.filter { !expectedNames.contains($0) }.sorted()
@@ -607,10 +637,10 @@ public func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Mod
     values.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: t.count) }
   }
   for (name, p) in params {
-    if case let .f32(_, values)? = tensors[name], !values.isEmpty { copy(values, into: p.value) }
+    if case let .f32(_, values)? = tensors[name]?.widened, !values.isEmpty { copy(values, into: p.value) }
   }
   for (name, b) in buffers {
-    switch (b, tensors[name]) {
+    switch (b, tensors[name]?.widened) {
     case let (.float(t), .f32(_, values)?): if !values.isEmpty { copy(values, into: t) }
     case let (.int64(box), .i64(_, values)?): box.value = values[0]
     default: break

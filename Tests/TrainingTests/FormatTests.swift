@@ -151,17 +151,25 @@ final class FormatTests: XCTestCase {
       "f":{"dtype":"BOOL","shape":[2],"data_offsets":[24,26]}}
       """
     let file = try SafetensorsFile.decode(rawFile(header, data: data), name: "dtypes")
-    XCTAssertEqual(file.tensors["h"], .f32(shape: [4], values: [1, -2, 65504, 1.0 / 16_777_216]))
-    XCTAssertEqual(file.tensors["b"], .f32(shape: [1], values: [1.5]))
-    XCTAssertEqual(file.tensors["d"], .f32(shape: [], values: [Float(0.1 as Double)]))
-    XCTAssertEqual(file.tensors["i"], .i64(shape: [1], values: [-5]))
-    XCTAssertEqual(file.tensors["u"], .i64(shape: [1], values: [200]))
-    XCTAssertEqual(file.tensors["s"], .i64(shape: [1], values: [-3]))
-    XCTAssertEqual(file.tensors["f"], .i64(shape: [2], values: [1, 0]))
+    // Each keeps the file's dtype and holds its values widened to F32 or I64.
+    XCTAssertEqual(file.tensors["h"], .converted(dtype: "F16", value: .f32(shape: [4], values: [1, -2, 65504, 1.0 / 16_777_216])))
+    XCTAssertEqual(file.tensors["b"], .converted(dtype: "BF16", value: .f32(shape: [1], values: [1.5])))
+    XCTAssertEqual(file.tensors["d"], .converted(dtype: "F64", value: .f32(shape: [], values: [Float(0.1 as Double)])))
+    XCTAssertEqual(file.tensors["i"], .converted(dtype: "I32", value: .i64(shape: [1], values: [-5])))
+    XCTAssertEqual(file.tensors["u"], .converted(dtype: "U8", value: .i64(shape: [1], values: [200])))
+    XCTAssertEqual(file.tensors["s"], .converted(dtype: "I8", value: .i64(shape: [1], values: [-3])))
+    XCTAssertEqual(file.tensors["f"], .converted(dtype: "BOOL", value: .i64(shape: [2], values: [1, 0])))
+    XCTAssertEqual(file.tensors["h"]?.dtype, "F16")
+    XCTAssertEqual(file.tensors["h"]?.shape, [4])
+    XCTAssertEqual(file.tensors["h"]?.valueCount, 4)
+    XCTAssertEqual(file.tensors["f"]?.widened, .i64(shape: [2], values: [1, 0]))
+    // Written back, converted values are F32 and I64, as before.
+    let rewritten = try SafetensorsFile.decode(file.encode(), name: "rewritten")
+    XCTAssertEqual(rewritten.tensors, file.tensors.mapValues { $0.widened })
     // F16 infinity and NaN.
     let special = try SafetensorsFile.decode(
       rawFile(#"{"x":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, data: [0x00, 0xFC, 0x00, 0x7E]), name: "special")
-    guard case let .f32(_, v)? = special.tensors["x"] else { return XCTFail("x") }
+    guard case let .f32(_, v)? = special.tensors["x"]?.widened else { return XCTFail("x") }
     XCTAssertEqual(v[0], -.infinity)
     XCTAssertTrue(v[1].isNaN)
   }
@@ -403,6 +411,79 @@ final class FormatTests: XCTestCase {
     }
   }
 
+  /// A safetensors file of raw little-endian tensors `(name, dtype, shape, bytes)`, laid out in order.
+  private func rawTensors(_ entries: [(String, String, [Int], [UInt8])]) -> [UInt8] {
+    var offset = 0
+    var data = [UInt8]()
+    let fields = entries.map { name, dtype, shape, bytes -> String in
+      defer { offset += bytes.count }
+      data += bytes
+      let dims = shape.map(String.init).joined(separator: ",")
+      return "\"\(name)\":{\"dtype\":\"\(dtype)\",\"shape\":[\(dims)],\"data_offsets\":[\(offset),\(offset + bytes.count)]}"
+    }
+    return rawFile("{" + fields.joined(separator: ",") + "}", data: data)
+  }
+
+  func testLoadStateDictConvertsFloatsAndNamesTheFilesDtype() throws {
+    let target = smallModel(seed: 2)
+    let source = stateDict(of: smallModel(seed: 1))
+    func le<T: FixedWidthInteger>(_ v: [T]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) } }
+    /// `source` with some tensors replaced by ones decoded from a file of other dtypes.
+    func withReplaced(_ entries: [(String, String, [Int], [UInt8])]) throws -> [String: SafetensorsValue] {
+      let decoded = try SafetensorsFile.decode(rawTensors(entries), name: "other.safetensors").tensors
+      return source.merging(decoded) { _, new in new }
+    }
+
+    // F16, BF16 and F64 float tensors load as F32 (PyTorch's copy_ casts them).
+    let half: [Float] = [0.5, -1.25], brain: [Float] = [1.5, -0.375, 2], double: [Double] = [1.5, 0.1]
+    let converted = try withReplaced([
+      ("conv.bias", "F16", [2], le(half.map { Float16($0).bitPattern })),
+      ("fc.bias", "BF16", [3], le(brain.map { UInt16($0.bitPattern >> 16) })),
+      ("bn.running_var", "F64", [2], le(double.map(\.bitPattern))),
+      ("bn.num_batches_tracked", "I32", [], le([Int32(17)])),
+    ])
+    XCTAssertEqual(converted["conv.bias"]?.dtype, "F16")
+    try loadStateDict(converted, into: target, file: "other.safetensors")
+    let loaded = stateDict(of: target)
+    XCTAssertEqual(loaded["conv.bias"], .f32(shape: [2], values: half))
+    XCTAssertEqual(loaded["fc.bias"], .f32(shape: [3], values: brain))
+    XCTAssertEqual(loaded["bn.running_var"], .f32(shape: [2], values: double.map(Float.init)))
+    XCTAssertEqual(loaded["bn.num_batches_tracked"], .i64(shape: [], values: [17]))
+    XCTAssertEqual(loaded["conv.weight"], source["conv.weight"])
+
+    // Integer or bool data for a float tensor, and a float, bool or narrow count, are errors that
+    // name the tensor and the dtype as written in the file; the model keeps every value.
+    let before = loaded
+    func expectRejected(_ entries: [(String, String, [Int], [UInt8])], _ lines: [String],
+                        line: UInt = #line) throws {
+      let tensors = try withReplaced(entries)
+      XCTAssertThrowsError(try loadStateDict(tensors, into: target, file: "other.safetensors"), line: line) { error in
+        guard case let .stateDictMismatch(_, missing, unexpected, mismatched)? = error as? SafetensorsError else {
+          return XCTFail("\(error)", line: line)
+        }
+        XCTAssertEqual(missing + unexpected, [], line: line)
+        XCTAssertEqual(Set(mismatched), Set(lines), line: line)
+        for l in lines { XCTAssertTrue("\(error)".contains("other.safetensors") && "\(error)".contains(l), line: line) }
+      }
+      XCTAssertEqual(stateDict(of: target), before, "the model must be unchanged", line: line)
+    }
+    try expectRejected([("conv.weight", "I32", [2, 1, 3, 3], le([Int32](repeating: 1, count: 18)))],
+      ["dtype mismatch for conv.weight: expected F32, got I32"])
+    try expectRejected([("fc.bias", "BOOL", [3], [1, 0, 1])], ["dtype mismatch for fc.bias: expected F32, got BOOL"])
+    try expectRejected([("bn.running_mean", "U8", [2], [3, 4])], ["dtype mismatch for bn.running_mean: expected F32, got U8"])
+    let countError = { (dtype: String) in "dtype mismatch for bn.num_batches_tracked: expected I64 (or I32), got \(dtype)" }
+    try expectRejected([("bn.num_batches_tracked", "F32", [], f32Bytes([3]))], [countError("F32")])
+    try expectRejected([("bn.num_batches_tracked", "F16", [], le([Float16(3).bitPattern]))], [countError("F16")])
+    try expectRejected([("bn.num_batches_tracked", "BOOL", [], [1])], [countError("BOOL")])
+    try expectRejected([("bn.num_batches_tracked", "U8", [], [3])], [countError("U8")])
+    // All at once, and the dtype is checked before the shape.
+    try expectRejected([
+      ("conv.bias", "I64", [2], le([Int64(1), 2])), ("fc.weight", "I16", [1], le([Int16(1)])),
+      ("bn.num_batches_tracked", "F64", [], le([(1.0 as Double).bitPattern])),
+    ], ["dtype mismatch for conv.bias: expected F32, got I64", "dtype mismatch for fc.weight: expected F32, got I16",
+        countError("F64")])
+  }
+
   // MARK: - Interop with the Python reference implementation
 
   func testPythonSafetensorsInterop() throws {
@@ -441,11 +522,11 @@ final class FormatTests: XCTestCase {
 
     let mixed = try SafetensorsFile.read(path: tempDir + "/mixed.safetensors")
     XCTAssertEqual(mixed.metadata, ["format": "np", "source": "fixture"])
-    XCTAssertEqual(mixed.tensors["half"], .f32(shape: [4], values: [1, -2.5, 65504, Float(Float16(0.0001))]))
-    XCTAssertEqual(mixed.tensors["double"], .f32(shape: [2, 2], values: [1, 2, 3, -0.125]))
-    XCTAssertEqual(mixed.tensors["int32"], .i64(shape: [3], values: [-2_147_483_648, 5, 2_147_483_647]))
-    XCTAssertEqual(mixed.tensors["bytes"], .i64(shape: [3], values: [0, 255, 7]))
-    XCTAssertEqual(mixed.tensors["flags"], .i64(shape: [3], values: [1, 0, 1]))
+    XCTAssertEqual(mixed.tensors["half"], .converted(dtype: "F16", value: .f32(shape: [4], values: [1, -2.5, 65504, Float(Float16(0.0001))])))
+    XCTAssertEqual(mixed.tensors["double"], .converted(dtype: "F64", value: .f32(shape: [2, 2], values: [1, 2, 3, -0.125])))
+    XCTAssertEqual(mixed.tensors["int32"], .converted(dtype: "I32", value: .i64(shape: [3], values: [-2_147_483_648, 5, 2_147_483_647])))
+    XCTAssertEqual(mixed.tensors["bytes"], .converted(dtype: "U8", value: .i64(shape: [3], values: [0, 255, 7])))
+    XCTAssertEqual(mixed.tensors["flags"], .converted(dtype: "BOOL", value: .i64(shape: [3], values: [1, 0, 1])))
 
     // Swift → Python.
     let ours = SafetensorsFile(
@@ -466,6 +547,7 @@ final class FormatTests: XCTestCase {
       switch value {
       case let .f32(_, v): XCTAssertEqual((t["values"] as! [Double]).map(Float.init), v, name)
       case let .i64(_, v): XCTAssertEqual((t["values"] as! [Int]).map(Int64.init), v, name)
+      case .converted: XCTFail("\(name): a state dict holds only F32 and I64")
       }
     }
   }

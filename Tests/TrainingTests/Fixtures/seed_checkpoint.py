@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Writes a seed-aconc checkpoint the way a PyTorch user would (a plain state_dict saved with the
-`safetensors` package, no model metadata), plus an input batch and the logits that the network
-gives for it, computed here by definition in float64 numpy:
+"""Writes seed-aconc and seed-meta checkpoints the way a PyTorch user would (a plain state_dict
+saved with the `safetensors` package, no model metadata), plus for each an input batch and the
+logits that the network gives for it in eval mode, computed here by definition in float64 numpy:
 
     seed_checkpoint.py OUTDIR  ->  OUTDIR/seed-aconc.safetensors   (state_dict, metadata {"format": "pt"})
                                    OUTDIR/io.safetensors           ("input" [2, 1, 8, 8], "logits" [2, 3])
+                                   OUTDIR/seed-meta.safetensors    (state_dict, metadata {"format": "pt"})
+                                   OUTDIR/io-meta.safetensors      ("input" [2, 1, 16, 16], "beta" [2, 64],
+                                                                    "logits" [2, 3])
 
-Network (input 1x8x8, 3 classes): conv1 3x3/1 p1 -> relu -> conv2 3x3/2 -> relu -> conv3 3x3/2
--> ACON-C -> conv4 3x3/2 p1 -> relu -> flatten -> linear1 -> relu -> linear2.
+Networks (3 classes): conv1 3x3/1 p1 -> relu -> conv2 3x3/2 -> relu -> conv3 3x3/2 -> act
+-> conv4 3x3/2 p1 -> relu -> flatten -> linear1 -> relu -> linear2, where act is ACON-C
+(input 1x8x8) or Meta-ACON-C (input 1x16x16, so that its mean runs over 3x3 pixels): with
+W = max(16, 64/16) = 16, beta = sigmoid(bn2(fc2(bn1(fc1(mean_HW(x)))))), fc1 a 1x1 conv 64 -> 16 and
+fc2 16 -> 64 (both with bias), the BatchNorms in eval mode (running statistics, eps 1e-5), one
+beta per sample and channel. The BatchNorms' num_batches_tracked are I64 scalars (shape []).
 Needs numpy and safetensors; exits 3 when they are missing.
 """
 import os
@@ -37,6 +44,71 @@ def conv2d(x, w, b, stride, pad):
 def acon_c(x, p1, p2, beta):
     d = (p1 - p2) * x
     return d / (1 + np.exp(-beta * d)) + p2 * x
+
+
+def batch_norm_eval(x, sd, prefix, eps=1e-5):
+    """BatchNorm2d in eval mode over the channels of [N, C, H, W]."""
+    c = lambda name: sd[prefix + name].reshape(1, -1, 1, 1)
+    return (x - c("running_mean")) / np.sqrt(c("running_var") + eps) * c("weight") + c("bias")
+
+
+def meta_acon_c(x, p, prefix):
+    """Meta-ACON-C with BatchNorm, eval mode; returns the output and beta [N, C]."""
+    m = x.mean(axis=(2, 3), keepdims=True)
+    h = batch_norm_eval(conv2d(m, p[prefix + "fc1.weight"], p[prefix + "fc1.bias"], 1, 0), p, prefix + "bn1.")
+    h = batch_norm_eval(conv2d(h, p[prefix + "fc2.weight"], p[prefix + "fc2.bias"], 1, 0), p, prefix + "bn2.")
+    beta = 1 / (1 + np.exp(-h))
+    return acon_c(x, p[prefix + "p1"], p[prefix + "p2"], beta), beta.reshape(beta.shape[0], -1)
+
+
+def batch_norm_state(rng, prefix, channels, tracked):
+    f32 = np.float32
+    return {
+        prefix + "weight": rng.uniform(0.5, 1.5, (channels,)).astype(f32),
+        prefix + "bias": rng.uniform(-0.3, 0.3, (channels,)).astype(f32),
+        prefix + "running_mean": rng.normal(scale=0.2, size=(channels,)).astype(f32),
+        prefix + "running_var": rng.uniform(0.05, 0.5, (channels,)).astype(f32),
+        prefix + "num_batches_tracked": np.array(tracked, dtype=np.int64),
+    }
+
+
+def write_meta(outdir):
+    rng = np.random.default_rng(5678)
+    f32 = np.float32
+    sd = {
+        "conv1.weight": rng.uniform(-0.3, 0.3, (32, 1, 3, 3)).astype(f32),
+        "conv1.bias": rng.uniform(-0.1, 0.1, (32,)).astype(f32),
+        "conv2.weight": rng.uniform(-0.06, 0.06, (64, 32, 3, 3)).astype(f32),
+        "conv2.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        "conv3.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
+        "conv3.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        "acon1.fc1.weight": rng.uniform(-0.5, 0.5, (16, 64, 1, 1)).astype(f32),
+        "acon1.fc1.bias": rng.uniform(-0.1, 0.1, (16,)).astype(f32),
+        **batch_norm_state(rng, "acon1.bn1.", 16, 1234),
+        "acon1.fc2.weight": rng.uniform(-0.25, 0.25, (64, 16, 1, 1)).astype(f32),
+        "acon1.fc2.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        **batch_norm_state(rng, "acon1.bn2.", 64, 5678),
+        "acon1.p1": rng.normal(size=(1, 64, 1, 1)).astype(f32),
+        "acon1.p2": rng.normal(size=(1, 64, 1, 1)).astype(f32),
+        "conv4.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
+        "conv4.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        "linear1.weight": rng.uniform(-0.2, 0.2, (64, 256)).astype(f32),
+        "linear1.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        "linear2.weight": rng.uniform(-0.5, 0.5, (3, 64)).astype(f32),
+        "linear2.bias": rng.uniform(-0.1, 0.1, (3,)).astype(f32),
+    }
+    x = rng.normal(size=(2, 1, 16, 16)).astype(f32)
+    p = {k: v.astype(np.float64) for k, v in sd.items()}
+    h = np.maximum(conv2d(x.astype(np.float64), p["conv1.weight"], p["conv1.bias"], 1, 1), 0)
+    h = np.maximum(conv2d(h, p["conv2.weight"], p["conv2.bias"], 2, 0), 0)
+    h, beta = meta_acon_c(conv2d(h, p["conv3.weight"], p["conv3.bias"], 2, 0), p, "acon1.")
+    h = np.maximum(conv2d(h, p["conv4.weight"], p["conv4.bias"], 2, 1), 0)
+    h = h.reshape(h.shape[0], -1)
+    h = np.maximum(h @ p["linear1.weight"].T + p["linear1.bias"], 0)
+    logits = h @ p["linear2.weight"].T + p["linear2.bias"]
+    save_file(sd, os.path.join(outdir, "seed-meta.safetensors"), metadata={"format": "pt"})
+    save_file({"input": x, "beta": beta.astype(f32), "logits": logits.astype(f32)},
+              os.path.join(outdir, "io-meta.safetensors"))
 
 
 def main(outdir):
@@ -70,6 +142,7 @@ def main(outdir):
     logits = h @ p["linear2.weight"].T + p["linear2.bias"]
     save_file(sd, os.path.join(outdir, "seed-aconc.safetensors"), metadata={"format": "pt"})
     save_file({"input": x, "logits": logits.astype(f32)}, os.path.join(outdir, "io.safetensors"))
+    write_meta(outdir)
 
 
 if __name__ == "__main__":
