@@ -87,7 +87,7 @@ struct AconBench: ParsableCommand {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,
         "ceilings": ["memcpy_gbps": memcpy, "sgemm_gflops": sgemm, "sgemm_square": square],
         "machine": ["cores": Threads.defaultCount, "cpu": cpuModel(), "openblas": BLAS.configuration,
-                    "openblas_coretype_env": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? NSNull(),
+                    "openblas_coretype_env": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { $0 as Any } ?? NSNull(),
                     "acon_kernels": AconKernels.variant],
         "results": results.map(\.json)]
       let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
