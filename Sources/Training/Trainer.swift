@@ -261,6 +261,13 @@ public final class Trainer {
       if fileStatus(ck.statePath).exists {
         try restore(from: ck)
         resumedFromStep = step
+        // A kill between the state file's write and the model file's leaves the model file a
+        // checkpoint behind (or missing). The state holds the weights: write the model file
+        // again now, so that a resume with nothing left to train still leaves the files of an
+        // uninterrupted run.
+        if group.rank == 0, (try? SafetensorsFile.read(path: path))?.metadata["step"] != String(step) {
+          try Checkpoint.writeModel(model, metadata: metadata, step: step, to: path)
+        }
       } else if fileStatus(path).exists {
         throw CheckpointError.invalid(file: path, reason: "its training state \(ck.statePath) is missing, so the run "
           + "cannot resume exactly; start from these weights with --init \(path) instead of --resume")

@@ -423,6 +423,31 @@ final class TrainerTests: XCTestCase {
     }
     XCTAssertEqual(try DataChoice.synthetic.load(directory: nil, includeTrain: false).resolved, .synthetic)
   }
+
+  func testResumeAfterAKillBetweenTheLastTwoWritesRepairsTheModelFile() throws {
+    // The run's last checkpoint: its state file written, its model file still the one before
+    // (the kill fell between the two writes). Resuming has nothing left to train, and must still
+    // leave the model file of the uninterrupted run.
+    let (train, test) = data(128)
+    var o = options(.seedAconc, steps: 4)
+    o.evaluateEachEpoch = false
+    o.checkpoint = tmp.appendingPathComponent("last.safetensors").path
+    o.checkpointEvery = 2
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    var stepTwo = Data()
+    t.onStep = { info in
+      if info.step == 3 { stepTwo = FileManager.default.contents(atPath: o.checkpoint!) ?? Data() }
+    }
+    try t.run()
+    let final = try XCTUnwrap(FileManager.default.contents(atPath: o.checkpoint!))
+    XCTAssertFalse(stepTwo.isEmpty)
+    try stepTwo.write(to: URL(fileURLWithPath: o.checkpoint!))
+    o.resume = true
+    let resumed = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(resumed.resumedFromStep, 4)
+    try resumed.run()
+    XCTAssertEqual(FileManager.default.contents(atPath: o.checkpoint!), final, "the model file of step 4, byte for byte")
+  }
 }
 
 final class NumericGuardTests: XCTestCase {
