@@ -223,7 +223,8 @@ public final class Trainer {
     self.group = group
     trainSet = train
     testSet = test
-    let classes = train.classes
+    // Two classes train as the seed does: one logit, binary cross-entropy with logits.
+    let classes = train.classes == 2 ? 1 : train.classes
     metadata = ModelMetadata(model: options.model, input: [train.channels, train.height, train.width],
       classes: classes, normalization: normalization, data: options.dataName)
     model = try options.model.build(input: metadata.input, classes: classes, seed: options.seed)

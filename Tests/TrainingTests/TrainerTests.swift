@@ -448,6 +448,21 @@ final class TrainerTests: XCTestCase {
     try resumed.run()
     XCTAssertEqual(FileManager.default.contents(atPath: o.checkpoint!), final, "the model file of step 4, byte for byte")
   }
+
+  func testTwoClassesTrainAsTheSeedDoesWithOneLogit() throws {
+    let train = SyntheticShapes.make(count: 512, height: 16, width: 16, classes: 2, seed: 1)
+    let test = SyntheticShapes.make(count: 256, height: 16, width: 16, classes: 2, seed: 2)
+    var o = options(.seedAconc, epochs: 3)
+    o.checkpoint = tmp.appendingPathComponent("binary.safetensors").path
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(t.metadata.classes, 1)
+    XCTAssertEqual(t.model.namedParameters().first { $0.0 == "linear2.weight" }?.1.value.shape, [1, 64])
+    let records = try t.run()
+    let accuracy = try XCTUnwrap(records.last?.testAccuracy)
+    XCTAssertGreaterThan(accuracy, 0.8, "binary synthetic shapes: \(records.map { $0.testAccuracy ?? 0 })")
+    XCTAssertLessThan(records.last!.trainLoss, records.first!.trainLoss)
+    XCTAssertEqual(try SafetensorsFile.read(path: o.checkpoint!).metadata["classes"], "1")
+  }
 }
 
 final class NumericGuardTests: XCTestCase {
