@@ -100,16 +100,19 @@ expect_ok "evaluate uses the recorded data set" "$bin" evaluate --checkpoint "$w
 grep -q "synthetic" "$work/out" || { echo "FAIL evaluate did not use the synthetic set:"; cat "$work/out"; failures=$((failures + 1)); }
 
 # compare: --max-steps caps each run in all; the table and plot show only the epochs that ran.
-expect_ok "compare cut short by --max-steps" "$bin" compare --models seed-relu,seed-aconc --seeds 1 --epochs 2 \
+expect_ok "compare cut short by --max-steps" "$bin" compare --models seed-relu,seed-aconc,seed-meta --seeds 1 --epochs 2 \
   --max-steps 3 --data synthetic --out "$work/cmp"
 if ! python3 -c '
 import json, sys
 rows = json.load(open(sys.argv[1] + "/results.json"))
-assert [r["model"] for r in rows] == ["seed-relu", "seed-aconc"], rows
+assert [r["model"] for r in rows] == ["seed-relu", "seed-aconc", "seed-meta"], rows
 assert all(len(r["accuracy_per_epoch"]) == 1 and len(r["accuracy_per_epoch"][0]) == 1 for r in rows), rows
 svg = open(sys.argv[1] + "/accuracy.svg").read()
 assert svg.startswith("<svg") and "seed-aconc" in svg and "nan" not in svg.lower(), "accuracy.svg"
 assert "after 1 epochs" in open(sys.argv[1] + "/results.md").read()
+for m in ("seed-aconc", "seed-meta"):
+    curves = open(sys.argv[1] + "/" + m + "-curves.svg").read()
+    assert curves.count("<polyline") == 64 + 2, m + ": one curve per channel, ReLU and SiLU"
 ' "$work/cmp"; then
   echo "FAIL compare --max-steps outputs"; failures=$((failures + 1))
 fi

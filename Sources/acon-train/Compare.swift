@@ -1,6 +1,7 @@
 // compare: trains each model with each seed under the same settings, prints a table like the
 // paper's (parameters, test accuracy mean ± std, images/s) and writes two SVG plots: test
-// accuracy per epoch, and each learned ACON-C curve y(x) per channel beside ReLU and SiLU.
+// accuracy per epoch, and each learned ACON-C curve y(x) per channel beside ReLU and SiLU (for
+// Meta-ACON-C with each channel's β averaged over a test batch).
 import ACON
 import ArgumentParser
 import Foundation
@@ -51,6 +52,13 @@ struct Compare: ParsableCommand {
           let p = Dictionary(uniqueKeysWithValues: acon.namedParameters())
           let c = acon.channels
           curves.append((kind, (0..<c).map { (p["p1"]!.value[$0], p["p2"]!.value[$0], p["beta"]!.value[$0]) }))
+        } else if s == 0, let meta = trainer.model["acon1"] as? MetaAconC, let b = meta.lastBeta, b.shape[0] > 0 {
+          // β depends on the input: each channel's mean over the last test batch evaluated.
+          let rows = b.shape[0], c = meta.channels
+          curves.append((kind, (0..<c).map { ch in
+            let beta = (0..<rows).reduce(Float(0)) { $0 + b.data[$1 * c + ch] } / Float(rows)
+            return (meta.p1.value[ch], meta.p2.value[ch], beta)
+          }))
         }
       }
       results.append((kind, runs))
@@ -96,7 +104,8 @@ struct Compare: ParsableCommand {
         }
         series.append(("ReLU", xs.map { max($0, 0) }))
         series.append(("SiLU", xs.map { $0 / (1 + exp(-$0)) }))
-        try SVGPlot.lines(title: "\(kind.rawValue): learned ACON-C curves, seed 0", xLabel: "x", yLabel: "y", xs: xs,
+        let what = kind == .seedMeta ? "learned Meta-ACON-C curves (β: mean over a test batch)" : "learned ACON-C curves"
+        try SVGPlot.lines(title: "\(kind.rawValue): \(what), seed 0", xLabel: "x", yLabel: "y", xs: xs,
           series: series, highlightLast: 2)
           .write(to: outURL.appendingPathComponent("\(kind.rawValue)-curves.svg"), atomically: true, encoding: .utf8)
       }
