@@ -136,9 +136,40 @@ public enum Augmentation: Sendable, Equatable {
   /// with probability ½ (torchvision's `RandomCrop(H, padding)` + `RandomHorizontalFlip()`;
   /// padded pixels are raw 0, normalised like any other pixel).
   case cropAndFlip(padding: Int)
+  /// The random crop of `cropAndFlip` alone (torchvision's `RandomCrop(H, padding)`).
+  case crop(padding: Int)
+  /// The horizontal flip of `cropAndFlip` alone, with probability ½ (`RandomHorizontalFlip()`).
+  case flip
 
   /// The usual CIFAR-10 recipe: padding 4, random crop, horizontal flip.
   public static let standardCIFAR = Augmentation.cropAndFlip(padding: 4)
+
+  /// Random crop (padding `cropPadding`, when given) and/or horizontal flip, or `.none`.
+  public init(cropPadding: Int?, flip: Bool) {
+    switch (cropPadding, flip) {
+    case (let p?, true): self = .cropAndFlip(padding: p)
+    case (let p?, false): self = .crop(padding: p)
+    case (nil, true): self = .flip
+    case (nil, false): self = .none
+    }
+  }
+
+  /// `none`, `crop4`, `flip` or `crop4+flip`.
+  public var text: String {
+    let (p, f) = parts
+    let words = (p.map { ["crop\($0)"] } ?? []) + (f ? ["flip"] : [])
+    return words.isEmpty ? "none" : words.joined(separator: "+")
+  }
+
+  /// The crop padding (nil: no crop) and whether images may be flipped.
+  var parts: (padding: Int?, flip: Bool) {
+    switch self {
+    case .none: return (nil, false)
+    case .cropAndFlip(let p): return (p, true)
+    case .crop(let p): return (p, false)
+    case .flip: return (nil, true)
+    }
+  }
 }
 
 /// Mixes words into one well-distributed seed (SplitMix64 finaliser over each word).
@@ -191,7 +222,7 @@ public final class BatchLoader {
   ///   - shuffle: permute each epoch (seeded); `false` keeps the data set's order.
   ///   - dropLast: skip a final batch smaller than B.
   ///   - normalization: one mean/std per channel of the data set.
-  ///   - augment: `.none` or `.cropAndFlip(padding:)`.
+  ///   - augment: `.none`, `.cropAndFlip(padding:)`, `.crop(padding:)` or `.flip`.
   ///   - seed: fixes the permutations and the augmentation.
   /// The loader starts at epoch 0.
   public init(
@@ -201,7 +232,7 @@ public final class BatchLoader {
     precondition(batchSize > 0, "BatchLoader: batch size must be positive")
     precondition(normalization.mean.count == dataset.channels,
       "BatchLoader: normalisation has \(normalization.mean.count) channels, data set \(dataset.name) has \(dataset.channels)")
-    if case .cropAndFlip(let p) = augment { precondition(p >= 0, "BatchLoader: padding must be non-negative") }
+    if let p = augment.parts.padding { precondition(p >= 0, "BatchLoader: padding must be non-negative") }
     self.dataset = dataset
     self.batchSize = batchSize
     self.shuffle = shuffle
@@ -273,11 +304,15 @@ public final class BatchLoader {
               let s = img + ch * plane, d = dst + ch * plane
               for i in 0..<plane { d[i] = l[Int(s[i])] }
             }
-          case .cropAndFlip(let pad):
+          case .cropAndFlip, .crop, .flip:
+            // Draws in a fixed order (crop offsets, then the flip), each only when enabled.
+            let (padding, flips) = augment.parts
             var rng = SeededGenerator(
               seed: dataSeedMix(seed, 0x4155_4731 /* "AUG1" */, UInt64(bitPattern: Int64(epoch)), UInt64(position)))
-            let dy = rng.nextInt(below: 2 * pad + 1), dx = rng.nextInt(below: 2 * pad + 1)
-            let flip = rng.next() & 1 == 1
+            let pad = padding ?? 0
+            let dy = padding != nil ? rng.nextInt(below: 2 * pad + 1) : 0
+            let dx = padding != nil ? rng.nextInt(below: 2 * pad + 1) : 0
+            let flip = flips && rng.next() & 1 == 1
             for ch in 0..<c {
               let l = lut.baseAddress! + ch * 256
               let s = img + ch * plane, d = dst + ch * plane

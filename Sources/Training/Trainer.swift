@@ -44,6 +44,15 @@ public struct TrainOptions: Sendable {
   public var dropLast = false
   /// Random crop (padding 4) and horizontal flip of training images, as usual for CIFAR-10.
   public var augment = false
+  /// The random crop (padding 4) alone, or with `horizontalFlip` (`augment` implies both).
+  public var randomCrop = false
+  /// The horizontal flip (probability ½) alone, or with `randomCrop`.
+  public var horizontalFlip = false
+
+  /// What `augment`, `randomCrop` and `horizontalFlip` ask for.
+  public var augmentation: Augmentation {
+    Augmentation(cropPadding: augment || randomCrop ? 4 : nil, flip: augment || horizontalFlip)
+  }
   /// The model checkpoint path (`.safetensors`); nil: no checkpoints.
   public var checkpoint: String?
   /// Also checkpoint every N steps (nil: at the end of each epoch only).
@@ -240,7 +249,7 @@ public final class Trainer {
       optimizer = Adam.adamW(parameters: params, learningRate: options.learningRate, weightDecay: options.weightDecay)
     }
     loader = BatchLoader(dataset: train, batchSize: options.batchSize, shuffle: options.shuffle,
-      dropLast: options.dropLast, normalization: normalization, augment: options.augment ? .standardCIFAR : .none,
+      dropLast: options.dropLast, normalization: normalization, augment: options.augmentation,
       seed: options.seed)
     xBatch = Tensor(zeros: [options.batchSize, train.channels, train.height, train.width])
     if let path = options.checkpoint, group.rank == 0 {
@@ -640,7 +649,7 @@ public final class Trainer {
     var pairs: [(String, String)] = [
       ("lr", "\(options.learningRate)"), ("momentum", "\(options.momentum)"), ("weight_decay", "\(options.weightDecay)"),
       ("schedule", options.schedule.rawValue), ("warmup_steps", "\(options.warmupSteps)"),
-      ("shuffle", "\(options.shuffle)"), ("drop_last", "\(options.dropLast)"), ("augment", "\(options.augment)"),
+      ("shuffle", "\(options.shuffle)"), ("drop_last", "\(options.dropLast)"), ("augment", options.augmentation.text),
       ("clip_grad_norm", options.clipGradNorm.map { "\($0)" } ?? "none"),
       ("train_examples", "\(trainSet.count)"), ("input", Shape.text(metadata.input)), ("classes", "\(metadata.classes)"),
     ]

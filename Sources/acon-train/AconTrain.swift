@@ -75,6 +75,8 @@ struct Train: ParsableCommand {
   @Flag(help: "Drop the last, smaller batch of each epoch.") var dropLast = false
   @Flag(help: "Augment training images: random crop with padding 4 and horizontal flip (for CIFAR-10).")
   var augment = false
+  @Flag(help: "Random crop with padding 4 of training images (alone; --augment does both).") var randomCrop = false
+  @Flag(help: "Horizontal flip of training images, with probability 1/2 (alone; --augment does both).") var flip = false
   @Option(help: "Threads for OpenBLAS and the kernels (default: cores; under mpirun, cores / ranks on this machine).")
   var threads: Int?
   @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
@@ -114,6 +116,8 @@ struct Train: ParsableCommand {
     o.shuffle = !noShuffle
     o.dropLast = dropLast
     o.augment = augment
+    o.randomCrop = randomCrop
+    o.horizontalFlip = flip
     o.initFrom = `init`
     o.checkpoint = checkpoint
     o.checkpointEvery = checkpointEvery

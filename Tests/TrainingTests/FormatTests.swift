@@ -923,52 +923,64 @@ final class FormatTests: XCTestCase {
       source: "test")
     let unit = Normalization.unit(channels: c)
     let pad = 2
-    let a = BatchLoader(dataset: ds, batchSize: 8, shuffle: true, dropLast: false, normalization: unit,
-      augment: .cropAndFlip(padding: pad), seed: 3)
-    let b = BatchLoader(dataset: ds, batchSize: 8, shuffle: true, dropLast: false, normalization: unit,
-      augment: .cropAndFlip(padding: pad), seed: 3)
-    a.startEpoch(2)
-    b.startEpoch(2)
-    let xa = Tensor(zeros: [8, c, h, w]), xb = Tensor(zeros: [8, c, h, w])
-    var la = [Int32](), lb = [Int32]()
-    var shifted = 0, flipped = 0
-    for batch in (0..<a.batchesPerEpoch).reversed() {  // any order gives the same batches
-      a.batch(batch, into: xa, labels: &la)
-      b.batch(batch, into: xb, labels: &lb)
-      XCTAssertEqual(xa.array, xb.array)
-      for k in 0..<xa.shape[0] {
-        let src = a.order[batch * 8 + k]
-        // Find the (dy, dx, flip) that explains the output.
-        var found = false
-        search: for dy in 0...(2 * pad) {
-          for dx in 0...(2 * pad) {
-            for flip in [false, true] {
-              var ok = true
-              check: for ch in 0..<c {
-                for y in 0..<h {
-                  for x in 0..<w {
-                    let sy = y + dy - pad, sx = (flip ? w - 1 - x : x) + dx - pad
-                    let expect: Float = (sy < 0 || sy >= h || sx < 0 || sx >= w)
-                      ? 0 : Float(ds.pixels[((src * c + ch) * h + sy) * w + sx]) / 255
-                    if abs(xa[((k * c + ch) * h + y) * w + x] - expect) > 1e-6 { ok = false; break check }
+    // Each augmentation, and what it may do: both, the crop alone, the flip alone.
+    for (augment, canShift, canFlip) in [(Augmentation.cropAndFlip(padding: pad), true, true),
+      (.crop(padding: pad), true, false), (.flip, false, true)] {
+      let a = BatchLoader(dataset: ds, batchSize: 8, shuffle: true, dropLast: false, normalization: unit,
+        augment: augment, seed: 3)
+      let b = BatchLoader(dataset: ds, batchSize: 8, shuffle: true, dropLast: false, normalization: unit,
+        augment: augment, seed: 3)
+      a.startEpoch(2)
+      b.startEpoch(2)
+      let xa = Tensor(zeros: [8, c, h, w]), xb = Tensor(zeros: [8, c, h, w])
+      var la = [Int32](), lb = [Int32]()
+      var shifted = 0, flipped = 0
+      for batch in (0..<a.batchesPerEpoch).reversed() {  // any order gives the same batches
+        a.batch(batch, into: xa, labels: &la)
+        b.batch(batch, into: xb, labels: &lb)
+        XCTAssertEqual(xa.array, xb.array)
+        for k in 0..<xa.shape[0] {
+          let src = a.order[batch * 8 + k]
+          // Find the (dy, dx, flip) that explains the output, among those this augmentation allows.
+          var found = false
+          let offsets = canShift ? Array(0...(2 * pad)) : [pad]
+          search: for dy in offsets {
+            for dx in offsets {
+              for flip in canFlip ? [false, true] : [false] {
+                var ok = true
+                check: for ch in 0..<c {
+                  for y in 0..<h {
+                    for x in 0..<w {
+                      let sy = y + dy - pad, sx = (flip ? w - 1 - x : x) + dx - pad
+                      let expect: Float = (sy < 0 || sy >= h || sx < 0 || sx >= w)
+                        ? 0 : Float(ds.pixels[((src * c + ch) * h + sy) * w + sx]) / 255
+                      if abs(xa[((k * c + ch) * h + y) * w + x] - expect) > 1e-6 { ok = false; break check }
+                    }
                   }
                 }
-              }
-              if ok {
-                found = true
-                if dy != pad || dx != pad { shifted += 1 }
-                if flip { flipped += 1 }
-                break search
+                if ok {
+                  found = true
+                  if dy != pad || dx != pad { shifted += 1 }
+                  if flip { flipped += 1 }
+                  break search
+                }
               }
             }
           }
+          XCTAssertTrue(found, "\(augment): sample \(k) of batch \(batch) is not an allowed crop/flip of image \(src)")
         }
-        XCTAssertTrue(found, "sample \(k) of batch \(batch) is not a padded crop/flip of image \(src)")
+      }
+      if canShift { XCTAssertGreaterThan(shifted, n / 2, "\(augment)") } else { XCTAssertEqual(shifted, 0, "\(augment)") }
+      if canFlip {
+        XCTAssertGreaterThan(flipped, n / 5, "\(augment)")
+        XCTAssertLessThan(flipped, n * 4 / 5, "\(augment)")
+      } else {
+        XCTAssertEqual(flipped, 0, "\(augment)")
       }
     }
-    XCTAssertGreaterThan(shifted, n / 2)
-    XCTAssertGreaterThan(flipped, n / 5)
-    XCTAssertLessThan(flipped, n * 4 / 5)
+    XCTAssertEqual(Augmentation(cropPadding: 4, flip: true), .standardCIFAR)
+    XCTAssertEqual(Augmentation(cropPadding: nil, flip: false), Augmentation.none)
+    XCTAssertEqual([Augmentation.none, .crop(padding: 4), .flip, .standardCIFAR].map(\.text), ["none", "crop4", "flip", "crop4+flip"])
   }
 
   // MARK: - Atomic writes
