@@ -72,16 +72,48 @@ def batch_norm_state(rng, prefix, channels, tracked):
     }
 
 
-def write_meta(outdir):
-    rng = np.random.default_rng(5678)
+def convs_before_acon(rng):
+    """conv1 to conv3 of the seed network on 1-channel input, drawn in state_dict order."""
     f32 = np.float32
-    sd = {
+    return {
         "conv1.weight": rng.uniform(-0.3, 0.3, (32, 1, 3, 3)).astype(f32),
         "conv1.bias": rng.uniform(-0.1, 0.1, (32,)).astype(f32),
         "conv2.weight": rng.uniform(-0.06, 0.06, (64, 32, 3, 3)).astype(f32),
         "conv2.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
         "conv3.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
         "conv3.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+    }
+
+
+def layers_after_acon(rng, features, linear1_bound, linear2_bound):
+    """conv4, linear1 (features → 64) and linear2 (64 → 3 classes), drawn in state_dict order."""
+    f32 = np.float32
+    return {
+        "conv4.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
+        "conv4.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        "linear1.weight": rng.uniform(-linear1_bound, linear1_bound, (64, features)).astype(f32),
+        "linear1.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+        "linear2.weight": rng.uniform(-linear2_bound, linear2_bound, (3, 64)).astype(f32),
+        "linear2.bias": rng.uniform(-0.1, 0.1, (3,)).astype(f32),
+    }
+
+
+def seed_forward(x, p, activation):
+    """The seed network in float64, with `activation` (conv3's output → its output) as acon1."""
+    h = np.maximum(conv2d(x.astype(np.float64), p["conv1.weight"], p["conv1.bias"], 1, 1), 0)
+    h = np.maximum(conv2d(h, p["conv2.weight"], p["conv2.bias"], 2, 0), 0)
+    h = activation(conv2d(h, p["conv3.weight"], p["conv3.bias"], 2, 0))
+    h = np.maximum(conv2d(h, p["conv4.weight"], p["conv4.bias"], 2, 1), 0)
+    h = h.reshape(h.shape[0], -1)
+    h = np.maximum(h @ p["linear1.weight"].T + p["linear1.bias"], 0)
+    return h @ p["linear2.weight"].T + p["linear2.bias"]
+
+
+def write_meta(outdir):
+    rng = np.random.default_rng(5678)
+    f32 = np.float32
+    sd = convs_before_acon(rng)
+    sd.update({
         "acon1.fc1.weight": rng.uniform(-0.5, 0.5, (16, 64, 1, 1)).astype(f32),
         "acon1.fc1.bias": rng.uniform(-0.1, 0.1, (16,)).astype(f32),
         **batch_norm_state(rng, "acon1.bn1.", 16, 1234),
@@ -90,56 +122,36 @@ def write_meta(outdir):
         **batch_norm_state(rng, "acon1.bn2.", 64, 5678),
         "acon1.p1": rng.normal(size=(1, 64, 1, 1)).astype(f32),
         "acon1.p2": rng.normal(size=(1, 64, 1, 1)).astype(f32),
-        "conv4.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
-        "conv4.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
-        "linear1.weight": rng.uniform(-0.2, 0.2, (64, 256)).astype(f32),
-        "linear1.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
-        "linear2.weight": rng.uniform(-0.5, 0.5, (3, 64)).astype(f32),
-        "linear2.bias": rng.uniform(-0.1, 0.1, (3,)).astype(f32),
-    }
+    })
+    sd.update(layers_after_acon(rng, 256, 0.2, 0.5))
     x = rng.normal(size=(2, 1, 16, 16)).astype(f32)
     p = {k: v.astype(np.float64) for k, v in sd.items()}
-    h = np.maximum(conv2d(x.astype(np.float64), p["conv1.weight"], p["conv1.bias"], 1, 1), 0)
-    h = np.maximum(conv2d(h, p["conv2.weight"], p["conv2.bias"], 2, 0), 0)
-    h, beta = meta_acon_c(conv2d(h, p["conv3.weight"], p["conv3.bias"], 2, 0), p, "acon1.")
-    h = np.maximum(conv2d(h, p["conv4.weight"], p["conv4.bias"], 2, 1), 0)
-    h = h.reshape(h.shape[0], -1)
-    h = np.maximum(h @ p["linear1.weight"].T + p["linear1.bias"], 0)
-    logits = h @ p["linear2.weight"].T + p["linear2.bias"]
+    betas = []
+
+    def activation(h):
+        out, beta = meta_acon_c(h, p, "acon1.")
+        betas.append(beta)
+        return out
+
+    logits = seed_forward(x, p, activation)
     save_file(sd, os.path.join(outdir, "seed-meta.safetensors"), metadata={"format": "pt"})
-    save_file({"input": x, "beta": beta.astype(f32), "logits": logits.astype(f32)},
+    save_file({"input": x, "beta": betas[0].astype(f32), "logits": logits.astype(f32)},
               os.path.join(outdir, "io-meta.safetensors"))
 
 
 def main(outdir):
     rng = np.random.default_rng(1234)
     f32 = np.float32
-    sd = {
-        "conv1.weight": rng.uniform(-0.3, 0.3, (32, 1, 3, 3)).astype(f32),
-        "conv1.bias": rng.uniform(-0.1, 0.1, (32,)).astype(f32),
-        "conv2.weight": rng.uniform(-0.06, 0.06, (64, 32, 3, 3)).astype(f32),
-        "conv2.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
-        "conv3.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
-        "conv3.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
+    sd = convs_before_acon(rng)
+    sd.update({
         "acon1.p1": rng.normal(size=(1, 64, 1, 1)).astype(f32),
         "acon1.p2": rng.normal(size=(1, 64, 1, 1)).astype(f32),
         "acon1.beta": rng.uniform(0.5, 1.5, (1, 64, 1, 1)).astype(f32),
-        "conv4.weight": rng.uniform(-0.04, 0.04, (64, 64, 3, 3)).astype(f32),
-        "conv4.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
-        "linear1.weight": rng.uniform(-0.12, 0.12, (64, 64)).astype(f32),
-        "linear1.bias": rng.uniform(-0.1, 0.1, (64,)).astype(f32),
-        "linear2.weight": rng.uniform(-0.12, 0.12, (3, 64)).astype(f32),
-        "linear2.bias": rng.uniform(-0.1, 0.1, (3,)).astype(f32),
-    }
+    })
+    sd.update(layers_after_acon(rng, 64, 0.12, 0.12))
     x = rng.normal(size=(2, 1, 8, 8)).astype(f32)
     p = {k: v.astype(np.float64) for k, v in sd.items()}
-    h = np.maximum(conv2d(x.astype(np.float64), p["conv1.weight"], p["conv1.bias"], 1, 1), 0)
-    h = np.maximum(conv2d(h, p["conv2.weight"], p["conv2.bias"], 2, 0), 0)
-    h = acon_c(conv2d(h, p["conv3.weight"], p["conv3.bias"], 2, 0), p["acon1.p1"], p["acon1.p2"], p["acon1.beta"])
-    h = np.maximum(conv2d(h, p["conv4.weight"], p["conv4.bias"], 2, 1), 0)
-    h = h.reshape(h.shape[0], -1)
-    h = np.maximum(h @ p["linear1.weight"].T + p["linear1.bias"], 0)
-    logits = h @ p["linear2.weight"].T + p["linear2.bias"]
+    logits = seed_forward(x, p, lambda h: acon_c(h, p["acon1.p1"], p["acon1.p2"], p["acon1.beta"]))
     save_file(sd, os.path.join(outdir, "seed-aconc.safetensors"), metadata={"format": "pt"})
     save_file({"input": x, "logits": logits.astype(f32)}, os.path.join(outdir, "io.safetensors"))
     write_meta(outdir)
