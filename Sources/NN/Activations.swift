@@ -27,27 +27,37 @@ public final class ReLU: Module {
   public override func forward(_ x: Tensor) throws -> Tensor {
     let y = inPlace ? x : reuse(&output, shape: x.shape)
     if inPlace { output = x }
-    let src = UncheckedSendable(x.data), dst = UncheckedSendable(y.data)
-    parallelFor(x.count, minimumChunk: 1 << 15) { r in
-      for i in r { dst.value[i] = Swift.max(src.value[i], 0) }
-    }
-    // Swift.max(NaN, 0) returns its first argument, so NaN propagates.
+    ReLU.apply(x.data, into: y.data, count: x.count)
     return y
   }
+
+  /// `y[i] = max(x[i], 0)` for `i` in `0..<count`, in parallel; `y` may be `x`. NaN propagates
+  /// (`Swift.max(NaN, 0)` returns its first argument). Also run by `Conv2D` for a fused ReLU.
+  static func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+    let src = UncheckedSendable(x), dst = UncheckedSendable(y)
+    parallelFor(count, minimumChunk: 1 << 15) { r in
+      for i in r { dst.value[i] = Swift.max(src.value[i], 0) }
+    }
+  }
+
+  /// `dx[i] = y[i] > 0 ? dy[i] : 0` for `i` in `0..<count`, in parallel; `dx` may be `dy`.
+  /// Also run by `Conv2D` for a fused ReLU.
+  static func mask(_ dy: UnsafePointer<Float>, by y: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>, count: Int) {
+    let ys = UncheckedSendable(y), g = UncheckedSendable(dy), d = UncheckedSendable(dx)
+    parallelFor(count, minimumChunk: 1 << 15) { r in
+      for i in r { d.value[i] = ReLU.mask(g.value[i], by: ys.value[i]) }
+    }
+  }
+
+  /// One element of the mask: loads both, so that loops over it are branch-free, vectorised selects.
+  @inline(__always) static func mask(_ dy: Float, by y: Float) -> Float { y > 0 ? dy : 0 }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
       throw TensorError.shapeMismatch(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
     }
     let dx = inPlace ? dy : reuse(&inputGrad, shape: y.shape)
-    let ys = UncheckedSendable(y.data), g = UncheckedSendable(dy.data), d = UncheckedSendable(dx.data)
-    parallelFor(y.count, minimumChunk: 1 << 15) { r in
-      // Load both unconditionally so that the loop is a branch-free, vectorised select.
-      for i in r {
-        let gv = g.value[i], yv = ys.value[i]
-        d.value[i] = yv > 0 ? gv : 0
-      }
-    }
+    ReLU.mask(dy.data, by: y.data, into: dx.data, count: y.count)
     return dx
   }
 }

@@ -122,7 +122,7 @@ public final class Conv2D: Module {
         }
       }
       addBias(y, n: n, p: p)
-      if relu { applyReLU(y) }
+      if relu { ReLU.apply(y.data, into: y.data, count: y.count) }
       return y
     }
     let g = geometry(x.shape)
@@ -160,16 +160,8 @@ public final class Conv2D: Module {
       return y
     }
     addBias(y, n: n, p: p)
-    if relu { applyReLU(y) }
+    if relu { ReLU.apply(y.data, into: y.data, count: y.count) }
     return y
-  }
-
-  /// `y = max(y, 0)` in place, as `ReLU(inPlace: true)`.
-  private func applyReLU(_ y: Tensor) {
-    let d = UncheckedSendable(y.data)
-    parallelFor(y.count, minimumChunk: 1 << 15) { r in
-      for i in r { d.value[i] = Swift.max(d.value[i], 0) }
-    }
   }
 
   /// im2col of every sample of x into col[K, N·P].
@@ -203,15 +195,7 @@ public final class Conv2D: Module {
     // general path below does that while it gathers dy; the others do it here, in place, as
     // `ReLU(inPlace: true)` would.
     let reluMask = fusedReLU ? output!.data : nil
-    if let y = reluMask, isPointwise || n == 1 {
-      let ym = UncheckedSendable(y), g = UncheckedSendable(dy.data)
-      parallelFor(dy.count, minimumChunk: 1 << 15) { r in
-        for i in r {
-          let gv = g.value[i], yv = ym.value[i]
-          g.value[i] = yv > 0 ? gv : 0
-        }
-      }
-    }
+    if let y = reluMask, isPointwise || n == 1 { ReLU.mask(dy.data, by: y, into: dy.data, count: dy.count) }
     // db[o] += Σ_s (sum of plane (s, o)), over s in order. The general path below takes the
     // plane sums while it gathers dy (each plane is then in cache); the others take them here.
     func accumulateBias(_ planeSum: (Int, Int) -> Float) {
@@ -260,10 +244,7 @@ public final class Conv2D: Module {
             let plane = src.value + (s * cout + o) * p, to = dst.value + o * np + s * p
             if let y = mask.value {
               let yp = y + (s * cout + o) * p
-              for i in 0..<p {
-                let gv = plane[i], yv = yp[i]
-                to[i] = yv > 0 ? gv : 0
-              }
+              for i in 0..<p { to[i] = ReLU.mask(plane[i], by: yp[i]) }
             } else {
               to.update(from: plane, count: p)
             }
