@@ -14,6 +14,8 @@ struct BenchOptions {
   var filter: String?
   /// The Python with PyTorch for the train-step comparison, or "none".
   var python: String
+  /// Train-step rounds: ours and PyTorch's, alternated, each in a fresh process.
+  var rounds: Int
   var minSeconds: Double { quick ? 0.01 : 0.05 }
   func wants(_ name: String) -> Bool {
     guard let f = filter else { return true }
@@ -40,6 +42,8 @@ struct AconBench: ParsableCommand {
   @Option(help: "Timed repetitions per workload; the median is reported.") var repetitions: Int = 7
   @Option(help: "Python with PyTorch, to time the same training steps in PyTorch eager for comparison ('none' skips it; --quick always does).")
   var python = "python3"
+  @Option(help: "Rounds of each train-step workload: ours and PyTorch's alternate, each in a fresh process; medians are reported, the speed-up as the median of the rounds' ratios. (default: 3; 1 with --quick)")
+  var rounds: Int?
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false
@@ -52,7 +56,8 @@ struct AconBench: ParsableCommand {
   func run() throws {
     Threads.count = threads ?? Threads.defaultCount
     let reps = quick ? min(repetitions, 3) : repetitions
-    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python)
+    if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1, got \(r)") }
+    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3))
     if let kindName = workerTrainStep, let inputText = workerInput {
       guard let kind = ModelKind(rawValue: kindName) else { throw ValidationError("unknown model \(kindName)") }
       let dims = inputText.split(separator: "x").compactMap { Int($0) }
