@@ -487,21 +487,9 @@ final class FormatTests: XCTestCase {
   // MARK: - Interop with the Python reference implementation
 
   func testPythonSafetensorsInterop() throws {
-    let python = "/usr/bin/env"
-    func run(_ args: [String]) throws -> (status: Int32, out: String) {
-      let p = Process()
-      p.executableURL = URL(fileURLWithPath: python)
-      p.arguments = ["python3"] + args
-      let pipe = Pipe()
-      p.standardOutput = pipe
-      p.standardError = FileHandle.nullDevice
-      try p.run()
-      let data = pipe.fileHandleForReading.readDataToEndOfFile()
-      p.waitUntilExit()
-      return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    let run = Interop.run
     guard (try? run(["-c", "import safetensors, numpy"]))?.status == 0 else {
-      throw XCTSkip("Python packages `safetensors` and `numpy` are not installed (pip install safetensors numpy)")
+      throw Interop.missing("Python's safetensors and numpy", install: "pip install safetensors numpy")
     }
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
       .appendingPathComponent("Fixtures/make_safetensors.py").path
@@ -672,7 +660,7 @@ final class FormatTests: XCTestCase {
   func testRealFashionMNISTIfInstalled() throws {
     let dir = FashionMNIST.defaultDirectory
     guard FileManager.default.fileExists(atPath: dir + "/train-images-idx3-ubyte.gz") else {
-      throw XCTSkip("Fashion-MNIST is not installed at \(dir) (apt-get install dataset-fashion-mnist)")
+      throw Interop.missing("Fashion-MNIST at \(dir)", install: "apt-get install dataset-fashion-mnist")
     }
     let train = try FashionMNIST.load(train: true)
     let test = try FashionMNIST.load(train: false)

@@ -1,7 +1,7 @@
 // PyTorchCheckpointTests: seed-aconc and seed-meta state_dicts written by Python's `safetensors`
 // package, as a PyTorch user would save them (no model metadata), load strictly into our networks
 // and give the logits (and, for Meta-ACON-C, the β) that numpy computes by definition in eval
-// mode. Skipped, with a message, where Python lacks the packages.
+// mode. Skipped, with a message, where Python lacks the packages (a failure under CI).
 import ACON
 import Foundation
 import NN
@@ -31,16 +31,11 @@ final class PyTorchCheckpointTests: XCTestCase {
   /// Runs Fixtures/seed_checkpoint.py into `dir`, or skips when Python lacks its packages.
   private func writeFixtures() throws {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/seed_checkpoint.py").path
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", script, dir]
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    p.waitUntilExit()
-    if p.terminationStatus == 3 {
-      throw XCTSkip("Python packages `safetensors` and `numpy` are not installed (pip install safetensors numpy)")
+    let (status, _) = try Interop.run([script, dir])
+    if status == 3 {
+      throw Interop.missing("Python's safetensors and numpy", install: "pip install safetensors numpy")
     }
-    XCTAssertEqual(p.terminationStatus, 0, "seed_checkpoint.py failed")
+    XCTAssertEqual(status, 0, "seed_checkpoint.py failed")
   }
 
   /// The F32 tensor `name` of `file`; throws (failing the test) when there is none.
