@@ -303,7 +303,10 @@ public struct GradientChecker {
         file: file, line: line)
     }
     if !report.failures.isEmpty {
-      let shown = report.failures.prefix(5).map(\.description).joined(separator: "; ")
+      var shown = report.failures.prefix(5).map(\.description).joined(separator: "; ")
+      if stepSize > 1e-4 && report.failures.contains(where: { $0.stage == .reference }) {
+        shown += " (h = \(stepSize) is large for central differences in Double: their error grows as h²; the default is 1e-5)"
+      }
       XCTFail("gradient check: \(report.failures.count) of \(report.checked) elements out of tolerance "
         + "(reference \(referenceTolerance), layer \(threshold); max relative errors: reference "
         + "\(report.maxReferenceError), layer \(report.maxRelativeError)): \(shown). \(message())",
