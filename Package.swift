@@ -68,7 +68,7 @@ let package = Package(
     ),
 
     // MARK: - Test support and unit test bundles
-    .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "Collectives"]),
+    .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "ACON", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
     .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport"]),
     .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),

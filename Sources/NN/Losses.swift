@@ -1,4 +1,4 @@
-// Losses: softmax cross-entropy (fused, stable), binary cross-entropy with logits, and mean
+// Losses: softmax cross-entropy (fused, stable, with label smoothing), binary cross-entropy with logits, and mean
 // squared error. Each returns the mean loss over the batch and keeps its gradient with respect
 // to the input, ready for `backward`.
 import TensorCore
@@ -7,17 +7,28 @@ import TensorCore
   import Glibc
 #endif
 
-/// Softmax cross-entropy over class logits, averaged over the batch (PyTorch's `CrossEntropyLoss`).
+/// Softmax cross-entropy over class logits, averaged over the batch, with optional label
+/// smoothing ε (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`):
 ///
 /// ```
-/// loss = −(1/N) Σ_n log softmax(z_n)[t_n]      ∂loss/∂z_n = (softmax(z_n) − onehot(t_n)) / N
+/// loss = (1/N) Σ_n [ (1 − ε)·(−log p_n[t_n]) + (ε/K) Σ_j (−log p_n[j]) ],   p_n = softmax(z_n)
+/// ∂loss/∂z_n = (p_n − ((1 − ε)·onehot(t_n) + ε/K)) / N
 /// ```
 /// Shapes: logits `[N, K]`, labels `N` integers in `0..<K`.
 public final class CrossEntropyLoss {
   /// The gradient with respect to the logits from the last call, `[N, K]`.
   public private(set) var gradient: Tensor?
+  /// ε in [0, 1]: the weight moved from the target class to the uniform distribution (0: plain).
+  public var labelSmoothing: Float {
+    didSet { precondition(labelSmoothing >= 0 && labelSmoothing <= 1, "CrossEntropyLoss: label smoothing must be in [0, 1]") }
+  }
+
   /// A loss with no gradient yet.
-  public init() {}
+  /// - Parameter labelSmoothing: ε in [0, 1] (0: none).
+  public init(labelSmoothing: Float = 0) {
+    precondition(labelSmoothing >= 0 && labelSmoothing <= 1, "CrossEntropyLoss: label smoothing must be in [0, 1]")
+    self.labelSmoothing = labelSmoothing
+  }
 
   /// The mean loss; also stores the gradient.
   public func callAsFunction(_ logits: Tensor, labels: [Int32]) throws -> Float {
@@ -26,6 +37,7 @@ public final class CrossEntropyLoss {
     }
     let n = logits.shape[0], k = logits.shape[1]
     let g = reuse(&gradient, shape: logits.shape)
+    let eps = labelSmoothing
     var total = 0.0
     for i in 0..<n {
       let t = Int(labels[i])
@@ -39,10 +51,25 @@ public final class CrossEntropyLoss {
       var sum: Float = 0
       for j in 0..<k { d[j] = expf(z[j] - mx); sum += d[j] }
       let logSum = logf(sum)
-      total += Double(logSum - (z[t] - mx))
+      let nllTarget = Double(logSum - (z[t] - mx))
+      if eps == 0 {
+        total += nllTarget
+      } else {
+        // Σ_j −log p_j = K·log Σ − Σ_j (z_j − max).
+        var shifted = 0.0
+        for j in 0..<k { shifted += Double(z[j] - mx) }
+        let nllAll = Double(k) * Double(logSum) - shifted
+        total += (1 - Double(eps)) * nllTarget + Double(eps) / Double(k) * nllAll
+      }
       let inv = 1 / (sum * Float(n))
       for j in 0..<k { d[j] *= inv }
-      d[t] -= 1 / Float(n)
+      if eps == 0 {
+        d[t] -= 1 / Float(n)
+      } else {
+        let uniform = eps / Float(k) / Float(n)
+        for j in 0..<k { d[j] -= uniform }
+        d[t] -= (1 - eps) / Float(n)
+      }
     }
     return Float(total / Double(n))
   }

@@ -3,17 +3,40 @@
 // dimension decay and everything else (biases, BatchNorm, ACON's p1, p2, β) does not.
 import TensorCore
 
-/// A set of parameters sharing a weight decay.
+/// A set of parameters sharing hyperparameters, as one of PyTorch's param groups: a value set
+/// here overrides the optimizer's default for these parameters; nil takes the default.
 public struct ParameterGroup {
   /// Named parameters.
   public var parameters: [(String, Parameter)]
   /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
   public var weightDecay: Float
+  /// This group's base learning rate (PyTorch's `initial_lr`); nil: the optimizer's.
+  /// A schedule scales each group's own base rate (`Optimizer.applySchedule`).
+  public var learningRate: Float?
+  /// SGD's momentum μ for this group; nil: the optimizer's.
+  public var momentum: Float?
+  /// SGD's dampening for this group; nil: the optimizer's.
+  public var dampening: Float?
+  /// SGD's Nesterov switch for this group; nil: the optimizer's.
+  public var nesterov: Bool?
+  /// Adam's (β1, β2) for this group; nil: the optimizer's.
+  public var betas: (Float, Float)?
+  /// Adam's eps for this group; nil: the optimizer's.
+  public var eps: Float?
 
-  /// A group of named parameters with one weight decay.
-  public init(parameters: [(String, Parameter)], weightDecay: Float) {
+  /// A group of named parameters with one weight decay and, optionally, its own learning
+  /// rate, SGD momentum/dampening/Nesterov and Adam betas/eps (nil: the optimizer's defaults).
+  public init(parameters: [(String, Parameter)], weightDecay: Float, learningRate: Float? = nil,
+    momentum: Float? = nil, dampening: Float? = nil, nesterov: Bool? = nil, betas: (Float, Float)? = nil,
+    eps: Float? = nil) {
     self.parameters = parameters
     self.weightDecay = weightDecay
+    self.learningRate = learningRate
+    self.momentum = momentum
+    self.dampening = dampening
+    self.nesterov = nesterov
+    self.betas = betas
+    self.eps = eps
   }
 
   /// Two groups: parameters with `decays` set get `weightDecay`, the others none
@@ -26,8 +49,15 @@ public struct ParameterGroup {
 
 /// A first-order optimizer over parameter groups.
 public protocol Optimizer: AnyObject {
-  /// The learning rate used by the next `step()`.
+  /// The learning rate used by the next `step()` for groups without their own rate.
   var learningRate: Float { get set }
+  /// The default base rate given at creation (the `initial_lr` of groups without their own).
+  var baseLearningRate: Float { get }
+  /// The groups, in order.
+  var groups: [ParameterGroup] { get }
+  /// The rate the next `step()` uses for each group that has its own `learningRate`, by group
+  /// index (entries of groups without one are unused). Starts at each group's own rate.
+  var groupLearningRates: [Float] { get set }
   /// Steps taken so far.
   var stepCount: Int { get set }
   /// Updates every parameter from its gradient.
@@ -39,6 +69,25 @@ public protocol Optimizer: AnyObject {
   func restore(state name: String, from t: Tensor) -> Bool
 }
 
+extension Optimizer {
+  /// Sets every group's rate for the step `step` (0-based) of `schedule`, as PyTorch's
+  /// schedulers do: each group's rate is the schedule applied to its own base rate (its
+  /// `learningRate`, else `baseLearningRate`), and `learningRate` to `baseLearningRate`.
+  public func applySchedule(_ schedule: LRSchedule, step: Int, warmupSteps: Int = 0) {
+    learningRate = schedule.learningRate(base: baseLearningRate, step: step, warmupSteps: warmupSteps)
+    for (i, g) in groups.enumerated() {
+      if let own = g.learningRate {
+        groupLearningRates[i] = schedule.learningRate(base: own, step: step, warmupSteps: warmupSteps)
+      }
+    }
+  }
+
+  /// The rate the next `step()` uses for group `index`.
+  public func learningRate(group index: Int) -> Float {
+    groups[index].learningRate == nil ? learningRate : groupLearningRates[index]
+  }
+}
+
 /// Stochastic gradient descent, as `torch.optim.SGD`:
 ///
 /// ```
@@ -47,27 +96,39 @@ public protocol Optimizer: AnyObject {
 /// g = nesterov ? g + μ·b : b          (when μ ≠ 0)
 /// θ = θ − lr·g
 /// ```
+/// Each group may set its own lr, μ, dampening and Nesterov switch (`ParameterGroup`).
 public final class SGD: Optimizer {
-  /// The learning rate of the next step.
+  /// The learning rate of the next step, for groups without their own.
   public var learningRate: Float
+  /// The default rate given at creation.
+  public let baseLearningRate: Float
+  /// The next step's rate of each group that has its own (see `Optimizer`).
+  public var groupLearningRates: [Float]
   /// Steps taken so far.
   public var stepCount = 0
-  /// μ.
+  /// μ, for groups without their own.
   public let momentum: Float
-  /// Dampening of the momentum update (0: none).
+  /// Dampening of the momentum update (0: none), for groups without their own.
   public let dampening: Float
-  /// Nesterov momentum.
+  /// Nesterov momentum, for groups without their own setting.
   public let nesterov: Bool
   /// The groups.
   public let groups: [ParameterGroup]
   private var buffers: [ObjectIdentifier: Tensor] = [:]
 
-  /// - Parameters: groups; lr; momentum; dampening; nesterov (needs momentum > 0, dampening 0).
+  /// - Parameters: groups (their own values override the defaults that follow); lr; momentum;
+  ///   dampening; nesterov (needs momentum > 0, dampening 0, in every group that uses it).
   public init(groups: [ParameterGroup], learningRate: Float, momentum: Float = 0, dampening: Float = 0, nesterov: Bool = false) {
-    precondition(learningRate >= 0, "SGD: learning rate must be non-negative")
-    precondition(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov momentum requires a momentum and zero dampening")
+    precondition(learningRate >= 0 && groups.allSatisfy { ($0.learningRate ?? 0) >= 0 },
+      "SGD: learning rates must be non-negative")
+    for (i, g) in groups.enumerated() where g.nesterov ?? nesterov {
+      precondition((g.momentum ?? momentum) > 0 && (g.dampening ?? dampening) == 0,
+        "SGD: Nesterov momentum requires a momentum and zero dampening (group \(i))")
+    }
     self.groups = groups
     self.learningRate = learningRate
+    self.baseLearningRate = learningRate
+    self.groupLearningRates = groups.map { $0.learningRate ?? learningRate }
     self.momentum = momentum
     self.dampening = dampening
     self.nesterov = nesterov
@@ -83,9 +144,9 @@ public final class SGD: Optimizer {
   /// One update of every parameter from its gradient.
   public func step() {
     stepCount += 1
-    let lr = learningRate, mu = momentum, damp = dampening
-    for group in groups {
-      let wd = group.weightDecay
+    for (gi, group) in groups.enumerated() {
+      let wd = group.weightDecay, lr = learningRate(group: gi)
+      let mu = group.momentum ?? momentum, damp = group.dampening ?? dampening, nesterov = group.nesterov ?? self.nesterov
       for (_, p) in group.parameters {
         let theta = p.value.data, grad = p.grad.data, n = p.value.count
         if mu == 0 {
@@ -138,9 +199,14 @@ public final class SGD: Optimizer {
 /// m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²
 /// θ = θ − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)
 /// ```
+/// Each group may set its own lr, betas and eps (`ParameterGroup`).
 public final class Adam: Optimizer {
-  /// The learning rate of the next step.
+  /// The learning rate of the next step, for groups without their own.
   public var learningRate: Float
+  /// The default rate given at creation.
+  public let baseLearningRate: Float
+  /// The next step's rate of each group that has its own (see `Optimizer`).
+  public var groupLearningRates: [Float]
   /// Steps taken so far (t in the bias corrections).
   public var stepCount = 0
   /// Decay of the first moment (0.9).
@@ -160,8 +226,15 @@ public final class Adam: Optimizer {
     eps: Float = 1e-8, decoupled: Bool = false) {
     precondition(learningRate >= 0 && eps >= 0 && (0..<1).contains(beta1) && (0..<1).contains(beta2),
       "Adam: invalid hyperparameters")
+    for (i, g) in groups.enumerated() {
+      let (b1, b2) = g.betas ?? (beta1, beta2)
+      precondition((g.learningRate ?? 0) >= 0 && (g.eps ?? 0) >= 0 && (0..<1).contains(b1) && (0..<1).contains(b2),
+        "Adam: invalid hyperparameters in group \(i)")
+    }
     self.groups = groups
     self.learningRate = learningRate
+    self.baseLearningRate = learningRate
+    self.groupLearningRates = groups.map { $0.learningRate ?? learningRate }
     self.beta1 = beta1
     self.beta2 = beta2
     self.eps = eps
@@ -182,10 +255,11 @@ public final class Adam: Optimizer {
   public func step() {
     stepCount += 1
     let t = Float(stepCount)
-    let bc1 = 1 - powf(beta1, t), bc2 = 1 - powf(beta2, t)
-    let stepSize = learningRate / bc1, bc2Sqrt = bc2.squareRoot()
-    let b1 = beta1, b2 = beta2, eps = self.eps, lr = learningRate
-    for group in groups {
+    for (gi, group) in groups.enumerated() {
+      let (b1, b2) = group.betas ?? (beta1, beta2)
+      let eps = group.eps ?? self.eps, lr = learningRate(group: gi)
+      let bc1 = 1 - powf(b1, t), bc2 = 1 - powf(b2, t)
+      let stepSize = lr / bc1, bc2Sqrt = bc2.squareRoot()
       let wd = group.weightDecay
       for (_, p) in group.parameters {
         let id = ObjectIdentifier(p)

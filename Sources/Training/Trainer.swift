@@ -11,7 +11,7 @@ import TensorCore
 /// Which optimizer to train with.
 public enum OptimizerKind: String, CaseIterable, Sendable { case sgd, adam, adamw }
 /// Which learning-rate schedule to use.
-public enum ScheduleKind: String, CaseIterable, Sendable { case constant, step, cosine }
+public enum ScheduleKind: String, CaseIterable, Sendable { case constant, step, cosine, linear }
 
 /// Everything that defines a training run.
 public struct TrainOptions: Sendable {
@@ -36,6 +36,12 @@ public struct TrainOptions: Sendable {
   public var schedule: ScheduleKind = .constant
   /// Steps of linear warm-up before the schedule.
   public var warmupSteps = 0
+  /// The step schedule's period in epochs (PyTorch's StepLR `step_size`).
+  public var stepSize = 1
+  /// The step schedule's factor per period (StepLR's `gamma`).
+  public var gamma: Float = 0.1
+  /// Cross-entropy label smoothing ε in [0, 1) (multi-class models only).
+  public var labelSmoothing: Float = 0
   /// Seeds the initial weights and the data order.
   public var seed: UInt64 = 0
   /// Shuffle the training set each epoch (false: file order).
@@ -93,6 +99,11 @@ public struct TrainOptions: Sendable {
     guard momentum.isFinite && momentum >= 0 && momentum < 1 else { throw bad("--momentum must be in [0, 1), got \(momentum)") }
     guard weightDecay.isFinite && weightDecay >= 0 else { throw bad("--weight-decay must be non-negative, got \(weightDecay)") }
     guard warmupSteps >= 0 else { throw bad("--warmup-steps must be non-negative, got \(warmupSteps)") }
+    guard stepSize >= 1 else { throw bad("--step-size must be at least 1 epoch, got \(stepSize)") }
+    guard gamma.isFinite && gamma > 0 else { throw bad("--gamma must be a positive number, got \(gamma)") }
+    guard labelSmoothing.isFinite && labelSmoothing >= 0 && labelSmoothing < 1 else {
+      throw bad("--label-smoothing must be in [0, 1), got \(labelSmoothing)")
+    }
     if let e = checkpointEvery, e < 1 { throw bad("--checkpoint-every must be at least 1, got \(e)") }
     if resume && checkpoint == nil { throw bad("--resume needs --checkpoint PATH") }
     if let c = clipGradNorm, !(c.isFinite && c > 0) { throw bad("--clip-grad-norm must be a positive number, got \(c)") }
@@ -234,6 +245,10 @@ public final class Trainer {
     testSet = test
     // Two classes train as the seed does: one logit, binary cross-entropy with logits.
     let classes = train.classes == 2 ? 1 : train.classes
+    if classes == 1 && options.labelSmoothing != 0 {
+      throw TensorError.invalidArgument(
+        "--label-smoothing applies to the cross-entropy of 3 or more classes; this data set has 2 (one logit, binary cross-entropy)")
+    }
     metadata = ModelMetadata(model: options.model, input: [train.channels, train.height, train.width],
       classes: classes, normalization: normalization, data: options.dataName)
     model = try options.model.build(input: metadata.input, classes: classes, seed: options.seed)
@@ -365,8 +380,9 @@ public final class Trainer {
     let schedule: LRSchedule
     switch options.schedule {
     case .constant: schedule = .constant
-    case .step: schedule = .step(stepSize: Swift.max(1, loader.batchesPerEpoch), gamma: 0.1)
+    case .step: schedule = .step(stepSize: options.stepSize * Swift.max(1, loader.batchesPerEpoch), gamma: options.gamma)
     case .cosine: schedule = .cosine(totalSteps: totalSteps, minLR: 0)
+    case .linear: schedule = .linear(totalSteps: totalSteps)
     }
     return schedule.learningRate(base: options.learningRate, step: step, warmupSteps: options.warmupSteps)
   }
@@ -520,6 +536,7 @@ public final class Trainer {
       let loss = try bce(logits, targets: targets)
       return (loss, bce.gradient!)
     }
+    ce.labelSmoothing = options.labelSmoothing
     let loss = try ce(logits, labels: lab)
     return (loss, ce.gradient!)
   }
@@ -653,7 +670,9 @@ public final class Trainer {
       ("clip_grad_norm", options.clipGradNorm.map { "\($0)" } ?? "none"),
       ("train_examples", "\(trainSet.count)"), ("input", Shape.text(metadata.input)), ("classes", "\(metadata.classes)"),
     ]
-    if options.schedule == .cosine { pairs.append(("total_steps", "\(totalSteps)")) }
+    if options.schedule == .cosine || options.schedule == .linear { pairs.append(("total_steps", "\(totalSteps)")) }
+    if options.schedule == .step { pairs += [("step_size", "\(options.stepSize)"), ("gamma", "\(options.gamma)")] }
+    if options.labelSmoothing != 0 { pairs.append(("label_smoothing", "\(options.labelSmoothing)")) }
     return pairs.map { "\($0.0)=\($0.1)" }.joined(separator: ";")
   }
 

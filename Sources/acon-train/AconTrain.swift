@@ -68,7 +68,11 @@ struct Train: ParsableCommand {
   @Option(help: "SGD momentum.") var momentum: Float = 0.9
   @Option(help: "Weight decay on conv and linear weights (not on biases, BatchNorm or ACON's p1, p2, β). Default: 0.01 with adamw (PyTorch's), else 0.")
   var weightDecay: Float?
-  @Option(help: "constant, step (×0.1 each epoch) or cosine.") var schedule: String = "constant"
+  @Option(help: "constant, step (×gamma every --step-size epochs), cosine, or linear (decay to 0 per step, the ACON recipe).")
+  var schedule: String = "constant"
+  @Option(help: "The step schedule's period in epochs (StepLR's step_size; default 1).") var stepSize: Int?
+  @Option(help: "The step schedule's factor per period (StepLR's gamma; default 0.1).") var gamma: Float?
+  @Option(help: "Cross-entropy label smoothing in [0, 1) (PyTorch's label_smoothing).") var labelSmoothing: Float = 0
   @Option(help: "Linear warm-up steps.") var warmupSteps: Int = 0
   @Option(help: "Seed for initialisation and shuffling.") var seed: UInt64 = 0
   @Flag(help: "Keep the file order (no shuffling).") var noShuffle = false
@@ -109,8 +113,12 @@ struct Train: ParsableCommand {
     o.learningRate = lr
     o.momentum = momentum
     o.weightDecay = weightDecay ?? (opt == .adamw ? 0.01 : 0)
-    guard let sch = ScheduleKind(rawValue: schedule) else { fail("--schedule must be constant, step or cosine, got '\(schedule)'") }
+    guard let sch = ScheduleKind(rawValue: schedule) else { fail("--schedule must be constant, step, cosine or linear, got '\(schedule)'") }
     o.schedule = sch
+    if sch != .step && (stepSize != nil || gamma != nil) { fail("--step-size and --gamma apply to --schedule step only") }
+    o.stepSize = stepSize ?? o.stepSize
+    o.gamma = gamma ?? o.gamma
+    o.labelSmoothing = labelSmoothing
     o.warmupSteps = warmupSteps
     o.seed = seed
     o.shuffle = !noShuffle

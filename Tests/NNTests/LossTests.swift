@@ -113,4 +113,66 @@ final class LossTests: XCTestCase {
     }
     assertClose(lin.weight.grad.array, numeric, rtol: 1e-3, atol: 1e-4)
   }
+
+  // MARK: - Label smoothing
+
+  /// PyTorch's smoothed cross-entropy in Double: the loss and its gradient, by definition.
+  private func smoothedCrossEntropy(_ z: [Double], k: Int, labels: [Int], eps: Double) -> (Double, [Double]) {
+    let n = labels.count
+    var loss = 0.0, grad = [Double](repeating: 0, count: z.count)
+    for s in 0..<n {
+      let row = Array(z[s * k..<(s + 1) * k])
+      let mx = row.max()!
+      let lse = mx + log(row.reduce(0) { $0 + exp($1 - mx) })
+      let nll = row.map { lse - $0 }  // −log p_j
+      loss += (1 - eps) * nll[labels[s]] + eps / Double(k) * nll.reduce(0, +)
+      for j in 0..<k {
+        grad[s * k + j] = (exp(row[j] - lse) - ((j == labels[s] ? 1 - eps : 0) + eps / Double(k))) / Double(n)
+      }
+    }
+    return (loss / Double(n), grad)
+  }
+
+  func testLabelSmoothingHandDerived() throws {
+    // One sample, logits (0, ln 3, ln 4): p = (1/8, 3/8, 4/8), target 0, ε = 0.1, K = 3.
+    // loss = 0.9·ln 8 + (0.1/3)·(ln 8 + ln(8/3) + ln 2); gradient p − (0.9·onehot + 0.1/3).
+    let logits = Tensor(shape: [1, 3], values: [0, Float(log(3.0)), Float(log(4.0))])
+    let ce = CrossEntropyLoss(labelSmoothing: 0.1)
+    let loss = try ce(logits, labels: [0])
+    let want = 0.9 * log(8.0) + 0.1 / 3 * (log(8.0) + log(8.0 / 3) + log(2.0))
+    XCTAssertEqual(Double(loss), want, accuracy: 1e-6)
+    assertClose(try XCTUnwrap(ce.gradient).array, [1.0 / 8 - 0.9 - 0.1 / 3, 3.0 / 8 - 0.1 / 3, 4.0 / 8 - 0.1 / 3],
+      rtol: 1e-6, atol: 1e-7)
+    // ε = 1: the target does not matter; uniform logits then give loss ln K and gradient 0.
+    let uniform = CrossEntropyLoss(labelSmoothing: 1)
+    XCTAssertEqual(Double(try uniform(Tensor(shape: [2, 4], repeating: 0.7), labels: [1, 3])), log(4.0), accuracy: 1e-6)
+    XCTAssertTrue(try XCTUnwrap(uniform.gradient).array.allSatisfy { abs($0) < 1e-7 })
+  }
+
+  func testLabelSmoothingMatchesItsDoubleReferenceAndFiniteDifferences() throws {
+    var rng = SeededGenerator(seed: 6)
+    for (n, k, eps) in [(4, 3, 0.1), (3, 10, 0.25), (1, 2, 0.5), (5, 1, 0.2)] {
+      let logits = Tensor.uniform([n, k], -3, 3, using: &rng)
+      let labels = randomLabels(n, classes: k, using: &rng)
+      let z = logits.doubles, lab = labels.map(Int.init)
+      let (refLoss, refGrad) = smoothedCrossEntropy(z, k: k, labels: lab, eps: Double(Float(eps)))
+      // The Double reference's gradient against Double central differences (h = 1e-5).
+      for i in 0..<z.count {
+        var up = z, down = z
+        up[i] += 1e-5
+        down[i] -= 1e-5
+        let numeric = (smoothedCrossEntropy(up, k: k, labels: lab, eps: Double(Float(eps))).0
+          - smoothedCrossEntropy(down, k: k, labels: lab, eps: Double(Float(eps))).0) / 2e-5
+        XCTAssertEqual(refGrad[i], numeric, accuracy: 1e-9 + 1e-6 * abs(numeric), "reference FD N\(n) K\(k) [\(i)]")
+      }
+      // The Float loss against the reference.
+      let ce = CrossEntropyLoss(labelSmoothing: Float(eps))
+      let loss = try ce(logits, labels: labels)
+      XCTAssertEqual(Double(loss), refLoss, accuracy: 1e-6 * max(1, refLoss), "N\(n) K\(k) ε \(eps)")
+      assertClose(try XCTUnwrap(ce.gradient).array, refGrad, rtol: 1e-5, atol: 1e-7, "N\(n) K\(k) ε \(eps)")
+      // ε = 0 is the plain loss, bit for bit.
+      let plain = CrossEntropyLoss(), zero = CrossEntropyLoss(labelSmoothing: 0)
+      XCTAssertEqual(try plain(logits, labels: labels), try zero(logits, labels: labels))
+    }
+  }
 }

@@ -213,6 +213,89 @@ final class OptimizerTests: XCTestCase {
     resumed.step()
     assertBitwiseEqual(q.value.array, p.value.array)
   }
+
+  // MARK: - Per-group hyperparameters
+
+  /// Two parameters with fixed per-step gradients, and a copy of each.
+  private func twoParameters() -> (a: Parameter, b: Parameter, a2: Parameter, b2: Parameter) {
+    let a = Parameter(Tensor(shape: [2, 2], values: Self.theta0))
+    let b = Parameter(Tensor(shape: [4], values: [0.3, -1.2, 2, 0.05]))
+    return (a, b, Parameter(a.value.clone()), Parameter(b.value.clone()))
+  }
+
+  private func setGradients(_ params: [Parameter], step k: Int) {
+    for p in params {
+      for i in 0..<4 { p.grad[i] = Self.grads[k % Self.grads.count][i] * Float(1 + i % 2) }
+    }
+  }
+
+  func testSGDGroupsWithTheirOwnHyperparametersEqualSeparateOptimizers() {
+    let (a, b, a2, b2) = twoParameters()
+    // Group 0 overrides lr, momentum and Nesterov; group 1 overrides lr and dampening only.
+    let both = SGD(groups: [
+      ParameterGroup(parameters: [("a", a)], weightDecay: 0.1, learningRate: 0.05, momentum: 0.8, nesterov: true),
+      ParameterGroup(parameters: [("b", b)], weightDecay: 0, learningRate: 0.2, dampening: 0.3),
+    ], learningRate: 0.01, momentum: 0.5)
+    let onlyA = SGD(groups: [ParameterGroup(parameters: [("a", a2)], weightDecay: 0.1)], learningRate: 0.05,
+      momentum: 0.8, nesterov: true)
+    let onlyB = SGD(groups: [ParameterGroup(parameters: [("b", b2)], weightDecay: 0)], learningRate: 0.2,
+      momentum: 0.5, dampening: 0.3)
+    for k in 0..<4 {
+      setGradients([a, b, a2, b2], step: k)
+      both.step(); onlyA.step(); onlyB.step()
+    }
+    assertBitwiseEqual(a.value.array, a2.value.array, "group 0")
+    assertBitwiseEqual(b.value.array, b2.value.array, "group 1")
+    // And the update is PyTorch's for each group's own values.
+    let expectedA = TorchRules.sgd(theta0: Self.theta0.map(Double.init), grads: (0..<4).map { k in
+      (0..<4).map { Double(Self.grads[k % Self.grads.count][$0]) * Double(1 + $0 % 2) } },
+      lr: Double(Float(0.05)), momentum: Double(Float(0.8)), nesterov: true, weightDecay: Double(Float(0.1)))
+    assertClose(a.value.array, expectedA, rtol: 1e-5, atol: 1e-6, "group 0 against PyTorch's rule")
+  }
+
+  func testAdamGroupsWithTheirOwnLearningRateAndBetasEqualSeparateOptimizers() {
+    for decoupled in [false, true] {
+      let (a, b, a2, b2) = twoParameters()
+      let both = Adam(groups: [
+        ParameterGroup(parameters: [("a", a)], weightDecay: 0.1, learningRate: 0.05, betas: (0.5, 0.9)),
+        ParameterGroup(parameters: [("b", b)], weightDecay: 0.01, eps: 1e-3),
+      ], learningRate: 0.002, beta1: 0.8, beta2: 0.99, decoupled: decoupled)
+      let onlyA = Adam(groups: [ParameterGroup(parameters: [("a", a2)], weightDecay: 0.1)], learningRate: 0.05,
+        beta1: 0.5, beta2: 0.9, decoupled: decoupled)
+      let onlyB = Adam(groups: [ParameterGroup(parameters: [("b", b2)], weightDecay: 0.01)], learningRate: 0.002,
+        beta1: 0.8, beta2: 0.99, eps: 1e-3, decoupled: decoupled)
+      for k in 0..<4 {
+        setGradients([a, b, a2, b2], step: k)
+        both.step(); onlyA.step(); onlyB.step()
+      }
+      assertBitwiseEqual(a.value.array, a2.value.array, "group 0, decoupled \(decoupled)")
+      assertBitwiseEqual(b.value.array, b2.value.array, "group 1, decoupled \(decoupled)")
+    }
+  }
+
+  func testScheduleScalesEachGroupsOwnBaseRate() {
+    let (a, b, a2, b2) = twoParameters()
+    let both = SGD(groups: [
+      ParameterGroup(parameters: [("a", a)], weightDecay: 0, learningRate: 0.4, momentum: 0.9),
+      ParameterGroup(parameters: [("b", b)], weightDecay: 0),
+    ], learningRate: 0.1)
+    let onlyA = SGD(groups: [ParameterGroup(parameters: [("a", a2)], weightDecay: 0)], learningRate: 0.4, momentum: 0.9)
+    let onlyB = SGD(groups: [ParameterGroup(parameters: [("b", b2)], weightDecay: 0)], learningRate: 0.1)
+    let schedule = LRSchedule.linear(totalSteps: 6)
+    for k in 0..<6 {
+      for opt in [both, onlyA, onlyB] as [Optimizer] { opt.applySchedule(schedule, step: k, warmupSteps: 2) }
+      // Warm-up 1/2, 2/2, then 1 − t/4 for t = 0...3: each group's own base times the factor.
+      let factor: Float = k < 2 ? Float(k + 1) / 2 : 1 - Float(k - 2) / 4
+      XCTAssertEqual(both.learningRate(group: 0), 0.4 * factor, accuracy: 1e-7, "step \(k)")
+      XCTAssertEqual(both.learningRate(group: 1), 0.1 * factor, accuracy: 1e-7, "step \(k)")
+      XCTAssertEqual(both.learningRate, 0.1 * factor, accuracy: 1e-7)
+      setGradients([a, b, a2, b2], step: k)
+      both.step(); onlyA.step(); onlyB.step()
+    }
+    assertBitwiseEqual(a.value.array, a2.value.array, "group with its own rate")
+    assertBitwiseEqual(b.value.array, b2.value.array, "group on the default rate")
+    XCTAssertEqual(both.baseLearningRate, 0.1)
+  }
 }
 
 final class ScheduleTests: XCTestCase {
@@ -247,5 +330,23 @@ final class ScheduleTests: XCTestCase {
     XCTAssertEqual(cos.learningRate(base: 0.2, step: 4, warmupSteps: 4), 0.2, accuracy: 1e-7)
     XCTAssertEqual(cos.learningRate(base: 0.2, step: 9, warmupSteps: 4), 0.1, accuracy: 1e-6)
     XCTAssertEqual(cos.learningRate(base: 0.2, step: 14, warmupSteps: 4), 0, accuracy: 1e-7)
+  }
+
+  func testStepScheduleWithStepSizeAndGamma() {
+    // StepLR(step_size=2, gamma=0.5) in epochs of 3 steps: the rate halves every 6 steps.
+    let s = LRSchedule.step(stepSize: 6, gamma: 0.5)
+    let rates = (0..<14).map { s.learningRate(base: 0.8, step: $0) }
+    let expected = (0..<14).map { 0.8 * pow(0.5, Double($0 / 6)) }
+    assertClose(rates, expected, rtol: 1e-7, atol: 0)
+  }
+
+  func testLinearScheduleDecaysToZero() {
+    // LambdaLR(lambda t: 1 − t/T) with T = 5: 1, 0.8, 0.6, 0.4, 0.2, then 0 from T on.
+    let s = LRSchedule.linear(totalSteps: 5)
+    let rates = (0..<8).map { s.learningRate(base: 0.5, step: $0) }
+    assertClose(rates, [0.5, 0.4, 0.3, 0.2, 0.1, 0, 0, 0], rtol: 1e-6, atol: 0)
+    // With 2 warm-up steps: 0.25, 0.5, then 1 − t/3 over the 3 remaining steps.
+    let w = (0..<6).map { s.learningRate(base: 0.5, step: $0, warmupSteps: 2) }
+    assertClose(w, [0.25, 0.5, 0.5, 0.5 * 2 / 3, 0.5 / 3, 0], rtol: 1e-6, atol: 1e-8)
   }
 }

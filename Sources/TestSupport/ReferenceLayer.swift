@@ -1,0 +1,311 @@
+// ReferenceLayer: the Double-precision twin of a Module, assembled from the naive references in
+// Reference.swift and AconReference.swift: a pure function y = f(x; θ) and its analytic
+// vector–Jacobian product. The gradient checker differentiates the twin by central differences
+// in Double (tight tolerance) and compares the Float layer's gradients with the twin's.
+//
+// Every Module of NN and ACON has a twin (`ReferenceLayer(_:)`), Sequential and MetaAconC by
+// composition; a module of another kind needs one written by hand (`init(name:...)`).
+import ACON
+import NN
+import TensorCore
+
+/// A Double twin of a layer: `forward(x, θ)` and `backward(x, θ, dy) → (dx, dθ)`, with θ the
+/// parameters in the order (and with the names) of the Module's `namedParameters()`.
+public struct ReferenceLayer {
+  /// The layer's kind, for messages.
+  public var name: String
+  /// The parameters' names and values at which the twin is evaluated.
+  public var parameters: [(String, DoubleTensor)]
+  /// y = f(x; θ).
+  public var forward: (DoubleTensor, [DoubleTensor]) -> DoubleTensor
+  /// (x, θ, dy) → (dx = dy·∂y/∂x, dθ_k = dy·∂y/∂θ_k), each of its tensor's shape.
+  public var backward: (DoubleTensor, [DoubleTensor], DoubleTensor) -> (DoubleTensor, [DoubleTensor])
+
+  /// A twin written by hand.
+  public init(
+    name: String, parameters: [(String, DoubleTensor)],
+    forward: @escaping (DoubleTensor, [DoubleTensor]) -> DoubleTensor,
+    backward: @escaping (DoubleTensor, [DoubleTensor], DoubleTensor) -> (DoubleTensor, [DoubleTensor])
+  ) {
+    self.name = name
+    self.parameters = parameters
+    self.forward = forward
+    self.backward = backward
+  }
+
+  /// The twin of `module` at its current parameter values, mode (training or evaluation) and,
+  /// for BatchNorm in evaluation, running statistics. `beforeForward` is called (with
+  /// `root`) before a Dropout's mask is read, so that the twin uses the mask of the Float pass.
+  /// - Throws: `ReferenceLayer.Unsupported` for a module kind without a twin.
+  public init(_ module: Module, root: Module? = nil, beforeForward: ((Module) -> Void)? = nil) throws {
+    let root = root ?? module
+    let params = module.namedParameters().map { ($0.0, DoubleTensor($0.1.value)) }
+    switch module {
+    case let seq as Sequential:
+      let parts = try seq.layers.map { ($0.0, try ReferenceLayer($0.1, root: root, beforeForward: beforeForward)) }
+      self = .sequence(parts, name: module.typeName)
+    case let lin as Linear:
+      let hasBias = lin.bias != nil
+      self.init(name: "Linear", parameters: params,
+        forward: { x, p in Reference.linear(x, weight: p[0], bias: hasBias ? p[1] : nil) },
+        backward: { x, p, dy in
+          let g = Reference.linearBackward(x, weight: p[0], dy: dy)
+          return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
+        })
+    case let conv as Conv2D:
+      let hasBias = conv.bias != nil, s = conv.stride, pad = conv.padding
+      self.init(name: "Conv2D", parameters: params,
+        forward: { x, p in Reference.conv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad) },
+        backward: { x, p, dy in
+          let g = Reference.conv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad)
+          return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
+        })
+    case let bn as BatchNorm2D:
+      self = .batchNorm(bn, parameters: params)
+    case is ReLU:
+      self.init(name: "ReLU", parameters: [], forward: { x, _ in Reference.relu(x) },
+        backward: { x, _, dy in (Reference.reluBackward(x, dy: dy), []) })
+    case is Sigmoid:
+      self.init(name: "Sigmoid", parameters: [], forward: { x, _ in Reference.sigmoid(x) },
+        backward: { x, _, dy in (Reference.sigmoidBackward(x, dy: dy), []) })
+    case let pool as MaxPool2D:
+      let (k, s, pad) = (pool.kernelSize, pool.stride, pool.padding)
+      self.init(name: "MaxPool2D", parameters: [],
+        forward: { x, _ in Reference.maxPool2d(x, k: k, stride: s, padding: pad) },
+        backward: { x, _, dy in (Reference.maxPool2dBackward(x, dy: dy, k: k, stride: s, padding: pad), []) })
+    case let pool as AvgPool2D:
+      let (k, s, pad) = (pool.kernelSize, pool.stride, pool.padding)
+      self.init(name: "AvgPool2D", parameters: [],
+        forward: { x, _ in Reference.avgPool2d(x, k: k, stride: s, padding: pad) },
+        backward: { x, _, dy in
+          (Reference.avgPool2dBackward(inputShape: x.shape, dy: dy, k: k, stride: s, padding: pad), [])
+        })
+    case is GlobalAvgPool2D:
+      self.init(name: "GlobalAvgPool2D", parameters: [], forward: { x, _ in Reference.globalAvgPool2d(x) },
+        backward: { x, _, dy in (Reference.globalAvgPool2dBackward(inputShape: x.shape, dy: dy), []) })
+    case is Flatten:
+      self.init(name: "Flatten", parameters: [],
+        forward: { x, _ in x.reshaped([x.shape[0], x.count / Swift.max(1, x.shape[0])]) },
+        backward: { x, _, dy in (dy.reshaped(x.shape), []) })
+    case let drop as Dropout:
+      self = .dropout(drop, root: root, beforeForward: beforeForward)
+    case let acon as AconActivation:
+      self = .acon(acon, parameters: params)
+    case let meta as MetaAconC:
+      self = try .metaAcon(meta, root: root, beforeForward: beforeForward)
+    default:
+      throw Unsupported(typeName: module.typeName)
+    }
+  }
+
+  /// A module kind without a Double twin: write one with `init(name:parameters:forward:backward:)`
+  /// and pass it to the gradient checker.
+  public struct Unsupported: Error, CustomStringConvertible {
+    /// The module's type name.
+    public var typeName: String
+    public var description: String {
+      "ReferenceLayer: no Double reference for \(typeName); build one with ReferenceLayer(name:parameters:forward:backward:) "
+        + "and pass it as `reference:`"
+    }
+  }
+
+  // MARK: - Composition
+
+  /// Layers applied in order; parameters named `layer.param`.
+  public static func sequence(_ parts: [(String, ReferenceLayer)], name: String = "Sequential") -> ReferenceLayer {
+    let counts = parts.map { $0.1.parameters.count }
+    let params = parts.flatMap { part in part.1.parameters.map { (part.0 + "." + $0.0, $0.1) } }
+    func slices(_ p: [DoubleTensor]) -> [[DoubleTensor]] {
+      var out: [[DoubleTensor]] = [], at = 0
+      for c in counts { out.append(Array(p[at..<(at + c)])); at += c }
+      return out
+    }
+    return ReferenceLayer(name: name, parameters: params,
+      forward: { x, p in
+        var h = x
+        for (part, ps) in zip(parts, slices(p)) { h = part.1.forward(h, ps) }
+        return h
+      },
+      backward: { x, p, dy in
+        let ps = slices(p)
+        var inputs: [DoubleTensor] = []
+        var h = x
+        for (part, q) in zip(parts, ps) { inputs.append(h); h = part.1.forward(h, q) }
+        var g = dy
+        var grads = [[DoubleTensor]](repeating: [], count: parts.count)
+        for i in parts.indices.reversed() {
+          let r = parts[i].1.backward(inputs[i], ps[i], g)
+          g = r.0
+          grads[i] = r.1
+        }
+        return (g, grads.flatMap { $0 })
+      })
+  }
+
+  // MARK: - Layers with state
+
+  private static func batchNorm(_ bn: BatchNorm2D, parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
+    let eps = Double(bn.eps)
+    guard !bn.isTraining else {
+      return ReferenceLayer(name: "BatchNorm2D", parameters: parameters,
+        forward: { x, p in Reference.batchNormTraining(x, gamma: p[0].values, beta: p[1].values, eps: eps) },
+        backward: { x, p, dy in
+          let g = Reference.batchNormTrainingBackward(x, gamma: p[0].values, dy: dy, eps: eps)
+          return (g.dx, [DoubleTensor(shape: p[0].shape, values: g.dgamma), DoubleTensor(shape: p[1].shape, values: g.dbeta)])
+        })
+    }
+    let mean = bn.runningMean.doubles, variance = bn.runningVar.doubles
+    return ReferenceLayer(name: "BatchNorm2D", parameters: parameters,
+      forward: { x, p in
+        Reference.batchNormEval(x, gamma: p[0].values, beta: p[1].values, runningMean: mean, runningVar: variance, eps: eps)
+      },
+      backward: { x, p, dy in
+        // y = γ·(x − μ)/√(σ² + eps) + β with fixed statistics.
+        let (n, c) = (x.shape[0], x.shape[1])
+        let hw = x.count / Swift.max(1, n * c)
+        var dx = DoubleTensor(zeros: x.shape), dg = DoubleTensor(zeros: p[0].shape), db = DoubleTensor(zeros: p[1].shape)
+        for s in 0..<n {
+          for ch in 0..<c {
+            let istd = 1 / (variance[ch] + eps).squareRoot()
+            for j in 0..<hw {
+              let i = (s * c + ch) * hw + j
+              dx[i] = dy[i] * p[0][ch] * istd
+              dg[ch] += dy[i] * (x[i] - mean[ch]) * istd
+              db[ch] += dy[i]
+            }
+          }
+        }
+        return (dx, [dg, db])
+      })
+  }
+
+  private static func dropout(_ drop: Dropout, root: Module, beforeForward: ((Module) -> Void)?) -> ReferenceLayer {
+    // The mask the Float layer draws, read by passing ones through it (after the same rewind).
+    let mask: (DoubleTensor) -> DoubleTensor = { x in
+      beforeForward?(root)
+      let ones = Tensor(shape: x.shape, repeating: 1)
+      guard let m = try? drop.forward(ones) else { preconditionFailure("ReferenceLayer: Dropout rejected \(x.shape)") }
+      return DoubleTensor(m)
+    }
+    return ReferenceLayer(name: "Dropout", parameters: [],
+      forward: { x, _ in
+        let m = mask(x)
+        return DoubleTensor(shape: x.shape, values: zip(x.values, m.values).map { $0 * $1 })
+      },
+      backward: { x, _, dy in
+        let m = mask(x)
+        return (DoubleTensor(shape: x.shape, values: zip(dy.values, m.values).map { $0 * $1 }), [])
+      })
+  }
+
+  /// `(n, c, hw)` of an `[N, C, H, W]` or `[N, C]` input.
+  private static func layout(_ x: DoubleTensor) -> (Int, Int, Int) {
+    (x.shape[0], x.shape[1], x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1)
+  }
+
+  private static func acon(_ layer: AconActivation, parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
+    // AconA fixes p1 = 1, p2 = 0; AconB fixes p1 = 1; the learnable ones are parameters.
+    let names = parameters.map(\.0)
+    return ReferenceLayer(name: layer.typeName, parameters: parameters,
+      forward: { x, p in
+        let (n, c, hw) = layout(x)
+        return DoubleTensor(shape: x.shape,
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: dvalue(names, p, "p1", 1, c),
+            p2: dvalue(names, p, "p2", 0, c), beta: dvalue(names, p, "beta", 1, c)))
+      },
+      backward: { x, p, dy in
+        let (n, c, hw) = layout(x)
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: dvalue(names, p, "p1", 1, c),
+          p2: dvalue(names, p, "p2", 0, c), beta: dvalue(names, p, "beta", 1, c))
+        let byName = ["p1": g.dp1, "p2": g.dp2, "beta": g.dbeta]
+        return (DoubleTensor(shape: x.shape, values: g.dx),
+          zip(names, p).map { DoubleTensor(shape: $0.1.shape, values: byName[$0.0]!) })
+      })
+  }
+
+  /// The coefficient `name` from θ, or `fixed` per channel when it is not a parameter.
+  private static func dvalue(_ names: [String], _ p: [DoubleTensor], _ name: String, _ fixed: Double, _ c: Int) -> [Double] {
+    names.firstIndex(of: name).map { p[$0].values } ?? [Double](repeating: fixed, count: c)
+  }
+
+  private static func metaAcon(_ meta: MetaAconC, root: Module, beforeForward: ((Module) -> Void)?) throws -> ReferenceLayer {
+    // β = σ(bn2(fc2(bn1(fc1(mean_HW x))))) per sample and channel; y = ACON-C(x; p1, p2, β).
+    var netParts: [(String, ReferenceLayer)] = []
+    for (name, m) in meta.children { netParts.append((name, try ReferenceLayer(m, root: root, beforeForward: beforeForward))) }
+    let net = sequence(netParts)
+    let params = [("p1", DoubleTensor(meta.p1.value)), ("p2", DoubleTensor(meta.p2.value))] + net.parameters
+    func betaPre(_ x: DoubleTensor, _ q: [DoubleTensor]) -> (DoubleTensor, DoubleTensor) {
+      let (n, c, hw) = layout(x)
+      var m = DoubleTensor(zeros: [n, c, 1, 1])
+      for i in 0..<(n * c) {
+        var acc = 0.0
+        for j in 0..<hw { acc += x[i * hw + j] }
+        m[i] = acc / Double(hw)
+      }
+      return (m, net.forward(m, q))
+    }
+    return ReferenceLayer(name: "MetaAconC", parameters: params,
+      forward: { x, p in
+        let (n, c, hw) = layout(x)
+        let (_, h) = betaPre(x, Array(p.dropFirst(2)))
+        let beta = h.values.map(AconReference.sigmoid)
+        return DoubleTensor(shape: x.shape,
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta))
+      },
+      backward: { x, p, dy in
+        let (n, c, hw) = layout(x)
+        let q = Array(p.dropFirst(2))
+        let (m, h) = betaPre(x, q)
+        let beta = h.values.map(AconReference.sigmoid)
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta)
+        let dh = DoubleTensor(shape: h.shape, values: zip(g.dbeta, beta).map { $0 * $1 * (1 - $1) })
+        let (dm, dq) = net.backward(m, q, dh)
+        var dx = g.dx
+        for i in 0..<dx.count { dx[i] += dm[i / hw] / Double(hw) }
+        return (DoubleTensor(shape: x.shape, values: dx),
+          [DoubleTensor(shape: p[0].shape, values: g.dp1), DoubleTensor(shape: p[1].shape, values: g.dp2)] + dq)
+      })
+  }
+
+  // MARK: - ACON in Double (the formulas of AconReference, with Double coefficients)
+
+  /// `y = (p1 − p2)·x·σ(β(p1 − p2)x) + p2·x`; β has C or N·C values.
+  static func aconForward(_ x: [Double], n: Int, c: Int, hw: Int, p1: [Double], p2: [Double], beta: [Double]) -> [Double] {
+    var y = [Double](repeating: 0, count: x.count)
+    for s in 0..<n {
+      for ch in 0..<c {
+        let b = beta.count == c ? beta[ch] : beta[s * c + ch]
+        let a = p1[ch] - p2[ch]
+        for j in 0..<hw {
+          let i = (s * c + ch) * hw + j
+          let d = a * x[i]
+          y[i] = d * AconReference.sigmoid(b * d) + p2[ch] * x[i]
+        }
+      }
+    }
+    return y
+  }
+
+  /// dx, dp1 `[C]`, dp2 `[C]` and dβ (β's layout) of `aconForward` for upstream `dy`.
+  static func aconBackward(_ x: [Double], dy: [Double], n: Int, c: Int, hw: Int, p1: [Double], p2: [Double],
+    beta: [Double]) -> (dx: [Double], dp1: [Double], dp2: [Double], dbeta: [Double]) {
+    var dx = [Double](repeating: 0, count: x.count)
+    var dp1 = [Double](repeating: 0, count: c), dp2 = dp1, dbeta = [Double](repeating: 0, count: beta.count)
+    for s in 0..<n {
+      for ch in 0..<c {
+        let bi = beta.count == c ? ch : s * c + ch
+        let b = beta[bi], a = p1[ch] - p2[ch]
+        for j in 0..<hw {
+          let i = (s * c + ch) * hw + j
+          let d = a * x[i], sg = AconReference.sigmoid(b * d)
+          let g = sg * (1 + b * d * (1 - sg))  // ∂[d·σ(βd)]/∂d
+          dx[i] = dy[i] * (a * g + p2[ch])
+          dp1[ch] += dy[i] * x[i] * g
+          dp2[ch] += dy[i] * x[i] * (1 - g)
+          dbeta[bi] += dy[i] * d * d * sg * (1 - sg)
+        }
+      }
+    }
+    return (dx, dp1, dp2, dbeta)
+  }
+}
