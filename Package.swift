@@ -29,7 +29,7 @@ let package = Package(
     .systemLibrary(
       name: "CBLAS",
       pkgConfig: "openblas",
-      providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
+      providers: [.apt(["libopenblas-dev", "liblapacke-dev"]), .brew(["openblas"])]
     ),
     .systemLibrary(
       name: "CZlib",

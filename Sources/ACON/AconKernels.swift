@@ -11,8 +11,9 @@
 // Layout of the work: this file checks sizes and does the threading, `parallelFor` over
 // channels, so each channel's sums have exactly one owner (no atomics). Each thread's range of
 // channels goes to one call into CAconKernels (Sources/CAconKernels), C with an AVX-512 (16
-// lanes) and an AVX2+FMA (8 lanes) variant chosen at run time and a portable one (8 lanes), which
-// walks the range sample by sample (those planes are contiguous). There every element runs
+// lanes) and an AVX2+FMA (8 lanes) variant on x86-64 chosen at run time, a NEON one (8 lanes,
+// FMA) on aarch64 and a portable one (8 lanes) everywhere, which walks the range sample by
+// sample (those planes are contiguous). There every element runs
 // through the same code of the variant's width (a row's tail is masked), sums are kept in the
 // variant's lanes per plane, added lane-wise over a channel's planes in sample order and reduced
 // in a fixed order: the results are bit-identical for any thread count.
@@ -123,8 +124,9 @@ public enum AconKernels {
   // MARK: - Variant
 
   /// The code path the kernels (and `fastExp`/`fastSigmoid`) run on: `"avx512"`, `"avx2"` or
-  /// `"portable"`. By default the widest the CPU supports; the environment variable
-  /// `ACON_KERNELS` (one of those names, read when the kernels are first used) caps it.
+  /// `"portable"` on x86-64, `"neon"` or `"portable"` on aarch64, `"portable"` elsewhere. By
+  /// default the widest the CPU supports; the environment variable `ACON_KERNELS` (one of those
+  /// names, read when the kernels are first used) caps it.
   public static var variant: String {
     String(cString: acon_kernels_variant_name(acon_kernels_variant()))
   }

@@ -1,15 +1,25 @@
 // AconKernels.c: the fused ACON-C per-channel loops and the polynomial exp/sigmoid. Their body
 // (AconKernelsBody.h) is written once with GCC/Clang vector extensions and included here at two
-// widths, 8 and 16 floats, which give three variants, chosen at run time (__builtin_cpu_supports,
-// or the ACON_KERNELS environment variable, see CAconKernels.h):
-//   - AVX-512 (F, BW, DQ, VL) + FMA, 16 lanes, masked loads and stores for a plane's tail;
-//   - AVX2 + FMA, 8 lanes;
+// widths, 8 and 16 floats, which give up to four variants, chosen at run time (on x86-64 by
+// __builtin_cpu_supports, or the ACON_KERNELS environment variable, see CAconKernels.h):
+//   - AVX-512 (F, BW, DQ, VL) + FMA, 16 lanes, masked loads and stores for a plane's tail
+//     (x86-64 only);
+//   - AVX2 + FMA, 8 lanes (x86-64 only);
+//   - NEON (AArch64 Advanced SIMD, always present there), 8 lanes held in two 128-bit registers,
+//     one FMA for every a·b + c: the operations of the AVX2 variant in the same order and the
+//     same lanes, sums included, so exactly its bits (aarch64 only);
 //   - portable (baseline x86-64 / any target, no FMA), 8 lanes: the same operations in the same
-//     order as the former Swift SIMD8 code, so the same elementwise bits.
-// The SIMD variants take a per-function `target` attribute and use one FMA for every a·b + c of
-// the exp and the kernels: lane for lane the same operations, so AVX-512 and AVX2 give the same
-// y, dx, σ, e^x and per-element dβ bits; only the per-channel (and per-plane) sums differ in the
-// last bits, because their lanes are reduced in a different fixed order (see fixed_order_sum16).
+//     order as the former Swift SIMD8 code, so the same elementwise bits on every target.
+// The x86 SIMD variants take a per-function `target` attribute; every SIMD variant uses one FMA
+// for every a·b + c of the exp and the kernels: lane for lane the same operations, so AVX-512,
+// AVX2 and NEON give the same y, dx, σ, e^x and per-element dβ bits; only the per-channel (and
+// per-plane) sums of AVX-512 differ in the last bits, because its lanes are reduced in a
+// different fixed order (see fixed_order_sum16).
+//
+// Portability: everything x86-specific (target attributes, AVX2/AVX-512 builtins, cpuid) is
+// compiled only where ACON_X86_VARIANTS is 1 (x86-64), the NEON variant only where ACON_NEON is
+// 1 (aarch64). Defining ACON_PORTABLE_ONLY leaves only the portable variant (scripts/
+// cross-check.sh compiles the file so, to prove that variant needs nothing target-specific).
 //
 // Contraction is off: an FMA appears exactly where `madd` asks for one, never by the compiler's
 // choice, so the bits are fixed per variant.
@@ -26,16 +36,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && !defined(ACON_PORTABLE_ONLY)
+#define ACON_X86_VARIANTS 1
+#else
+#define ACON_X86_VARIANTS 0
+#endif
+#if defined(__aarch64__) && !defined(ACON_PORTABLE_ONLY)
+#define ACON_NEON 1
+#else
+#define ACON_NEON 0
+#endif
+
 #pragma STDC FP_CONTRACT OFF
 // The vector helpers are always inlined, so no 32- or 64-byte vector ever crosses a call between
 // code of different targets: the ABI difference -Wpsabi warns about cannot arise.
 #pragma clang diagnostic ignored "-Wpsabi"
 
 #define INL static inline __attribute__((always_inline))
+#if ACON_X86_VARIANTS
 #define AVX2 __attribute__((target("avx2,fma")))
 #define AVX512_FEATURES "avx512f,avx512bw,avx512dq,avx512vl,fma"
 #define AVX512 __attribute__((target(AVX512_FEATURES)))
 #define INL512 static inline __attribute__((always_inline, target(AVX512_FEATURES)))
+#endif
 
 /// Vectors per group (see "Groups" in AconKernelsBody.h); channels whose sums a backward call
 /// keeps on the stack at once.
@@ -49,7 +72,7 @@ INL const float *beta_at(
   return beta + (j * c + ch) * hw;
 }
 
-// MARK: - 8 lanes (AVX2 and portable)
+// MARK: - 8 lanes (AVX2, NEON and portable)
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -83,21 +106,27 @@ INL v8i tail_mask8(int part) {
 }
 
 /// The partial vector of a plane's rest: lanes where `mask` is set are read, the others read as
-/// 0, and no memory behind them is touched (AVX2's masked load; the portable variant copies lane
-/// by lane).
+/// 0, and no memory behind them is touched (AVX2's masked load where F is set on x86-64; NEON and
+/// the portable variant copy lane by lane).
 /// (The mask goes by pointer: a 32-byte vector passed by value to an AVX2 function from portable
 /// code would change the ABI. The function is inlined into the AVX2 variant only.)
+#if ACON_X86_VARIANTS
 __attribute__((target("avx2"))) static inline void load_masked_avx2(
     const float *p, const v8i *mask, v8f *out) {
   *out = __builtin_ia32_maskloadps256((const v8f *)p, *mask);
 }
+#endif
 
 INL v8f load_part8(const float *p, v8i mask, int part, const int F) {
+#if ACON_X86_VARIANTS
   if (F) {
     v8f v;
     load_masked_avx2(p, &mask, &v);
     return v;
   }
+#else
+  (void)mask, (void)F;
+#endif
   float b[8] = {0};
   for (int t = 0; t < part; t++) b[t] = p[t];
   return load8(b);
@@ -127,6 +156,8 @@ INL void store_part8(float *p, v8i mask, int part, v8f v) {
 #undef BODY
 
 // MARK: - 16 lanes (AVX-512)
+
+#if ACON_X86_VARIANTS
 
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
@@ -185,6 +216,8 @@ INL512 void store_part16(float *p, uint16_t mask, int part, v16f v) {
 #undef FN
 #undef BODY
 
+#endif  // ACON_X86_VARIANTS
+
 // MARK: - Variants
 
 #define FORWARD_CALL(CHANNELS, S, E)                                                          \
@@ -205,8 +238,13 @@ INL512 void store_part16(float *p, uint16_t mask, int part, v16f v) {
     }                                                                                         \
   }
 
+#if ACON_X86_VARIANTS
 FORWARD_VARIANT(forward_avx512, AVX512, forward_channels16, 1)
 FORWARD_VARIANT(forward_avx2, AVX2, forward_channels8, 1)
+#endif
+#if ACON_NEON
+FORWARD_VARIANT(forward_neon, , forward_channels8, 1)
+#endif
 FORWARD_VARIANT(forward_portable, , forward_channels8, 0)
 
 #define BACKWARD_CALL(CHANNELS, S, D, E)                                                      \
@@ -232,15 +270,26 @@ FORWARD_VARIANT(forward_portable, , forward_channels8, 0)
     }                                                                                         \
   }
 
+#if ACON_X86_VARIANTS
 BACKWARD_VARIANT(backward_avx512, AVX512, backward_channels16, 1)
 BACKWARD_VARIANT(backward_avx2, AVX2, backward_channels8, 1)
+#endif
+#if ACON_NEON
+BACKWARD_VARIANT(backward_neon, , backward_channels8, 1)
+#endif
 BACKWARD_VARIANT(backward_portable, , backward_channels8, 0)
 
+#if ACON_X86_VARIANTS
 AVX512 static void exp_avx512(const float *x, float *y, ptrdiff_t c) { map_channel16(x, y, c, 1, 0); }
 AVX2 static void exp_avx2(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 1, 0); }
-static void exp_portable(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 0, 0); }
 AVX512 static void sigmoid_avx512(const float *x, float *y, ptrdiff_t c) { map_channel16(x, y, c, 1, 1); }
 AVX2 static void sigmoid_avx2(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 1, 1); }
+#endif
+#if ACON_NEON
+static void exp_neon(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 1, 0); }
+static void sigmoid_neon(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 1, 1); }
+#endif
+static void exp_portable(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 0, 0); }
 static void sigmoid_portable(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 0, 1); }
 
 // MARK: - Dispatch
@@ -254,26 +303,44 @@ typedef void BackwardFn(
     float *, float *);
 typedef void MapFn(const float *, float *, ptrdiff_t);
 
-/// The entry points of each variant, indexed by AconKernelVariant.
+/// The names, as ACON_KERNELS spells them, of every variant on every target.
+static const char *const variant_names[] = {
+    [AconKernelVariantPortable] = "portable",
+    [AconKernelVariantAVX2] = "avx2",
+    [AconKernelVariantAVX512] = "avx512",
+    [AconKernelVariantNEON] = "neon",
+};
+
+enum { VARIANT_COUNT = sizeof variant_names / sizeof variant_names[0] };
+
+/// The entry points of each variant, indexed by AconKernelVariant; all NULL for a variant that
+/// this target does not compile.
 static const struct {
   ForwardFn *forward;
   BackwardFn *backward;
   MapFn *exp, *sigmoid;
-  const char *name;
-} variants[] = {
+} variants[VARIANT_COUNT] = {
     [AconKernelVariantPortable] = {forward_portable, backward_portable, exp_portable,
-                                   sigmoid_portable, "portable"},
-    [AconKernelVariantAVX2] = {forward_avx2, backward_avx2, exp_avx2, sigmoid_avx2, "avx2"},
-    [AconKernelVariantAVX512] = {forward_avx512, backward_avx512, exp_avx512, sigmoid_avx512,
-                                 "avx512"},
+                                   sigmoid_portable},
+#if ACON_X86_VARIANTS
+    [AconKernelVariantAVX2] = {forward_avx2, backward_avx2, exp_avx2, sigmoid_avx2},
+    [AconKernelVariantAVX512] = {forward_avx512, backward_avx512, exp_avx512, sigmoid_avx512},
+#endif
+#if ACON_NEON
+    [AconKernelVariantNEON] = {forward_neon, backward_neon, exp_neon, sigmoid_neon},
+#endif
 };
 
-enum { VARIANT_COUNT = sizeof variants / sizeof variants[0] };
+/// Whether this build of the file contains `v` (whatever the CPU).
+static bool variant_compiled(int v) {
+  return v >= 0 && v < VARIANT_COUNT && variants[v].forward != NULL;
+}
 
 bool acon_kernels_variant_supported(AconKernelVariant variant) {
+  if (!variant_compiled((int)variant)) return false;
   switch (variant) {
   case AconKernelVariantPortable: return true;
-#if defined(__x86_64__) || defined(__i386__)
+#if ACON_X86_VARIANTS
   case AconKernelVariantAVX2:
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -284,17 +351,22 @@ bool acon_kernels_variant_supported(AconKernelVariant variant) {
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("fma");
 #endif
+#if ACON_NEON
+  // Advanced SIMD, FMA included, is part of every AArch64 CPU that Linux, macOS or Windows run on.
+  case AconKernelVariantNEON: return true;
+#endif
   default: return false;
   }
 }
 
-/// The widest supported variant, capped by ACON_KERNELS if it names one.
+/// The widest supported variant, capped by ACON_KERNELS if it names one this target compiles
+/// (the order is portable < avx2 < avx512 on x86-64, portable < neon on aarch64).
 static AconKernelVariant default_variant(void) {
   int best = VARIANT_COUNT - 1;
   const char *env = getenv("ACON_KERNELS");
   if (env) {
     for (int v = 0; v < VARIANT_COUNT; v++) {
-      if (strcmp(env, variants[v].name) == 0) best = v;
+      if (variant_compiled(v) && strcmp(env, variant_names[v]) == 0) best = v;
     }
   }
   while (best > 0 && !acon_kernels_variant_supported((AconKernelVariant)best)) best--;
@@ -325,7 +397,7 @@ bool acon_kernels_set_variant(AconKernelVariant v) {
 }
 
 const char *acon_kernels_variant_name(AconKernelVariant v) {
-  return (unsigned)v < VARIANT_COUNT ? variants[v].name : "unknown";
+  return (unsigned)v < VARIANT_COUNT ? variant_names[v] : "unknown";
 }
 
 void acon_forward_channels(

@@ -166,7 +166,7 @@ BODY void forward_plane(
     const float *x, float *y, float *sig, ptrdiff_t hw, float k, float q, float b,
     const float *betaE, const int F, const int hasSig, const int perElement) {
   const VF kv = splat(k), qv = splat(q), nbv = splat(-b);
-  const Extent full = {G};
+  const Extent full = {.m = G};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
     forward_group(x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement);
@@ -252,7 +252,7 @@ BODY void backward_plane(
     float b, const float *betaE, float *dbetaE, Sums *acc, const int F, const int hasSig,
     const int hasDx, const int perElement) {
   const VF kv = splat(k), qv = splat(q), bv = splat(b);
-  const Extent full = {G};
+  const Extent full = {.m = G};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
     backward_group(

@@ -4,6 +4,10 @@ import TensorCore
 
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// `y = max(x, 0)`, any shape. Backward passes `dy` where `y > 0`.

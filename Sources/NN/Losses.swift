@@ -5,6 +5,10 @@ import TensorCore
 
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// Softmax cross-entropy over class logits, averaged over the batch, with optional label

@@ -5,6 +5,10 @@ import TensorCore
 
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// A learning-rate schedule over optimizer steps. Rates are multiples of a base rate, so one

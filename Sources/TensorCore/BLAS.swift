@@ -10,6 +10,10 @@ import Synchronization
 
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// Row-major matrix routines over contiguous buffers, backed by OpenBLAS.
@@ -54,12 +58,19 @@ public enum BLAS {
   /// own `parallelFor` workers for the cores; measured here, a training step was 25–30% slower.
   /// Unless the user set `OPENBLAS_THREAD_TIMEOUT` themselves, set it to its minimum (2^4
   /// cycles) and restart OpenBLAS's thread pool so that it reads the new value.
+  ///
+  /// Linux only (Glibc or Musl). On Apple platforms libopenblas.dylib exports only the symbols
+  /// of its `exports/osx.def` list, which lacks `openblas_read_env` and `blas_thread_shutdown_`,
+  /// and OpenBLAS reads its environment when it is loaded, so setting the variable now would
+  /// change nothing: users there set `OPENBLAS_THREAD_TIMEOUT=4` themselves (see the README).
   private static let tuned: Void = {
-    if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
-      setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0)
-      openblas_read_env()
-      _ = blas_thread_shutdown_()
-    }
+    #if canImport(Glibc) || canImport(Musl)
+      if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0)
+        openblas_read_env()
+        _ = blas_thread_shutdown_()
+      }
+    #endif
   }()
 
   /// OpenBLAS's build configuration, e.g. `"OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64"`.
@@ -82,9 +93,10 @@ public enum BLAS {
       + "so sgemm (and every convolution) runs below what this machine can do; unset it to let OpenBLAS choose"
   }
 
-  /// The first `flags` line of /proc/cpuinfo, split into words (empty where there is none).
+  /// The first `flags` line of /proc/cpuinfo, split into words (empty where there is none: off
+  /// Linux, and on aarch64 Linux, whose line is `Features`; neither has AVX-512).
   private static var cpuFlags: [Substring] {
-    #if canImport(Glibc)
+    #if os(Linux) && (canImport(Glibc) || canImport(Musl))
       guard let f = fopen("/proc/cpuinfo", "r") else { return [] }
       defer { fclose(f) }
       var line: UnsafeMutablePointer<CChar>? = nil

@@ -2,6 +2,10 @@
 // distributions initialisation and data augmentation need. Its state can be saved and restored.
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// A seeded, deterministic random number generator (xoshiro256**).

@@ -5,8 +5,10 @@
 import CBLAS
 import Dispatch
 
-#if canImport(Glibc)
-  import Glibc
+#if canImport(FoundationEssentials)
+  import FoundationEssentials  // ProcessInfo, without the rest of Foundation
+#else
+  import Foundation
 #endif
 
 /// The process-wide thread count for OpenBLAS and for `parallelFor`.
@@ -17,13 +19,10 @@ public enum Threads {
     return n
   }()
 
-  /// The number of online cores.
+  /// The number of cores this process may run on (`ProcessInfo.activeProcessorCount`: on Linux
+  /// the CPUs of its affinity mask and cgroup quota, on macOS the active cores), at least 1.
   public static var defaultCount: Int {
-    #if canImport(Glibc)
-      return Swift.max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-    #else
-      return 1
-    #endif
+    Swift.max(1, ProcessInfo.processInfo.activeProcessorCount)
   }
 
   /// How many threads OpenBLAS and `parallelFor` use. Defaults to the number of cores.

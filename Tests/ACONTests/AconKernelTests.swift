@@ -2,9 +2,11 @@
 // (FastMath) against a naive Double reference kept private to this file: values, gradients,
 // central finite differences, limit cases, extreme inputs, NaN, accumulation, the saved-σ
 // variant, position independence and bit-identical results for 1 and 2 threads. The C kernels
-// have an AVX-512 (16 lanes), an AVX2+FMA (8 lanes) and a portable variant; the main tests run on
-// every one the CPU supports (testPortableVariant, testAVX2Variant, testAVX512Variant), and the
-// variants are compared with each other (testVariantsAgree, testFastMathVariantsAgree).
+// have an AVX-512 (16 lanes) and an AVX2+FMA (8 lanes) variant on x86-64, a NEON one (8 lanes,
+// FMA) on aarch64 and a portable one everywhere; the main tests run on every one the CPU supports
+// (testPortableVariant, testAVX2Variant, testAVX512Variant, testNEONVariant), the variants are
+// compared with each other (testVariantsAgree, testFastMathVariantsAgree), and each build offers
+// exactly its architecture's variants (testVariantsMatchTheArchitecture).
 import ACON
 import CAconKernels
 import TensorCore
@@ -12,6 +14,10 @@ import XCTest
 
 #if canImport(Glibc)
   import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 // MARK: - Problem and naive Double reference
@@ -235,7 +241,7 @@ private func assertSameBits(
 private let allLayouts: [AconBetaLayout] = [.perChannel, .perSampleChannel, .perElement]
 
 private let allVariants: [AconKernelVariant] = [
-  AconKernelVariantPortable, AconKernelVariantAVX2, AconKernelVariantAVX512,
+  AconKernelVariantPortable, AconKernelVariantAVX2, AconKernelVariantAVX512, AconKernelVariantNEON,
 ]
 
 private func variantName(_ v: AconKernelVariant) -> String { String(cString: acon_kernels_variant_name(v)) }
@@ -795,6 +801,45 @@ final class AconKernelTests: XCTestCase {
   /// ACON_KERNELS caps it).
   func testAVX512Variant() throws { try withVariant(AconKernelVariantAVX512) { runAllChecks() } }
 
+  /// The NEON (8 lanes, FMA) variant, forced (the default on aarch64 unless ACON_KERNELS caps it).
+  func testNEONVariant() throws { try withVariant(AconKernelVariantNEON) { runAllChecks() } }
+
+  /// A build offers exactly its architecture's variants: AVX2 and AVX-512 (as the CPU has them)
+  /// on x86-64, NEON (always) on aarch64, the portable one everywhere; another architecture's
+  /// variant is neither supported nor selectable, and ACON_KERNELS naming it is ignored.
+  func testVariantsMatchTheArchitecture() {
+    let saved = acon_kernels_variant()
+    defer { XCTAssertTrue(acon_kernels_set_variant(saved)) }
+    #if arch(x86_64)
+      let foreign = [AconKernelVariantNEON]
+    #elseif arch(arm64)
+      let foreign = [AconKernelVariantAVX2, AconKernelVariantAVX512]
+      XCTAssertTrue(acon_kernels_variant_supported(AconKernelVariantNEON))
+    #else
+      let foreign = [AconKernelVariantAVX2, AconKernelVariantAVX512, AconKernelVariantNEON]
+    #endif
+    XCTAssertTrue(acon_kernels_variant_supported(AconKernelVariantPortable))
+    let widest = allVariants.last { acon_kernels_variant_supported($0) }!
+    let oldEnv = getenv("ACON_KERNELS").map { String(cString: $0) }
+    defer {
+      if let oldEnv { setenv("ACON_KERNELS", oldEnv, 1) } else { unsetenv("ACON_KERNELS") }
+    }
+    for v in foreign {
+      XCTAssertFalse(acon_kernels_variant_supported(v), variantName(v))
+      XCTAssertFalse(acon_kernels_set_variant(v), variantName(v))
+      XCTAssertNotEqual(acon_kernels_variant(), v)
+      setenv("ACON_KERNELS", variantName(v), 1)
+      XCTAssertEqual(acon_kernels_default_variant(), widest, "ACON_KERNELS=\(variantName(v))")
+    }
+    // The architecture's own names cap the choice; "portable" always gives the portable variant.
+    setenv("ACON_KERNELS", "portable", 1)
+    XCTAssertEqual(acon_kernels_default_variant(), AconKernelVariantPortable)
+    for v in allVariants where acon_kernels_variant_supported(v) {
+      setenv("ACON_KERNELS", variantName(v), 1)
+      XCTAssertEqual(acon_kernels_default_variant(), v, "ACON_KERNELS=\(variantName(v))")
+    }
+  }
+
   func testVariantSelection() {
     let saved = acon_kernels_variant()
     defer { XCTAssertTrue(acon_kernels_set_variant(saved)) }
@@ -802,6 +847,8 @@ final class AconKernelTests: XCTestCase {
     XCTAssertEqual(variantName(AconKernelVariantPortable), "portable")
     XCTAssertEqual(variantName(AconKernelVariantAVX2), "avx2")
     XCTAssertEqual(variantName(AconKernelVariantAVX512), "avx512")
+    XCTAssertEqual(variantName(AconKernelVariantNEON), "neon")
+    XCTAssertEqual(variantName(AconKernelVariant(rawValue: 7)), "unknown")
     XCTAssertEqual(AconKernels.variant, variantName(acon_kernels_variant()))
     // AVX-512 implies AVX2 here, and the default is the widest supported variant unless
     // ACON_KERNELS caps it.

@@ -1,7 +1,21 @@
 // ThreadsTests: parallelFor visits every index exactly once whatever the thread count, and
-// Threads.count round-trips. Each test restores the thread count it found.
+// Threads.count round-trips, and the default is the cores this process may use on every platform.
+// Each test restores the thread count it found.
 import TensorCore
 import XCTest
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
+#endif
 
 final class ThreadsTests: XCTestCase {
   func testParallelForVisitsEveryIndexOnce() {
@@ -29,5 +43,16 @@ final class ThreadsTests: XCTestCase {
     Threads.count = 0
     XCTAssertEqual(Threads.count, 1)
     XCTAssertGreaterThanOrEqual(Threads.defaultCount, 1)
+  }
+
+  /// The default is the machine's cores on every platform (not 1 off Glibc, as it once was):
+  /// ProcessInfo's active processor count, which never exceeds the online cores.
+  func testDefaultCountIsTheCoresThisProcessMayUse() {
+    XCTAssertEqual(Threads.defaultCount, Swift.max(1, ProcessInfo.processInfo.activeProcessorCount))
+    #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
+      let online = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+      XCTAssertGreaterThanOrEqual(Threads.defaultCount, 1)
+      XCTAssertLessThanOrEqual(Threads.defaultCount, Swift.max(1, online))
+    #endif
   }
 }

@@ -1,7 +1,9 @@
 // CAconKernels: the inner loops of the fused ACON-C kernels over a range of channels and the
 // polynomial exp/sigmoid they use, in C so that an AVX-512 (16 lanes) or AVX2+FMA (8 lanes)
-// variant can be selected at run time (SwiftPM builds for baseline x86-64). The Swift side (Sources/ACON/AconKernels.swift) does the
-// threading and calls one of these per range of channels. Derivation: docs/acon-backward.md.
+// variant can be selected at run time on x86-64 (SwiftPM builds for baseline x86-64), a NEON one
+// (8 lanes, FMA) runs on aarch64, and a portable one builds for any target. The Swift side
+// (Sources/ACON/AconKernels.swift) does the threading and calls one of these per range of
+// channels. Derivation: docs/acon-backward.md.
 #ifndef CACONKERNELS_H
 #define CACONKERNELS_H
 
@@ -47,25 +49,33 @@ void acon_exp(const float *x, float *y, ptrdiff_t count);
 /// σ(x) = 1/(1 + e^(−x)) for `count` floats, exactly as the kernels compute s.
 void acon_sigmoid(const float *x, float *y, ptrdiff_t count);
 
-/// The code paths of the kernels and of acon_exp/acon_sigmoid: one body, compiled for three
-/// targets. Every variant meets the documented error bounds; their bits differ as noted.
+/// The code paths of the kernels and of acon_exp/acon_sigmoid: one body, compiled per target.
+/// x86-64 builds have portable, AVX2 and AVX-512; aarch64 builds portable and NEON; any other
+/// target (or a build with ACON_PORTABLE_ONLY defined) portable alone. Every variant meets the
+/// documented error bounds; their bits differ as noted.
 typedef enum AconKernelVariant {
-  /// Baseline x86-64 (or any target): 8 lanes, a multiply and an add for every a·b + c.
+  /// Any target: 8 lanes, a multiply and an add for every a·b + c. The same bits on every target.
   AconKernelVariantPortable = 0,
-  /// AVX2 + FMA: 8 lanes, one FMA for every a·b + c.
+  /// x86-64 AVX2 + FMA: 8 lanes, one FMA for every a·b + c.
   AconKernelVariantAVX2 = 1,
-  /// AVX-512 (F, BW, DQ, VL) + FMA: 16 lanes, masked loads and stores for a plane's tail. The
-  /// same y, dx, σ, e^x and per-element dβ bits as AVX2; sums over lanes (dp1, dp2, and dβ per
-  /// channel or plane) are reduced in a different fixed order, so they differ in the last bits.
+  /// x86-64 AVX-512 (F, BW, DQ, VL) + FMA: 16 lanes, masked loads and stores for a plane's tail.
+  /// The same y, dx, σ, e^x and per-element dβ bits as AVX2; sums over lanes (dp1, dp2, and dβ
+  /// per channel or plane) are reduced in a different fixed order, so they differ in the last bits.
   AconKernelVariantAVX512 = 2,
+  /// aarch64 Advanced SIMD: 8 lanes (two 128-bit registers), one FMA for every a·b + c, the
+  /// AVX2 variant's operations in its order: the same bits as AVX2, sums included.
+  AconKernelVariantNEON = 3,
 } AconKernelVariant;
 
-/// Whether this CPU (and OS) can run `variant`. The portable variant is always supported.
+/// Whether this build and this CPU (and OS) can run `variant`. The portable variant is always
+/// supported; AVX2 and AVX-512 never off x86-64, NEON never off aarch64 (and always on it).
 bool acon_kernels_variant_supported(AconKernelVariant variant);
 
 /// The variant in use. By default the widest one the CPU supports; the environment variable
-/// `ACON_KERNELS` (`portable`, `avx2` or `avx512`, read once, when the kernels are first used)
-/// caps it: the widest supported variant at or below the named one. Other values are ignored.
+/// `ACON_KERNELS` (`portable`, `avx2`, `avx512` or `neon`, read once, when the kernels are first
+/// used) caps it: the widest supported variant at or below the named one, in the order
+/// portable < avx2 < avx512 on x86-64 and portable < neon on aarch64. Other values, and names
+/// of another architecture's variants, are ignored.
 AconKernelVariant acon_kernels_variant(void);
 
 /// The variant that would be chosen without acon_kernels_set_variant (CPU and `ACON_KERNELS`).
@@ -75,7 +85,8 @@ AconKernelVariant acon_kernels_default_variant(void);
 /// tests and benchmarks; not thread-safe against running kernels.
 bool acon_kernels_set_variant(AconKernelVariant variant);
 
-/// The name of `variant`, as `ACON_KERNELS` spells it: "portable", "avx2" or "avx512".
+/// The name of `variant`, as `ACON_KERNELS` spells it: "portable", "avx2", "avx512" or "neon"
+/// (also for a variant this target does not build); "unknown" for any other value.
 const char *acon_kernels_variant_name(AconKernelVariant variant);
 
 #ifdef __cplusplus
