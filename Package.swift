@@ -7,6 +7,7 @@ import PackageDescription
 
 let package = Package(
   name: "swift-acon",
+  platforms: [.macOS(.v15)],
   products: [
     .library(name: "TensorCore", targets: ["TensorCore"]),
     .library(name: "NN", targets: ["NN"]),
@@ -43,7 +44,10 @@ let package = Package(
     ),
 
     // MARK: - Public API
-    .target(name: "TensorCore", dependencies: ["CBLAS"]),
+    .target(
+      name: "TensorCore", dependencies: ["CBLAS"],
+      // Debian ships LAPACKE as a library of its own; Homebrew's OpenBLAS has it inside libopenblas.
+      linkerSettings: [.linkedLibrary("lapacke", .when(platforms: [.linux]))]),
     .target(name: "NN", dependencies: ["TensorCore"]),
     .target(name: "CAconKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
