@@ -79,7 +79,7 @@ echo "$out"
 # The article says the loss falls (about 2.3 to about 1) and the test accuracy is well above
 # chance (0.1): check both loosely, the figures vary with OpenBLAS's thread count.
 echo "$out" | awk '
-  / step [0-9]+: loss / { loss = $NF + 0; if (!seen++) first = loss }
+  /^step [0-9]+: loss / { loss = $NF + 0; if (!seen++) first = loss }
   /^test accuracy / { acc = $3 + 0 }
   END {
     if (!seen || loss > 0.75 * first) { printf "error: the loss went from %s to %s\n", first, loss; exit 1 }
