@@ -77,12 +77,12 @@ lines=$(wc -l < "$work/Sources/first-steps/main.swift")
 out=$("$work/.build/debug/first-steps")
 echo "$out"
 # The article says the loss falls (about 2.3 to about 1) and the test accuracy is well above
-# chance (0.1): check both loosely, the figures vary with OpenBLAS's thread count.
+# chance (0.1), near 0.7: check both loosely, the figures vary with OpenBLAS's thread count.
 echo "$out" | awk '
   /^step [0-9]+: loss / { loss = $NF + 0; if (!seen++) first = loss }
   /^test accuracy / { acc = $3 + 0 }
   END {
     if (!seen || loss > 0.75 * first) { printf "error: the loss went from %s to %s\n", first, loss; exit 1 }
-    if (acc < 0.3) { printf "error: test accuracy %s\n", acc; exit 1 }
+    if (acc < 0.5) { printf "error: test accuracy %s\n", acc; exit 1 }
     printf "article check: loss %.3f -> %.3f, test accuracy %.3f\n", first, loss, acc
   }' >&2
