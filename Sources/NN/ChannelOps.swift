@@ -1,0 +1,137 @@
+// ChannelOps: the kernels that move whole channel planes of NCHW tensors without arithmetic
+// (concatenation, splits, channel shuffle) and the elementwise sum of a residual connection,
+// plus the `ChannelShuffle` layer. Graph.swift wires them into networks.
+//
+// Every move is one primitive, `ChannelOps.copyPlanes`: plane j of a run goes from source channel
+// `srcStart + j·srcStep` to destination channel `dstStart + j·dstStep`, for every sample. With unit
+// steps a run is one memcpy per sample; otherwise one memcpy per H·W plane.
+import TensorCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// How `Graph.split` divides the channels of `[N, C, H, W]` into two `[N, C/2, H, W]` halves.
+public enum ChannelSplit: Sendable, Equatable {
+  /// Channels `0..<C/2` and `C/2..<C` (`torch.chunk(x, 2, dim=1)`).
+  case halves
+  /// Even channels `0, 2, 4, …` and odd channels `1, 3, 5, …`: exactly what the official
+  /// ShuffleNetV2 code's `channel_shuffle` returns (reshape to `[N·C/2, 2, H·W]`, swap the first
+  /// two axes, so that part k is `x[:, k::2]`). It is a channel shuffle with C/2 groups followed
+  /// by `.halves`.
+  case evenOdd
+}
+
+/// Plane-moving and elementwise kernels over raw pointers. Allocation-free; each runs in
+/// parallel over disjoint output regions, so results do not depend on the thread count.
+public enum ChannelOps {
+  /// Copies `count` channel planes of `plane` (= H·W) floats for each of `batch` samples:
+  /// plane j goes from `src[s, srcStart + j·srcStep]` to `dst[s, dstStart + j·dstStep]`.
+  /// - Shapes: src `[batch, srcChannels, plane]`, dst `[batch, dstChannels, plane]`;
+  ///   every addressed channel lies inside its tensor. The regions must not overlap.
+  public static func copyPlanes(
+    from src: UnsafePointer<Float>, srcChannels: Int, srcStart: Int, srcStep: Int = 1,
+    to dst: UnsafeMutablePointer<Float>, dstChannels: Int, dstStart: Int, dstStep: Int = 1,
+    count: Int, batch: Int, plane: Int
+  ) {
+    precondition(count >= 0 && batch >= 0 && plane >= 0, "copyPlanes: negative size")
+    precondition(count == 0 || (srcStart >= 0 && srcStart + (count - 1) * srcStep < srcChannels
+      && dstStart >= 0 && dstStart + (count - 1) * dstStep < dstChannels), "copyPlanes: channel out of range")
+    let total = batch * count
+    if total == 0 || plane == 0 { return }
+    let contiguous = srcStep == 1 && dstStep == 1
+    let s = UncheckedSendable(src), d = UncheckedSendable(dst)
+    // About 16 KB per chunk at least, so small copies stay on one thread.
+    parallelFor(total, minimumChunk: Swift.max(1, 4096 / plane)) { r in
+      var idx = r.lowerBound
+      while idx < r.upperBound {
+        let sample = idx / count, j = idx % count
+        let run = contiguous ? Swift.min(r.upperBound - idx, count - j) : 1
+        let from = s.value + (sample * srcChannels + srcStart + j * srcStep) * plane
+        let to = d.value + (sample * dstChannels + dstStart + j * dstStep) * plane
+        if run * plane >= 16 {
+          memcpy(to, from, run * plane * MemoryLayout<Float>.stride)
+        } else {
+          for i in 0..<(run * plane) { to[i] = from[i] }
+        }
+        idx += run
+      }
+    }
+  }
+
+  /// Channel shuffle with `groups` groups, as ShuffleNet's (reshape `[N, g, C/g, H·W]`, swap
+  /// axes 1 and 2): `y[:, j·g + i] = x[:, i·(C/g) + j]` for i < g, j < C/g. With `inverse`,
+  /// the inverse permutation (`y[:, i·(C/g) + j] = x[:, j·g + i]`), which is its backward.
+  /// - Shapes: x, y `[batch, channels, plane]`, distinct; `groups` divides `channels`.
+  public static func shuffle(
+    _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, plane: Int,
+    groups: Int, inverse: Bool = false
+  ) {
+    precondition(groups > 0 && channels % groups == 0, "shuffle: \(groups) groups do not divide \(channels) channels")
+    let per = channels / groups
+    for i in 0..<groups {
+      if inverse {
+        copyPlanes(from: x, srcChannels: channels, srcStart: i, srcStep: groups, to: y, dstChannels: channels,
+          dstStart: i * per, dstStep: 1, count: per, batch: batch, plane: plane)
+      } else {
+        copyPlanes(from: x, srcChannels: channels, srcStart: i * per, srcStep: 1, to: y, dstChannels: channels,
+          dstStart: i, dstStep: groups, count: per, batch: batch, plane: plane)
+      }
+    }
+  }
+
+  /// `y[i] = a[i] + b[i]` for i < count, in parallel; `y` may be `a` or `b`.
+  public static func add(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int
+  ) {
+    let pa = UncheckedSendable(a), pb = UncheckedSendable(b), py = UncheckedSendable(y)
+    parallelFor(count, minimumChunk: 1 << 15) { r in
+      for i in r { py.value[i] = pa.value[i] + pb.value[i] }
+    }
+  }
+}
+
+/// ShuffleNet's channel shuffle with `groups` groups as a layer:
+/// `[N, C, H, W] → [N, C, H, W]` with `y[:, j·g + i] = x[:, i·(C/g) + j]` (PyTorch:
+/// `x.view(N, g, C/g, H, W).transpose(1, 2).reshape(N, C, H, W)`). `[N, C]` inputs work as
+/// 1×1 maps. No parameters; backward applies the inverse permutation.
+public final class ChannelShuffle: Module {
+  /// The number of groups g; it must divide the channel count.
+  public let groups: Int
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+
+  /// - Parameter groups: g ≥ 1.
+  public init(groups: Int) {
+    precondition(groups > 0, "ChannelShuffle: groups must be positive, got \(groups)")
+    self.groups = groups
+    super.init()
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    guard s.count == 4 || s.count == 2, s[1] % groups == 0 else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, C, H, W] with C a multiple of \(groups)", got: s)
+    }
+    return s
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    _ = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: x.shape)
+    ChannelOps.shuffle(x.data, into: y.data, batch: x.shape[0], channels: x.shape[1],
+      plane: x.count / Swift.max(1, x.shape[0] * x.shape[1]), groups: groups)
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "ChannelShuffle.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: dy.shape)
+    if propagatesInputGradient {
+      ChannelOps.shuffle(dy.data, into: dx.data, batch: dy.shape[0], channels: dy.shape[1],
+        plane: dy.count / Swift.max(1, dy.shape[0] * dy.shape[1]), groups: groups, inverse: true)
+    }
+    return dx
+  }
+}
