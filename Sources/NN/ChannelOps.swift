@@ -80,6 +80,69 @@ public enum ChannelOps {
     }
   }
 
+  /// `torch.cat(parts, 1)` into `y`: `[N, C₁, H, W], [N, C₂, H, W], … → [N, C₁ + C₂ + …, H, W]`
+  /// (or `[N, C]`). One memcpy per part and sample, in parallel.
+  /// - Precondition: the shapes agree (`Graph` checks them and throws first).
+  public static func concat(_ parts: [Tensor], into y: Tensor) {
+    let (n, plane) = batchAndPlane(y)
+    var start = 0
+    for t in parts {
+      let c = t.shape[1]
+      precondition(t.count == n * c * plane, "concat: \(Shape.text(t.shape)) does not fit \(Shape.text(y.shape))")
+      copyPlanes(from: t.data, srcChannels: c, srcStart: 0, to: y.data, dstChannels: y.shape[1], dstStart: start,
+        count: c, batch: n, plane: plane)
+      start += c
+    }
+    precondition(start == y.shape[1], "concat: the parts have \(start) channels, the output \(y.shape[1])")
+  }
+
+  /// The backward of `concat`: slice `dy` `[N, ΣCᵢ, H, W]` back into `grads` (`[N, Cᵢ, H, W]`
+  /// each, in order); a nil entry skips that slice.
+  public static func concatBackward(_ dy: Tensor, into grads: [Tensor?]) {
+    let (n, plane) = batchAndPlane(dy)
+    var start = 0
+    for g in grads {
+      guard let g else { continue }
+      let c = g.shape[1]
+      defer { start += c }
+      copyPlanes(from: dy.data, srcChannels: dy.shape[1], srcStart: start, to: g.data, dstChannels: c, dstStart: 0,
+        count: c, batch: n, plane: plane)
+    }
+  }
+
+  /// Splits `x` `[N, C, H, W]` (C even) into `a` and `b`, `[N, C/2, H, W]` each, as `mode` says.
+  public static func split(_ x: Tensor, _ mode: ChannelSplit, into a: Tensor, _ b: Tensor) {
+    let (n, plane) = batchAndPlane(x)
+    let c = x.shape[1], half = c / 2
+    precondition(c % 2 == 0 && a.count == x.count / 2 && b.count == x.count / 2, "split: shapes")
+    for part in 0..<2 {
+      let out = part == 0 ? a : b
+      let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
+      copyPlanes(from: x.data, srcChannels: c, srcStart: start, srcStep: step, to: out.data, dstChannels: half,
+        dstStart: 0, count: half, batch: n, plane: plane)
+    }
+  }
+
+  /// The backward of `split`: writes `da` and `db` (`[N, C/2, H, W]`) into their channels of
+  /// `dx` (`[N, C, H, W]`); a nil part's channels get zeros.
+  public static func splitBackward(_ da: Tensor?, _ db: Tensor?, _ mode: ChannelSplit, into dx: Tensor) {
+    let (n, plane) = batchAndPlane(dx)
+    let c = dx.shape[1], half = c / 2
+    if da == nil || db == nil { dx.zero() }
+    for part in 0..<2 {
+      guard let g = part == 0 ? da : db else { continue }
+      precondition(g.count == dx.count / 2, "splitBackward: shapes")
+      let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
+      copyPlanes(from: g.data, srcChannels: half, srcStart: 0, to: dx.data, dstChannels: c, dstStart: start,
+        dstStep: step, count: half, batch: n, plane: plane)
+    }
+  }
+
+  /// N and H·W of an `[N, C, H, W]` or `[N, C]` tensor.
+  static func batchAndPlane(_ t: Tensor) -> (Int, Int) {
+    (t.shape[0], t.shape.count == 4 ? t.shape[2] * t.shape[3] : 1)
+  }
+
   /// `y[i] = a[i] + b[i]` for i < count, in parallel; `y` may be `a` or `b`.
   public static func add(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int

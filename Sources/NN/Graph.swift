@@ -323,32 +323,13 @@ open class Graph: Module {
       ChannelOps.add(ins[0].data, ins[1].data, into: y.data, count: y.count)
       for t in ins.dropFirst(2) { ChannelOps.add(y.data, t.data, into: y.data, count: y.count) }
     case .concat:
-      let (n, plane) = layout(y)
-      var start = 0
-      for t in ins {
-        let c = t.shape[1]
-        ChannelOps.copyPlanes(from: t.data, srcChannels: c, srcStart: 0, to: y.data, dstChannels: y.shape[1],
-          dstStart: start, count: c, batch: n, plane: plane)
-        start += c
-      }
+      ChannelOps.concat(ins, into: y)
     case let .split(mode):
-      let x = ins[0]
-      let (n, plane) = layout(x)
-      let c = x.shape[1], half = c / 2
-      for (part, out) in outs.enumerated() {
-        let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
-        ChannelOps.copyPlanes(from: x.data, srcChannels: c, srcStart: start, srcStep: step, to: out.data,
-          dstChannels: half, dstStart: 0, count: half, batch: n, plane: plane)
-      }
+      ChannelOps.split(ins[0], mode, into: outs[0], outs[1])
     case let .shuffle(g):
-      let (n, plane) = layout(y)
+      let (n, plane) = ChannelOps.batchAndPlane(y)
       ChannelOps.shuffle(ins[0].data, into: y.data, batch: n, channels: y.shape[1], plane: plane, groups: g)
     }
-  }
-
-  /// N and H·W of an `[N, C, H, W]` or `[N, C]` tensor.
-  private func layout(_ t: Tensor) -> (Int, Int) {
-    (t.shape[0], t.shape.count == 4 ? t.shape[2] * t.shape[3] : 1)
   }
 
   // MARK: - Backward
@@ -376,38 +357,23 @@ open class Graph: Module {
       case .add:
         for (i, v) in node.inputs.enumerated() where wantsInput[i] { try contribute(grads[0]!, to: v, from: node.op) }
       case .concat:
-        let g = grads[0]!
-        let (n, plane) = layout(g)
-        var start = 0
+        let parts: [Tensor?] = node.inputs.enumerated().map { i, v in
+          wantsInput[i] ? reuse(&nodeGrads[k][i], shape: values[v]!.shape) : nil
+        }
+        ChannelOps.concatBackward(grads[0]!, into: parts)
         for (i, v) in node.inputs.enumerated() {
-          let shape = values[v]!.shape
-          let c = shape[1]
-          defer { start += c }
-          guard wantsInput[i] else { continue }
-          let dx = reuse(&nodeGrads[k][i], shape: shape)
-          ChannelOps.copyPlanes(from: g.data, srcChannels: g.shape[1], srcStart: start, to: dx.data, dstChannels: c,
-            dstStart: 0, count: c, batch: n, plane: plane)
-          try contribute(dx, to: v, from: node.op)
+          if let dx = parts[i] { try contribute(dx, to: v, from: node.op) }
         }
       case let .split(mode):
         guard wantsInput[0] else { continue }
-        let x = values[node.inputs[0]]!
-        let dx = reuse(&nodeGrads[k][0], shape: x.shape)
-        let (n, plane) = layout(x)
-        let c = x.shape[1], half = c / 2
-        if grads.contains(where: { $0 == nil }) { dx.zero() }
-        for (part, g) in grads.enumerated() {
-          guard let g else { continue }
-          let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
-          ChannelOps.copyPlanes(from: g.data, srcChannels: half, srcStart: 0, to: dx.data, dstChannels: c,
-            dstStart: start, dstStep: step, count: half, batch: n, plane: plane)
-        }
+        let dx = reuse(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
+        ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx)
         try contribute(dx, to: node.inputs[0], from: node.op)
       case let .shuffle(groups):
         guard wantsInput[0] else { continue }
         let g = grads[0]!
         let dx = reuse(&nodeGrads[k][0], shape: g.shape)
-        let (n, plane) = layout(g)
+        let (n, plane) = ChannelOps.batchAndPlane(g)
         ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
           inverse: true)
         try contribute(dx, to: node.inputs[0], from: node.op)
