@@ -115,6 +115,10 @@ public enum ChannelOps {
     let (n, plane) = batchAndPlane(x)
     let c = x.shape[1], half = c / 2
     precondition(c % 2 == 0 && a.count == x.count / 2 && b.count == x.count / 2, "split: shapes")
+    if mode == .evenOdd {
+      interleave(x.data, a.data, b.data, pairs: n * half, plane: plane, splitting: true)
+      return
+    }
     for part in 0..<2 {
       let out = part == 0 ? a : b
       let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
@@ -128,6 +132,11 @@ public enum ChannelOps {
   public static func splitBackward(_ da: Tensor?, _ db: Tensor?, _ mode: ChannelSplit, into dx: Tensor) {
     let (n, plane) = batchAndPlane(dx)
     let c = dx.shape[1], half = c / 2
+    if mode == .evenOdd, let da, let db {
+      precondition(da.count == dx.count / 2 && db.count == dx.count / 2, "splitBackward: shapes")
+      interleave(dx.data, da.data, db.data, pairs: n * half, plane: plane, splitting: false)
+      return
+    }
     if da == nil || db == nil { dx.zero() }
     for part in 0..<2 {
       guard let g = part == 0 ? da : db else { continue }
@@ -135,6 +144,42 @@ public enum ChannelOps {
       let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
       copyPlanes(from: g.data, srcChannels: half, srcStart: 0, to: dx.data, dstChannels: c, dstStart: start,
         dstStep: step, count: half, batch: n, plane: plane)
+    }
+  }
+
+  /// The even/odd split in one sequential pass over the whole tensor: pair p of planes
+  /// (`whole[2p]`, `whole[2p + 1]`) goes to `a[p]` and `b[p]` (`splitting`), or comes back from
+  /// them. Since C is even, the pairs never straddle samples.
+  /// - Shapes: whole `[pairs · 2, plane]`; a, b `[pairs, plane]`.
+  private static func interleave(
+    _ whole: UnsafeMutablePointer<Float>, _ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>,
+    pairs: Int, plane: Int, splitting: Bool
+  ) {
+    let w = UncheckedSendable(whole), pa = UncheckedSendable(a), pb = UncheckedSendable(b)
+    let bytes = plane * MemoryLayout<Float>.stride
+    parallelFor(pairs, minimumChunk: Swift.max(1, 2048 / Swift.max(plane, 1))) { r in
+      for p in r {
+        let pair = w.value + 2 * p * plane, x = pa.value + p * plane, y = pb.value + p * plane
+        if plane >= 16 {
+          if splitting {
+            memcpy(x, pair, bytes)
+            memcpy(y, pair + plane, bytes)
+          } else {
+            memcpy(pair, x, bytes)
+            memcpy(pair + plane, y, bytes)
+          }
+        } else {
+          for i in 0..<plane {
+            if splitting {
+              x[i] = pair[i]
+              y[i] = pair[plane + i]
+            } else {
+              pair[i] = x[i]
+              pair[plane + i] = y[i]
+            }
+          }
+        }
+      }
     }
   }
 
