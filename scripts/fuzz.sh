@@ -19,6 +19,16 @@ runs="${1:-1000000}"
 shift || true
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || targets=(idx cifar safetensors)
+for i in "${!targets[@]}"; do
+  targets[i]="${targets[i]#fuzz-}"
+  case "${targets[i]}" in
+  idx | cifar | safetensors) ;;
+  *)
+    echo "fuzz.sh: unknown target '${targets[i]}' (idx, cifar or safetensors)" >&2
+    exit 2
+    ;;
+  esac
+done
 
 # SwiftPM's --sanitize=fuzzer links libFuzzer but leaves the package's modules without coverage
 # instrumentation, so the compiler gets -sanitize=fuzzer,address itself (and -parse-as-library:
@@ -38,15 +48,8 @@ trap 'rm -rf "$scratch"' EXIT
 mkdir -p fuzz-artifacts
 status=0
 for t in "${targets[@]}"; do
-  t="${t#fuzz-}"
-  case "$t" in
-  idx | cifar) max_len=8192 ;;
-  safetensors) max_len=1048576 ;;
-  *)
-    echo "fuzz.sh: unknown target '$t' (idx, cifar or safetensors)" >&2
-    exit 2
-    ;;
-  esac
+  max_len=8192
+  [ "$t" != safetensors ] || max_len=1048576
   mkdir -p "$scratch/$t"
   echo "== fuzz-$t: $runs executions"
   start=$(date +%s)
