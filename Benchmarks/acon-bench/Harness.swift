@@ -19,39 +19,55 @@ struct BenchResult {
 }
 
 /// Times `body` as Caffe and llm.c benchmarks do: warm up, calibrate an inner count so that one
-/// repetition takes at least `minSeconds`, then report the median seconds per call.
-func measure(repetitions: Int, minSeconds: Double, _ body: () -> Void) -> Double {
-  body()  // warm-up
-  var inner = 1
-  while true {
-    let t = time(inner, body)
-    if t >= minSeconds || inner >= 1 << 20 { break }
-    inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
+/// repetition takes at least `minSeconds`, then report the median seconds per call. An error
+/// thrown by `body` (warm-up or timed) ends the measurement as a `WorkloadFailure` that names
+/// `workload`: a failing call is never timed as if it had worked.
+func measure(_ workload: String, repetitions: Int, minSeconds: Double, _ body: () throws -> Void) throws -> Double {
+  do {
+    try body()  // warm-up
+    var inner = 1
+    while true {
+      let t = try time(inner, body)
+      if t >= minSeconds || inner >= 1 << 20 { break }
+      inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
+    }
+    var samples: [Double] = []
+    for _ in 0..<max(1, repetitions) { samples.append(try time(inner, body) / Double(inner)) }
+    samples.sort()
+    return samples[samples.count / 2]
+  } catch let e as WorkloadFailure {
+    throw e
+  } catch {
+    throw WorkloadFailure(workload: workload, detail: "\(error)")
   }
-  var samples: [Double] = []
-  for _ in 0..<max(1, repetitions) { samples.append(time(inner, body) / Double(inner)) }
-  samples.sort()
-  return samples[samples.count / 2]
 }
 
-private func time(_ n: Int, _ body: () -> Void) -> Double {
+/// Fails the whole run: a timed workload threw, or its child process failed.
+struct WorkloadFailure: Error, CustomStringConvertible {
+  var workload: String
+  var detail: String
+  var description: String { "\(workload): failed (\(detail)); no figure is reported for it" }
+}
+
+private func time(_ n: Int, _ body: () throws -> Void) throws -> Double {
   let start = DispatchTime.now().uptimeNanoseconds
-  for _ in 0..<n { body() }
+  for _ in 0..<n { try body() }
   return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 }
 
 /// Prevents the optimiser from removing work whose result is otherwise unused.
 @inline(never) func blackHole<T>(_ x: T) { withExtendedLifetime(x) {} }
 
-/// Memory bandwidth: memcpy over `megabytes` (far beyond the last-level cache), counting the
-/// bytes read plus the bytes written, in GB/s. Copies in `Threads.count` parallel chunks,
-/// since the elementwise kernels it bounds also run on every thread.
-func memcpyCeiling(megabytes: Int, repetitions: Int) -> Double {
-  let n = megabytes * 1_000_000 / 4
+/// Memory bandwidth: memcpy of `trafficBytes / 2` bytes (so `trafficBytes` read plus written),
+/// counting the bytes read plus the bytes written, in GB/s. Copies in `Threads.count` parallel
+/// chunks, since the elementwise kernels it bounds also run on every thread. Repeated on the
+/// same buffers, as a workload is: what fits in a cache stays there on both sides.
+func memcpyGbps(trafficBytes: Int, repetitions: Int, minSeconds: Double) throws -> Double {
+  let n = max(1, trafficBytes / 8)
   let a = Tensor(zeros: [n]), b = Tensor(zeros: [n])
   for i in stride(from: 0, to: n, by: 1024) { a.data[i] = Float(i) }
   let src = UncheckedSendable(a.data), dst = UncheckedSendable(b.data)
-  let s = measure(repetitions: repetitions, minSeconds: 0.05) {
+  let s = try measure("memcpy \(2 * n * 4) bytes", repetitions: repetitions, minSeconds: minSeconds) {
     parallelFor(Threads.count) { r in
       for w in r {
         let lo = n * w / Threads.count, hi = n * (w + 1) / Threads.count
@@ -63,13 +79,51 @@ func memcpyCeiling(megabytes: Int, repetitions: Int) -> Double {
   return Double(2 * n * 4) / s / 1e9
 }
 
+/// The bandwidth ceilings of one run: memcpy over a buffer far beyond the last-level cache (the
+/// machine's DRAM figure), and memcpy of exactly a workload's minimum traffic (its own ceiling:
+/// a tensor that stays in a cache is bounded by the cache's bandwidth, not by DRAM's), measured
+/// once per byte count.
+final class Bandwidth {
+  /// memcpy GB/s over `largeMegabytes` (read + write).
+  let large: Double
+  let largeMegabytes: Int
+  private let repetitions: Int, minSeconds: Double
+  private var sameFootprint: [Int: Double] = [:]
+
+  init(largeMegabytes: Int, repetitions: Int, minSeconds: Double) throws {
+    self.largeMegabytes = largeMegabytes
+    self.repetitions = repetitions
+    self.minSeconds = minSeconds
+    large = try memcpyGbps(trafficBytes: largeMegabytes * 2_000_000, repetitions: repetitions, minSeconds: 0.05)
+  }
+
+  /// memcpy GB/s when the copy moves `trafficBytes` (read + write) in all, as the workload does.
+  func ceiling(trafficBytes: Double) throws -> Double {
+    let key = Int(trafficBytes)
+    if let v = sameFootprint[key] { return v }
+    let v = try memcpyGbps(trafficBytes: key, repetitions: repetitions, minSeconds: minSeconds)
+    sameFootprint[key] = v
+    return v
+  }
+
+  /// The row's bandwidth figures for a workload that moves `trafficBytes` in `seconds`:
+  /// `gbps` (its own throughput), `memcpy_same_footprint_gbps` (its ceiling), `fraction`
+  /// (of that ceiling) and `memcpy_large_gbps` (the DRAM figure, for reference).
+  func metrics(trafficBytes: Double, seconds: Double, gbpsKey: String, fractionKey: String) throws -> [(String, Any)] {
+    let gbps = trafficBytes / seconds / 1e9
+    let ceiling = try ceiling(trafficBytes: trafficBytes)
+    return [(gbpsKey, gbps), ("memcpy_same_footprint_gbps", ceiling), (fractionKey, gbps / ceiling),
+      ("memcpy_large_gbps", large)]
+  }
+}
+
 /// sgemm GFLOP/s on an m×k by k×n product (2·m·n·k flops).
-func sgemmGflops(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, repetitions: Int, minSeconds: Double) -> Double {
+func sgemmGflops(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, repetitions: Int, minSeconds: Double) throws -> Double {
   let a = Tensor(zeros: [m * k]), b = Tensor(zeros: [k * n]), c = Tensor(zeros: [m * n])
   var rng = SeededGenerator(seed: 7)
   a.fillUniform(-1, 1, using: &rng)
   b.fillUniform(-1, 1, using: &rng)
-  let s = measure(repetitions: repetitions, minSeconds: minSeconds) {
+  let s = try measure("sgemm \(m)x\(n)x\(k)", repetitions: repetitions, minSeconds: minSeconds) {
     BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data)
   }
   return 2 * Double(m) * Double(n) * Double(k) / s / 1e9
