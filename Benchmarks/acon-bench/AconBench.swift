@@ -49,6 +49,8 @@ struct AconBench: ParsableCommand {
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false
+  @Option(help: ArgumentHelp("Make the timed body of every workload whose name starts with this throw after its first call (to check that a failure fails the run).", visibility: .hidden))
+  var injectFailure: String?
 
   func validate() throws {
     if let t = threads, !(1...256).contains(t) { throw ValidationError("--threads must be in 1...256") }
@@ -57,6 +59,7 @@ struct AconBench: ParsableCommand {
 
   func run() throws {
     Threads.count = threads ?? Threads.defaultCount
+    injectedFailure = injectFailure
     let reps = quick ? min(repetitions, 3) : repetitions
     if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1, got \(r)") }
     let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3))
@@ -79,7 +82,7 @@ struct AconBench: ParsableCommand {
     let bandwidth = try Bandwidth(largeMegabytes: quick ? 64 : 256, repetitions: reps, minSeconds: options.minSeconds)
     let memcpy = bandwidth.large
     let square = quick ? 1024 : 2048
-    let sgemm = try sgemmGflops(m: square, n: square, k: square, repetitions: reps, minSeconds: options.minSeconds)
+    let sgemm = try sgemmGflops(m: square, n: square, k: square, repetitions: reps, minSeconds: options.minSeconds, best: true)
     var results: [BenchResult] = []
     func emit(_ r: BenchResult) throws {
       results.append(r)

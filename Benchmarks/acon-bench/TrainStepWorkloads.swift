@@ -122,7 +122,8 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe.hasPrefix("/") ? exe : FileManager.default.currentDirectoryPath + "/" + exe)
         p.arguments = ["--worker-train-step", kind.rawValue, "--worker-input", inputText, "--threads", String(Threads.count),
-          "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : []) + extra
+          "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
+          + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra
         let pipe = Pipe()
         p.standardOutput = pipe
         try p.run()
@@ -133,7 +134,7 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
       let (checkStatus, _) = try worker(["--worker-check"])
       guard checkStatus == 0 else {
         throw ReferenceMismatch(workload: "train_step.\(kind.rawValue) \(inputText)",
-          detail: "the reference check's process exited with status \(checkStatus) (its message is above)")
+          detail: "the reference check's process exited with status \(checkStatus); its message is above")
       }
       // Rounds alternate ours and PyTorch's, each a fresh process, so that a slow spell of this
       // shared machine hits both sides of a round's ratio.
@@ -145,7 +146,7 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
           let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
         else {
           throw WorkloadFailure(workload: "train_step.\(kind.rawValue) \(inputText)",
-            detail: "its timing process exited with status \(status) (its message is above)")
+            detail: "its timing process exited with status \(status); its message is above")
         }
         ours.append((ips, rss, sec))
         if let t = try PyTorch.trainStep(model: kind.rawValue, input: inputText, options: options) { torch.append(t) }

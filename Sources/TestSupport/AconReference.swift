@@ -76,8 +76,7 @@ extension AconReference {
   /// registers them: `fc1.weight` `[W, C, 1, 1]`, `fc1.bias` `[W]`, `bn1.weight`, `bn1.bias` `[W]`
   /// (both BatchNorms present or both absent), `fc2.weight` `[C, W, 1, 1]`, `fc2.bias` `[C]`,
   /// `bn2.weight`, `bn2.bias` `[C]`, `p1`, `p2` `[C]`. x, dy `[N, C, HW]`. The gradients come
-  /// back under the same names. β is rounded to Float before the ACON part (the layer's β is a
-  /// Float), an error of 6e-8 relative.
+  /// back under the same names. Everything after the inputs is Double, β included.
   public static func metaAconC(x: [Float], dy: [Float], n: Int, c: Int, hw: Int, parameters: [String: [Float]])
     -> (y: [Double], beta: [Double], dx: [Double], gradients: [String: [Double]])
   {
@@ -102,12 +101,27 @@ extension AconReference {
     let h3 = Reference.conv2d(h2, weight: w2, bias: b2, stride: 1, padding: 0)
     let h4 = bn ? Reference.batchNormTraining(h3, gamma: d("bn2.weight", [c]).values, beta: d("bn2.bias", [c]).values) : h3
     let beta = h4.values.map { sigmoid($0) }
-    let betaFloat = beta.map(Float.init)
-    let y = forward(x: x, n: n, c: c, hw: hw, p1: p("p1"), p2: p("p2"), beta: betaFloat)
-    // Backward: the ACON part, then σ, bn2, fc2, bn1, fc1 and the mean.
-    let acon = backward(x: x, dy: dy, n: n, c: c, hw: hw, p1: p("p1"), p2: p("p2"), beta: betaFloat)
-    var g = DoubleTensor(shape: [n, c, 1, 1], values: (0..<(n * c)).map { acon.dbeta[$0] * beta[$0] * (1 - beta[$0]) })
-    var grads: [String: [Double]] = ["p1": acon.dp1, "p2": acon.dp2]
+    // ACON-C with one β per plane, forward and backward as in `forward` and `backward`, in Double.
+    let p1 = p("p1").map(Double.init), p2 = p("p2").map(Double.init)
+    var y = [Double](repeating: 0, count: n * c * hw), dx = y
+    var dp1 = [Double](repeating: 0, count: c), dp2 = dp1, dbeta = [Double](repeating: 0, count: n * c)
+    for plane in 0..<(n * c) {
+      let ch = plane % c, b = beta[plane], a = p1[ch] - p2[ch]
+      for j in 0..<hw {
+        let i = plane * hw + j
+        let xv = Double(x[i]), g0 = Double(dy[i]), dv = a * xv
+        let sg = sigmoid(b * dv)
+        y[i] = dv * sg + p2[ch] * xv
+        let g = sg * (1 + b * dv * (1 - sg))
+        dx[i] = g0 * (a * g + p2[ch])
+        dp1[ch] += g0 * xv * g
+        dp2[ch] += g0 * xv * (1 - g)
+        dbeta[plane] += g0 * dv * dv * sg * (1 - sg)
+      }
+    }
+    // Then back through σ, bn2, fc2, bn1, fc1 and the mean.
+    var g = DoubleTensor(shape: [n, c, 1, 1], values: (0..<(n * c)).map { dbeta[$0] * beta[$0] * (1 - beta[$0]) })
+    var grads: [String: [Double]] = ["p1": dp1, "p2": dp2]
     if bn {
       let b = Reference.batchNormTrainingBackward(h3, gamma: d("bn2.weight", [c]).values, dy: g)
       g = b.dx
@@ -128,7 +142,6 @@ extension AconReference {
     g = f1.dx
     grads["fc1.weight"] = f1.dw.values
     grads["fc1.bias"] = f1.db.values
-    var dx = acon.dx
     for plane in 0..<(n * c) {
       let share = g[plane] / Double(hw)
       for j in 0..<hw { dx[plane * hw + j] += share }
