@@ -31,22 +31,33 @@ func measure(_ workload: String, repetitions: Int, minSeconds: Double, best: Boo
     if let f = injectedFailure, calls > 1, workload.hasPrefix(f) { throw InjectedFailure() }
   }
   do {
-    try body()  // warm-up
-    var inner = 1
-    while true {
-      let t = try time(inner, body)
-      if t >= minSeconds || inner >= 1 << 20 { break }
-      inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
-    }
-    var samples: [Double] = []
-    for _ in 0..<max(1, repetitions) { samples.append(try time(inner, body) / Double(inner)) }
-    samples.sort()
-    return best ? samples[0] : samples[samples.count / 2]
+    return try timing(repetitions: repetitions, minSeconds: minSeconds, best: best, body)
   } catch let e as WorkloadFailure {
     throw e
   } catch {
     throw WorkloadFailure(workload: workload, detail: "\(error)")
   }
+}
+
+/// The same for a body that cannot fail (the form of the workloads written before errors failed
+/// the run; a body that can throw takes the named, throwing form above).
+func measure(repetitions: Int, minSeconds: Double, best: Bool = false, _ body: () -> Void) -> Double {
+  timing(repetitions: repetitions, minSeconds: minSeconds, best: best, body)
+}
+
+/// Warm-up, calibration and the median (or best) of the repetitions, seconds per call.
+private func timing(repetitions: Int, minSeconds: Double, best: Bool, _ body: () throws -> Void) rethrows -> Double {
+  try body()  // warm-up
+  var inner = 1
+  while true {
+    let t = try time(inner, body)
+    if t >= minSeconds || inner >= 1 << 20 { break }
+    inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
+  }
+  var samples: [Double] = []
+  for _ in 0..<max(1, repetitions) { samples.append(try time(inner, body) / Double(inner)) }
+  samples.sort()
+  return best ? samples[0] : samples[samples.count / 2]
 }
 
 /// `--inject-failure PREFIX` (hidden): the timed bodies of workloads whose name starts with it
@@ -64,7 +75,7 @@ struct WorkloadFailure: Error, CustomStringConvertible {
   var description: String { "\(workload): failed (\(detail)); no figure is reported for it" }
 }
 
-private func time(_ n: Int, _ body: () throws -> Void) throws -> Double {
+private func time(_ n: Int, _ body: () throws -> Void) rethrows -> Double {
   let start = DispatchTime.now().uptimeNanoseconds
   for _ in 0..<n { try body() }
   return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

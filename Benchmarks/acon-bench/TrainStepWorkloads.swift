@@ -33,7 +33,7 @@ func trainStepWorker(model: ModelKind, input: [Int], batch: Int, repetitions: In
     let y = try net.forward(x)
     _ = try loss(y, labels: labels)
     guard let g = loss.gradient else {
-      throw ReferenceMismatch(workload: "train_step.\(model.rawValue)", detail: "the loss kept no gradient")
+      throw WorkloadFailure(workload: "train_step.\(model.rawValue) \(input)", detail: "the loss kept no gradient")
     }
     _ = try net.backward(g)
     opt.step()

