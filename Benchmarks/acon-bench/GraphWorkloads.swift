@@ -1,6 +1,6 @@
 // GraphWorkloads: the channel concatenation and split that `Graph` runs (ShuffleNetV2's
 // split → branch → concat), as GB/s of traffic (every element read once and written once) and
-// as a fraction of the memcpy ceiling and of a memcpy of the same bytes between the same buffers.
+// as a fraction of a memcpy of the same footprint (the large memcpy beside it).
 // Each is checked against its Double twin first. Their backward passes are the same copies the
 // other way round (concat's backward is a split into halves, the split's backward a concat).
 import Foundation
@@ -27,7 +27,7 @@ private func channelCases(quick: Bool) -> [ChannelCase] {
 
 /// The `concat` and `split` rows (split in both modes: `even_odd` as the official ShuffleNetV2
 /// `channel_shuffle`, and `halves`).
-func graphWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+func graphWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   for cc in channelCases(quick: options.quick) where options.wants("concat") || options.wants("split") {
     var whole = cc.part
     whole[1] *= 2
@@ -36,22 +36,10 @@ func graphWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResult) t
     let x = Tensor.uniform(whole, using: &rng), y = Tensor(zeros: whole)
     let pa = Tensor(zeros: cc.part), pb = Tensor(zeros: cc.part)
     let bytes = Double(2 * 4 * x.count)  // read once, written once
-    // memcpy of the same bytes between the same buffers, in Threads.count chunks as the ceiling:
-    // the fair bar where the tensors partly fit in the cache, and measured right beside the row.
-    let src = UncheckedSendable(x.data), dst = UncheckedSendable(y.data), n = x.count
-    let sameSize = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
-      parallelFor(Threads.count) { r in
-        for w in r {
-          let lo = n * w / Threads.count, hi = n * (w + 1) / Threads.count
-          Foundation.memcpy(dst.value + lo, src.value + lo, (hi - lo) * 4)
-        }
-      }
-    }
     func row(_ name: String, _ s: Double, _ extra: [(String, Any)]) throws {
-      try emit(BenchResult(name: name, shape: whole, medianSeconds: s, metrics: [("layer", cc.label)] + extra + [
-        ("gbps", bytes / s / 1e9), ("roofline_fraction", bytes / s / 1e9 / memcpy),
-        ("same_size_memcpy_fraction", sameSize / s), ("zero_copy", false),
-      ]))
+      try emit(BenchResult(name: name, shape: whole, medianSeconds: s, metrics: [("layer", cc.label)] + extra
+        + (try bandwidth.metrics(trafficBytes: bytes, seconds: s, gbpsKey: "gbps", fractionKey: "roofline_fraction"))
+        + [("zero_copy", false)]))
     }
     if options.wants("concat") {
       ChannelOps.concat([a, b], into: y)
