@@ -72,7 +72,7 @@ struct AconBench: ParsableCommand {
     if buildMode == "debug" {
       FileHandle.standardError.write(Data("warning: this is a debug build; its numbers mean nothing. Run `swift run -c release acon-bench`.\n".utf8))
     }
-    if let note = BLAS.pinnedCoreNote { FileHandle.standardError.write(Data((note + "\n").utf8)) }
+    if let note = BLAS.kernelNote { FileHandle.standardError.write(Data((note + "\n").utf8)) }
     progress("measuring ceilings...")
     let memcpy = memcpyCeiling(megabytes: quick ? 64 : 256, repetitions: reps)
     let square = quick ? 1024 : 2048
