@@ -79,18 +79,32 @@ public enum BLAS {
   /// The kernel family OpenBLAS chose for this CPU, e.g. `"Zen"`.
   public static var coreName: String { String(cString: openblas_get_corename()) }
 
-  /// A warning when the environment pins OpenBLAS (`OPENBLAS_CORETYPE`) to kernels without
-  /// AVX-512 on a CPU that has it, else nil. Every sgemm, so every convolution, then runs at
-  /// about half the speed the machine can give (a 2-core Zen 5 pinned to Haswell: 244 vs 444
-  /// GFLOP/s at 2048²). We never override the user's environment; we say so.
-  public static var pinnedCoreNote: String? {
-    guard let pinned = getenv("OPENBLAS_CORETYPE").map({ String(cString: $0) }), !pinned.isEmpty,
-      cpuFlags.contains("avx512f")
-    else { return nil }
-    let core = coreName
-    guard !["skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"].contains(core.lowercased()) else { return nil }
-    return "note: OPENBLAS_CORETYPE=\(pinned) pins OpenBLAS to its \(core) kernels on a CPU with AVX-512, "
-      + "so sgemm (and every convolution) runs below what this machine can do; unset it to let OpenBLAS choose"
+  /// A warning when OpenBLAS runs kernels narrower than this CPU's vectors, else nil: when the
+  /// environment pins it (`OPENBLAS_CORETYPE`) to kernels without AVX-512 on a CPU that has it, or
+  /// when OpenBLAS does not recognise the CPU and falls back to pre-AVX2 kernels (OpenBLAS 0.3.21
+  /// runs Prescott, SSE3, on an Emerald Rapids Xeon). Every sgemm, so every convolution, then runs
+  /// well below what the machine can give (a 2-core Zen 5 pinned to Haswell: 244 vs 444 GFLOP/s
+  /// at 2048²). We never change the user's environment; we say so.
+  public static var kernelNote: String? {
+    kernelNote(pinned: getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }, core: coreName, cpuFlags: cpuFlags)
+  }
+
+  /// `kernelNote` for a given `OPENBLAS_CORETYPE` value, OpenBLAS kernel family and CPU flags
+  /// (the words of /proc/cpuinfo's `flags` line).
+  public static func kernelNote(pinned: String?, core: String, cpuFlags: [Substring]) -> String? {
+    let avx512Kernels: Set = ["skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"]
+    let avx2Kernels = avx512Kernels.union(["haswell", "zen", "excavator"])
+    let kernels = core.lowercased()
+    if let pinned, !pinned.isEmpty {
+      guard cpuFlags.contains("avx512f"), !avx512Kernels.contains(kernels) else { return nil }
+      return "note: OPENBLAS_CORETYPE=\(pinned) pins OpenBLAS to its \(core) kernels on a CPU with AVX-512, "
+        + "so sgemm (and every convolution) runs below what this machine can do; unset it to let OpenBLAS choose"
+    }
+    guard cpuFlags.contains("avx2"), cpuFlags.contains("fma"), !avx2Kernels.contains(kernels) else { return nil }
+    let widest = cpuFlags.contains("avx512f") ? "AVX-512" : "AVX2"
+    return "note: this OpenBLAS does not know this CPU and runs its \(core) kernels, without AVX2, on a CPU with "
+      + "\(widest), so sgemm (and every convolution) runs far below what this machine can do; a newer OpenBLAS "
+      + "knows it (OPENBLAS_CORETYPE=Haswell\(widest == "AVX-512" ? " or SkylakeX" : "") chooses kernels by hand)"
   }
 
   /// The first `flags` line of /proc/cpuinfo, split into words (empty where there is none: off

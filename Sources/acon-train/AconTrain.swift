@@ -152,7 +152,7 @@ struct Train: ParsableCommand {
     }
     say("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
     // At a terminal only, so that logs and scripts see the same output everywhere.
-    if speaks, isatty(STDERR_FILENO) != 0, let note = BLAS.pinnedCoreNote {
+    if speaks, isatty(STDERR_FILENO) != 0, let note = BLAS.kernelNote {
       FileHandle.standardError.write(Data((note + "\n").utf8))
     }
     if group.size > 1 {

@@ -132,25 +132,33 @@ final class BLASTests: XCTestCase {
     XCTAssertFalse(BLAS.coreName.isEmpty)
   }
 
-  func testPinnedCoreNoteOnlyWhenTheEnvironmentPinsACore() throws {
-    let saved = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
-    defer {
-      if let saved { setenv("OPENBLAS_CORETYPE", saved, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
-    }
-    unsetenv("OPENBLAS_CORETYPE")
-    XCTAssertNil(BLAS.pinnedCoreNote, "no note when OpenBLAS chose its kernels itself")
-    setenv("OPENBLAS_CORETYPE", "", 1)
-    XCTAssertNil(BLAS.pinnedCoreNote, "an empty value pins nothing")
-    // Pinned: a note exactly when the CPU has AVX-512 and the kernels OpenBLAS runs lack it.
-    setenv("OPENBLAS_CORETYPE", "Haswell", 1)
+  func testKernelNote() {
+    let avx512: [Substring] = ["fpu", "avx", "avx2", "fma", "avx512f"]
+    let avx2: [Substring] = ["fpu", "avx", "avx2", "fma"]
+    let old: [Substring] = ["fpu", "sse3"]
+    // OpenBLAS chose wide kernels itself, or the CPU has none wider: nothing to say.
+    XCTAssertNil(BLAS.kernelNote(pinned: nil, core: "SkylakeX", cpuFlags: avx512))
+    XCTAssertNil(BLAS.kernelNote(pinned: nil, core: "Haswell", cpuFlags: avx2))
+    XCTAssertNil(BLAS.kernelNote(pinned: "", core: "Zen", cpuFlags: avx2), "an empty value pins nothing")
+    XCTAssertNil(BLAS.kernelNote(pinned: nil, core: "Prescott", cpuFlags: old))
+    // Pinned below AVX-512 on a CPU that has it.
+    let pinned = BLAS.kernelNote(pinned: "Haswell", core: "Haswell", cpuFlags: avx512)
+    XCTAssertTrue(pinned?.contains("OPENBLAS_CORETYPE=Haswell pins OpenBLAS to its Haswell kernels") ?? false, "\(pinned ?? "nil")")
+    XCTAssertNil(BLAS.kernelNote(pinned: "SkylakeX", core: "SkylakeX", cpuFlags: avx512))
+    XCTAssertNil(BLAS.kernelNote(pinned: "Haswell", core: "Haswell", cpuFlags: avx2), "no wider kernels to pin away from")
+    // An OpenBLAS that does not know the CPU falls back to pre-AVX2 kernels.
+    let unknown = BLAS.kernelNote(pinned: nil, core: "Prescott", cpuFlags: avx512)
+    XCTAssertTrue(unknown?.contains("runs its Prescott kernels, without AVX2, on a CPU with AVX-512") ?? false, "\(unknown ?? "nil")")
+    let unknown2 = BLAS.kernelNote(pinned: nil, core: "Nehalem", cpuFlags: avx2)
+    XCTAssertTrue(unknown2?.contains("with AVX2") ?? false, "\(unknown2 ?? "nil")")
+    // This process: the note agrees with its own inputs.
+    XCTAssertEqual(BLAS.kernelNote, BLAS.kernelNote(
+      pinned: getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }, core: BLAS.coreName, cpuFlags: cpuinfoFlags()))
+  }
+
+  private func cpuinfoFlags() -> [Substring] {
     let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let avx512 = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").contains("avx512f") ?? false
-    let wideKernels = ["skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"].contains(BLAS.coreName.lowercased())
-    if avx512 && !wideKernels {
-      let note = try XCTUnwrap(BLAS.pinnedCoreNote)
-      XCTAssertTrue(note.contains("OPENBLAS_CORETYPE=Haswell") && note.contains(BLAS.coreName), note)
-    } else {
-      XCTAssertNil(BLAS.pinnedCoreNote)
-    }
+    return cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?
+      .split(whereSeparator: { $0 == " " || $0 == "\t" }) ?? []
   }
 }
