@@ -23,7 +23,10 @@ let package = Package(
       description: "Data-parallel training over MPI (acon-train train --distributed, under mpirun); needs Open MPI")
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    // Only for `swift package generate-documentation` (scripts/docs.sh): a command plugin,
+    // never linked into a product.
+    .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
   ],
   targets: [
     // MARK: - System libraries

@@ -52,8 +52,13 @@ public enum AconKernels {
   /// - Parameters:
   ///   - x: `[N, C, HW]`, contiguous NCHW (HW = H·W).
   ///   - y: `[N, C, HW]`, written. May not alias `x` partially (equal pointers are fine).
-  ///   - p1, p2: `[C]`.
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: HW = H·W, the elements of one channel plane (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
   ///   - beta: `[C]`, `[N, C]` or `[N, C, HW]` as `betaLayout` says.
+  ///   - betaLayout: where β varies: per channel, per sample and channel, or per element.
   public static func forward(
     x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int,
     p1: UnsafePointer<Float>, p2: UnsafePointer<Float>, beta: UnsafePointer<Float>,
@@ -66,7 +71,15 @@ public enum AconKernels {
   /// ACON-C forward that also stores `s = σ(β·d)` for `backwardFromSigmoid`.
   ///
   /// - Parameters:
-  ///   - x, y, p1, p2, beta, betaLayout: as for `forward`.
+  ///   - x: `[N, C, HW]`, as for `forward`.
+  ///   - y: `[N, C, HW]`, written, as for `forward`.
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: HW = H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
+  ///   - beta: `[C]`, `[N, C]` or `[N, C, HW]` as `betaLayout` says.
+  ///   - betaLayout: where β varies.
   ///   - sigmoid: `[N, C, HW]`, written with `s`.
   public static func forwardSavingSigmoid(
     x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int,
@@ -88,8 +101,15 @@ public enum AconKernels {
   ///   - x: `[N, C, HW]`, the forward input.
   ///   - dy: `[N, C, HW]`, the gradient of the loss with respect to y.
   ///   - dx: `[N, C, HW]`, overwritten with the input gradient; `nil` skips it.
-  ///   - p1, p2: `[C]`; beta: layout as given.
-  ///   - dp1, dp2: `[C]`, accumulated (`+=`): sums over N and HW.
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: HW = H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
+  ///   - beta: `[C]`, `[N, C]` or `[N, C, HW]` as `betaLayout` says.
+  ///   - betaLayout: where β varies.
+  ///   - dp1: `[C]`, accumulated (`+=`): sums over N and HW.
+  ///   - dp2: `[C]`, accumulated (`+=`): sums over N and HW.
   ///   - dbeta: same layout as `beta`, accumulated (`+=`): `.perChannel` sums over N and HW,
   ///     `.perSampleChannel` over HW, `.perElement` is elementwise.
   public static func backward(
@@ -107,7 +127,19 @@ public enum AconKernels {
   /// recomputing it. Gives the same bits as `backward`.
   ///
   /// - Parameters:
-  ///   - x, dy, dx, p1, p2, beta, betaLayout, dp1, dp2, dbeta: as for `backward`.
+  ///   - x: `[N, C, HW]`, the forward input.
+  ///   - dy: `[N, C, HW]`, the gradient of the loss with respect to y.
+  ///   - dx: `[N, C, HW]`, overwritten with the input gradient; `nil` skips it.
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: HW = H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
+  ///   - beta: `[C]`, `[N, C]` or `[N, C, HW]` as `betaLayout` says.
+  ///   - betaLayout: where β varies.
+  ///   - dp1: `[C]`, accumulated (`+=`), as for `backward`.
+  ///   - dp2: `[C]`, accumulated (`+=`), as for `backward`.
+  ///   - dbeta: same layout as `beta`, accumulated (`+=`), as for `backward`.
   ///   - sigmoid: `[N, C, HW]`, as written by `forwardSavingSigmoid`.
   public static func backwardFromSigmoid(
     x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,

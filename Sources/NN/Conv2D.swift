@@ -42,7 +42,8 @@ public final class Conv2D: Module {
   ///   - inChannels: Cin.
   ///   - outChannels: Cout.
   ///   - kernelSize: K, for a K×K window.
-  ///   - stride, padding: as in PyTorch.
+  ///   - stride: the step between windows in both directions (PyTorch's `stride`).
+  ///   - padding: zero padding on each side (PyTorch's `padding`).
   ///   - bias: whether to add a learnable bias.
   ///   - weightInit: PyTorch's default or orthogonal.
   ///   - workspace: scratch memory; layers of one network can share one (they never run at the

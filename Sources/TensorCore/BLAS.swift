@@ -23,6 +23,13 @@ public enum BLAS {
   /// - Parameters:
   ///   - transA: `op(A) = Aᵀ`; A is then stored `[K, M]`, else `[M, K]`.
   ///   - transB: `op(B) = Bᵀ`; B is then stored `[N, K]`, else `[K, N]`.
+  ///   - m: rows of `op(A)` and of C.
+  ///   - n: columns of `op(B)` and of C.
+  ///   - k: columns of `op(A)`, rows of `op(B)`; with `k == 0`, C becomes `beta · C`.
+  ///   - alpha: scales the product.
+  ///   - a: A, `[M, K]` (or `[K, M]` with `transA`).
+  ///   - b: B, `[K, N]` (or `[N, K]` with `transB`).
+  ///   - beta: scales the old C; 1 accumulates into it.
   ///   - c: `[M, N]`. With `beta == 0` its old contents are ignored (NaN included).
   public static func sgemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,

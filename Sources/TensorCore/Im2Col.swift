@@ -47,7 +47,9 @@ public struct ConvGeometry: Equatable, Sendable {
 /// Lowers one sample to columns.
 /// - Parameters:
 ///   - x: `[C, H, W]` of one sample.
+///   - g: the window's geometry over `[C, H, W]`.
 ///   - col: `[C·KH·KW, OH·OW]` with row stride `colStride` (≥ OH·OW). Padding reads as 0.
+///   - colStride: elements between the starts of consecutive rows of `col`.
 public func im2col(
   _ x: UnsafePointer<Float>, _ g: ConvGeometry, col: UnsafeMutablePointer<Float>, colStride: Int
 ) {
@@ -57,8 +59,11 @@ public func im2col(
 /// Lowers a batch to one column matrix, in parallel over its rows.
 /// - Parameters:
 ///   - x: `[N, C, H, W]`.
+///   - n: N, the samples in the batch.
+///   - g: the window's geometry over one `[C, H, W]` sample.
 ///   - col: `[C·KH·KW, N·OH·OW]` with row stride `colStride` (≥ N·OH·OW): sample s fills
 ///     columns `s·OH·OW ..< (s+1)·OH·OW` of every row. Padding reads as 0.
+///   - colStride: elements between the starts of consecutive rows of `col`.
 public func im2col(
   _ x: UnsafePointer<Float>, batch n: Int, _ g: ConvGeometry, col: UnsafeMutablePointer<Float>, colStride: Int
 ) {
@@ -203,6 +208,8 @@ extension ConvGeometry {
 /// Adds columns back into one sample: the adjoint of `im2col`.
 /// - Parameters:
 ///   - col: `[C·KH·KW, OH·OW]` with row stride `colStride`.
+///   - colStride: elements between the starts of consecutive rows of `col`.
+///   - g: the window's geometry over `[C, H, W]`.
 ///   - dx: `[C, H, W]` of one sample; accumulated into (`+=`), so zero it first.
 public func col2im(
   _ col: UnsafePointer<Float>, colStride: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>
@@ -215,9 +222,13 @@ public func col2im(
 /// each), whatever the thread count.
 /// - Parameters:
 ///   - col: `[C·KH·KW, N·OH·OW]` with row stride `colStride`.
+///   - colStride: elements between the starts of consecutive rows of `col`.
+///   - n: N, the samples in the batch.
+///   - g: the window's geometry over one `[C, H, W]` sample.
 ///   - dx: `[N, C, H, W]`; accumulated into (`+=`), so zero it first, or pass
 ///     `accumulate: false` to overwrite it (each plane is then zeroed just before its sums,
 ///     while it is in cache, which saves a pass over dx).
+///   - accumulate: add into `dx` (the default) or overwrite it.
 public func col2im(
   _ col: UnsafePointer<Float>, colStride: Int, batch n: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>,
   accumulate: Bool = true

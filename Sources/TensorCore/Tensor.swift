@@ -152,7 +152,7 @@ public enum Shape {
     do { return try elementCount(shape) } catch { preconditionFailure("\(error)") }
   }
 
-  /// `"64x3x32x32"`-style text for messages and tables.
+  /// `"[64, 3, 32, 32]"`-style text for messages and tables.
   public static func text(_ shape: [Int]) -> String {
     "[" + shape.map(String.init).joined(separator: ", ") + "]"
   }

@@ -123,7 +123,9 @@ private func splitPath(_ path: String) -> (directory: String, base: String) {
 }
 
 /// Reads a whole regular file into memory.
-/// - Parameter maxBytes: refuse (before allocating) files larger than this.
+/// - Parameters:
+///   - path: the file.
+///   - maxBytes: refuse (before allocating) files larger than this.
 /// - Throws: `FileIOError` naming the path (missing file, not a regular file, read error, too large).
 public func readFileBytes(path: String, maxBytes: Int = Int.max) throws -> [UInt8] {
   let fd = open(path, O_RDONLY)

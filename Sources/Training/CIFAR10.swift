@@ -52,7 +52,9 @@ public enum CIFAR10 {
   }
 
   /// Reads one batch file.
-  /// - Parameter expectedRecords: the required record count, or `nil` for any positive count.
+  /// - Parameters:
+  ///   - path: the file, e.g. `data_batch_1.bin`.
+  ///   - expectedRecords: the required record count, or `nil` for any positive count.
   /// - Returns: pixels `[n, 3, 32, 32]` and `n` labels.
   /// - Throws: `DataError`: `.unreadable`, `.badRecordSize` (empty, or not a multiple of 3073
   ///   bytes: truncated), `.wrongRecordCount`, `.badLabel` (label > 9).
@@ -70,7 +72,8 @@ public enum CIFAR10 {
   /// Decodes the bytes of one batch file: records of a label byte (below 10) and 3072 pixel
   /// bytes (1024 red, 1024 green, 1024 blue, each row-major 32×32).
   /// - Parameters:
-  ///   - name: the file name for error messages.
+  ///   - bytes: the file's contents.
+  ///   - path: the file name for error messages (the argument `name:`).
   ///   - expectedRecords: the required record count, or `nil` for any positive count.
   /// - Returns: pixels `[n, 3, 32, 32]` and `n` labels.
   /// - Throws: `DataError`: `.badRecordSize` (empty, or not a multiple of 3073 bytes:

@@ -276,6 +276,7 @@ public final class BatchLoader {
 
   /// Fills `x` with batch `index` of the current epoch and `labels` with its labels.
   /// - Parameters:
+  ///   - index: the batch, in `0..<batchesPerEpoch`.
   ///   - x: resized in place to `[b, C, H, W]`, b = the returned batch size (≤ B);
   ///     normalised floats.
   ///   - labels: set to the b labels as `Int32`, reusing its capacity.

@@ -113,7 +113,9 @@ public enum IDX {
 
   /// Decodes the bytes of an IDX file: gzip (one member or several, as `cat a.gz b.gz` makes)
   /// when they start with the gzip magic 1F 8B, plain otherwise.
-  /// - Parameter name: the file name for error messages.
+  /// - Parameters:
+  ///   - data: the file's contents.
+  ///   - name: the file name for error messages.
   /// - Returns: the type code, the dimensions (outermost first) and the raw data bytes
   ///   (`prod(dims) · elementSize` bytes, big-endian for multi-byte types, as stored).
   /// - Throws: `DataError`: bad magic (first two bytes not zero, unknown type, rank 0 or above
