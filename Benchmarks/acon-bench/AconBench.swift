@@ -85,6 +85,7 @@ struct AconBench: ParsableCommand {
     let shapes = quick ? [[64, 64, 7, 7], [16, 64, 56, 56]] : [[64, 64, 7, 7], [64, 64, 56, 56], [32, 256, 28, 28]]
     for shape in shapes { try aconWorkloads(shape: shape, memcpy: memcpy, options: options, emit: emit) }
     try loweringWorkloads(memcpy: memcpy, options: options, emit: emit)
+    try graphWorkloads(memcpy: memcpy, options: options, emit: emit)
     try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
 

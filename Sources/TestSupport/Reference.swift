@@ -498,3 +498,119 @@ public enum Reference {
     return (total / m, grad)
   }
 }
+
+// MARK: - Branching: channel concatenation, splits, channel shuffle, residual add
+
+extension Reference {
+  /// `torch.cat(xs, 1)`: `[N, C₁, …], [N, C₂, …] → [N, C₁ + C₂ + …, …]` (rank 2 or 4, equal
+  /// other dimensions), element by element.
+  public static func concatChannels(_ xs: [DoubleTensor]) -> DoubleTensor {
+    let first = xs[0].shape
+    let n = first[0], plane = first.dropFirst(2).reduce(1, *)
+    let c = xs.reduce(0) { $0 + $1.shape[1] }
+    var shape = first
+    shape[1] = c
+    var y = DoubleTensor(zeros: shape)
+    var start = 0
+    for x in xs {
+      precondition(x.shape[0] == n && Array(x.shape.dropFirst(2)) == Array(first.dropFirst(2)), "concat shapes")
+      let cx = x.shape[1]
+      for s in 0..<n {
+        for ch in 0..<cx {
+          for p in 0..<plane { y[(s * c + start + ch) * plane + p] = x[(s * cx + ch) * plane + p] }
+        }
+      }
+      start += cx
+    }
+    return y
+  }
+
+  /// Channels `start, start + step, …` (`count` of them) of `[N, C, …]`: `x[:, start::step]`.
+  public static func sliceChannels(_ x: DoubleTensor, start: Int, step: Int = 1, count: Int) -> DoubleTensor {
+    let n = x.shape[0], c = x.shape[1], plane = x.shape.dropFirst(2).reduce(1, *)
+    var shape = x.shape
+    shape[1] = count
+    var y = DoubleTensor(zeros: shape)
+    for s in 0..<n {
+      for j in 0..<count {
+        for p in 0..<plane { y[(s * count + j) * plane + p] = x[(s * c + start + j * step) * plane + p] }
+      }
+    }
+    return y
+  }
+
+  /// The official ShuffleNetV2 `channel_shuffle` literally: view `[N, C, H, W]` as
+  /// `[N·C/2, 2, H·W]`, permute to `[2, N·C/2, H·W]`, view as `[2, N, C/2, H, W]` and return the
+  /// two slices. With `evenOdd: false`, the halves `x[:, :C/2]` and `x[:, C/2:]` instead.
+  public static func splitChannels(_ x: DoubleTensor, evenOdd: Bool) -> (DoubleTensor, DoubleTensor) {
+    let n = x.shape[0], c = x.shape[1], plane = x.shape.dropFirst(2).reduce(1, *)
+    precondition(c % 2 == 0, "split: odd channel count")
+    if !evenOdd {
+      return (sliceChannels(x, start: 0, count: c / 2), sliceChannels(x, start: c / 2, count: c / 2))
+    }
+    var shape = x.shape
+    shape[1] = c / 2
+    var parts = [DoubleTensor(zeros: shape), DoubleTensor(zeros: shape)]
+    let rows = n * c / 2
+    for k in 0..<2 {
+      for r in 0..<rows {
+        // [rows, 2, plane] → [2, rows, plane]: part k, row r is input row r, slot k.
+        for p in 0..<plane { parts[k][r * plane + p] = x[(r * 2 + k) * plane + p] }
+      }
+    }
+    return (parts[0], parts[1])
+  }
+
+  /// The input gradient of `splitChannels` for the gradients of its two parts (nil: unused, zero).
+  public static func splitChannelsBackward(
+    _ d0: DoubleTensor?, _ d1: DoubleTensor?, inputShape: [Int], evenOdd: Bool
+  ) -> DoubleTensor {
+    let n = inputShape[0], c = inputShape[1], plane = inputShape.dropFirst(2).reduce(1, *), half = c / 2
+    var dx = DoubleTensor(zeros: inputShape)
+    for (k, d) in [d0, d1].enumerated() {
+      guard let d else { continue }
+      for s in 0..<n {
+        for j in 0..<half {
+          let ch = evenOdd ? 2 * j + k : k * half + j
+          for p in 0..<plane { dx[(s * c + ch) * plane + p] += d[(s * half + j) * plane + p] }
+        }
+      }
+    }
+    return dx
+  }
+
+  /// ShuffleNet's channel shuffle by its definition: view `[N, C, …]` as `[N, g, C/g, plane]`,
+  /// swap axes 1 and 2, view back. With `inverse`, the inverse permutation (its backward).
+  public static func channelShuffle(_ x: DoubleTensor, groups g: Int, inverse: Bool = false) -> DoubleTensor {
+    let n = x.shape[0], c = x.shape[1], plane = x.shape.dropFirst(2).reduce(1, *)
+    precondition(c % g == 0, "channelShuffle: \(g) does not divide \(c)")
+    let per = c / g
+    var y = DoubleTensor(zeros: x.shape)
+    for s in 0..<n {
+      for i in 0..<g {
+        for j in 0..<per {
+          let grouped = (s * g + i) * per + j  // [N, g, C/g] index
+          let swapped = (s * per + j) * g + i  // [N, C/g, g] index
+          for p in 0..<plane {
+            if inverse {
+              y[grouped * plane + p] = x[swapped * plane + p]
+            } else {
+              y[swapped * plane + p] = x[grouped * plane + p]
+            }
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  /// The elementwise sum of tensors of one shape (a residual connection).
+  public static func add(_ xs: [DoubleTensor]) -> DoubleTensor {
+    var y = DoubleTensor(zeros: xs[0].shape)
+    for x in xs {
+      precondition(x.shape == y.shape, "add shapes")
+      for i in 0..<y.count { y[i] += x[i] }
+    }
+    return y
+  }
+}
