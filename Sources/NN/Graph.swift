@@ -136,6 +136,47 @@ open class Graph: Module {
   /// The child recorded under `name`, if any.
   public subscript(name: String) -> Module? { children.first { $0.0 == name }?.1 }
 
+  /// The recorded nodes in recording (= execution) order, read-only, for tools that walk the
+  /// graph (the Double twin of the gradient checker). Values are named by `GraphValue`s of this
+  /// graph: `input` or an earlier node's output; `output` is the value `forward` returns.
+  public var recordedNodes: [NodeDescription] {
+    nodes.map { node in
+      let kind: NodeDescription.Kind
+      switch node.op {
+      case let .module(name, m): kind = .module(name: name, m)
+      case .add: kind = .add
+      case .concat: kind = .concat
+      case let .split(mode): kind = .split(mode)
+      case let .shuffle(g): kind = .shuffle(groups: g)
+      }
+      let value = { GraphValue(graph: ObjectIdentifier(self), index: $0) }
+      return NodeDescription(kind: kind, inputs: node.inputs.map(value), outputs: node.outputs.map(value))
+    }
+  }
+
+  /// One recorded node of a `Graph`: what it computes, the values it reads and those it makes.
+  public struct NodeDescription {
+    /// What a node computes.
+    public enum Kind {
+      /// The child module recorded as `name`, applied to the node's one input.
+      case module(name: String, Module)
+      /// The elementwise sum of the inputs (two or more, of one shape).
+      case add
+      /// `torch.cat(inputs, 1)`.
+      case concat
+      /// The input's channels in two halves (`ChannelSplit`): two outputs.
+      case split(ChannelSplit)
+      /// `ChannelShuffle` with this many groups.
+      case shuffle(groups: Int)
+    }
+    /// What the node computes.
+    public let kind: Kind
+    /// The values it reads, in operand order.
+    public let inputs: [GraphValue]
+    /// The values it makes (two for a split, else one).
+    public let outputs: [GraphValue]
+  }
+
   public override var propagatesInputGradient: Bool {
     didSet {
       for node in nodes where node.inputs.contains(0) {

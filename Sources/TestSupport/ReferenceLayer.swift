@@ -44,6 +44,8 @@ public struct ReferenceLayer {
     case let seq as Sequential:
       let parts = try seq.layers.map { ($0.0, try ReferenceLayer($0.1, root: root, beforeForward: beforeForward)) }
       self = .sequence(parts, name: module.typeName)
+    case let graph as Graph: self = try .graph(graph, root: root, beforeForward: beforeForward)
+    case let shuffle as ChannelShuffle: self = .channelShuffle(shuffle)
     case let lin as Linear:
       let hasBias = lin.bias != nil
       self.init(name: "Linear", parameters: params,

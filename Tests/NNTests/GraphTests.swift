@@ -141,7 +141,7 @@ final class GraphTests: XCTestCase {
 
   func testGradientsThroughShuffleV2Units() {
     var rng = SeededGenerator(seed: 4)
-    let checker = GradientChecker(stepSize: 1e-2, threshold: 2e-3, skipsNonSmoothPoints: true)
+    let checker = GradientChecker(skipsNonSmoothPoints: true)
     let s1 = shuffleV2Unit(inp: 2, oup: 4, mid: 3, stride: 1, rng: &rng)
     randomizeParameters(s1, 0.5, 1.5, using: &rng)
     checker.assertGradients(s1, input: .uniform([2, 4, 3, 3], using: &rng), "stride 1")
@@ -152,13 +152,19 @@ final class GraphTests: XCTestCase {
 
   func testGradientsThroughBottlenecks() {
     var rng = SeededGenerator(seed: 5)
-    // BatchNorm makes the loss curved (the one-sided differences part by about h·L''): a
-    // smaller step keeps smooth points from looking like kinks.
-    let checker = GradientChecker(stepSize: 2e-3, threshold: 2e-3, skipsNonSmoothPoints: true)
-    for (inplanes, planes, stride, shape) in [(3, 1, 2, [2, 3, 3, 5]), (8, 2, 1, [2, 8, 2, 3])] {
+    let checker = GradientChecker(skipsNonSmoothPoints: true)
+    // planes = 1 in training mode would make conv3 one weight per output channel right before a
+    // batch-statistics BatchNorm, which cancels its scale: that gradient is an eps effect
+    // (~1e-5 of the others) below Float's resolution. planes = 1 is checked in eval() instead.
+    let cases: [(Int, Int, Int, [Int], Bool)] = [
+      (3, 2, 2, [2, 3, 3, 5], true), (8, 2, 1, [2, 8, 2, 3], true), (3, 1, 2, [2, 3, 3, 5], false),
+    ]
+    for (inplanes, planes, stride, shape, training) in cases {
       let b = Bottleneck(inplanes: inplanes, planes: planes, stride: stride, rng: &rng)
       randomizeParameters(b, 0.5, 1.5, using: &rng)
-      checker.assertGradients(b, input: .uniform(shape, using: &rng), "bottleneck \(inplanes)→\(planes * 4) s\(stride)")
+      if !training { b.eval() }
+      checker.assertGradients(b, input: .uniform(shape, using: &rng),
+        "bottleneck \(inplanes)→\(planes * 4) s\(stride)\(training ? "" : " eval")")
     }
   }
 
