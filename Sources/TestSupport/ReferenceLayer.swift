@@ -3,8 +3,9 @@
 // vector–Jacobian product. The gradient checker differentiates the twin by central differences
 // in Double (tight tolerance) and compares the Float layer's gradients with the twin's.
 //
-// Every Module of NN and ACON has a twin (`ReferenceLayer(_:)`), Sequential and MetaAconC by
-// composition; a module of another kind needs one written by hand (`init(name:...)`).
+// Every Module of NN and ACON has a twin (`ReferenceLayer(_:)`), Sequential, Graph (and its
+// subclasses) and MetaAconC by composition (ReferenceLayer+Graph.swift for graphs); a module of
+// another kind needs one written by hand (`init(name:...)`).
 import ACON
 import NN
 import TensorCore
