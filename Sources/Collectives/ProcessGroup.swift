@@ -4,9 +4,11 @@
 // allocates per call: the buffers are the caller's.
 #if MPI
   import CMPI
-  #if canImport(Glibc)
-    import Glibc
-  #endif
+#endif
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// A failed collective operation, or a distributed run that this build can't do.
@@ -33,6 +35,11 @@ public protocol ProcessGroup: AnyObject {
   func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws
   /// Returns once every process has called it.
   func barrier() throws
+  /// Ends the whole job now with exit status `code`: every process of the group, including those
+  /// waiting in a collective operation (MPI_Abort), or this process alone when it is the only
+  /// one. The error path of a run: print the message first; it never finalises MPI, which would
+  /// wait for processes that sit in a collective.
+  func abort(code: Int32) -> Never
 }
 
 /// A group of one process: every collective operation is the identity.
@@ -45,6 +52,8 @@ public final class SingleProcess: ProcessGroup {
   public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
   public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {}
   public func barrier() throws {}
+  /// Exits the process with `code` (after flushing stdio, as `exit` does).
+  public func abort(code: Int32) -> Never { exit(code) }
 }
 
 /// Choosing the group for a run.
@@ -159,6 +168,15 @@ public enum ProcessGroups {
 
     public func barrier() throws {
       try MPIProcessGroup.check(MPI_Barrier(comm), "MPI_Barrier")
+    }
+
+    /// MPI_Abort on the world: mpirun ends every rank and exits non-zero. stdout is flushed
+    /// first (MPI_Abort does not run the C library's exit handlers).
+    public func abort(code: Int32) -> Never {
+      fflush(nil)  // every output stream
+      MPI_Abort(comm, code)
+      // MPI_Abort should not return; if it does, leave without MPI_Finalize.
+      _exit(code)
     }
 
     /// MPI counts are Int32: larger buffers go in pieces.
