@@ -10,7 +10,10 @@
 # not: its per-element step lr·m/√v has the same size whatever the gradient's, so where a gradient
 # is rounding noise around zero the two runs step by ±lr in different directions.
 # Then a fault: rank 1 is killed mid-run; the job must stop within 60 s with an error, and the
-# last checkpoint must still load.
+# last checkpoint must still load. Then errors on one rank (an unwritable --log or checkpoint
+# folder on rank 0, a --resume file rank 1 cannot read, ranks resuming from different
+# checkpoints, an evaluation that fails on rank 0): each must end the whole job within 10 s with a
+# non-zero exit and that rank's message (MPI_Abort), never hang.
 #
 # Needs Open MPI (apt: libopenmpi-dev openmpi-bin); builds acon-train with the MPI trait into
 # .build-mpi. Usage: scripts/mpi-equivalence.sh
@@ -78,4 +81,76 @@ else
   "$bin" evaluate --checkpoint "$work/fault.safetensors" --data synthetic --json >/dev/null \
     && echo "fault: the last checkpoint loads" || { echo "fault: the last checkpoint does not load"; status=1; }
 fi
+# expect_abort NAME PATTERN -- COMMAND...: a job whose rank fails must end within 10 s (no rank
+# left waiting in a collective), exit non-zero, and show that rank's message (matching PATTERN).
+expect_abort() {
+  local name=$1 pattern=$2
+  shift 3
+  local t0 t1 rc=0
+  t0=$(date +%s.%N)
+  timeout 60 "$@" >"$work/abort.log" 2>&1 || rc=$?
+  t1=$(date +%s.%N)
+  local took
+  took=$(python3 -c "print('%.1f' % ($t1 - $t0))")
+  if [ "$rc" -eq 124 ]; then
+    echo "FAIL $name: still running after 60 s (hang)"; status=1
+  elif [ "$rc" -eq 0 ]; then
+    echo "FAIL $name: exit status 0"; sed 's/^/    /' "$work/abort.log"; status=1
+  elif ! python3 -c "import sys; sys.exit(0 if $t1 - $t0 <= 10 else 1)"; then
+    echo "FAIL $name: took $took s (more than 10)"; status=1
+  elif ! grep -qE -e "$pattern" "$work/abort.log"; then
+    echo "FAIL $name: no message matching /$pattern/:"; sed 's/^/    /' "$work/abort.log"; status=1
+  else
+    echo "ok   $name: exit $rc after $took s: $(grep -E -m 1 -e "$pattern" "$work/abort.log")"
+  fi
+}
+
+echo "== errors on one rank end the whole job within 10 s, with that rank's message"
+small=(train --data synthetic --batch-size 64 --seed 3 --threads 1 --model seed-relu --distributed)
+expect_abort "unwritable --log on rank 0" "^error: rank 0 of 2: /nonexistent/x.jsonl: cannot open the log" -- \
+  "${mpirun[@]}" "$bin" "${small[@]}" --max-steps 5 --log /nonexistent/x.jsonl
+expect_abort "--log on a full disk (rank 0, mid-run)" "^error: rank 0 of 2: /dev/full: cannot write the log" -- \
+  "${mpirun[@]}" "$bin" "${small[@]}" --max-steps 50 --log /dev/full
+printf 'a file, not a directory' >"$work/plain"
+expect_abort "unwritable checkpoint folder on rank 0" "^error: rank 0 of 2: $work/plain/ck.safetensors: cannot create its directory" -- \
+  "${mpirun[@]}" "$bin" "${small[@]}" --max-steps 5 --checkpoint "$work/plain/ck.safetensors"
+
+# Per-rank working directories (rank0/, rank1/) and a relative --checkpoint: each rank reads its
+# own copy, so one rank can be given a file the other does not see (this works as root, which
+# ignores file permissions).
+mkdir -p "$work/ranks/rank0" "$work/ranks/rank1"
+cp "$work/resumed.safetensors" "$work/ranks/rank0/ck.safetensors"
+cp "$work/resumed.state.safetensors" "$work/ranks/rank0/ck.state.safetensors"
+cp "$work/resumed.safetensors" "$work/ranks/rank1/ck.safetensors"
+head -c 1000 "$work/resumed.state.safetensors" >"$work/ranks/rank1/ck.state.safetensors"  # cut short
+per_rank=(sh -c 'cd "$0/rank$OMPI_COMM_WORLD_RANK" && exec "$@"' "$work/ranks" "$PWD/$bin")
+resume=("${common[@]}" --model seed-aconc --distributed --max-steps 30 --resume --checkpoint ck.safetensors)
+expect_abort "--resume file that rank 1 cannot read" "^error: rank 1 of 2: ck.state.safetensors: " -- \
+  "${mpirun[@]}" "${per_rank[@]}" "${resume[@]}"
+# Both files valid, but of different steps: the ranks' step and state checksum disagree.
+"${mpirun[@]}" "$bin" "${common[@]}" --model seed-aconc --distributed --max-steps 5 \
+  --checkpoint "$work/five.safetensors" >"$work/five.log" 2>&1 || { cat "$work/five.log"; exit 1; }
+cp "$work/five.safetensors" "$work/ranks/rank1/ck.safetensors"
+cp "$work/five.state.safetensors" "$work/ranks/rank1/ck.state.safetensors"
+expect_abort "ranks that resume from different checkpoints" \
+  "rank 1 restored step 5 \(state checksum [0-9a-f]+\) but rank 0 restored step 20 \(state checksum [0-9a-f]+\)" -- \
+  "${mpirun[@]}" "${per_rank[@]}" "${resume[@]}"
+
+# An evaluation that fails on rank 0 (which alone evaluates) at the end of the first epoch: a
+# Fashion-MNIST directory whose test images are 14×14 while the model takes the 28×28 of training.
+mkdir -p "$work/fm"
+python3 - "$work/fm" <<'PY'
+import struct, sys
+def write(name, header, body):
+    with open(sys.argv[1] + "/" + name, "wb") as f:
+        f.write(header + body)
+write("train-images-idx3-ubyte", struct.pack(">IIII", 0x803, 128, 28, 28), bytes(i % 251 for i in range(128 * 28 * 28)))
+write("train-labels-idx1-ubyte", struct.pack(">II", 0x801, 128), bytes(i % 10 for i in range(128)))
+write("t10k-images-idx3-ubyte", struct.pack(">IIII", 0x803, 32, 14, 14), bytes(i % 251 for i in range(32 * 14 * 14)))
+write("t10k-labels-idx1-ubyte", struct.pack(">II", 0x801, 32), bytes(i % 10 for i in range(32)))
+PY
+expect_abort "evaluation failure on rank 0" "^error: rank 0 of 2: linear1 \(Linear\): expected input" -- \
+  "${mpirun[@]}" "$bin" train --data fashion-mnist --data-dir "$work/fm" --batch-size 64 --threads 1 --model seed-relu \
+  --distributed --epochs 3
+
 exit "$status"

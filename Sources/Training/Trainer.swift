@@ -686,20 +686,21 @@ public final class Trainer {
     lastCheckpointPath = ck.path
     // Files from before these were recorded carry neither: nothing to compare.
     let threads = m["threads"].flatMap(Int.init), processes = m["processes"].flatMap(Int.init)
-    var changes: [String] = [], fixes: [String] = []
+    var changes: [String] = [], causes: [String] = [], fixes: [String] = []
     if let t = threads, t != Threads.count {
       changes.append("\(t) thread\(t == 1 ? "" : "s") per process (now \(Threads.count))")
+      causes.append("OpenBLAS's sgemm rounds differently per thread count")
       fixes.append("--threads \(t)")
     }
     if let p = processes, p != group.size {
       changes.append("\(p) process\(p == 1 ? "" : "es") (now \(group.size))")
+      causes.append("the batch's gradient is summed in another order")
       fixes.append("\(p) process\(p == 1 ? "" : "es")")
     }
     if !changes.isEmpty {
       resumeWarning = "\(ck.statePath) was written by a run with \(changes.joined(separator: " and ")): "
-        + "OpenBLAS's sgemm and the data-parallel gradient sum round differently then, so the run goes on "
-        + "correctly but not bit-identical to an uninterrupted one; resume with \(fixes.joined(separator: " and ")) "
-        + "for that"
+        + causes.joined(separator: " and ") + ", so this run goes on correctly but not bit for bit as an "
+        + "uninterrupted one would; resume with \(fixes.joined(separator: " and ")) for that"
     }
   }
 

@@ -60,6 +60,74 @@ final class DistributedTrainerTests: XCTestCase {
     XCTAssertFalse(allClose(ranks[0], single), "per-shard BatchNorm statistics must change the result")
   }
 
+  /// Every rank resumes with its own `checkpoint` path (as ranks on machines without a shared
+  /// file system would); the trainers must all agree with rank 0 or all stop.
+  private func resume(_ paths: [String], train: ImageDataset) throws -> [Result<Int?, Error>] {
+    let results = Results(count: paths.count)
+    var base = options(.seedAconc, sync: false)
+    base.maxSteps = 4
+    base.resume = true
+    let opts = base
+    try InProcessGroup(size: paths.count).run { member in
+      var o = opts
+      o.checkpoint = paths[member.rank]
+      do {
+        let t = try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1), group: member)
+        results.set(member.rank, .success(t.resumedFromStep))
+      } catch {
+        results.set(member.rank, .failure(error))
+      }
+    }
+    return (0..<paths.count).map { results.get($0) }
+  }
+
+  func testResumeChecksThatTheRanksRestoredTheSameState() throws {
+    let train = SyntheticShapes.make(count: 64, height: 16, width: 16, seed: 1)
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("acon-dist-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    // Two checkpoints of the same run, after 2 and after 3 steps.
+    var paths: [Int: String] = [:]
+    for steps in [2, 3] {
+      var o = options(.seedAconc, sync: false)
+      o.maxSteps = steps
+      o.checkpoint = dir.appendingPathComponent("s\(steps).safetensors").path
+      try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1)).run()
+      paths[steps] = o.checkpoint!
+    }
+    // The same file on both ranks: both resume at step 2.
+    for r in try resume([paths[2]!, paths[2]!], train: train) { XCTAssertEqual(try r.get(), 2) }
+    // Different files: every rank stops, naming both steps and checksums.
+    for r in try resume([paths[2]!, paths[3]!], train: train) {
+      XCTAssertThrowsError(try r.get()) {
+        let m = "\($0)"
+        XCTAssertTrue(m.contains(".state.safetensors: rank 1 restored step 3 (state checksum "), m)
+        XCTAssertTrue(m.contains(") but rank 0 restored step 2 (state checksum "), m)
+      }
+    }
+    // A rank that finds no checkpoint at all.
+    for r in try resume([paths[2]!, dir.appendingPathComponent("none.safetensors").path], train: train) {
+      XCTAssertThrowsError(try r.get()) {
+        XCTAssertTrue("\($0)".contains("rank 1 found no checkpoint (it would start from scratch) but rank 0 restored step 2"), "\($0)")
+      }
+    }
+    // Same step, different state (rank 1's optimizer state altered): the checksum tells them apart.
+    let altered = dir.appendingPathComponent("altered.safetensors").path
+    try FileManager.default.copyItem(atPath: paths[2]!, toPath: altered)
+    let state = try SafetensorsFile.read(path: Checkpoint(path: paths[2]!).statePath)
+    var tensors = state.tensors
+    let name = try XCTUnwrap(tensors.keys.sorted().first { $0.hasSuffix(".momentum_buffer") })
+    guard case let .f32(shape, values) = tensors[name]! else { return XCTFail("\(name) is not F32") }
+    tensors[name] = .f32(shape: shape, values: values.map { $0 * 2 })
+    try SafetensorsFile(metadata: state.metadata, tensors: tensors).write(path: Checkpoint(path: altered).statePath)
+    for r in try resume([paths[2]!, altered], train: train) {
+      XCTAssertThrowsError(try r.get()) {
+        let m = "\($0)"
+        XCTAssertTrue(m.contains("rank 1 restored step 2 (state checksum ") && m.contains("but rank 0 restored step 2"), m)
+      }
+    }
+  }
+
   func testBatchSmallerThanTheGroupIsAnError() throws {
     let train = SyntheticShapes.make(count: 8, height: 16, width: 16, seed: 1)
     var o = options(.seedRelu, sync: false)
@@ -69,6 +137,19 @@ final class DistributedTrainerTests: XCTestCase {
       XCTAssertTrue("\($0)".contains("batch-size"), "\($0)")
     }
   }
+}
+
+/// Each member's outcome, one slot each.
+private final class Results: @unchecked Sendable {
+  private var slots: [Result<Int?, Error>]
+  private let lock = NSLock()
+  init(count: Int) { slots = Array(repeating: .success(nil), count: count) }
+  func set(_ i: Int, _ r: Result<Int?, Error>) {
+    lock.lock()
+    slots[i] = r
+    lock.unlock()
+  }
+  func get(_ i: Int) -> Result<Int?, Error> { slots[i] }
 }
 
 /// Weights written by the members' threads, one slot each.
