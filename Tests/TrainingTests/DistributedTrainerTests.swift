@@ -128,6 +128,86 @@ final class DistributedTrainerTests: XCTestCase {
     }
   }
 
+  /// One step of `optimizer` at lr 1e-3 from the same weights, as one process and as rank 0 of
+  /// two: per parameter tensor, the gradients and the updates (new − old weights) of both.
+  private func oneStep(_ optimizer: OptimizerKind) throws -> [(name: String, g1: [Float], g2: [Float], d1: [Float], d2: [Float])] {
+    let train = SyntheticShapes.make(count: 64, height: 16, width: 16, seed: 1)
+    var o = options(.seedAconc, sync: false)
+    o.optimizer = optimizer
+    o.learningRate = 1e-3
+    o.maxSteps = 1
+    let single = try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1))
+    let w0 = single.model.namedParameters().map { ($0.0, $0.1.value.array) }
+    try single.run()
+    let opts = o
+    let rank0 = Weights(count: 2)
+    try InProcessGroup(size: 2).run { member in
+      let t = try Trainer(options: opts, train: train, test: nil, normalization: .unit(channels: 1), group: member)
+      try t.run()
+      // After run() the gradients are the last step's, all-reduced.
+      if member.rank == 0 {
+        rank0.set(0, t.model.namedParameters().flatMap { $0.1.grad.array })
+        rank0.set(1, t.model.namedParameters().flatMap { $0.1.value.array })
+      }
+    }
+    var out: [(String, [Float], [Float], [Float], [Float])] = []
+    var offset = 0
+    for (i, (name, p)) in single.model.namedParameters().enumerated() {
+      let n = p.value.count
+      let g2 = Array(rank0.get(0)[offset..<(offset + n)]), w2 = Array(rank0.get(1)[offset..<(offset + n)])
+      let w1 = p.value.array
+      out.append((name, p.grad.array, g2, (0..<n).map { w1[$0] - w0[i].1[$0] }, (0..<n).map { w2[$0] - w0[i].1[$0] }))
+      offset += n
+    }
+    return out
+  }
+
+  /// Why 2 ranks match 1 process to rounding with SGD but drift apart with Adam (issue 13),
+  /// measured on one step. The all-reduced gradients equal one process's to rounding (under 1e-6
+  /// of each tensor's largest gradient: the batch is summed in another order). SGD's update is
+  /// lr·g, so its updates differ by lr times that. Adam's first update is lr·g/(|g|+ε), about lr
+  /// whatever |g| is: for an element whose gradient cancels to near zero over the batch (|g| near
+  /// ε = 1e-8, ~1e-5 of the tensor's largest), the same absolute rounding is a large relative
+  /// difference of g, and the update inherits it at full size. Over later steps these
+  /// differences feed back into the forward pass and grow (scripts/mpi-equivalence.sh's header
+  /// has the numbers).
+  func testAdamAmplifiesTheRoundingOfNearZeroGradients() throws {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    Threads.count = 1  // one sgemm rounding for both runs
+    let lr: Float = 1e-3
+    var gradientAgreement: Float = 0  // the largest max|g1 − g2| / max|g1| over the tensors
+    var sgdWorst: Float = 0  // the largest |update1 − update2| / lr under SGD
+    for t in try oneStep(.sgd) {
+      let scale = t.g1.map(abs).max()!
+      let diff = zip(t.g1, t.g2).map { abs($0 - $1) }.max()!
+      XCTAssertLessThanOrEqual(diff, 1e-6 * scale, "\(t.name): the all-reduced gradient must equal one process's to rounding")
+      gradientAgreement = max(gradientAgreement, diff / scale)
+      sgdWorst = max(sgdWorst, zip(t.d1, t.d2).map { abs($0 - $1) }.max()! / lr)
+    }
+    XCTAssertLessThanOrEqual(sgdWorst, 1e-6, "SGD: the updates differ by lr × the gradients' rounding")
+    var adamWorst: (ratio: Float, gradient: Float, scale: Float, name: String) = (0, 0, 0, "")
+    for t in try oneStep(.adam) {
+      let scale = t.g1.map(abs).max()!
+      XCTAssertLessThanOrEqual(zip(t.g1, t.g2).map { abs($0 - $1) }.max()!, 1e-6 * scale, "\(t.name): Adam's gradients too")
+      for j in t.g1.indices {
+        let ratio = abs(t.d1[j] - t.d2[j]) / lr
+        if ratio > adamWorst.ratio { adamWorst = (ratio, abs(t.g1[j]), scale, t.name) }
+        // Gradients well above rounding level: Adam's updates agree as closely as SGD's.
+        if abs(t.g1[j]) >= 1e-3 * scale {
+          XCTAssertLessThanOrEqual(ratio, 1e-5, "\(t.name)[\(j)]: |g| = \(t.g1[j]) is not near zero")
+        }
+      }
+    }
+    // The largest difference of Adam's updates is where the gradient is near zero (at ε's
+    // scale, a tiny fraction of its tensor's largest), and it is far larger, relative to lr,
+    // than the gradients' own relative disagreement and than SGD's.
+    XCTAssertGreaterThanOrEqual(adamWorst.ratio, 30 * gradientAgreement, "\(adamWorst)")
+    XCTAssertGreaterThanOrEqual(adamWorst.ratio, 30 * max(sgdWorst, 1e-7), "\(adamWorst)")
+    XCTAssertLessThanOrEqual(adamWorst.gradient, 1e-6, "\(adamWorst): the worst element's gradient is at ε's scale")
+    XCTAssertLessThanOrEqual(adamWorst.gradient, 1e-4 * adamWorst.scale, "\(adamWorst)")
+  }
+
   func testBatchSmallerThanTheGroupIsAnError() throws {
     let train = SyntheticShapes.make(count: 8, height: 16, width: 16, seed: 1)
     var o = options(.seedRelu, sync: false)
