@@ -92,8 +92,9 @@ public enum ProcessGroups {
 
 #if MPI
   /// MPI's world communicator. MPI is initialised once per process (by the first `world()`) and
-  /// finalised at exit; errors come back as `ProcessGroupError` instead of aborting the job, so
-  /// the message names the operation. If another process of the job dies, `mpirun` ends the job.
+  /// finalised at a normal exit; errors come back as `ProcessGroupError` instead of aborting the
+  /// job, so the message names the operation, and a run that fails then calls `abort(code:)`
+  /// (MPI_Abort), never MPI_Finalize. If another process of the job dies, `mpirun` ends the job.
   public final class MPIProcessGroup: ProcessGroup {
     public let rank: Int
     public let size: Int
