@@ -131,16 +131,16 @@ public final class DepthwiseConv2D: Module {
     }
     // The first layer of a network skips dx altogether.
     let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
-    var g = geometry(x.shape)
-    let scratch = dw_backward_scratch(&g), geo = g
+    let geo = geometry(x.shape)
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
     let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
     // dy [N, C·m, OH, OW] → dx [N, C, H, W], dW [C·m, 1, KH, KW] +=, db [C·m] +=, in parallel
     // over input channels (each owns its output channels' dW and db).
     parallelFor(geo.c, minimumChunk: Swift.max(1, 8192 / Swift.max(1, geo.n * geo.h * geo.w))) { range in
+      var gg = geo
+      let scratch = dw_backward_scratch(&gg, range.count)
       withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
-        var gg = geo
         dw_backward_channels(&gg, xs.value, ws.value, dys.value, dxs.value, dws.value, dbs.value,
           range.lowerBound, range.upperBound, buf.baseAddress!)
       }

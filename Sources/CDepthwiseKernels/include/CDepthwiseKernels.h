@@ -28,13 +28,15 @@ ptrdiff_t dw_forward_scratch(const DWGeometry *g);
 void dw_forward_planes(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                        ptrdiff_t p0, ptrdiff_t p1, float *scratch);
 
-/// Floats of scratch memory one call of `dw_backward_channels` needs.
-ptrdiff_t dw_backward_scratch(const DWGeometry *g);
+/// Floats of scratch memory one call of `dw_backward_channels` over `channels` channels needs.
+ptrdiff_t dw_backward_scratch(const DWGeometry *g, ptrdiff_t channels);
 
-/// Backward over input channels [c0, c1): for each channel, samples in order. Writes dx of
+/// Backward over input channels [c0, c1), sample by sample (each sample's planes of those
+/// channels are contiguous). Writes dx of
 /// those channels (unless dx is NULL) and ACCUMULATES (+=) dweight [c·m, kh, kw] and dbias
 /// [c·m] (unless NULL) of their output channels c·m ..< (c+1)·m. Each output channel's sums run
-/// in a fixed order (per output column over samples and rows, then over columns in order), so the
+/// in a fixed order (per output column, or per lane of 8-column blocks, over samples and rows;
+/// then over those partial sums in order), so the
 /// bits do not depend on how the channels are split between calls. `scratch` holds
 /// `dw_backward_scratch(g)` floats, private to the call.
 void dw_backward_channels(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
