@@ -50,10 +50,40 @@ INLINE void forward_plane(const float *RESTRICT xp, ptrdiff_t xs, const float *R
   if (kh == 3 && kw == 3) {
     const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3], w4 = wt[4], w5 = wt[5], w6 = wt[6], w7 = wt[7],
                 w8 = wt[8];
+    // 8-column blocks in vectors while they stay inside the padded row (see weight_terms3),
+    // then the remaining columns one by one: the same operations in the same order.
+    ptrdiff_t full = 0;
+    while (full + 8 <= ow && sw * full + (sw == 1 ? 9 : 17) < xs) full += 8;
     for (ptrdiff_t i = 0; i < oh; i++) {
       const float *r0 = xp + i * sh * xs, *r1 = r0 + xs, *r2 = r1 + xs;
       float *yr = y + i * ow;
-      for (ptrdiff_t j = 0; j < ow; j++) {
+      for (ptrdiff_t j = 0; j < full; j += 8) {
+        const ptrdiff_t q = j * sw;
+        v8 a = {b, b, b, b, b, b, b, b};
+        if (sw == 1) {
+          a += w0 * load8(r0 + q);
+          a += w1 * load8(r0 + q + 1);
+          a += w2 * load8(r0 + q + 2);
+          a += w3 * load8(r1 + q);
+          a += w4 * load8(r1 + q + 1);
+          a += w5 * load8(r1 + q + 2);
+          a += w6 * load8(r2 + q);
+          a += w7 * load8(r2 + q + 1);
+          a += w8 * load8(r2 + q + 2);
+        } else {
+          a += w0 * evens8(r0 + q);
+          a += w1 * odds8(r0 + q);
+          a += w2 * evens8(r0 + q + 2);
+          a += w3 * evens8(r1 + q);
+          a += w4 * odds8(r1 + q);
+          a += w5 * evens8(r1 + q + 2);
+          a += w6 * evens8(r2 + q);
+          a += w7 * odds8(r2 + q);
+          a += w8 * evens8(r2 + q + 2);
+        }
+        memcpy(yr + j, &a, sizeof a);
+      }
+      for (ptrdiff_t j = full; j < ow; j++) {
         const ptrdiff_t q = j * sw;
         float a = b;
         a += w0 * r0[q];
@@ -96,8 +126,12 @@ INLINE void forward_plane_dispatch(const float *xp, ptrdiff_t xs, const float *w
 // Copies image plane src [h, w] into the padded buffer dst [PH, PW] at (ph, pw); the border is
 // left as it is (zeroed once per call).
 INLINE void pad_copy(float *RESTRICT dst, const float *RESTRICT src, const DWGeometry *g) {
-  const ptrdiff_t pw_ = g->w + 2 * g->pw;
-  for (ptrdiff_t r = 0; r < g->h; r++) memcpy(dst + (r + g->ph) * pw_ + g->pw, src + r * g->w, (size_t)g->w * 4);
+  const ptrdiff_t pw_ = g->w + 2 * g->pw, w = g->w;
+  for (ptrdiff_t r = 0; r < g->h; r++) {
+    float *RESTRICT d = dst + (r + g->ph) * pw_ + g->pw;
+    const float *RESTRICT s = src + r * w;
+    for (ptrdiff_t q = 0; q < w; q++) d[q] = s[q];
+  }
 }
 
 INLINE void forward_body(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
@@ -255,7 +289,23 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
       // Row u of the kernel reads padded dy row r + ph + 2 − u; column q + pw + 2 − v.
       const float *d0 = dyp + (r + ph + 2) * ds + pw + 2, *d1 = d0 - ds, *d2 = d1 - ds;
       float *xr = dx + r * w;
-      for (ptrdiff_t q = 0; q < w; q++) {
+      // Blocks of 8 read columns q − 2 .. q + 7 of the padded rows, all inside them.
+      const ptrdiff_t full = w & ~(ptrdiff_t)7;
+      for (ptrdiff_t q = 0; q < full; q += 8) {
+        v8 a = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (!first) a = load8(xr + q);
+        a += w0 * load8(d0 + q);
+        a += w1 * load8(d0 + q - 1);
+        a += w2 * load8(d0 + q - 2);
+        a += w3 * load8(d1 + q);
+        a += w4 * load8(d1 + q - 1);
+        a += w5 * load8(d1 + q - 2);
+        a += w6 * load8(d2 + q);
+        a += w7 * load8(d2 + q - 1);
+        a += w8 * load8(d2 + q - 2);
+        memcpy(xr + q, &a, sizeof a);
+      }
+      for (ptrdiff_t q = full; q < w; q++) {
         float a = first ? 0.0f : xr[q];
         a += w0 * d0[q];
         a += w1 * d0[q - 1];
@@ -355,14 +405,21 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
           weight_terms(xp, xs, dyplane, acc + jm * accPer, g->oh, ow, g->kh, g->kw, g->sh, g->sw);
         if (!dx) continue;
         if (gather) {
-          for (ptrdiff_t i = 0; i < g->oh; i++)
-            memcpy(buf + (i + g->kh - 1) * DW + g->kw - 1, dyplane + i * ow, (size_t)ow * 4);
+          for (ptrdiff_t i = 0; i < g->oh; i++) {
+            float *RESTRICT d = buf + (i + g->kh - 1) * DW + g->kw - 1;
+            const float *RESTRICT sr = dyplane + i * ow;
+            for (ptrdiff_t j = 0; j < ow; j++) d[j] = sr[j];
+          }
           if (f3)
             input_terms_gather(buf, DW, wt, dxplane, g->h, g->w, g->ph, g->pw, 3, 3, jm == 0);
           else
             input_terms_gather(buf, DW, wt, dxplane, g->h, g->w, g->ph, g->pw, g->kh, g->kw, jm == 0);
         } else if (parity) {
-          for (ptrdiff_t i = 0; i < g->oh; i++) memcpy(buf + (i + 1) * DQ + 1, dyplane + i * ow, (size_t)ow * 4);
+          for (ptrdiff_t i = 0; i < g->oh; i++) {
+            float *RESTRICT d = buf + (i + 1) * DQ + 1;
+            const float *RESTRICT sr = dyplane + i * ow;
+            for (ptrdiff_t j = 0; j < ow; j++) d[j] = sr[j];
+          }
           input_terms_s2(buf + DQ + 1, DQ, wt, dxplane, g->h, g->w, jm == 0);
         } else {
           input_terms_scatter(buf, PW, wt, dyplane, g->oh, ow, g->kh, g->kw, g->sh, g->sw);
