@@ -31,8 +31,9 @@ public class Pool2D: Module {
   }
 }
 
-/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch). Backward routes each
-/// gradient to the first maximum of its window.
+/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch): it never wins. Backward routes
+/// each gradient to the first maximum of its window (a NaN counts as a maximum, the last one
+/// winning, as PyTorch's). Runs in parallel over planes.
 public final class MaxPool2D: Pool2D {
   private var output: Tensor?
   private var inputGrad: Tensor?
@@ -50,27 +51,33 @@ public final class MaxPool2D: Pool2D {
     inputShape = x.shape
     let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
     let planes = ys[0] * ys[1]
+    let (k, s, p) = (kernelSize, stride, padding)
     if argmax.count != y.count { argmax = [Int32](repeating: 0, count: y.count) }
     argmax.withUnsafeMutableBufferPointer { am in
-      for pl in 0..<planes {
-        let xp = x.data + pl * h * w
-        for i in 0..<oh {
-          for j in 0..<ow {
-            var best = -Float.infinity, bi = -1
-            for u in 0..<kernelSize {
-              let r = i * stride - padding + u
-              if r < 0 || r >= h { continue }
-              for v in 0..<kernelSize {
-                let c = j * stride - padding + v
-                if c < 0 || c >= w { continue }
-                let val = xp[r * w + c]
-                if val > best || bi < 0 || val.isNaN { best = val; bi = r * w + c }
-                if val.isNaN { break }
+      let xs = UncheckedSendable(x.data), dst = UncheckedSendable(y.data), idx = UncheckedSendable(am.baseAddress!)
+      // x [N·C planes of H·W] → y, argmax [N·C planes of OH·OW], in parallel over planes.
+      parallelFor(planes, minimumChunk: Swift.max(1, 4096 / Swift.max(1, oh * ow))) { range in
+        for pl in range {
+          let xp = xs.value + pl * h * w
+          for i in 0..<oh {
+            for j in 0..<ow {
+              // PyTorch's rule: start at −∞ with the window's first in-image element, take
+              // anything greater, and any NaN (the last NaN wins); padding is never a candidate.
+              var best = -Float.infinity, bi = -1
+              for u in 0..<k {
+                let r = i * s - p + u
+                if r < 0 || r >= h { continue }
+                for v in 0..<k {
+                  let c = j * s - p + v
+                  if c < 0 || c >= w { continue }
+                  let val = xp[r * w + c]
+                  if bi < 0 || val > best || val.isNaN { best = val; bi = r * w + c }
+                }
               }
+              let o = pl * oh * ow + i * ow + j
+              dst.value[o] = best
+              idx.value[o] = Int32(bi)
             }
-            let o = pl * oh * ow + i * ow + j
-            y.data[o] = best
-            am[o] = Int32(bi)
           }
         }
       }
@@ -83,11 +90,17 @@ public final class MaxPool2D: Pool2D {
       throw TensorError.shapeMismatch(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: inputShape)
-    dx.zero()
     let hw = inputShape[2] * inputShape[3], ohw = y.shape[2] * y.shape[3]
-    for o in 0..<y.count {
-      let pl = o / ohw
-      dx.data[pl * hw + Int(argmax[o])] += dy.data[o]
+    argmax.withUnsafeBufferPointer { am in
+      let idx = UncheckedSendable(am.baseAddress!), gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)
+      // Each plane's gradients go to its own dx plane, in output order.
+      parallelFor(y.shape[0] * y.shape[1], minimumChunk: Swift.max(1, 4096 / Swift.max(1, hw))) { range in
+        for pl in range {
+          let d = ds.value + pl * hw
+          d.update(repeating: 0, count: hw)
+          for o in (pl * ohw)..<((pl + 1) * ohw) { d[Int(idx.value[o])] += gs.value[o] }
+        }
+      }
     }
     return dx
   }

@@ -85,4 +85,23 @@ final class SiLUAndPoolingTests: XCTestCase {
         .assertGradients(pool, input: sep, maxSkippedFraction: 0, "MaxPool 3/2/1 \(shape)")
     }
   }
+
+  func testPoolingDoesNotDependOnThreadCount() throws {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    var rng = SeededGenerator(seed: 6)
+    let x = Tensor.uniform([8, 16, 17, 15], using: &rng)  // 128 planes: above every chunk size, so the loops split
+    var results: [[Float]] = []
+    for threads in [1, 2] {
+      Threads.count = threads
+      for layer in [MaxPool2D(kernelSize: 3, stride: 2, padding: 1), AdaptiveAvgPool2D(outputSize: (2, 3)),
+                    AdaptiveAvgPool2D(outputSize: 1)] as [Module] {
+        let y = try layer.forward(x)
+        var g = SeededGenerator(seed: 7)
+        results.append(y.array)
+        results.append(try layer.backward(.uniform(y.shape, using: &g)).array)
+      }
+    }
+    for i in 0..<6 { assertBitwiseEqual(results[i], results[i + 6], "output \(i) with 1 vs 2 threads") }
+  }
 }

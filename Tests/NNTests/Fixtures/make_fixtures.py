@@ -1,6 +1,6 @@
 """Writes the PyTorch fixtures of NNTests (FixtureTests.swift): small safetensors files with the
 inputs, weights, outputs and gradients of a grouped convolution, a depthwise convolution at
-stride 2 (channel multiplier 2), max pooling 3/2/1, SiLU and adaptive average pooling to 1×1.
+stride 2 (channel multiplier 2), max pooling 3/2/1 (also with NaNs), SiLU and adaptive average pooling to 1×1.
 
 Run with a Python that has torch and safetensors (the tests never need torch):
     /work/venv-torch/bin/python Tests/NNTests/Fixtures/make_fixtures.py
@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(name, module, x_shape, seed):
+def run(name, module, x_shape, seed, nans=()):
     torch.manual_seed(seed)
     x = torch.randn(*x_shape, dtype=torch.float32)
     if isinstance(module, torch.nn.MaxPool2d):
@@ -23,6 +23,8 @@ def run(name, module, x_shape, seed):
         # gradient must go to the first maximum, and -inf-free padding.
         x = torch.randperm(x.numel()).reshape(x_shape).float() * 0.01 - 1.0
         x[0, 0, 0:2, 0:2] = 0.5
+        for index in nans:  # NaN wins its windows; of two, the later one (PyTorch's rule)
+            x[index] = float("nan")
     if isinstance(module, torch.nn.SiLU):
         x = x * 8  # σ saturates on both sides
         x[0, 0, 0, 0:3] = torch.tensor([-100.0, 30.0, 0.0])
@@ -52,6 +54,8 @@ def main():
     run("depthwise_conv_s2", torch.nn.Conv2d(5, 10, 3, stride=2, padding=1, groups=5), (2, 5, 9, 7), 3)
     # Max pooling 3/2/1 on an odd map.
     run("maxpool_3_2_1", torch.nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 9), 4)
+    run("maxpool_3_2_1_nan", torch.nn.MaxPool2d(3, stride=2, padding=1), (1, 2, 5, 6), 7,
+        nans=[(0, 0, 1, 1), (0, 0, 2, 2), (0, 1, 4, 5)])
     # SiLU over a range that includes large magnitudes.
     run("silu", torch.nn.SiLU(), (2, 3, 4, 5), 5)
     # Adaptive average pooling to 1×1 (keeps [N, C, 1, 1]).
