@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The v8 helpers below take and return 32-byte vectors; they are static and always inlined, so
+// the portable variant's different vector-passing ABI (no AVX) never crosses a call.
+#pragma clang diagnostic ignored "-Wpsabi"
+
 #define RESTRICT __restrict
 #define INLINE static inline __attribute__((always_inline))
 #if defined(__x86_64__)
