@@ -56,13 +56,36 @@ public struct ReferenceLayer {
           return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
         })
     case let conv as Conv2D:
-      let hasBias = conv.bias != nil, s = conv.stride, pad = conv.padding
+      let hasBias = conv.bias != nil, g = conv.groups
+      let s = (conv.strides.height, conv.strides.width), pad = (conv.paddings.height, conv.paddings.width)
       self.init(name: "Conv2D", parameters: params,
-        forward: { x, p in Reference.conv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad) },
+        forward: { x, p in
+          Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: g)
+        },
         backward: { x, p, dy in
-          let g = Reference.conv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad)
-          return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
+          let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: g)
+          return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
         })
+    case let conv as DepthwiseConv2D:
+      // A convolution with groups = C (weight [C·m, 1, KH, KW]).
+      let hasBias = conv.bias != nil, g = conv.inChannels
+      let s = (conv.strides.height, conv.strides.width), pad = (conv.paddings.height, conv.paddings.width)
+      self.init(name: "DepthwiseConv2D", parameters: params,
+        forward: { x, p in
+          Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: g)
+        },
+        backward: { x, p, dy in
+          let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: g)
+          return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
+        })
+    case is SiLU:
+      self.init(name: "SiLU", parameters: [], forward: { x, _ in Reference.silu(x) },
+        backward: { x, _, dy in (Reference.siluBackward(x, dy: dy), []) })
+    case let pool as AdaptiveAvgPool2D:
+      let size = (pool.outputSize.height, pool.outputSize.width)
+      self.init(name: "AdaptiveAvgPool2D", parameters: [],
+        forward: { x, _ in Reference.adaptiveAvgPool2d(x, outputSize: size) },
+        backward: { x, _, dy in (Reference.adaptiveAvgPool2dBackward(inputShape: x.shape, dy: dy), []) })
     case let bn as BatchNorm2D:
       self = .batchNorm(bn, parameters: params)
     case is ReLU:
