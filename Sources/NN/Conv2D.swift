@@ -83,7 +83,10 @@ public final class Conv2D: Module {
   ///   - stride: (sh, sw).
   ///   - padding: (ph, pw), zeros on both sides of each axis.
   ///   - groups: G, dividing Cin and Cout (PyTorch's `groups`); the weight is `[Cout, Cin/G, KH, KW]`.
-  ///   - bias, weightInit, workspace, rng: as for the square initializer.
+  ///   - bias: whether to add a learnable bias.
+  ///   - weightInit: PyTorch's default (fan_in = Cin/G·KH·KW) or orthogonal.
+  ///   - workspace: scratch memory, shareable between the layers of one network.
+  ///   - rng: the generator that draws the initial weights.
   public init(
     inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
     padding: (Int, Int) = (0, 0), groups: Int = 1, bias: Bool = true, weightInit: WeightInit = .pytorchDefault,

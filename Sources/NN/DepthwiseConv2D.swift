@@ -45,7 +45,8 @@ public final class DepthwiseConv2D: Module {
   ///   - channels: C, in and (times `channelMultiplier`) out.
   ///   - channelMultiplier: m, filters per input channel (output channels C·m).
   ///   - kernelSize: K.
-  ///   - stride, padding: as PyTorch's, the same along both axes.
+  ///   - stride: the step between windows along both axes (PyTorch's `stride`).
+  ///   - padding: zeros on each side of both axes (PyTorch's `padding`).
   ///   - bias: whether to add a learnable bias.
   ///   - weightInit: PyTorch's default (fan_in = K·K) or orthogonal.
   ///   - rng: the generator that draws the initial weights.
@@ -58,7 +59,15 @@ public final class DepthwiseConv2D: Module {
   }
 
   /// A KH×KW depthwise convolution with per-axis strides and paddings.
-  /// - Parameters: as the square initializer, with (KH, KW), (sh, sw) and (ph, pw).
+  /// - Parameters:
+  ///   - channels: C, in and (times `channelMultiplier`) out.
+  ///   - channelMultiplier: m, filters per input channel (output channels C·m).
+  ///   - kernelSize: (KH, KW).
+  ///   - stride: (sh, sw).
+  ///   - padding: (ph, pw), zeros on both sides of each axis.
+  ///   - bias: whether to add a learnable bias.
+  ///   - weightInit: PyTorch's default (fan_in = KH·KW) or orthogonal.
+  ///   - rng: the generator that draws the initial weights.
   public init(
     channels: Int, channelMultiplier: Int = 1, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
     padding: (Int, Int) = (0, 0), bias: Bool = true, weightInit: WeightInit = .pytorchDefault,

@@ -292,6 +292,7 @@ public final class BatchLoader {
   /// shard) and `labels` with their labels, decoding only those images: row k is bit for bit
   /// row `rows.lowerBound + k` of the whole batch (same image, crop and flip).
   /// - Parameters:
+  ///   - index: the batch, from 0 (in the epoch's order).
   ///   - rows: a range within `0..<size(ofBatch: index)`.
   ///   - x: resized in place to `[rows.count, C, H, W]`; normalised floats.
   ///   - labels: set to the `rows.count` labels as `Int32`, reusing its capacity.
