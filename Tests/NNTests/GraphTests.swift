@@ -32,8 +32,7 @@ private final class CountingScale: Module {
 
 /// The official `ShuffleV2Block` (nmaac/acon, ACON/ShuffleNetV2_ACON/network.py) with ReLU where
 /// that file has AconC: `inp` is the channels of the half that enters the branch (C/2 at stride
-/// 1, C at stride 2). The 3×3 convolutions are depthwise in the original (groups = channels);
-/// ordinary 3×3 convolutions stand in here until depthwise convolution lands.
+/// 1, C at stride 2). The 3×3 convolutions are depthwise (groups = channels), as in the original.
 func shuffleV2Unit(inp: Int, oup: Int, mid: Int, stride: Int, rng: inout SeededGenerator) -> Graph {
   let outputs = oup - inp
   let g = Graph()
@@ -41,7 +40,7 @@ func shuffleV2Unit(inp: Int, oup: Int, mid: Int, stride: Int, rng: inout SeededG
   let (proj, x) = stride == 1 ? g.split(g.input, .evenOdd) : (g.input, g.input)
   let main = g("branch_main", Sequential([
     Conv2D(inChannels: inp, outChannels: mid, kernelSize: 1, rng: &rng), BatchNorm2D(channels: mid), ReLU(),
-    Conv2D(inChannels: mid, outChannels: mid, kernelSize: 3, stride: stride, padding: 1, rng: &rng),  // dw
+    DepthwiseConv2D(channels: mid, kernelSize: 3, stride: stride, padding: 1, rng: &rng),
     BatchNorm2D(channels: mid),
     Conv2D(inChannels: mid, outChannels: outputs, kernelSize: 1, rng: &rng), BatchNorm2D(channels: outputs), ReLU(),
   ]), x)
@@ -49,7 +48,7 @@ func shuffleV2Unit(inp: Int, oup: Int, mid: Int, stride: Int, rng: inout SeededG
     g.output = g.concat(proj, main)
   } else {
     let p = g("branch_proj", Sequential([
-      Conv2D(inChannels: inp, outChannels: inp, kernelSize: 3, stride: 2, padding: 1, rng: &rng),  // dw
+      DepthwiseConv2D(channels: inp, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
       BatchNorm2D(channels: inp),
       Conv2D(inChannels: inp, outChannels: inp, kernelSize: 1, rng: &rng), BatchNorm2D(channels: inp), ReLU(),
     ]), proj)

@@ -3,7 +3,6 @@
 // so this test needs no Python) saved the official block's state_dict, an input, the training-mode
 // output, an output gradient, the input and parameter gradients, and the BatchNorm running
 // statistics after the step. The state loads strictly and the keys come in PyTorch's order.
-// As in the script, the "dw" 3×3 convolutions are ordinary ones until depthwise convolution lands.
 import ACON
 import Foundation
 import NN
@@ -12,14 +11,14 @@ import TestSupport
 import Training
 import XCTest
 
-/// The official ShuffleV2Block_ACON with ordinary 3×3 convolutions where it has depthwise ones.
+/// The official ShuffleV2Block_ACON.
 private func shuffleV2AconUnit(inp: Int, oup: Int, mid: Int, stride: Int, rng: inout SeededGenerator) -> Graph {
   let g = Graph()
   let (proj, x) = stride == 1 ? g.split(g.input, .evenOdd) : (g.input, g.input)
   let main = g("branch_main", Sequential([
     Conv2D(inChannels: inp, outChannels: mid, kernelSize: 1, rng: &rng), BatchNorm2D(channels: mid),
     AconC(channels: mid, rng: &rng),
-    Conv2D(inChannels: mid, outChannels: mid, kernelSize: 3, stride: stride, padding: 1, rng: &rng),
+    DepthwiseConv2D(channels: mid, kernelSize: 3, stride: stride, padding: 1, rng: &rng),
     BatchNorm2D(channels: mid),
     Conv2D(inChannels: mid, outChannels: oup - inp, kernelSize: 1, rng: &rng), BatchNorm2D(channels: oup - inp),
     AconC(channels: oup - inp, rng: &rng),
@@ -29,7 +28,7 @@ private func shuffleV2AconUnit(inp: Int, oup: Int, mid: Int, stride: Int, rng: i
     return g
   }
   let p = g("branch_proj", Sequential([
-    Conv2D(inChannels: inp, outChannels: inp, kernelSize: 3, stride: 2, padding: 1, rng: &rng), BatchNorm2D(channels: inp),
+    DepthwiseConv2D(channels: inp, kernelSize: 3, stride: 2, padding: 1, rng: &rng), BatchNorm2D(channels: inp),
     Conv2D(inChannels: inp, outChannels: inp, kernelSize: 1, rng: &rng), BatchNorm2D(channels: inp),
     AconC(channels: inp, rng: &rng),
   ]), proj)

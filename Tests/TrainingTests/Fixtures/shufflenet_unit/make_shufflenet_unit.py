@@ -6,9 +6,7 @@
 The block follows the official ShuffleV2Block_ACON (nmaac/acon, ACON/ShuffleNetV2_ACON/network.py):
 the same attribute names and nn.Sequential indices, the even/odd `channel_shuffle` of stride 1
 (x[:, 0::2] passes through, x[:, 1::2] enters branch_main), `cat((proj, main), 1)`, and AconC
-as in acon.py. One deliberate difference: the 3x3 "dw" convolutions use groups=DW_GROUPS, which
-is 1 (an ordinary 3x3 convolution) until the Swift package has depthwise convolution; set it to
-None (groups = channels, as the official code) and regenerate then.
+as in acon.py. The 3x3 convolutions are depthwise (groups = channels), as in the official code.
 
 For each stride s in (1, 2) it writes
   unit_s{s}_state.safetensors   the block's state_dict before the step (loads with strict=True)
@@ -21,9 +19,6 @@ import sys
 import torch
 import torch.nn as nn
 from safetensors.torch import save_file
-
-DW_GROUPS = 1
-
 
 class AconC(nn.Module):
     """(p1 - p2)·x·σ(β·(p1 - p2)·x) + p2·x, with p1, p2, β of shape [1, C, 1, 1] (acon.py)."""
@@ -44,14 +39,13 @@ class Unit(nn.Module):
         super().__init__()
         self.stride = stride
         out = oup - inp
-        dw = lambda c: c if DW_GROUPS is None else DW_GROUPS
         self.branch_main = nn.Sequential(
             nn.Conv2d(inp, mid, 1, 1, 0), nn.BatchNorm2d(mid), AconC(mid),
-            nn.Conv2d(mid, mid, 3, stride, 1, groups=dw(mid)), nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid), nn.BatchNorm2d(mid),
             nn.Conv2d(mid, out, 1, 1, 0), nn.BatchNorm2d(out), AconC(out))
         if stride == 2:
             self.branch_proj = nn.Sequential(
-                nn.Conv2d(inp, inp, 3, stride, 1, groups=dw(inp)), nn.BatchNorm2d(inp),
+                nn.Conv2d(inp, inp, 3, stride, 1, groups=inp), nn.BatchNorm2d(inp),
                 nn.Conv2d(inp, inp, 1, 1, 0), nn.BatchNorm2d(inp), AconC(inp))
 
     def forward(self, x):
