@@ -93,6 +93,10 @@ public struct ReferenceLayer {
       self = .acon(acon, parameters: params)
     case let meta as MetaAconC:
       self = try .metaAcon(meta, root: root, beforeForward: beforeForward)
+    case is MetaAconLayerwise:
+      self = .metaAconLayerwise(parameters: params)
+    case is MetaAconPixelwise:
+      self = .metaAconPixelwise(parameters: params)
     default:
       throw Unsupported(typeName: module.typeName)
     }
@@ -267,17 +271,69 @@ public struct ReferenceLayer {
       })
   }
 
+  /// β_n = σ(mean over C, H, W of x[n]); y = ACON-C(x; p1, p2, β_n).
+  private static func metaAconLayerwise(parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
+    func betas(_ x: DoubleTensor, _ n: Int, _ c: Int) -> [Double] {
+      let per = x.count / Swift.max(1, n)
+      var b = [Double](repeating: 0, count: n * c)
+      for s in 0..<n {
+        let m = x.values[(s * per)..<((s + 1) * per)].reduce(0, +) / Double(per)
+        for ch in 0..<c { b[s * c + ch] = AconReference.sigmoid(m) }
+      }
+      return b
+    }
+    return ReferenceLayer(name: "MetaAconLayerwise", parameters: parameters,
+      forward: { x, p in
+        let (n, c, hw) = layout(x)
+        return DoubleTensor(shape: x.shape,
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: betas(x, n, c)))
+      },
+      backward: { x, p, dy in
+        let (n, c, hw) = layout(x)
+        let beta = betas(x, n, c)
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta)
+        var dx = g.dx
+        let per = c * hw
+        for s in 0..<n {
+          let b = beta[s * c]
+          let dm = g.dbeta[(s * c)..<((s + 1) * c)].reduce(0, +) * b * (1 - b) / Double(per)
+          for i in (s * per)..<((s + 1) * per) { dx[i] += dm }
+        }
+        return (DoubleTensor(shape: x.shape, values: dx),
+          [DoubleTensor(shape: p[0].shape, values: g.dp1), DoubleTensor(shape: p[1].shape, values: g.dp2)])
+      })
+  }
+
+  /// β = σ(x) per element; y = ACON-C(x; p1, p2, β), dx including the path through β.
+  private static func metaAconPixelwise(parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
+    ReferenceLayer(name: "MetaAconPixelwise", parameters: parameters,
+      forward: { x, p in
+        let (n, c, hw) = layout(x)
+        let beta = x.values.map(AconReference.sigmoid)
+        return DoubleTensor(shape: x.shape,
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta))
+      },
+      backward: { x, p, dy in
+        let (n, c, hw) = layout(x)
+        let beta = x.values.map(AconReference.sigmoid)
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta)
+        let dx = (0..<x.count).map { g.dx[$0] + g.dbeta[$0] * beta[$0] * (1 - beta[$0]) }
+        return (DoubleTensor(shape: x.shape, values: dx),
+          [DoubleTensor(shape: p[0].shape, values: g.dp1), DoubleTensor(shape: p[1].shape, values: g.dp2)])
+      })
+  }
+
   // MARK: - ACON in Double (the formulas of AconReference, with Double coefficients)
 
-  /// `y = (p1 − p2)·x·σ(β(p1 − p2)x) + p2·x`; β has C or N·C values.
+  /// `y = (p1 − p2)·x·σ(β(p1 − p2)x) + p2·x`; β has C, N·C or N·C·HW values.
   static func aconForward(_ x: [Double], n: Int, c: Int, hw: Int, p1: [Double], p2: [Double], beta: [Double]) -> [Double] {
     var y = [Double](repeating: 0, count: x.count)
     for s in 0..<n {
       for ch in 0..<c {
-        let b = beta.count == c ? beta[ch] : beta[s * c + ch]
         let a = p1[ch] - p2[ch]
         for j in 0..<hw {
           let i = (s * c + ch) * hw + j
+          let b = beta.count == c ? beta[ch] : beta.count == n * c ? beta[s * c + ch] : beta[i]
           let d = a * x[i]
           y[i] = d * AconReference.sigmoid(b * d) + p2[ch] * x[i]
         }
@@ -293,10 +349,11 @@ public struct ReferenceLayer {
     var dp1 = [Double](repeating: 0, count: c), dp2 = dp1, dbeta = [Double](repeating: 0, count: beta.count)
     for s in 0..<n {
       for ch in 0..<c {
-        let bi = beta.count == c ? ch : s * c + ch
-        let b = beta[bi], a = p1[ch] - p2[ch]
+        let a = p1[ch] - p2[ch]
         for j in 0..<hw {
           let i = (s * c + ch) * hw + j
+          let bi = beta.count == c ? ch : beta.count == n * c ? s * c + ch : i
+          let b = beta[bi]
           let d = a * x[i], sg = AconReference.sigmoid(b * d)
           let g = sg * (1 + b * d * (1 - sg))  // ∂[d·σ(βd)]/∂d
           dx[i] = dy[i] * (a * g + p2[ch])
