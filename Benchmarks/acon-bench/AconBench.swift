@@ -86,6 +86,7 @@ struct AconBench: ParsableCommand {
     for shape in shapes { try aconWorkloads(shape: shape, memcpy: memcpy, options: options, emit: emit) }
     try loweringWorkloads(memcpy: memcpy, options: options, emit: emit)
     try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
+    try aconFamilyWorkloads(memcpy: memcpy, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
 
     if json {

@@ -64,19 +64,36 @@ public final class MetaAconLayerwise: Module {
     betaNC.map { b in (0..<b.shape[0]).map { b.data[$0 * channels] } }
   }
 
+  /// Samples per block: each block's mean and kernel pass (forward), kernel pass and dx update
+  /// (backward) run back to back while the block's x, dy and dx are still in cache, so memory
+  /// sees about one read of x and one write of y forward, one read of x and dy and one write of
+  /// dx backward. At least one sample; ~64K elements. Does not affect results.
+  @inline(__always)
+  private func blockSamples(per: Int) -> Int { Swift.max(1, (1 << 16) / Swift.max(1, per)) }
+
   public override func forward(_ x: Tensor) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
     let c = channels, per = c * hw
     input = x
     let b = reuse(&betaNC, shape: [n, c])
-    for s in 0..<n {
-      let beta = stableSigmoid(contiguousSum(x.data + s * per, count: per) / Float(per))
-      for ch in 0..<c { b.data[s * c + ch] = beta }
-    }
     let y = reuse(&output, shape: x.shape)
-    AconKernels.forward(
-      x: x.data, y: y.data, n: n, c: c, hw: hw, p1: p1.value.data, p2: p2.value.data,
-      beta: b.data, betaLayout: .perSampleChannel)
+    let xs = UncheckedSendable(x.data), bs = UncheckedSendable(b.data)
+    let step = blockSamples(per: per)
+    for s0 in stride(from: 0, to: n, by: step) {
+      let m = Swift.min(step, n - s0)
+      // Plane sums in parallel (b holds them for a moment), then each sample's in channel order:
+      // the same bits for any thread count.
+      parallelFor(m * c, minimumChunk: Swift.max(1, (1 << 15) / Swift.max(1, hw))) { r in
+        for i in r { bs.value[s0 * c + i] = contiguousSum(xs.value + (s0 * c + i) * hw, count: hw) }
+      }
+      for s in s0..<(s0 + m) {
+        let beta = stableSigmoid(contiguousSum(b.data + s * c, count: c) / Float(per))
+        for ch in 0..<c { b.data[s * c + ch] = beta }
+      }
+      AconKernels.forward(
+        x: x.data + s0 * per, y: y.data + s0 * per, n: m, c: c, hw: hw, p1: p1.value.data,
+        p2: p2.value.data, beta: b.data + s0 * c, betaLayout: .perSampleChannel)
+    }
     return y
   }
 
@@ -90,20 +107,33 @@ public final class MetaAconLayerwise: Module {
     let dx = reuse(&inputGrad, shape: x.shape)
     let db = reuse(&dbetaNC, shape: [n, c])
     db.zero()
-    AconKernels.backward(
-      x: x.data, dy: dy.data, dx: propagatesInputGradient ? dx.data : nil, n: n, c: c, hw: hw,
-      p1: p1.value.data, p2: p2.value.data, beta: b.data, betaLayout: .perSampleChannel,
-      dp1: p1.grad.data, dp2: p2.grad.data, dbeta: db.data)
-    guard propagatesInputGradient else { return dx }
-    // dx[n, :] += dβ_n·β_n(1 − β_n)/(C·HW), dβ_n = Σ_c dβ[n, c] in channel order.
     let dxs = UncheckedSendable(dx.data)
-    for s in 0..<n {
-      let beta = b.data[s * c]
-      let v = contiguousSum(db.data + s * c, count: c) * beta * (1 - beta) / Float(per)
-      let base = s * per
-      parallelFor(per, minimumChunk: 1 << 15) { r in
-        let p = dxs.value + base
-        for i in r { p[i] += v }
+    let step = blockSamples(per: per)
+    for s0 in stride(from: 0, to: n, by: step) {
+      let m = Swift.min(step, n - s0)
+      AconKernels.backward(
+        x: x.data + s0 * per, dy: dy.data + s0 * per,
+        dx: propagatesInputGradient ? dx.data + s0 * per : nil, n: m, c: c, hw: hw,
+        p1: p1.value.data, p2: p2.value.data, beta: b.data + s0 * c, betaLayout: .perSampleChannel,
+        dp1: p1.grad.data, dp2: p2.grad.data, dbeta: db.data + s0 * c)
+      guard propagatesInputGradient else { continue }
+      // dx[s, :] += dβ_s·β_s(1 − β_s)/(C·HW), dβ_s = Σ_c dβ[s, c] in channel order.
+      var add = [Float](repeating: 0, count: m)
+      for k in 0..<m {
+        let s = s0 + k, beta = b.data[s * c]
+        add[k] = contiguousSum(db.data + s * c, count: c) * beta * (1 - beta) / Float(per)
+      }
+      add.withUnsafeBufferPointer { a in
+        let av = UncheckedSendable(a.baseAddress!)
+        parallelFor(m * per, minimumChunk: 1 << 15) { r in
+          var i = r.lowerBound
+          while i < r.upperBound {  // one sample's part of the range at a time
+            let k = i / per, end = Swift.min(r.upperBound, (k + 1) * per), v = av.value[k]
+            let p = dxs.value + s0 * per
+            for j in i..<end { p[j] += v }
+            i = end
+          }
+        }
       }
     }
     return dx

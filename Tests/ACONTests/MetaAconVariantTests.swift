@@ -55,6 +55,26 @@ final class MetaAconVariantTests: XCTestCase {
     assertClose(y.array, want, rtol: 1e-5, atol: 1e-5, "forward")
   }
 
+  /// Samples large enough that forward and backward run in several blocks (one sample each):
+  /// y, dx and the parameter gradients still match the twin.
+  func testLayerwiseInSeveralBlocksMatchesTwin() throws {
+    var rng = SeededGenerator(seed: 28)
+    let layer = MetaAconLayerwise(channels: 3, rng: &rng)
+    let shape = [3, 3, 101, 223]  // 67 569 elements per sample: one sample per block
+    let x = Tensor.normal(shape, using: &rng), dy = Tensor.normal(shape, using: &rng)
+    let y = try layer.forward(x)
+    layer.zeroGrad()
+    let dx = try layer.backward(dy)
+    let twin = try ReferenceLayer(layer)
+    let theta = twin.parameters.map(\.1)
+    assertClose(y, twin.forward(DoubleTensor(x), theta), rtol: 1e-5, atol: 1e-5, "y")
+    let (wantDx, wantDp) = twin.backward(DoubleTensor(x), theta, DoubleTensor(dy))
+    assertClose(dx, wantDx, rtol: 1e-4, atol: 1e-6, "dx")
+    for ((name, p), want) in zip(layer.namedParameters(), wantDp) {
+      assertClose(p.grad, want, rtol: 1e-4, atol: 1e-2, name)
+    }
+  }
+
   func testMetaAconCWithoutBatchNormAndCustomR() throws {
     var rng = SeededGenerator(seed: 24)
     let meta = MetaAconC(channels: 20, r: 4, batchNorm: false, rng: &rng)
