@@ -123,3 +123,61 @@ extension AconReference {
     return (da, db, dbeta)
   }
 }
+
+// MARK: - Depthwise 3×3 convolution (ACON-FReLU's funnel)
+
+extension AconReference {
+  /// Depthwise 3×3 convolution with padding 1: x `[N, C, H, W]`, weight `[C, 1, 3, 3]`, bias
+  /// `[C]`, y `[N, C, (H − 1)/s + 1, (W − 1)/s + 1]`.
+  public static func depthwiseConv3x3(_ x: DoubleTensor, weight: DoubleTensor, bias: DoubleTensor, stride s: Int)
+    -> DoubleTensor
+  {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let oh = (h - 1) / s + 1, ow = (w - 1) / s + 1
+    var y = DoubleTensor(zeros: [n, c, oh, ow])
+    for plane in 0..<(n * c) {
+      let ch = plane % c
+      for i in 0..<oh {
+        for j in 0..<ow {
+          var acc = bias[ch]
+          for u in 0..<3 {
+            for v in 0..<3 {
+              let yy = i * s - 1 + u, xx = j * s - 1 + v
+              if yy >= 0 && yy < h && xx >= 0 && xx < w { acc += weight[ch * 9 + u * 3 + v] * x[(plane * h + yy) * w + xx] }
+            }
+          }
+          y[(plane * oh + i) * ow + j] = acc
+        }
+      }
+    }
+    return y
+  }
+
+  /// Its gradients for upstream `dy` `[N, C, OH, OW]`: dx `[N, C, H, W]`, dw `[C, 1, 3, 3]`, db `[C]`.
+  public static func depthwiseConv3x3Backward(_ x: DoubleTensor, weight: DoubleTensor, dy: DoubleTensor, stride s: Int)
+    -> (dx: DoubleTensor, dw: DoubleTensor, db: DoubleTensor)
+  {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dx = DoubleTensor(zeros: x.shape), dw = DoubleTensor(zeros: weight.shape), db = DoubleTensor(zeros: [c])
+    for plane in 0..<(n * c) {
+      let ch = plane % c
+      for i in 0..<oh {
+        for j in 0..<ow {
+          let g = dy[(plane * oh + i) * ow + j]
+          db[ch] += g
+          for u in 0..<3 {
+            for v in 0..<3 {
+              let yy = i * s - 1 + u, xx = j * s - 1 + v
+              guard yy >= 0 && yy < h && xx >= 0 && xx < w else { continue }
+              let xi = (plane * h + yy) * w + xx
+              dw[ch * 9 + u * 3 + v] += g * x[xi]
+              dx[xi] += g * weight[ch * 9 + u * 3 + v]
+            }
+          }
+        }
+      }
+    }
+    return (dx, dw, db)
+  }
+}

@@ -97,6 +97,8 @@ public struct ReferenceLayer {
       self = .metaAconLayerwise(parameters: params)
     case is MetaAconPixelwise:
       self = .metaAconPixelwise(parameters: params)
+    case let frelu as AconFReLU:
+      self = try .aconFReLU(frelu, root: root, beforeForward: beforeForward)
     default:
       throw Unsupported(typeName: module.typeName)
     }
@@ -320,6 +322,45 @@ public struct ReferenceLayer {
         let dx = (0..<x.count).map { g.dx[$0] + g.dbeta[$0] * beta[$0] * (1 - beta[$0]) }
         return (DoubleTensor(shape: x.shape, values: dx),
           [DoubleTensor(shape: p[0].shape, values: g.dp1), DoubleTensor(shape: p[1].shape, values: g.dp2)])
+      })
+  }
+
+  /// ACON-FReLU: a = x or maxpool_3/2/1(x); b = bn1(dwconv3×3(x)); y = bn2(S(a, b)) with the
+  /// smooth maximum S(a, b) = (a − b)·σ(a − b) + b. The convolution is AconReference's depthwise
+  /// 3×3 (padding 1); bn1 and bn2 are the BatchNorm twins in the module's mode.
+  private static func aconFReLU(_ m: AconFReLU, root: Module, beforeForward: ((Module) -> Void)?) throws -> ReferenceLayer {
+    let bn1 = try ReferenceLayer(m.bn1, root: root, beforeForward: beforeForward)
+    let bn2 = try ReferenceLayer(m.bn2, root: root, beforeForward: beforeForward)
+    let params = m.namedParameters().map { ($0.0, DoubleTensor($0.1.value)) }
+    let s = m.stride
+    // θ: conv_frelu.weight, conv_frelu.bias, bn1.weight, bn1.bias, bn2.weight, bn2.bias.
+    func parts(_ x: DoubleTensor, _ p: [DoubleTensor]) -> (a: DoubleTensor, c: DoubleTensor, b: DoubleTensor, z: DoubleTensor) {
+      let a = s == 2 ? Reference.maxPool2d(x, k: 3, stride: 2, padding: 1) : x
+      let c = AconReference.depthwiseConv3x3(x, weight: p[0], bias: p[1], stride: s)
+      let b = bn1.forward(c, [p[2], p[3]])
+      let z = DoubleTensor(shape: a.shape, values: (0..<a.count).map { i in
+        let d = a[i] - b[i]
+        return d * AconReference.sigmoid(d) + b[i]
+      })
+      return (a, c, b, z)
+    }
+    return ReferenceLayer(name: "AconFReLU", parameters: params,
+      forward: { x, p in bn2.forward(parts(x, p).z, [p[4], p[5]]) },
+      backward: { x, p, dy in
+        let (a, c, b, z) = parts(x, p)
+        let (dz, dbn2) = bn2.backward(z, [p[4], p[5]], dy)
+        var da = DoubleTensor(zeros: a.shape), db = DoubleTensor(zeros: a.shape)
+        for i in 0..<a.count {
+          let d = a[i] - b[i], sg = AconReference.sigmoid(d)
+          let g = sg + d * sg * (1 - sg)
+          da[i] = dz[i] * g
+          db[i] = dz[i] * (1 - g)
+        }
+        let (dc, dbn1) = bn1.backward(c, [p[2], p[3]], db)
+        let conv = AconReference.depthwiseConv3x3Backward(x, weight: p[0], dy: dc, stride: s)
+        let dxa = s == 2 ? Reference.maxPool2dBackward(x, dy: da, k: 3, stride: 2, padding: 1) : da
+        let dx = DoubleTensor(shape: x.shape, values: zip(conv.dx.values, dxa.values).map { $0 + $1 })
+        return (dx, [conv.dw, conv.db] + dbn1 + dbn2)
       })
   }
 

@@ -85,4 +85,12 @@ final class AconFamilyFixtureTests: XCTestCase {
     var rng = SeededGenerator(seed: 4)
     try check(MetaAconPixelwise(channels: 3, rng: &rng), "metaacon_pixelwise", training: true)
   }
+
+  func testAconFReLUStrideOneAndTwoInTrainingAndEvaluation() throws {
+    var rng = SeededGenerator(seed: 5)
+    try check(AconFReLU(channels: 3, stride: 1, rng: &rng), "acon_frelu_s1_train", training: true, rtol: 1e-4, atol: 1e-4)
+    try check(AconFReLU(channels: 3, stride: 2, rng: &rng), "acon_frelu_s2_train", training: true, rtol: 1e-4, atol: 1e-4)
+    try check(AconFReLU(channels: 3, stride: 1, rng: &rng), "acon_frelu_s1_eval", training: false)
+    try check(AconFReLU(channels: 3, stride: 2, rng: &rng), "acon_frelu_s2_eval", training: false)
+  }
 }
