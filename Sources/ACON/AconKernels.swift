@@ -244,8 +244,11 @@ extension AconKernels {
   /// - Parameters:
   ///   - x: `[N, C, HW]`, contiguous.
   ///   - y: `[N, C, HW]`, written (may equal `x`, not overlap it partially).
-  ///   - n: N.  - c: C.  - hw: H·W (1 for `[N, C]` input).
-  ///   - p1: `[C]`.  - p2: `[C]`.
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
   public static func pixelwiseForward(
     x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int,
     p1: UnsafePointer<Float>, p2: UnsafePointer<Float>
@@ -269,10 +272,16 @@ extension AconKernels {
   /// One read of x and dy, one write of dx; sums per channel in a fixed order (same bits for
   /// any thread count).
   /// - Parameters:
-  ///   - x: `[N, C, HW]`, the forward input.  - dy: `[N, C, HW]`.
+  ///   - x: `[N, C, HW]`, the forward input.
+  ///   - dy: `[N, C, HW]`, the gradient of the loss with respect to y.
   ///   - dx: `[N, C, HW]`, overwritten; `nil` skips it.
-  ///   - n: N.  - c: C.  - hw: H·W.  - p1, p2: `[C]`.
-  ///   - dp1, dp2: `[C]`, accumulated (`+=`).
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
+  ///   - dp1: `[C]`, accumulated (`+=`): sums over N and HW.
+  ///   - dp2: `[C]`, accumulated (`+=`): sums over N and HW.
   public static func pixelwiseBackward(
     x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
     n: Int, c: Int, hw: Int, p1: UnsafePointer<Float>, p2: UnsafePointer<Float>,
@@ -297,9 +306,11 @@ extension AconKernels {
   /// ```
   /// One read of a and b, one write of y; multithreaded over planes (same bits for any count).
   /// - Parameters:
-  ///   - a: `[planes, hw]` (e.g. `[N·C, H·W]`).  - b: `[planes, hw]`.
+  ///   - a: `[planes, hw]` (e.g. `[N·C, H·W]`).
+  ///   - b: `[planes, hw]`.
   ///   - y: `[planes, hw]`, written (may equal `a` or `b`, not overlap them partially).
-  ///   - planes: the number of planes (N·C).  - hw: elements per plane (H·W).
+  ///   - planes: the number of planes (N·C).
+  ///   - hw: elements per plane (H·W).
   ///   - beta: β (1 in ACON-FReLU).
   public static func smoothMaxForward(
     a: UnsafePointer<Float>, b: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
@@ -320,9 +331,14 @@ extension AconKernels {
   /// ```
   /// One read of a, b and dy; da and db overwritten. Same bits for any thread count.
   /// - Parameters:
-  ///   - a, b, dy: `[planes, hw]`, the forward inputs and the gradient of y.
-  ///   - da, db: `[planes, hw]`, overwritten (must not alias a, b or dy).
-  ///   - planes, hw: as for the forward.  - beta: β.
+  ///   - a: `[planes, hw]`, the forward input a.
+  ///   - b: `[planes, hw]`, the forward input b.
+  ///   - dy: `[planes, hw]`, the gradient of the loss with respect to y.
+  ///   - da: `[planes, hw]`, overwritten (must not alias a, b or dy).
+  ///   - db: `[planes, hw]`, overwritten (must not alias a, b or dy).
+  ///   - planes: the number of planes (N·C).
+  ///   - hw: elements per plane (H·W).
+  ///   - beta: β.
   ///   - dbeta: `[planes]`, accumulated (`+=`) per plane; `nil` skips it (β fixed). Sum it in
   ///     a fixed order for a scalar dβ.
   public static func smoothMaxBackward(
