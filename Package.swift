@@ -51,8 +51,9 @@ let package = Package(
       name: "TensorCore", dependencies: ["CBLAS"],
       // Debian ships LAPACKE as a library of its own; Homebrew's OpenBLAS has it inside libopenblas.
       linkerSettings: [.linkedLibrary("lapacke", .when(platforms: [.linux]))]),
-    .target(name: "NN", dependencies: ["TensorCore"]),
+    .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels"]),
     .target(name: "CAconKernels"),
+    .target(name: "CDepthwiseKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
     .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),
@@ -77,8 +78,9 @@ let package = Package(
     // MARK: - Test support and unit test bundles
     .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "ACON", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
-    .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport"]),
-    .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),
+    .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
+    .testTarget(
+      name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
       exclude: ["Fixtures"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the fuzz targets' seed corpora into Fuzz/Corpus (small valid and nearly valid files).
+"""Writes the fuzz targets' seed corpora into Fuzz/Corpus (valid and nearly valid files).
 
 Run from anywhere: python3 Fuzz/make_corpus.py. Standard library only. The files are checked in;
 rerun this only to change them.
@@ -48,7 +48,7 @@ out("cifar", "truncated", rec[:-1])
 
 
 def safetensors(entries, metadata=None):
-    """entries: list of (name, dtype, shape, raw bytes), laid out in order."""
+    """entries: list of (name, dtype, shape, raw bytes), laid out in the order given."""
     header, data = {}, b""
     if metadata is not None:
         header["__metadata__"] = metadata
@@ -83,3 +83,56 @@ out("safetensors", "seed-meta-names", safetensors(
     [(n, "F32", [1], f32(0.5)) for n in meta_names]
     + [("acon1.bn1.num_batches_tracked", "I64", [], struct.pack("<q", 3))],
     dict(meta, model="seed-meta")))
+
+
+# Whole state dicts of the three seed networks (Sources/Training/Models.swift), with the names,
+# shapes, dtypes and metadata our trainer writes, so the fuzz target's strict load succeeds and
+# reaches the copy into the model: each for 1x28x28 inputs (Fashion-MNIST) and for 3x32x32
+# (CIFAR-10), 10 classes. Entries are laid out as safetensors' writer lays them out (I64
+# first, then by name), so the files round-trip byte for byte. The values are a short repeating
+# ramp: they only have to be copied, and they keep the checked-in files compressible.
+def seed_state_dict(model, c, h, w, classes):
+    def side(n, pad, stride):
+        return (n + 2 * pad - 3) // stride + 1
+    h4 = side(side(side(side(h, 1, 1), 0, 2), 0, 2), 1, 2)
+    w4 = side(side(side(side(w, 1, 1), 0, 2), 0, 2), 1, 2)
+    shapes = {
+        "conv1.weight": [32, c, 3, 3], "conv1.bias": [32],
+        "conv2.weight": [64, 32, 3, 3], "conv2.bias": [64],
+        "conv3.weight": [64, 64, 3, 3], "conv3.bias": [64],
+        "conv4.weight": [64, 64, 3, 3], "conv4.bias": [64],
+        "linear1.weight": [64, 64 * h4 * w4], "linear1.bias": [64],
+        "linear2.weight": [classes, 64], "linear2.bias": [classes],
+    }
+    counts = {}
+    if model == "seed-aconc":
+        shapes.update({"acon1.p1": [1, 64, 1, 1], "acon1.p2": [1, 64, 1, 1], "acon1.beta": [1, 64, 1, 1]})
+    elif model == "seed-meta":
+        hidden = max(16, 64 // 16)  # MetaAconC's width: max(r, C / r) with r = 16
+        shapes.update({"acon1.fc1.weight": [hidden, 64, 1, 1], "acon1.fc1.bias": [hidden],
+                       "acon1.fc2.weight": [64, hidden, 1, 1], "acon1.fc2.bias": [64],
+                       "acon1.p1": [1, 64, 1, 1], "acon1.p2": [1, 64, 1, 1]})
+        for bn, width in (("acon1.bn1", hidden), ("acon1.bn2", 64)):
+            shapes.update({bn + ".weight": [width], bn + ".bias": [width],
+                           bn + ".running_mean": [width], bn + ".running_var": [width]})
+            counts[bn + ".num_batches_tracked"] = 1200
+    entries = [(n, "I64", [], struct.pack("<q", v)) for n, v in sorted(counts.items())]
+    for name in sorted(shapes):
+        count = 1
+        for d in shapes[name]:
+            count *= d
+        if name.endswith("running_var"):
+            values = [1.0 + (i % 7) / 8 for i in range(count)]
+        else:
+            values = [((i % 251) - 125) / 1024 for i in range(count)]
+        entries.append((name, "F32", shapes[name], struct.pack("<%df" % count, *values)))
+    return entries
+
+
+fashion = {"format": "pt", "input": "1x28x28", "classes": "10", "normalization_mean": "0.286",
+           "normalization_std": "0.353", "data": "fashion-mnist", "step": "1200"}
+cifar = {"format": "pt", "input": "3x32x32", "classes": "10", "normalization_mean": "0.4914,0.4822,0.4465",
+         "normalization_std": "0.247,0.2435,0.2616", "data": "cifar10", "step": "1200"}
+for model in ("seed-relu", "seed-aconc", "seed-meta"):
+    out("safetensors", model + "-1x28x28", safetensors(seed_state_dict(model, 1, 28, 28, 10), dict(fashion, model=model)))
+    out("safetensors", model + "-3x32x32", safetensors(seed_state_dict(model, 3, 32, 32, 10), dict(cifar, model=model)))

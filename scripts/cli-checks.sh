@@ -3,7 +3,8 @@
 # exit, exactly one line on stderr that starts with "error:" and names the file, tensor or option
 # at fault, and no checkpoint or partial file left behind. Also checks that `evaluate` picks the
 # data set a checkpoint records and prints the JSON object the README documents, and that
-# `compare` cut short by --max-steps reports only the epochs that ran.
+# `compare` cut short by --max-steps reports only the epochs that ran, and that a write that fails
+# (the log, stdout, compare's files) stops the run with an error naming it.
 #
 # Usage (builds acon-train in release if the binary is missing):
 #   scripts/cli-checks.sh
@@ -115,6 +116,32 @@ for m in ("seed-aconc", "seed-meta"):
     assert curves.count("<polyline") == 64 + 2, m + ": one curve per channel, ReLU and SiLU"
 ' "$work/cmp"; then
   echo "FAIL compare --max-steps outputs"; failures=$((failures + 1))
+fi
+
+# Nothing lost silently: every output the user relies on is written or the run fails, naming it.
+expect_error "log on a full disk" "/dev/full" -- "$bin" train --data synthetic --model seed-relu --max-steps 2 --log /dev/full
+expect_error "log in a missing directory" "$work/none/log.jsonl" -- \
+  "$bin" train --data synthetic --model seed-relu --max-steps 1 --log "$work/none/log.jsonl"
+expect_error "evaluate --json to a full disk" "standard output.*/dev/full" -- \
+  sh -c 'exec "$@" >/dev/full' sh "$bin" evaluate --checkpoint "$work/relu.safetensors" --json
+expect_error "summary to a full disk" "standard output" -- sh -c 'exec "$@" >/dev/full' sh "$bin" summary
+printf 'a file, not a directory' >"$work/plain"
+expect_error "compare --out is a file" "$work/plain" -- \
+  "$bin" compare --models seed-relu --seeds 1 --epochs 1 --max-steps 1 --data synthetic --out "$work/plain"
+mkdir -p "$work/cmp2/results.md"  # a directory where the table goes: its write must fail, named
+expect_error "compare cannot write its table" "results.md" -- \
+  "$bin" compare --models seed-relu --seeds 1 --epochs 1 --max-steps 1 --data synthetic --out "$work/cmp2"
+
+# Resume on another thread count: it goes on, with a warning naming both counts and the fix.
+expect_ok "train 2 steps on 1 thread" "$bin" train --data synthetic --model seed-relu --max-steps 2 --threads 1 \
+  --checkpoint "$work/threads.safetensors"
+expect_ok "resume it on 2 threads" "$bin" train --data synthetic --model seed-relu --max-steps 3 --threads 2 \
+  --checkpoint "$work/threads.safetensors" --resume
+if grep -q "^warning: .*threads.state.safetensors was written by a run with 1 thread per process (now 2).*--threads 1" "$work/err"; then
+  echo "ok   resume on another thread count warns: $(cat "$work/err")"
+else
+  echo "FAIL resume on another thread count: no warning naming both counts:"; sed 's/^/    /' "$work/err"
+  failures=$((failures + 1))
 fi
 
 if [[ $failures -gt 0 ]]; then

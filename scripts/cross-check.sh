@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cross-check.sh: proves, as far as an x86-64 Linux machine can, that the package builds beyond
-# x86-64. With the toolchain's clang it checks the C kernels (Sources/CAconKernels):
+# x86-64. With the toolchain's clang it checks the C kernels (Sources/CAconKernels, and for step 1
+# also Sources/CDepthwiseKernels):
 #   1. syntax and types for aarch64 (--target=aarch64-linux-gnu, headers from apt's
 #      libc6-dev-arm64-cross in /usr/aarch64-linux-gnu): the portable and NEON variants;
 #   2. the portable variant alone (ACON_PORTABLE_ONLY) for x86-64 and aarch64, and that its
@@ -47,6 +48,15 @@ if "$CLANG" "${a64[@]}" "${cflags[@]}" -fsyntax-only "$src"; then
   ok "C kernels, aarch64-linux-gnu: syntax and types (portable + NEON)"
 else
   fail "C kernels do not compile for aarch64-linux-gnu"
+fi
+
+# 1b. The depthwise convolution kernels (Sources/CDepthwiseKernels: AVX2+FMA on x86-64 only, a
+# portable path everywhere), for aarch64.
+if "$CLANG" "${a64[@]}" -std=gnu11 -Wall -Wextra -Werror -ISources/CDepthwiseKernels/include -fsyntax-only \
+  Sources/CDepthwiseKernels/DepthwiseKernels.c; then
+  ok "depthwise kernels, aarch64-linux-gnu: syntax and types"
+else
+  fail "the depthwise kernels do not compile for aarch64-linux-gnu"
 fi
 
 # 2. The portable variant alone, for both architectures; nothing x86-specific survives.

@@ -48,7 +48,7 @@ esac
 # the portable variant, and Meta-ACON's parallel means).
 kernel_filters=(
   --filter '^TensorCoreTests\.(ThreadsTests|Im2ColTests)/'
-  --filter '^NNTests\.(Conv2DTests|BatchNormTests)/'
+  --filter '^NNTests\.(Conv2DTests|BatchNormTests|GroupedConv2DTests|DepthwiseConv2DTests|SiLUAndPoolingTests|ChannelOpsTests)/'
   --filter '^ACONTests\.'
 )
 

@@ -1,6 +1,8 @@
 // acon-bench: measures every hot path of the package against this machine's own ceilings in
-// one run (memcpy bandwidth for the elementwise ACON passes, sgemm GFLOP/s for convolutions),
-// after checking each workload against its reference. `swift run -c release acon-bench`.
+// one run (memcpy bandwidth of the same traffic for the elementwise ACON passes and the
+// lowering, sgemm GFLOP/s for convolutions), after checking each workload against its reference,
+// and beside PyTorch's eager and compiled twins where Python has torch. Any error fails the run.
+// `swift run -c release acon-bench`.
 import ACON
 import ArgumentParser
 import Foundation
@@ -12,7 +14,7 @@ struct BenchOptions {
   var quick: Bool
   var repetitions: Int
   var filter: String?
-  /// The Python with PyTorch for the train-step comparison, or "none".
+  /// The Python with PyTorch for the ACON and train-step comparisons, or "none".
   var python: String
   /// Train-step rounds: ours and PyTorch's, alternated, each in a fresh process.
   var rounds: Int
@@ -40,13 +42,15 @@ struct AconBench: ParsableCommand {
   @Option(help: "Threads for OpenBLAS and the kernels (default: the number of cores).") var threads: Int?
   @Option(help: "Run only workloads whose name contains this.") var filter: String?
   @Option(help: "Timed repetitions per workload; the median is reported.") var repetitions: Int = 7
-  @Option(help: "Python with PyTorch, to time the same training steps in PyTorch eager for comparison ('none' skips it; --quick always does).")
+  @Option(help: "Python with PyTorch, to time the same ACON layers (eager and torch.compile) and training steps (eager) for comparison ('none' skips it; --quick always does).")
   var python = "python3"
   @Option(help: "Rounds of each train-step workload: ours and PyTorch's alternate, each in a fresh process; medians are reported, the speed-up as the median of the rounds' ratios. (default: 3; 1 with --quick)")
   var rounds: Int?
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false
+  @Option(help: ArgumentHelp("Make the timed body of every workload whose name starts with this throw after its first call (to check that a failure fails the run).", visibility: .hidden))
+  var injectFailure: String?
 
   func validate() throws {
     if let t = threads, !(1...256).contains(t) { throw ValidationError("--threads must be in 1...256") }
@@ -55,6 +59,7 @@ struct AconBench: ParsableCommand {
 
   func run() throws {
     Threads.count = threads ?? Threads.defaultCount
+    injectedFailure = injectFailure
     let reps = quick ? min(repetitions, 3) : repetitions
     if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1, got \(r)") }
     let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3))
@@ -74,24 +79,28 @@ struct AconBench: ParsableCommand {
     }
     if let note = BLAS.kernelNote { FileHandle.standardError.write(Data((note + "\n").utf8)) }
     progress("measuring ceilings...")
-    let memcpy = memcpyCeiling(megabytes: quick ? 64 : 256, repetitions: reps)
+    let bandwidth = try Bandwidth(largeMegabytes: quick ? 64 : 256, repetitions: reps, minSeconds: options.minSeconds)
+    let memcpy = bandwidth.large
     let square = quick ? 1024 : 2048
-    let sgemm = sgemmGflops(m: square, n: square, k: square, repetitions: reps, minSeconds: options.minSeconds)
+    let sgemm = try sgemmGflops(m: square, n: square, k: square, repetitions: reps, minSeconds: options.minSeconds, best: true)
     var results: [BenchResult] = []
     func emit(_ r: BenchResult) throws {
       results.append(r)
       progress("\(r.name) \(r.shape): " + r.metrics.map { "\($0.0)=\(format($0.1))" }.joined(separator: " "))
     }
     let shapes = quick ? [[64, 64, 7, 7], [16, 64, 56, 56]] : [[64, 64, 7, 7], [64, 64, 56, 56], [32, 256, 28, 28]]
-    for shape in shapes { try aconWorkloads(shape: shape, memcpy: memcpy, options: options, emit: emit) }
-    try loweringWorkloads(memcpy: memcpy, options: options, emit: emit)
+    for shape in shapes { try aconWorkloads(shape: shape, bandwidth: bandwidth, options: options, emit: emit) }
+    try loweringWorkloads(bandwidth: bandwidth, options: options, emit: emit)
+    try graphWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
-    try aconFamilyWorkloads(memcpy: memcpy, options: options, emit: emit)
+    try blockWorkloads(memcpy: memcpy, sgemmCeiling: sgemm, options: options, emit: emit)
+    try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
 
     if json {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,
-        "ceilings": ["memcpy_gbps": memcpy, "sgemm_gflops": sgemm, "sgemm_square": square],
+        "ceilings": ["memcpy_gbps": memcpy, "memcpy_megabytes": bandwidth.largeMegabytes, "sgemm_gflops": sgemm,
+                     "sgemm_square": square],
         "machine": ["cores": Threads.defaultCount, "cpu": cpuModel(), "openblas": BLAS.configuration,
                     "openblas_coretype_env": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { $0 as Any } ?? NSNull(),
                     "acon_kernels": AconKernels.variant],
@@ -100,7 +109,8 @@ struct AconBench: ParsableCommand {
       print(String(decoding: data, as: UTF8.self))
     } else {
       print("acon-bench (\(buildMode), \(Threads.count) threads; \(cpuModel()); \(BLAS.configuration); ACON kernels \(AconKernels.variant))")
-      print(String(format: "ceilings: memcpy %.1f GB/s (read + write), sgemm %.1f GFLOP/s (%d²)", memcpy, sgemm, square))
+      print(String(format: "ceilings: memcpy %.1f GB/s (read + write, %d MB buffers), sgemm %.1f GFLOP/s (%d²)", memcpy,
+        bandwidth.largeMegabytes, sgemm, square))
       for r in results {
         let shape = r.shape.map(String.init).joined(separator: "x")
         print("\(r.name.padding(toLength: 26, withPad: " ", startingAt: 0)) \(shape.padding(toLength: 14, withPad: " ", startingAt: 0)) "

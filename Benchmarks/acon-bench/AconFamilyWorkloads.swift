@@ -1,6 +1,6 @@
 // AconFamilyWorkloads: the rest of the ACON family's fused passes, each checked against its
 // Double reference (AconReference / the ReferenceLayer twins) and then timed against the memcpy
-// roofline:
+// roofline (memcpy moving the same bytes, Harness.swift's Bandwidth):
 //   acon_frelu.fwdbwd           ACON-FReLU's smooth maximum S(a, b) = (a − b)·σ(a − b) + b,
 //                               forward (a, b read, y written: 12 B/element) and backward
 //                               (a, b, dy read, da, db written: 20 B/element);
@@ -16,15 +16,15 @@ import TensorCore
 import TestSupport
 
 /// Runs the ACON-family workloads (see the file comment).
-func aconFamilyWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   let shape = options.quick ? [16, 64, 28, 28] : [64, 128, 56, 56]
   let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3])
   let count = n * c * hw, elems = Double(count)
   var rng = SeededGenerator(seed: 1414)
-  func metrics(_ s: Double, bytesPerElement: Double) -> [(String, Any)] {
-    let gbps = elems * bytesPerElement / s / 1e9
-    return [("gelems_per_s", elems / s / 1e9), ("gbytes_per_s", gbps), ("roofline_fraction", gbps / memcpy),
-      ("bytes_per_element", bytesPerElement), ("kernels", AconKernels.variant)]
+  func metrics(_ s: Double, bytesPerElement: Double) throws -> [(String, Any)] {
+    [("gelems_per_s", elems / s / 1e9), ("bytes_per_element", bytesPerElement), ("kernels", AconKernels.variant)]
+      + (try bandwidth.metrics(trafficBytes: elems * bytesPerElement, seconds: s, gbpsKey: "gbytes_per_s",
+        fractionKey: "roofline_fraction"))
   }
   /// The planes checked against the Double reference (all of them in a quick run).
   let checkPlanes = Swift.min(n * c, Swift.max(1, (1 << 18) / hw))
@@ -46,9 +46,9 @@ func aconFamilyWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResu
     try check("acon_frelu.fwdbwd y", y.data, AconReference.smoothMax(a: pa, b: pb), rtol: 2e-6, atol: 2e-6)
     try check("acon_frelu.fwdbwd da", da.data, ref.da, rtol: 2e-6, atol: 2e-6)
     try check("acon_frelu.fwdbwd db", db.data, ref.db, rtol: 2e-6, atol: 4e-6)
-    let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds, run)
+    let s = try measure("acon_frelu.fwdbwd", repetitions: options.repetitions, minSeconds: options.minSeconds, run)
     try emit(BenchResult(name: "acon_frelu.fwdbwd", shape: shape, medianSeconds: s,
-      metrics: metrics(s, bytesPerElement: 12 + 20)))
+      metrics: try metrics(s, bytesPerElement: 12 + 20)))
   }
 
   for (name, make) in [
@@ -79,11 +79,7 @@ func aconFamilyWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResu
       let scale = want.values.map(abs).max() ?? 1
       try check(name + " d" + pname, p.grad.data, want.values, rtol: 1e-4, atol: 1e-5 * Swift.max(1, scale))
     }
-    var failure: Error?
-    let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
-      do { blackHole(try run()) } catch { failure = error }
-    }
-    if let failure { throw failure }
-    try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: metrics(s, bytesPerElement: 8 + 12)))
+    let s = try measure(name, repetitions: options.repetitions, minSeconds: options.minSeconds) { blackHole(try run()) }
+    try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, bytesPerElement: 8 + 12)))
   }
 }

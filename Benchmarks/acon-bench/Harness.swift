@@ -18,40 +18,83 @@ struct BenchResult {
   }
 }
 
-/// Times `body` as Caffe and llm.c benchmarks do: warm up, calibrate an inner count so that one
-/// repetition takes at least `minSeconds`, then report the median seconds per call.
-func measure(repetitions: Int, minSeconds: Double, _ body: () -> Void) -> Double {
-  body()  // warm-up
+/// Times `timed` as Caffe and llm.c benchmarks do: warm up, calibrate an inner count so that one
+/// repetition takes at least `minSeconds`, then report the median seconds per call (with `best`,
+/// the fastest repetition's: what a ceiling is, the most the machine did). An error
+/// thrown by `timed` (warm-up or timed) ends the measurement as a `WorkloadFailure` that names
+/// `workload`: a failing call is never timed as if it had worked.
+func measure(_ workload: String, repetitions: Int, minSeconds: Double, best: Bool = false, _ timed: () throws -> Void) throws -> Double {
+  var calls = 0
+  func body() throws {
+    try timed()
+    calls += 1
+    if let f = injectedFailure, calls > 1, workload.hasPrefix(f) { throw InjectedFailure() }
+  }
+  do {
+    return try timing(repetitions: repetitions, minSeconds: minSeconds, best: best, body)
+  } catch let e as WorkloadFailure {
+    throw e
+  } catch {
+    throw WorkloadFailure(workload: workload, detail: "\(error)")
+  }
+}
+
+/// The same for a body that cannot fail (the form of the workloads written before errors failed
+/// the run; a body that can throw takes the named, throwing form above).
+func measure(repetitions: Int, minSeconds: Double, best: Bool = false, _ body: () -> Void) -> Double {
+  timing(repetitions: repetitions, minSeconds: minSeconds, best: best, body)
+}
+
+/// Warm-up, calibration and the median (or best) of the repetitions, seconds per call.
+private func timing(repetitions: Int, minSeconds: Double, best: Bool, _ body: () throws -> Void) rethrows -> Double {
+  try body()  // warm-up
   var inner = 1
   while true {
-    let t = time(inner, body)
+    let t = try time(inner, body)
     if t >= minSeconds || inner >= 1 << 20 { break }
     inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
   }
   var samples: [Double] = []
-  for _ in 0..<max(1, repetitions) { samples.append(time(inner, body) / Double(inner)) }
+  for _ in 0..<max(1, repetitions) { samples.append(try time(inner, body) / Double(inner)) }
   samples.sort()
-  return samples[samples.count / 2]
+  return best ? samples[0] : samples[samples.count / 2]
 }
 
-private func time(_ n: Int, _ body: () -> Void) -> Double {
+/// `--inject-failure PREFIX` (hidden): the timed bodies of workloads whose name starts with it
+/// throw `InjectedFailure` from their second call on, so that a test can see the run fail.
+nonisolated(unsafe) var injectedFailure: String?
+
+struct InjectedFailure: Error, CustomStringConvertible {
+  var description: String { "a failure injected by --inject-failure" }
+}
+
+/// Fails the whole run: a timed workload threw, or its child process failed.
+struct WorkloadFailure: Error, CustomStringConvertible {
+  var workload: String
+  var detail: String
+  var description: String { "\(workload): failed (\(detail)); no figure is reported for it" }
+}
+
+private func time(_ n: Int, _ body: () throws -> Void) rethrows -> Double {
   let start = DispatchTime.now().uptimeNanoseconds
-  for _ in 0..<n { body() }
+  for _ in 0..<n { try body() }
   return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 }
 
 /// Prevents the optimiser from removing work whose result is otherwise unused.
 @inline(never) func blackHole<T>(_ x: T) { withExtendedLifetime(x) {} }
 
-/// Memory bandwidth: memcpy over `megabytes` (far beyond the last-level cache), counting the
-/// bytes read plus the bytes written, in GB/s. Copies in `Threads.count` parallel chunks,
-/// since the elementwise kernels it bounds also run on every thread.
-func memcpyCeiling(megabytes: Int, repetitions: Int) -> Double {
-  let n = megabytes * 1_000_000 / 4
+/// Memory bandwidth: memcpy of `trafficBytes / 2` bytes (so `trafficBytes` read plus written),
+/// counting the bytes read plus the bytes written, in GB/s, from the fastest of the repetitions.
+/// Copies in `Threads.count` parallel chunks, since the elementwise kernels it bounds also run on
+/// every thread. Repeated on the same buffers, as a workload is: what fits in a cache stays there
+/// on both sides.
+func memcpyGbps(trafficBytes: Int, repetitions: Int, minSeconds: Double) throws -> Double {
+  let n = max(1, trafficBytes / 8)
   let a = Tensor(zeros: [n]), b = Tensor(zeros: [n])
   for i in stride(from: 0, to: n, by: 1024) { a.data[i] = Float(i) }
   let src = UncheckedSendable(a.data), dst = UncheckedSendable(b.data)
-  let s = measure(repetitions: repetitions, minSeconds: 0.05) {
+  let s = try measure("memcpy \(2 * n * 4) bytes", repetitions: repetitions, minSeconds: minSeconds, best: true) {
     parallelFor(Threads.count) { r in
       for w in r {
         let lo = n * w / Threads.count, hi = n * (w + 1) / Threads.count
@@ -63,13 +106,53 @@ func memcpyCeiling(megabytes: Int, repetitions: Int) -> Double {
   return Double(2 * n * 4) / s / 1e9
 }
 
-/// sgemm GFLOP/s on an m×k by k×n product (2·m·n·k flops).
-func sgemmGflops(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, repetitions: Int, minSeconds: Double) -> Double {
+/// The bandwidth ceilings of one run: memcpy over a buffer far beyond the last-level cache (the
+/// machine's DRAM figure), and memcpy of exactly a workload's minimum traffic (its own ceiling:
+/// a tensor that stays in a cache is bounded by the cache's bandwidth, not by DRAM's), measured
+/// right after each workload that it bounds; a byte count's ceiling is the best of its
+/// measurements so far, so that a slow spell of a shared machine does not lower it.
+final class Bandwidth {
+  /// memcpy GB/s over `largeMegabytes` (read + write).
+  let large: Double
+  let largeMegabytes: Int
+  private let repetitions: Int, minSeconds: Double
+  private var sameFootprint: [Int: Double] = [:]
+
+  init(largeMegabytes: Int, repetitions: Int, minSeconds: Double) throws {
+    self.largeMegabytes = largeMegabytes
+    self.repetitions = repetitions
+    self.minSeconds = minSeconds
+    large = try memcpyGbps(trafficBytes: largeMegabytes * 2_000_000, repetitions: repetitions, minSeconds: 0.05)
+  }
+
+  /// memcpy GB/s when the copy moves `trafficBytes` (read + write) in all, as the workload does.
+  func ceiling(trafficBytes: Double) throws -> Double {
+    let key = Int(trafficBytes)
+    let v = max(sameFootprint[key] ?? 0, try memcpyGbps(trafficBytes: key, repetitions: repetitions, minSeconds: minSeconds))
+    sameFootprint[key] = v
+    return v
+  }
+
+  /// The row's bandwidth figures for a workload that moves `trafficBytes` in `seconds`:
+  /// `gbps` (its own throughput), `memcpy_same_footprint_gbps` (its ceiling), `fraction`
+  /// (of that ceiling) and `memcpy_large_gbps` (the DRAM figure, for reference).
+  func metrics(trafficBytes: Double, seconds: Double, gbpsKey: String, fractionKey: String) throws -> [(String, Any)] {
+    let gbps = trafficBytes / seconds / 1e9
+    let ceiling = try ceiling(trafficBytes: trafficBytes)
+    return [(gbpsKey, gbps), ("memcpy_same_footprint_gbps", ceiling), (fractionKey, gbps / ceiling),
+      ("memcpy_large_gbps", large)]
+  }
+}
+
+/// sgemm GFLOP/s on an m×k by k×n product (2·m·n·k flops), from the fastest repetition with
+/// `best` (for a ceiling) or the median.
+func sgemmGflops(m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, repetitions: Int, minSeconds: Double,
+  best: Bool = false) throws -> Double {
   let a = Tensor(zeros: [m * k]), b = Tensor(zeros: [k * n]), c = Tensor(zeros: [m * n])
   var rng = SeededGenerator(seed: 7)
   a.fillUniform(-1, 1, using: &rng)
   b.fillUniform(-1, 1, using: &rng)
-  let s = measure(repetitions: repetitions, minSeconds: minSeconds) {
+  let s = try measure("sgemm \(m)x\(n)x\(k)", repetitions: repetitions, minSeconds: minSeconds, best: best) {
     BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data)
   }
   return 2 * Double(m) * Double(n) * Double(k) / s / 1e9

@@ -1,6 +1,7 @@
 // LayerWorkloads: Conv2D and Linear forward+backward, as GFLOP/s and as a fraction of the
 // large-square sgemm ceiling, beside the same-shape sgemm calls alone (so the cost of im2col,
-// col2im and the layout copies shows).
+// col2im and the layout copies shows); im2col and col2im alone against memcpy of the same
+// traffic. Each is checked against its Double reference (forward and every gradient) first.
 import NN
 import TensorCore
 import TestSupport
@@ -51,8 +52,8 @@ func checkConv(_ cc: ConvCase) throws {
 
 /// im2col and col2im of each convolution case alone, batched as Conv2D runs them, as GB/s of
 /// traffic (the column matrix written or read once, the input read or updated once) and as a
-/// fraction of the memcpy ceiling. Both are checked against the Double definitions first.
-func loweringWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+/// fraction of memcpy moving the same bytes. Both are checked against the Double definitions first.
+func loweringWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   for cc in convCases(quick: options.quick) where options.wants("im2col") || options.wants("col2im") {
     let n = cc.input[0]
     let g = ConvGeometry(channels: cc.input[1], height: cc.input[2], width: cc.input[3], kernelH: cc.kernel,
@@ -74,19 +75,19 @@ func loweringWorkloads(memcpy: Double, options: BenchOptions, emit: (BenchResult
     let bytes = Double(4 * (g.colRows * np + n * sample))
     let metrics: [(String, Any)] = [("layer", cc.label), ("kernel", cc.kernel), ("stride", cc.stride), ("padding", cc.padding)]
     if options.wants("im2col") {
-      let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+      let s = try measure("im2col \(cc.label)", repetitions: options.repetitions, minSeconds: options.minSeconds) {
         im2col(x.data, batch: n, g, col: col.data, colStride: np)
       }
       try emit(BenchResult(name: "im2col", shape: cc.input, medianSeconds: s,
-        metrics: metrics + [("gbps", bytes / s / 1e9), ("memcpy_fraction", bytes / s / 1e9 / memcpy)]))
+        metrics: metrics + (try bandwidth.metrics(trafficBytes: bytes, seconds: s, gbpsKey: "gbps", fractionKey: "memcpy_fraction"))))
     }
     if options.wants("col2im") {
       // As Conv2D runs it: overwriting dx (each plane zeroed in cache just before its sums).
-      let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+      let s = try measure("col2im \(cc.label)", repetitions: options.repetitions, minSeconds: options.minSeconds) {
         col2im(col.data, colStride: np, batch: n, g, dx: dx.data, accumulate: false)
       }
       try emit(BenchResult(name: "col2im", shape: cc.input, medianSeconds: s,
-        metrics: metrics + [("gbps", bytes / s / 1e9), ("memcpy_fraction", bytes / s / 1e9 / memcpy)]))
+        metrics: metrics + (try bandwidth.metrics(trafficBytes: bytes, seconds: s, gbpsKey: "gbps", fractionKey: "memcpy_fraction"))))
     }
   }
 }
@@ -102,14 +103,14 @@ func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResu
     let yShape = try conv.outputShape(for: cc.input)
     let dy = Tensor(zeros: yShape)
     dy.fillUniform(-1, 1, using: &rng)
-    let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
-      _ = try? conv.forward(x)
-      _ = try? conv.backward(dy)
+    let s = try measure("conv2d.fwdbwd \(cc.label)", repetitions: options.repetitions, minSeconds: options.minSeconds) {
+      _ = try conv.forward(x)
+      _ = try conv.backward(dy)
     }
     // Three GEMMs of 2·Cout·K·(N·P) flops each: forward, dW and dcol.
     let k = cc.input[1] * cc.kernel * cc.kernel, np = yShape[0] * yShape[2] * yShape[3], m = cc.outChannels
     let flops = 3 * 2 * Double(m) * Double(k) * Double(np)
-    let gemmOnly = gemmTriple(m: m, k: k, np: np, options: options)
+    let gemmOnly = try gemmTriple(m: m, k: k, np: np, options: options)
     let gflops = flops / s / 1e9
     try emit(BenchResult(name: "conv2d.fwdbwd", shape: cc.input, medianSeconds: s, metrics: [
       ("layer", cc.label), ("out_channels", cc.outChannels), ("kernel", cc.kernel), ("stride", cc.stride),
@@ -124,18 +125,22 @@ func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResu
     let x = Tensor(zeros: [n, fin]), dy = Tensor(zeros: [n, fout])
     x.fillUniform(-1, 1, using: &rng)
     dy.fillUniform(-1, 1, using: &rng)
+    lin.zeroGrad()
     let y = try lin.forward(x)
     let dx = try lin.backward(dy)
-    let want = Reference.linear(DoubleTensor(x), weight: DoubleTensor(lin.weight.value), bias: DoubleTensor(lin.bias!.value))
+    let (xd, wd) = (DoubleTensor(x), DoubleTensor(lin.weight.value))
+    let want = Reference.linear(xd, weight: wd, bias: DoubleTensor(lin.bias!.value))
+    let grads = Reference.linearBackward(xd, weight: wd, dy: DoubleTensor(dy))
     try check("linear forward", y.data, want.values, rtol: 1e-4, atol: 1e-4)
-    let wantDx = Reference.matmul(DoubleTensor(dy), DoubleTensor(lin.weight.value))
-    try check("linear dx", dx.data, wantDx.values, rtol: 1e-4, atol: 1e-4)
-    let s = measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
-      _ = try? lin.forward(x)
-      _ = try? lin.backward(dy)
+    try check("linear dx", dx.data, grads.dx.values, rtol: 1e-4, atol: 1e-4)
+    try check("linear dW", lin.weight.grad.data, grads.dw.values, rtol: 1e-4, atol: 1e-3)
+    try check("linear db", lin.bias!.grad.data, grads.db.values, rtol: 1e-4, atol: 1e-3)
+    let s = try measure("linear.fwdbwd", repetitions: options.repetitions, minSeconds: options.minSeconds) {
+      _ = try lin.forward(x)
+      _ = try lin.backward(dy)
     }
     let flops = 3 * 2 * Double(n) * Double(fin) * Double(fout)
-    let gemmOnly = gemmTriple(m: fout, k: fin, np: n, options: options)
+    let gemmOnly = try gemmTriple(m: fout, k: fin, np: n, options: options)
     let gflops = flops / s / 1e9
     try emit(BenchResult(name: "linear.fwdbwd", shape: [n, fin], medianSeconds: s, metrics: [
       ("layer", "seed.linear1"), ("out_features", fout), ("gflops", gflops), ("sgemm_fraction", gflops / sgemmCeiling),
@@ -145,13 +150,13 @@ func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResu
 }
 
 /// Seconds for the three GEMMs of a layer's forward+backward alone: [M,K]·[K,NP], [M,NP]·[NP,K], [K,M]·[M,NP].
-private func gemmTriple(m: Int, k: Int, np: Int, options: BenchOptions) -> Double {
+private func gemmTriple(m: Int, k: Int, np: Int, options: BenchOptions) throws -> Double {
   let w = Tensor(zeros: [m * k]), col = Tensor(zeros: [k * np]), y = Tensor(zeros: [m * np]), dw = Tensor(zeros: [m * k])
   var rng = SeededGenerator(seed: 1)
   w.fillUniform(-1, 1, using: &rng)
   col.fillUniform(-1, 1, using: &rng)
   y.fillUniform(-1, 1, using: &rng)
-  return measure(repetitions: options.repetitions, minSeconds: options.minSeconds) {
+  return try measure("sgemm triple \(m)x\(k)x\(np)", repetitions: options.repetitions, minSeconds: options.minSeconds) {
     BLAS.sgemm(m: m, n: np, k: k, a: w.data, b: col.data, c: y.data)
     BLAS.sgemm(transB: true, m: m, n: k, k: np, a: y.data, b: col.data, beta: 1, c: dw.data)
     BLAS.sgemm(transA: true, m: k, n: np, k: m, a: w.data, b: y.data, c: col.data)

@@ -13,7 +13,8 @@ import Training
 
 /// Runs in a child process: with `check`, verifies the network against the Double reference and
 /// a central difference and returns; otherwise times training steps and returns images/s and
-/// the peak RSS in MB (so that the reference check's memory is not counted).
+/// the peak RSS in MB (VmHWM of this fresh process, so that the reference check's memory is not
+/// counted). Errors thrown by a timed step fail the process, and so the benchmark.
 func trainStepWorker(model: ModelKind, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> (Double, Double) {
   let classes = 10
   let net = try model.build(input: input, classes: classes, seed: 1)
@@ -27,11 +28,14 @@ func trainStepWorker(model: ModelKind, input: [Int], batch: Int, repetitions: In
   let loss = CrossEntropyLoss()
 
   if check { try checkTrainStep(net, model: model, x: x, labels: labels, input: input, rng: &rng) ; return (0, 0) }
-  let s = measure(repetitions: repetitions, minSeconds: minSeconds) {
+  let s = try measure("train_step.\(model.rawValue) \(input)", repetitions: repetitions, minSeconds: minSeconds) {
     net.zeroGrad()
-    guard let y = try? net.forward(x), (try? loss(y, labels: labels)) != nil, (try? net.backward(loss.gradient!)) != nil else {
-      return
+    let y = try net.forward(x)
+    _ = try loss(y, labels: labels)
+    guard let g = loss.gradient else {
+      throw WorkloadFailure(workload: "train_step.\(model.rawValue) \(input)", detail: "the loss kept no gradient")
     }
+    _ = try net.backward(g)
     opt.step()
   }
   return (Double(batch) / s, peakRSSMegabytes())
@@ -118,7 +122,8 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe.hasPrefix("/") ? exe : FileManager.default.currentDirectoryPath + "/" + exe)
         p.arguments = ["--worker-train-step", kind.rawValue, "--worker-input", inputText, "--threads", String(Threads.count),
-          "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : []) + extra
+          "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
+          + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra
         let pipe = Pipe()
         p.standardOutput = pipe
         try p.run()
@@ -128,7 +133,8 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
       }
       let (checkStatus, _) = try worker(["--worker-check"])
       guard checkStatus == 0 else {
-        throw ReferenceMismatch(workload: "train_step.\(kind.rawValue)", detail: "the reference check failed (see above)")
+        throw ReferenceMismatch(workload: "train_step.\(kind.rawValue) \(inputText)",
+          detail: "the reference check's process exited with status \(checkStatus); its message is above")
       }
       // Rounds alternate ours and PyTorch's, each a fresh process, so that a slow spell of this
       // shared machine hits both sides of a round's ratio.
@@ -139,10 +145,11 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
           let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double],
           let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
         else {
-          throw ReferenceMismatch(workload: "train_step.\(kind.rawValue)", detail: "the worker process failed (status \(status))")
+          throw WorkloadFailure(workload: "train_step.\(kind.rawValue) \(inputText)",
+            detail: "its timing process exited with status \(status); its message is above")
         }
         ours.append((ips, rss, sec))
-        if let t = pytorchTrainStep(model: kind, input: inputText, options: options) { torch.append(t) }
+        if let t = try PyTorch.trainStep(model: kind.rawValue, input: inputText, options: options) { torch.append(t) }
       }
       let ips = median(ours.map(\.ips))
       var metrics: [(String, Any)] = [("input", inputText), ("images_per_s", ips), ("peak_rss_mb", ours.map(\.rss).max()!),
@@ -157,46 +164,6 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
     }
   }
 }
-
-/// PyTorch eager's images/s and peak RSS (MB) for the same step, from
-/// Benchmarks/pytorch/train_step.py in a process of its own, or nil (with a note on stderr, once)
-/// when `options.python` is "none", or Python or PyTorch is missing, or the script fails.
-func pytorchTrainStep(model: ModelKind, input: String, options: BenchOptions) -> (imagesPerSecond: Double, peakRSS: Double)? {
-  guard options.python != "none", !options.quick else { return nil }
-  let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("pytorch/train_step.py").path
-  func note(_ s: String) {
-    if !PyTorchNote.said { FileHandle.standardError.write(Data("note: \(s); train_step rows carry no PyTorch comparison\n".utf8)) }
-    PyTorchNote.said = true
-  }
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = [options.python, script, "--model", model.rawValue, "--input", input, "--threads", String(Threads.count),
-    "--repetitions", String(options.repetitions)]
-  let out = Pipe(), err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  do { try p.run() } catch {
-    note("could not start \(options.python) (\(error))")
-    return nil
-  }
-  let data = out.fileHandleForReading.readDataToEndOfFile()
-  let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-  p.waitUntilExit()
-  guard p.terminationStatus == 0,
-    let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-    let ips = obj["images_per_s"] as? Double, let rss = obj["peak_rss_mb"] as? Double
-  else {
-    let why = errText.contains("No module named 'torch'") ? "\(options.python) has no torch module"
-      : "\(script) failed (status \(p.terminationStatus)): \(errText.split(separator: "\n").last ?? "")"
-    note(why)
-    return nil
-  }
-  return (ips, rss)
-}
-
-/// Whether the missing-PyTorch note was printed (the benchmark runs on one thread).
-private enum PyTorchNote { nonisolated(unsafe) static var said = false }
 
 /// The median of a non-empty list (the mean of the middle two for an even count).
 func median(_ xs: [Double]) -> Double {

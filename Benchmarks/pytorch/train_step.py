@@ -6,13 +6,15 @@ then the median of repeated timings. Prints one JSON object per workload.
 
 Usage: python3 Benchmarks/pytorch/train_step.py [--threads 2] [--repetitions 7] [--compile]
                 [--model seed-aconc] [--input 3x32x32]
-acon-bench runs it once per train_step workload (one process each, so that the peak memory is
-that workload's) when `python3 -c "import torch"` works, and reports the speed-up.
+acon-bench runs it once per train_step workload (one fresh process each, so that the peak memory,
+VmHWM, is that workload's) when `python3 -c "import torch"` works, and reports the speed-up. Run
+by hand over several workloads, a later row's peak_rss_mb includes the earlier ones'.
 """
 import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -50,6 +52,21 @@ class MetaAconC(nn.Module):
         beta = torch.sigmoid(self.bn2(self.fc2(self.bn1(self.fc1(x.mean(dim=(2, 3), keepdim=True))))))
         dpx = (self.p1 - self.p2) * x
         return dpx * torch.sigmoid(beta * dpx) + self.p2 * x
+
+
+def peak_rss_mb():
+    """This process's peak resident memory in MB: VmHWM from /proc/self/status, as acon-bench
+    measures its own. (getrusage's ru_maxrss is no good here: Linux carries the parent's
+    high-water mark into a spawned child, so a child of a large process reads the parent's peak.)
+    Elsewhere (macOS, no /proc) ru_maxrss, in bytes there."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
 
 
 def seed_net(kind, c, h, w, classes=10):
@@ -110,7 +127,7 @@ def main():
                 "name": f"pytorch{'.compile' if args.compile else ''}.train_step.{kind}",
                 "input": f"{c}x{h}x{w}", "threads": args.threads, "torch": torch.__version__,
                 "median_s": med, "images_per_s": 64 / med,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+                "peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
 if __name__ == "__main__":

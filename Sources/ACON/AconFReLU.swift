@@ -25,10 +25,9 @@ public final class AconFReLU: Module {
   public let channels: Int
   /// 1 or 2.
   public let stride: Int
-  /// The funnel: a depthwise 3×3 convolution with bias, stride `stride`, padding 1.
-  /// (TEMPORARY: the correctness-only direct loop of FReLUDepthwiseFallback.swift until NN's
-  /// DepthwiseConv2D is on main.)
-  public let convFReLU: Module
+  /// The funnel: a depthwise 3×3 convolution with bias, stride `stride`, padding 1
+  /// (`weight [C, 1, 3, 3]`, `bias [C]`).
+  public let convFReLU: DepthwiseConv2D
   /// BatchNorm of the funnel.
   public let bn1: BatchNorm2D
   /// The 3×3/2 max-pool (padding 1) of x at stride 2.
@@ -53,7 +52,7 @@ public final class AconFReLU: Module {
     precondition(stride == 1 || stride == 2, "AconFReLU: stride must be 1 or 2, got \(stride)")
     self.channels = channels
     self.stride = stride
-    convFReLU = FReLUDepthwiseFallback(channels: channels, stride: stride, rng: &rng)
+    convFReLU = DepthwiseConv2D(channels: channels, kernelSize: 3, stride: stride, padding: 1, rng: &rng)
     bn1 = BatchNorm2D(channels: channels)
     maxPool = MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
     bn2 = BatchNorm2D(channels: channels)

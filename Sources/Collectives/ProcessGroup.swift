@@ -4,13 +4,13 @@
 // allocates per call: the buffers are the caller's.
 #if MPI
   import CMPI
-  #if canImport(Glibc)
-    import Glibc
-  #elseif canImport(Musl)
-    import Musl
-  #elseif canImport(Darwin)
-    import Darwin
-  #endif
+#endif
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// A failed collective operation, or a distributed run that this build can't do.
@@ -37,6 +37,11 @@ public protocol ProcessGroup: AnyObject {
   func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws
   /// Returns once every process has called it.
   func barrier() throws
+  /// Ends the whole job now with exit status `code`: every process of the group, including those
+  /// waiting in a collective operation (MPI_Abort), or this process alone when it is the only
+  /// one. The error path of a run: print the message first; it never finalises MPI, which would
+  /// wait for processes that sit in a collective.
+  func abort(code: Int32) -> Never
 }
 
 /// A group of one process: every collective operation is the identity.
@@ -49,6 +54,8 @@ public final class SingleProcess: ProcessGroup {
   public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
   public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {}
   public func barrier() throws {}
+  /// Exits the process with `code` (after flushing stdio, as `exit` does).
+  public func abort(code: Int32) -> Never { exit(code) }
 }
 
 /// Choosing the group for a run.
@@ -87,8 +94,9 @@ public enum ProcessGroups {
 
 #if MPI
   /// MPI's world communicator. MPI is initialised once per process (by the first `world()`) and
-  /// finalised at exit; errors come back as `ProcessGroupError` instead of aborting the job, so
-  /// the message names the operation. If another process of the job dies, `mpirun` ends the job.
+  /// finalised at a normal exit; errors come back as `ProcessGroupError` instead of aborting the
+  /// job, so the message names the operation, and a run that fails then calls `abort(code:)`
+  /// (MPI_Abort), never MPI_Finalize. If another process of the job dies, `mpirun` ends the job.
   public final class MPIProcessGroup: ProcessGroup {
     public let rank: Int
     public let size: Int
@@ -163,6 +171,15 @@ public enum ProcessGroups {
 
     public func barrier() throws {
       try MPIProcessGroup.check(MPI_Barrier(comm), "MPI_Barrier")
+    }
+
+    /// MPI_Abort on the world: mpirun ends every rank and exits non-zero. stdout is flushed
+    /// first (MPI_Abort does not run the C library's exit handlers).
+    public func abort(code: Int32) -> Never {
+      fflush(nil)  // every output stream
+      MPI_Abort(comm, code)
+      // MPI_Abort should not return; if it does, leave without MPI_Finalize.
+      _exit(code)
     }
 
     /// MPI counts are Int32: larger buffers go in pieces.

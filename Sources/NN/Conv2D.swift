@@ -1,30 +1,44 @@
 // Conv2D: 2-D convolution as im2col + one sgemm over the whole batch (Caffe's lowering,
-// batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col.
+// batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col. Grouped
+// convolutions run one sgemm per group on contiguous slices of the same matrices; kernels,
+// strides and paddings may be rectangular.
 //
-// Shapes: x [N, Cin, H, W], weight [Cout, Cin, KH, KW] (PyTorch's layout), bias [Cout],
-// y [N, Cout, OH, OW]; K = Cin·KH·KW, P = OH·OW; the column buffer is [K, N·P].
+// Shapes: x [N, Cin, H, W], weight [Cout, Cin/G, KH, KW] (PyTorch's layout), bias [Cout],
+// y [N, Cout, OH, OW]; K = Cin·KH·KW, P = OH·OW; the column buffer is [K, N·P]. Group g owns
+// input channels g·Cin/G ..< (g+1)·Cin/G, i.e. rows g·K/G ..< (g+1)·K/G of the column matrix,
+// and output channels g·Cout/G ..< (g+1)·Cout/G, i.e. rows of the weight matrix [Cout, K/G].
 import TensorCore
 
 /// A 2-D convolution over NCHW input.
 ///
 /// ```
-/// y[n, o, i, j] = bias[o] + Σ_{c, u, v} weight[o, c, u, v] · x[n, c, i·s − p + u, j·s − p + v]
-/// OH = (H + 2·padding − kernelSize) / stride + 1   (likewise OW)
+/// y[n, o, i, j] = bias[o] + Σ_{c, u, v} weight[o, c, u, v] · x[n, g·Cin/G + c, i·sh − ph + u, j·sw − pw + v]
+///   with g = o / (Cout/G) the group of output channel o and c in 0..<Cin/G
+/// OH = (H + 2·ph − KH) / sh + 1,   OW = (W + 2·pw − KW) / sw + 1
 /// ```
-/// Parameters are named `weight` `[Cout, Cin, K, K]` and `bias` `[Cout]`.
-/// Scratch memory (the column matrix) is kept from call to call.
+/// Parameters are named `weight` `[Cout, Cin/G, KH, KW]` and `bias` `[Cout]`, as PyTorch's
+/// `nn.Conv2d(..., groups=G)`. Scratch memory (the column matrix) is kept from call to call.
+/// For depthwise convolutions (G = Cin) `DepthwiseConv2D` runs direct kernels instead.
 public final class Conv2D: Module {
   /// Input channels.
   public let inChannels: Int
   /// Output channels.
   public let outChannels: Int
-  /// Square kernel size.
-  public let kernelSize: Int
-  /// Stride in both directions.
-  public let stride: Int
-  /// Zero padding on each side.
-  public let padding: Int
-  /// `[Cout, Cin, K, K]`.
+  /// Kernel height and width (KH, KW).
+  public let kernelShape: (height: Int, width: Int)
+  /// Strides along height and width (sh, sw).
+  public let strides: (height: Int, width: Int)
+  /// Zero padding along height (top and bottom) and width (left and right): (ph, pw).
+  public let paddings: (height: Int, width: Int)
+  /// Groups G: input and output channels split into G groups, each convolved on its own.
+  public let groups: Int
+  /// The kernel's height KH (its size, for the square kernels of the `Int` initializer).
+  public var kernelSize: Int { kernelShape.height }
+  /// The stride along the height (the stride, for the `Int` initializer).
+  public var stride: Int { strides.height }
+  /// The padding along the height (the padding, for the `Int` initializer).
+  public var padding: Int { paddings.height }
+  /// `[Cout, Cin/G, KH, KW]`.
   public let weight: Parameter
   /// `[Cout]`, or nil without bias.
   public let bias: Parameter?
@@ -38,31 +52,59 @@ public final class Conv2D: Module {
   private var input: Tensor?
   private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
 
+  /// A square K×K convolution.
   /// - Parameters:
   ///   - inChannels: Cin.
   ///   - outChannels: Cout.
   ///   - kernelSize: K, for a K×K window.
   ///   - stride: the step between windows in both directions (PyTorch's `stride`).
   ///   - padding: zero padding on each side (PyTorch's `padding`).
+  ///   - groups: G, dividing Cin and Cout (PyTorch's `groups`); the weight is `[Cout, Cin/G, K, K]`.
   ///   - bias: whether to add a learnable bias.
-  ///   - weightInit: PyTorch's default or orthogonal.
+  ///   - weightInit: PyTorch's default (fan_in = Cin/G·K·K) or orthogonal.
   ///   - workspace: scratch memory; layers of one network can share one (they never run at the
   ///     same time) to save memory. Defaults to a private one.
   ///   - rng: the generator that draws the initial weights.
-  public init(
-    inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+  public convenience init(
+    inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, groups: Int = 1,
     bias: Bool = true, weightInit: WeightInit = .pytorchDefault, workspace: ConvWorkspace = ConvWorkspace(),
     rng: inout SeededGenerator
   ) {
-    precondition(inChannels > 0 && outChannels > 0 && kernelSize > 0 && stride > 0 && padding >= 0,
+    self.init(inChannels: inChannels, outChannels: outChannels, kernelSize: (kernelSize, kernelSize),
+      stride: (stride, stride), padding: (padding, padding), groups: groups, bias: bias, weightInit: weightInit,
+      workspace: workspace, rng: &rng)
+  }
+
+  /// A KH×KW convolution with per-axis strides and paddings, e.g. `kernelSize: (1, 3), padding: (0, 1)`.
+  /// - Parameters:
+  ///   - inChannels: Cin.
+  ///   - outChannels: Cout.
+  ///   - kernelSize: (KH, KW).
+  ///   - stride: (sh, sw).
+  ///   - padding: (ph, pw), zeros on both sides of each axis.
+  ///   - groups: G, dividing Cin and Cout (PyTorch's `groups`); the weight is `[Cout, Cin/G, KH, KW]`.
+  ///   - bias: whether to add a learnable bias.
+  ///   - weightInit: PyTorch's default (fan_in = Cin/G·KH·KW) or orthogonal.
+  ///   - workspace: scratch memory, shareable between the layers of one network.
+  ///   - rng: the generator that draws the initial weights.
+  public init(
+    inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+    padding: (Int, Int) = (0, 0), groups: Int = 1, bias: Bool = true, weightInit: WeightInit = .pytorchDefault,
+    workspace: ConvWorkspace = ConvWorkspace(), rng: inout SeededGenerator
+  ) {
+    precondition(inChannels > 0 && outChannels > 0 && kernelSize.0 > 0 && kernelSize.1 > 0 && stride.0 > 0
+      && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0,
       "Conv2D: channels, kernel size and stride must be positive and padding non-negative")
+    precondition(groups > 0 && inChannels % groups == 0 && outChannels % groups == 0,
+      "Conv2D: groups (\(groups)) must be positive and divide inChannels (\(inChannels)) and outChannels (\(outChannels))")
     self.inChannels = inChannels
     self.outChannels = outChannels
-    self.kernelSize = kernelSize
-    self.stride = stride
-    self.padding = padding
+    self.kernelShape = (kernelSize.0, kernelSize.1)
+    self.strides = (stride.0, stride.1)
+    self.paddings = (padding.0, padding.1)
+    self.groups = groups
     self.workspace = workspace
-    self.weight = Parameter(Tensor(zeros: [outChannels, inChannels, kernelSize, kernelSize]))
+    self.weight = Parameter(Tensor(zeros: [outChannels, inChannels / groups, kernelSize.0, kernelSize.1]))
     self.bias = bias ? Parameter(Tensor(zeros: [outChannels]), decays: false) : nil
     super.init()
     weightInit.initialize(weight: weight.value, bias: self.bias?.value, using: &rng)
@@ -74,11 +116,18 @@ public final class Conv2D: Module {
     return p
   }
 
-  private var isPointwise: Bool { kernelSize == 1 && stride == 1 && padding == 0 }
+  private var isPointwise: Bool {
+    kernelShape.height == 1 && kernelShape.width == 1 && strides.height == 1 && strides.width == 1
+      && paddings.height == 0 && paddings.width == 0
+  }
+
+  /// Whether the 1×1 path that skips im2col runs for P = OH·OW: always without groups; with
+  /// groups only for P > 1 (for P == 1 the groups' slices of x would not be contiguous).
+  private func usesPointwisePath(p: Int) -> Bool { isPointwise && (groups == 1 || p > 1) }
 
   private func geometry(_ s: [Int]) -> ConvGeometry {
-    ConvGeometry(channels: s[1], height: s[2], width: s[3], kernelH: kernelSize, kernelW: kernelSize,
-      strideH: stride, strideW: stride, padH: padding, padW: padding)
+    ConvGeometry(channels: s[1], height: s[2], width: s[3], kernelH: kernelShape.height, kernelW: kernelShape.width,
+      strideH: strides.height, strideW: strides.width, padH: paddings.height, padW: paddings.width)
   }
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
@@ -88,7 +137,9 @@ public final class Conv2D: Module {
     let g = geometry(s)
     guard g.outH > 0, g.outW > 0 else {
       throw TensorError.shapeMismatch(
-        layer: typeName, expected: "[N, \(inChannels), H, W] with H, W + 2·\(padding) ≥ \(kernelSize)", got: s)
+        layer: typeName,
+        expected: "[N, \(inChannels), H, W] with H + 2·\(paddings.height) ≥ \(kernelShape.height) and "
+          + "W + 2·\(paddings.width) ≥ \(kernelShape.width)", got: s)
     }
     return [s[0], outChannels, g.outH, g.outW]
   }
@@ -112,14 +163,19 @@ public final class Conv2D: Module {
     fusedReLU = relu
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels
     let w = weight.value.data
-    if isPointwise {
+    let groupCount = groups, coutG = cout / groupCount, cinG = inChannels / groupCount
+    if usesPointwisePath(p: p) {
       if p == 1 {
-        // y[N, Cout] = x[N, Cin] · Wᵀ
+        // y[N, Cout] = x[N, Cin] · Wᵀ  (groups == 1 here)
         BLAS.sgemm(transB: true, m: n, n: cout, k: inChannels, a: x.data, b: w, c: y.data)
       } else {
-        // y_n[Cout, P] = W[Cout, Cin] · x_n[Cin, P], one sample at a time
+        // y_n[Cout, P] = W[Cout, Cin] · x_n[Cin, P], one sample at a time; with groups, the
+        // group's rows of W, x_n and y_n: y_n,g[Cout/G, P] = W_g[Cout/G, Cin/G] · x_n,g[Cin/G, P]
         for s in 0..<n {
-          BLAS.sgemm(m: cout, n: p, k: inChannels, a: w, b: x.data + s * inChannels * p, c: y.data + s * cout * p)
+          for gi in 0..<groupCount {
+            BLAS.sgemm(m: coutG, n: p, k: cinG, a: w + gi * coutG * cinG,
+              b: x.data + (s * inChannels + gi * cinG) * p, c: y.data + (s * cout + gi * coutG) * p)
+          }
         }
       }
       addBias(y, n: n, p: p)
@@ -128,14 +184,22 @@ public final class Conv2D: Module {
     }
     let g = geometry(x.shape)
     try fillColumns(x, g)
-    let k = g.colRows, np = n * p
+    let k = g.colRows, np = n * p, kG = k / groupCount
     if n == 1 {
-      BLAS.sgemm(m: cout, n: p, k: k, a: w, b: col!.data, c: y.data)
+      // y_g[Cout/G, P] = W_g[Cout/G, K/G] · col_g[K/G, P], one GEMM per group
+      for gi in 0..<groupCount {
+        BLAS.sgemm(m: coutG, n: p, k: kG, a: w + gi * coutG * kG, b: col!.data + gi * kG * p,
+          c: y.data + gi * coutG * p)
+      }
     } else {
-      // tmp[Cout, N·P] = W[Cout, K] · col[K, N·P], then scatter to y[N, Cout, P], adding the
-      // bias and applying a fused ReLU on the way (one pass over y instead of three).
+      // tmp[Cout, N·P] = W[Cout, K] · col[K, N·P] (by groups: tmp_g = W_g · col_g), then
+      // scatter to y[N, Cout, P], adding the bias and applying a fused ReLU on the way (one
+      // pass over y instead of three).
       let t = reuse(&workspace.buffer, shape: [cout, np])
-      BLAS.sgemm(m: cout, n: np, k: k, a: w, b: col!.data, c: t.data)
+      for gi in 0..<groupCount {
+        BLAS.sgemm(m: coutG, n: np, k: kG, a: w + gi * coutG * kG, b: col!.data + gi * kG * np,
+          c: t.data + gi * coutG * np)
+      }
       let src = UncheckedSendable(t.data), dst = UncheckedSendable(y.data)
       let bs = UncheckedSendable(bias?.value.data)
       parallelFor(n) { range in
@@ -192,11 +256,13 @@ public final class Conv2D: Module {
     }
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
+    let groupCount = groups, coutG = cout / groupCount, cinG = cin / groupCount
+    let pointwise = usesPointwisePath(p: p)
     // With a fused ReLU, dy is the gradient at the ReLU's output y: pass it where y > 0. The
     // general path below does that while it gathers dy; the others do it here, in place, as
     // `ReLU(inPlace: true)` would.
     let reluMask = fusedReLU ? output!.data : nil
-    if let y = reluMask, isPointwise || n == 1 { ReLU.mask(dy.data, by: y, into: dy.data, count: dy.count) }
+    if let y = reluMask, pointwise || n == 1 { ReLU.mask(dy.data, by: y, into: dy.data, count: dy.count) }
     // db[o] += Σ_s (sum of plane (s, o)), over s in order. The general path below takes the
     // plane sums while it gathers dy (each plane is then in cache); the others take them here.
     func accumulateBias(_ planeSum: (Int, Int) -> Float) {
@@ -207,21 +273,24 @@ public final class Conv2D: Module {
     }
     // The first layer of a network skips dx altogether: no buffer, no work.
     let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
-    if isPointwise || n == 1 {
+    if pointwise || n == 1 {
       accumulateBias { s, o in contiguousSum(dy.data + (s * cout + o) * p, count: p) }
     }
-    if isPointwise {
+    if pointwise {
       if p == 1 {
-        // dW[Cout, Cin] += dyᵀ[Cout, N] · x[N, Cin];  dx[N, Cin] = dy[N, Cout] · W[Cout, Cin]
+        // dW[Cout, Cin] += dyᵀ[Cout, N] · x[N, Cin];  dx[N, Cin] = dy[N, Cout] · W[Cout, Cin]  (groups == 1)
         BLAS.sgemm(transA: true, m: cout, n: cin, k: n, a: dy.data, b: x.data, beta: 1, c: dw)
         if propagatesInputGradient { BLAS.sgemm(m: n, n: cin, k: cout, a: dy.data, b: w, c: dx.data) }
       } else {
         for s in 0..<n {
-          let dys = dy.data + s * cout * p
-          // dW += dy_n[Cout, P] · x_nᵀ[P, Cin];  dx_n[Cin, P] = Wᵀ · dy_n
-          BLAS.sgemm(transB: true, m: cout, n: cin, k: p, a: dys, b: x.data + s * cin * p, beta: 1, c: dw)
-          if propagatesInputGradient {
-            BLAS.sgemm(transA: true, m: cin, n: p, k: cout, a: w, b: dys, c: dx.data + s * cin * p)
+          for gi in 0..<groupCount {
+            // dW_g += dy_n,g[Cout/G, P] · x_n,gᵀ[P, Cin/G];  dx_n,g[Cin/G, P] = W_gᵀ · dy_n,g
+            let dys = dy.data + (s * cout + gi * coutG) * p, xs = x.data + (s * cin + gi * cinG) * p
+            let wg = gi * coutG * cinG
+            BLAS.sgemm(transB: true, m: coutG, n: cinG, k: p, a: dys, b: xs, beta: 1, c: dw + wg)
+            if propagatesInputGradient {
+              BLAS.sgemm(transA: true, m: cinG, n: p, k: coutG, a: w + wg, b: dys, c: dx.data + (s * cin + gi * cinG) * p)
+            }
           }
         }
       }
@@ -229,7 +298,7 @@ public final class Conv2D: Module {
     }
     let g = geometry(x.shape)
     if colHolds !== x { try fillColumns(x, g) }
-    let k = g.colRows, np = n * p
+    let k = g.colRows, np = n * p, kG = k / groupCount
     // dyT[Cout, N·P] gathered from dy[N, Cout, P]
     let dyT: UnsafeMutablePointer<Float>
     if n == 1 {
@@ -256,11 +325,17 @@ public final class Conv2D: Module {
       accumulateBias { s, o in sums.data[s * cout + o] }
       dyT = t.data
     }
-    // dW[Cout, K] += dyT[Cout, N·P] · colᵀ[N·P, K]
-    BLAS.sgemm(transB: true, m: cout, n: k, k: np, a: dyT, b: col!.data, beta: 1, c: dw)
+    // dW[Cout, K/G] += dyT[Cout, N·P] · colᵀ[N·P, K], by groups: dW_g += dyT_g · col_gᵀ
+    for gi in 0..<groupCount {
+      BLAS.sgemm(transB: true, m: coutG, n: kG, k: np, a: dyT + gi * coutG * np, b: col!.data + gi * kG * np,
+        beta: 1, c: dw + gi * coutG * kG)
+    }
     guard propagatesInputGradient else { return dx }
-    // dcol[K, N·P] = Wᵀ[K, Cout] · dyT, into the column buffer, then col2im
-    BLAS.sgemm(transA: true, m: k, n: np, k: cout, a: w, b: dyT, c: col!.data)
+    // dcol[K, N·P] = Wᵀ[K, Cout] · dyT, into the column buffer (by groups: dcol_g = W_gᵀ · dyT_g), then col2im
+    for gi in 0..<groupCount {
+      BLAS.sgemm(transA: true, m: kG, n: np, k: coutG, a: w + gi * coutG * kG, b: dyT + gi * coutG * np,
+        c: col!.data + gi * kG * np)
+    }
     colHolds = nil
     col2im(col!.data, colStride: np, batch: n, g, dx: dx.data, accumulate: false)
     return dx

@@ -111,6 +111,15 @@ extension Module {
     return out
   }
 
+  /// The names of PyTorch's `state_dict()` in its order: module by module, parents first and
+  /// children in registration order, each module's parameters and then its buffers
+  /// (`conv1.weight`, `conv1.bias`, `bn1.weight`, `bn1.bias`, `bn1.running_mean`, …).
+  public func stateDictNames(prefix: String = "") -> [String] {
+    var out = localParameters.map { prefix + $0.0 } + localBuffers.map { prefix + $0.0 }
+    for (name, c) in children { out += c.stateDictNames(prefix: prefix + name + ".") }
+    return out
+  }
+
   /// The number of learnable scalars.
   public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.1.value.count } }
 

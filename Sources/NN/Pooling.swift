@@ -1,4 +1,4 @@
-// Pooling: max and average pooling over K×K windows, and global average pooling.
+// Pooling: max and average pooling over K×K windows, global and adaptive average pooling.
 //
 // Shapes: x [N, C, H, W] → y [N, C, OH, OW] with OH = (H + 2·padding − K) / stride + 1.
 import TensorCore
@@ -31,8 +31,9 @@ public class Pool2D: Module {
   }
 }
 
-/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch). Backward routes each
-/// gradient to the first maximum of its window.
+/// Max pooling over K×K windows. Padding reads as −∞ (PyTorch): it never wins. Backward routes
+/// each gradient to the first maximum of its window (a NaN counts as a maximum, the last one
+/// winning, as PyTorch's). Runs in parallel over planes.
 public final class MaxPool2D: Pool2D {
   private var output: Tensor?
   private var inputGrad: Tensor?
@@ -50,27 +51,33 @@ public final class MaxPool2D: Pool2D {
     inputShape = x.shape
     let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
     let planes = ys[0] * ys[1]
+    let (k, s, p) = (kernelSize, stride, padding)
     if argmax.count != y.count { argmax = [Int32](repeating: 0, count: y.count) }
     argmax.withUnsafeMutableBufferPointer { am in
-      for pl in 0..<planes {
-        let xp = x.data + pl * h * w
-        for i in 0..<oh {
-          for j in 0..<ow {
-            var best = -Float.infinity, bi = -1
-            for u in 0..<kernelSize {
-              let r = i * stride - padding + u
-              if r < 0 || r >= h { continue }
-              for v in 0..<kernelSize {
-                let c = j * stride - padding + v
-                if c < 0 || c >= w { continue }
-                let val = xp[r * w + c]
-                if val > best || bi < 0 || val.isNaN { best = val; bi = r * w + c }
-                if val.isNaN { break }
+      let xs = UncheckedSendable(x.data), dst = UncheckedSendable(y.data), idx = UncheckedSendable(am.baseAddress!)
+      // x [N·C planes of H·W] → y, argmax [N·C planes of OH·OW], in parallel over planes.
+      parallelFor(planes, minimumChunk: Swift.max(1, 4096 / Swift.max(1, oh * ow))) { range in
+        for pl in range {
+          let xp = xs.value + pl * h * w
+          for i in 0..<oh {
+            for j in 0..<ow {
+              // PyTorch's rule: start at −∞ with the window's first in-image element, take
+              // anything greater, and any NaN (the last NaN wins); padding is never a candidate.
+              var best = -Float.infinity, bi = -1
+              for u in 0..<k {
+                let r = i * s - p + u
+                if r < 0 || r >= h { continue }
+                for v in 0..<k {
+                  let c = j * s - p + v
+                  if c < 0 || c >= w { continue }
+                  let val = xp[r * w + c]
+                  if bi < 0 || val > best || val.isNaN { best = val; bi = r * w + c }
+                }
               }
+              let o = pl * oh * ow + i * ow + j
+              dst.value[o] = best
+              idx.value[o] = Int32(bi)
             }
-            let o = pl * oh * ow + i * ow + j
-            y.data[o] = best
-            am[o] = Int32(bi)
           }
         }
       }
@@ -83,11 +90,17 @@ public final class MaxPool2D: Pool2D {
       throw TensorError.shapeMismatch(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: inputShape)
-    dx.zero()
     let hw = inputShape[2] * inputShape[3], ohw = y.shape[2] * y.shape[3]
-    for o in 0..<y.count {
-      let pl = o / ohw
-      dx.data[pl * hw + Int(argmax[o])] += dy.data[o]
+    argmax.withUnsafeBufferPointer { am in
+      let idx = UncheckedSendable(am.baseAddress!), gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)
+      // Each plane's gradients go to its own dx plane, in output order.
+      parallelFor(y.shape[0] * y.shape[1], minimumChunk: Swift.max(1, 4096 / Swift.max(1, hw))) { range in
+        for pl in range {
+          let d = ds.value + pl * hw
+          d.update(repeating: 0, count: hw)
+          for o in (pl * ohw)..<((pl + 1) * ohw) { d[Int(idx.value[o])] += gs.value[o] }
+        }
+      }
     }
     return dx
   }
@@ -193,6 +206,98 @@ public final class GlobalAvgPool2D: Module {
     for pl in 0..<y.count {
       let g = dy.data[pl] / Float(hw)
       (dx.data + pl * hw).update(repeating: g, count: hw)
+    }
+    return dx
+  }
+}
+
+/// Adaptive average pooling, PyTorch's `AdaptiveAvgPool2d((OH, OW))`: `[N, C, H, W] →
+/// [N, C, OH, OW]`, output row i averaging input rows `⌊i·H/OH⌋ ..< ⌈(i+1)·H/OH⌉` (likewise
+/// columns). `AdaptiveAvgPool2D(outputSize: 1)` keeps the 4-D shape `[N, C, 1, 1]` (the mean
+/// of each plane, as `GlobalAvgPool2D`). Runs in parallel over planes.
+public final class AdaptiveAvgPool2D: Module {
+  /// (OH, OW).
+  public let outputSize: (height: Int, width: Int)
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var inputShape: [Int] = []
+
+  /// Pools every plane to `outputSize × outputSize`.
+  public convenience init(outputSize: Int) { self.init(outputSize: (outputSize, outputSize)) }
+
+  /// Pools every plane to OH × OW.
+  public init(outputSize: (Int, Int)) {
+    precondition(outputSize.0 > 0 && outputSize.1 > 0, "AdaptiveAvgPool2D: output size must be positive")
+    self.outputSize = (outputSize.0, outputSize.1)
+    super.init()
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    try requireRank(s, 4, layer: typeName, expected: "[N, C, H, W]")
+    guard s[2] > 0, s[3] > 0 else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, C, H, W] with H, W ≥ 1", got: s)
+    }
+    return [s[0], s[1], outputSize.height, outputSize.width]
+  }
+
+  /// Input rows (or columns) `lo..<hi` of output row i: PyTorch's start and end index.
+  @inline(__always) private static func bin(_ i: Int, _ size: Int, _ out: Int) -> (Int, Int) {
+    (i * size / out, ((i + 1) * size + out - 1) / out)
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let ys = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: ys)
+    inputShape = x.shape
+    let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
+    let xs = UncheckedSendable(x.data), dst = UncheckedSendable(y.data)
+    // x [N·C planes of H·W] → y [N·C planes of OH·OW]
+    parallelFor(ys[0] * ys[1], minimumChunk: Swift.max(1, 8192 / (h * w))) { planes in
+      for pl in planes {
+        let xp = xs.value + pl * h * w, yp = dst.value + pl * oh * ow
+        if oh == 1 && ow == 1 {
+          yp[0] = contiguousSum(xp, count: h * w) / Float(h * w)
+          continue
+        }
+        for i in 0..<oh {
+          let (r0, r1) = Self.bin(i, h, oh)
+          for j in 0..<ow {
+            let (q0, q1) = Self.bin(j, w, ow)
+            var acc: Float = 0
+            for r in r0..<r1 { for q in q0..<q1 { acc += xp[r * w + q] } }
+            yp[i * ow + j] = acc / Float((r1 - r0) * (q1 - q0))
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "AdaptiveAvgPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: inputShape)
+    let (h, w, oh, ow) = (inputShape[2], inputShape[3], y.shape[2], y.shape[3])
+    let gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)
+    // dy [N·C planes of OH·OW] → dx [N·C planes of H·W]; bins may overlap, so accumulate.
+    parallelFor(y.shape[0] * y.shape[1], minimumChunk: Swift.max(1, 8192 / (h * w))) { planes in
+      for pl in planes {
+        let dxp = ds.value + pl * h * w, gp = gs.value + pl * oh * ow
+        if oh == 1 && ow == 1 {
+          dxp.update(repeating: gp[0] / Float(h * w), count: h * w)
+          continue
+        }
+        dxp.update(repeating: 0, count: h * w)
+        for i in 0..<oh {
+          let (r0, r1) = Self.bin(i, h, oh)
+          for j in 0..<ow {
+            let (q0, q1) = Self.bin(j, w, ow)
+            let g = gp[i * ow + j] / Float((r1 - r0) * (q1 - q0))
+            for r in r0..<r1 { for q in q0..<q1 { dxp[r * w + q] += g } }
+          }
+        }
+      }
     }
     return dx
   }

@@ -18,7 +18,8 @@ public struct SummaryRow: Equatable, Sendable {
 
 /// A model summary for one input shape.
 public struct ModelSummary: CustomStringConvertible, Sendable {
-  /// One row per direct child of a `Sequential` model (the model itself otherwise).
+  /// One row per direct child of a `Sequential` model, one per recorded module of a `Graph`
+  /// model (with the shapes at that node), the model itself otherwise.
   public var rows: [SummaryRow]
   /// All learnable scalars.
   public var totalParameters: Int
@@ -29,17 +30,25 @@ public struct ModelSummary: CustomStringConvertible, Sendable {
 
   /// Summarises `model` for `inputShape` (`[N, C, H, W]`) without running any arithmetic.
   public init(model: Module, inputShape: [Int]) throws {
-    let layers: [(String, Module)] = (model as? Sequential)?.layers ?? [("", model)]
     var counters: [String: Int] = [:]
-    var shape = inputShape
-    rows = []
-    for (name, l) in layers {
-      let out = try l.outputShape(for: shape)
+    var rows: [SummaryRow] = []
+    func row(_ name: String, _ l: Module, _ input: [Int], _ output: [Int]) {
       counters[l.typeName, default: 0] += 1
       rows.append(SummaryRow(layer: "\(l.typeName)-\(counters[l.typeName]!)", name: name,
-        inputShape: shape, outputShape: out, parameters: l.parameterCount))
-      shape = out
+        inputShape: input, outputShape: output, parameters: l.parameterCount))
     }
+    if let graph = model as? Graph {
+      for m in try graph.moduleShapes(for: inputShape) { row(m.name, m.module, m.input, m.output) }
+    } else {
+      let layers: [(String, Module)] = (model as? Sequential)?.layers ?? [("", model)]
+      var shape = inputShape
+      for (name, l) in layers {
+        let out = try l.outputShape(for: shape)
+        row(name, l, shape, out)
+        shape = out
+      }
+    }
+    self.rows = rows
     trainableParameters = model.parameterCount
     nonTrainableParameters = model.namedBuffers().reduce(0) { acc, b in
       if case .float(let t) = b.1 { return acc + t.count }

@@ -2,6 +2,7 @@
 //
 // A tensor is a reference type: layers own their output and gradient tensors and overwrite
 // them on the next call, as Caffe's blobs do. `reshaped(_:)` gives a view that shares storage.
+import Synchronization
 
 /// The memory behind one or more tensor views. Freed when the last view goes away.
 public final class TensorStorage: @unchecked Sendable {
@@ -10,8 +11,16 @@ public final class TensorStorage: @unchecked Sendable {
   /// How many Floats the allocation holds.
   public let capacity: Int
 
+  private static let allocations = Atomic<Int>(0)
+
+  /// How many storages this process has allocated so far (every tensor allocation goes through
+  /// here). Tests compare it before and after a training step to prove that a step allocates
+  /// no tensor memory once the buffers exist.
+  public static var allocationCount: Int { allocations.load(ordering: .relaxed) }
+
   /// Allocates `capacity` Floats, zero-filled.
   public init(capacity: Int) {
+    Self.allocations.add(1, ordering: .relaxed)
     self.capacity = capacity
     pointer = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(capacity, 1))
     pointer.initialize(repeating: 0, count: Swift.max(capacity, 1))

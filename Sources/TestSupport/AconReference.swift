@@ -65,6 +65,92 @@ public enum AconReference {
   }
 }
 
+extension AconReference {
+  /// Meta-ACON-C's forward and backward passes in Double, composed of the references above:
+  /// m = mean_HW(x) `[N, C, 1, 1]`, h = bn2(fc2(bn1(fc1(m)))) (fc1, fc2 1×1 convolutions with
+  /// bias, BatchNorm in training mode with batch statistics, eps 1e-5, or left out), β = σ(h)
+  /// `[N, C]`, y = ACON-C(x; p1, p2, β); then, for the upstream gradient dy, back through the
+  /// same chain: dx (the ACON share plus the mean's share), and every parameter's gradient.
+  ///
+  /// `parameters` holds the layer's parameters by their state-dict names, as `MetaAconC`
+  /// registers them: `fc1.weight` `[W, C, 1, 1]`, `fc1.bias` `[W]`, `bn1.weight`, `bn1.bias` `[W]`
+  /// (both BatchNorms present or both absent), `fc2.weight` `[C, W, 1, 1]`, `fc2.bias` `[C]`,
+  /// `bn2.weight`, `bn2.bias` `[C]`, `p1`, `p2` `[C]`. x, dy `[N, C, HW]`. The gradients come
+  /// back under the same names. Everything after the inputs is Double, β included.
+  public static func metaAconC(x: [Float], dy: [Float], n: Int, c: Int, hw: Int, parameters: [String: [Float]])
+    -> (y: [Double], beta: [Double], dx: [Double], gradients: [String: [Double]])
+  {
+    func p(_ name: String) -> [Float] {
+      guard let v = parameters[name] else { preconditionFailure("AconReference.metaAconC: no parameter \(name)") }
+      return v
+    }
+    func d(_ name: String, _ shape: [Int]) -> DoubleTensor { DoubleTensor(shape: shape, values: p(name).map(Double.init)) }
+    let width = p("fc1.bias").count
+    let bn = parameters["bn1.weight"] != nil
+    let w1 = d("fc1.weight", [width, c, 1, 1]), b1 = d("fc1.bias", [width])
+    let w2 = d("fc2.weight", [c, width, 1, 1]), b2 = d("fc2.bias", [c])
+    // Forward through the β network.
+    var mean = DoubleTensor(zeros: [n, c, 1, 1])
+    for plane in 0..<(n * c) {
+      var acc = 0.0
+      for j in 0..<hw { acc += Double(x[plane * hw + j]) }
+      mean[plane] = acc / Double(hw)
+    }
+    let h1 = Reference.conv2d(mean, weight: w1, bias: b1, stride: 1, padding: 0)
+    let h2 = bn ? Reference.batchNormTraining(h1, gamma: d("bn1.weight", [width]).values, beta: d("bn1.bias", [width]).values) : h1
+    let h3 = Reference.conv2d(h2, weight: w2, bias: b2, stride: 1, padding: 0)
+    let h4 = bn ? Reference.batchNormTraining(h3, gamma: d("bn2.weight", [c]).values, beta: d("bn2.bias", [c]).values) : h3
+    let beta = h4.values.map { sigmoid($0) }
+    // ACON-C with one β per plane, forward and backward as in `forward` and `backward`, in Double.
+    let p1 = p("p1").map(Double.init), p2 = p("p2").map(Double.init)
+    var y = [Double](repeating: 0, count: n * c * hw), dx = y
+    var dp1 = [Double](repeating: 0, count: c), dp2 = dp1, dbeta = [Double](repeating: 0, count: n * c)
+    for plane in 0..<(n * c) {
+      let ch = plane % c, b = beta[plane], a = p1[ch] - p2[ch]
+      for j in 0..<hw {
+        let i = plane * hw + j
+        let xv = Double(x[i]), g0 = Double(dy[i]), dv = a * xv
+        let sg = sigmoid(b * dv)
+        y[i] = dv * sg + p2[ch] * xv
+        let g = sg * (1 + b * dv * (1 - sg))
+        dx[i] = g0 * (a * g + p2[ch])
+        dp1[ch] += g0 * xv * g
+        dp2[ch] += g0 * xv * (1 - g)
+        dbeta[plane] += g0 * dv * dv * sg * (1 - sg)
+      }
+    }
+    // Then back through σ, bn2, fc2, bn1, fc1 and the mean.
+    var g = DoubleTensor(shape: [n, c, 1, 1], values: (0..<(n * c)).map { dbeta[$0] * beta[$0] * (1 - beta[$0]) })
+    var grads: [String: [Double]] = ["p1": dp1, "p2": dp2]
+    if bn {
+      let b = Reference.batchNormTrainingBackward(h3, gamma: d("bn2.weight", [c]).values, dy: g)
+      g = b.dx
+      grads["bn2.weight"] = b.dgamma
+      grads["bn2.bias"] = b.dbeta
+    }
+    let f2 = Reference.conv2dBackward(h2, weight: w2, dy: g, stride: 1, padding: 0)
+    g = f2.dx
+    grads["fc2.weight"] = f2.dw.values
+    grads["fc2.bias"] = f2.db.values
+    if bn {
+      let b = Reference.batchNormTrainingBackward(h1, gamma: d("bn1.weight", [width]).values, dy: g)
+      g = b.dx
+      grads["bn1.weight"] = b.dgamma
+      grads["bn1.bias"] = b.dbeta
+    }
+    let f1 = Reference.conv2dBackward(mean, weight: w1, dy: g, stride: 1, padding: 0)
+    g = f1.dx
+    grads["fc1.weight"] = f1.dw.values
+    grads["fc1.bias"] = f1.db.values
+    for plane in 0..<(n * c) {
+      let share = g[plane] / Double(hw)
+      for j in 0..<hw { dx[plane * hw + j] += share }
+    }
+    return (y, beta, dx, grads)
+  }
+}
+
+
 // MARK: - Meta-ACON pixel-wise and the smooth maximum
 
 extension AconReference {
@@ -121,63 +207,5 @@ extension AconReference {
       dbeta[i / hw] += g0 * d * d * w
     }
     return (da, db, dbeta)
-  }
-}
-
-// MARK: - Depthwise 3×3 convolution (ACON-FReLU's funnel)
-
-extension AconReference {
-  /// Depthwise 3×3 convolution with padding 1: x `[N, C, H, W]`, weight `[C, 1, 3, 3]`, bias
-  /// `[C]`, y `[N, C, (H − 1)/s + 1, (W − 1)/s + 1]`.
-  public static func depthwiseConv3x3(_ x: DoubleTensor, weight: DoubleTensor, bias: DoubleTensor, stride s: Int)
-    -> DoubleTensor
-  {
-    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let oh = (h - 1) / s + 1, ow = (w - 1) / s + 1
-    var y = DoubleTensor(zeros: [n, c, oh, ow])
-    for plane in 0..<(n * c) {
-      let ch = plane % c
-      for i in 0..<oh {
-        for j in 0..<ow {
-          var acc = bias[ch]
-          for u in 0..<3 {
-            for v in 0..<3 {
-              let yy = i * s - 1 + u, xx = j * s - 1 + v
-              if yy >= 0 && yy < h && xx >= 0 && xx < w { acc += weight[ch * 9 + u * 3 + v] * x[(plane * h + yy) * w + xx] }
-            }
-          }
-          y[(plane * oh + i) * ow + j] = acc
-        }
-      }
-    }
-    return y
-  }
-
-  /// Its gradients for upstream `dy` `[N, C, OH, OW]`: dx `[N, C, H, W]`, dw `[C, 1, 3, 3]`, db `[C]`.
-  public static func depthwiseConv3x3Backward(_ x: DoubleTensor, weight: DoubleTensor, dy: DoubleTensor, stride s: Int)
-    -> (dx: DoubleTensor, dw: DoubleTensor, db: DoubleTensor)
-  {
-    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let (oh, ow) = (dy.shape[2], dy.shape[3])
-    var dx = DoubleTensor(zeros: x.shape), dw = DoubleTensor(zeros: weight.shape), db = DoubleTensor(zeros: [c])
-    for plane in 0..<(n * c) {
-      let ch = plane % c
-      for i in 0..<oh {
-        for j in 0..<ow {
-          let g = dy[(plane * oh + i) * ow + j]
-          db[ch] += g
-          for u in 0..<3 {
-            for v in 0..<3 {
-              let yy = i * s - 1 + u, xx = j * s - 1 + v
-              guard yy >= 0 && yy < h && xx >= 0 && xx < w else { continue }
-              let xi = (plane * h + yy) * w + xx
-              dw[ch * 9 + u * 3 + v] += g * x[xi]
-              dx[xi] += g * weight[ch * 9 + u * 3 + v]
-            }
-          }
-        }
-      }
-    }
-    return (dx, dw, db)
   }
 }

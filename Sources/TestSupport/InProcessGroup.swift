@@ -111,6 +111,8 @@ public final class InProcessGroup: @unchecked Sendable {
       group.broadcast(rank: rank, buffer, root: root)
     }
     func barrier() throws { group.meet(rank: rank, deposit: {}, combine: {}) }
+    /// The members are threads of one process: ending the group ends the process.
+    func abort(code: Int32) -> Never { exit(code) }
   }
 }
 

@@ -498,3 +498,249 @@ public enum Reference {
     return (total / m, grad)
   }
 }
+
+// MARK: - Branching: channel concatenation, splits, channel shuffle, residual add
+
+extension Reference {
+  /// `torch.cat(xs, 1)`: `[N, C₁, …], [N, C₂, …] → [N, C₁ + C₂ + …, …]` (rank 2 or 4, equal
+  /// other dimensions), element by element.
+  public static func concatChannels(_ xs: [DoubleTensor]) -> DoubleTensor {
+    let first = xs[0].shape
+    let n = first[0], plane = first.dropFirst(2).reduce(1, *)
+    let c = xs.reduce(0) { $0 + $1.shape[1] }
+    var shape = first
+    shape[1] = c
+    var y = DoubleTensor(zeros: shape)
+    var start = 0
+    for x in xs {
+      precondition(x.shape[0] == n && Array(x.shape.dropFirst(2)) == Array(first.dropFirst(2)), "concat shapes")
+      let cx = x.shape[1]
+      for s in 0..<n {
+        for ch in 0..<cx {
+          for p in 0..<plane { y[(s * c + start + ch) * plane + p] = x[(s * cx + ch) * plane + p] }
+        }
+      }
+      start += cx
+    }
+    return y
+  }
+
+  /// Channels `start, start + step, …` (`count` of them) of `[N, C, …]`: `x[:, start::step]`.
+  public static func sliceChannels(_ x: DoubleTensor, start: Int, step: Int = 1, count: Int) -> DoubleTensor {
+    let n = x.shape[0], c = x.shape[1], plane = x.shape.dropFirst(2).reduce(1, *)
+    var shape = x.shape
+    shape[1] = count
+    var y = DoubleTensor(zeros: shape)
+    for s in 0..<n {
+      for j in 0..<count {
+        for p in 0..<plane { y[(s * count + j) * plane + p] = x[(s * c + start + j * step) * plane + p] }
+      }
+    }
+    return y
+  }
+
+  /// The official ShuffleNetV2 `channel_shuffle` literally: view `[N, C, H, W]` as
+  /// `[N·C/2, 2, H·W]`, permute to `[2, N·C/2, H·W]`, view as `[2, N, C/2, H, W]` and return the
+  /// two slices. With `evenOdd: false`, the halves `x[:, :C/2]` and `x[:, C/2:]` instead.
+  public static func splitChannels(_ x: DoubleTensor, evenOdd: Bool) -> (DoubleTensor, DoubleTensor) {
+    let n = x.shape[0], c = x.shape[1], plane = x.shape.dropFirst(2).reduce(1, *)
+    precondition(c % 2 == 0, "split: odd channel count")
+    if !evenOdd {
+      return (sliceChannels(x, start: 0, count: c / 2), sliceChannels(x, start: c / 2, count: c / 2))
+    }
+    var shape = x.shape
+    shape[1] = c / 2
+    var parts = [DoubleTensor(zeros: shape), DoubleTensor(zeros: shape)]
+    let rows = n * c / 2
+    for k in 0..<2 {
+      for r in 0..<rows {
+        // [rows, 2, plane] → [2, rows, plane]: part k, row r is input row r, slot k.
+        for p in 0..<plane { parts[k][r * plane + p] = x[(r * 2 + k) * plane + p] }
+      }
+    }
+    return (parts[0], parts[1])
+  }
+
+  /// The input gradient of `splitChannels` for the gradients of its two parts (nil: unused, zero).
+  public static func splitChannelsBackward(
+    _ d0: DoubleTensor?, _ d1: DoubleTensor?, inputShape: [Int], evenOdd: Bool
+  ) -> DoubleTensor {
+    let n = inputShape[0], c = inputShape[1], plane = inputShape.dropFirst(2).reduce(1, *), half = c / 2
+    var dx = DoubleTensor(zeros: inputShape)
+    for (k, d) in [d0, d1].enumerated() {
+      guard let d else { continue }
+      for s in 0..<n {
+        for j in 0..<half {
+          let ch = evenOdd ? 2 * j + k : k * half + j
+          for p in 0..<plane { dx[(s * c + ch) * plane + p] += d[(s * half + j) * plane + p] }
+        }
+      }
+    }
+    return dx
+  }
+
+  /// ShuffleNet's channel shuffle by its definition: view `[N, C, …]` as `[N, g, C/g, plane]`,
+  /// swap axes 1 and 2, view back. With `inverse`, the inverse permutation (its backward).
+  public static func channelShuffle(_ x: DoubleTensor, groups g: Int, inverse: Bool = false) -> DoubleTensor {
+    let n = x.shape[0], c = x.shape[1], plane = x.shape.dropFirst(2).reduce(1, *)
+    precondition(c % g == 0, "channelShuffle: \(g) does not divide \(c)")
+    let per = c / g
+    var y = DoubleTensor(zeros: x.shape)
+    for s in 0..<n {
+      for i in 0..<g {
+        for j in 0..<per {
+          let grouped = (s * g + i) * per + j  // [N, g, C/g] index
+          let swapped = (s * per + j) * g + i  // [N, C/g, g] index
+          for p in 0..<plane {
+            if inverse {
+              y[grouped * plane + p] = x[swapped * plane + p]
+            } else {
+              y[swapped * plane + p] = x[grouped * plane + p]
+            }
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  /// The elementwise sum of tensors of one shape (a residual connection).
+  public static func add(_ xs: [DoubleTensor]) -> DoubleTensor {
+    var y = DoubleTensor(zeros: xs[0].shape)
+    for x in xs {
+      precondition(x.shape == y.shape, "add shapes")
+      for i in 0..<y.count { y[i] += x[i] }
+    }
+    return y
+  }
+}
+
+// MARK: - Grouped and depthwise convolution, SiLU, adaptive average pooling (issue 14)
+
+extension Reference {
+  /// Grouped convolution with rectangular kernels, strides and paddings, by definition:
+  /// `y[n,o,i,j] = b[o] + Σ_{c<Cin/G, u, v} w[o,c,u,v] · x[n, g·Cin/G + c, i·sh − ph + u, j·sw − pw + v]`
+  /// with `g = o / (Cout/G)`, zero padding. x `[N, Cin, H, W]`, w `[Cout, Cin/G, KH, KW]`,
+  /// b `[Cout]`; depthwise is G = Cin (w `[Cin·m, 1, KH, KW]`).
+  public static func groupedConv2d(
+    _ x: DoubleTensor, weight w: DoubleTensor, bias: DoubleTensor?, stride: (Int, Int), padding: (Int, Int),
+    groups: Int
+  ) -> DoubleTensor {
+    let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (cout, cinG, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+    precondition(cinG * groups == cin && cout % groups == 0, "groupedConv2d: weight \(w.shape) vs input \(x.shape)")
+    let (sh, sw) = stride, (ph, pw) = padding
+    let oh = (h + 2 * ph - kh) / sh + 1, ow = (wd + 2 * pw - kw) / sw + 1, coutG = cout / groups
+    var y = DoubleTensor(zeros: [n, cout, oh, ow])
+    for b in 0..<n {
+      for o in 0..<cout {
+        let c0 = (o / coutG) * cinG
+        for i in 0..<oh {
+          for j in 0..<ow {
+            var acc = bias?[o] ?? 0
+            for c in 0..<cinG {
+              for u in 0..<kh {
+                let r = i * sh - ph + u
+                if r < 0 || r >= h { continue }
+                for v in 0..<kw {
+                  let q = j * sw - pw + v
+                  if q < 0 || q >= wd { continue }
+                  acc += w[((o * cinG + c) * kh + u) * kw + v] * x[((b * cin + c0 + c) * h + r) * wd + q]
+                }
+              }
+            }
+            y[((b * cout + o) * oh + i) * ow + j] = acc
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  /// Gradients of `groupedConv2d` for output gradient dy `[N, Cout, OH, OW]`, by the same loops.
+  public static func groupedConv2dBackward(
+    _ x: DoubleTensor, weight w: DoubleTensor, dy: DoubleTensor, stride: (Int, Int), padding: (Int, Int),
+    groups: Int
+  ) -> (dx: DoubleTensor, dw: DoubleTensor, db: DoubleTensor) {
+    let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (cout, cinG, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+    let (sh, sw) = stride, (ph, pw) = padding
+    let (oh, ow) = (dy.shape[2], dy.shape[3]), coutG = cout / groups
+    var dx = DoubleTensor(zeros: x.shape), dw = DoubleTensor(zeros: w.shape), db = DoubleTensor(zeros: [cout])
+    for b in 0..<n {
+      for o in 0..<cout {
+        let c0 = (o / coutG) * cinG
+        for i in 0..<oh {
+          for j in 0..<ow {
+            let g = dy[((b * cout + o) * oh + i) * ow + j]
+            db[o] += g
+            for c in 0..<cinG {
+              for u in 0..<kh {
+                let r = i * sh - ph + u
+                if r < 0 || r >= h { continue }
+                for v in 0..<kw {
+                  let q = j * sw - pw + v
+                  if q < 0 || q >= wd { continue }
+                  let wi = ((o * cinG + c) * kh + u) * kw + v, xi = ((b * cin + c0 + c) * h + r) * wd + q
+                  dw[wi] += g * x[xi]
+                  dx[xi] += g * w[wi]
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    return (dx, dw, db)
+  }
+
+  /// SiLU (Swish): `x·σ(x)` elementwise.
+  public static func silu(_ x: DoubleTensor) -> DoubleTensor {
+    DoubleTensor(shape: x.shape, values: x.values.map { $0 * sigmoid($0) })
+  }
+
+  /// Gradient of SiLU: `dy · σ(x)·(1 + x·(1 − σ(x)))` elementwise.
+  public static func siluBackward(_ x: DoubleTensor, dy: DoubleTensor) -> DoubleTensor {
+    DoubleTensor(shape: x.shape, values: zip(x.values, dy.values).map { v, g in
+      let s = sigmoid(v)
+      return g * s * (1 + v * (1 - s))
+    })
+  }
+
+  /// Adaptive average pooling as PyTorch's `AdaptiveAvgPool2d((OH, OW))`: output row i averages
+  /// input rows `⌊i·H/OH⌋ ..< ⌈(i+1)·H/OH⌉` (likewise columns). `[N, C, H, W] → [N, C, OH, OW]`.
+  public static func adaptiveAvgPool2d(_ x: DoubleTensor, outputSize: (Int, Int)) -> DoubleTensor {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (oh, ow) = outputSize
+    var y = DoubleTensor(zeros: [n, c, oh, ow])
+    for pl in 0..<(n * c) {
+      for i in 0..<oh {
+        let r0 = i * h / oh, r1 = ((i + 1) * h + oh - 1) / oh
+        for j in 0..<ow {
+          let q0 = j * w / ow, q1 = ((j + 1) * w + ow - 1) / ow
+          var acc = 0.0
+          for r in r0..<r1 { for q in q0..<q1 { acc += x[(pl * h + r) * w + q] } }
+          y[(pl * oh + i) * ow + j] = acc / Double((r1 - r0) * (q1 - q0))
+        }
+      }
+    }
+    return y
+  }
+
+  /// Gradient of `adaptiveAvgPool2d`: each dy spreads evenly over its window.
+  public static func adaptiveAvgPool2dBackward(inputShape: [Int], dy: DoubleTensor) -> DoubleTensor {
+    let (h, w) = (inputShape[2], inputShape[3]), (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dx = DoubleTensor(zeros: inputShape)
+    for pl in 0..<(inputShape[0] * inputShape[1]) {
+      for i in 0..<oh {
+        let r0 = i * h / oh, r1 = ((i + 1) * h + oh - 1) / oh
+        for j in 0..<ow {
+          let q0 = j * w / ow, q1 = ((j + 1) * w + ow - 1) / ow
+          let g = dy[(pl * oh + i) * ow + j] / Double((r1 - r0) * (q1 - q0))
+          for r in r0..<r1 { for q in q0..<q1 { dx[(pl * h + r) * w + q] += g } }
+        }
+      }
+    }
+    return dx
+  }
+}

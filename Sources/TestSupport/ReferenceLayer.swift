@@ -3,8 +3,9 @@
 // vector–Jacobian product. The gradient checker differentiates the twin by central differences
 // in Double (tight tolerance) and compares the Float layer's gradients with the twin's.
 //
-// Every Module of NN and ACON has a twin (`ReferenceLayer(_:)`), Sequential and MetaAconC by
-// composition; a module of another kind needs one written by hand (`init(name:...)`).
+// Every Module of NN and ACON has a twin (`ReferenceLayer(_:)`), Sequential, Graph (and its
+// subclasses) and MetaAconC by composition (ReferenceLayer+Graph.swift for graphs); a module of
+// another kind needs one written by hand (`init(name:...)`).
 import ACON
 import NN
 import TensorCore
@@ -44,6 +45,8 @@ public struct ReferenceLayer {
     case let seq as Sequential:
       let parts = try seq.layers.map { ($0.0, try ReferenceLayer($0.1, root: root, beforeForward: beforeForward)) }
       self = .sequence(parts, name: module.typeName)
+    case let graph as Graph: self = try .graph(graph, root: root, beforeForward: beforeForward)
+    case let shuffle as ChannelShuffle: self = .channelShuffle(shuffle)
     case let lin as Linear:
       let hasBias = lin.bias != nil
       self.init(name: "Linear", parameters: params,
@@ -53,13 +56,36 @@ public struct ReferenceLayer {
           return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
         })
     case let conv as Conv2D:
-      let hasBias = conv.bias != nil, s = conv.stride, pad = conv.padding
+      let hasBias = conv.bias != nil, g = conv.groups
+      let s = (conv.strides.height, conv.strides.width), pad = (conv.paddings.height, conv.paddings.width)
       self.init(name: "Conv2D", parameters: params,
-        forward: { x, p in Reference.conv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad) },
+        forward: { x, p in
+          Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: g)
+        },
         backward: { x, p, dy in
-          let g = Reference.conv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad)
-          return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
+          let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: g)
+          return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
         })
+    case let conv as DepthwiseConv2D:
+      // A convolution with groups = C (weight [C·m, 1, KH, KW]).
+      let hasBias = conv.bias != nil, g = conv.inChannels
+      let s = (conv.strides.height, conv.strides.width), pad = (conv.paddings.height, conv.paddings.width)
+      self.init(name: "DepthwiseConv2D", parameters: params,
+        forward: { x, p in
+          Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: g)
+        },
+        backward: { x, p, dy in
+          let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: g)
+          return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
+        })
+    case is SiLU:
+      self.init(name: "SiLU", parameters: [], forward: { x, _ in Reference.silu(x) },
+        backward: { x, _, dy in (Reference.siluBackward(x, dy: dy), []) })
+    case let pool as AdaptiveAvgPool2D:
+      let size = (pool.outputSize.height, pool.outputSize.width)
+      self.init(name: "AdaptiveAvgPool2D", parameters: [],
+        forward: { x, _ in Reference.adaptiveAvgPool2d(x, outputSize: size) },
+        backward: { x, _, dy in (Reference.adaptiveAvgPool2dBackward(inputShape: x.shape, dy: dy), []) })
     case let bn as BatchNorm2D:
       self = .batchNorm(bn, parameters: params)
     case is ReLU:
@@ -326,9 +352,10 @@ public struct ReferenceLayer {
   }
 
   /// ACON-FReLU: a = x or maxpool_3/2/1(x); b = bn1(dwconv3×3(x)); y = bn2(S(a, b)) with the
-  /// smooth maximum S(a, b) = (a − b)·σ(a − b) + b. The convolution is AconReference's depthwise
-  /// 3×3 (padding 1); bn1 and bn2 are the BatchNorm twins in the module's mode.
+  /// smooth maximum S(a, b) = (a − b)·σ(a − b) + b. The convolution, bn1 and bn2 are their
+  /// children's twins (BatchNorm in the module's mode).
   private static func aconFReLU(_ m: AconFReLU, root: Module, beforeForward: ((Module) -> Void)?) throws -> ReferenceLayer {
+    let conv = try ReferenceLayer(m.convFReLU, root: root, beforeForward: beforeForward)
     let bn1 = try ReferenceLayer(m.bn1, root: root, beforeForward: beforeForward)
     let bn2 = try ReferenceLayer(m.bn2, root: root, beforeForward: beforeForward)
     let params = m.namedParameters().map { ($0.0, DoubleTensor($0.1.value)) }
@@ -336,7 +363,7 @@ public struct ReferenceLayer {
     // θ: conv_frelu.weight, conv_frelu.bias, bn1.weight, bn1.bias, bn2.weight, bn2.bias.
     func parts(_ x: DoubleTensor, _ p: [DoubleTensor]) -> (a: DoubleTensor, c: DoubleTensor, b: DoubleTensor, z: DoubleTensor) {
       let a = s == 2 ? Reference.maxPool2d(x, k: 3, stride: 2, padding: 1) : x
-      let c = AconReference.depthwiseConv3x3(x, weight: p[0], bias: p[1], stride: s)
+      let c = conv.forward(x, [p[0], p[1]])
       let b = bn1.forward(c, [p[2], p[3]])
       let z = DoubleTensor(shape: a.shape, values: (0..<a.count).map { i in
         let d = a[i] - b[i]
@@ -357,10 +384,10 @@ public struct ReferenceLayer {
           db[i] = dz[i] * (1 - g)
         }
         let (dc, dbn1) = bn1.backward(c, [p[2], p[3]], db)
-        let conv = AconReference.depthwiseConv3x3Backward(x, weight: p[0], dy: dc, stride: s)
+        let (dxc, dconv) = conv.backward(x, [p[0], p[1]], dc)
         let dxa = s == 2 ? Reference.maxPool2dBackward(x, dy: da, k: 3, stride: 2, padding: 1) : da
-        let dx = DoubleTensor(shape: x.shape, values: zip(conv.dx.values, dxa.values).map { $0 + $1 })
-        return (dx, [conv.dw, conv.db] + dbn1 + dbn2)
+        let dx = DoubleTensor(shape: x.shape, values: zip(dxc.values, dxa.values).map { $0 + $1 })
+        return (dx, dconv + dbn1 + dbn2)
       })
   }
 

@@ -163,3 +163,56 @@ func fileStatus(_ path: String) -> (exists: Bool, isDirectory: Bool) {
   guard stat(path, &st) == 0 else { return (false, false) }
   return (true, (st.st_mode & S_IFMT) == S_IFDIR)
 }
+
+/// A file written by appending, where every write is checked: a failed or short write (a full
+/// disk, `/dev/full`, a quota) throws `FileIOError` naming the file instead of trapping or being
+/// dropped. For the JSONL log and other outputs that are written as a run goes, not atomically.
+public final class CheckedFile {
+  /// The file written.
+  public let path: String
+  /// What the file is, for messages ("the log file").
+  public let what: String
+  private var fd: Int32
+
+  /// Opens `path` for appending (creating it with mode 0644), emptied first when `truncate`.
+  /// - Throws: `FileIOError` naming the path when it can't be opened for writing.
+  public init(appendingTo path: String, truncate: Bool, what: String = "the file") throws {
+    self.path = path
+    self.what = what
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0o644)
+    guard fd >= 0 else { throw FileIOError(path: path, operation: "open \(what) for writing", reason: systemErrorText()) }
+  }
+
+  deinit { if fd >= 0 { close(fd) } }
+
+  /// Appends all of `bytes`, retrying short writes and EINTR.
+  /// - Throws: `FileIOError` naming the path on any write error.
+  public func write(_ bytes: [UInt8]) throws {
+    try bytes.withUnsafeBytes { raw in
+      var done = 0
+      while done < raw.count {
+        let n = posixWrite(fd, raw.baseAddress! + done, raw.count - done)
+        if n < 0 {
+          if errno == EINTR { continue }
+          throw FileIOError(path: path, operation: "write \(what)", reason: systemErrorText())
+        }
+        if n == 0 { throw FileIOError(path: path, operation: "write \(what)", reason: "the write made no progress") }
+        done += n
+      }
+    }
+  }
+
+  /// Flushes the file to stable storage (fsync), so a late I/O error surfaces here. Files that
+  /// can't be synced (pipes, character devices: EINVAL, ENOTSUP, EROFS) are taken as written.
+  /// - Throws: `FileIOError` naming the path.
+  public func sync() throws {
+    guard fsync(fd) == 0 else {
+      let code = errno
+      if code == EINVAL || code == ENOTSUP || code == EROFS { return }
+      throw FileIOError(path: path, operation: "sync \(what) to disk", reason: systemErrorText(code))
+    }
+  }
+}
+
+/// The C library's `write(2)`, reachable from inside `CheckedFile`, whose own `write` hides it.
+private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int { write(fd, buffer, count) }

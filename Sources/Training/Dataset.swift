@@ -284,16 +284,31 @@ public final class BatchLoader {
   @discardableResult
   public func batch(_ index: Int, into x: Tensor, labels: inout [Int32]) -> Int {
     let b = size(ofBatch: index)
+    batch(index, rows: 0..<b, into: x, labels: &labels)
+    return b
+  }
+
+  /// Fills `x` with rows `rows` of batch `index` of the current epoch (a data-parallel process's
+  /// shard) and `labels` with their labels, decoding only those images: row k is bit for bit
+  /// row `rows.lowerBound + k` of the whole batch (same image, crop and flip).
+  /// - Parameters:
+  ///   - index: the batch, from 0 (in the epoch's order).
+  ///   - rows: a range within `0..<size(ofBatch: index)`.
+  ///   - x: resized in place to `[rows.count, C, H, W]`; normalised floats.
+  ///   - labels: set to the `rows.count` labels as `Int32`, reusing its capacity.
+  public func batch(_ index: Int, rows: Range<Int>, into x: Tensor, labels: inout [Int32]) {
+    let b = size(ofBatch: index)
+    precondition(rows.lowerBound >= 0 && rows.upperBound <= b, "BatchLoader: rows \(rows) outside batch \(index)'s 0..<\(b)")
     let c = dataset.channels, h = dataset.height, w = dataset.width
     let imageSize = c * h * w, plane = h * w
-    x.resize(to: [b, c, h, w])
+    x.resize(to: [rows.count, c, h, w])
     labels.removeAll(keepingCapacity: true)
     labels.reserveCapacity(batchSize)
     let out = x.data
     dataset.pixels.withUnsafeBufferPointer { px in
       table.withUnsafeBufferPointer { lut in
-        for k in 0..<b {
-          let position = index * batchSize + k
+        for k in 0..<rows.count {
+          let position = index * batchSize + rows.lowerBound + k
           let src = order[position]
           labels.append(Int32(dataset.labels[src]))
           let dst = out + k * imageSize
@@ -337,6 +352,5 @@ public final class BatchLoader {
         }
       }
     }
-    return b
   }
 }

@@ -7,10 +7,19 @@
 // buffer, END exclusive) plus an optional `"__metadata__"` string→string map. Tensors are
 // little-endian, row-major, and must tile the buffer exactly. The writer follows the reference
 // implementation: no whitespace, `__metadata__` first, entries by dtype alignment (descending)
-// then name, so our files match `safetensors.numpy.save_file` byte for byte.
+// then name, so our files match `safetensors.numpy.save_file` byte for byte. A file is read
+// header first: the length, the header and the file's size are checked before any tensor data
+// is read, and then each tensor is read straight into its array (`read(path:)`); files in memory
+// (`decode(_:name:)`) go through the same checks.
 import Foundation
 import NN
 import TensorCore
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
 
 /// One tensor of a safetensors file. F32 and I64 are read and written as `.f32` and `.i64`. The
 /// other dtypes the reader converts arrive as `.converted`, which keeps the file's dtype: F16,
@@ -183,16 +192,31 @@ public struct SafetensorsFile: Equatable, Sendable {
   /// The dtypes this reader converts.
   static let readableDtypes: Set<String> = ["F32", "I64", "F16", "BF16", "F64", "BOOL", "U8", "I8", "I16", "U16", "I32", "U32"]
 
-  /// Reads and validates a file.
-  /// - Throws: `SafetensorsError` naming `path` (and the tensor, where one is at fault).
+  /// Reads and validates a file without holding more than its tensors in memory: the 8-byte
+  /// length and the header (at most `maxHeaderSize` bytes) are read and checked first, the
+  /// header's offsets against the file's size (fstat), and only then is each tensor's data read
+  /// straight into its array. A file whose size disagrees with its header (truncated, or with
+  /// bytes after the last tensor) is refused before any tensor storage is allocated.
+  /// - Throws: `SafetensorsError` naming `path` (and the tensor, where one is at fault), with the
+  ///   same checks and messages as `decode(_:name:)`.
   public static func read(path: String) throws -> SafetensorsFile {
-    let bytes: [UInt8]
-    do {
-      bytes = try readFileBytes(path: path)
-    } catch let e as FileIOError {
-      throw SafetensorsError.io(file: path, reason: "cannot \(e.operation): \(e.reason)")
+    let file = try ReadOnlyFile(path: path)
+    defer { file.close() }
+    let header = try file.readHeader()
+    let tensors = try decodeTensors(header) { entry, destination in
+      try file.read(at: header.dataStart + entry.dataOffsets.lowerBound, into: destination)
     }
-    return try decode(bytes, name: path)
+    return SafetensorsFile(metadata: header.metadata, tensors: tensors)
+  }
+
+  /// Reads and validates a file's header only: its metadata and every tensor's dtype, shape and
+  /// place, checked against the file's size exactly as `read(path:)` checks them. No tensor data
+  /// is read, so this is cheap for a file of any size.
+  /// - Throws: `SafetensorsError` naming `path`.
+  public static func readHeader(path: String) throws -> SafetensorsHeader {
+    let file = try ReadOnlyFile(path: path)
+    defer { file.close() }
+    return try file.readHeader()
   }
 
   /// Writes the file atomically (temporary file, fsync, rename, fsync of the directory).
@@ -207,24 +231,44 @@ public struct SafetensorsFile: Equatable, Sendable {
 
   // MARK: - Decoding
 
-  /// Parses and validates the bytes of a file. `name` is used in error messages.
+  /// Parses and validates the bytes of a file held in memory. `name` is used in error messages.
+  /// The checks (and their order) are those of `read(path:)`, which shares them:
+  /// `headerLength(prefix:fileSize:name:)` and `parseHeader(_:fileSize:name:)`.
+  public static func decode(_ bytes: [UInt8], name: String) throws -> SafetensorsFile {
+    let n = try headerLength(prefix: bytes.prefix(8), fileSize: bytes.count, name: name)
+    let header = try parseHeader(bytes[8..<(8 + n)], fileSize: bytes.count, name: name)
+    let tensors = bytes.withUnsafeBytes { raw in
+      decodeTensors(header) { entry, destination in
+        let start = header.dataStart + entry.dataOffsets.lowerBound
+        destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[start..<(start + destination.count)]))
+      }
+    }
+    return SafetensorsFile(metadata: header.metadata, tensors: tensors)
+  }
+
+  /// The header length N from a file's first 8 bytes, checked before anything is allocated: the
+  /// file has the 8 bytes, N ≤ 100,000,000 and N ≤ `fileSize` − 8.
+  /// - Parameter prefix: the file's first bytes (at least 8 when `fileSize` ≥ 8).
+  static func headerLength(prefix: some Collection<UInt8>, fileSize: Int, name: String) throws -> Int {
+    guard fileSize >= 8, prefix.count >= 8 else { throw SafetensorsError.fileTooShort(file: name, size: fileSize) }
+    var n: UInt64 = 0
+    for (i, b) in prefix.prefix(8).enumerated() { n |= UInt64(b) << (8 * UInt64(i)) }
+    guard n <= maxHeaderSize else { throw SafetensorsError.headerTooLarge(file: name, length: n) }
+    guard n <= UInt64(fileSize - 8) else {
+      throw SafetensorsError.headerPastEnd(file: name, length: n, fileSize: fileSize)
+    }
+    return Int(n)
+  }
+
+  /// Parses and validates the header JSON (the N bytes after the length) of a `fileSize`-byte file.
   ///
-  /// Checks, in order: at least 8 bytes; header length ≤ 100,000,000 and within the file
-  /// (before allocating anything); header starts with '{' and is a JSON object; no duplicate
-  /// names; `__metadata__` maps strings to strings; each entry has `dtype` (known and readable),
+  /// Checks, in order: the header starts with '{' and is a JSON object; no duplicate names;
+  /// `__metadata__` maps strings to strings; each entry has `dtype` (known and readable),
   /// `shape` (non-negative integers, no overflow) and `data_offsets` (two integers, BEGIN ≤ END ≤
   /// buffer size, END − BEGIN = elements · dtype size); the entries tile the buffer from 0 with
-  /// no overlap or hole and end exactly at its end.
-  public static func decode(_ bytes: [UInt8], name: String) throws -> SafetensorsFile {
-    guard bytes.count >= 8 else { throw SafetensorsError.fileTooShort(file: name, size: bytes.count) }
-    var n: UInt64 = 0
-    for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
-    guard n <= maxHeaderSize else { throw SafetensorsError.headerTooLarge(file: name, length: n) }
-    guard n <= UInt64(bytes.count - 8) else {
-      throw SafetensorsError.headerPastEnd(file: name, length: n, fileSize: bytes.count)
-    }
-    let headerLength = Int(n)
-    let header = bytes[8..<(8 + headerLength)]
+  /// no overlap or hole and end exactly at its end (buffer size = `fileSize` − 8 − N).
+  static func parseHeader(_ header: ArraySlice<UInt8>, fileSize: Int, name: String) throws -> SafetensorsHeader {
+    let headerLength = header.count
     guard header.first == UInt8(ascii: "{") else {
       throw SafetensorsError.invalidHeader(
         file: name, reason: headerLength == 0 ? "empty header" : "the header does not start with '{'")
@@ -262,12 +306,9 @@ public struct SafetensorsFile: Equatable, Sendable {
       }
     }
 
-    struct Entry {
-      var name: String, dtype: String, shape: [Int], begin: Int, end: Int
-    }
-    let bufferStart = 8 + headerLength
-    let bufferSize = bytes.count - bufferStart
-    var entries = [Entry]()
+    let dataStart = 8 + headerLength
+    let bufferSize = fileSize - dataStart
+    var entries = [SafetensorsHeader.Entry]()
     for key in dict.keys.sorted() where key != "__metadata__" {
       guard let e = dict[key] as? [String: Any] else {
         throw SafetensorsError.invalidEntry(file: name, tensor: key, reason: "the entry is not a JSON object")
@@ -315,36 +356,44 @@ public struct SafetensorsFile: Equatable, Sendable {
         throw SafetensorsError.sizeMismatch(
           file: name, tensor: key, dtype: dtype, shape: shape, expectedBytes: byteCount, gotBytes: end - begin)
       }
-      entries.append(Entry(name: key, dtype: dtype, shape: shape, begin: begin, end: end))
+      entries.append(SafetensorsHeader.Entry(name: key, dtype: dtype, shape: shape, dataOffsets: begin..<end))
     }
 
     // The entries, sorted by offsets, must tile the buffer: each starts where the previous ended.
-    entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+    entries.sort { a, b in
+      (a.dataOffsets.lowerBound, a.dataOffsets.upperBound, a.name) < (b.dataOffsets.lowerBound, b.dataOffsets.upperBound, b.name)
+    }
     var covered = 0
     var previous = ""
     for e in entries {
-      if e.begin < covered { throw SafetensorsError.overlap(file: name, tensor: e.name, other: previous) }
-      if e.begin > covered {
-        throw SafetensorsError.hole(file: name, tensor: e.name, begin: e.begin, previousEnd: covered)
+      let begin = e.dataOffsets.lowerBound
+      if begin < covered { throw SafetensorsError.overlap(file: name, tensor: e.name, other: previous) }
+      if begin > covered {
+        throw SafetensorsError.hole(file: name, tensor: e.name, begin: begin, previousEnd: covered)
       }
-      covered = e.end
+      covered = e.dataOffsets.upperBound
       previous = e.name
     }
     guard covered == bufferSize else {
       throw SafetensorsError.incompleteBuffer(file: name, covered: covered, bufferSize: bufferSize)
     }
-
-    var tensors = [String: SafetensorsValue]()
-    bytes.withUnsafeBytes { raw in
-      for e in entries {
-        let slice = UnsafeRawBufferPointer(rebasing: raw[(bufferStart + e.begin)..<(bufferStart + e.end)])
-        let v = decodeValues(slice, dtype: e.dtype, shape: e.shape)
-        tensors[e.name] = e.dtype == v.dtype ? v : .converted(dtype: e.dtype, value: v)
-      }
-    }
-    return SafetensorsFile(metadata: metadata, tensors: tensors)
+    return SafetensorsHeader(metadata: metadata, entries: entries, dataStart: dataStart, fileSize: fileSize)
   }
 
+  /// The tensors of a validated header, each decoded from the bytes that `fill` puts into a
+  /// buffer of exactly its size (`entry.dataOffsets.count` bytes). F32 and I64 (on little-endian
+  /// machines) are filled straight into their arrays, so the peak memory is the tensors themselves
+  /// plus, for a converted dtype, one tensor's raw bytes.
+  static func decodeTensors(
+    _ header: SafetensorsHeader, fill: (SafetensorsHeader.Entry, UnsafeMutableRawBufferPointer) throws -> Void
+  ) rethrows -> [String: SafetensorsValue] {
+    var tensors = [String: SafetensorsValue](minimumCapacity: header.entries.count)
+    for e in header.entries {
+      let v = try decodeValues(dtype: e.dtype, shape: e.shape, byteCount: e.dataOffsets.count) { try fill(e, $0) }
+      tensors[e.name] = e.dtype == v.dtype ? v : .converted(dtype: e.dtype, value: v)
+    }
+    return tensors
+  }
   /// Integers from a JSON list, or nil if any is not a non-negative integer (booleans and
   /// floating-point numbers such as `1.0` are refused, as serde does).
   private static func intList(_ list: [Any]) -> [Int]? {
@@ -412,8 +461,35 @@ public struct SafetensorsFile: Equatable, Sendable {
     return (try? JSONSerialization.jsonObject(with: quoted, options: [.fragmentsAllowed])) as? String
   }
 
+  /// One tensor's values, widened to `.f32` or `.i64`, from the `byteCount` little-endian bytes
+  /// that `fill` writes into the buffer it is given. F32 and I64 are filled in place (on
+  /// little-endian machines); the other dtypes go through one temporary buffer of raw bytes.
+  private static func decodeValues(
+    dtype: String, shape: [Int], byteCount: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void
+  ) rethrows -> SafetensorsValue {
+    #if _endian(little)
+      if dtype == "F32" {
+        return .f32(shape: shape, values: try [Float](unsafeUninitializedCapacity: byteCount / 4) { buf, done in
+          try fill(UnsafeMutableRawBufferPointer(buf))
+          done = byteCount / 4
+        })
+      }
+      if dtype == "I64" {
+        return .i64(shape: shape, values: try [Int64](unsafeUninitializedCapacity: byteCount / 8) { buf, done in
+          try fill(UnsafeMutableRawBufferPointer(buf))
+          done = byteCount / 8
+        })
+      }
+    #endif
+    let raw = try [UInt8](unsafeUninitializedCapacity: byteCount) { buf, done in
+      try fill(UnsafeMutableRawBufferPointer(buf))
+      done = byteCount
+    }
+    return raw.withUnsafeBytes { convertValues($0, dtype: dtype, shape: shape) }
+  }
+
   /// Little-endian bytes of a validated entry → values, widened to `.f32` or `.i64`.
-  private static func decodeValues(_ raw: UnsafeRawBufferPointer, dtype: String, shape: [Int]) -> SafetensorsValue {
+  private static func convertValues(_ raw: UnsafeRawBufferPointer, dtype: String, shape: [Int]) -> SafetensorsValue {
     func floats(_ size: Int, _ convert: (UnsafeRawBufferPointer, Int) -> Float) -> SafetensorsValue {
       let n = raw.count / size
       return .f32(shape: shape, values: [Float](unsafeUninitializedCapacity: n) { buf, done in
@@ -431,21 +507,6 @@ public struct SafetensorsFile: Equatable, Sendable {
     func u16(_ r: UnsafeRawBufferPointer, _ o: Int) -> UInt16 { UInt16(littleEndian: r.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
     func u32(_ r: UnsafeRawBufferPointer, _ o: Int) -> UInt32 { UInt32(littleEndian: r.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
     func u64(_ r: UnsafeRawBufferPointer, _ o: Int) -> UInt64 { UInt64(littleEndian: r.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
-    #if _endian(little)
-      // Bulk copies for the two native dtypes.
-      if dtype == "F32" {
-        return .f32(shape: shape, values: [Float](unsafeUninitializedCapacity: raw.count / 4) { buf, done in
-          if raw.count > 0 { UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
-          done = raw.count / 4
-        })
-      }
-      if dtype == "I64" {
-        return .i64(shape: shape, values: [Int64](unsafeUninitializedCapacity: raw.count / 8) { buf, done in
-          if raw.count > 0 { UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
-          done = raw.count / 8
-        })
-      }
-    #endif
     switch dtype {
     case "F32": return floats(4) { Float(bitPattern: u32($0, $1)) }
     case "F64": return floats(8) { Float(Double(bitPattern: u64($0, $1))) }
@@ -459,7 +520,7 @@ public struct SafetensorsFile: Equatable, Sendable {
     case "I8": return ints(1) { Int64(Int8(bitPattern: $0[$1])) }
     case "U8": return ints(1) { Int64($0[$1]) }
     case "BOOL": return ints(1) { $0[$1] != 0 ? 1 : 0 }
-    default: preconditionFailure("decodeValues: \(dtype) passed validation but has no decoder")
+    default: preconditionFailure("convertValues: \(dtype) passed validation but has no decoder")
     }
   }
 
@@ -564,6 +625,103 @@ public struct SafetensorsFile: Equatable, Sendable {
       }
     }
     return out + "\""
+  }
+}
+
+/// A safetensors header validated against the size of its file: the metadata and where each
+/// tensor's bytes lie. `SafetensorsFile.readHeader(path:)` returns it without reading any tensor
+/// data; `read(path:)` and `decode(_:name:)` check every file through it before they copy data.
+public struct SafetensorsHeader: Equatable, Sendable {
+  /// One tensor's entry in the header.
+  public struct Entry: Equatable, Sendable {
+    /// The tensor's name.
+    public var name: String
+    /// The dtype as written in the file (`"F32"`, `"F16"`, …): always one the reader converts.
+    public var dtype: String
+    /// The shape, outermost first (`[]` for a scalar).
+    public var shape: [Int]
+    /// The tensor's bytes within the data buffer (relative to `dataStart`, END exclusive).
+    public var dataOffsets: Range<Int>
+
+    /// An entry with these fields.
+    public init(name: String, dtype: String, shape: [Int], dataOffsets: Range<Int>) {
+      self.name = name
+      self.dtype = dtype
+      self.shape = shape
+      self.dataOffsets = dataOffsets
+    }
+  }
+
+  /// The `__metadata__` map (empty when the file has none).
+  public var metadata: [String: String]
+  /// The tensors in the order of their data; they tile the data buffer exactly.
+  public var entries: [Entry]
+  /// Where the data buffer starts in the file: 8 + the header length.
+  public var dataStart: Int
+  /// The file's size in bytes: `dataStart` + the data buffer's size.
+  public var fileSize: Int
+}
+
+/// A regular file open for reading, for `SafetensorsFile.read(path:)`: positioned reads of
+/// exact sizes, each error a `SafetensorsError.io` naming the file.
+/// `close(2)`, under a name that `ReadOnlyFile.close()` does not shadow.
+private func closeDescriptor(_ fd: Int32) { _ = close(fd) }
+
+private struct ReadOnlyFile {
+  let path: String
+  let fd: Int32
+  /// The size fstat reported when the file was opened.
+  let size: Int
+
+  init(path: String) throws {
+    fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw SafetensorsError.io(file: path, reason: "cannot open: \(systemErrorText())") }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else {
+      let reason = systemErrorText()
+      closeDescriptor(fd)
+      throw SafetensorsError.io(file: path, reason: "cannot stat: \(reason)")
+    }
+    guard (st.st_mode & S_IFMT) == S_IFREG else {
+      closeDescriptor(fd)
+      throw SafetensorsError.io(file: path, reason: "cannot read: not a regular file")
+    }
+    self.path = path
+    size = Int(st.st_size)
+  }
+
+  func close() { closeDescriptor(fd) }
+
+  /// Fills `destination` with the file's bytes from `offset` on.
+  /// - Throws: `SafetensorsError.io` on a read error, or when the file ends early (it shrank
+  ///   after it was opened).
+  func read(at offset: Int, into destination: UnsafeMutableRawBufferPointer) throws {
+    var done = 0
+    while done < destination.count {
+      let n = pread(fd, destination.baseAddress! + done, destination.count - done, off_t(offset + done))
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw SafetensorsError.io(file: path, reason: "cannot read: \(systemErrorText())")
+      }
+      if n == 0 {
+        throw SafetensorsError.io(
+          file: path,
+          reason: "the file ends at byte \(offset + done) but was \(size) bytes when opened; another program "
+            + "changed it while it was read: read it again once it is complete")
+      }
+      done += n
+    }
+  }
+
+  /// Reads and validates the length and the header, checked against the file's size before the
+  /// header itself is read (so at most `maxHeaderSize` bytes are allocated here).
+  func readHeader() throws -> SafetensorsHeader {
+    var prefix = [UInt8](repeating: 0, count: Swift.min(size, 8))
+    try prefix.withUnsafeMutableBytes { try read(at: 0, into: $0) }
+    let n = try SafetensorsFile.headerLength(prefix: prefix, fileSize: size, name: path)
+    var json = [UInt8](repeating: 0, count: n)
+    try json.withUnsafeMutableBytes { try read(at: 8, into: $0) }
+    return try SafetensorsFile.parseHeader(json[...], fileSize: size, name: path)
   }
 }
 

@@ -208,6 +208,10 @@ public final class Trainer {
   /// The step a `resume` continued from; nil when the run started from scratch (also when
   /// `resume` found no checkpoint yet).
   public private(set) var resumedFromStep: Int?
+  /// Set by a resume whose checkpoint was written with another thread count per process or
+  /// another number of processes: the run continues, but not bit for bit (OpenBLAS's sgemm
+  /// and the data-parallel sum round differently). Says how to resume exactly.
+  public private(set) var resumeWarning: String?
 
   private let loader: BatchLoader
   private var step = 0  // steps completed
@@ -216,15 +220,14 @@ public final class Trainer {
   /// The resumed epoch's train loss sum and example count before `startBatch`.
   private var startLossSum = 0.0, startSeen = 0
   private var bestAccuracy = -1.0
-  private let xBatch: Tensor
-  private var xShard: Tensor?  // this process's rows of xBatch, in a data-parallel run
+  private let xBatch: Tensor  // the global batch, or this process's rows of it in a data-parallel run
   private let gradients: TensorStorage  // every parameter gradient, contiguous (packGradients)
   private var scalars = [Double](repeating: 0, count: 1)
   private var labels: [Int32] = []
   private var targets: [Float] = []
   private let ce = CrossEntropyLoss()
   private let bce = BCEWithLogitsLoss()
-  private var log: FileHandle?
+  private var log: CheckedFile?
 
   /// Prepares a run: builds the model (or loads `initFrom`, or resumes from `checkpoint`).
   /// With a `group` of several processes (each calling this with the same options and data),
@@ -303,18 +306,64 @@ public final class Trainer {
     if let initPath = options.initFrom, resumedFromStep == nil {
       _ = try Checkpoint.loadModel(model, from: initPath)
     }
+    if options.resume, group.size > 1 { try checkRanksRestoredTheSameState() }
     if group.size > 1 { try joinGroup() }
     if let logPath = options.logPath, group.rank == 0 {
-      if let resumed = resumedFromStep, FileManager.default.fileExists(atPath: logPath) {
+      if let resumed = resumedFromStep, fileStatus(logPath).exists {
         try truncateLog(logPath, toStep: resumed, epoch: startEpoch)
+        log = try CheckedFile(appendingTo: logPath, truncate: false, what: "the log file")
       } else {
-        guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
-          throw TensorError.invalidArgument("\(logPath): cannot create the log file")
-        }
+        log = try CheckedFile(appendingTo: logPath, truncate: true, what: "the log file")
       }
-      log = FileHandle(forWritingAtPath: logPath)
-      log?.seekToEndOfFile()
     }
+  }
+
+  /// On a data-parallel `--resume`: every rank has restored a step and a state (weights,
+  /// BatchNorm statistics, optimizer state, position) from the checkpoint it read; they must all
+  /// be rank 0's. Each rank's step and a checksum of its state are gathered on every rank (one
+  /// all-reduce, so every rank sees the same verdict and none is left waiting), and any rank
+  /// that differs from rank 0 is an error naming both.
+  private func checkRanksRestoredTheSameState() throws {
+    let n = group.size, r = group.rank
+    var mine = [Double](repeating: 0, count: 3 * n)
+    let sum = resumedFromStep == nil ? 0 : stateChecksum()
+    mine[3 * r] = Double(resumedFromStep ?? -1)
+    mine[3 * r + 1] = Double(sum >> 32)
+    mine[3 * r + 2] = Double(sum & 0xFFFF_FFFF)
+    try mine.withUnsafeMutableBufferPointer { try group.allReduceSum($0) }
+    func describe(_ k: Int) -> String {
+      let step = Int(mine[3 * k])
+      guard step >= 0 else { return "found no checkpoint (it would start from scratch)" }
+      let sum = UInt64(mine[3 * k + 1]) << 32 | UInt64(mine[3 * k + 2])
+      return "restored step \(step) (state checksum \(String(sum, radix: 16)))"
+    }
+    for k in 1..<n where mine[3 * k] != mine[0] || mine[3 * k + 1] != mine[1] || mine[3 * k + 2] != mine[2] {
+      let path = options.checkpoint.map { Checkpoint(path: $0).statePath } ?? "--checkpoint"
+      throw CheckpointError.invalid(file: path,
+        reason: "rank \(k) \(describe(k)) but rank 0 \(describe(0)): every rank must resume from the same "
+          + "checkpoint; put it where all ranks read the same file (a shared file system) and run again")
+    }
+  }
+
+  /// FNV-1a over the bits of what a resume restores: the weights, the BatchNorm statistics, the
+  /// optimizer's state and step count, and the position in the data.
+  private func stateChecksum() -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    func mix(_ w: UInt64) {
+      h ^= w
+      h &*= 0x0000_0100_0000_01B3
+    }
+    func mix(_ t: Tensor) {
+      mix(UInt64(t.count))
+      for i in 0..<t.count { mix(UInt64(t.data[i].bitPattern)) }
+    }
+    for (_, p) in model.namedParameters() { mix(p.value) }
+    for (_, b) in model.namedBuffers() { if case let .float(t) = b { mix(t) } }
+    for (_, t) in optimizer.state { mix(t) }
+    for v in [step, optimizer.stepCount, startEpoch, startBatch, startSeen] { mix(UInt64(bitPattern: Int64(v))) }
+    mix(startLossSum.bitPattern)
+    mix(bestAccuracy.bitPattern)
+    return h
   }
 
   /// On resume from step `s` in epoch `e` (0-based), keeps the log records of the run up to its
@@ -401,23 +450,18 @@ public final class Trainer {
       var b = first
       while b < loader.batchesPerEpoch && step < totalSteps {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        // The loader resizes xBatch to [n, C, H, W] (a smaller last batch reuses its storage).
-        let n = loader.batch(b, into: xBatch, labels: &labels)
-        // Data-parallel: this process's rows of the global batch.
+        // Data-parallel: this process decodes only its rows of the global batch of n (the same
+        // images, crops and flips one process draws for those positions). The loader resizes
+        // xBatch to [rows, C, H, W], reusing its storage.
+        let n = loader.size(ofBatch: b)
         let rows = shard(of: n)
         guard !rows.isEmpty else {
           throw TensorError.invalidArgument(
             "batch \(b + 1) has \(n) examples, fewer than the \(group.size) processes; use --drop-last or a smaller --batch-size")
         }
-        let x: Tensor
-        if group.size > 1 {
-          let per = xBatch.count / Swift.max(n, 1)
-          x = reuse(&xShard, shape: [rows.count] + xBatch.shape.dropFirst())
-          x.data.update(from: xBatch.data + rows.lowerBound * per, count: rows.count * per)
-        } else {
-          x = xBatch
-        }
-        let localLabels = group.size > 1 ? Array(labels[rows]) : labels
+        loader.batch(b, rows: rows, into: xBatch, labels: &labels)
+        let x = xBatch
+        let localLabels = labels
         let lr = learningRate(at: step)
         optimizer.learningRate = lr
         model.zeroGrad()
@@ -458,7 +502,7 @@ public final class Trainer {
         losses.append(loss)
         lossSum += Double(loss) * Double(n)
         seen += n
-        writeLog(["step": step, "epoch": epoch + 1, "loss": Double(loss), "lr": Double(lr), "images_per_s": info.imagesPerSecond])
+        try writeLog(["step": step, "epoch": epoch + 1, "loss": Double(loss), "lr": Double(lr), "images_per_s": info.imagesPerSecond])
         onStep?(info)
         // Mid-epoch only, and not at the last step: the checkpoint after the loop (which follows
         // the evaluation and the best model) covers those, and a resume from one written here
@@ -483,7 +527,7 @@ public final class Trainer {
         entry["test_accuracy"] = a
         entry["test_loss"] = l
       }
-      writeLog(entry)
+      try writeLog(entry)
       // The best model before the checkpoint that records its accuracy: a kill between the two
       // replays the epoch's end from the previous checkpoint and writes the same best file again.
       if let a = record.testAccuracy, a > bestAccuracy, let path = options.checkpoint, group.rank == 0 {
@@ -498,7 +542,7 @@ public final class Trainer {
       }
       onEpoch?(record)
     }
-    try? log?.synchronize()
+    try log?.sync()
     return epochs
   }
 
@@ -599,6 +643,7 @@ public final class Trainer {
       "seed": String(options.seed), "batch_size": String(options.batchSize), "model": options.model.rawValue,
       "best_accuracy": String(bestAccuracy), "settings": trajectorySettings,
       "epoch_loss_sum": String(lossSum.bitPattern), "epoch_examples": String(seen),
+      "threads": String(Threads.count), "processes": String(group.size),
     ]
     try SafetensorsFile(metadata: meta, tensors: tensors).write(path: ck.statePath)
     try Checkpoint.writeModel(model, metadata: metadata, step: step, to: path)
@@ -656,6 +701,24 @@ public final class Trainer {
     startSeen = m["epoch_examples"].flatMap(Int.init) ?? 0
     bestAccuracy = m["best_accuracy"].flatMap(Double.init) ?? -1
     lastCheckpointPath = ck.path
+    // Files from before these were recorded carry neither: nothing to compare.
+    let threads = m["threads"].flatMap(Int.init), processes = m["processes"].flatMap(Int.init)
+    var changes: [String] = [], causes: [String] = [], fixes: [String] = []
+    if let t = threads, t != Threads.count {
+      changes.append("\(t) thread\(t == 1 ? "" : "s") per process (now \(Threads.count))")
+      causes.append("OpenBLAS's sgemm rounds differently per thread count")
+      fixes.append("--threads \(t)")
+    }
+    if let p = processes, p != group.size {
+      changes.append("\(p) process\(p == 1 ? "" : "es") (now \(group.size))")
+      causes.append("the batch's gradient is summed in another order")
+      fixes.append("\(p) process\(p == 1 ? "" : "es")")
+    }
+    if !changes.isEmpty {
+      resumeWarning = "\(ck.statePath) was written by a run with \(changes.joined(separator: " and ")): "
+        + causes.joined(separator: " and ") + ", so this run goes on correctly but not bit for bit as an "
+        + "uninterrupted one would; resume with \(fixes.joined(separator: " and ")) for that"
+    }
   }
 
   /// The options besides model, optimizer, batch size and seed that shape the run's losses,
@@ -685,11 +748,11 @@ public final class Trainer {
     return m
   }
 
-  private func writeLog(_ record: [String: Any]) {
+  /// Appends one JSON line to the log; a failed write stops the run with an error naming the file.
+  private func writeLog(_ record: [String: Any]) throws {
     guard let log else { return }
-    if let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
-      log.write(data)
-      log.write(Data("\n".utf8))
-    }
+    var bytes = [UInt8](try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]))
+    bytes.append(UInt8(ascii: "\n"))
+    try log.write(bytes)
   }
 }

@@ -17,12 +17,6 @@ struct AconTrain: ParsableCommand {
     defaultSubcommand: Train.self)
 }
 
-/// Prints `message` to stderr and exits non-zero: the CLI's one way to fail.
-func fail(_ message: String) -> Never {
-  FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-  Foundation.exit(1)
-}
-
 /// Runs `body`, turning any thrown error into a one-line message and exit code 1.
 @discardableResult
 func reporting<T>(_ body: () throws -> T) -> T {
@@ -136,6 +130,7 @@ struct Train: ParsableCommand {
     o.syncBatchNorm = syncBatchnorm
     reporting { try o.validate() }
     let group = reporting { try ProcessGroups.make(distributed: distributed, environment: ProcessInfo.processInfo.environment) }
+    activeGroup = group
     // In a data-parallel run only rank 0 speaks; the others report errors only.
     let speaks = group.rank == 0
     func say(_ s: String) { if speaks { print(s) } }
@@ -164,6 +159,9 @@ struct Train: ParsableCommand {
         print("resuming from \(path) at step \(from)")
       } else {
         print("no checkpoint at \(path) yet: starting from scratch")
+      }
+      if let warning = trainer.resumeWarning {
+        warn(warning)
       }
     }
     let start = Date()
@@ -195,6 +193,7 @@ struct Train: ParsableCommand {
         trainer.allReduceSeconds / steps * 1000, 100 * trainer.allReduceSeconds / max(seconds, 1e-9),
         trainer.waitSeconds / steps * 1000))
     }
+    finishOutput()
   }
 }
 
@@ -245,6 +244,7 @@ struct Evaluate: ParsableCommand {
       print("data: \(data.source)")
       print(String(format: "%@ on %d test images: accuracy %.2f%%, mean loss %.4f", meta.model.rawValue, e.examples, e.accuracy * 100, e.loss))
     }
+    finishOutput()
   }
 }
 
@@ -263,5 +263,6 @@ struct Summary: ParsableCommand {
     let net = reporting { try parseModel(model).build(input: dims, classes: classes, seed: 0) }
     let s = reporting { try ModelSummary(model: net, inputShape: [batch] + dims) }
     print(s)
+    finishOutput()
   }
 }

@@ -26,7 +26,13 @@ struct Compare: ParsableCommand {
     guard seeds >= 1, epochs >= 1 else { fail("--seeds and --epochs must be at least 1") }
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
     print("data: \(data.source)")
-    reporting { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
+    // Fail before any training if the outputs can't go there.
+    do {
+      try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    } catch {
+      fail("\(out): cannot create the --out directory: \((error as NSError).localizedFailureReason ?? error.localizedDescription)")
+    }
+    guard access(out, W_OK) == 0 else { fail("\(out): the --out directory is not writable: \(String(cString: strerror(errno)))") }
     struct Run { var accuracy: [Double]; var imagesPerSecond: Double; var params: Int }
     var results: [(ModelKind, [Run])] = []
     var curves: [(ModelKind, [(p1: Float, p2: Float, beta: Float)])] = []
@@ -79,11 +85,14 @@ struct Compare: ParsableCommand {
         "images_per_s": ips, "accuracy_per_epoch": runs.map(\.accuracy)])
     }
     print(md)
-    let outURL = URL(fileURLWithPath: out)
+    // Each file is written atomically and checked: a failure names the file and exits non-zero.
+    func save(_ name: String, _ text: String) throws {
+      try writeFileAtomically(path: (out as NSString).appendingPathComponent(name), bytes: Array(text.utf8))
+    }
     reporting {
-      try md.write(to: outURL.appendingPathComponent("results.md"), atomically: true, encoding: .utf8)
+      try save("results.md", md)
       let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
-      try data.write(to: outURL.appendingPathComponent("results.json"), options: .atomic)
+      try writeFileAtomically(path: (out as NSString).appendingPathComponent("results.json"), bytes: [UInt8](data))
       // Each epoch's mean over the runs that reached it (a cut-short epoch is not drawn as 0%).
       let series = results.map { kind, runs in
         (kind.rawValue, (0..<ran).map { e -> Double in
@@ -91,9 +100,8 @@ struct Compare: ParsableCommand {
           return reached.isEmpty ? .nan : reached.reduce(0, +) / Double(reached.count) * 100
         })
       }
-      try SVGPlot.lines(title: "Test accuracy per epoch (mean over \(seeds) seeds)", xLabel: "epoch", yLabel: "accuracy (%)",
-        xs: (1...ran).map(Double.init), series: series)
-        .write(to: outURL.appendingPathComponent("accuracy.svg"), atomically: true, encoding: .utf8)
+      try save("accuracy.svg", SVGPlot.lines(title: "Test accuracy per epoch (mean over \(seeds) seeds)", xLabel: "epoch",
+        yLabel: "accuracy (%)", xs: (1...ran).map(Double.init), series: series))
       for (kind, coeffs) in curves {
         let xs = stride(from: -4.0, through: 4.0, by: 0.1).map { $0 }
         var series: [(String, [Double])] = coeffs.enumerated().map { c, k in
@@ -105,12 +113,12 @@ struct Compare: ParsableCommand {
         series.append(("ReLU", xs.map { max($0, 0) }))
         series.append(("SiLU", xs.map { $0 / (1 + exp(-$0)) }))
         let what = kind == .seedMeta ? "learned Meta-ACON-C curves (β: mean over a test batch)" : "learned ACON-C curves"
-        try SVGPlot.lines(title: "\(kind.rawValue): \(what), seed 0", xLabel: "x", yLabel: "y", xs: xs,
-          series: series, highlightLast: 2)
-          .write(to: outURL.appendingPathComponent("\(kind.rawValue)-curves.svg"), atomically: true, encoding: .utf8)
+        try save("\(kind.rawValue)-curves.svg", SVGPlot.lines(title: "\(kind.rawValue): \(what), seed 0", xLabel: "x",
+          yLabel: "y", xs: xs, series: series, highlightLast: 2))
       }
     }
     print("wrote \(out)/results.md, results.json, accuracy.svg" + (curves.isEmpty ? "" : " and the ACON curve plots"))
+    finishOutput()
   }
 }
 

@@ -33,20 +33,36 @@ final class FormatTests: XCTestCase {
 
   private func lengthPrefix(_ n: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: n >> (8 * UInt64($0))) } }
 
-  /// Asserts that decoding fails with a `SafetensorsError` accepted by `check`.
+  /// Asserts that decoding fails with a `SafetensorsError` accepted by `check`, and that reading
+  /// the same bytes from a file (`read(path:)`, which checks the header before reading data, and
+  /// `readHeader(path:)`, which reads no data) fails with the very same error.
   private func assertRejects(
     _ bytes: [UInt8], _ what: String, file: StaticString = #filePath, line: UInt = #line,
     _ check: (SafetensorsError) -> Bool
   ) {
+    let path = tempDir + "/bad.safetensors"
+    var decodeError: SafetensorsError?
     do {
-      _ = try SafetensorsFile.decode(bytes, name: "bad.safetensors")
+      _ = try SafetensorsFile.decode(bytes, name: path)
       XCTFail("\(what): decoding succeeded", file: file, line: line)
     } catch let e as SafetensorsError {
+      decodeError = e
       XCTAssertTrue(check(e), "\(what): wrong error: \(e)", file: file, line: line)
       XCTAssertTrue(e.description.contains("bad.safetensors"), "\(what): message lacks the file name: \(e)",
         file: file, line: line)
     } catch {
       XCTFail("\(what): unexpected error type \(error)", file: file, line: line)
+    }
+    do {
+      try write(path, bytes)
+    } catch {
+      return XCTFail("\(what): cannot write \(path): \(error)", file: file, line: line)
+    }
+    XCTAssertThrowsError(try SafetensorsFile.read(path: path), "\(what): read(path:)", file: file, line: line) {
+      XCTAssertEqual($0 as? SafetensorsError, decodeError, "\(what): read(path:) and decode disagree", file: file, line: line)
+    }
+    XCTAssertThrowsError(try SafetensorsFile.readHeader(path: path), "\(what): readHeader(path:)", file: file, line: line) {
+      XCTAssertEqual($0 as? SafetensorsError, decodeError, "\(what): readHeader(path:) and decode disagree", file: file, line: line)
     }
   }
 
@@ -302,6 +318,114 @@ final class FormatTests: XCTestCase {
       XCTAssertEqual(file, path)
       XCTAssertTrue("\($0)".contains(path))
     }
+  }
+
+  func testSafetensorsReadRefusesNonRegularFiles() {
+    XCTAssertThrowsError(try SafetensorsFile.read(path: tempDir)) {
+      XCTAssertEqual($0 as? SafetensorsError, .io(file: tempDir, reason: "cannot read: not a regular file"))
+    }
+  }
+
+  // MARK: - Safetensors: the header is checked before the data is read
+
+  /// A file with a valid header of one F32 tensor `w` of `elements` values, and `dataBytes` bytes
+  /// after it: only the header is written, the rest is a hole (a sparse file, no disk used).
+  private func sparseFile(_ name: String, elements: Int, dataBytes: Int) throws -> String {
+    let path = tempDir + "/" + name
+    var header = Array(#"{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[\#(elements)],"data_offsets":[0,\#(4 * elements)]}}"#.utf8)
+    while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
+    let prefix = lengthPrefix(UInt64(header.count)) + header
+    try write(path, prefix)
+    XCTAssertEqual(truncate(path, off_t(prefix.count + dataBytes)), 0, "truncate \(path) to extend it")
+    return path
+  }
+
+  /// The process's peak resident set (VmHWM) in bytes, or nil where /proc is not there.
+  private func peakResidentBytes() -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+      return line.split(separator: " ").compactMap { Int($0) }.first.map { $0 * 1024 }
+    }
+    return nil
+  }
+
+  func testSafetensorsReadChecksTheFileSizeBeforeReadingData() throws {
+    // A header that declares a 4 GiB tensor over files one byte short of it, four bytes short and
+    // eight bytes too long: each is refused from the header and fstat alone, so the peak memory
+    // does not grow by the 4 GiB the old whole-file read (or a tensor array) would take.
+    let elements = 1 << 30, declared = 4 * elements
+    let peakBefore = peakResidentBytes()
+    let cases: [(String, Int, (SafetensorsError) -> Bool)] = [
+      ("short.safetensors", declared - 1, {
+        if case .offsetsOutOfRange(_, "w", 0, declared, declared - 1) = $0 { return true } else { return false }
+      }),
+      ("short4.safetensors", declared - 4, {
+        if case .offsetsOutOfRange(_, "w", 0, declared, declared - 4) = $0 { return true } else { return false }
+      }),
+      ("long.safetensors", declared + 8, {
+        if case .incompleteBuffer(_, declared, declared + 8) = $0 { return true } else { return false }
+      }),
+    ]
+    for (name, dataBytes, check) in cases {
+      let path = try sparseFile(name, elements: elements, dataBytes: dataBytes)
+      for (how, body) in [("read", { _ = try SafetensorsFile.read(path: path) }),
+                          ("readHeader", { _ = try SafetensorsFile.readHeader(path: path) })] as [(String, () throws -> Void)] {
+        XCTAssertThrowsError(try body(), "\(name) \(how)") {
+          guard let e = $0 as? SafetensorsError else { return XCTFail("\(name) \(how): \($0)") }
+          XCTAssertTrue(check(e), "\(name) \(how): wrong error: \(e)")
+          XCTAssertTrue(e.description.hasPrefix(path + ": "), "\(name) \(how): the message must name the file: \(e)")
+        }
+      }
+    }
+    // When the size agrees, the header alone describes the 4 GiB tensor, without reading it.
+    let path = try sparseFile("exact.safetensors", elements: elements, dataBytes: declared)
+    let header = try SafetensorsFile.readHeader(path: path)
+    XCTAssertEqual(header.metadata, ["format": "pt"])
+    XCTAssertEqual(header.entries, [SafetensorsHeader.Entry(name: "w", dtype: "F32", shape: [elements], dataOffsets: 0..<declared)])
+    XCTAssertEqual(header.fileSize, header.dataStart + declared)
+    if let before = peakBefore, let after = peakResidentBytes() {
+      XCTAssertLessThan(after - before, 256 << 20, "checking a 4 GiB file's header must not allocate its data")
+    }
+  }
+
+  func testSafetensorsReadNamesTheFileForEachBrokenLayout() throws {
+    let valid = SafetensorsFile(metadata: ["format": "pt"], tensors: ["w": .f32(shape: [2, 3], values: [1, 2, 3, 4, 5, 6])]).encode()
+    let n = Int(valid[0])  // the header is shorter than 256 bytes
+    let cases: [(String, [UInt8], String, (SafetensorsError) -> Bool)] = [
+      ("more data declared than present", Array(valid.dropLast(4)), "truncated", {
+        if case .offsetsOutOfRange(_, "w", 0, 24, 20) = $0 { return true } else { return false }
+      }),
+      ("trailing garbage", valid + Array("garbage".utf8), "corrupt", {
+        if case .incompleteBuffer(_, 24, 31) = $0 { return true } else { return false }
+      }),
+      ("huge header length", lengthPrefix(1 << 40) + Array(valid[8...]), "exceeds the limit", {
+        if case .headerTooLarge(_, 1 << 40) = $0 { return true } else { return false }
+      }),
+      ("header length at the limit, file shorter", lengthPrefix(SafetensorsFile.maxHeaderSize) + Array(valid[8...]), "truncated", {
+        if case .headerPastEnd(_, SafetensorsFile.maxHeaderSize, _) = $0 { return true } else { return false }
+      }),
+      ("truncated header", Array(valid.prefix(8 + n / 2)), "truncated", {
+        if case .headerPastEnd(_, UInt64(n), 8 + n / 2) = $0 { return true } else { return false }
+      }),
+      ("length prefix cut short", Array(valid.prefix(5)), "fewer than the 8-byte header length", {
+        if case .fileTooShort(_, 5) = $0 { return true } else { return false }
+      }),
+    ]
+    for (what, bytes, advice, check) in cases {
+      let path = tempDir + "/layout.safetensors"
+      try write(path, bytes)
+      XCTAssertThrowsError(try SafetensorsFile.read(path: path), what) {
+        guard let e = $0 as? SafetensorsError else { return XCTFail("\(what): \($0)") }
+        XCTAssertTrue(check(e), "\(what): wrong error: \(e)")
+        XCTAssertTrue(e.description.hasPrefix(path + ": "), "\(what): \(e)")
+        XCTAssertTrue(e.description.contains(advice), "\(what): \(e)")
+      }
+    }
+    // And the intact file reads back, through read(path:) and readHeader(path:) alike.
+    let path = tempDir + "/layout.safetensors"
+    try write(path, valid)
+    XCTAssertEqual(try SafetensorsFile.read(path: path).tensors["w"], .f32(shape: [2, 3], values: [1, 2, 3, 4, 5, 6]))
+    XCTAssertEqual(try SafetensorsFile.readHeader(path: path).entries.map(\.shape), [[2, 3]])
   }
 
   // MARK: - State dicts

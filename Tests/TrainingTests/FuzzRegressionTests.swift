@@ -1,7 +1,8 @@
 // FuzzRegressionTests: the readers' in-memory entry points that the libFuzzer targets in Fuzz/
 // drive (IDX.decode, CIFAR10.decodeBatch, SafetensorsFile.decode with the metadata and state-dict
-// checks), the limits that keep a hostile header from allocating without bound, and every input
-// the fuzzers found that once misbehaved. Each case must end in a thrown error that names the file.
+// checks, and the fuzz-safetensors target itself on its seed corpus), the limits that keep a
+// hostile header from allocating without bound, and every input the fuzzers found that once
+// misbehaved. Each case must end in a thrown error that names the file.
 import CZlib
 import Foundation
 import NN
@@ -154,4 +155,50 @@ final class FuzzRegressionTests: XCTestCase {
     XCTAssertThrowsError(try ModelKind.seedMeta.build(input: [1, ModelKind.maxSide + 1, 28], classes: 10, seed: 0))
     XCTAssertNoThrow(try ModelKind.seedMeta.build(input: [3, 32, 32], classes: 10, seed: 0))
   }
+
+  // MARK: - The fuzz-safetensors target on its seed corpus
+
+  /// Runs the fuzz target's own code (`SafetensorsFuzzTarget.run`, what fuzz-safetensors calls)
+  /// on every file of its seed corpus. The whole state dicts (`seed-MODEL-CxHxW`, made by
+  /// Fuzz/make_corpus.py) must load strictly, so the fuzzer starts from inputs that reach the
+  /// copy into a network; the others must be rejected with a message naming the file.
+  func testSafetensorsFuzzTargetLoadsTheSeedModelsOfItsCorpus() throws {
+    let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("Fuzz/Corpus/safetensors").path
+    let names = try FileManager.default.contentsOfDirectory(atPath: corpus).sorted()
+    let target = try SafetensorsFuzzTarget()
+    var loaded = [String]()
+    for name in names {
+      let bytes = try readFileBytes(path: corpus + "/" + name)
+      switch target.run(bytes, name: name) {
+      case let .loaded(meta):
+        loaded.append(name)
+        XCTAssertEqual("\(meta.model.rawValue)-\(meta.input.map(String.init).joined(separator: "x"))", name)
+        XCTAssertEqual(meta.classes, 10, name)
+        // The network now holds the file's values: the copy happened.
+        let file = try SafetensorsFile.decode(bytes, name: name)
+        XCTAssertEqual(stateDict(of: target.model(for: meta)), file.tensors, name)
+      case let .rejected(message):
+        XCTAssertTrue(message.hasPrefix(name + ": "), "\(name): \(message)")
+      }
+    }
+    let expected = ModelKind.allCases.flatMap { kind in
+      SafetensorsFuzzTarget.configurations.map { "\(kind.rawValue)-\($0.input.map(String.init).joined(separator: "x"))" }
+    }
+    XCTAssertEqual(loaded, expected.sorted(), "the seed-model files of the corpus must load strictly, and only they")
+  }
+
+  func testSafetensorsFuzzTargetRejectsAConfigurationItHasNoNetworkFor() throws {
+    // A valid seed-relu state dict for 3x32x32 inputs with metadata claiming 20 classes: the
+    // target has no network for it, checks it against the 1x28x28 one and reports the mismatch.
+    let target = try SafetensorsFuzzTarget()
+    let net = try ModelKind.seedRelu.build(input: [3, 32, 32], classes: 20, seed: 1)
+    var meta = ModelMetadata(model: .seedRelu, input: [3, 32, 32], classes: 20, normalization: .cifar10).strings
+    meta["step"] = "1"
+    let bytes = SafetensorsFile(metadata: meta, tensors: stateDict(of: net)).encode()
+    guard case let .rejected(message) = target.run(bytes, name: "c.safetensors") else { return XCTFail("loaded") }
+    XCTAssertTrue(message.hasPrefix("c.safetensors: the state dict does not fit the model"), message)
+    XCTAssertTrue(message.contains("size mismatch for linear2.weight"), message)
+  }
 }
+

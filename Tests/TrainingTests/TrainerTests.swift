@@ -296,6 +296,74 @@ final class TrainerTests: XCTestCase {
     let last = try JSONSerialization.jsonObject(with: Data(lines[3].utf8)) as! [String: Any]
     XCTAssertNotNil(last["test_accuracy"] as? Double)
   }
+  func testLogWriteFailureStopsTheRunNamingTheFile() throws {
+    let (train, test) = data(96)
+    var o = options(.seedRelu, steps: 2)
+    o.logPath = "/dev/full"  // opens, but every write fails with ENOSPC
+    let t = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertThrowsError(try t.run()) { XCTAssertTrue("\($0)".hasPrefix("/dev/full: cannot write the log file"), "\($0)") }
+    o.logPath = tmp.appendingPathComponent("missing/log.jsonl").path
+    XCTAssertThrowsError(try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))) {
+      XCTAssertTrue("\($0)".contains("missing/log.jsonl: cannot open the log file"), "\($0)")
+    }
+  }
+
+  func testCheckedFileReportsFailedWrites() throws {
+    let f = try CheckedFile(appendingTo: "/dev/full", truncate: false, what: "the output")
+    XCTAssertThrowsError(try f.write(Array("x\n".utf8))) {
+      XCTAssertEqual($0 as? FileIOError, FileIOError(path: "/dev/full", operation: "write the output", reason: String(cString: strerror(ENOSPC))))
+    }
+    let path = tmp.appendingPathComponent("ok.txt").path
+    let g = try CheckedFile(appendingTo: path, truncate: true)
+    try g.write(Array("one\n".utf8))
+    try g.write(Array("two\n".utf8))
+    try g.sync()
+    XCTAssertEqual(try String(contentsOfFile: path, encoding: .utf8), "one\ntwo\n")
+  }
+
+  func testShardDecodingEqualsTheWholeBatchsRows() {
+    let (train, _) = data(100)
+    for aug in [Augmentation.none, .cropAndFlip(padding: 4)] {
+      let loader = BatchLoader(dataset: train, batchSize: 32, shuffle: true, dropLast: false, normalization: .unit(channels: 1),
+        augment: aug, seed: 7)
+      loader.startEpoch(2)
+      let whole = Tensor(zeros: [32, 1, 16, 16]), part = Tensor(zeros: [32, 1, 16, 16])
+      var labels: [Int32] = [], partLabels: [Int32] = []
+      for b in 0..<loader.batchesPerEpoch {
+        let n = loader.batch(b, into: whole, labels: &labels)
+        let per = 16 * 16
+        for rows in [0..<n, 0..<(n / 3), (n / 3)..<(2 * n / 3), (2 * n / 3)..<n, (n - 1)..<n] {
+          loader.batch(b, rows: rows, into: part, labels: &partLabels)
+          XCTAssertEqual(part.shape, [rows.count, 1, 16, 16])
+          XCTAssertEqual(partLabels, Array(labels[rows]), "batch \(b) rows \(rows)")
+          XCTAssertEqual(part.array, Array(whole.array[(rows.lowerBound * per)..<(rows.upperBound * per)]),
+            "\(aug.text) batch \(b) rows \(rows): a shard must be the whole batch's rows bit for bit")
+        }
+      }
+    }
+  }
+
+  func testResumeOnAnotherThreadCountWarnsWithBothCounts() throws {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    let (train, test) = data(96)
+    var o = options(.seedRelu, steps: 2)
+    o.checkpoint = tmp.appendingPathComponent("threads.safetensors").path
+    Threads.count = 1
+    try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1)).run()
+    o.maxSteps = 3
+    o.resume = true
+    let same = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(same.resumedFromStep, 2)
+    XCTAssertNil(same.resumeWarning, "same thread count: no warning")
+    Threads.count = 2
+    let other = try Trainer(options: o, train: train, test: test, normalization: .unit(channels: 1))
+    XCTAssertEqual(other.resumedFromStep, 2)
+    let warning = try XCTUnwrap(other.resumeWarning)
+    XCTAssertTrue(warning.contains("threads.state.safetensors was written by a run with 1 thread per process (now 2)"), warning)
+    XCTAssertTrue(warning.contains("resume with --threads 1"), warning)
+  }
+
   /// A log's step records (step, loss bits) and epoch records (epoch, train loss bits), for
   /// comparing runs; the rates differ from run to run.
   private func logSummary(_ path: String) throws -> (steps: [[Double]], epochs: [[Double]]) {

@@ -1,0 +1,53 @@
+// CDepthwiseKernels: direct depthwise convolution kernels (forward, dx, dW, db) over ranges of
+// planes or channels, in C so that an AVX2+FMA variant can be chosen at run time (SwiftPM builds
+// for baseline x86-64). The Swift side (Sources/NN/DepthwiseConv2D.swift) does the threading.
+#ifndef CDEPTHWISEKERNELS_H
+#define CDEPTHWISEKERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// The geometry of a depthwise convolution: x [n, c, h, w], weight [c·m, 1, kh, kw],
+/// bias [c·m], y [n, c·m, oh, ow]; output channel o reads input channel o / m.
+/// oh = (h + 2·ph − kh) / sh + 1 and ow likewise must be ≥ 1 (the caller checks).
+typedef struct DWGeometry {
+  ptrdiff_t n, c, m, h, w, kh, kw, sh, sw, ph, pw, oh, ow;
+} DWGeometry;
+
+/// Floats of scratch memory one call of `dw_forward_planes` needs.
+ptrdiff_t dw_forward_scratch(const DWGeometry *g);
+
+/// Forward over output planes [p0, p1) of the n·c·m planes (plane p = sample p / (c·m), output
+/// channel p % (c·m)): y = bias + Σ_{u,v} w[o,u,v]·x[n, o/m, i·sh − ph + u, j·sw − pw + v]
+/// (zero padding), each element summed as bias first, then taps in (u, v) order. bias may be
+/// NULL. `scratch` holds `dw_forward_scratch(g)` floats, private to the call.
+void dw_forward_planes(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
+                       ptrdiff_t p0, ptrdiff_t p1, float *scratch);
+
+/// Floats of scratch memory one call of `dw_backward_channels` over `channels` channels needs.
+ptrdiff_t dw_backward_scratch(const DWGeometry *g, ptrdiff_t channels);
+
+/// Backward over input channels [c0, c1), sample by sample (each sample's planes of those
+/// channels are contiguous). Writes dx of
+/// those channels (unless dx is NULL) and ACCUMULATES (+=) dweight [c·m, kh, kw] and dbias
+/// [c·m] (unless NULL) of their output channels c·m ..< (c+1)·m. Each output channel's sums run
+/// in a fixed order (per output column, or per lane of 8-column blocks, over samples and rows;
+/// then over those partial sums in order), so the
+/// bits do not depend on how the channels are split between calls. `scratch` holds
+/// `dw_backward_scratch(g)` floats, private to the call.
+void dw_backward_channels(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
+                          float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch);
+
+/// Whether the AVX2+FMA variant runs (else the portable one). Set `DW_KERNELS=portable` in the
+/// environment to force the portable variant.
+bool dw_kernels_use_avx2(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,245 @@
+// ChannelOps: the kernels that move whole channel planes of NCHW tensors without arithmetic
+// (concatenation, splits, channel shuffle) and the elementwise sum of a residual connection,
+// plus the `ChannelShuffle` layer. Graph.swift wires them into networks.
+//
+// Every move is one primitive, `ChannelOps.copyPlanes`: plane j of a run goes from source channel
+// `srcStart + j·srcStep` to destination channel `dstStart + j·dstStep`, for every sample. With unit
+// steps a run is one memcpy per sample; otherwise one memcpy per H·W plane.
+import TensorCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// How `Graph.split` divides the channels of `[N, C, H, W]` into two `[N, C/2, H, W]` halves.
+public enum ChannelSplit: Sendable, Equatable {
+  /// Channels `0..<C/2` and `C/2..<C` (`torch.chunk(x, 2, dim=1)`).
+  case halves
+  /// Even channels `0, 2, 4, …` and odd channels `1, 3, 5, …`: exactly what the official
+  /// ShuffleNetV2 code's `channel_shuffle` returns (reshape to `[N·C/2, 2, H·W]`, swap the first
+  /// two axes, so that part k is `x[:, k::2]`). It is a channel shuffle with C/2 groups followed
+  /// by `.halves`.
+  case evenOdd
+}
+
+/// Plane-moving and elementwise kernels over raw pointers. Allocation-free; each runs in
+/// parallel over disjoint output regions, so results do not depend on the thread count.
+public enum ChannelOps {
+  /// Copies `count` channel planes of `plane` (= H·W) floats for each of `batch` samples:
+  /// plane j goes from `src[s, srcStart + j·srcStep]` to `dst[s, dstStart + j·dstStep]`.
+  /// - Shapes: src `[batch, srcChannels, plane]`, dst `[batch, dstChannels, plane]`;
+  ///   every addressed channel lies inside its tensor. The regions must not overlap.
+  public static func copyPlanes(
+    from src: UnsafePointer<Float>, srcChannels: Int, srcStart: Int, srcStep: Int = 1,
+    to dst: UnsafeMutablePointer<Float>, dstChannels: Int, dstStart: Int, dstStep: Int = 1,
+    count: Int, batch: Int, plane: Int
+  ) {
+    precondition(count >= 0 && batch >= 0 && plane >= 0, "copyPlanes: negative size")
+    precondition(count == 0 || (srcStart >= 0 && srcStart + (count - 1) * srcStep < srcChannels
+      && dstStart >= 0 && dstStart + (count - 1) * dstStep < dstChannels), "copyPlanes: channel out of range")
+    let total = batch * count
+    if total == 0 || plane == 0 { return }
+    let contiguous = srcStep == 1 && dstStep == 1
+    let s = UncheckedSendable(src), d = UncheckedSendable(dst)
+    // About 16 KB per chunk at least, so small copies stay on one thread.
+    parallelFor(total, minimumChunk: Swift.max(1, 4096 / plane)) { r in
+      var idx = r.lowerBound
+      while idx < r.upperBound {
+        let sample = idx / count, j = idx % count
+        let run = contiguous ? Swift.min(r.upperBound - idx, count - j) : 1
+        let from = s.value + (sample * srcChannels + srcStart + j * srcStep) * plane
+        let to = d.value + (sample * dstChannels + dstStart + j * dstStep) * plane
+        if run * plane >= 16 {
+          memcpy(to, from, run * plane * MemoryLayout<Float>.stride)
+        } else {
+          for i in 0..<(run * plane) { to[i] = from[i] }
+        }
+        idx += run
+      }
+    }
+  }
+
+  /// Channel shuffle with `groups` groups, as ShuffleNet's (reshape `[N, g, C/g, H·W]`, swap
+  /// axes 1 and 2): `y[:, j·g + i] = x[:, i·(C/g) + j]` for i < g, j < C/g. With `inverse`,
+  /// the inverse permutation (`y[:, i·(C/g) + j] = x[:, j·g + i]`), which is its backward.
+  /// - Shapes: x, y `[batch, channels, plane]`, distinct; `groups` divides `channels`.
+  public static func shuffle(
+    _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, plane: Int,
+    groups: Int, inverse: Bool = false
+  ) {
+    precondition(groups > 0 && channels % groups == 0, "shuffle: \(groups) groups do not divide \(channels) channels")
+    let per = channels / groups
+    for i in 0..<groups {
+      if inverse {
+        copyPlanes(from: x, srcChannels: channels, srcStart: i, srcStep: groups, to: y, dstChannels: channels,
+          dstStart: i * per, dstStep: 1, count: per, batch: batch, plane: plane)
+      } else {
+        copyPlanes(from: x, srcChannels: channels, srcStart: i * per, srcStep: 1, to: y, dstChannels: channels,
+          dstStart: i, dstStep: groups, count: per, batch: batch, plane: plane)
+      }
+    }
+  }
+
+  /// `torch.cat(parts, 1)` into `y`: `[N, C₁, H, W], [N, C₂, H, W], … → [N, C₁ + C₂ + …, H, W]`
+  /// (or `[N, C]`). One memcpy per part and sample, in parallel.
+  /// - Precondition: the shapes agree (`Graph` checks them and throws first).
+  public static func concat(_ parts: [Tensor], into y: Tensor) {
+    let (n, plane) = batchAndPlane(y)
+    var start = 0
+    for t in parts {
+      let c = t.shape[1]
+      precondition(t.count == n * c * plane, "concat: \(Shape.text(t.shape)) does not fit \(Shape.text(y.shape))")
+      copyPlanes(from: t.data, srcChannels: c, srcStart: 0, to: y.data, dstChannels: y.shape[1], dstStart: start,
+        count: c, batch: n, plane: plane)
+      start += c
+    }
+    precondition(start == y.shape[1], "concat: the parts have \(start) channels, the output \(y.shape[1])")
+  }
+
+  /// The backward of `concat`: slice `dy` `[N, ΣCᵢ, H, W]` back into `grads` (`[N, Cᵢ, H, W]`
+  /// each, in order); a nil entry skips that slice.
+  public static func concatBackward(_ dy: Tensor, into grads: [Tensor?]) {
+    let (n, plane) = batchAndPlane(dy)
+    var start = 0
+    for g in grads {
+      guard let g else { continue }
+      let c = g.shape[1]
+      defer { start += c }
+      copyPlanes(from: dy.data, srcChannels: dy.shape[1], srcStart: start, to: g.data, dstChannels: c, dstStart: 0,
+        count: c, batch: n, plane: plane)
+    }
+  }
+
+  /// Splits `x` `[N, C, H, W]` (C even) into `a` and `b`, `[N, C/2, H, W]` each, as `mode` says.
+  public static func split(_ x: Tensor, _ mode: ChannelSplit, into a: Tensor, _ b: Tensor) {
+    let (n, plane) = batchAndPlane(x)
+    let c = x.shape[1], half = c / 2
+    precondition(c % 2 == 0 && a.count == x.count / 2 && b.count == x.count / 2, "split: shapes")
+    if mode == .evenOdd {
+      interleave(x.data, a.data, b.data, pairs: n * half, plane: plane, splitting: true)
+      return
+    }
+    for part in 0..<2 {
+      let out = part == 0 ? a : b
+      let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
+      copyPlanes(from: x.data, srcChannels: c, srcStart: start, srcStep: step, to: out.data, dstChannels: half,
+        dstStart: 0, count: half, batch: n, plane: plane)
+    }
+  }
+
+  /// The backward of `split`: writes `da` and `db` (`[N, C/2, H, W]`) into their channels of
+  /// `dx` (`[N, C, H, W]`); a nil part's channels get zeros.
+  public static func splitBackward(_ da: Tensor?, _ db: Tensor?, _ mode: ChannelSplit, into dx: Tensor) {
+    let (n, plane) = batchAndPlane(dx)
+    let c = dx.shape[1], half = c / 2
+    if mode == .evenOdd, let da, let db {
+      precondition(da.count == dx.count / 2 && db.count == dx.count / 2, "splitBackward: shapes")
+      interleave(dx.data, da.data, db.data, pairs: n * half, plane: plane, splitting: false)
+      return
+    }
+    if da == nil || db == nil { dx.zero() }
+    for part in 0..<2 {
+      guard let g = part == 0 ? da : db else { continue }
+      precondition(g.count == dx.count / 2, "splitBackward: shapes")
+      let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
+      copyPlanes(from: g.data, srcChannels: half, srcStart: 0, to: dx.data, dstChannels: c, dstStart: start,
+        dstStep: step, count: half, batch: n, plane: plane)
+    }
+  }
+
+  /// The even/odd split in one sequential pass over the whole tensor: pair p of planes
+  /// (`whole[2p]`, `whole[2p + 1]`) goes to `a[p]` and `b[p]` (`splitting`), or comes back from
+  /// them. Since C is even, the pairs never straddle samples.
+  /// - Shapes: whole `[pairs · 2, plane]`; a, b `[pairs, plane]`.
+  private static func interleave(
+    _ whole: UnsafeMutablePointer<Float>, _ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>,
+    pairs: Int, plane: Int, splitting: Bool
+  ) {
+    let w = UncheckedSendable(whole), pa = UncheckedSendable(a), pb = UncheckedSendable(b)
+    let bytes = plane * MemoryLayout<Float>.stride
+    parallelFor(pairs, minimumChunk: Swift.max(1, 2048 / Swift.max(plane, 1))) { r in
+      for p in r {
+        let pair = w.value + 2 * p * plane, x = pa.value + p * plane, y = pb.value + p * plane
+        if plane >= 16 {
+          if splitting {
+            memcpy(x, pair, bytes)
+            memcpy(y, pair + plane, bytes)
+          } else {
+            memcpy(pair, x, bytes)
+            memcpy(pair + plane, y, bytes)
+          }
+        } else {
+          for i in 0..<plane {
+            if splitting {
+              x[i] = pair[i]
+              y[i] = pair[plane + i]
+            } else {
+              pair[i] = x[i]
+              pair[plane + i] = y[i]
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// N and H·W of an `[N, C, H, W]` or `[N, C]` tensor.
+  static func batchAndPlane(_ t: Tensor) -> (Int, Int) {
+    (t.shape[0], t.shape.count == 4 ? t.shape[2] * t.shape[3] : 1)
+  }
+
+  /// `y[i] = a[i] + b[i]` for i < count, in parallel; `y` may be `a` or `b`.
+  public static func add(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int
+  ) {
+    let pa = UncheckedSendable(a), pb = UncheckedSendable(b), py = UncheckedSendable(y)
+    parallelFor(count, minimumChunk: 1 << 15) { r in
+      for i in r { py.value[i] = pa.value[i] + pb.value[i] }
+    }
+  }
+}
+
+/// ShuffleNet's channel shuffle with `groups` groups as a layer:
+/// `[N, C, H, W] → [N, C, H, W]` with `y[:, j·g + i] = x[:, i·(C/g) + j]` (PyTorch:
+/// `x.view(N, g, C/g, H, W).transpose(1, 2).reshape(N, C, H, W)`). `[N, C]` inputs work as
+/// 1×1 maps. No parameters; backward applies the inverse permutation.
+public final class ChannelShuffle: Module {
+  /// The number of groups g; it must divide the channel count.
+  public let groups: Int
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+
+  /// - Parameter groups: g ≥ 1.
+  public init(groups: Int) {
+    precondition(groups > 0, "ChannelShuffle: groups must be positive, got \(groups)")
+    self.groups = groups
+    super.init()
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    guard s.count == 4 || s.count == 2, s[1] % groups == 0 else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: "[N, C, H, W] with C a multiple of \(groups)", got: s)
+    }
+    return s
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    _ = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: x.shape)
+    ChannelOps.shuffle(x.data, into: y.data, batch: x.shape[0], channels: x.shape[1],
+      plane: x.count / Swift.max(1, x.shape[0] * x.shape[1]), groups: groups)
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let y = output, dy.shape == y.shape else {
+      throw TensorError.shapeMismatch(layer: "ChannelShuffle.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dx = reuse(&inputGrad, shape: dy.shape)
+    if propagatesInputGradient {
+      ChannelOps.shuffle(dy.data, into: dx.data, batch: dy.shape[0], channels: dy.shape[1],
+        plane: dy.count / Swift.max(1, dy.shape[0] * dy.shape[1]), groups: groups, inverse: true)
+    }
+    return dx
+  }
+}

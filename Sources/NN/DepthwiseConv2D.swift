@@ -1,0 +1,159 @@
+// DepthwiseConv2D: the depthwise convolution (PyTorch's `nn.Conv2d(C, C·m, k, groups=C)`) by
+// direct kernels in C (Sources/CDepthwiseKernels), not im2col + a GEMM per channel: forward
+// threads over output planes (n, o), backward over input channels, each channel's dx, dW and db
+// written by one thread in a fixed order, so the bits do not depend on the thread count.
+//
+// Shapes: x [N, C, H, W], weight [C·m, 1, KH, KW], bias [C·m], y [N, C·m, OH, OW];
+// output channel o reads input channel o / m (m = the channel multiplier).
+import CDepthwiseKernels
+import TensorCore
+
+/// A depthwise 2-D convolution: every input channel convolved with its own `m` filters.
+///
+/// ```
+/// y[n, o, i, j] = bias[o] + Σ_{u, v} weight[o, 0, u, v] · x[n, o / m, i·sh − ph + u, j·sw − pw + v]
+/// OH = (H + 2·ph − KH) / sh + 1,   OW = (W + 2·pw − KW) / sw + 1
+/// ```
+/// The state_dict is PyTorch's `nn.Conv2d(C, C·m, (KH, KW), stride, padding, groups=C)`:
+/// `weight` `[C·m, 1, KH, KW]` and `bias` `[C·m]`, with the same default initialisation
+/// (U(−1/√(KH·KW), 1/√(KH·KW)) for both). 3×3 kernels at stride 1 and 2 run unrolled loops;
+/// any other kernel, stride and padding runs general loops.
+public final class DepthwiseConv2D: Module {
+  /// Input channels C.
+  public let inChannels: Int
+  /// Filters per input channel, m.
+  public let channelMultiplier: Int
+  /// Output channels C·m.
+  public var outChannels: Int { inChannels * channelMultiplier }
+  /// Kernel height and width (KH, KW).
+  public let kernelShape: (height: Int, width: Int)
+  /// Strides along height and width.
+  public let strides: (height: Int, width: Int)
+  /// Zero padding along height and width (each side).
+  public let paddings: (height: Int, width: Int)
+  /// `[C·m, 1, KH, KW]`.
+  public let weight: Parameter
+  /// `[C·m]`, or nil without bias.
+  public let bias: Parameter?
+
+  private var output: Tensor?
+  private var inputGrad: Tensor?
+  private var input: Tensor?
+
+  /// A square K×K depthwise convolution.
+  /// - Parameters:
+  ///   - channels: C, in and (times `channelMultiplier`) out.
+  ///   - channelMultiplier: m, filters per input channel (output channels C·m).
+  ///   - kernelSize: K.
+  ///   - stride: the step between windows along both axes (PyTorch's `stride`).
+  ///   - padding: zeros on each side of both axes (PyTorch's `padding`).
+  ///   - bias: whether to add a learnable bias.
+  ///   - weightInit: PyTorch's default (fan_in = K·K) or orthogonal.
+  ///   - rng: the generator that draws the initial weights.
+  public convenience init(
+    channels: Int, channelMultiplier: Int = 1, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+    bias: Bool = true, weightInit: WeightInit = .pytorchDefault, rng: inout SeededGenerator
+  ) {
+    self.init(channels: channels, channelMultiplier: channelMultiplier, kernelSize: (kernelSize, kernelSize),
+      stride: (stride, stride), padding: (padding, padding), bias: bias, weightInit: weightInit, rng: &rng)
+  }
+
+  /// A KH×KW depthwise convolution with per-axis strides and paddings.
+  /// - Parameters:
+  ///   - channels: C, in and (times `channelMultiplier`) out.
+  ///   - channelMultiplier: m, filters per input channel (output channels C·m).
+  ///   - kernelSize: (KH, KW).
+  ///   - stride: (sh, sw).
+  ///   - padding: (ph, pw), zeros on both sides of each axis.
+  ///   - bias: whether to add a learnable bias.
+  ///   - weightInit: PyTorch's default (fan_in = KH·KW) or orthogonal.
+  ///   - rng: the generator that draws the initial weights.
+  public init(
+    channels: Int, channelMultiplier: Int = 1, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+    padding: (Int, Int) = (0, 0), bias: Bool = true, weightInit: WeightInit = .pytorchDefault,
+    rng: inout SeededGenerator
+  ) {
+    precondition(channels > 0 && channelMultiplier > 0 && kernelSize.0 > 0 && kernelSize.1 > 0 && stride.0 > 0
+      && stride.1 > 0 && padding.0 >= 0 && padding.1 >= 0,
+      "DepthwiseConv2D: channels, multiplier, kernel size and stride must be positive and padding non-negative")
+    inChannels = channels
+    self.channelMultiplier = channelMultiplier
+    kernelShape = (kernelSize.0, kernelSize.1)
+    strides = (stride.0, stride.1)
+    paddings = (padding.0, padding.1)
+    weight = Parameter(Tensor(zeros: [channels * channelMultiplier, 1, kernelSize.0, kernelSize.1]))
+    self.bias = bias ? Parameter(Tensor(zeros: [channels * channelMultiplier]), decays: false) : nil
+    super.init()
+    weightInit.initialize(weight: weight.value, bias: self.bias?.value, using: &rng)
+  }
+
+  public override var localParameters: [(String, Parameter)] {
+    var p = [("weight", weight)]
+    if let b = bias { p.append(("bias", b)) }
+    return p
+  }
+
+  private func geometry(_ s: [Int]) -> DWGeometry {
+    let (kh, kw) = kernelShape, (sh, sw) = strides, (ph, pw) = paddings
+    let oh = s[2] + 2 * ph < kh ? 0 : (s[2] + 2 * ph - kh) / sh + 1
+    let ow = s[3] + 2 * pw < kw ? 0 : (s[3] + 2 * pw - kw) / sw + 1
+    return DWGeometry(n: s[0], c: s[1], m: channelMultiplier, h: s[2], w: s[3], kh: kh, kw: kw, sh: sh, sw: sw,
+      ph: ph, pw: pw, oh: oh, ow: ow)
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    let expected = "[N, \(inChannels), H, W]"
+    try requireRank(s, 4, layer: typeName, expected: expected)
+    guard s[1] == inChannels else { throw TensorError.shapeMismatch(layer: typeName, expected: expected, got: s) }
+    let g = geometry(s)
+    guard g.oh > 0, g.ow > 0 else {
+      throw TensorError.shapeMismatch(layer: typeName,
+        expected: "[N, \(inChannels), H, W] with H + 2·\(paddings.height) ≥ \(kernelShape.height) and "
+          + "W + 2·\(paddings.width) ≥ \(kernelShape.width)", got: s)
+    }
+    return [s[0], outChannels, g.oh, g.ow]
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let ys = try outputShape(for: x.shape)
+    let y = reuse(&output, shape: ys)
+    input = x
+    var g = geometry(x.shape)
+    let planes = ys[0] * ys[1], scratch = dw_forward_scratch(&g), geo = g
+    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
+    let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
+    // x [N, C, H, W] → y [N, C·m, OH, OW], in parallel over output planes.
+    parallelFor(planes, minimumChunk: Swift.max(1, 8192 / Swift.max(1, geo.oh * geo.ow))) { range in
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
+        var gg = geo
+        dw_forward_planes(&gg, xs.value, ws.value, bs.value, dst.value, range.lowerBound, range.upperBound,
+          buf.baseAddress!)
+      }
+    }
+    return y
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let x = input, let ys = output?.shape, dy.shape == ys else {
+      throw TensorError.shapeMismatch(layer: typeName + ".backward",
+        expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    // The first layer of a network skips dx altogether.
+    let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
+    let geo = geometry(x.shape)
+    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
+    let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
+    let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
+    // dy [N, C·m, OH, OW] → dx [N, C, H, W], dW [C·m, 1, KH, KW] +=, db [C·m] +=, in parallel
+    // over input channels (each owns its output channels' dW and db).
+    parallelFor(geo.c, minimumChunk: Swift.max(1, 8192 / Swift.max(1, geo.n * geo.h * geo.w))) { range in
+      var gg = geo
+      let scratch = dw_backward_scratch(&gg, range.count)
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
+        dw_backward_channels(&gg, xs.value, ws.value, dys.value, dxs.value, dws.value, dbs.value,
+          range.lowerBound, range.upperBound, buf.baseAddress!)
+      }
+    }
+    return dx
+  }
+}

@@ -1,0 +1,183 @@
+// ChannelOpsTests: the plane-moving kernels (concat, splits, channel shuffle) and the residual
+// add against their Double twins and against hand-written index lists that follow the official
+// ShuffleNetV2 `channel_shuffle` (nmaac/acon, ACON/ShuffleNetV2_ACON/network.py), odd shapes
+// included; the ChannelShuffle layer's gradient by finite differences.
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+final class ChannelOpsTests: XCTestCase {
+  /// A tensor whose element is `1000·n + 10·c + (position in the plane)`, so that the channel a
+  /// value came from can be read off it.
+  private func labelled(_ shape: [Int]) -> Tensor {
+    let t = Tensor(zeros: shape)
+    let c = shape[1], plane = shape.dropFirst(2).reduce(1, *)
+    for i in 0..<t.count { t[i] = Float(1000 * (i / (c * plane)) + 10 * ((i / plane) % c) + i % plane) }
+    return t
+  }
+
+  /// The source channel of every output channel of sample 0 (plane position 0).
+  private func channels(_ t: Tensor) -> [Int] {
+    let plane = t.shape.dropFirst(2).reduce(1, *)
+    return (0..<t.shape[1]).map { Int(t[$0 * plane]) / 10 }
+  }
+
+  private func runGraph(_ x: Tensor, _ build: (Graph) -> GraphValue) throws -> Tensor {
+    let g = Graph()
+    g.output = build(g)
+    return try g.forward(x)
+  }
+
+  func testEvenOddSplitMatchesTheOfficialChannelShuffle() throws {
+    // Official: x.reshape(N·C/2, 2, H·W).permute(1, 0, 2).reshape(2, N, C/2, H, W); x[0], x[1].
+    // For C = 8 that is channels 0, 2, 4, 6 and 1, 3, 5, 7; the main branch gets the odd ones.
+    let x = labelled([2, 8, 3, 5])
+    let g = Graph()
+    let (a, b) = g.split(g.input, .evenOdd)
+    g.output = g.concat(a, b)
+    let y = try g.forward(x)
+    XCTAssertEqual(channels(y), [0, 2, 4, 6, 1, 3, 5, 7])
+    let halves = try runGraph(x) { g in let (p, q) = g.split(g.input, .halves); return g.concat(q, p) }
+    XCTAssertEqual(channels(halves), [4, 5, 6, 7, 0, 1, 2, 3])
+    // Each part against the literal reshape/permute twin, for every sample and position.
+    for (evenOdd, mode) in [(true, ChannelSplit.evenOdd), (false, .halves)] {
+      for shape in [[2, 8, 3, 5], [1, 2, 1, 1], [3, 6, 2, 3], [2, 4], [1, 10, 7, 1]] {
+        var rng = SeededGenerator(seed: 5)
+        let x = Tensor.uniform(shape, using: &rng)
+        let want = Reference.splitChannels(DoubleTensor(x), evenOdd: evenOdd)
+        for part in 0..<2 {
+          let y = try runGraph(x) { g in let (p, q) = g.split(g.input, mode); return part == 0 ? p : q }
+          assertClose(y, part == 0 ? want.0 : want.1, rtol: 0, atol: 0, "\(mode) part \(part) \(shape)")
+        }
+      }
+    }
+  }
+
+  func testChannelShuffleIndices() throws {
+    // y[:, j·g + i] = x[:, i·(C/g) + j], written out by hand.
+    let cases: [(c: Int, g: Int, want: [Int])] = [
+      (6, 3, [0, 2, 4, 1, 3, 5]), (6, 2, [0, 3, 1, 4, 2, 5]), (9, 3, [0, 3, 6, 1, 4, 7, 2, 5, 8]),
+      (5, 5, [0, 1, 2, 3, 4]), (5, 1, [0, 1, 2, 3, 4]), (1, 1, [0]), (8, 4, [0, 2, 4, 6, 1, 3, 5, 7]),
+    ]
+    for (c, g, want) in cases {
+      let x = labelled([2, c, 2, 3])
+      let layer = ChannelShuffle(groups: g)
+      let y = try layer.forward(x)
+      XCTAssertEqual(channels(y), want, "C \(c) g \(g)")
+      assertClose(y, Reference.channelShuffle(DoubleTensor(x), groups: g), rtol: 0, atol: 0)
+      let viaGraph = try runGraph(x) { $0.shuffle($0.input, groups: g) }
+      XCTAssertEqual(viaGraph.array, y.array)
+      // Backward is the inverse permutation.
+      let dx = try layer.backward(y)
+      XCTAssertEqual(dx.array, x.array, "C \(c) g \(g): backward inverts forward")
+    }
+    // The official even/odd split is a shuffle with C/2 groups followed by halves.
+    let x = labelled([1, 8, 2, 2])
+    let s = try ChannelShuffle(groups: 4).forward(x)
+    XCTAssertEqual(channels(s), [0, 2, 4, 6, 1, 3, 5, 7])
+    XCTAssertThrowsError(try ChannelShuffle(groups: 4).forward(Tensor(zeros: [1, 6, 2, 2]))) { error in
+      XCTAssertTrue("\(error)".contains("multiple of 4"), "\(error)")
+    }
+  }
+
+  func testConcatAgainstReference() throws {
+    var rng = SeededGenerator(seed: 7)
+    let shapes: [[[Int]]] = [
+      [[2, 1, 3, 5], [2, 3, 3, 5], [2, 2, 3, 5]], [[1, 4, 1, 1], [1, 1, 1, 1]], [[3, 2], [3, 5]],
+      [[2, 17, 9, 9], [2, 30, 9, 9]],
+    ]
+    for parts in shapes {
+      let xs = parts.map { Tensor.uniform($0, using: &rng) }
+      let total = parts.reduce(0) { $0 + $1[1] }
+      var full = parts[0]
+      full[1] = total
+      // The kernel directly against the twin.
+      let out = Tensor(zeros: full)
+      var start = 0
+      let plane = full.dropFirst(2).reduce(1, *)
+      for x in xs {
+        ChannelOps.copyPlanes(from: x.data, srcChannels: x.shape[1], srcStart: 0, to: out.data, dstChannels: total,
+          dstStart: start, count: x.shape[1], batch: full[0], plane: plane)
+        start += x.shape[1]
+      }
+      assertClose(out, Reference.concatChannels(xs.map(DoubleTensor.init)), rtol: 0, atol: 0, "\(parts)")
+    }
+  }
+
+  func testConcatAndAddInAGraphAgainstReference() throws {
+    var rng = SeededGenerator(seed: 8)
+    for shape in [[2, 3, 3, 5], [1, 1, 1, 1], [2, 5], [1, 7, 2, 1]] {
+      let x = Tensor.uniform(shape, using: &rng)
+      let g = Graph()
+      let s = g.shuffle(g.input, groups: 1)
+      let sum = g.add(g.input, s, g.input)
+      g.output = g.concat(s, sum, g.input)
+      let y = try g.forward(x)
+      let xd = DoubleTensor(x)
+      let want = Reference.concatChannels([xd, Reference.add([xd, xd, xd]), xd])
+      assertClose(y, want, rtol: 1e-6, atol: 0, "\(shape)")  // Float sums of three
+      // Backward: dx = dy₀ + 3·dy₁ + dy₂ (the slices of dy), the fork's gradients summed.
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      let dx = try g.backward(dy)
+      let c = shape[1], dyd = DoubleTensor(dy)
+      let slices = (0..<3).map { Reference.sliceChannels(dyd, start: $0 * c, count: c) }
+      let wantDx = Reference.add([slices[0], slices[1], slices[1], slices[1], slices[2]])
+      assertClose(dx, wantDx, rtol: 1e-6, atol: 1e-6, "\(shape) backward")
+    }
+  }
+
+  func testSplitBackwardAgainstReference() throws {
+    var rng = SeededGenerator(seed: 9)
+    for (mode, evenOdd) in [(ChannelSplit.evenOdd, true), (.halves, false)] {
+      for shape in [[2, 6, 3, 5], [1, 2, 1, 1], [3, 4]] {
+        let x = Tensor.uniform(shape, using: &rng)
+        // Both halves used (scaled differently through a concat), then only the second one.
+        let g = Graph()
+        let (p, q) = g.split(g.input, mode)
+        g.output = g.concat(q, p)
+        let y = try g.forward(x)
+        let dy = Tensor.uniform(y.shape, using: &rng)
+        let dx = try g.backward(dy)
+        let half = shape[1] / 2, dyd = DoubleTensor(dy)
+        let dq = Reference.sliceChannels(dyd, start: 0, count: half)
+        let dp = Reference.sliceChannels(dyd, start: half, count: half)
+        assertClose(dx, Reference.splitChannelsBackward(dp, dq, inputShape: shape, evenOdd: evenOdd), rtol: 0, atol: 0)
+
+        let g2 = Graph()
+        g2.output = g2.split(g2.input, mode).1
+        let y2 = try g2.forward(x)
+        let dy2 = Tensor.uniform(y2.shape, using: &rng)
+        let dx2 = try g2.backward(dy2)
+        assertClose(dx2, Reference.splitChannelsBackward(nil, DoubleTensor(dy2), inputShape: shape, evenOdd: evenOdd),
+          rtol: 0, atol: 0, "an unused half gets a zero gradient")
+      }
+    }
+  }
+
+  func testKernelsAreThreadCountIndependent() throws {
+    var rng = SeededGenerator(seed: 10)
+    let x = Tensor.uniform([4, 12, 9, 9], using: &rng)
+    var results: [[Float]] = []
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    for t in [1, 2, 3] {
+      Threads.count = t
+      let g = Graph()
+      let (a, b) = g.split(g.input, .evenOdd)
+      g.output = g.concat(g.shuffle(g.concat(b, a), groups: 3), g.add(a, b))
+      let y = try g.forward(x)
+      let dx = try g.backward(y)
+      results.append(y.array + dx.array)
+    }
+    assertBitwiseEqual(results[0], results[1])
+    assertBitwiseEqual(results[0], results[2])
+  }
+
+  func testChannelShuffleGradient() {
+    var rng = SeededGenerator(seed: 11)
+    for (shape, g) in [([2, 6, 3, 5], 3), ([1, 9, 1, 1], 3), ([1, 1, 2, 2], 1), ([3, 4], 2), ([1, 15, 2, 3], 5)] {
+      GradientChecker().assertGradients(ChannelShuffle(groups: g), input: .uniform(shape, using: &rng), "\(shape) g\(g)")
+    }
+  }
+}

@@ -1,0 +1,167 @@
+// DepthwiseConv2DTests: the direct depthwise kernels against the Double grouped convolution
+// (groups = C) and against Conv2D(groups: C) through im2col, forward, dx, dW and db, on odd
+// shapes: C = 1, C not a multiple of 16, 1×1 and 2×2 maps, stride 2 on odd sizes, channel
+// multiplier 2, 5×5 and rectangular kernels, padding wider than the kernel's reach; finite
+// differences; PyTorch's state_dict; 1 vs 2 threads give the same bits.
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+/// One depthwise configuration under test.
+struct DepthwiseCase: CustomStringConvertible {
+  var n, c, h, w: Int
+  var m = 1
+  var kernel: (Int, Int) = (3, 3)
+  var stride: (Int, Int) = (1, 1)
+  var padding: (Int, Int) = (1, 1)
+  var bias = true
+  var description: String {
+    "N\(n) C\(c)×\(m) \(h)x\(w) k\(kernel) s\(stride) p\(padding)\(bias ? "" : " nobias")"
+  }
+}
+
+final class DepthwiseConv2DTests: XCTestCase {
+  static let cases: [DepthwiseCase] = [
+    DepthwiseCase(n: 2, c: 5, h: 7, w: 9),  // 3×3 s1 p1
+    DepthwiseCase(n: 3, c: 17, h: 7, w: 7, stride: (2, 2)),  // 3×3 s2 p1, odd size
+    DepthwiseCase(n: 1, c: 1, h: 5, w: 6, stride: (2, 2)),  // C = 1, batch 1
+    DepthwiseCase(n: 2, c: 3, h: 1, w: 1),  // 1×1 map
+    DepthwiseCase(n: 2, c: 4, h: 2, w: 2, stride: (2, 2)),  // 2×2 map, stride 2
+    DepthwiseCase(n: 2, c: 3, h: 6, w: 5, m: 2),  // channel multiplier 2
+    DepthwiseCase(n: 2, c: 3, h: 7, w: 5, m: 2, stride: (2, 2), bias: false),
+    DepthwiseCase(n: 2, c: 6, h: 9, w: 8, kernel: (5, 5), padding: (2, 2)),  // k = 5
+    DepthwiseCase(n: 1, c: 2, h: 9, w: 7, kernel: (5, 5), stride: (2, 2), padding: (2, 2)),
+    DepthwiseCase(n: 2, c: 3, h: 4, w: 6, kernel: (1, 3), padding: (0, 1)),  // rectangular
+    DepthwiseCase(n: 2, c: 3, h: 7, w: 6, kernel: (3, 1), stride: (2, 1), padding: (1, 0)),
+    DepthwiseCase(n: 2, c: 2, h: 5, w: 5, padding: (0, 0)),  // no padding
+    DepthwiseCase(n: 2, c: 2, h: 3, w: 4, padding: (3, 2)),  // padding beyond the kernel's reach
+    DepthwiseCase(n: 2, c: 2, h: 6, w: 7, stride: (3, 3), padding: (1, 1)),  // stride 3
+    DepthwiseCase(n: 2, c: 19, h: 16, w: 16, m: 1),  // a wider row (vector body plus tail)
+    DepthwiseCase(n: 2, c: 3, h: 15, w: 21, stride: (2, 2)),
+  ]
+
+  private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
+    var rng = SeededGenerator(seed: seed)
+    let conv = DepthwiseConv2D(channels: c.c, channelMultiplier: c.m, kernelSize: c.kernel, stride: c.stride,
+      padding: c.padding, bias: c.bias, rng: &rng)
+    if let b = conv.bias { b.value.fillUniform(-1, 1, using: &rng) }
+    let x = Tensor.uniform([c.n, c.c, c.h, c.w], using: &rng)
+    return (conv, x)
+  }
+
+  func testStateDictIsPyTorchs() {
+    var rng = SeededGenerator(seed: 1)
+    let conv = DepthwiseConv2D(channels: 6, channelMultiplier: 2, kernelSize: 3, stride: 2, padding: 1, rng: &rng)
+    XCTAssertEqual(conv.namedParameters().map(\.0), ["weight", "bias"])
+    XCTAssertEqual(conv.weight.shape, [12, 1, 3, 3])
+    XCTAssertEqual(conv.bias?.shape, [12])
+    XCTAssertEqual(conv.outChannels, 12)
+    let bound = Float(1) / 3  // 1/√(fan_in), fan_in = 1·3·3
+    XCTAssertTrue(conv.weight.value.array.allSatisfy { abs($0) <= bound })
+    XCTAssertGreaterThan(conv.weight.value.array.map(abs).max()!, 0.7 * bound)
+    XCTAssertEqual(try conv.outputShape(for: [4, 6, 7, 7]), [4, 12, 4, 4])
+    XCTAssertThrowsError(try conv.outputShape(for: [4, 5, 7, 7]))
+    XCTAssertThrowsError(try conv.forward(Tensor(zeros: [1, 6, 7])))
+  }
+
+  func testForwardAndBackwardMatchReference() throws {
+    for (i, c) in Self.cases.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(100 + i))
+      let y = try conv.forward(x)
+      let ref = Reference.groupedConv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        bias: conv.bias.map { DoubleTensor($0.value) }, stride: c.stride, padding: c.padding, groups: c.c)
+      XCTAssertEqual(y.shape, ref.shape, "\(c)")
+      assertClose(y, ref, rtol: 1e-5, atol: 1e-5, "y, \(c)")
+      var rng = SeededGenerator(seed: UInt64(300 + i))
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      conv.zeroGrad()
+      let dx = try conv.backward(dy)
+      let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding, groups: c.c)
+      assertClose(dx, g.dx, rtol: 1e-5, atol: 1e-5, "dx, \(c)")
+      assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5, "dW, \(c)")
+      if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-5, atol: 1e-5, "db, \(c)") }
+      // Gradients accumulate: a second backward adds the same again.
+      _ = try conv.backward(dy)
+      assertClose(conv.weight.grad, DoubleTensor(shape: g.dw.shape, values: g.dw.values.map { 2 * $0 }),
+        rtol: 1e-5, atol: 1e-5, "dW twice, \(c)")
+    }
+  }
+
+  func testAgreesWithGroupedConv2D() throws {
+    // The same layer through Conv2D(groups: C), i.e. im2col + one sgemm per group.
+    let c = DepthwiseCase(n: 3, c: 6, h: 9, w: 7, m: 2, stride: (2, 2))
+    let (dw, x) = make(c, seed: 17)
+    var rng = SeededGenerator(seed: 18)
+    let conv = Conv2D(inChannels: 6, outChannels: 12, kernelSize: 3, stride: 2, padding: 1, groups: 6, rng: &rng)
+    conv.weight.value.data.update(from: dw.weight.value.data, count: dw.weight.value.count)
+    conv.bias!.value.data.update(from: dw.bias!.value.data, count: 12)
+    let want = try conv.forward(x).array.map(Double.init)
+    assertClose(try dw.forward(x).array, want, rtol: 1e-5, atol: 1e-5)
+    let dy = Tensor.uniform(try dw.outputShape(for: x.shape), using: &rng)
+    conv.zeroGrad()
+    dw.zeroGrad()
+    let wantDx = try conv.backward(dy).array.map(Double.init)
+    assertClose(try dw.backward(dy).array, wantDx, rtol: 1e-5, atol: 1e-5)
+    assertClose(dw.weight.grad.array, conv.weight.grad.array.map(Double.init), rtol: 1e-5, atol: 1e-5)
+  }
+
+  func testWithoutInputGradientStillGivesParameterGradients() throws {
+    let c = DepthwiseCase(n: 2, c: 3, h: 5, w: 5, stride: (2, 2))
+    let (conv, x) = make(c, seed: 21)
+    conv.propagatesInputGradient = false
+    let xBefore = x.array
+    let y = try conv.forward(x)
+    var rng = SeededGenerator(seed: 22)
+    let dy = Tensor.uniform(y.shape, using: &rng)
+    conv.zeroGrad()
+    _ = try conv.backward(dy)
+    assertBitwiseEqual(x.array, xBefore, "the input must not change")
+    let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+      dy: DoubleTensor(dy), stride: c.stride, padding: c.padding, groups: c.c)
+    assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5)
+  }
+
+  func testGradientsMatchFiniteDifferences() {
+    let small: [DepthwiseCase] = [
+      DepthwiseCase(n: 2, c: 3, h: 4, w: 5),
+      DepthwiseCase(n: 1, c: 1, h: 5, w: 5, stride: (2, 2)),
+      DepthwiseCase(n: 2, c: 2, h: 1, w: 1),
+      DepthwiseCase(n: 2, c: 2, h: 2, w: 2, m: 2, stride: (2, 2)),
+      DepthwiseCase(n: 1, c: 2, h: 5, w: 4, kernel: (1, 3), stride: (1, 2), padding: (0, 1)),
+      DepthwiseCase(n: 1, c: 3, h: 6, w: 6, kernel: (5, 5), stride: (2, 2), padding: (2, 2)),
+    ]
+    for (i, c) in small.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(700 + i))
+      GradientChecker().assertGradients(conv, input: x, "\(c)")
+    }
+  }
+
+  func testResultsDoNotDependOnThreadCount() throws {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    let shapes: [DepthwiseCase] = [
+      DepthwiseCase(n: 16, c: 6, h: 16, w: 16),  // 96 planes: both loops split
+      DepthwiseCase(n: 3, c: 5, h: 15, w: 15, stride: (2, 2)),
+      DepthwiseCase(n: 2, c: 4, h: 9, w: 11, m: 2, kernel: (5, 3), padding: (2, 1)),
+      DepthwiseCase(n: 64, c: 7, h: 16, w: 16, stride: (2, 2)),  // 448 planes of 8×8
+    ]
+    for (i, c) in shapes.enumerated() {
+      var results: [[[Float]]] = []
+      for threads in [1, 2] {
+        Threads.count = threads
+        let (conv, x) = make(c, seed: UInt64(900 + i))
+        var rng = SeededGenerator(seed: UInt64(950 + i))
+        let y = try conv.forward(x).array
+        let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+        conv.zeroGrad()
+        let dx = try conv.backward(dy).array
+        results.append([y, dx, conv.weight.grad.array, conv.bias!.grad.array])
+      }
+      for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+        assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c)")
+      }
+    }
+  }
+}
