@@ -79,7 +79,8 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "ACON", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
     .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
-    .testTarget(name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"]),
+    .testTarget(
+      name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
       exclude: ["Fixtures"]),

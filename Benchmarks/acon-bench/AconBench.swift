@@ -94,6 +94,7 @@ struct AconBench: ParsableCommand {
     try graphWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
     try blockWorkloads(memcpy: memcpy, sgemmCeiling: sgemm, options: options, emit: emit)
+    try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
 
     if json {

@@ -228,3 +228,133 @@ public enum AconKernels {
     }
   }
 }
+
+// MARK: - Meta-ACON pixel-wise and the smooth maximum
+
+extension AconKernels {
+  /// Planes per worker so that a worker gets at least ~32K elements. Does not affect results.
+  @inline(__always)
+  static func minimumPlanes(hw: Int) -> Int { Swift.max(1, (1 << 15) / Swift.max(1, hw)) }
+
+  /// Meta-ACON pixel-wise forward, β = σ(x) per element:
+  /// ```
+  /// d = (p1 − p2)·x,   y = d·σ(σ(x)·d) + p2·x
+  /// ```
+  /// One read of x and one write of y; multithreaded over channels (same bits for any count).
+  /// - Parameters:
+  ///   - x: `[N, C, HW]`, contiguous.
+  ///   - y: `[N, C, HW]`, written (may equal `x`, not overlap it partially).
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
+  public static func pixelwiseForward(
+    x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int,
+    p1: UnsafePointer<Float>, p2: UnsafePointer<Float>
+  ) {
+    // x, y: (N, C, HW)   p1, p2: (C)
+    precondition(n >= 0 && c >= 0 && hw >= 0, "AconKernels.pixelwiseForward: negative size")
+    if n == 0 || c == 0 || hw == 0 { return }
+    let xs = UncheckedSendable(x), ys = UncheckedSendable(y)
+    let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2)
+    parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { r in
+      acon_pixelwise_forward_channels(
+        xs.value, ys.value, n, c, hw, r.lowerBound, r.upperBound, p1s.value, p2s.value)
+    }
+  }
+
+  /// Meta-ACON pixel-wise backward. With β = σ(x), s = σ(β·d), w = s·(1 − s), g = s + β·d·w:
+  /// ```
+  /// dx = dy·((p1 − p2)·g + p2) + dy·d²·w·β·(1 − β)      (the last term: through β = σ(x))
+  /// dp1 += Σ dy·x·g,   dp2 += Σ dy·x·(1 − g)
+  /// ```
+  /// One read of x and dy, one write of dx; sums per channel in a fixed order (same bits for
+  /// any thread count).
+  /// - Parameters:
+  ///   - x: `[N, C, HW]`, the forward input.
+  ///   - dy: `[N, C, HW]`, the gradient of the loss with respect to y.
+  ///   - dx: `[N, C, HW]`, overwritten; `nil` skips it.
+  ///   - n: N, the samples.
+  ///   - c: C, the channels.
+  ///   - hw: H·W (1 for `[N, C]` input).
+  ///   - p1: `[C]`.
+  ///   - p2: `[C]`.
+  ///   - dp1: `[C]`, accumulated (`+=`): sums over N and HW.
+  ///   - dp2: `[C]`, accumulated (`+=`): sums over N and HW.
+  public static func pixelwiseBackward(
+    x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
+    n: Int, c: Int, hw: Int, p1: UnsafePointer<Float>, p2: UnsafePointer<Float>,
+    dp1: UnsafeMutablePointer<Float>, dp2: UnsafeMutablePointer<Float>
+  ) {
+    // x, dy, dx: (N, C, HW)   p1, p2, dp1, dp2: (C)
+    precondition(n >= 0 && c >= 0 && hw >= 0, "AconKernels.pixelwiseBackward: negative size")
+    if n == 0 || c == 0 || hw == 0 { return }
+    let xs = UncheckedSendable(x), dys = UncheckedSendable(dy), dxs = UncheckedSendable(dx)
+    let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2)
+    let dp1s = UncheckedSendable(dp1), dp2s = UncheckedSendable(dp2)
+    parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { r in
+      acon_pixelwise_backward_channels(
+        xs.value, dys.value, dxs.value, n, c, hw, r.lowerBound, r.upperBound, p1s.value,
+        p2s.value, dp1s.value, dp2s.value)
+    }
+  }
+
+  /// The smooth maximum of ACON-FReLU (TFNet), elementwise over `planes` planes of `hw`:
+  /// ```
+  /// S(a, b) = (a − b)·σ(β·(a − b)) + b
+  /// ```
+  /// One read of a and b, one write of y; multithreaded over planes (same bits for any count).
+  /// - Parameters:
+  ///   - a: `[planes, hw]` (e.g. `[N·C, H·W]`).
+  ///   - b: `[planes, hw]`.
+  ///   - y: `[planes, hw]`, written (may equal `a` or `b`, not overlap them partially).
+  ///   - planes: the number of planes (N·C).
+  ///   - hw: elements per plane (H·W).
+  ///   - beta: β (1 in ACON-FReLU).
+  public static func smoothMaxForward(
+    a: UnsafePointer<Float>, b: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+    planes: Int, hw: Int, beta: Float = 1
+  ) {
+    // a, b, y: (planes, hw)
+    precondition(planes >= 0 && hw >= 0, "AconKernels.smoothMaxForward: negative size")
+    if planes == 0 || hw == 0 { return }
+    let As = UncheckedSendable(a), bs = UncheckedSendable(b), ys = UncheckedSendable(y)
+    parallelFor(planes, minimumChunk: minimumPlanes(hw: hw)) { r in
+      acon_smooth_max_forward_planes(As.value, bs.value, ys.value, hw, r.lowerBound, r.upperBound, beta)
+    }
+  }
+
+  /// The smooth maximum's backward. With δ = a − b, s = σ(β·δ), g = s + β·δ·s·(1 − s):
+  /// ```
+  /// da = dy·g,   db = dy − da,   dβ[p] += Σ over plane p of dy·δ²·s·(1 − s)
+  /// ```
+  /// One read of a, b and dy; da and db overwritten. Same bits for any thread count.
+  /// - Parameters:
+  ///   - a: `[planes, hw]`, the forward input a.
+  ///   - b: `[planes, hw]`, the forward input b.
+  ///   - dy: `[planes, hw]`, the gradient of the loss with respect to y.
+  ///   - da: `[planes, hw]`, overwritten (must not alias a, b or dy).
+  ///   - db: `[planes, hw]`, overwritten (must not alias a, b or dy).
+  ///   - planes: the number of planes (N·C).
+  ///   - hw: elements per plane (H·W).
+  ///   - beta: β.
+  ///   - dbeta: `[planes]`, accumulated (`+=`) per plane; `nil` skips it (β fixed). Sum it in
+  ///     a fixed order for a scalar dβ.
+  public static func smoothMaxBackward(
+    a: UnsafePointer<Float>, b: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+    da: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>, planes: Int, hw: Int,
+    beta: Float = 1, dbeta: UnsafeMutablePointer<Float>? = nil
+  ) {
+    // a, b, dy, da, db: (planes, hw)   dbeta: (planes)
+    precondition(planes >= 0 && hw >= 0, "AconKernels.smoothMaxBackward: negative size")
+    if planes == 0 || hw == 0 { return }
+    let As = UncheckedSendable(a), bs = UncheckedSendable(b), dys = UncheckedSendable(dy)
+    let das = UncheckedSendable(da), dbs = UncheckedSendable(db), dbetas = UncheckedSendable(dbeta)
+    parallelFor(planes, minimumChunk: minimumPlanes(hw: hw)) { r in
+      acon_smooth_max_backward_planes(
+        As.value, bs.value, dys.value, das.value, dbs.value, hw, r.lowerBound, r.upperBound, beta,
+        dbetas.value)
+    }
+  }
+}

@@ -69,6 +69,19 @@ public final class MetaAconC: Module {
     p2 = Parameter(b, decays: false)
   }
 
+  /// The same layer with the option spelled `batchNorm:`: `MetaAconC(channels: C, r: 16,
+  /// batchNorm: false, rng: &rng)` is the BN-less switch (β = σ(fc2(fc1(mean_HW x))), state_dict
+  /// `fc1.weight [W, C, 1, 1]`, `fc1.bias [W]`, `fc2.weight [C, W, 1, 1]`, `fc2.bias [C]`, `p1`,
+  /// `p2`), which trains at batch 1.
+  /// - Parameters:
+  ///   - channels: C.
+  ///   - r: the reduction ratio; the hidden width is max(r, C/r).
+  ///   - batchNorm: keep bn1 and bn2 (`true`, the paper's and acon.py's form) or not.
+  ///   - rng: draws the convolutions' weights and p1, p2.
+  public convenience init(channels: Int, r: Int = 16, batchNorm: Bool, rng: inout SeededGenerator) {
+    self.init(channels: channels, r: r, useBatchNorm: batchNorm, rng: &rng)
+  }
+
   public override var typeName: String { "MetaAconC" }
   public override var localParameters: [(String, Parameter)] { [("p1", p1), ("p2", p2)] }
   public override var children: [(String, Module)] {

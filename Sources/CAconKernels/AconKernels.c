@@ -221,7 +221,7 @@ INL512 void store_part16(float *p, uint16_t mask, int part, v16f v) {
 // MARK: - Variants
 
 #define FORWARD_CALL(CHANNELS, S, E)                                                          \
-  CHANNELS(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, mode, F, S, E)
+  CHANNELS(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, mode, F, S, E, 0)
 
 /// forward_<variant>: forward_channels<W> with F, hasSig and perElement as constants.
 #define FORWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV)                                          \
@@ -248,7 +248,7 @@ FORWARD_VARIANT(forward_neon, , forward_channels8, 1)
 FORWARD_VARIANT(forward_portable, , forward_channels8, 0)
 
 #define BACKWARD_CALL(CHANNELS, S, D, E)                                                      \
-  CHANNELS(x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, F, S, D, E)
+  CHANNELS(x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, F, S, D, E, 0)
 
 /// backward_<variant>: backward_channels<W> with F, hasSig, hasDx and perElement as constants.
 #define BACKWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV)                                         \
@@ -279,6 +279,45 @@ BACKWARD_VARIANT(backward_neon, , backward_channels8, 1)
 #endif
 BACKWARD_VARIANT(backward_portable, , backward_channels8, 0)
 
+/// pixel_forward_<variant> / pixel_backward_<variant>: Meta-ACON pixel-wise (β = σ(x)), no
+/// saved σ; smax_forward_<variant> / smax_backward_<variant>: the smooth maximum over planes.
+#define EXTRA_VARIANTS(SUFFIX, ATTR, W_, FV)                                                    \
+  ATTR static void pixel_forward_##SUFFIX(                                                    \
+      const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,         \
+      ptrdiff_t c1, const float *p1, const float *p2) {                                       \
+    forward_channels##W_(                                                                     \
+        x, y, NULL, n, c, hw, c0, c1, p1, p2, NULL, AconBetaModeElement, FV, 0, 0, 1);        \
+  }                                                                                           \
+  ATTR static void pixel_backward_##SUFFIX(                                                   \
+      const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,     \
+      ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2) { \
+    if (dx)                                                                                   \
+      backward_channels##W_(x, dy, dx, NULL, n, c, hw, c0, c1, p1, p2, NULL, NULL,            \
+                            AconBetaModeElement, dp1, dp2, FV, 0, 1, 0, 1);                   \
+    else                                                                                      \
+      backward_channels##W_(x, dy, NULL, NULL, n, c, hw, c0, c1, p1, p2, NULL, NULL,          \
+                            AconBetaModeElement, dp1, dp2, FV, 0, 0, 0, 1);                   \
+  }                                                                                           \
+  ATTR static void smax_forward_##SUFFIX(                                                     \
+      const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,     \
+      float beta) {                                                                           \
+    smax_forward_planes##W_(a, b, y, hw, p0, p1, beta, FV);                                   \
+  }                                                                                           \
+  ATTR static void smax_backward_##SUFFIX(                                                    \
+      const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,    \
+      ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta) {                                 \
+    smax_backward_planes##W_(a, b, dy, da, db, hw, p0, p1, beta, dbeta, FV);                  \
+  }
+
+#if ACON_X86_VARIANTS
+EXTRA_VARIANTS(avx512, AVX512, 16, 1)
+EXTRA_VARIANTS(avx2, AVX2, 8, 1)
+#endif
+#if ACON_NEON
+EXTRA_VARIANTS(neon, , 8, 1)
+#endif
+EXTRA_VARIANTS(portable, , 8, 0)
+
 #if ACON_X86_VARIANTS
 AVX512 static void exp_avx512(const float *x, float *y, ptrdiff_t c) { map_channel16(x, y, c, 1, 0); }
 AVX2 static void exp_avx2(const float *x, float *y, ptrdiff_t c) { map_channel8(x, y, c, 1, 0); }
@@ -302,6 +341,17 @@ typedef void BackwardFn(
     ptrdiff_t, ptrdiff_t, const float *, const float *, const float *, float *, AconBetaMode,
     float *, float *);
 typedef void MapFn(const float *, float *, ptrdiff_t);
+typedef void PixelForwardFn(
+    const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
+    const float *);
+typedef void PixelBackwardFn(
+    const float *, const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+    const float *, const float *, float *, float *);
+typedef void SmaxForwardFn(
+    const float *, const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, float);
+typedef void SmaxBackwardFn(
+    const float *, const float *, const float *, float *, float *, ptrdiff_t, ptrdiff_t,
+    ptrdiff_t, float, float *);
 
 /// The names, as ACON_KERNELS spells them, of every variant on every target.
 static const char *const variant_names[] = {
@@ -319,16 +369,23 @@ static const struct {
   ForwardFn *forward;
   BackwardFn *backward;
   MapFn *exp, *sigmoid;
+  PixelForwardFn *pixel_forward;
+  PixelBackwardFn *pixel_backward;
+  SmaxForwardFn *smax_forward;
+  SmaxBackwardFn *smax_backward;
 } variants[VARIANT_COUNT] = {
-    [AconKernelVariantPortable] = {forward_portable, backward_portable, exp_portable,
-                                   sigmoid_portable},
+#define ENTRIES(V)                                                                             \
+  {forward_##V, backward_##V, exp_##V, sigmoid_##V, pixel_forward_##V, pixel_backward_##V,      \
+   smax_forward_##V, smax_backward_##V}
+    [AconKernelVariantPortable] = ENTRIES(portable),
 #if ACON_X86_VARIANTS
-    [AconKernelVariantAVX2] = {forward_avx2, backward_avx2, exp_avx2, sigmoid_avx2},
-    [AconKernelVariantAVX512] = {forward_avx512, backward_avx512, exp_avx512, sigmoid_avx512},
+    [AconKernelVariantAVX2] = ENTRIES(avx2),
+    [AconKernelVariantAVX512] = ENTRIES(avx512),
 #endif
 #if ACON_NEON
-    [AconKernelVariantNEON] = {forward_neon, backward_neon, exp_neon, sigmoid_neon},
+    [AconKernelVariantNEON] = ENTRIES(neon),
 #endif
+#undef ENTRIES
 };
 
 /// Whether this build of the file contains `v` (whatever the CPU).
@@ -418,4 +475,28 @@ void acon_exp(const float *x, float *y, ptrdiff_t count) { variants[variant()].e
 
 void acon_sigmoid(const float *x, float *y, ptrdiff_t count) {
   variants[variant()].sigmoid(x, y, count);
+}
+
+void acon_pixelwise_forward_channels(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *p1, const float *p2) {
+  variants[variant()].pixel_forward(x, y, n, c, hw, c0, c1, p1, p2);
+}
+
+void acon_pixelwise_backward_channels(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2) {
+  variants[variant()].pixel_backward(x, dy, dx, n, c, hw, c0, c1, p1, p2, dp1, dp2);
+}
+
+void acon_smooth_max_forward_planes(
+    const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,
+    float beta) {
+  variants[variant()].smax_forward(a, b, y, hw, p0, p1, beta);
+}
+
+void acon_smooth_max_backward_planes(
+    const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,
+    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta) {
+  variants[variant()].smax_backward(a, b, dy, da, db, hw, p0, p1, beta, dbeta);
 }

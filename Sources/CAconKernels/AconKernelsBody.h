@@ -39,6 +39,10 @@
 #define backward_plane FN(backward_plane)
 #define backward_channels FN(backward_channels)
 #define map_channel FN(map_channel)
+#define smax_forward_group FN(smax_forward_group)
+#define smax_forward_planes FN(smax_forward_planes)
+#define smax_backward_group FN(smax_backward_group)
+#define smax_backward_planes FN(smax_backward_planes)
 
 /// a·b + c: one FMA (one rounding) in the FMA variants, a multiply and an add otherwise.
 BODY VF madd(VF a, VF b, VF c, const int fma) {
@@ -145,14 +149,19 @@ BODY void store_u(float *p, int u, Extent e, VF v) {
 // MARK: - Forward
 
 /// One group of e.m elements: x → y (and sig); β is −nbv unless perElement, then betaE.
+/// With `pixel` (Meta-ACON's pixel-wise switch) β = σ(x) per element, computed here.
 BODY void forward_group(
     const float *x, float *y, float *sig, const float *betaE, Extent e, VF kv, VF qv, VF nbv,
-    const int nu, const int F, const int hasSig, const int perElement) {
-  VF xv[U], d[U], s[U];
+    const int nu, const int F, const int hasSig, const int perElement, const int pixel) {
+  VF xv[U], d[U], s[U], pb[U];
+  for (int u = 0; u < nu; u++) xv[u] = load_u(x, u, e, F);
+  if (pixel) {
+    for (int u = 0; u < nu; u++) pb[u] = -xv[u];
+    sigmoid_neg_group(pb, nu, F);  // β = σ(x)
+  }
   for (int u = 0; u < nu; u++) {
-    xv[u] = load_u(x, u, e, F);
     d[u] = kv * xv[u];
-    s[u] = (perElement ? -load_u(betaE, u, e, F) : nbv) * d[u];
+    s[u] = (pixel ? -pb[u] : perElement ? -load_u(betaE, u, e, F) : nbv) * d[u];
   }
   sigmoid_neg_group(s, nu, F);
   for (int u = 0; u < nu; u++) {
@@ -164,16 +173,17 @@ BODY void forward_group(
 /// One plane: x, y, sig (hw); β is `b` unless `betaE` (hw) gives one per element.
 BODY void forward_plane(
     const float *x, float *y, float *sig, ptrdiff_t hw, float k, float q, float b,
-    const float *betaE, const int F, const int hasSig, const int perElement) {
+    const float *betaE, const int F, const int hasSig, const int perElement, const int pixel) {
   const VF kv = splat(k), qv = splat(q), nbv = splat(-b);
   const Extent full = {.m = G};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
-    forward_group(x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement);
+    forward_group(
+        x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement, pixel);
   if (i < hw) {  // the rest: as many vectors as it needs
     Extent e = extent(hw - i);
 #define REST(NU) \
-  forward_group(x + i, y + i, sig + i, betaE + i, e, kv, qv, nbv, NU, F, hasSig, perElement)
+  forward_group(x + i, y + i, sig + i, betaE + i, e, kv, qv, nbv, NU, F, hasSig, perElement, pixel)
     switch ((hw - i + W - 1) / W) {
     case 1: REST(1); break;
     case 2: REST(2); break;
@@ -189,14 +199,14 @@ BODY void forward_plane(
 BODY void forward_channels(
     const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
     ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode mode,
-    const int F, const int hasSig, const int perElement) {
+    const int F, const int hasSig, const int perElement, const int pixel) {
   for (ptrdiff_t j = 0; j < n; j++) {
     for (ptrdiff_t ch = c0; ch < c1; ch++) {
       ptrdiff_t off = (j * c + ch) * hw;
-      const float *bp = beta_at(beta, j, ch, c, hw, mode);
+      const float *bp = pixel ? NULL : beta_at(beta, j, ch, c, hw, mode);
       forward_plane(
           x + off, y + off, hasSig ? sig + off : NULL, hw, p1[ch] - p2[ch], p2[ch],
-          perElement ? 0 : *bp, bp, F, hasSig, perElement);
+          (perElement || pixel) ? 0 : *bp, bp, F, hasSig, perElement, pixel);
     }
   }
 }
@@ -227,22 +237,32 @@ BODY VF grad(VF xv, VF dyv, VF s, VF bv, VF kv, VF qv, Sums *acc, VF *db_out, co
 /// One group of e.m elements: x, dy → dx; sig read if hasSig; β is `bv` unless perElement, then
 /// from betaE, and dβ is accumulated into dbetaE; otherwise into acc->a3. Missing and padding
 /// lanes (x = dy = 0) add +0 to every sum.
+/// With `pixel`, β = σ(x) is recomputed here, no dβ is kept, and dx gains the path through β:
+/// dx += dβ·β·(1 − β) (dβ = dy·d²·w, the usual dβ term).
 BODY void backward_group(
     const float *x, const float *dy, float *dx, const float *sig, const float *betaE,
     float *dbetaE, Extent e, VF kv, VF qv, VF bv, Sums *acc, const int nu, const int F,
-    const int hasSig, const int hasDx, const int perElement) {
+    const int hasSig, const int hasDx, const int perElement, const int pixel) {
   VF xv[U], bev[U], s[U];
+  for (int u = 0; u < nu; u++) xv[u] = load_u(x, u, e, F);
+  if (pixel) {
+    for (int u = 0; u < nu; u++) bev[u] = -xv[u];
+    sigmoid_neg_group(bev, nu, F);  // β = σ(x)
+  }
   for (int u = 0; u < nu; u++) {
-    xv[u] = load_u(x, u, e, F);
-    bev[u] = perElement ? load_u(betaE, u, e, F) : bv;
+    if (!pixel) bev[u] = perElement ? load_u(betaE, u, e, F) : bv;
     s[u] = hasSig ? load_u(sig, u, e, F) : -bev[u] * (kv * xv[u]);
   }
   if (!hasSig) sigmoid_neg_group(s, nu, F);
   for (int u = 0; u < nu; u++) {
     VF db, dxv = grad(xv[u], load_u(dy, u, e, F), s[u], bev[u], kv, qv, acc, &db, F);
-    if (hasDx) store_u(dx, u, e, dxv);
-    if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db);
-    else acc->a3 += db;
+    if (pixel) {
+      if (hasDx) store_u(dx, u, e, madd(db, bev[u] * (splat(1.0f) - bev[u]), dxv, F));
+    } else {
+      if (hasDx) store_u(dx, u, e, dxv);
+      if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db);
+      else acc->a3 += db;
+    }
   }
 }
 
@@ -250,19 +270,19 @@ BODY void backward_group(
 BODY void backward_plane(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t hw, float k, float q,
     float b, const float *betaE, float *dbetaE, Sums *acc, const int F, const int hasSig,
-    const int hasDx, const int perElement) {
+    const int hasDx, const int perElement, const int pixel) {
   const VF kv = splat(k), qv = splat(q), bv = splat(b);
   const Extent full = {.m = G};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
     backward_group(
         x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, full, kv, qv, bv, acc, U, F,
-        hasSig, hasDx, perElement);
+        hasSig, hasDx, perElement, pixel);
   if (i < hw) {  // the rest: as many vectors as it needs
     Extent e = extent(hw - i);
 #define REST(NU)                                                                              \
   backward_group(x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, e, kv, qv, bv, acc, NU, \
-                 F, hasSig, hasDx, perElement)
+                 F, hasSig, hasDx, perElement, pixel)
     switch ((hw - i + W - 1) / W) {
     case 1: REST(1); break;
     case 2: REST(2); break;
@@ -280,7 +300,7 @@ BODY void backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
     ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
     const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2, const int F,
-    const int hasSig, const int hasDx, const int perElement) {
+    const int hasSig, const int hasDx, const int perElement, const int pixel) {
   for (ptrdiff_t cb = c0; cb < c1; cb += CH) {
     ptrdiff_t ce = cb + CH < c1 ? cb + CH : c1;
     Sums acc[CH];  // per channel: dp1, dp2 and (channel mode) dβ lanes
@@ -288,16 +308,17 @@ BODY void backward_channels(
     for (ptrdiff_t j = 0; j < n; j++) {
       for (ptrdiff_t ch = cb; ch < ce; ch++) {
         ptrdiff_t off = (j * c + ch) * hw;
-        const float *bp = beta_at(beta, j, ch, c, hw, mode);
-        float *dbp = dbeta + (bp - beta);
+        const float *bp = pixel ? NULL : beta_at(beta, j, ch, c, hw, mode);
+        float *dbp = pixel ? NULL : dbeta + (bp - beta);
         Sums plane = {splat(0), splat(0), splat(0)};
         backward_plane(
             x + off, dy + off, hasDx ? dx + off : NULL, hasSig ? sig + off : NULL, hw,
-            p1[ch] - p2[ch], p2[ch], perElement ? 0 : *bp, bp, dbp, &plane, F, hasSig, hasDx,
-            perElement);
+            p1[ch] - p2[ch], p2[ch], (perElement || pixel) ? 0 : *bp, bp, dbp, &plane, F,
+            hasSig, hasDx, perElement, pixel);
         Sums *a = &acc[ch - cb];
         a->a1 += plane.a1;
         a->a2 += plane.a2;
+        if (pixel) continue;
         if (mode == AconBetaModePlane) *dbp += fixed_order_sum(plane.a3);
         else a->a3 += plane.a3;
       }
@@ -305,8 +326,96 @@ BODY void backward_channels(
     for (ptrdiff_t ch = cb; ch < ce; ch++) {
       dp1[ch] += fixed_order_sum(acc[ch - cb].a1);
       dp2[ch] += fixed_order_sum(acc[ch - cb].a2);
-      if (mode == AconBetaModeChannel) dbeta[ch] += fixed_order_sum(acc[ch - cb].a3);
+      if (!pixel && mode == AconBetaModeChannel) dbeta[ch] += fixed_order_sum(acc[ch - cb].a3);
     }
+  }
+}
+
+// MARK: - Smooth maximum S(a, b) = (a − b)·σ(β·(a − b)) + b
+
+/// One group of e.m elements: a, b → y.
+BODY void smax_forward_group(
+    const float *a, const float *b, float *y, Extent e, VF nbv, const int nu, const int F) {
+  VF bv[U], dl[U], s[U];
+  for (int u = 0; u < nu; u++) {
+    bv[u] = load_u(b, u, e, F);
+    dl[u] = load_u(a, u, e, F) - bv[u];
+    s[u] = nbv * dl[u];
+  }
+  sigmoid_neg_group(s, nu, F);
+  for (int u = 0; u < nu; u++) store_u(y, u, e, madd(dl[u], s[u], bv[u], F));
+}
+
+/// Planes [p0, p1) of hw elements each: y = δ·σ(β·δ) + b, δ = a − b.
+BODY void smax_forward_planes(
+    const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,
+    float beta, const int F) {
+  const VF nbv = splat(-beta);
+  const Extent full = {.m = G};
+  for (ptrdiff_t p = p0; p < p1; p++) {
+    const float *ap = a + p * hw, *bp = b + p * hw;
+    float *yp = y + p * hw;
+    ptrdiff_t i = 0;
+    for (; i + G <= hw; i += G) smax_forward_group(ap + i, bp + i, yp + i, full, nbv, U, F);
+    if (i < hw) {
+      Extent e = extent(hw - i);
+      switch ((hw - i + W - 1) / W) {
+      case 1: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 1, F); break;
+      case 2: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 2, F); break;
+      case 3: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 3, F); break;
+      default: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 4, F); break;
+      }
+    }
+  }
+}
+
+/// One group: a, b, dy → da = dy·g, db = dy − da with g = s + β·δ·w, w = s·(1 − s); the dβ
+/// terms dy·δ²·w go to the lanes of *acc. Padding lanes add +0.
+BODY void smax_backward_group(
+    const float *a, const float *b, const float *dy, float *da, float *db, Extent e, VF bv,
+    VF *acc, const int nu, const int F) {
+  VF dl[U], s[U];
+  for (int u = 0; u < nu; u++) {
+    dl[u] = load_u(a, u, e, F) - load_u(b, u, e, F);
+    s[u] = -bv * dl[u];
+  }
+  sigmoid_neg_group(s, nu, F);
+  for (int u = 0; u < nu; u++) {
+    VF dyv = load_u(dy, u, e, F);
+    VF dw = dl[u] * (s[u] * (splat(1.0f) - s[u]));
+    VF dav = dyv * madd(bv, dw, s[u], F);
+    store_u(da, u, e, dav);
+    store_u(db, u, e, dyv - dav);
+    *acc += (dyv * dw) * dl[u];
+  }
+}
+
+/// Planes [p0, p1): da, db overwritten; dbeta[p] += the plane's Σ dy·δ²·w unless dbeta is NULL.
+BODY void smax_backward_planes(
+    const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,
+    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta, const int F) {
+  const VF bv = splat(beta);
+  const Extent full = {.m = G};
+  for (ptrdiff_t p = p0; p < p1; p++) {
+    ptrdiff_t o = p * hw;
+    VF acc = splat(0);
+    ptrdiff_t i = 0;
+    for (; i + G <= hw; i += G)
+      smax_backward_group(
+          a + o + i, b + o + i, dy + o + i, da + o + i, db + o + i, full, bv, &acc, U, F);
+    if (i < hw) {
+      Extent e = extent(hw - i);
+#define REST(NU) \
+  smax_backward_group(a + o + i, b + o + i, dy + o + i, da + o + i, db + o + i, e, bv, &acc, NU, F)
+      switch ((hw - i + W - 1) / W) {
+      case 1: REST(1); break;
+      case 2: REST(2); break;
+      case 3: REST(3); break;
+      default: REST(4); break;
+      }
+#undef REST
+    }
+    if (dbeta) dbeta[p] += fixed_order_sum(acc);
   }
 }
 
@@ -352,4 +461,8 @@ BODY void map_channel(const float *x, float *y, ptrdiff_t count, const int F, co
 #undef backward_plane
 #undef backward_channels
 #undef map_channel
+#undef smax_forward_group
+#undef smax_forward_planes
+#undef smax_backward_group
+#undef smax_backward_planes
 #undef G

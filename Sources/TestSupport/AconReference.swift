@@ -149,3 +149,63 @@ extension AconReference {
     return (y, beta, dx, grads)
   }
 }
+
+
+// MARK: - Meta-ACON pixel-wise and the smooth maximum
+
+extension AconReference {
+  /// Meta-ACON pixel-wise: β = σ(x), `y = d·σ(β·d) + p2·x`, d = (p1 − p2)·x. x `[N, C, HW]`.
+  public static func pixelwiseForward(x: [Float], n: Int, c: Int, hw: Int, p1: [Float], p2: [Float]) -> [Double] {
+    var y = [Double](repeating: 0, count: n * c * hw)
+    for i in 0..<(n * c * hw) {
+      let ch = (i / hw) % c, xv = Double(x[i]), b = sigmoid(xv)
+      let d = (Double(p1[ch]) - Double(p2[ch])) * xv
+      y[i] = d * sigmoid(b * d) + Double(p2[ch]) * xv
+    }
+    return y
+  }
+
+  /// Its gradients: dx (with the path through β = σ(x)), dp1 `[C]`, dp2 `[C]`.
+  public static func pixelwiseBackward(x: [Float], dy: [Float], n: Int, c: Int, hw: Int, p1: [Float], p2: [Float])
+    -> (dx: [Double], dp1: [Double], dp2: [Double])
+  {
+    var dx = [Double](repeating: 0, count: n * c * hw)
+    var dp1 = [Double](repeating: 0, count: c), dp2 = [Double](repeating: 0, count: c)
+    for i in 0..<(n * c * hw) {
+      let ch = (i / hw) % c, xv = Double(x[i]), g0 = Double(dy[i])
+      let b = sigmoid(xv), a = Double(p1[ch]) - Double(p2[ch]), d = a * xv
+      let s = sigmoid(b * d), w = s * (1 - s)
+      let g = s + b * d * w
+      // y(x) = d(x)·σ(β(x)·d(x)) + p2·x: ∂y/∂x = a·g + p2 + d²·w·β'(x).
+      dx[i] = g0 * (a * g + Double(p2[ch]) + d * d * w * b * (1 - b))
+      dp1[ch] += g0 * xv * g
+      dp2[ch] += g0 * xv * (1 - g)
+    }
+    return (dx, dp1, dp2)
+  }
+
+  /// The smooth maximum S(a, b) = (a − b)·σ(β·(a − b)) + b, elementwise.
+  public static func smoothMax(a: [Float], b: [Float], beta: Double = 1) -> [Double] {
+    (0..<a.count).map { i in
+      let d = Double(a[i]) - Double(b[i])
+      return d * sigmoid(beta * d) + Double(b[i])
+    }
+  }
+
+  /// Its gradients: da, db and dβ per plane of `hw` elements (`[a.count / hw]`).
+  public static func smoothMaxBackward(a: [Float], b: [Float], dy: [Float], hw: Int, beta: Double = 1)
+    -> (da: [Double], db: [Double], dbeta: [Double])
+  {
+    var da = [Double](repeating: 0, count: a.count), db = da
+    var dbeta = [Double](repeating: 0, count: hw == 0 ? 0 : a.count / hw)
+    for i in 0..<a.count {
+      let d = Double(a[i]) - Double(b[i]), g0 = Double(dy[i])
+      let s = sigmoid(beta * d), w = s * (1 - s)
+      let g = s + beta * d * w
+      da[i] = g0 * g
+      db[i] = g0 * (1 - g)
+      dbeta[i / hw] += g0 * d * d * w
+    }
+    return (da, db, dbeta)
+  }
+}

@@ -119,6 +119,12 @@ public struct ReferenceLayer {
       self = .acon(acon, parameters: params)
     case let meta as MetaAconC:
       self = try .metaAcon(meta, root: root, beforeForward: beforeForward)
+    case is MetaAconLayerwise:
+      self = .metaAconLayerwise(parameters: params)
+    case is MetaAconPixelwise:
+      self = .metaAconPixelwise(parameters: params)
+    case let frelu as AconFReLU:
+      self = try .aconFReLU(frelu, root: root, beforeForward: beforeForward)
     default:
       throw Unsupported(typeName: module.typeName)
     }
@@ -293,17 +299,109 @@ public struct ReferenceLayer {
       })
   }
 
+  /// β_n = σ(mean over C, H, W of x[n]); y = ACON-C(x; p1, p2, β_n).
+  private static func metaAconLayerwise(parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
+    func betas(_ x: DoubleTensor, _ n: Int, _ c: Int) -> [Double] {
+      let per = x.count / Swift.max(1, n)
+      var b = [Double](repeating: 0, count: n * c)
+      for s in 0..<n {
+        let m = x.values[(s * per)..<((s + 1) * per)].reduce(0, +) / Double(per)
+        for ch in 0..<c { b[s * c + ch] = AconReference.sigmoid(m) }
+      }
+      return b
+    }
+    return ReferenceLayer(name: "MetaAconLayerwise", parameters: parameters,
+      forward: { x, p in
+        let (n, c, hw) = layout(x)
+        return DoubleTensor(shape: x.shape,
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: betas(x, n, c)))
+      },
+      backward: { x, p, dy in
+        let (n, c, hw) = layout(x)
+        let beta = betas(x, n, c)
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta)
+        var dx = g.dx
+        let per = c * hw
+        for s in 0..<n {
+          let b = beta[s * c]
+          let dm = g.dbeta[(s * c)..<((s + 1) * c)].reduce(0, +) * b * (1 - b) / Double(per)
+          for i in (s * per)..<((s + 1) * per) { dx[i] += dm }
+        }
+        return (DoubleTensor(shape: x.shape, values: dx),
+          [DoubleTensor(shape: p[0].shape, values: g.dp1), DoubleTensor(shape: p[1].shape, values: g.dp2)])
+      })
+  }
+
+  /// β = σ(x) per element; y = ACON-C(x; p1, p2, β), dx including the path through β.
+  private static func metaAconPixelwise(parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
+    ReferenceLayer(name: "MetaAconPixelwise", parameters: parameters,
+      forward: { x, p in
+        let (n, c, hw) = layout(x)
+        let beta = x.values.map(AconReference.sigmoid)
+        return DoubleTensor(shape: x.shape,
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta))
+      },
+      backward: { x, p, dy in
+        let (n, c, hw) = layout(x)
+        let beta = x.values.map(AconReference.sigmoid)
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: p[0].values, p2: p[1].values, beta: beta)
+        let dx = (0..<x.count).map { g.dx[$0] + g.dbeta[$0] * beta[$0] * (1 - beta[$0]) }
+        return (DoubleTensor(shape: x.shape, values: dx),
+          [DoubleTensor(shape: p[0].shape, values: g.dp1), DoubleTensor(shape: p[1].shape, values: g.dp2)])
+      })
+  }
+
+  /// ACON-FReLU: a = x or maxpool_3/2/1(x); b = bn1(dwconv3×3(x)); y = bn2(S(a, b)) with the
+  /// smooth maximum S(a, b) = (a − b)·σ(a − b) + b. The convolution, bn1 and bn2 are their
+  /// children's twins (BatchNorm in the module's mode).
+  private static func aconFReLU(_ m: AconFReLU, root: Module, beforeForward: ((Module) -> Void)?) throws -> ReferenceLayer {
+    let conv = try ReferenceLayer(m.convFReLU, root: root, beforeForward: beforeForward)
+    let bn1 = try ReferenceLayer(m.bn1, root: root, beforeForward: beforeForward)
+    let bn2 = try ReferenceLayer(m.bn2, root: root, beforeForward: beforeForward)
+    let params = m.namedParameters().map { ($0.0, DoubleTensor($0.1.value)) }
+    let s = m.stride
+    // θ: conv_frelu.weight, conv_frelu.bias, bn1.weight, bn1.bias, bn2.weight, bn2.bias.
+    func parts(_ x: DoubleTensor, _ p: [DoubleTensor]) -> (a: DoubleTensor, c: DoubleTensor, b: DoubleTensor, z: DoubleTensor) {
+      let a = s == 2 ? Reference.maxPool2d(x, k: 3, stride: 2, padding: 1) : x
+      let c = conv.forward(x, [p[0], p[1]])
+      let b = bn1.forward(c, [p[2], p[3]])
+      let z = DoubleTensor(shape: a.shape, values: (0..<a.count).map { i in
+        let d = a[i] - b[i]
+        return d * AconReference.sigmoid(d) + b[i]
+      })
+      return (a, c, b, z)
+    }
+    return ReferenceLayer(name: "AconFReLU", parameters: params,
+      forward: { x, p in bn2.forward(parts(x, p).z, [p[4], p[5]]) },
+      backward: { x, p, dy in
+        let (a, c, b, z) = parts(x, p)
+        let (dz, dbn2) = bn2.backward(z, [p[4], p[5]], dy)
+        var da = DoubleTensor(zeros: a.shape), db = DoubleTensor(zeros: a.shape)
+        for i in 0..<a.count {
+          let d = a[i] - b[i], sg = AconReference.sigmoid(d)
+          let g = sg + d * sg * (1 - sg)
+          da[i] = dz[i] * g
+          db[i] = dz[i] * (1 - g)
+        }
+        let (dc, dbn1) = bn1.backward(c, [p[2], p[3]], db)
+        let (dxc, dconv) = conv.backward(x, [p[0], p[1]], dc)
+        let dxa = s == 2 ? Reference.maxPool2dBackward(x, dy: da, k: 3, stride: 2, padding: 1) : da
+        let dx = DoubleTensor(shape: x.shape, values: zip(dxc.values, dxa.values).map { $0 + $1 })
+        return (dx, dconv + dbn1 + dbn2)
+      })
+  }
+
   // MARK: - ACON in Double (the formulas of AconReference, with Double coefficients)
 
-  /// `y = (p1 − p2)·x·σ(β(p1 − p2)x) + p2·x`; β has C or N·C values.
+  /// `y = (p1 − p2)·x·σ(β(p1 − p2)x) + p2·x`; β has C, N·C or N·C·HW values.
   static func aconForward(_ x: [Double], n: Int, c: Int, hw: Int, p1: [Double], p2: [Double], beta: [Double]) -> [Double] {
     var y = [Double](repeating: 0, count: x.count)
     for s in 0..<n {
       for ch in 0..<c {
-        let b = beta.count == c ? beta[ch] : beta[s * c + ch]
         let a = p1[ch] - p2[ch]
         for j in 0..<hw {
           let i = (s * c + ch) * hw + j
+          let b = beta.count == c ? beta[ch] : beta.count == n * c ? beta[s * c + ch] : beta[i]
           let d = a * x[i]
           y[i] = d * AconReference.sigmoid(b * d) + p2[ch] * x[i]
         }
@@ -319,10 +417,11 @@ public struct ReferenceLayer {
     var dp1 = [Double](repeating: 0, count: c), dp2 = dp1, dbeta = [Double](repeating: 0, count: beta.count)
     for s in 0..<n {
       for ch in 0..<c {
-        let bi = beta.count == c ? ch : s * c + ch
-        let b = beta[bi], a = p1[ch] - p2[ch]
+        let a = p1[ch] - p2[ch]
         for j in 0..<hw {
           let i = (s * c + ch) * hw + j
+          let bi = beta.count == c ? ch : beta.count == n * c ? s * c + ch : i
+          let b = beta[bi]
           let d = a * x[i], sg = AconReference.sigmoid(b * d)
           let g = sg * (1 + b * d * (1 - sg))  // ∂[d·σ(βd)]/∂d
           dx[i] = dy[i] * (a * g + p2[ch])

@@ -36,7 +36,8 @@ static uint64_t fnv(uint64_t h, const float *p, size_t count) {
 }
 
 /// The hash of every output of forward, forward with σ, backward (σ recomputed, with and without
-/// dx) and backward from σ, over shapes with full groups, tails and both, and all β layouts.
+/// dx) and backward from σ, over shapes with full groups, tails and both, and all β layouts; and
+/// of Meta-ACON pixel-wise and the smooth maximum (forward and backward) on the same shapes.
 static uint64_t kernel_hash(void) {
   static const int shapes[][3] = {{1, 1, 1}, {2, 3, 7}, {2, 5, 13}, {1, 7, 31}, {3, 3, 49},
                                   {4, 3, 64}, {2, 2, 143}, {1, 70, 9}};
@@ -64,6 +65,18 @@ static uint64_t kernel_hash(void) {
       h = fnv(fnv(fnv(h, dbeta, nb), dp1, c), dp2, c);
       acon_backward_channels(x, dy, dx, sig, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2);
       h = fnv(fnv(fnv(fnv(h, dx, e), dbeta, nb), dp1, c), dp2, c);
+      if (mode == AconBetaModeChannel) {
+        // Meta-ACON pixel-wise (β = σ(x)); the smooth maximum of x and dy with β = beta[0], its
+        // output serving as the upstream gradient of its backward.
+        acon_pixelwise_forward_channels(x, y, n, c, hw, 0, c, p1, p2);
+        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, 0, c, p1, p2, dp1, dp2);
+        h = fnv(fnv(fnv(fnv(h, y, e), dx, e), dp1, c), dp2, c);
+        float *db = malloc(sizeof(float) * e), *dbp = calloc(n * c, sizeof(float));
+        acon_smooth_max_forward_planes(x, dy, y, hw, 0, n * c, beta[0]);
+        acon_smooth_max_backward_planes(x, dy, y, dx, db, hw, 0, n * c, beta[0], dbp);
+        h = fnv(fnv(fnv(h, dx, e), db, e), dbp, n * c);
+        free(db), free(dbp);
+      }
       free(x), free(dy), free(y), free(sig), free(dx), free(beta), free(dbeta);
       free(p1), free(p2), free(dp1), free(dp2);
     }

@@ -43,6 +43,40 @@ void acon_backward_channels(
     ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
     const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2);
 
+/// Meta-ACON pixel-wise forward over channels [c0, c1) of contiguous (n, c, hw) x and y:
+///   β = σ(x),  d = (p1 − p2)·x,  y = d·σ(β·d) + p2·x      (p1, p2: [c])
+/// One read of x, one write of y; both sigmoids use the kernels' polynomial.
+void acon_pixelwise_forward_channels(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *p1, const float *p2);
+
+/// Meta-ACON pixel-wise backward over channels [c0, c1): with s = σ(β·d), w = s·(1 − s),
+/// g = s + β·d·w,
+///   dx = dy·((p1 − p2)·g + p2) + dy·d²·w·β·(1 − β)       (the second term: through β = σ(x))
+///   dp1 += Σ dy·x·g,   dp2 += Σ dy·x·(1 − g)
+/// One read of x and dy; dx overwritten (skipped if NULL); sums as in acon_backward_channels
+/// (independent of how channels are split between calls).
+void acon_pixelwise_backward_channels(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2);
+
+/// The smooth maximum over planes [p0, p1) of contiguous planes of hw floats (a, b, y: any
+/// number of planes, plane p at p·hw):
+///   δ = a − b,  y = δ·σ(β·δ) + b
+/// One read of a and b, one write of y.
+void acon_smooth_max_forward_planes(
+    const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,
+    float beta);
+
+/// Its backward over planes [p0, p1): with s = σ(β·δ), g = s + β·δ·s·(1 − s),
+///   da = dy·g,  db = dy − da   (overwritten)
+///   dbeta[p] += Σ over the plane of dy·δ²·s·(1 − s)   (skipped if dbeta is NULL)
+/// One read of a, b and dy. Every element's result and every plane's sum is independent of
+/// how the planes are split between calls.
+void acon_smooth_max_backward_planes(
+    const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,
+    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta);
+
 /// e^x for `count` floats (the kernels' polynomial; see FastMath.swift for its bounds).
 void acon_exp(const float *x, float *y, ptrdiff_t count);
 

@@ -1,0 +1,114 @@
+// AconFReLU: TFNet's ACON-FReLU activation (nmaac/acon, TFNet/network.py), the ACON smooth
+// maximum of x (or its 3×3/2 max-pool) and a funnel, a BatchNormed depthwise 3×3 convolution of x,
+// with the smooth maximum fused in one C kernel (AconKernels.smoothMaxForward/Backward).
+//
+// Shapes: x [N, C, H, W]; a, b, z, y [N, C, OH, OW] with OH = H, OW = W at stride 1 and
+// OH = (H − 1)/2 + 1, OW = (W − 1)/2 + 1 at stride 2 (3×3 kernels, padding 1).
+import NN
+import TensorCore
+
+/// ACON-FReLU (TFNet): the smooth maximum of x and its funnel condition, then BatchNorm.
+///
+/// ```
+/// a = x                        (stride 1)      a = maxpool_3×3/2, padding 1 (x)   (stride 2)
+/// b = bn1(conv_frelu(x))       conv_frelu: depthwise 3×3, stride s, padding 1, with bias
+/// y = bn2((a − b)·σ(a − b) + b)
+/// ```
+/// The state_dict is the official `Acon_FReLU`'s: `conv_frelu.weight [C, 1, 3, 3]`,
+/// `conv_frelu.bias [C]`, `bn1.*` and `bn2.*` (BatchNorm2D's `weight`, `bias`, `running_mean`,
+/// `running_var`, `num_batches_tracked`); the max-pool has no state. Initialisation is PyTorch's
+/// defaults (TFNet's `_initialize_weights` draws conv_frelu from N(0, 0.01) and sets BN biases to
+/// 1e−4: a model builder can do that). Input `[N, C, H, W]`, output `[N, C, OH, OW]`. In training,
+/// bn1 and bn2 use batch statistics and need more than one value per channel (N·OH·OW > 1).
+public final class AconFReLU: Module {
+  /// Channels C.
+  public let channels: Int
+  /// 1 or 2.
+  public let stride: Int
+  /// The funnel: a depthwise 3×3 convolution with bias, stride `stride`, padding 1
+  /// (`weight [C, 1, 3, 3]`, `bias [C]`).
+  public let convFReLU: DepthwiseConv2D
+  /// BatchNorm of the funnel.
+  public let bn1: BatchNorm2D
+  /// The 3×3/2 max-pool (padding 1) of x at stride 2.
+  public let maxPool: MaxPool2D
+  /// BatchNorm of the output.
+  public let bn2: BatchNorm2D
+
+  private var input: Tensor?
+  private var a: Tensor?  // x, or the max-pool's output (owned by maxPool)
+  private var b: Tensor?  // bn1's output
+  private var z: Tensor?  // the smooth maximum
+  private var da: Tensor?
+  private var db: Tensor?
+  private var inputGrad: Tensor?
+
+  /// - Parameters:
+  ///   - channels: C (in and out).
+  ///   - stride: 1 (a = x) or 2 (a = 3×3/2 max-pool of x, and the funnel at stride 2).
+  ///   - rng: draws conv_frelu's weight and bias.
+  public init(channels: Int, stride: Int = 1, rng: inout SeededGenerator) {
+    precondition(channels > 0, "AconFReLU: channels must be positive")
+    precondition(stride == 1 || stride == 2, "AconFReLU: stride must be 1 or 2, got \(stride)")
+    self.channels = channels
+    self.stride = stride
+    convFReLU = DepthwiseConv2D(channels: channels, kernelSize: 3, stride: stride, padding: 1, rng: &rng)
+    bn1 = BatchNorm2D(channels: channels)
+    maxPool = MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
+    bn2 = BatchNorm2D(channels: channels)
+  }
+
+  public override var typeName: String { "AconFReLU" }
+  /// Registration order of the official module: conv_frelu, bn1, maxpool, bn2.
+  public override var children: [(String, Module)] {
+    [("conv_frelu", convFReLU), ("bn1", bn1), ("maxpool", maxPool), ("bn2", bn2)]
+  }
+
+  public override func outputShape(for s: [Int]) throws -> [Int] {
+    let expected = "[N, \(channels), H, W]"
+    try requireRank(s, 4, layer: typeName, expected: expected)
+    guard s[1] == channels, s[2] > 0, s[3] > 0 else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: expected, got: s)
+    }
+    return [s[0], channels, (s[2] - 1) / stride + 1, (s[3] - 1) / stride + 1]
+  }
+
+  public override func forward(_ x: Tensor) throws -> Tensor {
+    let os = try outputShape(for: x.shape)
+    input = x
+    let bt = try bn1.forward(try convFReLU.forward(x))
+    let at = stride == 2 ? try maxPool.forward(x) : x
+    guard at.shape == os, bt.shape == os else {
+      throw TensorError.shapeMismatch(layer: typeName + " (funnel vs max-pool)", expected: Shape.text(os), got: bt.shape)
+    }
+    a = at
+    b = bt
+    let zt = reuse(&z, shape: os)
+    AconKernels.smoothMaxForward(a: at.data, b: bt.data, y: zt.data, planes: os[0] * os[1], hw: os[2] * os[3])
+    return try bn2.forward(zt)
+  }
+
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    guard let x = input, let at = a, let bt = b, let zt = z, dy.shape == zt.shape else {
+      throw TensorError.shapeMismatch(layer: typeName + ".backward",
+        expected: z.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+    }
+    let dz = try bn2.backward(dy)
+    let dat = reuse(&da, shape: zt.shape), dbt = reuse(&db, shape: zt.shape)
+    AconKernels.smoothMaxBackward(
+      a: at.data, b: bt.data, dy: dz.data, da: dat.data, db: dbt.data, planes: zt.shape[0] * zt.shape[1],
+      hw: zt.shape[2] * zt.shape[3])
+    convFReLU.propagatesInputGradient = propagatesInputGradient
+    maxPool.propagatesInputGradient = propagatesInputGradient
+    let dxConv = try convFReLU.backward(try bn1.backward(dbt))
+    let dx = reuse(&inputGrad, shape: x.shape)
+    guard propagatesInputGradient else { return dx }
+    let dxA = stride == 2 ? try maxPool.backward(dat) : dat
+    let count = x.count
+    let o = UncheckedSendable(dx.data), p = UncheckedSendable(dxConv.data), q = UncheckedSendable(dxA.data)
+    parallelFor(count, minimumChunk: 1 << 15) { r in
+      for i in r { o.value[i] = p.value[i] + q.value[i] }
+    }
+    return dx
+  }
+}
