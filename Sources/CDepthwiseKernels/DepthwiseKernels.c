@@ -30,6 +30,13 @@
 // Eight floats as one vector (GCC/Clang vector extension: one AVX register in the AVX2 variant,
 // two SSE registers in the portable one). Loads are unaligned.
 typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+INLINE v4 load4(const float *p) {
+  v4 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
 INLINE v8 load8(const float *p) {
   v8 v;
   memcpy(&v, p, sizeof v);
@@ -38,6 +45,14 @@ INLINE v8 load8(const float *p) {
 // p[0], p[2], …, p[14] and p[1], p[3], …, p[15].
 INLINE v8 evens8(const float *p) { return __builtin_shufflevector(load8(p), load8(p + 8), 0, 2, 4, 6, 8, 10, 12, 14); }
 INLINE v8 odds8(const float *p) { return __builtin_shufflevector(load8(p), load8(p + 8), 1, 3, 5, 7, 9, 11, 13, 15); }
+// Stride 2, outputs 4 wide: p[0], p[2], p[4], p[6] then q[0], q[2], q[4], q[6] (two output rows
+// in one vector; reads p[0..7] and q[0..7]).
+INLINE v8 rows2(const float *p, const float *q) {
+  return __builtin_shufflevector(load8(p), load8(q), 0, 2, 4, 6, 8, 10, 12, 14);
+}
+// Whether a 3×3 stride-2 plane with 4 output columns runs two output rows per vector: an even
+// number of rows, and padded rows of ≥ 10 floats so that rows2 stays inside them.
+INLINE int two_rows(ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t xs) { return ow == 4 && (oh & 1) == 0 && xs >= 10; }
 // The lanes of v added in order 0..7.
 INLINE float lane_sum(v8 v) {
   float s = v[0];
@@ -60,10 +75,29 @@ INLINE void forward_plane(const float *RESTRICT xp, ptrdiff_t xs, const float *R
   if (kh == 3 && kw == 3) {
     const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3], w4 = wt[4], w5 = wt[5], w6 = wt[6], w7 = wt[7],
                 w8 = wt[8];
+    if (sw == 2 && sh == 2 && two_rows(oh, ow, xs)) {
+      // Output rows i and i + 1 in one vector (input rows 2i + u and 2i + 2 + u).
+      for (ptrdiff_t i = 0; i < oh; i += 2) {
+        const float *r0 = xp + 2 * i * xs, *r1 = r0 + xs, *r2 = r1 + xs, *n = r0 + 2 * xs;
+        v8 a = {b, b, b, b, b, b, b, b};
+        a += w0 * rows2(r0, n);
+        a += w1 * rows2(r0 + 1, n + 1);
+        a += w2 * rows2(r0 + 2, n + 2);
+        a += w3 * rows2(r1, n + xs);
+        a += w4 * rows2(r1 + 1, n + xs + 1);
+        a += w5 * rows2(r1 + 2, n + xs + 2);
+        a += w6 * rows2(r2, n + 2 * xs);
+        a += w7 * rows2(r2 + 1, n + 2 * xs + 1);
+        a += w8 * rows2(r2 + 2, n + 2 * xs + 2);
+        memcpy(y + i * 4, &a, sizeof a);
+      }
+      return;
+    }
     // 8-column blocks in vectors while they stay inside the padded row (see weight_terms3),
     // then the remaining columns one by one: the same operations in the same order.
     ptrdiff_t full = 0;
     while (full + 8 <= ow && sw * full + (sw == 1 ? 9 : 17) < xs) full += 8;
+    const int lastBlock = full >= 8 && full < ow && sw * (ow - 8) + (sw == 1 ? 9 : 17) < xs;
     for (ptrdiff_t i = 0; i < oh; i++) {
       const float *r0 = xp + i * sh * xs, *r1 = r0 + xs, *r2 = r1 + xs;
       float *yr = y + i * ow;
@@ -93,7 +127,37 @@ INLINE void forward_plane(const float *RESTRICT xp, ptrdiff_t xs, const float *R
         }
         memcpy(yr + j, &a, sizeof a);
       }
-      for (ptrdiff_t j = full; j < ow; j++) {
+      ptrdiff_t j0 = full;
+      if (lastBlock) {
+        // The last 8 columns as one block overlapping the previous one (those columns are
+        // written twice with the same values).
+        const ptrdiff_t jl = ow - 8, q = jl * sw;
+        v8 a = {b, b, b, b, b, b, b, b};
+        if (sw == 1) {
+          a += w0 * load8(r0 + q);
+          a += w1 * load8(r0 + q + 1);
+          a += w2 * load8(r0 + q + 2);
+          a += w3 * load8(r1 + q);
+          a += w4 * load8(r1 + q + 1);
+          a += w5 * load8(r1 + q + 2);
+          a += w6 * load8(r2 + q);
+          a += w7 * load8(r2 + q + 1);
+          a += w8 * load8(r2 + q + 2);
+        } else {
+          a += w0 * evens8(r0 + q);
+          a += w1 * odds8(r0 + q);
+          a += w2 * evens8(r0 + q + 2);
+          a += w3 * evens8(r1 + q);
+          a += w4 * odds8(r1 + q);
+          a += w5 * evens8(r1 + q + 2);
+          a += w6 * evens8(r2 + q);
+          a += w7 * odds8(r2 + q);
+          a += w8 * evens8(r2 + q + 2);
+        }
+        memcpy(yr + jl, &a, sizeof a);
+        j0 = ow;
+      }
+      for (ptrdiff_t j = j0; j < ow; j++) {
         const ptrdiff_t q = j * sw;
         float a = b;
         a += w0 * r0[q];
@@ -200,13 +264,39 @@ INLINE void weight_terms3(const float *RESTRICT xp, ptrdiff_t xs, const float *R
   v8 a0 = load8(acc), a1 = load8(acc + 8), a2 = load8(acc + 16), a3 = load8(acc + 24), a4 = load8(acc + 32),
      a5 = load8(acc + 40), a6 = load8(acc + 48), a7 = load8(acc + 56), a8 = load8(acc + 64), a9 = load8(acc + 72);
   // Block j reads columns S·j .. S·j + 7·S + 2 (+1 at S = 2 for the paired loads).
+  if (S == 2 && two_rows(oh, ow, xs)) {
+    // Four output columns: rows i and i + 1 in one vector (lane 4·(i mod 2) + j).
+    for (ptrdiff_t i = 0; i < oh; i += 2) {
+      const float *r0 = xp + 2 * i * xs, *r1 = r0 + xs, *r2 = r1 + xs, *n = r0 + 2 * xs;
+      const v8 dj = load8(dy + i * 4);
+      a0 += dj * rows2(r0, n);
+      a1 += dj * rows2(r0 + 1, n + 1);
+      a2 += dj * rows2(r0 + 2, n + 2);
+      a3 += dj * rows2(r1, n + xs);
+      a4 += dj * rows2(r1 + 1, n + xs + 1);
+      a5 += dj * rows2(r1 + 2, n + xs + 2);
+      a6 += dj * rows2(r2, n + 2 * xs);
+      a7 += dj * rows2(r2 + 1, n + 2 * xs + 1);
+      a8 += dj * rows2(r2 + 2, n + 2 * xs + 2);
+      a9 += dj;
+    }
+    oh = 0;  // nothing left for the loops below
+  }
   ptrdiff_t full = 0;
   while (full + 8 <= ow && S * full + (S == 1 ? 9 : 17) < xs) full += 8;
+  // The remaining columns as one block ending at ow, overlapping the previous one, with the
+  // overlapped lanes' dy masked to zero (so each column counts once): lane l of that block holds
+  // column ow − 8 + l.
+  const int lastBlock = full >= 8 && full < ow && S * (ow - 8) + (S == 1 ? 9 : 17) < xs;
+  v8i keep = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int l = 0; l < 8; l++) keep[l] = ow - 8 + l >= full ? -1 : 0;
+  const ptrdiff_t blocks = full + (lastBlock ? 8 : 0), tail0 = lastBlock ? ow : full;
   for (ptrdiff_t i = 0; i < oh; i++) {
     const float *r0 = xp + i * S * xs, *r1 = r0 + xs, *r2 = r1 + xs;
     const float *d = dy + i * ow;
-    for (ptrdiff_t j = 0; j < full; j += 8) {
-      const v8 dj = load8(d + j);
+    for (ptrdiff_t jb = 0; jb < blocks; jb += 8) {
+      const ptrdiff_t j = jb < full ? jb : ow - 8;
+      const v8 dj = jb < full ? load8(d + j) : (v8)((v8i)load8(d + j) & keep);
       const ptrdiff_t q = j * S;
       if (S == 1) {
         a0 += dj * load8(r0 + q);
@@ -231,7 +321,7 @@ INLINE void weight_terms3(const float *RESTRICT xp, ptrdiff_t xs, const float *R
       }
       a9 += dj;
     }
-    for (ptrdiff_t j = full; j < ow; j++) {
+    for (ptrdiff_t j = tail0; j < ow; j++) {
       const float dj = d[j];
       const ptrdiff_t q = j * S;
       at[0] += dj * r0[q];
@@ -274,7 +364,50 @@ INLINE void input_terms_s2(const float *RESTRICT dq, ptrdiff_t ds, const float *
       a0 = wt[3], a1 = wt[4], a2 = wt[5], b0 = 0, b1 = 0, b2 = 0;
     }
     const ptrdiff_t pairs = w / 2;
-    for (ptrdiff_t k = 0; k < pairs; k++) {
+    // Blocks of 8 pairs (16 columns) in vectors, the same operations in the same order as the
+    // scalar loop; when overwriting, a last block ending at `pairs` overlaps the previous one.
+    const ptrdiff_t full = pairs & ~(ptrdiff_t)7, blocks = first && pairs > 8 && full < pairs ? full + 8 : full;
+    for (ptrdiff_t kb = 0; kb < blocks; kb += 8) {
+      const ptrdiff_t k = kb < full ? kb : pairs - 8;
+      v8 e = {0, 0, 0, 0, 0, 0, 0, 0}, o = e;
+      if (!first) {
+        e = evens8(xr + 2 * k);
+        o = odds8(xr + 2 * k);
+      }
+      const v8 dak = load8(da + k), dak1 = load8(da + k + 1), dbk = load8(db + k), dbk1 = load8(db + k + 1);
+      e += a1 * dak;
+      e += b1 * dbk;
+      o += a0 * dak1;
+      o += a2 * dak;
+      o += b0 * dbk1;
+      o += b2 * dbk;
+      const v8 lo = __builtin_shufflevector(e, o, 0, 8, 1, 9, 2, 10, 3, 11);
+      const v8 hi = __builtin_shufflevector(e, o, 4, 12, 5, 13, 6, 14, 7, 15);
+      memcpy(xr + 2 * k, &lo, sizeof lo);
+      memcpy(xr + 2 * k + 8, &hi, sizeof hi);
+    }
+    ptrdiff_t k0 = blocks > full ? pairs : full;
+    if (pairs - k0 >= 4) {
+      // Four pairs (8 columns) in half vectors, the same operations in the same order.
+      const ptrdiff_t k = k0;
+      v4 e = {0, 0, 0, 0}, o = e;
+      if (!first) {
+        const v8 prev = load8(xr + 2 * k);
+        e = __builtin_shufflevector(prev, prev, 0, 2, 4, 6);
+        o = __builtin_shufflevector(prev, prev, 1, 3, 5, 7);
+      }
+      const v4 dak = load4(da + k), dak1 = load4(da + k + 1), dbk = load4(db + k), dbk1 = load4(db + k + 1);
+      e += a1 * dak;
+      e += b1 * dbk;
+      o += a0 * dak1;
+      o += a2 * dak;
+      o += b0 * dbk1;
+      o += b2 * dbk;
+      const v8 eo = __builtin_shufflevector(e, o, 0, 4, 1, 5, 2, 6, 3, 7);
+      memcpy(xr + 2 * k, &eo, sizeof eo);
+      k0 += 4;
+    }
+    for (ptrdiff_t k = k0; k < pairs; k++) {
       const float e = (first ? 0.0f : xr[2 * k]) + a1 * da[k] + b1 * db[k];
       const float o = (first ? 0.0f : xr[2 * k + 1]) + a0 * da[k + 1] + a2 * da[k] + b0 * db[k + 1] + b2 * db[k];
       xr[2 * k] = e;
@@ -301,8 +434,12 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
       const float *d0 = dyp + (r + ph + 2) * ds + pw + 2, *d1 = d0 - ds, *d2 = d1 - ds;
       float *xr = dx + r * w;
       // Blocks of 8 read columns q − 2 .. q + 7 of the padded rows, all inside them.
-      const ptrdiff_t full = w & ~(ptrdiff_t)7;
-      for (ptrdiff_t q = 0; q < full; q += 8) {
+      // When overwriting, the remaining columns run as one block ending at w that overlaps
+      // the previous one (rewriting its columns with the same values).
+      const ptrdiff_t full = w & ~(ptrdiff_t)7, blocks = first && w > 8 && full < w ? full + 8 : full;
+      const ptrdiff_t tail0 = blocks > full ? w : full;
+      for (ptrdiff_t qb = 0; qb < blocks; qb += 8) {
+        const ptrdiff_t q = qb < full ? qb : w - 8;
         v8 a = {0, 0, 0, 0, 0, 0, 0, 0};
         if (!first) a = load8(xr + q);
         a += w0 * load8(d0 + q);
@@ -316,7 +453,7 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
         a += w8 * load8(d2 + q - 2);
         memcpy(xr + q, &a, sizeof a);
       }
-      for (ptrdiff_t q = full; q < w; q++) {
+      for (ptrdiff_t q = tail0; q < w; q++) {
         float a = first ? 0.0f : xr[q];
         a += w0 * d0[q];
         a += w1 * d0[q - 1];
@@ -490,20 +627,41 @@ static void backward_portable(const DWGeometry *g, const float *x, const float *
   backward_body(g, x, weight, dy, dx, dweight, dbias, c0, c1, scratch);
 }
 
-bool dw_kernels_use_avx2(void) {
+// The variant that runs: -1 until first asked (then the default choice), else DW_VARIANT_*.
+// Benign race: every thread computes the same default; dw_kernels_select is for tests, between calls.
+static int chosen = -1;
+
+bool dw_kernels_supports(int variant) {
+  if (variant == DW_VARIANT_PORTABLE) return true;
 #if HAVE_VARIANTS
-  static int state = -1;  // benign race: every thread computes the same value
-  if (state < 0) {
+  if (variant == DW_VARIANT_AVX2) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+#endif
+  return false;
+}
+
+int dw_kernels_variant(void) {
+  if (chosen < 0) {
     const char *e = getenv("DW_KERNELS");
     const int forced_portable = e && strcmp(e, "portable") == 0;
-    __builtin_cpu_init();
-    state = !forced_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    chosen = !forced_portable && dw_kernels_supports(DW_VARIANT_AVX2) ? DW_VARIANT_AVX2 : DW_VARIANT_PORTABLE;
   }
-  return state == 1;
-#else
-  return false;
-#endif
+  return chosen;
 }
+
+bool dw_kernels_select(int variant) {
+  if (variant < 0) {
+    chosen = -1;
+    return true;
+  }
+  if (!dw_kernels_supports(variant)) return false;
+  chosen = variant;
+  return true;
+}
+
+bool dw_kernels_use_avx2(void) { return dw_kernels_variant() == DW_VARIANT_AVX2; }
 
 ptrdiff_t dw_forward_scratch(const DWGeometry *g) { return (g->h + 2 * g->ph) * (g->w + 2 * g->pw); }
 
