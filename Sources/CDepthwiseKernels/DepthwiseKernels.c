@@ -1,10 +1,13 @@
 // DepthwiseKernels.c: direct depthwise convolution, forward and backward, over zero-padded
 // copies of one plane at a time (in L1/L2), so the inner loops have no bounds checks and
-// vectorise over output columns. 3×3 at stride 1 and 2 get loops with the taps unrolled; any
-// other kernel, stride or padding runs the general loops. Each body is compiled twice: for
-// AVX2+FMA (chosen at run time when the CPU has it) and for baseline x86-64; both meet the same
-// tests, their last bits differ (FMA contraction). Within one variant the bits do not depend on
-// how planes or channels are split between threads.
+// vectorise over output columns. 3×3 at stride 1 and 2 get loops with the taps unrolled, in
+// 8-column vectors with the last block of a row overlapping the one before (dW masks the
+// overlapped lanes), stride 2's dx in vectors of 8 (or 4) column pairs, and 4-wide stride-2
+// outputs two rows per vector; any other kernel, stride or padding runs the general loops.
+// Each body is compiled twice: for AVX2+FMA (chosen at run time when the CPU has it) and for
+// baseline x86-64; both meet the same tests, their last bits differ (FMA contraction);
+// dw_kernels_select picks one (for tests). Within one variant the bits do not depend on how
+// planes or channels are split between threads.
 //
 // Shapes: x [n, c, h, w], weight [c·m, kh, kw], bias [c·m], y and dy [n, c·m, oh, ow]; padded
 // input plane [PH, PW] = [h + 2·ph, w + 2·pw] with the image at (ph, pw).
@@ -60,11 +63,6 @@ INLINE float lane_sum(v8 v) {
   return s;
 }
 
-// Asks for `count` floats at p to be brought into the cache (one prefetch per 64-byte line), so
-// that the next plane streams in while this one is computed.
-INLINE void prefetch_floats(const float *p, ptrdiff_t count) {
-  for (ptrdiff_t i = 0; i < count; i += 16) __builtin_prefetch(p + i, 0, 3);
-}
 
 // MARK: - Forward
 
@@ -197,6 +195,21 @@ INLINE void forward_plane_dispatch(const float *xp, ptrdiff_t xs, const float *w
     forward_plane(xp, xs, wt, b, y, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw);
 }
 
+// Copies n floats, 8 at a time while they last, then 4, then one by one.
+INLINE void copy_row(float *RESTRICT d, const float *RESTRICT s, ptrdiff_t n) {
+  ptrdiff_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    const v8 v = load8(s + q);
+    memcpy(d + q, &v, sizeof v);
+  }
+  if (q + 4 <= n) {
+    const v4 v = load4(s + q);
+    memcpy(d + q, &v, sizeof v);
+    q += 4;
+  }
+  for (; q < n; q++) d[q] = s[q];
+}
+
 // Copies image plane src [h, w] into the padded buffer dst [PH, PW] at (ph, pw); the border is
 // left as it is (zeroed once per call).
 INLINE void pad_copy(float *RESTRICT dst, const float *RESTRICT src, const DWGeometry *g) {
@@ -204,7 +217,7 @@ INLINE void pad_copy(float *RESTRICT dst, const float *RESTRICT src, const DWGeo
   for (ptrdiff_t r = 0; r < g->h; r++) {
     float *RESTRICT d = dst + (r + g->ph) * pw_ + g->pw;
     const float *RESTRICT s = src + r * w;
-    for (ptrdiff_t q = 0; q < w; q++) d[q] = s[q];
+    copy_row(d, s, w);
   }
 }
 
@@ -219,7 +232,6 @@ INLINE void forward_body(const DWGeometry *g, const float *x, const float *weigh
   for (ptrdiff_t p = p0; p < p1; p++) {
     const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
     const float *xp = x + src * hw;
-    if (p + 1 < p1 && (o + 1) % g->m == 0) prefetch_floats(xp + hw, hw);
     ptrdiff_t xs = g->w;
     if (padded) {
       if (src != last) pad_copy(scratch, xp, g);
@@ -521,7 +533,8 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
   const ptrdiff_t accPer = f3 ? 90 : (kk + 1) * ow;
   // Samples outer, channels inner: a call reads runs of c1 − c0 consecutive planes (the hardware
   // prefetcher streams them), not one plane per sample and channel strided by the sample size
-  // (measured 2.5× slower: latency-bound). Each channel's accumulators persist across samples.
+  // (measured 2.5× slower: latency-bound); no software prefetch (it cost more than it gained).
+  // Each channel's accumulators persist across samples.
   const ptrdiff_t nch = c1 - c0;
   // scratch: xp [PH, PW] | acc [nch, m, accPer] | gather ? dyp [DH, DW] : parity ? dyq [oh + 2, DQ] : dxp [PH, PW]
   float *xpad = scratch, *accAll = xpad + PH * PW, *buf = accAll + nch * m * accPer;
@@ -534,14 +547,6 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
     for (ptrdiff_t ci = c0; ci < c1; ci++) {
       float *acc = accAll + (ci - c0) * m * accPer;
       const float *xplane = x + (nn * g->c + ci) * hw, *xp = xplane;
-      // The next channel's (or the next sample's first channel's) x and dy planes.
-      {
-        const ptrdiff_t nc = ci + 1 < c1 ? ci + 1 : c0, ns = ci + 1 < c1 ? nn : nn + 1;
-        if (ns < g->n) {
-          prefetch_floats(x + (ns * g->c + nc) * hw, hw);
-          prefetch_floats(dy + (ns * cm + nc * m) * ohw, m * ohw);
-        }
-      }
       ptrdiff_t xs = g->w;
       if (padded) {
         pad_copy(xpad, xplane, g);
@@ -564,7 +569,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
           for (ptrdiff_t i = 0; i < g->oh; i++) {
             float *RESTRICT d = buf + (i + g->kh - 1) * DW + g->kw - 1;
             const float *RESTRICT sr = dyplane + i * ow;
-            for (ptrdiff_t j = 0; j < ow; j++) d[j] = sr[j];
+            copy_row(d, sr, ow);
           }
           if (f3)
             input_terms_gather(buf, DW, wt, dxplane, g->h, g->w, g->ph, g->pw, 3, 3, jm == 0);
@@ -574,7 +579,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
           for (ptrdiff_t i = 0; i < g->oh; i++) {
             float *RESTRICT d = buf + (i + 1) * DQ + 1;
             const float *RESTRICT sr = dyplane + i * ow;
-            for (ptrdiff_t j = 0; j < ow; j++) d[j] = sr[j];
+            copy_row(d, sr, ow);
           }
           input_terms_s2(buf + DQ + 1, DQ, wt, dxplane, g->h, g->w, jm == 0);
         } else {
