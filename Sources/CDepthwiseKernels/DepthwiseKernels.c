@@ -633,7 +633,8 @@ static void backward_portable(const DWGeometry *g, const float *x, const float *
 }
 
 // The variant that runs: -1 until first asked (then the default choice), else DW_VARIANT_*.
-// Benign race: every thread computes the same default; dw_kernels_select is for tests, between calls.
+// Relaxed atomics: threads that ask at once all compute and store the same default;
+// dw_kernels_select is for tests, between calls.
 static int chosen = -1;
 
 bool dw_kernels_supports(int variant) {
@@ -648,21 +649,19 @@ bool dw_kernels_supports(int variant) {
 }
 
 int dw_kernels_variant(void) {
-  if (chosen < 0) {
+  int v = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+  if (v < 0) {
     const char *e = getenv("DW_KERNELS");
     const int forced_portable = e && strcmp(e, "portable") == 0;
-    chosen = !forced_portable && dw_kernels_supports(DW_VARIANT_AVX2) ? DW_VARIANT_AVX2 : DW_VARIANT_PORTABLE;
+    v = !forced_portable && dw_kernels_supports(DW_VARIANT_AVX2) ? DW_VARIANT_AVX2 : DW_VARIANT_PORTABLE;
+    __atomic_store_n(&chosen, v, __ATOMIC_RELAXED);
   }
-  return chosen;
+  return v;
 }
 
 bool dw_kernels_select(int variant) {
-  if (variant < 0) {
-    chosen = -1;
-    return true;
-  }
-  if (!dw_kernels_supports(variant)) return false;
-  chosen = variant;
+  if (variant >= 0 && !dw_kernels_supports(variant)) return false;
+  __atomic_store_n(&chosen, variant < 0 ? -1 : variant, __ATOMIC_RELAXED);
   return true;
 }
 
