@@ -221,12 +221,95 @@ INLINE void pad_copy(float *RESTRICT dst, const float *RESTRICT src, const DWGeo
   }
 }
 
+// MARK: - 3×3, stride 2, padding 1 on 8- and 16-wide planes, without the padded copy
+
+// Whether a geometry takes the direct stride-2 path: 3×3, stride 2, padding 1, w = 16 (one
+// 8-wide output row per vector) or w = 8 (two 4-wide output rows per vector), h even (so that no
+// window reaches below the image) and, at w = 8, a multiple of 4 (an even number of output rows).
+INLINE int direct_s2(const DWGeometry *g) {
+  return g->kh == 3 && g->kw == 3 && g->sh == 2 && g->sw == 2 && g->ph == 1 && g->pw == 1 &&
+         ((g->w == 16 && g->h % 2 == 0) || (g->w == 8 && g->h % 4 == 0));
+}
+
+// The three column taps of kernel row u for output row group t (row t at w = 16; rows 2t and
+// 2t + 1 at w = 8) of plane x [h, w]: lane (row i, column j) of `mid` holds x[2i − 1 + u][2j]
+// (kernel column 1), of `right` x[..][2j + 1] (column 2), of `left` x[..][2j − 1] (column 0,
+// zero at j = 0); zeros for input row −1. The same values the padded plane gives.
+INLINE void taps_s2(const float *RESTRICT x, ptrdiff_t w, ptrdiff_t t, ptrdiff_t u, v8 *left, v8 *mid,
+                    v8 *right) {
+  const v8 z = {0, 0, 0, 0, 0, 0, 0, 0};
+  v8 e, o;
+  if (w == 16) {
+    const ptrdiff_t r = 2 * t - 1 + u;
+    if (r < 0) {
+      *left = *mid = *right = z;
+      return;
+    }
+    e = evens8(x + r * 16);
+    o = odds8(x + r * 16);
+    *left = __builtin_shufflevector(o, z, 8, 0, 1, 2, 3, 4, 5, 6);
+  } else {
+    const ptrdiff_t r = 4 * t - 1 + u;  // rows r and r + 2
+    const v8 a = r < 0 ? z : load8(x + r * 8), b = load8(x + (r + 2) * 8);
+    e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+    o = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+    *left = __builtin_shufflevector(o, z, 8, 0, 1, 2, 8, 4, 5, 6);
+  }
+  *mid = e;
+  *right = o;
+}
+
+// One output plane y [oh, ow] from plane x [h, w] (see direct_s2): the padded path's operations
+// in its order.
+INLINE void forward_direct_s2(const float *RESTRICT x, ptrdiff_t h, ptrdiff_t w, const float *RESTRICT wt,
+                              float b, float *RESTRICT y) {
+  const ptrdiff_t groups = w == 16 ? h / 2 : h / 4;
+  for (ptrdiff_t t = 0; t < groups; t++) {
+    v8 a = {b, b, b, b, b, b, b, b};
+    for (ptrdiff_t u = 0; u < 3; u++) {
+      v8 l, mdl, r;
+      taps_s2(x, w, t, u, &l, &mdl, &r);
+      a += wt[3 * u] * l;
+      a += wt[3 * u + 1] * mdl;
+      a += wt[3 * u + 2] * r;
+    }
+    memcpy(y + 8 * t, &a, sizeof a);
+  }
+}
+
+// weight_terms3's accumulation (the same lanes, order and acc layout) for a direct_s2 plane.
+INLINE void weight_terms_direct_s2(const float *RESTRICT x, ptrdiff_t h, ptrdiff_t w, const float *RESTRICT dy,
+                                   float *RESTRICT acc) {
+  v8 a[10];
+  for (int t = 0; t < 10; t++) a[t] = load8(acc + 8 * t);
+  const ptrdiff_t groups = w == 16 ? h / 2 : h / 4;
+  for (ptrdiff_t t = 0; t < groups; t++) {
+    const v8 dj = load8(dy + 8 * t);
+    for (ptrdiff_t u = 0; u < 3; u++) {
+      v8 l, mdl, r;
+      taps_s2(x, w, t, u, &l, &mdl, &r);
+      a[3 * u] += dj * l;
+      a[3 * u + 1] += dj * mdl;
+      a[3 * u + 2] += dj * r;
+    }
+    a[9] += dj;
+  }
+  for (int t = 0; t < 10; t++) memcpy(acc + 8 * t, &a[t], sizeof(v8));
+}
+
 INLINE void forward_body(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                          ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
   // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, oh, ow]
   const ptrdiff_t cm = g->c * g->m, hw = g->h * g->w, ohw = g->oh * g->ow, kk = g->kh * g->kw;
   const ptrdiff_t PW = g->w + 2 * g->pw, PH = g->h + 2 * g->ph;
   const int padded = g->ph > 0 || g->pw > 0;
+  if (direct_s2(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      forward_direct_s2(x + src * hw, g->h, g->w, weight + o * kk, bias ? bias[o] : 0.0f, y + p * ohw);
+    }
+    return;
+  }
   if (padded) memset(scratch, 0, (size_t)(PH * PW) * 4);
   ptrdiff_t last = -1;
   for (ptrdiff_t p = p0; p < p1; p++) {
@@ -525,7 +608,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
   // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]; channels [c0, c1) of x, with outputs c·m ..< (c+1)·m
   const ptrdiff_t m = g->m, cm = g->c * m, hw = g->h * g->w, ohw = g->oh * g->ow, ow = g->ow;
   const ptrdiff_t kk = g->kh * g->kw, PW = g->w + 2 * g->pw, PH = g->h + 2 * g->ph;
-  const int f3 = fast3(g), padded = g->ph > 0 || g->pw > 0;
+  const int f3 = fast3(g), padded = g->ph > 0 || g->pw > 0, direct = direct_s2(g);
   // dx by: a gather over a padded dy plane (stride 1), the parity gather (3×3, stride 2,
   // padding 1), or a scatter into a padded dx plane (anything else).
   const int gather = g->sh == 1 && g->sw == 1, parity = f3 == 2 && g->ph == 1 && g->pw == 1;
@@ -548,7 +631,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
       float *acc = accAll + (ci - c0) * m * accPer;
       const float *xplane = x + (nn * g->c + ci) * hw, *xp = xplane;
       ptrdiff_t xs = g->w;
-      if (padded) {
+      if (padded && !direct) {
         pad_copy(xpad, xplane, g);
         xp = xpad;
         xs = PW;
@@ -558,7 +641,9 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
       for (ptrdiff_t jm = 0; jm < m; jm++) {
         const ptrdiff_t o = ci * m + jm;
         const float *dyplane = dy + (nn * cm + o) * ohw, *wt = weight + o * kk;
-        if (f3 == 1)
+        if (direct)
+          weight_terms_direct_s2(xplane, g->h, g->w, dyplane, acc + jm * accPer);
+        else if (f3 == 1)
           weight_terms3(xp, xs, dyplane, g->oh, ow, 1, acc + jm * accPer);
         else if (f3 == 2)
           weight_terms3(xp, xs, dyplane, g->oh, ow, 2, acc + jm * accPer);

@@ -49,6 +49,12 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 2, h: 4, w: 12, m: 2),
     DepthwiseCase(n: 2, c: 2, h: 5, w: 30, m: 2, stride: (2, 2)),
     DepthwiseCase(n: 1, c: 2, h: 6, w: 29, stride: (2, 2)),
+    // Stride 2 straight from the unpadded plane (w = 16, or w = 8 with h a multiple of 4), and a
+    // w = 8 plane that is not (h = 6).
+    DepthwiseCase(n: 2, c: 3, h: 6, w: 16, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 2, h: 12, w: 16, m: 2, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 3, h: 4, w: 8, stride: (2, 2), bias: false),
+    DepthwiseCase(n: 2, c: 3, h: 6, w: 8, stride: (2, 2)),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
