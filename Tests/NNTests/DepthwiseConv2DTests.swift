@@ -55,6 +55,8 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 2, h: 12, w: 16, m: 2, stride: (2, 2)),
     DepthwiseCase(n: 2, c: 3, h: 4, w: 8, stride: (2, 2), bias: false),
     DepthwiseCase(n: 2, c: 3, h: 6, w: 8, stride: (2, 2)),
+    // Two 4-wide output rows per vector from the padded-copy path (padding other than 1).
+    DepthwiseCase(n: 2, c: 3, h: 9, w: 10, stride: (2, 2), padding: (0, 0)),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
