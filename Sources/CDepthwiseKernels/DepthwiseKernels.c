@@ -384,38 +384,47 @@ INLINE void weight_terms3(const float *RESTRICT xp, ptrdiff_t xs, const float *R
   // column ow − 8 + l.
   const int lastBlock = full >= 8 && full < ow && S * (ow - 8) + (S == 1 ? 9 : 17) < xs;
   v8i keep = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int l = 0; l < 8; l++) keep[l] = ow - 8 + l >= full ? -1 : 0;
-  const ptrdiff_t blocks = full + (lastBlock ? 8 : 0), tail0 = lastBlock ? ow : full;
+  if (lastBlock)
+    for (int l = 0; l < 8; l++) keep[l] = ow - 8 + l >= full ? -1 : 0;
+  const ptrdiff_t tail0 = lastBlock ? ow : full;
   for (ptrdiff_t i = 0; i < oh; i++) {
     const float *r0 = xp + i * S * xs, *r1 = r0 + xs, *r2 = r1 + xs;
     const float *d = dy + i * ow;
-    for (ptrdiff_t jb = 0; jb < blocks; jb += 8) {
-      const ptrdiff_t j = jb < full ? jb : ow - 8;
-      const v8 dj = jb < full ? load8(d + j) : (v8)((v8i)load8(d + j) & keep);
-      const ptrdiff_t q = j * S;
-      if (S == 1) {
-        a0 += dj * load8(r0 + q);
-        a1 += dj * load8(r0 + q + 1);
-        a2 += dj * load8(r0 + q + 2);
-        a3 += dj * load8(r1 + q);
-        a4 += dj * load8(r1 + q + 1);
-        a5 += dj * load8(r1 + q + 2);
-        a6 += dj * load8(r2 + q);
-        a7 += dj * load8(r2 + q + 1);
-        a8 += dj * load8(r2 + q + 2);
-      } else {
-        a0 += dj * evens8(r0 + q);
-        a1 += dj * odds8(r0 + q);
-        a2 += dj * evens8(r0 + q + 2);
-        a3 += dj * evens8(r1 + q);
-        a4 += dj * odds8(r1 + q);
-        a5 += dj * evens8(r1 + q + 2);
-        a6 += dj * evens8(r2 + q);
-        a7 += dj * odds8(r2 + q);
-        a8 += dj * evens8(r2 + q + 2);
-      }
-      a9 += dj;
+    // One block's terms: output columns j .. j + 7 with dy values dj (reads from q = S·j).
+#define WT3_BLOCK(q, dj)                   \
+  do {                                     \
+    if (S == 1) {                          \
+      a0 += dj * load8(r0 + q); \
+      a1 += dj * load8(r0 + q + 1); \
+      a2 += dj * load8(r0 + q + 2); \
+      a3 += dj * load8(r1 + q); \
+      a4 += dj * load8(r1 + q + 1); \
+      a5 += dj * load8(r1 + q + 2); \
+      a6 += dj * load8(r2 + q); \
+      a7 += dj * load8(r2 + q + 1); \
+      a8 += dj * load8(r2 + q + 2); \
+    } else {                               \
+      a0 += dj * evens8(r0 + q); \
+      a1 += dj * odds8(r0 + q); \
+      a2 += dj * evens8(r0 + q + 2); \
+      a3 += dj * evens8(r1 + q); \
+      a4 += dj * odds8(r1 + q); \
+      a5 += dj * evens8(r1 + q + 2); \
+      a6 += dj * evens8(r2 + q); \
+      a7 += dj * odds8(r2 + q); \
+      a8 += dj * evens8(r2 + q + 2); \
+    }                                      \
+    a9 += dj; \
+  } while (0)
+    for (ptrdiff_t j = 0; j < full; j += 8) {
+      const v8 dj = load8(d + j);
+      WT3_BLOCK(j * S, dj);
     }
+    if (lastBlock) {
+      const v8 dj = (v8)((v8i)load8(d + ow - 8) & keep);
+      WT3_BLOCK((ow - 8) * S, dj);
+    }
+#undef WT3_BLOCK
     for (ptrdiff_t j = tail0; j < ow; j++) {
       const float dj = d[j];
       const ptrdiff_t q = j * S;
@@ -531,23 +540,27 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
       // Blocks of 8 read columns q − 2 .. q + 7 of the padded rows, all inside them.
       // When overwriting, the remaining columns run as one block ending at w that overlaps
       // the previous one (rewriting its columns with the same values).
-      const ptrdiff_t full = w & ~(ptrdiff_t)7, blocks = first && w > 8 && full < w ? full + 8 : full;
-      const ptrdiff_t tail0 = blocks > full ? w : full;
-      for (ptrdiff_t qb = 0; qb < blocks; qb += 8) {
-        const ptrdiff_t q = qb < full ? qb : w - 8;
-        v8 a = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (!first) a = load8(xr + q);
-        a += w0 * load8(d0 + q);
-        a += w1 * load8(d0 + q - 1);
-        a += w2 * load8(d0 + q - 2);
-        a += w3 * load8(d1 + q);
-        a += w4 * load8(d1 + q - 1);
-        a += w5 * load8(d1 + q - 2);
-        a += w6 * load8(d2 + q);
-        a += w7 * load8(d2 + q - 1);
-        a += w8 * load8(d2 + q - 2);
-        memcpy(xr + q, &a, sizeof a);
-      }
+      const ptrdiff_t full = w & ~(ptrdiff_t)7, overlap = first && w > 8 && full < w;
+      const ptrdiff_t tail0 = overlap ? w : full;
+#define GATHER3_BLOCK(qq)                        \
+  do {                                           \
+    const ptrdiff_t q_ = (qq); \
+    v8 a = {0, 0, 0, 0, 0, 0, 0, 0}; \
+    if (!first) a = load8(xr + q_); \
+    a += w0 * load8(d0 + q_); \
+    a += w1 * load8(d0 + q_ - 1); \
+    a += w2 * load8(d0 + q_ - 2); \
+    a += w3 * load8(d1 + q_); \
+    a += w4 * load8(d1 + q_ - 1); \
+    a += w5 * load8(d1 + q_ - 2); \
+    a += w6 * load8(d2 + q_); \
+    a += w7 * load8(d2 + q_ - 1); \
+    a += w8 * load8(d2 + q_ - 2); \
+    memcpy(xr + q_, &a, sizeof a); \
+  } while (0)
+      for (ptrdiff_t q = 0; q < full; q += 8) GATHER3_BLOCK(q);
+      if (overlap) GATHER3_BLOCK(w - 8);
+#undef GATHER3_BLOCK
       for (ptrdiff_t q = tail0; q < w; q++) {
         float a = first ? 0.0f : xr[q];
         a += w0 * d0[q];
