@@ -93,7 +93,7 @@ struct AconBench: ParsableCommand {
     try loweringWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try graphWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
-    try blockWorkloads(memcpy: memcpy, sgemmCeiling: sgemm, options: options, emit: emit)
+    try blockWorkloads(bandwidth: bandwidth, sgemmCeiling: sgemm, options: options, emit: emit)
     try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
 

@@ -1,5 +1,6 @@
 // BlockWorkloads: the building blocks of issue 14. `dwconv.fwdbwd`, the direct depthwise
-// convolution (DepthwiseConv2D) forward+backward, as a fraction of the memory roofline, beside
+// convolution (DepthwiseConv2D) forward+backward, as a fraction of the memory roofline (a memcpy
+// of the same bytes, the harness's same-footprint ceiling), beside
 // `dwconv_im2col.fwdbwd`, the same layer as a grouped Conv2D (groups = C: im2col + one sgemm
 // per group); and `conv2d.fwdbwd` with groups 2 and 4 against the same-shape sgemm calls.
 // Every row is checked against the Double reference before it is timed.
@@ -60,7 +61,7 @@ private func timeFwdBwd(_ layer: Module, _ x: Tensor, _ dy: Tensor, _ options: B
 }
 
 /// The rows of issue 14's building blocks (see the file comment).
-func blockWorkloads(memcpy: Double, sgemmCeiling: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+func blockWorkloads(bandwidth: Bandwidth, sgemmCeiling: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   if options.wants("dwconv.fwdbwd") || options.wants("dwconv_im2col.fwdbwd") {
     for dc in depthwiseCases(quick: options.quick) {
       let c = dc.input[1], s = dc.stride
@@ -79,13 +80,12 @@ func blockWorkloads(memcpy: Double, sgemmCeiling: Double, options: BenchOptions,
       let direct = timeFwdBwd(dw, x, dy, options)
       let lowered = timeFwdBwd(grouped, x, dy, options)
       let common: [(String, Any)] = [("layer", dc.label), ("kernel", 3), ("stride", s), ("padding", 1), ("groups", c)]
-      try emit(BenchResult(name: "dwconv.fwdbwd", shape: dc.input, medianSeconds: direct, metrics: common + [
-        ("gbps", bytes / direct / 1e9), ("roofline_fraction", bytes / direct / 1e9 / memcpy),
-        ("speedup_vs_im2col", lowered / direct),
-      ]))
-      try emit(BenchResult(name: "dwconv_im2col.fwdbwd", shape: dc.input, medianSeconds: lowered, metrics: common + [
-        ("gbps", bytes / lowered / 1e9), ("roofline_fraction", bytes / lowered / 1e9 / memcpy),
-      ]))
+      // roofline_fraction: of a memcpy moving the same bytes (its same-footprint ceiling).
+      try emit(BenchResult(name: "dwconv.fwdbwd", shape: dc.input, medianSeconds: direct, metrics: common
+        + (try bandwidth.metrics(trafficBytes: bytes, seconds: direct, gbpsKey: "gbps", fractionKey: "roofline_fraction"))
+        + [("speedup_vs_im2col", lowered / direct)]))
+      try emit(BenchResult(name: "dwconv_im2col.fwdbwd", shape: dc.input, medianSeconds: lowered, metrics: common
+        + (try bandwidth.metrics(trafficBytes: bytes, seconds: lowered, gbpsKey: "gbps", fractionKey: "roofline_fraction"))))
     }
   }
   if options.wants("conv2d.fwdbwd") {

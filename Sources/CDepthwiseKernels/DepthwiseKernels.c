@@ -1,10 +1,13 @@
 // DepthwiseKernels.c: direct depthwise convolution, forward and backward, over zero-padded
 // copies of one plane at a time (in L1/L2), so the inner loops have no bounds checks and
-// vectorise over output columns. 3×3 at stride 1 and 2 get loops with the taps unrolled; any
-// other kernel, stride or padding runs the general loops. Each body is compiled twice: for
-// AVX2+FMA (chosen at run time when the CPU has it) and for baseline x86-64; both meet the same
-// tests, their last bits differ (FMA contraction). Within one variant the bits do not depend on
-// how planes or channels are split between threads.
+// vectorise over output columns. 3×3 at stride 1 and 2 get loops with the taps unrolled, in
+// 8-column vectors with the last block of a row overlapping the one before (dW masks the
+// overlapped lanes), stride 2's dx in vectors of 8 (or 4) column pairs, and 4-wide stride-2
+// outputs two rows per vector; any other kernel, stride or padding runs the general loops.
+// Each body is compiled twice: for AVX2+FMA (chosen at run time when the CPU has it) and for
+// baseline x86-64; both meet the same tests, their last bits differ (FMA contraction);
+// dw_kernels_select picks one (for tests). Within one variant the bits do not depend on how
+// planes or channels are split between threads.
 //
 // Shapes: x [n, c, h, w], weight [c·m, kh, kw], bias [c·m], y and dy [n, c·m, oh, ow]; padded
 // input plane [PH, PW] = [h + 2·ph, w + 2·pw] with the image at (ph, pw).
@@ -30,6 +33,13 @@
 // Eight floats as one vector (GCC/Clang vector extension: one AVX register in the AVX2 variant,
 // two SSE registers in the portable one). Loads are unaligned.
 typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+INLINE v4 load4(const float *p) {
+  v4 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
 INLINE v8 load8(const float *p) {
   v8 v;
   memcpy(&v, p, sizeof v);
@@ -38,6 +48,14 @@ INLINE v8 load8(const float *p) {
 // p[0], p[2], …, p[14] and p[1], p[3], …, p[15].
 INLINE v8 evens8(const float *p) { return __builtin_shufflevector(load8(p), load8(p + 8), 0, 2, 4, 6, 8, 10, 12, 14); }
 INLINE v8 odds8(const float *p) { return __builtin_shufflevector(load8(p), load8(p + 8), 1, 3, 5, 7, 9, 11, 13, 15); }
+// Stride 2, outputs 4 wide: p[0], p[2], p[4], p[6] then q[0], q[2], q[4], q[6] (two output rows
+// in one vector; reads p[0..7] and q[0..7]).
+INLINE v8 rows2(const float *p, const float *q) {
+  return __builtin_shufflevector(load8(p), load8(q), 0, 2, 4, 6, 8, 10, 12, 14);
+}
+// Whether a 3×3 stride-2 plane with 4 output columns runs two output rows per vector: an even
+// number of rows, and padded rows of ≥ 10 floats so that rows2 stays inside them.
+INLINE int two_rows(ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t xs) { return ow == 4 && (oh & 1) == 0 && xs >= 10; }
 // The lanes of v added in order 0..7.
 INLINE float lane_sum(v8 v) {
   float s = v[0];
@@ -45,11 +63,6 @@ INLINE float lane_sum(v8 v) {
   return s;
 }
 
-// Asks for `count` floats at p to be brought into the cache (one prefetch per 64-byte line), so
-// that the next plane streams in while this one is computed.
-INLINE void prefetch_floats(const float *p, ptrdiff_t count) {
-  for (ptrdiff_t i = 0; i < count; i += 16) __builtin_prefetch(p + i, 0, 3);
-}
 
 // MARK: - Forward
 
@@ -60,10 +73,29 @@ INLINE void forward_plane(const float *RESTRICT xp, ptrdiff_t xs, const float *R
   if (kh == 3 && kw == 3) {
     const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3], w4 = wt[4], w5 = wt[5], w6 = wt[6], w7 = wt[7],
                 w8 = wt[8];
+    if (sw == 2 && sh == 2 && two_rows(oh, ow, xs)) {
+      // Output rows i and i + 1 in one vector (input rows 2i + u and 2i + 2 + u).
+      for (ptrdiff_t i = 0; i < oh; i += 2) {
+        const float *r0 = xp + 2 * i * xs, *r1 = r0 + xs, *r2 = r1 + xs, *n = r0 + 2 * xs;
+        v8 a = {b, b, b, b, b, b, b, b};
+        a += w0 * rows2(r0, n);
+        a += w1 * rows2(r0 + 1, n + 1);
+        a += w2 * rows2(r0 + 2, n + 2);
+        a += w3 * rows2(r1, n + xs);
+        a += w4 * rows2(r1 + 1, n + xs + 1);
+        a += w5 * rows2(r1 + 2, n + xs + 2);
+        a += w6 * rows2(r2, n + 2 * xs);
+        a += w7 * rows2(r2 + 1, n + 2 * xs + 1);
+        a += w8 * rows2(r2 + 2, n + 2 * xs + 2);
+        memcpy(y + i * 4, &a, sizeof a);
+      }
+      return;
+    }
     // 8-column blocks in vectors while they stay inside the padded row (see weight_terms3),
     // then the remaining columns one by one: the same operations in the same order.
     ptrdiff_t full = 0;
     while (full + 8 <= ow && sw * full + (sw == 1 ? 9 : 17) < xs) full += 8;
+    const int lastBlock = full >= 8 && full < ow && sw * (ow - 8) + (sw == 1 ? 9 : 17) < xs;
     for (ptrdiff_t i = 0; i < oh; i++) {
       const float *r0 = xp + i * sh * xs, *r1 = r0 + xs, *r2 = r1 + xs;
       float *yr = y + i * ow;
@@ -93,7 +125,37 @@ INLINE void forward_plane(const float *RESTRICT xp, ptrdiff_t xs, const float *R
         }
         memcpy(yr + j, &a, sizeof a);
       }
-      for (ptrdiff_t j = full; j < ow; j++) {
+      ptrdiff_t j0 = full;
+      if (lastBlock) {
+        // The last 8 columns as one block overlapping the previous one (those columns are
+        // written twice with the same values).
+        const ptrdiff_t jl = ow - 8, q = jl * sw;
+        v8 a = {b, b, b, b, b, b, b, b};
+        if (sw == 1) {
+          a += w0 * load8(r0 + q);
+          a += w1 * load8(r0 + q + 1);
+          a += w2 * load8(r0 + q + 2);
+          a += w3 * load8(r1 + q);
+          a += w4 * load8(r1 + q + 1);
+          a += w5 * load8(r1 + q + 2);
+          a += w6 * load8(r2 + q);
+          a += w7 * load8(r2 + q + 1);
+          a += w8 * load8(r2 + q + 2);
+        } else {
+          a += w0 * evens8(r0 + q);
+          a += w1 * odds8(r0 + q);
+          a += w2 * evens8(r0 + q + 2);
+          a += w3 * evens8(r1 + q);
+          a += w4 * odds8(r1 + q);
+          a += w5 * evens8(r1 + q + 2);
+          a += w6 * evens8(r2 + q);
+          a += w7 * odds8(r2 + q);
+          a += w8 * evens8(r2 + q + 2);
+        }
+        memcpy(yr + jl, &a, sizeof a);
+        j0 = ow;
+      }
+      for (ptrdiff_t j = j0; j < ow; j++) {
         const ptrdiff_t q = j * sw;
         float a = b;
         a += w0 * r0[q];
@@ -133,6 +195,21 @@ INLINE void forward_plane_dispatch(const float *xp, ptrdiff_t xs, const float *w
     forward_plane(xp, xs, wt, b, y, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw);
 }
 
+// Copies n floats, 8 at a time while they last, then 4, then one by one.
+INLINE void copy_row(float *RESTRICT d, const float *RESTRICT s, ptrdiff_t n) {
+  ptrdiff_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    const v8 v = load8(s + q);
+    memcpy(d + q, &v, sizeof v);
+  }
+  if (q + 4 <= n) {
+    const v4 v = load4(s + q);
+    memcpy(d + q, &v, sizeof v);
+    q += 4;
+  }
+  for (; q < n; q++) d[q] = s[q];
+}
+
 // Copies image plane src [h, w] into the padded buffer dst [PH, PW] at (ph, pw); the border is
 // left as it is (zeroed once per call).
 INLINE void pad_copy(float *RESTRICT dst, const float *RESTRICT src, const DWGeometry *g) {
@@ -140,8 +217,84 @@ INLINE void pad_copy(float *RESTRICT dst, const float *RESTRICT src, const DWGeo
   for (ptrdiff_t r = 0; r < g->h; r++) {
     float *RESTRICT d = dst + (r + g->ph) * pw_ + g->pw;
     const float *RESTRICT s = src + r * w;
-    for (ptrdiff_t q = 0; q < w; q++) d[q] = s[q];
+    copy_row(d, s, w);
   }
+}
+
+// MARK: - 3×3, stride 2, padding 1 on 8- and 16-wide planes, without the padded copy
+
+// Whether a geometry takes the direct stride-2 path: 3×3, stride 2, padding 1, w = 16 (one
+// 8-wide output row per vector) or w = 8 (two 4-wide output rows per vector), h even (so that no
+// window reaches below the image) and, at w = 8, a multiple of 4 (an even number of output rows).
+INLINE int direct_s2(const DWGeometry *g) {
+  return g->kh == 3 && g->kw == 3 && g->sh == 2 && g->sw == 2 && g->ph == 1 && g->pw == 1 &&
+         ((g->w == 16 && g->h % 2 == 0) || (g->w == 8 && g->h % 4 == 0));
+}
+
+// The three column taps of kernel row u for output row group t (row t at w = 16; rows 2t and
+// 2t + 1 at w = 8) of plane x [h, w]: lane (row i, column j) of `mid` holds x[2i − 1 + u][2j]
+// (kernel column 1), of `right` x[..][2j + 1] (column 2), of `left` x[..][2j − 1] (column 0,
+// zero at j = 0); zeros for input row −1. The same values the padded plane gives.
+INLINE void taps_s2(const float *RESTRICT x, ptrdiff_t w, ptrdiff_t t, ptrdiff_t u, v8 *left, v8 *mid,
+                    v8 *right) {
+  const v8 z = {0, 0, 0, 0, 0, 0, 0, 0};
+  v8 e, o;
+  if (w == 16) {
+    const ptrdiff_t r = 2 * t - 1 + u;
+    if (r < 0) {
+      *left = *mid = *right = z;
+      return;
+    }
+    e = evens8(x + r * 16);
+    o = odds8(x + r * 16);
+    *left = __builtin_shufflevector(o, z, 8, 0, 1, 2, 3, 4, 5, 6);
+  } else {
+    const ptrdiff_t r = 4 * t - 1 + u;  // rows r and r + 2
+    const v8 a = r < 0 ? z : load8(x + r * 8), b = load8(x + (r + 2) * 8);
+    e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+    o = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+    *left = __builtin_shufflevector(o, z, 8, 0, 1, 2, 8, 4, 5, 6);
+  }
+  *mid = e;
+  *right = o;
+}
+
+// One output plane y [oh, ow] from plane x [h, w] (see direct_s2): the padded path's operations
+// in its order.
+INLINE void forward_direct_s2(const float *RESTRICT x, ptrdiff_t h, ptrdiff_t w, const float *RESTRICT wt,
+                              float b, float *RESTRICT y) {
+  const ptrdiff_t groups = w == 16 ? h / 2 : h / 4;
+  for (ptrdiff_t t = 0; t < groups; t++) {
+    v8 a = {b, b, b, b, b, b, b, b};
+    for (ptrdiff_t u = 0; u < 3; u++) {
+      v8 l, mdl, r;
+      taps_s2(x, w, t, u, &l, &mdl, &r);
+      a += wt[3 * u] * l;
+      a += wt[3 * u + 1] * mdl;
+      a += wt[3 * u + 2] * r;
+    }
+    memcpy(y + 8 * t, &a, sizeof a);
+  }
+}
+
+// weight_terms3's accumulation (the same lanes, order and acc layout) for a direct_s2 plane.
+INLINE void weight_terms_direct_s2(const float *RESTRICT x, ptrdiff_t h, ptrdiff_t w, const float *RESTRICT dy,
+                                   float *RESTRICT acc) {
+  v8 a[10];
+  for (int t = 0; t < 10; t++) a[t] = load8(acc + 8 * t);
+  const ptrdiff_t groups = w == 16 ? h / 2 : h / 4;
+  for (ptrdiff_t t = 0; t < groups; t++) {
+    const v8 dj = load8(dy + 8 * t);
+    for (ptrdiff_t u = 0; u < 3; u++) {
+      v8 l, mdl, r;
+      taps_s2(x, w, t, u, &l, &mdl, &r);
+      a[3 * u] += dj * l;
+      a[3 * u + 1] += dj * mdl;
+      a[3 * u + 2] += dj * r;
+    }
+    a[9] += dj;
+  }
+  for (int t = 0; t < 10; t++) memcpy(acc + 8 * t, &a[t], sizeof(v8));
 }
 
 INLINE void forward_body(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
@@ -150,12 +303,18 @@ INLINE void forward_body(const DWGeometry *g, const float *x, const float *weigh
   const ptrdiff_t cm = g->c * g->m, hw = g->h * g->w, ohw = g->oh * g->ow, kk = g->kh * g->kw;
   const ptrdiff_t PW = g->w + 2 * g->pw, PH = g->h + 2 * g->ph;
   const int padded = g->ph > 0 || g->pw > 0;
+  if (direct_s2(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      forward_direct_s2(x + src * hw, g->h, g->w, weight + o * kk, bias ? bias[o] : 0.0f, y + p * ohw);
+    }
+    return;
+  }
   if (padded) memset(scratch, 0, (size_t)(PH * PW) * 4);
   ptrdiff_t last = -1;
   for (ptrdiff_t p = p0; p < p1; p++) {
     const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
     const float *xp = x + src * hw;
-    if (p + 1 < p1 && (o + 1) % g->m == 0) prefetch_floats(xp + hw, hw);
     ptrdiff_t xs = g->w;
     if (padded) {
       if (src != last) pad_copy(scratch, xp, g);
@@ -200,38 +359,73 @@ INLINE void weight_terms3(const float *RESTRICT xp, ptrdiff_t xs, const float *R
   v8 a0 = load8(acc), a1 = load8(acc + 8), a2 = load8(acc + 16), a3 = load8(acc + 24), a4 = load8(acc + 32),
      a5 = load8(acc + 40), a6 = load8(acc + 48), a7 = load8(acc + 56), a8 = load8(acc + 64), a9 = load8(acc + 72);
   // Block j reads columns S·j .. S·j + 7·S + 2 (+1 at S = 2 for the paired loads).
+  if (S == 2 && two_rows(oh, ow, xs)) {
+    // Four output columns: rows i and i + 1 in one vector (lane 4·(i mod 2) + j).
+    for (ptrdiff_t i = 0; i < oh; i += 2) {
+      const float *r0 = xp + 2 * i * xs, *r1 = r0 + xs, *r2 = r1 + xs, *n = r0 + 2 * xs;
+      const v8 dj = load8(dy + i * 4);
+      a0 += dj * rows2(r0, n);
+      a1 += dj * rows2(r0 + 1, n + 1);
+      a2 += dj * rows2(r0 + 2, n + 2);
+      a3 += dj * rows2(r1, n + xs);
+      a4 += dj * rows2(r1 + 1, n + xs + 1);
+      a5 += dj * rows2(r1 + 2, n + xs + 2);
+      a6 += dj * rows2(r2, n + 2 * xs);
+      a7 += dj * rows2(r2 + 1, n + 2 * xs + 1);
+      a8 += dj * rows2(r2 + 2, n + 2 * xs + 2);
+      a9 += dj;
+    }
+    oh = 0;  // nothing left for the loops below
+  }
   ptrdiff_t full = 0;
   while (full + 8 <= ow && S * full + (S == 1 ? 9 : 17) < xs) full += 8;
+  // The remaining columns as one block ending at ow, overlapping the previous one, with the
+  // overlapped lanes' dy masked to zero (so each column counts once): lane l of that block holds
+  // column ow − 8 + l.
+  const int lastBlock = full >= 8 && full < ow && S * (ow - 8) + (S == 1 ? 9 : 17) < xs;
+  v8i keep = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (lastBlock)
+    for (int l = 0; l < 8; l++) keep[l] = ow - 8 + l >= full ? -1 : 0;
+  const ptrdiff_t tail0 = lastBlock ? ow : full;
   for (ptrdiff_t i = 0; i < oh; i++) {
     const float *r0 = xp + i * S * xs, *r1 = r0 + xs, *r2 = r1 + xs;
     const float *d = dy + i * ow;
+    // One block's terms: output columns j .. j + 7 with dy values dj (reads from q = S·j).
+#define WT3_BLOCK(q, dj)                   \
+  do {                                     \
+    if (S == 1) {                          \
+      a0 += dj * load8(r0 + q); \
+      a1 += dj * load8(r0 + q + 1); \
+      a2 += dj * load8(r0 + q + 2); \
+      a3 += dj * load8(r1 + q); \
+      a4 += dj * load8(r1 + q + 1); \
+      a5 += dj * load8(r1 + q + 2); \
+      a6 += dj * load8(r2 + q); \
+      a7 += dj * load8(r2 + q + 1); \
+      a8 += dj * load8(r2 + q + 2); \
+    } else {                               \
+      a0 += dj * evens8(r0 + q); \
+      a1 += dj * odds8(r0 + q); \
+      a2 += dj * evens8(r0 + q + 2); \
+      a3 += dj * evens8(r1 + q); \
+      a4 += dj * odds8(r1 + q); \
+      a5 += dj * evens8(r1 + q + 2); \
+      a6 += dj * evens8(r2 + q); \
+      a7 += dj * odds8(r2 + q); \
+      a8 += dj * evens8(r2 + q + 2); \
+    }                                      \
+    a9 += dj; \
+  } while (0)
     for (ptrdiff_t j = 0; j < full; j += 8) {
       const v8 dj = load8(d + j);
-      const ptrdiff_t q = j * S;
-      if (S == 1) {
-        a0 += dj * load8(r0 + q);
-        a1 += dj * load8(r0 + q + 1);
-        a2 += dj * load8(r0 + q + 2);
-        a3 += dj * load8(r1 + q);
-        a4 += dj * load8(r1 + q + 1);
-        a5 += dj * load8(r1 + q + 2);
-        a6 += dj * load8(r2 + q);
-        a7 += dj * load8(r2 + q + 1);
-        a8 += dj * load8(r2 + q + 2);
-      } else {
-        a0 += dj * evens8(r0 + q);
-        a1 += dj * odds8(r0 + q);
-        a2 += dj * evens8(r0 + q + 2);
-        a3 += dj * evens8(r1 + q);
-        a4 += dj * odds8(r1 + q);
-        a5 += dj * evens8(r1 + q + 2);
-        a6 += dj * evens8(r2 + q);
-        a7 += dj * odds8(r2 + q);
-        a8 += dj * evens8(r2 + q + 2);
-      }
-      a9 += dj;
+      WT3_BLOCK(j * S, dj);
     }
-    for (ptrdiff_t j = full; j < ow; j++) {
+    if (lastBlock) {
+      const v8 dj = (v8)((v8i)load8(d + ow - 8) & keep);
+      WT3_BLOCK((ow - 8) * S, dj);
+    }
+#undef WT3_BLOCK
+    for (ptrdiff_t j = tail0; j < ow; j++) {
       const float dj = d[j];
       const ptrdiff_t q = j * S;
       at[0] += dj * r0[q];
@@ -274,7 +468,50 @@ INLINE void input_terms_s2(const float *RESTRICT dq, ptrdiff_t ds, const float *
       a0 = wt[3], a1 = wt[4], a2 = wt[5], b0 = 0, b1 = 0, b2 = 0;
     }
     const ptrdiff_t pairs = w / 2;
-    for (ptrdiff_t k = 0; k < pairs; k++) {
+    // Blocks of 8 pairs (16 columns) in vectors, the same operations in the same order as the
+    // scalar loop; when overwriting, a last block ending at `pairs` overlaps the previous one.
+    const ptrdiff_t full = pairs & ~(ptrdiff_t)7, blocks = first && pairs > 8 && full < pairs ? full + 8 : full;
+    for (ptrdiff_t kb = 0; kb < blocks; kb += 8) {
+      const ptrdiff_t k = kb < full ? kb : pairs - 8;
+      v8 e = {0, 0, 0, 0, 0, 0, 0, 0}, o = e;
+      if (!first) {
+        e = evens8(xr + 2 * k);
+        o = odds8(xr + 2 * k);
+      }
+      const v8 dak = load8(da + k), dak1 = load8(da + k + 1), dbk = load8(db + k), dbk1 = load8(db + k + 1);
+      e += a1 * dak;
+      e += b1 * dbk;
+      o += a0 * dak1;
+      o += a2 * dak;
+      o += b0 * dbk1;
+      o += b2 * dbk;
+      const v8 lo = __builtin_shufflevector(e, o, 0, 8, 1, 9, 2, 10, 3, 11);
+      const v8 hi = __builtin_shufflevector(e, o, 4, 12, 5, 13, 6, 14, 7, 15);
+      memcpy(xr + 2 * k, &lo, sizeof lo);
+      memcpy(xr + 2 * k + 8, &hi, sizeof hi);
+    }
+    ptrdiff_t k0 = blocks > full ? pairs : full;
+    if (pairs - k0 >= 4) {
+      // Four pairs (8 columns) in half vectors, the same operations in the same order.
+      const ptrdiff_t k = k0;
+      v4 e = {0, 0, 0, 0}, o = e;
+      if (!first) {
+        const v8 prev = load8(xr + 2 * k);
+        e = __builtin_shufflevector(prev, prev, 0, 2, 4, 6);
+        o = __builtin_shufflevector(prev, prev, 1, 3, 5, 7);
+      }
+      const v4 dak = load4(da + k), dak1 = load4(da + k + 1), dbk = load4(db + k), dbk1 = load4(db + k + 1);
+      e += a1 * dak;
+      e += b1 * dbk;
+      o += a0 * dak1;
+      o += a2 * dak;
+      o += b0 * dbk1;
+      o += b2 * dbk;
+      const v8 eo = __builtin_shufflevector(e, o, 0, 4, 1, 5, 2, 6, 3, 7);
+      memcpy(xr + 2 * k, &eo, sizeof eo);
+      k0 += 4;
+    }
+    for (ptrdiff_t k = k0; k < pairs; k++) {
       const float e = (first ? 0.0f : xr[2 * k]) + a1 * da[k] + b1 * db[k];
       const float o = (first ? 0.0f : xr[2 * k + 1]) + a0 * da[k + 1] + a2 * da[k] + b0 * db[k + 1] + b2 * db[k];
       xr[2 * k] = e;
@@ -301,22 +538,30 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
       const float *d0 = dyp + (r + ph + 2) * ds + pw + 2, *d1 = d0 - ds, *d2 = d1 - ds;
       float *xr = dx + r * w;
       // Blocks of 8 read columns q − 2 .. q + 7 of the padded rows, all inside them.
-      const ptrdiff_t full = w & ~(ptrdiff_t)7;
-      for (ptrdiff_t q = 0; q < full; q += 8) {
-        v8 a = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (!first) a = load8(xr + q);
-        a += w0 * load8(d0 + q);
-        a += w1 * load8(d0 + q - 1);
-        a += w2 * load8(d0 + q - 2);
-        a += w3 * load8(d1 + q);
-        a += w4 * load8(d1 + q - 1);
-        a += w5 * load8(d1 + q - 2);
-        a += w6 * load8(d2 + q);
-        a += w7 * load8(d2 + q - 1);
-        a += w8 * load8(d2 + q - 2);
-        memcpy(xr + q, &a, sizeof a);
-      }
-      for (ptrdiff_t q = full; q < w; q++) {
+      // When overwriting, the remaining columns run as one block ending at w that overlaps
+      // the previous one (rewriting its columns with the same values).
+      const ptrdiff_t full = w & ~(ptrdiff_t)7, overlap = first && w > 8 && full < w;
+      const ptrdiff_t tail0 = overlap ? w : full;
+#define GATHER3_BLOCK(qq)                        \
+  do {                                           \
+    const ptrdiff_t q_ = (qq); \
+    v8 a = {0, 0, 0, 0, 0, 0, 0, 0}; \
+    if (!first) a = load8(xr + q_); \
+    a += w0 * load8(d0 + q_); \
+    a += w1 * load8(d0 + q_ - 1); \
+    a += w2 * load8(d0 + q_ - 2); \
+    a += w3 * load8(d1 + q_); \
+    a += w4 * load8(d1 + q_ - 1); \
+    a += w5 * load8(d1 + q_ - 2); \
+    a += w6 * load8(d2 + q_); \
+    a += w7 * load8(d2 + q_ - 1); \
+    a += w8 * load8(d2 + q_ - 2); \
+    memcpy(xr + q_, &a, sizeof a); \
+  } while (0)
+      for (ptrdiff_t q = 0; q < full; q += 8) GATHER3_BLOCK(q);
+      if (overlap) GATHER3_BLOCK(w - 8);
+#undef GATHER3_BLOCK
+      for (ptrdiff_t q = tail0; q < w; q++) {
         float a = first ? 0.0f : xr[q];
         a += w0 * d0[q];
         a += w1 * d0[q - 1];
@@ -376,7 +621,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
   // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]; channels [c0, c1) of x, with outputs c·m ..< (c+1)·m
   const ptrdiff_t m = g->m, cm = g->c * m, hw = g->h * g->w, ohw = g->oh * g->ow, ow = g->ow;
   const ptrdiff_t kk = g->kh * g->kw, PW = g->w + 2 * g->pw, PH = g->h + 2 * g->ph;
-  const int f3 = fast3(g), padded = g->ph > 0 || g->pw > 0;
+  const int f3 = fast3(g), padded = g->ph > 0 || g->pw > 0, direct = direct_s2(g);
   // dx by: a gather over a padded dy plane (stride 1), the parity gather (3×3, stride 2,
   // padding 1), or a scatter into a padded dx plane (anything else).
   const int gather = g->sh == 1 && g->sw == 1, parity = f3 == 2 && g->ph == 1 && g->pw == 1;
@@ -384,7 +629,8 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
   const ptrdiff_t accPer = f3 ? 90 : (kk + 1) * ow;
   // Samples outer, channels inner: a call reads runs of c1 − c0 consecutive planes (the hardware
   // prefetcher streams them), not one plane per sample and channel strided by the sample size
-  // (measured 2.5× slower: latency-bound). Each channel's accumulators persist across samples.
+  // (measured 2.5× slower: latency-bound); no software prefetch (it cost more than it gained).
+  // Each channel's accumulators persist across samples.
   const ptrdiff_t nch = c1 - c0;
   // scratch: xp [PH, PW] | acc [nch, m, accPer] | gather ? dyp [DH, DW] : parity ? dyq [oh + 2, DQ] : dxp [PH, PW]
   float *xpad = scratch, *accAll = xpad + PH * PW, *buf = accAll + nch * m * accPer;
@@ -397,16 +643,8 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
     for (ptrdiff_t ci = c0; ci < c1; ci++) {
       float *acc = accAll + (ci - c0) * m * accPer;
       const float *xplane = x + (nn * g->c + ci) * hw, *xp = xplane;
-      // The next channel's (or the next sample's first channel's) x and dy planes.
-      {
-        const ptrdiff_t nc = ci + 1 < c1 ? ci + 1 : c0, ns = ci + 1 < c1 ? nn : nn + 1;
-        if (ns < g->n) {
-          prefetch_floats(x + (ns * g->c + nc) * hw, hw);
-          prefetch_floats(dy + (ns * cm + nc * m) * ohw, m * ohw);
-        }
-      }
       ptrdiff_t xs = g->w;
-      if (padded) {
+      if (padded && !direct) {
         pad_copy(xpad, xplane, g);
         xp = xpad;
         xs = PW;
@@ -416,7 +654,9 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
       for (ptrdiff_t jm = 0; jm < m; jm++) {
         const ptrdiff_t o = ci * m + jm;
         const float *dyplane = dy + (nn * cm + o) * ohw, *wt = weight + o * kk;
-        if (f3 == 1)
+        if (direct)
+          weight_terms_direct_s2(xplane, g->h, g->w, dyplane, acc + jm * accPer);
+        else if (f3 == 1)
           weight_terms3(xp, xs, dyplane, g->oh, ow, 1, acc + jm * accPer);
         else if (f3 == 2)
           weight_terms3(xp, xs, dyplane, g->oh, ow, 2, acc + jm * accPer);
@@ -427,7 +667,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
           for (ptrdiff_t i = 0; i < g->oh; i++) {
             float *RESTRICT d = buf + (i + g->kh - 1) * DW + g->kw - 1;
             const float *RESTRICT sr = dyplane + i * ow;
-            for (ptrdiff_t j = 0; j < ow; j++) d[j] = sr[j];
+            copy_row(d, sr, ow);
           }
           if (f3)
             input_terms_gather(buf, DW, wt, dxplane, g->h, g->w, g->ph, g->pw, 3, 3, jm == 0);
@@ -437,7 +677,7 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
           for (ptrdiff_t i = 0; i < g->oh; i++) {
             float *RESTRICT d = buf + (i + 1) * DQ + 1;
             const float *RESTRICT sr = dyplane + i * ow;
-            for (ptrdiff_t j = 0; j < ow; j++) d[j] = sr[j];
+            copy_row(d, sr, ow);
           }
           input_terms_s2(buf + DQ + 1, DQ, wt, dxplane, g->h, g->w, jm == 0);
         } else {
@@ -490,20 +730,40 @@ static void backward_portable(const DWGeometry *g, const float *x, const float *
   backward_body(g, x, weight, dy, dx, dweight, dbias, c0, c1, scratch);
 }
 
-bool dw_kernels_use_avx2(void) {
+// The variant that runs: -1 until first asked (then the default choice), else DW_VARIANT_*.
+// Relaxed atomics: threads that ask at once all compute and store the same default;
+// dw_kernels_select is for tests, between calls.
+static int chosen = -1;
+
+bool dw_kernels_supports(int variant) {
+  if (variant == DW_VARIANT_PORTABLE) return true;
 #if HAVE_VARIANTS
-  static int state = -1;  // benign race: every thread computes the same value
-  if (state < 0) {
+  if (variant == DW_VARIANT_AVX2) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+#endif
+  return false;
+}
+
+int dw_kernels_variant(void) {
+  int v = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+  if (v < 0) {
     const char *e = getenv("DW_KERNELS");
     const int forced_portable = e && strcmp(e, "portable") == 0;
-    __builtin_cpu_init();
-    state = !forced_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    v = !forced_portable && dw_kernels_supports(DW_VARIANT_AVX2) ? DW_VARIANT_AVX2 : DW_VARIANT_PORTABLE;
+    __atomic_store_n(&chosen, v, __ATOMIC_RELAXED);
   }
-  return state == 1;
-#else
-  return false;
-#endif
+  return v;
 }
+
+bool dw_kernels_select(int variant) {
+  if (variant >= 0 && !dw_kernels_supports(variant)) return false;
+  __atomic_store_n(&chosen, variant < 0 ? -1 : variant, __ATOMIC_RELAXED);
+  return true;
+}
+
+bool dw_kernels_use_avx2(void) { return dw_kernels_variant() == DW_VARIANT_AVX2; }
 
 ptrdiff_t dw_forward_scratch(const DWGeometry *g) { return (g->h + 2 * g->ph) * (g->w + 2 * g->pw); }
 

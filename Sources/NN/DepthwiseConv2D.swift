@@ -87,6 +87,29 @@ public final class DepthwiseConv2D: Module {
     weightInit.initialize(weight: weight.value, bias: self.bias?.value, using: &rng)
   }
 
+  /// The names of the kernel variants, indexed as the C side's `DW_VARIANT_*`.
+  private static let variantNames = ["portable", "avx2"]
+
+  /// The kernel variants this build and CPU can run: `"portable"` always, `"avx2"` (AVX2+FMA) on
+  /// x86-64 CPUs that have it.
+  public static var supportedKernelVariants: [String] {
+    variantNames.indices.filter { dw_kernels_supports(Int32($0)) }.map { variantNames[$0] }
+  }
+
+  /// The kernel variant that runs (the fastest supported one unless `DW_KERNELS=portable` is set
+  /// in the environment or `selectKernelVariant` chose another).
+  public static var kernelVariant: String { variantNames[Int(dw_kernels_variant())] }
+
+  /// Makes every DepthwiseConv2D run the kernel variant `name` from the next call on (for tests:
+  /// never while a forward or backward runs); nil restores the default choice.
+  /// - Parameter name: one of `supportedKernelVariants`, or nil.
+  /// - Returns: false (and nothing changes) when `name` is not a supported variant.
+  @discardableResult public static func selectKernelVariant(_ name: String?) -> Bool {
+    guard let name else { return dw_kernels_select(-1) }
+    guard let i = variantNames.firstIndex(of: name) else { return false }
+    return dw_kernels_select(Int32(i))
+  }
+
   public override var localParameters: [(String, Parameter)] {
     var p = [("weight", weight)]
     if let b = bias { p.append(("bias", b)) }

@@ -1,8 +1,9 @@
 // DepthwiseConv2DTests: the direct depthwise kernels against the Double grouped convolution
 // (groups = C) and against Conv2D(groups: C) through im2col, forward, dx, dW and db, on odd
 // shapes: C = 1, C not a multiple of 16, 1×1 and 2×2 maps, stride 2 on odd sizes, channel
-// multiplier 2, 5×5 and rectangular kernels, padding wider than the kernel's reach; finite
-// differences; PyTorch's state_dict; 1 vs 2 threads give the same bits.
+// multiplier 2, 5×5 and rectangular kernels, padding wider than the kernel's reach, the vector
+// paths' edges; every kernel variant this CPU runs against the reference and the portable one;
+// finite differences; PyTorch's state_dict; 1 vs 2 threads give the same bits.
 import NN
 import TensorCore
 import TestSupport
@@ -39,6 +40,23 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 2, h: 6, w: 7, stride: (3, 3), padding: (1, 1)),  // stride 3
     DepthwiseCase(n: 2, c: 19, h: 16, w: 16, m: 1),  // a wider row (vector body plus tail)
     DepthwiseCase(n: 2, c: 3, h: 15, w: 21, stride: (2, 2)),
+    // The vector paths' edges: 4-wide outputs two rows per vector (8×8 at stride 2), last blocks
+    // overlapping the previous one (widths 12, 28 and 30), the same with multiplier 2 (dx added).
+    DepthwiseCase(n: 2, c: 3, h: 8, w: 8, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 3, h: 5, w: 28),
+    DepthwiseCase(n: 2, c: 3, h: 6, w: 28, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 2, h: 4, w: 12, m: 2),
+    DepthwiseCase(n: 2, c: 2, h: 5, w: 30, m: 2, stride: (2, 2)),
+    DepthwiseCase(n: 1, c: 2, h: 6, w: 29, stride: (2, 2)),
+    // Stride 2 straight from the unpadded plane (w = 16, or w = 8 with h a multiple of 4), and a
+    // w = 8 plane that is not (h = 6).
+    DepthwiseCase(n: 2, c: 3, h: 6, w: 16, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 2, h: 12, w: 16, m: 2, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 3, h: 4, w: 8, stride: (2, 2), bias: false),
+    DepthwiseCase(n: 2, c: 3, h: 6, w: 8, stride: (2, 2)),
+    // Two 4-wide output rows per vector from the padded-copy path (padding other than 1).
+    DepthwiseCase(n: 2, c: 3, h: 9, w: 10, stride: (2, 2), padding: (0, 0)),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
@@ -86,6 +104,42 @@ final class DepthwiseConv2DTests: XCTestCase {
       _ = try conv.backward(dy)
       assertClose(conv.weight.grad, DoubleTensor(shape: g.dw.shape, values: g.dw.values.map { 2 * $0 }),
         rtol: 1e-5, atol: 1e-5, "dW twice, \(c)")
+    }
+  }
+
+  func testEveryKernelVariantMatchesReferenceAndPortable() throws {
+    let variants = DepthwiseConv2D.supportedKernelVariants
+    XCTAssertTrue(variants.contains("portable"))
+    XCTAssertTrue(variants.contains(DepthwiseConv2D.kernelVariant))
+    XCTAssertFalse(DepthwiseConv2D.selectKernelVariant("no-such-variant"))
+    defer { DepthwiseConv2D.selectKernelVariant(nil) }
+    for (i, c) in Self.cases.enumerated() {
+      // y, dx, dW, db of each variant, the portable one first.
+      var results: [[[Float]]] = []
+      for v in ["portable"] + variants.filter({ $0 != "portable" }) {
+        XCTAssertTrue(DepthwiseConv2D.selectKernelVariant(v))
+        XCTAssertEqual(DepthwiseConv2D.kernelVariant, v)
+        let (conv, x) = make(c, seed: UInt64(1100 + i))
+        let y = try conv.forward(x)
+        var rng = SeededGenerator(seed: UInt64(1200 + i))
+        let dy = Tensor.uniform(y.shape, using: &rng)
+        conv.zeroGrad()
+        let dx = try conv.backward(dy)
+        let ref = Reference.groupedConv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+          bias: conv.bias.map { DoubleTensor($0.value) }, stride: c.stride, padding: c.padding, groups: c.c)
+        let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+          dy: DoubleTensor(dy), stride: c.stride, padding: c.padding, groups: c.c)
+        assertClose(y, ref, rtol: 1e-5, atol: 1e-5, "y, \(v), \(c)")
+        assertClose(dx, g.dx, rtol: 1e-5, atol: 1e-5, "dx, \(v), \(c)")
+        assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5, "dW, \(v), \(c)")
+        if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-5, atol: 1e-5, "db, \(v), \(c)") }
+        results.append([y.array, dx.array, conv.weight.grad.array, conv.bias?.grad.array ?? []])
+      }
+      for r in results.dropFirst() {
+        for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+          assertClose(r[j], results[0][j].map(Double.init), rtol: 1e-5, atol: 1e-6, "\(name) against portable, \(c)")
+        }
+      }
     }
   }
 
@@ -146,6 +200,8 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 3, c: 5, h: 15, w: 15, stride: (2, 2)),
       DepthwiseCase(n: 2, c: 4, h: 9, w: 11, m: 2, kernel: (5, 3), padding: (2, 1)),
       DepthwiseCase(n: 64, c: 7, h: 16, w: 16, stride: (2, 2)),  // 448 planes of 8×8
+      DepthwiseCase(n: 16, c: 6, h: 8, w: 8, stride: (2, 2)),  // 4-wide outputs, two rows per vector
+      DepthwiseCase(n: 8, c: 6, h: 12, w: 28, m: 2),  // overlapping last blocks
     ]
     for (i, c) in shapes.enumerated() {
       var results: [[[Float]]] = []
