@@ -21,9 +21,10 @@ func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Ben
   let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3])
   let count = n * c * hw, elems = Double(count)
   var rng = SeededGenerator(seed: 1414)
-  func metrics(_ s: Double, bytesPerElement: Double) throws -> [(String, Any)] {
-    [("gelems_per_s", elems / s / 1e9), ("bytes_per_element", bytesPerElement), ("kernels", AconKernels.variant)]
-      + (try bandwidth.metrics(trafficBytes: elems * bytesPerElement, seconds: s, gbpsKey: "gbytes_per_s",
+  /// The row's figures for `passes` (forward, backward), each pass's minimum traffic in bytes per element.
+  func metrics(_ s: Double, passes: [Double]) throws -> [(String, Any)] {
+    [("gelems_per_s", elems / s / 1e9), ("bytes_per_element", passes.reduce(0, +)), ("kernels", AconKernels.variant)]
+      + (try bandwidth.metrics(passBytes: passes.map { elems * $0 }, seconds: s, gbpsKey: "gbytes_per_s",
         fractionKey: "roofline_fraction"))
   }
   /// The planes checked against the Double reference (all of them in a quick run).
@@ -48,7 +49,7 @@ func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Ben
     try check("acon_frelu.fwdbwd db", db.data, ref.db, rtol: 2e-6, atol: 4e-6)
     let s = try measure("acon_frelu.fwdbwd", repetitions: options.repetitions, minSeconds: options.minSeconds, run)
     try emit(BenchResult(name: "acon_frelu.fwdbwd", shape: shape, medianSeconds: s,
-      metrics: try metrics(s, bytesPerElement: 12 + 20)))
+      metrics: try metrics(s, passes: [12, 20])))
   }
 
   for (name, make) in [
@@ -80,6 +81,6 @@ func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Ben
       try check(name + " d" + pname, p.grad.data, want.values, rtol: 1e-4, atol: 1e-5 * Swift.max(1, scale))
     }
     let s = try measure(name, repetitions: options.repetitions, minSeconds: options.minSeconds) { blackHole(try run()) }
-    try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, bytesPerElement: 8 + 12)))
+    try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, passes: [8, 12])))
   }
 }

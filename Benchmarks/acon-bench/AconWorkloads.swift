@@ -26,12 +26,13 @@ func aconWorkloads(shape: [Int], bandwidth: Bandwidth, options: BenchOptions, em
   p2.fillNormal(using: &rng)
   let dp1 = Tensor(zeros: [c]), dp2 = Tensor(zeros: [c]), dbeta = Tensor(zeros: [c])
   let elems = Double(count)
-  func metrics(_ s: Double, bytesPerElement: Double) throws -> [(String, Any)] {
+  /// The row's figures for `passes`, each pass's minimum traffic in bytes per element.
+  func metrics(_ s: Double, passes: [Double]) throws -> [(String, Any)] {
     [("gelems_per_s", elems / s / 1e9)]
-      + (try bandwidth.metrics(trafficBytes: elems * bytesPerElement, seconds: s, gbpsKey: "gbytes_per_s",
+      + (try bandwidth.metrics(passBytes: passes.map { elems * $0 }, seconds: s, gbpsKey: "gbytes_per_s",
         fractionKey: "roofline_fraction"))
   }
-  let fwdbwdBytes = aconForwardBytes + aconBackwardBytes
+  let fwdbwdPasses = [aconForwardBytes, aconBackwardBytes]
 
   // PyTorch eager's and torch.compile's seconds for the same shape, for the rows below.
   func pytorchMetrics(_ layer: String, ours: Double) throws -> [(String, Any)] {
@@ -74,7 +75,7 @@ func aconWorkloads(shape: [Int], bandwidth: Bandwidth, options: BenchOptions, em
     if options.wants("aconc.fused.fwd") {
       let name = "aconc.fused.fwd"
       let s = try measure("\(name) \(shape)", repetitions: options.repetitions, minSeconds: options.minSeconds) { fusedForward() }
-      try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, bytesPerElement: aconForwardBytes)))
+      try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, passes: [aconForwardBytes])))
     }
     if options.wants("aconc.fused.fwdbwd") {
       let name = "aconc.fused.fwdbwd"
@@ -84,7 +85,7 @@ func aconWorkloads(shape: [Int], bandwidth: Bandwidth, options: BenchOptions, em
       }
       fusedSeconds = s
       try emit(BenchResult(name: name, shape: shape, medianSeconds: s,
-        metrics: try metrics(s, bytesPerElement: fwdbwdBytes) + (try pytorchMetrics("aconc", ours: s))))
+        metrics: try metrics(s, passes: fwdbwdPasses) + (try pytorchMetrics("aconc", ours: s))))
     }
     if options.wants("aconc.savedsigmoid.fwdbwd") {
       // The alternative design: save s = σ(β·d) in forward (4 more bytes written, 4 more read).
@@ -106,7 +107,7 @@ func aconWorkloads(shape: [Int], bandwidth: Bandwidth, options: BenchOptions, em
         fwd()
         bwd()
       }
-      try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, bytesPerElement: fwdbwdBytes)))
+      try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, passes: fwdbwdPasses)))
     }
   }
   if options.wants("aconc.unfused.fwdbwd") {
@@ -122,7 +123,7 @@ func aconWorkloads(shape: [Int], bandwidth: Bandwidth, options: BenchOptions, em
     }
     // Beside the fused minimum traffic: the passes' own traffic and its rate.
     let passBytes = UnfusedAconC.passBytesPerElement
-    var m = try metrics(s, bytesPerElement: fwdbwdBytes)
+    var m = try metrics(s, passes: fwdbwdPasses)
     m += [("passes", UnfusedAconC.passes.forward + UnfusedAconC.passes.backward), ("pass_bytes_per_element", passBytes),
       ("pass_gbytes_per_s", elems * passBytes / s / 1e9)]
     if let f = fusedSeconds { m.append(("fused_speedup", s / f)) }
@@ -140,7 +141,7 @@ func aconWorkloads(shape: [Int], bandwidth: Bandwidth, options: BenchOptions, em
     }
     // Its minimum traffic: the mean reads x once more (4 bytes) on top of ACON-C's 20.
     try emit(BenchResult(name: name, shape: shape, medianSeconds: s,
-      metrics: try metrics(s, bytesPerElement: fwdbwdBytes + 4) + (try pytorchMetrics("metaaconc", ours: s))))
+      metrics: try metrics(s, passes: [4] + fwdbwdPasses) + (try pytorchMetrics("metaaconc", ours: s))))
   }
 }
 

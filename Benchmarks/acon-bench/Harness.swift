@@ -137,10 +137,20 @@ final class Bandwidth {
   /// `gbps` (its own throughput), `memcpy_same_footprint_gbps` (its ceiling), `fraction`
   /// (of that ceiling) and `memcpy_large_gbps` (the DRAM figure, for reference).
   func metrics(trafficBytes: Double, seconds: Double, gbpsKey: String, fractionKey: String) throws -> [(String, Any)] {
-    let gbps = trafficBytes / seconds / 1e9
-    let ceiling = try ceiling(trafficBytes: trafficBytes)
-    return [(gbpsKey, gbps), ("memcpy_same_footprint_gbps", ceiling), (fractionKey, gbps / ceiling),
-      ("memcpy_large_gbps", large)]
+    try metrics(passBytes: [trafficBytes], seconds: seconds, gbpsKey: gbpsKey, fractionKey: fractionKey)
+  }
+
+  /// The same for a workload of several passes over memory one after another (a forward pass,
+  /// then a backward pass), `passBytes[i]` the minimum traffic of pass i: its ceiling is the time
+  /// of one same-footprint memcpy per pass (each pass's data may fit a cache that all of them
+  /// together would not), so the fraction stays ≤ 1 for a workload that moves no more than that.
+  func metrics(passBytes: [Double], seconds: Double, gbpsKey: String, fractionKey: String) throws -> [(String, Any)] {
+    let total = passBytes.reduce(0, +)
+    var ceilingSeconds = 0.0
+    for bytes in passBytes { ceilingSeconds += bytes / (try ceiling(trafficBytes: bytes) * 1e9) }
+    let gbps = total / seconds / 1e9
+    return [(gbpsKey, gbps), ("memcpy_same_footprint_gbps", total / ceilingSeconds / 1e9),
+      (fractionKey, ceilingSeconds / seconds), ("memcpy_large_gbps", large)]
   }
 }
 
