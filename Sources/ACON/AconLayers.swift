@@ -83,11 +83,9 @@ public class AconActivation: Module {
 public final class AconC: AconActivation {
   /// - Parameters: channels C; rng draws p1 and p2.
   public init(channels: Int, rng: inout SeededGenerator) {
-    let s = [1, channels, 1, 1]
-    let p1 = Tensor(zeros: s), p2 = Tensor(zeros: s)
-    p1.fillNormal(using: &rng)
-    p2.fillNormal(using: &rng)
-    super.init(channels: channels, p1: p1, p2: p2, beta: Tensor(shape: s, repeating: 1), learnable: ["p1", "p2", "beta"])
+    let (p1, p2) = aconSlopes(channels: channels, rng: &rng)
+    super.init(channels: channels, p1: p1.value, p2: p2.value, beta: Tensor(shape: [1, channels, 1, 1], repeating: 1),
+      learnable: ["p1", "p2", "beta"])
   }
   public override var typeName: String { "AconC" }
 }
@@ -117,4 +115,14 @@ public final class AconB: AconActivation {
       beta: Tensor(shape: s, repeating: 1), learnable: ["p2", "beta"])
   }
   public override var typeName: String { "AconB" }
+}
+
+/// The slopes p1 and p2 of an ACON layer as acon.py draws them: p1 then p2, each `[1, C, 1, 1]`
+/// ~ N(0, 1), exempt from weight decay (the official no-decay group).
+func aconSlopes(channels: Int, rng: inout SeededGenerator) -> (p1: Parameter, p2: Parameter) {
+  let s = [1, channels, 1, 1]
+  let a = Tensor(zeros: s), b = Tensor(zeros: s)
+  a.fillNormal(using: &rng)
+  b.fillNormal(using: &rng)
+  return (Parameter(a, decays: false), Parameter(b, decays: false))
 }

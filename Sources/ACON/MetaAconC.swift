@@ -61,12 +61,7 @@ public final class MetaAconC: Module {
     bn1 = useBatchNorm ? BatchNorm2D(channels: width) : nil
     fc2 = Conv2D(inChannels: width, outChannels: channels, kernelSize: 1, rng: &rng)
     bn2 = useBatchNorm ? BatchNorm2D(channels: channels) : nil
-    let s = [1, channels, 1, 1]
-    let a = Tensor(zeros: s), b = Tensor(zeros: s)
-    a.fillNormal(using: &rng)
-    b.fillNormal(using: &rng)
-    p1 = Parameter(a, decays: false)
-    p2 = Parameter(b, decays: false)
+    (p1, p2) = aconSlopes(channels: channels, rng: &rng)
   }
 
   /// The same layer with the option spelled `batchNorm:`: `MetaAconC(channels: C, r: 16,

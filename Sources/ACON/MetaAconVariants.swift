@@ -43,12 +43,7 @@ public final class MetaAconLayerwise: Module {
   public init(channels: Int, rng: inout SeededGenerator) {
     precondition(channels > 0, "MetaAconLayerwise: channels must be positive")
     self.channels = channels
-    let s = [1, channels, 1, 1]
-    let a = Tensor(zeros: s), b = Tensor(zeros: s)
-    a.fillNormal(using: &rng)
-    b.fillNormal(using: &rng)
-    p1 = Parameter(a, decays: false)
-    p2 = Parameter(b, decays: false)
+    (p1, p2) = aconSlopes(channels: channels, rng: &rng)
   }
 
   public override var typeName: String { "MetaAconLayerwise" }
@@ -168,12 +163,7 @@ public final class MetaAconPixelwise: Module {
   public init(channels: Int, rng: inout SeededGenerator) {
     precondition(channels > 0, "MetaAconPixelwise: channels must be positive")
     self.channels = channels
-    let s = [1, channels, 1, 1]
-    let a = Tensor(zeros: s), b = Tensor(zeros: s)
-    a.fillNormal(using: &rng)
-    b.fillNormal(using: &rng)
-    p1 = Parameter(a, decays: false)
-    p2 = Parameter(b, decays: false)
+    (p1, p2) = aconSlopes(channels: channels, rng: &rng)
   }
 
   public override var typeName: String { "MetaAconPixelwise" }

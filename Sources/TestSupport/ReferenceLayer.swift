@@ -56,28 +56,12 @@ public struct ReferenceLayer {
           return (g.dx, hasBias ? [g.dw, g.db] : [g.dw])
         })
     case let conv as Conv2D:
-      let hasBias = conv.bias != nil, g = conv.groups
-      let s = (conv.strides.height, conv.strides.width), pad = (conv.paddings.height, conv.paddings.width)
-      self.init(name: "Conv2D", parameters: params,
-        forward: { x, p in
-          Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: g)
-        },
-        backward: { x, p, dy in
-          let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: g)
-          return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
-        })
+      self = .convolution("Conv2D", parameters: params, hasBias: conv.bias != nil, strides: conv.strides,
+        paddings: conv.paddings, groups: conv.groups)
     case let conv as DepthwiseConv2D:
       // A convolution with groups = C (weight [C·m, 1, KH, KW]).
-      let hasBias = conv.bias != nil, g = conv.inChannels
-      let s = (conv.strides.height, conv.strides.width), pad = (conv.paddings.height, conv.paddings.width)
-      self.init(name: "DepthwiseConv2D", parameters: params,
-        forward: { x, p in
-          Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: g)
-        },
-        backward: { x, p, dy in
-          let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: g)
-          return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
-        })
+      self = .convolution("DepthwiseConv2D", parameters: params, hasBias: conv.bias != nil, strides: conv.strides,
+        paddings: conv.paddings, groups: conv.inChannels)
     case is SiLU:
       self.init(name: "SiLU", parameters: [], forward: { x, _ in Reference.silu(x) },
         backward: { x, _, dy in (Reference.siluBackward(x, dy: dy), []) })
@@ -139,6 +123,24 @@ public struct ReferenceLayer {
       "ReferenceLayer: no Double reference for \(typeName); build one with ReferenceLayer(name:parameters:forward:backward:) "
         + "and pass it as `reference:`"
     }
+  }
+
+  // MARK: - Layers
+
+  /// A (grouped) convolution, weight `[Cout, Cin/G, KH, KW]`, bias `[Cout]` if `hasBias`.
+  static func convolution(
+    _ name: String, parameters: [(String, DoubleTensor)], hasBias: Bool, strides: (height: Int, width: Int),
+    paddings: (height: Int, width: Int), groups: Int
+  ) -> ReferenceLayer {
+    let s = (strides.height, strides.width), pad = (paddings.height, paddings.width)
+    return ReferenceLayer(name: name, parameters: parameters,
+      forward: { x, p in
+        Reference.groupedConv2d(x, weight: p[0], bias: hasBias ? p[1] : nil, stride: s, padding: pad, groups: groups)
+      },
+      backward: { x, p, dy in
+        let r = Reference.groupedConv2dBackward(x, weight: p[0], dy: dy, stride: s, padding: pad, groups: groups)
+        return (r.dx, hasBias ? [r.dw, r.db] : [r.dw])
+      })
   }
 
   // MARK: - Composition
