@@ -82,72 +82,21 @@ public enum Reference {
     (size + 2 * padding - k) / stride + 1
   }
 
-  /// Direct convolution by definition (a 7-deep loop):
-  /// `y[n,o,i,j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, i·s − p + u, j·s − p + v]`, zero padding.
+  /// Direct convolution by definition:
+  /// `y[n,o,i,j] = b[o] + Σ_{c,u,v} w[o,c,u,v] · x[n, c, i·s − p + u, j·s − p + v]`, zero padding:
+  /// `groupedConv2d` with one group and square stride and padding.
   public static func conv2d(
     _ x: DoubleTensor, weight w: DoubleTensor, bias: DoubleTensor?, stride s: Int, padding p: Int
   ) -> DoubleTensor {
-    let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let (cout, k) = (w.shape[0], w.shape[2])
-    precondition(w.shape[1] == cin && w.shape[3] == k, "conv2d: weight \(w.shape) vs input \(x.shape)")
-    let oh = outSize(h, k: k, stride: s, padding: p), ow = outSize(wd, k: k, stride: s, padding: p)
-    var y = DoubleTensor(zeros: [n, cout, oh, ow])
-    for b in 0..<n {
-      for o in 0..<cout {
-        for i in 0..<oh {
-          for j in 0..<ow {
-            var acc = bias?[o] ?? 0
-            for c in 0..<cin {
-              for u in 0..<k {
-                let r = i * s - p + u
-                if r < 0 || r >= h { continue }
-                for v in 0..<k {
-                  let q = j * s - p + v
-                  if q < 0 || q >= wd { continue }
-                  acc += w[((o * cin + c) * k + u) * k + v] * x[((b * cin + c) * h + r) * wd + q]
-                }
-              }
-            }
-            y[((b * cout + o) * oh + i) * ow + j] = acc
-          }
-        }
-      }
-    }
-    return y
+    precondition(w.shape[1] == x.shape[1], "conv2d: weight \(w.shape) vs input \(x.shape)")
+    return groupedConv2d(x, weight: w, bias: bias, stride: (s, s), padding: (p, p), groups: 1)
   }
 
-  /// Gradients of `conv2d` for output gradient dy `[N, Cout, OH, OW]`, by the same loops.
+  /// Gradients of `conv2d` for output gradient dy `[N, Cout, OH, OW]` (`groupedConv2dBackward`).
   public static func conv2dBackward(
     _ x: DoubleTensor, weight w: DoubleTensor, dy: DoubleTensor, stride s: Int, padding p: Int
   ) -> (dx: DoubleTensor, dw: DoubleTensor, db: DoubleTensor) {
-    let (n, cin, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let (cout, k) = (w.shape[0], w.shape[2])
-    let (oh, ow) = (dy.shape[2], dy.shape[3])
-    var dx = DoubleTensor(zeros: x.shape), dw = DoubleTensor(zeros: w.shape), db = DoubleTensor(zeros: [cout])
-    for b in 0..<n {
-      for o in 0..<cout {
-        for i in 0..<oh {
-          for j in 0..<ow {
-            let g = dy[((b * cout + o) * oh + i) * ow + j]
-            db[o] += g
-            for c in 0..<cin {
-              for u in 0..<k {
-                let r = i * s - p + u
-                if r < 0 || r >= h { continue }
-                for v in 0..<k {
-                  let q = j * s - p + v
-                  if q < 0 || q >= wd { continue }
-                  let wi = ((o * cin + c) * k + u) * k + v, xi = ((b * cin + c) * h + r) * wd + q
-                  dw[wi] += g * x[xi]
-                  dx[xi] += g * w[wi]
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-    return (dx, dw, db)
+    groupedConv2dBackward(x, weight: w, dy: dy, stride: (s, s), padding: (p, p), groups: 1)
   }
 
   /// The column matrix of one sample `[C, H, W]` by definition: row `(c·KH + u)·KW + v`,
