@@ -56,18 +56,7 @@ public func writeFileAtomically(path: String, bytes: [UInt8]) throws {
     if !renamed { unlink(tempPath) }
   }
 
-  // Write everything, retrying short writes and EINTR.
-  try bytes.withUnsafeBytes { raw in
-    var done = 0
-    while done < raw.count {
-      let n = write(fd, raw.baseAddress! + done, raw.count - done)
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw FileIOError(path: path, operation: "write \(tempPath)", reason: systemErrorText())
-      }
-      done += n
-    }
-  }
+  try writeAll(fd, bytes, path: path, operation: "write \(tempPath)")
   // mkstemp creates 0600: keep the permissions of the file being replaced, or use 0644.
   var old = stat()
   fchmod(fd, stat(path, &old) == 0 ? old.st_mode & 0o7777 : 0o644)
@@ -188,18 +177,7 @@ public final class CheckedFile {
   /// Appends all of `bytes`, retrying short writes and EINTR.
   /// - Throws: `FileIOError` naming the path on any write error.
   public func write(_ bytes: [UInt8]) throws {
-    try bytes.withUnsafeBytes { raw in
-      var done = 0
-      while done < raw.count {
-        let n = posixWrite(fd, raw.baseAddress! + done, raw.count - done)
-        if n < 0 {
-          if errno == EINTR { continue }
-          throw FileIOError(path: path, operation: "write \(what)", reason: systemErrorText())
-        }
-        if n == 0 { throw FileIOError(path: path, operation: "write \(what)", reason: "the write made no progress") }
-        done += n
-      }
-    }
+    try writeAll(fd, bytes, path: path, operation: "write \(what)")
   }
 
   /// Flushes the file to stable storage (fsync), so a late I/O error surfaces here. Files that
@@ -216,3 +194,20 @@ public final class CheckedFile {
 
 /// The C library's `write(2)`, reachable from inside `CheckedFile`, whose own `write` hides it.
 private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int { write(fd, buffer, count) }
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+/// - Throws: `FileIOError` with `path` and `operation` on a write error or a write that makes no progress.
+private func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String, operation: String) throws {
+  try bytes.withUnsafeBytes { raw in
+    var done = 0
+    while done < raw.count {
+      let n = posixWrite(fd, raw.baseAddress! + done, raw.count - done)
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw FileIOError(path: path, operation: operation, reason: systemErrorText())
+      }
+      if n == 0 { throw FileIOError(path: path, operation: operation, reason: "the write made no progress") }
+      done += n
+    }
+  }
+}
