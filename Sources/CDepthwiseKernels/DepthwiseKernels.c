@@ -12,6 +12,7 @@
 // Shapes: x [n, c, h, w], weight [c·m, kh, kw], bias [c·m], y and dy [n, c·m, oh, ow]; padded
 // input plane [PH, PW] = [h + 2·ph, w + 2·pw] with the image at (ph, pw).
 #include "CDepthwiseKernels.h"
+#include "DepthwiseInternal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -738,9 +739,10 @@ static int chosen = -1;
 bool dw_kernels_supports(int variant) {
   if (variant == DW_VARIANT_PORTABLE) return true;
 #if HAVE_VARIANTS
-  if (variant == DW_VARIANT_AVX2) {
+  if (variant == DW_VARIANT_AVX2 || variant == DW_VARIANT_AVX512) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return variant == DW_VARIANT_AVX2 ? avx2 : avx2 && __builtin_cpu_supports("avx512f");
   }
 #endif
   return false;
@@ -751,7 +753,13 @@ int dw_kernels_variant(void) {
   if (v < 0) {
     const char *e = getenv("DW_KERNELS");
     const int forced_portable = e && strcmp(e, "portable") == 0;
-    v = !forced_portable && dw_kernels_supports(DW_VARIANT_AVX2) ? DW_VARIANT_AVX2 : DW_VARIANT_PORTABLE;
+    v = DW_VARIANT_PORTABLE;
+    if (!forced_portable)
+      for (int c = DW_VARIANT_COUNT - 1; c > DW_VARIANT_PORTABLE; c--)
+        if (dw_kernels_supports(c)) {
+          v = c;
+          break;
+        }
     __atomic_store_n(&chosen, v, __ATOMIC_RELAXED);
   }
   return v;
@@ -763,21 +771,30 @@ bool dw_kernels_select(int variant) {
   return true;
 }
 
-bool dw_kernels_use_avx2(void) { return dw_kernels_variant() == DW_VARIANT_AVX2; }
+bool dw_kernels_use_avx2(void) { return dw_kernels_variant() >= DW_VARIANT_AVX2; }
 
-ptrdiff_t dw_forward_scratch(const DWGeometry *g) { return (g->h + 2 * g->ph) * (g->w + 2 * g->pw); }
+// Scratch sizes cover every variant (the variant may change between the query and the call).
+ptrdiff_t dw_forward_scratch(const DWGeometry *g) {
+  const ptrdiff_t planePad = (g->h + 2 * g->ph) * (g->w + 2 * g->pw), v512 = dw_avx512_forward_scratch(g);
+  return planePad > v512 ? planePad : v512;
+}
 
 ptrdiff_t dw_backward_scratch(const DWGeometry *g, ptrdiff_t channels) {
   const ptrdiff_t planePad = (g->h + 2 * g->ph) * (g->w + 2 * g->pw);
   const ptrdiff_t dyPad = (g->oh + 2 * (g->kh - 1)) * (g->ow + 2 * (g->kw - 1));
   const ptrdiff_t buf = (g->sh == 1 && g->sw == 1) ? dyPad : planePad;  // the parity path's dyq fits in planePad
   const ptrdiff_t acc = g->m * (g->kh * g->kw + 1) * g->ow, acc3 = g->m * 90;
-  return planePad + channels * (acc > acc3 ? acc : acc3) + buf;
+  const ptrdiff_t v2 = planePad + channels * (acc > acc3 ? acc : acc3) + buf;
+  const ptrdiff_t v512 = dw_avx512_backward_scratch(g, channels);
+  return v2 > v512 ? v2 : v512;
 }
 
 void dw_forward_planes(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                        ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
-  if (dw_kernels_use_avx2())
+  const int v = dw_kernels_variant();
+  if (v == DW_VARIANT_AVX512 && dw_avx512_handles(g))
+    dw_avx512_forward(g, x, weight, bias, y, p0, p1, scratch);
+  else if (v >= DW_VARIANT_AVX2)
     forward_avx2(g, x, weight, bias, y, p0, p1, scratch);
   else
     forward_portable(g, x, weight, bias, y, p0, p1, scratch);
@@ -785,7 +802,10 @@ void dw_forward_planes(const DWGeometry *g, const float *x, const float *weight,
 
 void dw_backward_channels(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
                           float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch) {
-  if (dw_kernels_use_avx2())
+  const int v = dw_kernels_variant();
+  if (v == DW_VARIANT_AVX512 && dw_avx512_handles(g))
+    dw_avx512_backward(g, x, weight, dy, dx, dweight, dbias, c0, c1, scratch);
+  else if (v >= DW_VARIANT_AVX2)
     backward_avx2(g, x, weight, dy, dx, dweight, dbias, c0, c1, scratch);
   else
     backward_portable(g, x, weight, dy, dx, dweight, dbias, c0, c1, scratch);

@@ -88,10 +88,11 @@ public final class DepthwiseConv2D: Module {
   }
 
   /// The names of the kernel variants, indexed as the C side's `DW_VARIANT_*`.
-  private static let variantNames = ["portable", "avx2"]
+  private static let variantNames = ["portable", "avx2", "avx512"]
 
   /// The kernel variants this build and CPU can run: `"portable"` always, `"avx2"` (AVX2+FMA) on
-  /// x86-64 CPUs that have it.
+  /// x86-64 CPUs that have it, `"avx512"` (its own 3×3, stride 1, padding 1 kernels, the AVX2 ones
+  /// for other geometries) on those that also have AVX-512F.
   public static var supportedKernelVariants: [String] {
     variantNames.indices.filter { dw_kernels_supports(Int32($0)) }.map { variantNames[$0] }
   }

@@ -2,7 +2,8 @@
 // (groups = C) and against Conv2D(groups: C) through im2col, forward, dx, dW and db, on odd
 // shapes: C = 1, C not a multiple of 16, 1×1 and 2×2 maps, stride 2 on odd sizes, channel
 // multiplier 2, 5×5 and rectangular kernels, padding wider than the kernel's reach, the vector
-// paths' edges; every kernel variant this CPU runs against the reference and the portable one;
+// paths' edges, the AVX-512 path's flat chunks; every kernel variant this CPU runs against the
+// reference and the portable one;
 // finite differences; PyTorch's state_dict; 1 vs 2 threads give the same bits.
 import NN
 import TensorCore
@@ -57,6 +58,18 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 3, h: 6, w: 8, stride: (2, 2)),
     // Two 4-wide output rows per vector from the padded-copy path (padding other than 1).
     DepthwiseCase(n: 2, c: 3, h: 9, w: 10, stride: (2, 2), padding: (0, 0)),
+    // The AVX-512 stride-1 path (flat 16-float chunks across rows, masked taps): C = 1, 2×2 and
+    // 8×8 maps, widths 4 and 17 (chunks spanning row ends), one long row, a plane that is not a
+    // whole number of chunks, multiplier 2 without bias.
+    DepthwiseCase(n: 1, c: 1, h: 5, w: 6),
+    DepthwiseCase(n: 3, c: 2, h: 2, w: 2),
+    DepthwiseCase(n: 2, c: 5, h: 8, w: 8),
+    DepthwiseCase(n: 2, c: 3, h: 9, w: 4),
+    DepthwiseCase(n: 2, c: 3, h: 3, w: 17),
+    DepthwiseCase(n: 2, c: 2, h: 1, w: 40),
+    DepthwiseCase(n: 2, c: 3, h: 7, w: 13),
+    DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, bias: false),
+    DepthwiseCase(n: 2, c: 2, h: 5, w: 28, m: 2),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
@@ -202,6 +215,8 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 64, c: 7, h: 16, w: 16, stride: (2, 2)),  // 448 planes of 8×8
       DepthwiseCase(n: 16, c: 6, h: 8, w: 8, stride: (2, 2)),  // 4-wide outputs, two rows per vector
       DepthwiseCase(n: 8, c: 6, h: 12, w: 28, m: 2),  // overlapping last blocks
+      DepthwiseCase(n: 16, c: 7, h: 8, w: 8),  // flat chunks of two rows (AVX-512)
+      DepthwiseCase(n: 4, c: 5, h: 11, w: 13, m: 2),  // chunks across row ends, multiplier 2
     ]
     for (i, c) in shapes.enumerated() {
       var results: [[[Float]]] = []

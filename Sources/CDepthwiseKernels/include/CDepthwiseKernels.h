@@ -42,22 +42,23 @@ ptrdiff_t dw_backward_scratch(const DWGeometry *g, ptrdiff_t channels);
 void dw_backward_channels(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
                           float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch);
 
-/// The kernel variants: the portable C (baseline x86-64, or the target's baseline elsewhere) and
-/// AVX2+FMA (x86-64 only, when the CPU has both).
-enum { DW_VARIANT_PORTABLE = 0, DW_VARIANT_AVX2 = 1, DW_VARIANT_COUNT = 2 };
+/// The kernel variants: the portable C (baseline x86-64, or the target's baseline elsewhere),
+/// AVX2+FMA (x86-64 only, when the CPU has both) and AVX-512 (x86-64 with AVX-512F as well: its
+/// own kernels for 3×3, padding 1, stride 1; the AVX2 ones for any other geometry).
+enum { DW_VARIANT_PORTABLE = 0, DW_VARIANT_AVX2 = 1, DW_VARIANT_AVX512 = 2, DW_VARIANT_COUNT = 3 };
 
 /// Whether this build and CPU can run `variant`.
 bool dw_kernels_supports(int variant);
 
-/// The variant that runs: AVX2+FMA when supported, else the portable one; set
-/// `DW_KERNELS=portable` in the environment to force the portable variant.
+/// The variant that runs: AVX-512 when the CPU has it, else AVX2+FMA when it has that, else the portable
+/// one; set `DW_KERNELS=portable` in the environment to force the portable variant.
 int dw_kernels_variant(void);
 
 /// Makes `variant` run from the next call on (for tests, between calls, never during one);
 /// −1 restores the default choice. False (and no change) when the variant is not supported.
 bool dw_kernels_select(int variant);
 
-/// Whether the AVX2+FMA variant runs (else the portable one).
+/// Whether the AVX2+FMA or the AVX-512 variant runs (else the portable one).
 bool dw_kernels_use_avx2(void);
 
 #ifdef __cplusplus
