@@ -50,10 +50,10 @@ else
   fail "C kernels do not compile for aarch64-linux-gnu"
 fi
 
-# 1b. The depthwise convolution kernels (Sources/CDepthwiseKernels: AVX2+FMA on x86-64 only, a
-# portable path everywhere), for aarch64.
+# 1b. The depthwise convolution kernels (Sources/CDepthwiseKernels: AVX2+FMA and AVX-512 on x86-64
+# only, a portable path everywhere), every file, for aarch64.
 if "$CLANG" "${a64[@]}" -std=gnu11 -Wall -Wextra -Werror -ISources/CDepthwiseKernels/include -fsyntax-only \
-  Sources/CDepthwiseKernels/DepthwiseKernels.c; then
+  Sources/CDepthwiseKernels/*.c; then
   ok "depthwise kernels, aarch64-linux-gnu: syntax and types"
 else
   fail "the depthwise kernels do not compile for aarch64-linux-gnu"

@@ -1,5 +1,6 @@
-// DepthwiseAVX512.c: the AVX-512 variant of the 3×3, stride 1, padding 1 depthwise kernels (the
-// stride-1 shapes of ShuffleNetV2 and TFNet), chosen at run time when the CPU has AVX-512F. Every
+// DepthwiseAVX512.c: the AVX-512 variant of the 3×3, padding 1 depthwise kernels at stride 1, and
+// at stride 2 on 8×8 planes (the shapes of ShuffleNetV2 and TFNet on 32×32 inputs), chosen at run
+// time when the CPU has AVX-512F. At stride 1 every
 // plane is one flat run of 16-float chunks, so that a chunk may span several short rows (an 8×8
 // map fills 4 whole vectors) and no padded copy is made: tap (u, v) of output f = (i, j) is one
 // masked load of x[f + (u−1)·w + v − 1], its mask (from a per-call table) zeroing the lanes whose
@@ -8,18 +9,23 @@
 // dW (against shifted x) and dx (shifted dy). dW and db sum per lane (output position mod 16) over
 // samples and chunks, then over the lanes in order 0..15, so the bits do not depend on how the
 // channels are split between threads.
-// (Stride 2 through the four phase planes of x, each tap a flat shifted load again, measured
-// slower than the AVX2 kernels on 8×8 to 28×28 maps: the split and the merge cost more than they
-// save; stride 2 runs the AVX2 kernels.)
+// An 8×8 plane at stride 2 is four vectors: its nine 4×4 tap vectors come from them by shuffles,
+// and dx from dy's one vector by shifts and an interleave of dx's four phase planes.
+// (Stride 2 on wider planes through the four phase planes of x in memory, each tap a flat
+// shifted load again, measured slower than the AVX2 kernels on 16×16 to 28×28 maps: the split
+// and the merge cost more than they save; those run the AVX2 kernels.)
 //
-// Shapes: x, dx, y, dy [n, c·(1 or m), h, w]; weight [c·m, 3, 3]; bias [c·m].
+// Shapes: x, dx [n, c, h, w]; y, dy [n, c·m, oh, ow]; weight [c·m, 3, 3]; bias [c·m].
 #include "DepthwiseInternal.h"
 
 #include <stdint.h>
 #include <string.h>
 
+// 3×3, padding 1, and stride 1 (any h, w) or stride 2 on an 8×8 plane.
+static bool stride2_8x8(const DWGeometry *g) { return g->sh == 2 && g->sw == 2 && g->h == 8 && g->w == 8; }
+
 bool dw_avx512_handles(const DWGeometry *g) {
-  return g->kh == 3 && g->kw == 3 && g->ph == 1 && g->pw == 1 && g->sh == 1 && g->sw == 1;
+  return g->kh == 3 && g->kw == 3 && g->ph == 1 && g->pw == 1 && ((g->sh == 1 && g->sw == 1) || stride2_8x8(g));
 }
 
 // Chunks of 16 in n floats.
@@ -27,26 +33,28 @@ static ptrdiff_t chunks16(ptrdiff_t n) { return (n + 15) / 16; }
 
 // Floats that hold the mask table (uint16 each), rounded up to whole 16-float lines.
 static ptrdiff_t mask_floats(const DWGeometry *g) {
-  const ptrdiff_t n = chunks16(g->oh * g->ow) * 9;
+  const ptrdiff_t n = chunks16(g->oh * g->ow) * 10;
   return ((n + 1) / 2 + 15) & ~(ptrdiff_t)15;
 }
 
 ptrdiff_t dw_avx512_forward_scratch(const DWGeometry *g) {
-  if (!dw_avx512_handles(g)) return 0;
+  if (!dw_avx512_handles(g) || stride2_8x8(g)) return 0;
   return mask_floats(g);
 }
 
 ptrdiff_t dw_avx512_backward_scratch(const DWGeometry *g, ptrdiff_t channels) {
   if (!dw_avx512_handles(g)) return 0;
-  return mask_floats(g) + channels * g->m * 160;
+  return (stride2_8x8(g) ? 0 : mask_floats(g)) + channels * g->m * 160;
 }
 
-// The mask table of a stride-1 plane [h, w]: entry 9k + 3u + v has bit l set when output
-// f = 16k + l lies in the plane and its tap (u, v) input (i + u − 1, j + v − 1) in the image.
+// The mask table of a stride-1 plane [h, w], 10 entries per chunk k: entry 3u + v has bit l set
+// when output f = 16k + l lies in the plane and its tap (u, v) input (i + u − 1, j + v − 1) in the
+// image; entry 9 is 1 when the chunk is whole and no tap's row leaves the image (an interior
+// chunk: only the column masks, entries 3 and 5, matter).
 static void masks_s1(uint16_t *mt, ptrdiff_t h, ptrdiff_t w) {
   const ptrdiff_t n = h * w, nc = chunks16(n);
   for (ptrdiff_t k = 0; k < nc; k++) {
-    uint16_t m[9] = {0};
+    uint16_t m[10] = {0};
     for (ptrdiff_t l = 0; l < 16; l++) {
       const ptrdiff_t f = 16 * k + l;
       if (f >= n) break;
@@ -56,7 +64,9 @@ static void masks_s1(uint16_t *mt, ptrdiff_t h, ptrdiff_t w) {
         if (r >= 0 && r < h && q >= 0 && q < w) m[t] |= (uint16_t)(1u << l);
       }
     }
-    memcpy(mt + 9 * k, m, sizeof m);
+    m[9] = m[4] == 0xFFFF && m[1] == 0xFFFF && m[7] == 0xFFFF && m[0] == m[3] && m[6] == m[3] && m[2] == m[5] &&
+           m[8] == m[5];
+    memcpy(mt + 10 * k, m, sizeof m);
   }
 }
 
@@ -77,17 +87,50 @@ INLINE512 void offsets_s1(ptrdiff_t w, ptrdiff_t off[9]) {
   for (int t = 0; t < 9; t++) off[t] = (t / 3 - 1) * w + t % 3 - 1;
 }
 
+// Tap t's input vector for a chunk at p (its mask m[t]); an interior chunk's taps take the column
+// masks alone, and the middle column none.
+INLINE512 __m512 tap(const uint16_t *m, int t, const float *p, int interior) {
+  if (!interior) return _mm512_maskz_loadu_ps(m[t], p);
+  if (t % 3 == 1) return _mm512_loadu_ps(p);
+  return _mm512_maskz_loadu_ps(m[3 + t % 3], p);
+}
+
 // y [h, w] = b + Σ_t w[t]·x shifted by tap t, bias first, then the taps in order.
+INLINE512 void forward_chunk(const float *xk, const ptrdiff_t off[9], const __m512 wv[9], float b, float *yk,
+                             const uint16_t *m, int interior) {
+  __m512 a = _mm512_set1_ps(b);
+  for (int t = 0; t < 9; t++) a = _mm512_fmadd_ps(wv[t], tap(m, t, at(xk, off[t]), interior), a);
+  if (interior)
+    _mm512_storeu_ps(yk, a);
+  else
+    _mm512_mask_storeu_ps(yk, m[4], a);
+}
+
 INLINE512 void forward_s1(const float *x, ptrdiff_t n, const ptrdiff_t off[9], const __m512 wv[9], float b, float *y,
                           const uint16_t *mt) {
   const ptrdiff_t nc = chunks16(n);
   for (ptrdiff_t k = 0; k < nc; k++) {
-    const uint16_t *m = mt + 9 * k;
-    const float *xk = x + 16 * k;
-    __m512 a = _mm512_set1_ps(b);
-    for (int t = 0; t < 9; t++) a = _mm512_fmadd_ps(wv[t], _mm512_maskz_loadu_ps(m[t], at(xk, off[t])), a);
-    _mm512_mask_storeu_ps(y + 16 * k, m[4], a);
+    const uint16_t *m = mt + 10 * k;
+    if (m[9])
+      forward_chunk(x + 16 * k, off, wv, b, y + 16 * k, m, 1);
+    else
+      forward_chunk(x + 16 * k, off, wv, b, y + 16 * k, m, 0);
   }
+}
+
+// One chunk of backward_s1.
+INLINE512 void backward_chunk(const float *xk, const float *dk, float *xo, int first, const ptrdiff_t off[9],
+                              const __m512 wv[9], __m512 acc[10], const uint16_t *m, int interior) {
+  const __m512 d = interior ? _mm512_loadu_ps(dk) : _mm512_maskz_loadu_ps(m[4], dk);
+  for (int t = 0; t < 9; t++) acc[t] = _mm512_fmadd_ps(d, tap(m, t, at(xk, off[t]), interior), acc[t]);
+  acc[9] = _mm512_add_ps(acc[9], d);
+  if (!xo) return;
+  __m512 g = first ? _mm512_setzero_ps() : interior ? _mm512_loadu_ps(xo) : _mm512_maskz_loadu_ps(m[4], xo);
+  for (int t = 0; t < 9; t++) g = _mm512_fmadd_ps(wv[t], tap(m, 8 - t, at(dk, -off[t]), interior), g);
+  if (interior)
+    _mm512_storeu_ps(xo, g);
+  else
+    _mm512_mask_storeu_ps(xo, m[4], g);
 }
 
 // One plane's backward at stride 1 in one sweep: acc[t] (lane l) += Σ dy[f]·x[f + off[t]] over the
@@ -97,17 +140,64 @@ INLINE512 void backward_s1(const float *x, const float *dy, float *dx, int first
                            const __m512 wv[9], __m512 acc[10], const uint16_t *mt) {
   const ptrdiff_t nc = chunks16(n);
   for (ptrdiff_t k = 0; k < nc; k++) {
-    const uint16_t *m = mt + 9 * k;
-    const float *xk = x + 16 * k, *dk = dy + 16 * k;
-    const __m512 d = _mm512_maskz_loadu_ps(m[4], dk);
-    for (int t = 0; t < 9; t++) acc[t] = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m[t], at(xk, off[t])), acc[t]);
-    acc[9] = _mm512_add_ps(acc[9], d);
-    if (dx) {
-      float *xo = dx + 16 * k;
-      __m512 g = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m[4], xo);
-      for (int t = 0; t < 9; t++) g = _mm512_fmadd_ps(wv[t], _mm512_maskz_loadu_ps(m[8 - t], at(dk, -off[t])), g);
-      _mm512_mask_storeu_ps(xo, m[4], g);
-    }
+    const uint16_t *m = mt + 10 * k;
+    float *xo = dx ? dx + 16 * k : NULL;
+    if (m[9])
+      backward_chunk(x + 16 * k, dy + 16 * k, xo, first, off, wv, acc, m, 1);
+    else
+      backward_chunk(x + 16 * k, dy + 16 * k, xo, first, off, wv, acc, m, 0);
+  }
+}
+
+// MARK: - Stride 2 on 8×8 planes, in registers
+
+// The nine tap vectors of an 8×8 plane x at stride 2: lane 4i + j of T[3u + v] holds
+// x[2i − 1 + u][2j − 1 + v] (zero outside the plane), from the plane's four vectors by shuffles:
+// the even rows (u = 1), the odd rows (u = 2) and the odd rows one row down (u = 0, row −1 zero),
+// then their even, odd and left-shifted odd columns.
+INLINE512 void taps8(const float *x, __m512 T[9]) {
+  const __m512 z0 = _mm512_loadu_ps(x), z1 = _mm512_loadu_ps(x + 16), z2 = _mm512_loadu_ps(x + 32);
+  const __m512 z3 = _mm512_loadu_ps(x + 48), zero = _mm512_setzero_ps();
+  const __m512 e0 = _mm512_shuffle_f32x4(z0, z1, 0x44), e1 = _mm512_shuffle_f32x4(z2, z3, 0x44);  // rows 0, 2 | 4, 6
+  const __m512 o0 = _mm512_shuffle_f32x4(z0, z1, 0xEE), o1 = _mm512_shuffle_f32x4(z2, z3, 0xEE);  // rows 1, 3 | 5, 7
+  const __m512 p0 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(o0), _mm512_castps_si512(zero), 8));
+  const __m512 p1 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(o1), _mm512_castps_si512(o0), 8));
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i lf = _mm512_setr_epi32(0, 1, 3, 5, 0, 9, 11, 13, 0, 17, 19, 21, 0, 25, 27, 29);
+  const __m512 lo[3] = {p0, e0, o0}, hi[3] = {p1, e1, o1};  // rows −1, 1, 3, 5 | 0, 2, 4, 6 | 1, 3, 5, 7
+  for (int u = 0; u < 3; u++) {
+    T[3 * u] = _mm512_maskz_permutex2var_ps(0xEEEE, lo[u], lf, hi[u]);
+    T[3 * u + 1] = _mm512_permutex2var_ps(lo[u], ev, hi[u]);
+    T[3 * u + 2] = _mm512_permutex2var_ps(lo[u], od, hi[u]);
+  }
+}
+
+// dx [8, 8] (first ? = : +=) the gradient from dy [4, 4] (lane 4i + j): its phase planes
+// q[A][B] (dx[2i + A][2j + B]) summed, taps in order, from dy shifted by 0 or +1 row and column,
+// then interleaved into four vectors of two rows.
+INLINE512 void input_terms8(const float *dy, const __m512 wv[9], float *dx, int first) {
+  const __m512 d = _mm512_loadu_ps(dy);
+  const __m512i di = _mm512_castps_si512(d), zi = _mm512_setzero_si512();
+  const __m512 d01 = _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(0x7777, zi, di, 1));  // dy[i][j + 1]
+  const __m512 d10 = _mm512_castsi512_ps(_mm512_alignr_epi32(zi, di, 4));                 // dy[i + 1][j]
+  const __m512 d11 = _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(0x7777, zi, di, 5));  // dy[i + 1][j + 1]
+  const __m512 q00 = _mm512_mul_ps(wv[4], d);
+  const __m512 q01 = _mm512_fmadd_ps(wv[5], d, _mm512_mul_ps(wv[3], d01));
+  const __m512 q10 = _mm512_fmadd_ps(wv[7], d, _mm512_mul_ps(wv[1], d10));
+  __m512 q11 = _mm512_mul_ps(wv[0], d11);
+  q11 = _mm512_fmadd_ps(wv[2], d10, q11);
+  q11 = _mm512_fmadd_ps(wv[6], d01, q11);
+  q11 = _mm512_fmadd_ps(wv[8], d, q11);
+  const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512 el = _mm512_permutex2var_ps(q00, il, q01), eh = _mm512_permutex2var_ps(q00, ih, q01);  // rows 0, 2 | 4, 6
+  const __m512 ol = _mm512_permutex2var_ps(q10, il, q11), oh = _mm512_permutex2var_ps(q10, ih, q11);  // rows 1, 3 | 5, 7
+  __m512 r[4] = {_mm512_shuffle_f32x4(el, ol, 0x44), _mm512_shuffle_f32x4(el, ol, 0xEE),
+                 _mm512_shuffle_f32x4(eh, oh, 0x44), _mm512_shuffle_f32x4(eh, oh, 0xEE)};
+  for (int t = 0; t < 4; t++) {
+    if (!first) r[t] = _mm512_add_ps(_mm512_loadu_ps(dx + 16 * t), r[t]);
+    _mm512_storeu_ps(dx + 16 * t, r[t]);
   }
 }
 
@@ -119,8 +209,20 @@ INLINE512 void load_weights(const float *wt, __m512 wv[9]) {
 
 AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                               ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
-  // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, h, w]; scratch: the mask table
+  // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, oh, ow]; scratch: the mask table (stride 1)
   const ptrdiff_t cm = g->c * g->m, n = g->h * g->w;
+  if (stride2_8x8(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      __m512 wv[9], T[9];
+      load_weights(weight + 9 * o, wv);
+      taps8(x + src * 64, T);
+      __m512 a = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+      for (int t = 0; t < 9; t++) a = _mm512_fmadd_ps(wv[t], T[t], a);
+      _mm512_storeu_ps(y + p * 16, a);
+    }
+    return;
+  }
   uint16_t *mt = (uint16_t *)scratch;
   ptrdiff_t off[9];
   masks_s1(mt, g->h, g->w);
@@ -135,28 +237,56 @@ AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *
 
 AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
                                float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch) {
-  // x, dx [n, c, h, w]; dy [n, c·m, h, w]; channels [c0, c1) of x, with outputs c·m ..< (c+1)·m
-  const ptrdiff_t m = g->m, cm = g->c * m, n = g->h * g->w, nch = c1 - c0;
-  // scratch: acc [nch, m, 10, 16] | mask table
+  // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]; channels [c0, c1) of x, with outputs c·m ..< (c+1)·m
+  const ptrdiff_t m = g->m, cm = g->c * m, n = g->h * g->w, on = g->oh * g->ow, nch = c1 - c0;
+  const int s2 = stride2_8x8(g);
+  // scratch: acc [nch, m, 10, 16] | mask table (stride 1)
   float *accAll = scratch;
   uint16_t *mt = (uint16_t *)(accAll + nch * m * 160);
   ptrdiff_t off[9];
-  masks_s1(mt, g->h, g->w);
-  offsets_s1(g->w, off);
-  memset(accAll, 0, (size_t)(nch * m * 160) * 4);
-  // Samples outer, channels inner (as the AVX2 body: runs of consecutive planes).
-  for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+  if (!s2) {
+    masks_s1(mt, g->h, g->w);
+    offsets_s1(g->w, off);
+  }
+  // The sums run in the same order (per output channel: samples, then chunks) whichever loop is
+  // outer. 8×8 at stride 2: channels outer, each output channel's ten accumulators in registers
+  // for the whole batch; stride 1: samples outer, channels inner (runs of consecutive planes, as
+  // the AVX2 body), the accumulators loaded and stored at every plane. Each measured the faster.
+  if (s2) {
     for (ptrdiff_t ci = c0; ci < c1; ci++) {
-      const float *xplane = x + (nn * g->c + ci) * n;
-      float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
       for (ptrdiff_t jm = 0; jm < m; jm++) {
         const ptrdiff_t o = ci * m + jm;
-        float *accp = accAll + ((ci - c0) * m + jm) * 160;
         __m512 acc[10], wv[9];
-        for (int t = 0; t < 10; t++) acc[t] = _mm512_loadu_ps(accp + 16 * t);
+        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
         load_weights(weight + 9 * o, wv);
-        backward_s1(xplane, dy + (nn * cm + o) * n, dxplane, jm == 0, n, off, wv, acc, mt);
+        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
+          __m512 T[9];
+          taps8(xplane, T);
+          const __m512 d = _mm512_loadu_ps(dyplane);
+          for (int t = 0; t < 9; t++) acc[t] = _mm512_fmadd_ps(d, T[t], acc[t]);
+          acc[9] = _mm512_add_ps(acc[9], d);
+          if (dx) input_terms8(dyplane, wv, dx + (nn * g->c + ci) * n, jm == 0);
+        }
+        float *accp = accAll + ((ci - c0) * m + jm) * 160;
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
+      }
+    }
+  } else {
+    memset(accAll, 0, (size_t)(nch * m * 160) * 4);
+    for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+      for (ptrdiff_t ci = c0; ci < c1; ci++) {
+        const float *xplane = x + (nn * g->c + ci) * n;
+        float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
+        for (ptrdiff_t jm = 0; jm < m; jm++) {
+          const ptrdiff_t o = ci * m + jm;
+          float *accp = accAll + ((ci - c0) * m + jm) * 160;
+          __m512 acc[10], wv[9];
+          for (int t = 0; t < 10; t++) acc[t] = _mm512_loadu_ps(accp + 16 * t);
+          load_weights(weight + 9 * o, wv);
+          backward_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, n, off, wv, acc, mt);
+          for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
+        }
       }
     }
   }

@@ -7,7 +7,7 @@
 #include "CDepthwiseKernels.h"
 
 /// Whether the AVX-512 variant has a path of its own for `g`: 3×3, padding 1, stride 1 (any
-/// h and w). Other geometries run the AVX2 bodies.
+/// h and w) or stride 2 on 8×8 planes. Other geometries run the AVX2 bodies.
 bool dw_avx512_handles(const DWGeometry *g);
 
 /// Floats of scratch memory `dw_avx512_forward` needs (0 when it does not handle g).

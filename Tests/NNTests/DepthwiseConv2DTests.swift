@@ -70,6 +70,9 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 3, h: 7, w: 13),
     DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, bias: false),
     DepthwiseCase(n: 2, c: 2, h: 5, w: 28, m: 2),
+    // The AVX-512 8×8 stride-2 path (the plane in registers): C = 1 without bias, C = 17.
+    DepthwiseCase(n: 1, c: 1, h: 8, w: 8, stride: (2, 2), bias: false),
+    DepthwiseCase(n: 3, c: 17, h: 8, w: 8, stride: (2, 2)),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
@@ -175,7 +178,14 @@ final class DepthwiseConv2DTests: XCTestCase {
   }
 
   func testWithoutInputGradientStillGivesParameterGradients() throws {
-    let c = DepthwiseCase(n: 2, c: 3, h: 5, w: 5, stride: (2, 2))
+    // The general path, and the AVX-512 stride-1 and 8×8 stride-2 paths.
+    for c in [DepthwiseCase(n: 2, c: 3, h: 5, w: 5, stride: (2, 2)), DepthwiseCase(n: 2, c: 3, h: 6, w: 7),
+              DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, stride: (2, 2))] {
+      try checkWithoutInputGradient(c)
+    }
+  }
+
+  private func checkWithoutInputGradient(_ c: DepthwiseCase) throws {
     let (conv, x) = make(c, seed: 21)
     conv.propagatesInputGradient = false
     let xBefore = x.array
@@ -184,10 +194,11 @@ final class DepthwiseConv2DTests: XCTestCase {
     let dy = Tensor.uniform(y.shape, using: &rng)
     conv.zeroGrad()
     _ = try conv.backward(dy)
-    assertBitwiseEqual(x.array, xBefore, "the input must not change")
+    assertBitwiseEqual(x.array, xBefore, "the input must not change, \(c)")
     let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
       dy: DoubleTensor(dy), stride: c.stride, padding: c.padding, groups: c.c)
-    assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5)
+    assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5, "dW, \(c)")
+    if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-5, atol: 1e-5, "db, \(c)") }
   }
 
   func testGradientsMatchFiniteDifferences() {
