@@ -1,5 +1,5 @@
 // DepthwiseAVX512.c: the AVX-512 variant of the 3×3, padding 1 depthwise kernels at stride 1, and
-// at stride 2 on 8×8 planes (the shapes of ShuffleNetV2 and TFNet on 32×32 inputs), chosen at run
+// at stride 2 on 8×8 and 16-wide planes (the shapes of ShuffleNetV2 and TFNet on 32×32 inputs), chosen at run
 // time when the CPU has AVX-512F. At stride 1 every
 // plane is one flat run of 16-float chunks, so that a chunk may span several short rows (an 8×8
 // map fills 4 whole vectors) and no padded copy is made: tap (u, v) of output f = (i, j) is one
@@ -10,10 +10,11 @@
 // samples and chunks, then over the lanes in order 0..15, so the bits do not depend on how the
 // channels are split between threads.
 // An 8×8 plane at stride 2 is four vectors: its nine 4×4 tap vectors come from them by shuffles,
-// and dx from dy's one vector by shifts and an interleave of dx's four phase planes.
-// (Stride 2 on wider planes through the four phase planes of x in memory, each tap a flat
-// shifted load again, measured slower than the AVX2 kernels on 16×16 to 28×28 maps: the split
-// and the merge cost more than they save; those run the AVX2 kernels.)
+// and dx from dy's one vector by shifts and an interleave of dx's four phase planes; a 16-wide
+// plane likewise, two output rows (one vector) at a time from five input rows.
+// (Stride 2 on other planes through the four phase planes of x in memory, each tap a flat
+// shifted load again, measured slower than the AVX2 kernels on 8×8 to 28×28 maps: the split and
+// the merge cost more than they save; those run the AVX2 kernels.)
 //
 // Shapes: x, dx [n, c, h, w]; y, dy [n, c·m, oh, ow]; weight [c·m, 3, 3]; bias [c·m].
 #include "DepthwiseInternal.h"
@@ -21,11 +22,14 @@
 #include <stdint.h>
 #include <string.h>
 
-// 3×3, padding 1, and stride 1 (any h, w) or stride 2 on an 8×8 plane.
+// 3×3, padding 1, and stride 1 (any h, w) or stride 2 on an 8×8 plane or a 16-wide one with h a
+// multiple of 4 (two 8-wide output rows per vector).
 static bool stride2_8x8(const DWGeometry *g) { return g->sh == 2 && g->sw == 2 && g->h == 8 && g->w == 8; }
+static bool stride2_w16(const DWGeometry *g) { return g->sh == 2 && g->sw == 2 && g->w == 16 && g->h % 4 == 0; }
+static bool stride2_regs(const DWGeometry *g) { return stride2_8x8(g) || stride2_w16(g); }
 
 bool dw_avx512_handles(const DWGeometry *g) {
-  return g->kh == 3 && g->kw == 3 && g->ph == 1 && g->pw == 1 && ((g->sh == 1 && g->sw == 1) || stride2_8x8(g));
+  return g->kh == 3 && g->kw == 3 && g->ph == 1 && g->pw == 1 && ((g->sh == 1 && g->sw == 1) || stride2_regs(g));
 }
 
 // Chunks of 16 in n floats.
@@ -38,13 +42,13 @@ static ptrdiff_t mask_floats(const DWGeometry *g) {
 }
 
 ptrdiff_t dw_avx512_forward_scratch(const DWGeometry *g) {
-  if (!dw_avx512_handles(g) || stride2_8x8(g)) return 0;
+  if (!dw_avx512_handles(g) || stride2_regs(g)) return 0;
   return mask_floats(g);
 }
 
 ptrdiff_t dw_avx512_backward_scratch(const DWGeometry *g, ptrdiff_t channels) {
   if (!dw_avx512_handles(g)) return 0;
-  return (stride2_8x8(g) ? 0 : mask_floats(g)) + channels * g->m * 160;
+  return (stride2_regs(g) ? 0 : mask_floats(g)) + channels * g->m * 160;
 }
 
 // The mask table of a stride-1 plane [h, w], 10 entries per chunk k: entry 3u + v has bit l set
@@ -201,6 +205,48 @@ INLINE512 void input_terms8(const float *dy, const __m512 wv[9], float *dx, int 
   }
 }
 
+// The nine tap vectors of output rows 2t and 2t + 1 of a 16-wide plane x at stride 2: lane
+// 8·(i − 2t) + j of T[3u + v] holds x[2i − 1 + u][2j − 1 + v] (zero outside the plane), from the
+// input rows 4t − 1 + u and 4t + 1 + u by one two-source shuffle each.
+INLINE512 void taps16(const float *x, ptrdiff_t t, __m512 T[9]) {
+  __m512 rows[5];  // input rows 4t − 1 ..< 4t + 4
+  rows[0] = t == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(x + (4 * t - 1) * 16);
+  for (int k = 1; k < 5; k++) rows[k] = _mm512_loadu_ps(x + (4 * t - 1 + k) * 16);
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i lf = _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 0, 17, 19, 21, 23, 25, 27, 29);
+  for (int u = 0; u < 3; u++) {
+    T[3 * u] = _mm512_maskz_permutex2var_ps(0xFEFE, rows[u], lf, rows[u + 2]);
+    T[3 * u + 1] = _mm512_permutex2var_ps(rows[u], ev, rows[u + 2]);
+    T[3 * u + 2] = _mm512_permutex2var_ps(rows[u], od, rows[u + 2]);
+  }
+}
+
+// dx rows 4t ..< 4t + 4 of a 16-wide plane (first ? = : +=) the gradient from dy rows 2t and
+// 2t + 1 (dt) and the next two (dn, zero past the plane), as input_terms8 (rows of 8 here).
+INLINE512 void input_terms16(__m512 dt, __m512 dn, const __m512 wv[9], float *dx, int first) {
+  const __m512i ti = _mm512_castps_si512(dt), ni = _mm512_castps_si512(dn);
+  const __m512 d = dt;
+  const __m512 d01 = _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(0x7F7F, ni, ti, 1));  // dy[i][j + 1]
+  const __m512 d10 = _mm512_castsi512_ps(_mm512_alignr_epi32(ni, ti, 8));                 // dy[i + 1][j]
+  const __m512 d11 = _mm512_castsi512_ps(_mm512_maskz_alignr_epi32(0x7F7F, ni, ti, 9));  // dy[i + 1][j + 1]
+  const __m512 q00 = _mm512_mul_ps(wv[4], d);
+  const __m512 q01 = _mm512_fmadd_ps(wv[5], d, _mm512_mul_ps(wv[3], d01));
+  const __m512 q10 = _mm512_fmadd_ps(wv[7], d, _mm512_mul_ps(wv[1], d10));
+  __m512 q11 = _mm512_mul_ps(wv[0], d11);
+  q11 = _mm512_fmadd_ps(wv[2], d10, q11);
+  q11 = _mm512_fmadd_ps(wv[6], d01, q11);
+  q11 = _mm512_fmadd_ps(wv[8], d, q11);
+  const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512 r[4] = {_mm512_permutex2var_ps(q00, il, q01), _mm512_permutex2var_ps(q10, il, q11),
+                 _mm512_permutex2var_ps(q00, ih, q01), _mm512_permutex2var_ps(q10, ih, q11)};
+  for (int k = 0; k < 4; k++) {
+    if (!first) r[k] = _mm512_add_ps(_mm512_loadu_ps(dx + 16 * k), r[k]);
+    _mm512_storeu_ps(dx + 16 * k, r[k]);
+  }
+}
+
 // MARK: - Entry points
 
 INLINE512 void load_weights(const float *wt, __m512 wv[9]) {
@@ -211,6 +257,21 @@ AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *
                               ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
   // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, oh, ow]; scratch: the mask table (stride 1)
   const ptrdiff_t cm = g->c * g->m, n = g->h * g->w;
+  if (stride2_w16(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      __m512 wv[9], T[9];
+      load_weights(weight + 9 * o, wv);
+      const float b = bias ? bias[o] : 0.0f;
+      for (ptrdiff_t t = 0; t < g->h / 4; t++) {
+        taps16(x + src * n, t, T);
+        __m512 a = _mm512_set1_ps(b);
+        for (int k = 0; k < 9; k++) a = _mm512_fmadd_ps(wv[k], T[k], a);
+        _mm512_storeu_ps(y + p * (n / 4) + 16 * t, a);
+      }
+    }
+    return;
+  }
   if (stride2_8x8(g)) {
     for (ptrdiff_t p = p0; p < p1; p++) {
       const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
@@ -239,7 +300,7 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
                                float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch) {
   // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]; channels [c0, c1) of x, with outputs c·m ..< (c+1)·m
   const ptrdiff_t m = g->m, cm = g->c * m, n = g->h * g->w, on = g->oh * g->ow, nch = c1 - c0;
-  const int s2 = stride2_8x8(g);
+  const int s2 = stride2_regs(g), w16 = stride2_w16(g);
   // scratch: acc [nch, m, 10, 16] | mask table (stride 1)
   float *accAll = scratch;
   uint16_t *mt = (uint16_t *)(accAll + nch * m * 160);
@@ -249,7 +310,7 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     offsets_s1(g->w, off);
   }
   // The sums run in the same order (per output channel: samples, then chunks) whichever loop is
-  // outer. 8×8 at stride 2: channels outer, each output channel's ten accumulators in registers
+  // outer. Stride 2 (8×8, or 16 wide): channels outer, each output channel's ten accumulators in registers
   // for the whole batch; stride 1: samples outer, channels inner (runs of consecutive planes, as
   // the AVX2 body), the accumulators loaded and stored at every plane. Each measured the faster.
   if (s2) {
@@ -259,7 +320,22 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
         __m512 acc[10], wv[9];
         for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
         load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+        for (ptrdiff_t nn = 0; nn < g->n && w16; nn++) {
+          // 16 wide: two output rows per vector.
+          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
+          const ptrdiff_t groups = g->h / 4;
+          __m512 dn = _mm512_loadu_ps(dyplane);
+          for (ptrdiff_t t = 0; t < groups; t++) {
+            __m512 T[9];
+            taps16(xplane, t, T);
+            const __m512 d = dn;
+            dn = t + 1 < groups ? _mm512_loadu_ps(dyplane + 16 * (t + 1)) : _mm512_setzero_ps();
+            for (int k = 0; k < 9; k++) acc[k] = _mm512_fmadd_ps(d, T[k], acc[k]);
+            acc[9] = _mm512_add_ps(acc[9], d);
+            if (dx) input_terms16(d, dn, wv, dx + (nn * g->c + ci) * n + 64 * t, jm == 0);
+          }
+        }
+        for (ptrdiff_t nn = 0; nn < g->n && !w16; nn++) {
           const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
           __m512 T[9];
           taps8(xplane, T);

@@ -70,9 +70,13 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 3, h: 7, w: 13),
     DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, bias: false),
     DepthwiseCase(n: 2, c: 2, h: 5, w: 28, m: 2),
-    // The AVX-512 8×8 stride-2 path (the plane in registers): C = 1 without bias, C = 17.
+    // The AVX-512 stride-2 paths in registers: 8×8 (C = 1 without bias, C = 17) and 16 wide
+    // (h a multiple of 4: one, two and four vectors of output rows).
     DepthwiseCase(n: 1, c: 1, h: 8, w: 8, stride: (2, 2), bias: false),
     DepthwiseCase(n: 3, c: 17, h: 8, w: 8, stride: (2, 2)),
+    DepthwiseCase(n: 1, c: 1, h: 16, w: 16, stride: (2, 2), bias: false),
+    DepthwiseCase(n: 2, c: 3, h: 4, w: 16, stride: (2, 2)),
+    DepthwiseCase(n: 2, c: 2, h: 8, w: 16, m: 2, stride: (2, 2)),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
@@ -178,9 +182,10 @@ final class DepthwiseConv2DTests: XCTestCase {
   }
 
   func testWithoutInputGradientStillGivesParameterGradients() throws {
-    // The general path, and the AVX-512 stride-1 and 8×8 stride-2 paths.
+    // The general path, and the AVX-512 stride-1 and stride-2 (8×8, 16 wide) paths.
     for c in [DepthwiseCase(n: 2, c: 3, h: 5, w: 5, stride: (2, 2)), DepthwiseCase(n: 2, c: 3, h: 6, w: 7),
-              DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, stride: (2, 2))] {
+              DepthwiseCase(n: 2, c: 2, h: 8, w: 8, m: 2, stride: (2, 2)),
+              DepthwiseCase(n: 2, c: 3, h: 8, w: 16, stride: (2, 2))] {
       try checkWithoutInputGradient(c)
     }
   }
