@@ -1,5 +1,5 @@
 // DepthwiseAVX512.c: the AVX-512 variant of the 3×3, padding 1 depthwise kernels at stride 1, and
-// at stride 2 on 8×8 and 16-wide planes (the shapes of ShuffleNetV2 and TFNet on 32×32 inputs), chosen at run
+// at stride 2 on planes up to 32 wide (the shapes of ShuffleNetV2 and TFNet), chosen at run
 // time when the CPU has AVX-512F. At stride 1 every
 // plane is one flat run of 16-float chunks, so that a chunk may span several short rows (an 8×8
 // map fills 4 whole vectors) and no padded copy is made: tap (u, v) of output f = (i, j) is one
@@ -11,10 +11,10 @@
 // channels are split between threads.
 // An 8×8 plane at stride 2 is four vectors: its nine 4×4 tap vectors come from them by shuffles,
 // and dx from dy's one vector by shifts and an interleave of dx's four phase planes; a 16-wide
-// plane likewise, two output rows (one vector) at a time from five input rows.
-// (Stride 2 on other planes through the four phase planes of x in memory, each tap a flat
-// shifted load again, measured slower than the AVX2 kernels on 8×8 to 28×28 maps: the split and
-// the merge cost more than they save; those run the AVX2 kernels.)
+// plane likewise, two output rows (one vector) at a time from five input rows; any other plane
+// up to 32 wide one output row at a time (each input row's taps serving two output rows).
+// (Stride 2 through the four phase planes of x in memory, each tap a flat shifted load again,
+// measured slower than the AVX2 kernels: the split and the merge cost more than they save.)
 //
 // Shapes: x, dx [n, c, h, w]; y, dy [n, c·m, oh, ow]; weight [c·m, 3, 3]; bias [c·m].
 #include "DepthwiseInternal.h"
@@ -22,11 +22,13 @@
 #include <stdint.h>
 #include <string.h>
 
-// 3×3, padding 1, and stride 1 (any h, w) or stride 2 on an 8×8 plane or a 16-wide one with h a
-// multiple of 4 (two 8-wide output rows per vector).
+// 3×3, padding 1, and stride 1 (any h, w) or stride 2 on planes up to 32 wide: an 8×8 plane, a
+// 16-wide one with h a multiple of 4 (two 8-wide output rows per vector), any other.
 static bool stride2_8x8(const DWGeometry *g) { return g->sh == 2 && g->sw == 2 && g->h == 8 && g->w == 8; }
 static bool stride2_w16(const DWGeometry *g) { return g->sh == 2 && g->sw == 2 && g->w == 16 && g->h % 4 == 0; }
-static bool stride2_regs(const DWGeometry *g) { return stride2_8x8(g) || stride2_w16(g); }
+// Any other plane up to 32 wide: one output row per vector.
+static bool stride2_rows(const DWGeometry *g) { return g->sh == 2 && g->sw == 2 && g->w <= 32; }
+static bool stride2_regs(const DWGeometry *g) { return stride2_8x8(g) || stride2_w16(g) || stride2_rows(g); }
 
 bool dw_avx512_handles(const DWGeometry *g) {
   return g->kh == 3 && g->kw == 3 && g->ph == 1 && g->pw == 1 && ((g->sh == 1 && g->sw == 1) || stride2_regs(g));
@@ -83,6 +85,9 @@ static void masks_s1(uint16_t *mt, ptrdiff_t h, ptrdiff_t w) {
 // p + i as an address, computed without pointer arithmetic: a masked load may start before the
 // tensor (its lanes there are masked off and never read).
 INLINE512 const float *at(const float *p, ptrdiff_t i) { return (const float *)((uintptr_t)p + (uintptr_t)(i * 4)); }
+
+// The low n lanes (n ≤ 0: none, n ≥ 16: all).
+INLINE512 __mmask16 low(ptrdiff_t n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 // MARK: - Stride 1
 
@@ -247,6 +252,94 @@ INLINE512 void input_terms16(__m512 dt, __m512 dn, const __m512 wv[9], float *dx
   }
 }
 
+// MARK: - Stride 2 on planes up to 32 wide, a row per vector
+
+// The three column taps of row r of plane x [h, w] (w ≤ 32) for output columns j (lane j):
+// x[r][2j − 1] (zero at j = 0), x[r][2j], x[r][2j + 1]; zero for a row outside the plane and for
+// columns past the row (so lanes past the output row are zero too).
+INLINE512 void row_taps(const float *x, ptrdiff_t r, ptrdiff_t h, ptrdiff_t w, __m512 T3[3]) {
+  if (r < 0 || r >= h) {
+    T3[0] = T3[1] = T3[2] = _mm512_setzero_ps();
+    return;
+  }
+  const float *s = x + r * w;
+  const __m512 lo = _mm512_maskz_loadu_ps(low(w), s), hi = _mm512_maskz_loadu_ps(low(w - 16), at(s, 16));
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i lf = _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29);
+  T3[0] = _mm512_maskz_permutex2var_ps(0xFFFE, lo, lf, hi);
+  T3[1] = _mm512_permutex2var_ps(lo, ev, hi);
+  T3[2] = _mm512_permutex2var_ps(lo, od, hi);
+}
+
+// y [oh, ow] = b + Σ taps, row by row; the taps of input row 2i + 1 serve output rows i (u = 2)
+// and i + 1 (u = 0).
+INLINE512 void forward_rows(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow, const __m512 wv[9],
+                            float b, float *y) {
+  __m512 A[3], B[3], C[3];
+  row_taps(x, -1, h, w, A);
+  for (ptrdiff_t i = 0; i < oh; i++) {
+    row_taps(x, 2 * i, h, w, B);
+    row_taps(x, 2 * i + 1, h, w, C);
+    __m512 a = _mm512_set1_ps(b);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[v], A[v], a);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[3 + v], B[v], a);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[6 + v], C[v], a);
+    _mm512_mask_storeu_ps(y + i * ow, low(ow), a);
+    for (int v = 0; v < 3; v++) A[v] = C[v];
+  }
+}
+
+// dx row r (first ? = : +=) the interleave of two phase rows: column 2j from e, 2j + 1 from o.
+INLINE512 void store_interleaved(float *d, ptrdiff_t w, __m512 e, __m512 o, int first) {
+  const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512 lo = _mm512_permutex2var_ps(e, il, o), hi = _mm512_permutex2var_ps(e, ih, o);
+  const __mmask16 ml = low(w), mh = low(w - 16);
+  if (!first) {
+    lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, d), lo);
+    hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, at(d, 16)), hi);
+  }
+  _mm512_mask_storeu_ps(d, ml, lo);
+  if (mh) _mm512_mask_storeu_ps(d + 16, mh, hi);
+}
+
+// One plane's backward, row by row: dW and db terms into acc; dx (unless NULL) from dx's phase
+// rows (as input_terms8: dy row i and i + 1, each also shifted by a column).
+INLINE512 void backward_rows(const float *x, const float *dy, float *dx, int first, ptrdiff_t h, ptrdiff_t w,
+                             ptrdiff_t oh, ptrdiff_t ow, const __m512 wv[9], __m512 acc[10]) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i zi = _mm512_setzero_si512();
+  __m512 A[3], B[3], C[3];
+  row_taps(x, -1, h, w, A);
+  __m512 dn = _mm512_maskz_loadu_ps(low(ow), dy);
+  for (ptrdiff_t i = 0; i < oh; i++) {
+    row_taps(x, 2 * i, h, w, B);
+    row_taps(x, 2 * i + 1, h, w, C);
+    const __m512 d = dn;
+    dn = i + 1 < oh ? _mm512_maskz_loadu_ps(low(ow), dy + (i + 1) * ow) : zero;
+    for (int v = 0; v < 3; v++) acc[v] = _mm512_fmadd_ps(d, A[v], acc[v]);
+    for (int v = 0; v < 3; v++) acc[3 + v] = _mm512_fmadd_ps(d, B[v], acc[3 + v]);
+    for (int v = 0; v < 3; v++) acc[6 + v] = _mm512_fmadd_ps(d, C[v], acc[6 + v]);
+    acc[9] = _mm512_add_ps(acc[9], d);
+    for (int v = 0; v < 3; v++) A[v] = C[v];
+    if (!dx) continue;
+    // Lanes past the row are zero, so a shift by one column brings in zero at j = ow − 1.
+    const __m512 d01 = _mm512_castsi512_ps(_mm512_alignr_epi32(zi, _mm512_castps_si512(d), 1));
+    const __m512 d10 = dn;
+    const __m512 d11 = _mm512_castsi512_ps(_mm512_alignr_epi32(zi, _mm512_castps_si512(dn), 1));
+    const __m512 q00 = _mm512_mul_ps(wv[4], d);
+    const __m512 q01 = _mm512_fmadd_ps(wv[5], d, _mm512_mul_ps(wv[3], d01));
+    const __m512 q10 = _mm512_fmadd_ps(wv[7], d, _mm512_mul_ps(wv[1], d10));
+    __m512 q11 = _mm512_mul_ps(wv[0], d11);
+    q11 = _mm512_fmadd_ps(wv[2], d10, q11);
+    q11 = _mm512_fmadd_ps(wv[6], d01, q11);
+    q11 = _mm512_fmadd_ps(wv[8], d, q11);
+    store_interleaved(dx + 2 * i * w, w, q00, q01, first);
+    if (2 * i + 1 < h) store_interleaved(dx + (2 * i + 1) * w, w, q10, q11, first);
+  }
+}
+
 // MARK: - Entry points
 
 INLINE512 void load_weights(const float *wt, __m512 wv[9]) {
@@ -284,6 +377,15 @@ AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *
     }
     return;
   }
+  if (stride2_rows(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      __m512 wv[9];
+      load_weights(weight + 9 * o, wv);
+      forward_rows(x + src * n, g->h, g->w, g->oh, g->ow, wv, bias ? bias[o] : 0.0f, y + p * g->oh * g->ow);
+    }
+    return;
+  }
   uint16_t *mt = (uint16_t *)scratch;
   ptrdiff_t off[9];
   masks_s1(mt, g->h, g->w);
@@ -300,7 +402,8 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
                                float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch) {
   // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]; channels [c0, c1) of x, with outputs c·m ..< (c+1)·m
   const ptrdiff_t m = g->m, cm = g->c * m, n = g->h * g->w, on = g->oh * g->ow, nch = c1 - c0;
-  const int s2 = stride2_regs(g), w16 = stride2_w16(g);
+  // Stride 2: 1 (8×8), 2 (16 wide), 3 (a row per vector), or 0 (stride 1).
+  const int s2 = stride2_8x8(g) ? 1 : stride2_w16(g) ? 2 : stride2_rows(g) ? 3 : 0;
   // scratch: acc [nch, m, 10, 16] | mask table (stride 1)
   float *accAll = scratch;
   uint16_t *mt = (uint16_t *)(accAll + nch * m * 160);
@@ -310,7 +413,7 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     offsets_s1(g->w, off);
   }
   // The sums run in the same order (per output channel: samples, then chunks) whichever loop is
-  // outer. Stride 2 (8×8, or 16 wide): channels outer, each output channel's ten accumulators in registers
+  // outer. Stride 2: channels outer, each output channel's ten accumulators in registers
   // for the whole batch; stride 1: samples outer, channels inner (runs of consecutive planes, as
   // the AVX2 body), the accumulators loaded and stored at every plane. Each measured the faster.
   if (s2) {
@@ -320,7 +423,7 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
         __m512 acc[10], wv[9];
         for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
         load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n && w16; nn++) {
+        for (ptrdiff_t nn = 0; nn < g->n && s2 == 2; nn++) {
           // 16 wide: two output rows per vector.
           const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
           const ptrdiff_t groups = g->h / 4;
@@ -335,7 +438,10 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
             if (dx) input_terms16(d, dn, wv, dx + (nn * g->c + ci) * n + 64 * t, jm == 0);
           }
         }
-        for (ptrdiff_t nn = 0; nn < g->n && !w16; nn++) {
+        for (ptrdiff_t nn = 0; nn < g->n && s2 == 3; nn++)
+          backward_rows(x + (nn * g->c + ci) * n, dy + (nn * cm + o) * on, dx ? dx + (nn * g->c + ci) * n : NULL,
+                        jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
+        for (ptrdiff_t nn = 0; nn < g->n && s2 == 1; nn++) {
           const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
           __m512 T[9];
           taps8(xplane, T);
