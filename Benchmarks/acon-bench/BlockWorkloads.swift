@@ -83,7 +83,7 @@ func blockWorkloads(bandwidth: Bandwidth, sgemmCeiling: Double, options: BenchOp
       // roofline_fraction: of a memcpy moving the same bytes (its same-footprint ceiling).
       try emit(BenchResult(name: "dwconv.fwdbwd", shape: dc.input, medianSeconds: direct, metrics: common
         + (try bandwidth.metrics(trafficBytes: bytes, seconds: direct, gbpsKey: "gbps", fractionKey: "roofline_fraction"))
-        + [("speedup_vs_im2col", lowered / direct)]))
+        + [("speedup_vs_im2col", lowered / direct), ("kernels", DepthwiseConv2D.kernelVariant)]))
       try emit(BenchResult(name: "dwconv_im2col.fwdbwd", shape: dc.input, medianSeconds: lowered, metrics: common
         + (try bandwidth.metrics(trafficBytes: bytes, seconds: lowered, gbpsKey: "gbps", fractionKey: "roofline_fraction"))))
     }
