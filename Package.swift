@@ -51,9 +51,10 @@ let package = Package(
       name: "TensorCore", dependencies: ["CBLAS"],
       // Debian ships LAPACKE as a library of its own; Homebrew's OpenBLAS has it inside libopenblas.
       linkerSettings: [.linkedLibrary("lapacke", .when(platforms: [.linux]))]),
-    .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels"]),
+    .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels", "CCopyKernels"]),
     .target(name: "CAconKernels"),
     .target(name: "CDepthwiseKernels"),
+    .target(name: "CCopyKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
     .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),

@@ -1,7 +1,8 @@
 // Conv2D: 2-D convolution as im2col + one sgemm over the whole batch (Caffe's lowering,
-// batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col. Grouped
-// convolutions run one sgemm per group on contiguous slices of the same matrices; kernels,
-// strides and paddings may be rectangular.
+// batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col (without groups,
+// or for one sample; a grouped 1×1 over a batch is batched, its "im2col" a copy of planes).
+// Grouped convolutions run one sgemm per group on contiguous slices of the same matrices;
+// kernels, strides and paddings may be rectangular.
 //
 // Shapes: x [N, Cin, H, W], weight [Cout, Cin/G, KH, KW] (PyTorch's layout), bias [Cout],
 // y [N, Cout, OH, OW]; K = Cin·KH·KW, P = OH·OW; the column buffer is [K, N·P]. Group g owns
@@ -121,9 +122,19 @@ public final class Conv2D: Module {
       && paddings.height == 0 && paddings.width == 0
   }
 
-  /// Whether the 1×1 path that skips im2col runs for P = OH·OW: always without groups; with
-  /// groups only for P > 1 (for P == 1 the groups' slices of x would not be contiguous).
-  private func usesPointwisePath(p: Int) -> Bool { isPointwise && (groups == 1 || p > 1) }
+  /// Whether the 1×1 path that runs GEMMs on x and y in place (no column matrix) runs for a
+  /// batch of N samples of P = OH·OW: always without groups; with groups only for one sample
+  /// with P > 1 (one GEMM per group). A grouped 1×1 over a batch instead takes the batched
+  /// path: its per-sample, per-group GEMMs ([Cout/G, Cin/G]·[Cin/G, P], 3·N·G calls) are too
+  /// small for OpenBLAS to run near its peak (it runs the smallest on one thread and pays a
+  /// thread hand-off per call on the others: acon-bench's 16×16 c128 1×1 rows ran at 0.45–0.52
+  /// of sgemm), while the batched GEMMs over [Cin/G, N·P] are the same-shape sgemm's shapes;
+  /// the price is the layout copies (x gathered into columns, y
+  /// scattered, dy gathered, dx scattered), which run in parallel and fold in the bias, its
+  /// gradient and a fused ReLU. For P == 1 the groups' slices of x are not contiguous either.
+  private func usesPointwisePath(n: Int, p: Int) -> Bool {
+    isPointwise && (groups == 1 || (n == 1 && p > 1))
+  }
 
   private func geometry(_ s: [Int]) -> ConvGeometry {
     ConvGeometry(channels: s[1], height: s[2], width: s[3], kernelH: kernelShape.height, kernelW: kernelShape.width,
@@ -164,13 +175,13 @@ public final class Conv2D: Module {
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels
     let w = weight.value.data
     let groupCount = groups, coutG = cout / groupCount, cinG = inChannels / groupCount
-    if usesPointwisePath(p: p) {
+    if usesPointwisePath(n: n, p: p) {
       if p == 1 {
         // y[N, Cout] = x[N, Cin] · Wᵀ  (groups == 1 here)
         BLAS.sgemm(transB: true, m: n, n: cout, k: inChannels, a: x.data, b: w, c: y.data)
       } else {
-        // y_n[Cout, P] = W[Cout, Cin] · x_n[Cin, P], one sample at a time; with groups, the
-        // group's rows of W, x_n and y_n: y_n,g[Cout/G, P] = W_g[Cout/G, Cin/G] · x_n,g[Cin/G, P]
+        // y_n[Cout, P] = W[Cout, Cin] · x_n[Cin, P], one sample at a time; with groups (N = 1),
+        // the group's rows of W, x_n and y_n: y_n,g[Cout/G, P] = W_g[Cout/G, Cin/G] · x_n,g[Cin/G, P]
         for s in 0..<n {
           for gi in 0..<groupCount {
             BLAS.sgemm(m: coutG, n: p, k: cinG, a: w + gi * coutG * cinG,
@@ -257,7 +268,7 @@ public final class Conv2D: Module {
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
     let groupCount = groups, coutG = cout / groupCount, cinG = cin / groupCount
-    let pointwise = usesPointwisePath(p: p)
+    let pointwise = usesPointwisePath(n: n, p: p)
     // With a fused ReLU, dy is the gradient at the ReLU's output y: pass it where y > 0. The
     // general path below does that while it gathers dy; the others do it here, in place, as
     // `ReLU(inPlace: true)` would.

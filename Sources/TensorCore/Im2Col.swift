@@ -1,8 +1,9 @@
 // Im2Col: Caffe's im2col/col2im lowering of a 2-D convolution to a matrix product
 // (after BVLC/caffe src/caffe/util/im2col.cpp), for one sample or a whole batch. Each has
 // several loops to the same bits: copying image rows (stride 1, long rows), a per-element
-// gather table (short strided rows), and one pass for all three taps of 3-wide kernels; the
-// entry points pick the fastest measured for the geometry.
+// gather table (short strided rows), one pass for all three taps of 3-wide kernels, and plane
+// copies for 1×1 windows at stride 1 without padding; the entry points pick the fastest
+// measured for the geometry.
 //
 // col is [C·KH·KW, OH·OW] for one sample, stored with row stride `colStride` so that the
 // samples of a batch sit side by side: col[k, n·P + p] for a batched [K, N·P] matrix.
@@ -42,6 +43,10 @@ public struct ConvGeometry: Equatable, Sendable {
   public var colRows: Int { channels * kernelH * kernelW }
   /// Columns of the column matrix for one sample: `OH·OW`.
   public var colCols: Int { outH * outW }
+  /// A 1×1 window at stride 1 without padding: each column-matrix row is an input plane.
+  public var isPointwise: Bool {
+    kernelH == 1 && kernelW == 1 && strideH == 1 && strideW == 1 && padH == 0 && padW == 0
+  }
 }
 
 /// Lowers one sample to columns.
@@ -74,12 +79,52 @@ public func im2col(
   // 0.67 ms, conv4 4×4 0.21 vs 0.39 ms for the table). For 3-wide kernels at stride 2 on short
   // rows, filling the three taps' rows in one pass beats the table (conv3, batch 64, two
   // threads: 0.41 → 0.34 ms; `acon-bench --filter im2col`).
-  if g.kernelW == 3 && g.strideW == 2 && g.outW < 12 {
+  if g.isPointwise {
+    pointwiseColumns(x, batch: n, g, col: col, colStride: colStride)
+  } else if g.kernelW == 3 && g.strideW == 2 && g.outW < 12 {
     im2colWidth3Stride2(x, batch: n, g, col: col, colStride: colStride)
   } else if g.strideW == 1 || g.outW >= 12 {
     im2colByRows(x, batch: n, g, col: col, colStride: colStride)
   } else {
     im2colByTable(x, batch: n, g, col: col, colStride: colStride)
+  }
+}
+
+/// im2col of a 1×1 window at stride 1 without padding: row c of the column matrix is plane c
+/// of every sample in turn, one contiguous copy per (c, sample); in parallel over rows.
+private func pointwiseColumns(
+  _ x: UnsafePointer<Float>, batch n: Int, _ g: ConvGeometry, col: UnsafeMutablePointer<Float>, colStride: Int
+) {
+  let plane = g.height * g.width, sampleSize = g.channels * plane
+  let xs = UncheckedSendable(x), cs = UncheckedSendable(col)
+  parallelFor(g.channels, minimumChunk: Swift.max(1, 4096 / Swift.max(1, n * plane))) { rows in
+    for c in rows {
+      for s in 0..<n {
+        (cs.value + c * colStride + s * plane).update(from: xs.value + s * sampleSize + c * plane, count: plane)
+      }
+    }
+  }
+}
+
+/// col2im of a 1×1 window at stride 1 without padding (see `pointwiseColumns`): each element
+/// of dx gets its one column entry, copied or added; in parallel over channels.
+private func pointwiseColumns(
+  _ col: UnsafePointer<Float>, colStride: Int, batch n: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>,
+  accumulate: Bool
+) {
+  let plane = g.height * g.width, sampleSize = g.channels * plane
+  let cs = UncheckedSendable(col), ds = UncheckedSendable(dx)
+  parallelFor(g.channels, minimumChunk: Swift.max(1, 4096 / Swift.max(1, n * plane))) { channels in
+    for c in channels {
+      for s in 0..<n {
+        let src = cs.value + c * colStride + s * plane, dst = ds.value + s * sampleSize + c * plane
+        if accumulate {
+          for i in 0..<plane { dst[i] += src[i] }
+        } else {
+          dst.update(from: src, count: plane)
+        }
+      }
+    }
   }
 }
 
@@ -238,7 +283,9 @@ public func col2im(
   // one output-stationary pass per input row beats rows (resnet.3x3, batch 32, two threads:
   // 9.7 → 7.7 ms; one thread 17.5 → 11.7 ms). At stride 2 the same idea measured slower than
   // the table.
-  if g.kernelW == 3 && g.strideW == 1 {
+  if g.isPointwise {
+    pointwiseColumns(col, colStride: colStride, batch: n, g, dx: dx, accumulate: accumulate)
+  } else if g.kernelW == 3 && g.strideW == 1 {
     col2imWidth3Stride1(col, colStride: colStride, batch: n, g, dx: dx, accumulate: accumulate)
   } else if g.strideW == 1 {
     col2imByRows(col, colStride: colStride, batch: n, g, dx: dx, accumulate: accumulate)

@@ -155,6 +155,38 @@ final class ChannelOpsTests: XCTestCase {
     }
   }
 
+  /// Moves above `ChannelOps.streamingThreshold` take the streaming-store copy: the same bits,
+  /// on planes of odd length (so most runs start off a 64-byte line) and odd channel counts.
+  func testStreamingMovesAgainstReference() throws {
+    var rng = SeededGenerator(seed: 12)
+    let plane = 37 * 41, c = ChannelOps.streamingThreshold / (4 * plane) + 1
+    let a = Tensor.uniform([2, c, 37, 41], using: &rng), b = Tensor.uniform([2, c + 2, 37, 41], using: &rng)
+    let y = Tensor(zeros: [2, 2 * c + 2, 37, 41])
+    XCTAssertGreaterThanOrEqual(y.count, ChannelOps.streamingThreshold)
+    ChannelOps.concat([a, b], into: y)
+    let (ad, bd) = (DoubleTensor(a), DoubleTensor(b))
+    assertClose(y, Reference.concatChannels([ad, bd]), rtol: 0, atol: 0, "concat")
+    let ga = Tensor(zeros: a.shape), gb = Tensor(zeros: b.shape)
+    ChannelOps.concatBackward(y, into: [ga, gb])
+    assertBitwiseEqual(ga.array, a.array)
+    assertBitwiseEqual(gb.array, b.array)
+    // Splits of the concatenation (2c + 2 channels), and back.
+    let yd = DoubleTensor(y)
+    for (mode, evenOdd) in [(ChannelSplit.evenOdd, true), (.halves, false)] {
+      let p = Tensor(zeros: [2, c + 1, 37, 41]), q = Tensor(zeros: [2, c + 1, 37, 41])
+      ChannelOps.split(y, mode, into: p, q)
+      let want = Reference.splitChannels(yd, evenOdd: evenOdd)
+      assertClose(p, want.0, rtol: 0, atol: 0, "\(mode) part 0")
+      assertClose(q, want.1, rtol: 0, atol: 0, "\(mode) part 1")
+      let back = Tensor(zeros: y.shape)
+      ChannelOps.splitBackward(p, q, mode, into: back)
+      assertBitwiseEqual(back.array, y.array)
+    }
+    let shuffled = Tensor(zeros: y.shape)
+    ChannelOps.shuffle(y.data, into: shuffled.data, batch: 2, channels: 2 * c + 2, plane: plane, groups: 2)
+    assertClose(shuffled, Reference.channelShuffle(yd, groups: 2), rtol: 0, atol: 0, "shuffle")
+  }
+
   func testKernelsAreThreadCountIndependent() throws {
     var rng = SeededGenerator(seed: 10)
     let x = Tensor.uniform([4, 12, 9, 9], using: &rng)

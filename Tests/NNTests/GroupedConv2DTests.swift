@@ -29,6 +29,8 @@ final class GroupedConv2DTests: XCTestCase {
     GroupedConvCase(n: 2, cin: 3, cout: 6, h: 1, w: 1, kernel: (3, 3), padding: (1, 1), groups: 3),  // 1×1 map, m = 2
     GroupedConvCase(n: 2, cin: 5, cout: 10, h: 7, w: 5, kernel: (3, 3), stride: (2, 2), padding: (1, 1), groups: 5),
     GroupedConvCase(n: 2, cin: 6, cout: 4, h: 4, w: 5, kernel: (1, 1), groups: 2),  // grouped pointwise, P > 1
+    // Grouped pointwise over a batch (batched GEMMs on copied planes), P = 21 and C/G not a power of 2.
+    GroupedConvCase(n: 5, cin: 12, cout: 20, h: 3, w: 7, kernel: (1, 1), groups: 4, bias: false),
     GroupedConvCase(n: 3, cin: 6, cout: 9, h: 1, w: 1, kernel: (1, 1), groups: 3),  // grouped pointwise, P == 1
     GroupedConvCase(n: 1, cin: 4, cout: 6, h: 3, w: 3, kernel: (1, 1), groups: 2, bias: false),  // pointwise, N = 1
     GroupedConvCase(n: 2, cin: 3, cout: 4, h: 5, w: 7, kernel: (1, 3), padding: (0, 1)),  // rectangular, G = 1
