@@ -70,7 +70,7 @@ let package = Package(
     .executableTarget(
       name: "acon-bench",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore", "TestSupport",
+        "Training", "ACON", "NN", "TensorCore", "TestSupport", "CCopyKernels",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Benchmarks/acon-bench"
