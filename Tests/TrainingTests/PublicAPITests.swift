@@ -140,6 +140,35 @@ final class PublicAPITests: XCTestCase {
     }
   }
 
+  func testTheSeedNetworkBuiltAsAUserWouldIsTheBuiltInOne() throws {
+    // seed-relu through the public API in the obvious way: plain ReLU()s, default workspaces.
+    var rng = SeededGenerator(seed: 1)
+    let user = Sequential([
+      ("conv1", Conv2D(inChannels: 3, outChannels: 32, kernelSize: 3, padding: 1, rng: &rng)), ("relu1", ReLU()),
+      ("conv2", Conv2D(inChannels: 32, outChannels: 64, kernelSize: 3, stride: 2, rng: &rng)), ("relu2", ReLU()),
+      ("conv3", Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, rng: &rng)), ("relu3", ReLU()),
+      ("conv4", Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, padding: 1, rng: &rng)), ("relu4", ReLU()),
+      ("flatten", Flatten()), ("linear1", Linear(inFeatures: 1024, outFeatures: 64, rng: &rng)), ("relu5", ReLU()),
+      ("linear2", Linear(inFeatures: 64, outFeatures: 10, rng: &rng)),
+    ])
+    let builtIn = try ModelKind.seedRelu.build(input: [3, 32, 32], classes: 10, seed: 1)
+    XCTAssertEqual(user.stateDictNames(), builtIn.stateDictNames())
+    XCTAssertEqual(weights(user), weights(builtIn))
+    let convs = user.layers.compactMap { $0.1 as? Conv2D }
+    XCTAssertTrue(convs.allSatisfy { $0.workspace === convs[0].workspace }, "one shared workspace by default")
+    let x = Tensor(zeros: [4, 3, 32, 32])
+    x.fillNormal(using: &rng)
+    let labels: [Int32] = [1, 5, 9, 0]
+    for net in [user, builtIn] {
+      net.packGradients()
+      net.zeroGrad()
+      let (_, g) = try CrossEntropyLoss().valueAndGradient(try net.forward(x), labels: labels)
+      _ = try net.backward(g)
+    }
+    XCTAssertEqual(try user.forward(x).array, try builtIn.forward(x).array)
+    XCTAssertEqual(user.namedParameters().map { $0.1.grad.array }, builtIn.namedParameters().map { $0.1.grad.array })
+  }
+
   // MARK: - Checkpoints and state dicts
 
   func testOldMetadataStillLoads() throws {
