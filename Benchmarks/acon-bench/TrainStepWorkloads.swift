@@ -5,8 +5,9 @@
 // the same machine right after, and the row gets PyTorch's images/s and our speed-up. Rounds
 // alternate the two (`--rounds`), and the medians are reported. `seed-relu-userbuilt` is
 // seed-relu as a user builds it through the public API in the obvious way (plain `ReLU()`s in a
-// `Sequential`, default workspaces, no flags set), beside the built-in one: the fast path must
-// be the default (goal: within 3%); its PyTorch twin is seed-relu's.
+// `Sequential`, default workspaces, no flags set), prepared as the Trainer prepares any model
+// (`prepareForTraining()`), beside the built-in one: the fast path must be the default (goal:
+// within 3%); its PyTorch twin is seed-relu's.
 import ACON
 import Foundation
 import NN
@@ -27,7 +28,8 @@ func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetiti
     guard let kind = ModelKind(rawValue: model) else { throw WorkloadFailure(workload: "train_step", detail: "unknown model \(model)") }
     net = try kind.build(input: input, classes: classes, seed: 1)
   }
-  net.packGradients()
+  // The user-built network gets what the Trainer gives any model (the built-in one has it already).
+  if model == userBuiltSeedRelu { net.prepareForTraining() } else { net.packGradients() }
   let params = net.namedParameters()
   let opt = Adam(parameters: params, learningRate: 1e-3)
   var rng = SeededGenerator(seed: 2)

@@ -150,11 +150,7 @@ public final class Trainer {
     }
     metadata = ModelMetadata(model: name, input: train.imageShape, classes: outputs, normalization: normalization,
       data: options.dataName)
-    // The fast path: the input is data (no gradient needed), one scratch buffer for every
-    // convolution, every gradient in one block (zeroing, clipping and the all-reduce are one pass).
-    model.propagatesInputGradient = false
-    model.shareConvWorkspace()
-    gradients = model.packGradients()
+    gradients = model.prepareForTraining()
     if let loss {
       self.loss = loss
     } else if outputs == 1 {
@@ -246,5 +242,20 @@ public final class Trainer {
         log = try CheckedFile(appendingTo: logPath, truncate: true, what: "the log file")
       }
     }
+  }
+}
+
+extension Module {
+  /// What the `Trainer` does to any model before training it, for a training loop of your own:
+  /// the first layer skips its input gradient (the input is data: nothing upstream needs it,
+  /// as a PyTorch input that does not require grad), every `Conv2D` shares one scratch
+  /// workspace (`shareConvWorkspace()`), and every parameter gradient moves into one block
+  /// (`packGradients()`, so that `zeroGrad()`, clipping and an all-reduce are single passes).
+  /// Changes no result. Returns the gradient block.
+  @discardableResult
+  public func prepareForTraining() -> TensorStorage {
+    propagatesInputGradient = false
+    shareConvWorkspace()
+    return packGradients()
   }
 }
