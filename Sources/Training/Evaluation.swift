@@ -69,7 +69,10 @@ public func topKAccuracy(_ logits: Tensor, labels: [Int32], k: Int) throws -> Do
 /// one logit `[N, 1]` only on a two-class data set, with binary cross-entropy. Any other width
 /// is an error naming both.
 /// - Parameters:
+///   - model: the network, `[N, C, H, W]` images to `[N, K]` logits.
+///   - dataset: the images and labels, evaluated in order.
 ///   - normalization: nil: the data set's own.
+///   - batchSize: images per forward pass.
 ///   - topK: the k of each top-k accuracy to report in `Evaluation.topK`.
 public func evaluate(_ model: Module, on dataset: ImageDataset, normalization: Normalization? = nil, batchSize: Int = 256,
   topK: [Int] = []) throws -> Evaluation {

@@ -111,6 +111,9 @@ public final class Trainer {
   ///     (with the ACON no-decay groups).
   ///   - scheduler: nil: `options.schedule` with `options.warmupSteps`; given, it must be
   ///     attached to `optimizer`.
+  ///   - options: the run's settings (epochs, batch size, checkpoints, log, checks, …).
+  ///   - train: the training split.
+  ///   - test: the test split, evaluated after each epoch (nil: none).
   ///   - normalization: nil: the training split's own.
   ///   - group: several processes (each calling this with the same arguments) train data-parallel:
   ///     rank 0's initial weights are broadcast to the others; `checkpoint` is read by every
