@@ -14,6 +14,9 @@ let package = Package(
     .library(name: "ACON", targets: ["ACON"]),
     .library(name: "Collectives", targets: ["Collectives"]),
     .library(name: "Training", targets: ["Training"]),
+    // The gradient checker and the naive Double references, for the tests of programs that
+    // write their own layers (it links XCTest: use it from test targets).
+    .library(name: "TestSupport", targets: ["TestSupport"]),
     .executable(name: "acon-train", targets: ["acon-train"]),
     .executable(name: "acon-bench", targets: ["acon-bench"]),
   ],

@@ -64,9 +64,8 @@ struct AconBench: ParsableCommand {
     if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1, got \(r)") }
     let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3))
     if let kindName = workerTrainStep, let inputText = workerInput {
-      guard let kind = ModelKind(rawValue: kindName) else { throw ValidationError("unknown model \(kindName)") }
       let dims = inputText.split(separator: "x").compactMap { Int($0) }
-      let (ips, rss) = try trainStepWorker(model: kind, input: dims, batch: 64, repetitions: reps, minSeconds: options.minSeconds,
+      let (ips, rss) = try trainStepWorker(modelName: kindName, input: dims, batch: 64, repetitions: reps, minSeconds: options.minSeconds,
         check: workerCheck)
       if workerCheck { return }
       print("{\"images_per_s\": \(ips), \"peak_rss_mb\": \(rss), \"median_s\": \(64 / ips)}")

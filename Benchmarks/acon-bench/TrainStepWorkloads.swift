@@ -3,7 +3,11 @@
 // child process of its own, so that its peak memory is its own and not the benchmark's. Where
 // Python has PyTorch, its eager twin (Benchmarks/pytorch/train_step.py) runs the same step on
 // the same machine right after, and the row gets PyTorch's images/s and our speed-up. Rounds
-// alternate the two (`--rounds`), and the medians are reported.
+// alternate the two (`--rounds`), and the medians are reported. `seed-relu-userbuilt` is
+// seed-relu as a user builds it through the public API in the obvious way (plain `ReLU()`s in a
+// `Sequential`, default workspaces, no flags set), prepared as the Trainer prepares any model
+// (`prepareForTraining()`), beside the built-in one: the fast path must be the default (goal:
+// within 3%); its PyTorch twin is seed-relu's.
 import ACON
 import Foundation
 import NN
@@ -15,10 +19,17 @@ import Training
 /// a central difference and returns; otherwise times training steps and returns images/s and
 /// the peak RSS in MB (VmHWM of this fresh process, so that the reference check's memory is not
 /// counted). Errors thrown by a timed step fail the process, and so the benchmark.
-func trainStepWorker(model: ModelKind, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> (Double, Double) {
+func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> (Double, Double) {
   let classes = 10
-  let net = try model.build(input: input, classes: classes, seed: 1)
-  net.packGradients()
+  let net: Sequential
+  if model == userBuiltSeedRelu {
+    net = try userBuiltSeedReluNetwork(input: input, classes: classes, seed: 1)
+  } else {
+    guard let kind = ModelKind(rawValue: model) else { throw WorkloadFailure(workload: "train_step", detail: "unknown model \(model)") }
+    net = try kind.build(input: input, classes: classes, seed: 1)
+  }
+  // The user-built network gets what the Trainer gives any model (the built-in one has it already).
+  if model == userBuiltSeedRelu { net.prepareForTraining() } else { net.packGradients() }
   let params = net.namedParameters()
   let opt = Adam(parameters: params, learningRate: 1e-3)
   var rng = SeededGenerator(seed: 2)
@@ -28,34 +39,52 @@ func trainStepWorker(model: ModelKind, input: [Int], batch: Int, repetitions: In
   let loss = CrossEntropyLoss()
 
   if check { try checkTrainStep(net, model: model, x: x, labels: labels, input: input, rng: &rng) ; return (0, 0) }
-  let s = try measure("train_step.\(model.rawValue) \(input)", repetitions: repetitions, minSeconds: minSeconds) {
+  let s = try measure("train_step.\(model) \(input)", repetitions: repetitions, minSeconds: minSeconds) {
     net.zeroGrad()
     let y = try net.forward(x)
-    _ = try loss(y, labels: labels)
-    guard let g = loss.gradient else {
-      throw WorkloadFailure(workload: "train_step.\(model.rawValue) \(input)", detail: "the loss kept no gradient")
-    }
+    let (_, g) = try loss.valueAndGradient(y, labels: labels)
     _ = try net.backward(g)
     opt.step()
   }
   return (Double(batch) / s, peakRSSMegabytes())
 }
 
-private func checkTrainStep(_ net: Sequential, model: ModelKind, x: Tensor, labels: [Int32], input: [Int], rng: inout SeededGenerator) throws {
+/// The name of the user-built seed-relu row.
+let userBuiltSeedRelu = "seed-relu-userbuilt"
+
+/// seed-relu as a user writes it from the README: the layers in a `Sequential`, plain `ReLU()`s,
+/// each `Conv2D` with its default workspace, no flags; the same parameters in the same order
+/// and the same initial weights as `ModelKind.seedRelu.build`.
+func userBuiltSeedReluNetwork(input: [Int], classes: Int, seed: UInt64) throws -> Sequential {
+  var rng = SeededGenerator(seed: seed)
+  let features: [(String, Module)] = [
+    ("conv1", Conv2D(inChannels: input[0], outChannels: 32, kernelSize: 3, padding: 1, rng: &rng)), ("relu1", ReLU()),
+    ("conv2", Conv2D(inChannels: 32, outChannels: 64, kernelSize: 3, stride: 2, rng: &rng)), ("relu2", ReLU()),
+    ("conv3", Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, rng: &rng)), ("relu3", ReLU()),
+    ("conv4", Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, padding: 1, rng: &rng)), ("relu4", ReLU()),
+    ("flatten", Flatten()),
+  ]
+  let width = try Sequential(features).outputShape(for: [1] + input)[1]
+  return Sequential(features + [
+    ("linear1", Linear(inFeatures: width, outFeatures: 64, rng: &rng)), ("relu5", ReLU()),
+    ("linear2", Linear(inFeatures: 64, outFeatures: classes, rng: &rng)),
+  ])
+}
+
+private func checkTrainStep(_ net: Sequential, model: String, x: Tensor, labels: [Int32], input: [Int], rng: inout SeededGenerator) throws {
   let params = net.namedParameters()
   let loss = CrossEntropyLoss()
   // Reference check of the forward pass: the same network on 8 samples, layer by layer in Double.
   let probe = Tensor(shape: [8] + input, values: Array(x.array.prefix(8 * input.reduce(1, *))))
   let logits = try net.forward(probe)
   let want = try referenceForward(net, DoubleTensor(probe))
-  try check("train_step.\(model.rawValue) forward", logits.data, want.values, rtol: 1e-3, atol: 1e-4)
+  try check("train_step.\(model) forward", logits.data, want.values, rtol: 1e-3, atol: 1e-4)
 
   // Sanity check of the backward pass: the directional derivative ⟨∇L, v⟩ against a central
   // difference of the Float loss. ReLU kinks and Float rounding limit this to a coarse 10%;
   // the per-layer finite-difference tests are the precise check.
   net.zeroGrad()
-  _ = try loss(try net.forward(x), labels: labels)
-  _ = try net.backward(loss.gradient!)
+  _ = try net.backward(try loss.valueAndGradient(try net.forward(x), labels: labels).gradient)
   var dirs: [[Float]] = []
   var analytic = 0.0, norm = 0.0
   for (_, p) in params {
@@ -72,7 +101,7 @@ private func checkTrainStep(_ net: Sequential, model: ModelKind, x: Tensor, labe
   }
   let numeric = (try lossAt(h) - lossAt(-h)) / (2 * Double(h))
   guard abs(numeric - analytic) <= 0.1 * max(abs(analytic), 1e-3) else {
-    throw ReferenceMismatch(workload: "train_step.\(model.rawValue)",
+    throw ReferenceMismatch(workload: "train_step.\(model)",
       detail: "directional derivative \(analytic) vs central difference \(numeric)")
   }
 
@@ -115,13 +144,15 @@ func referenceForward(_ net: Sequential, _ input: DoubleTensor) throws -> Double
 
 func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   for input in [[3, 32, 32], [1, 28, 28]] {
-    for kind in ModelKind.allCases where options.wants("train_step.\(kind.rawValue)") {
+    let names = [ModelKind.seedRelu.rawValue, userBuiltSeedRelu, ModelKind.seedAconc.rawValue, ModelKind.seedMeta.rawValue]
+    for kind in names where options.wants("train_step.\(kind)") {
+      let torchTwin = kind == userBuiltSeedRelu ? ModelKind.seedRelu.rawValue : kind
       let inputText = input.map(String.init).joined(separator: "x")
       let exe = URL(fileURLWithPath: CommandLine.arguments[0]).path
       func worker(_ extra: [String]) throws -> (Int32, Data) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe.hasPrefix("/") ? exe : FileManager.default.currentDirectoryPath + "/" + exe)
-        p.arguments = ["--worker-train-step", kind.rawValue, "--worker-input", inputText, "--threads", String(Threads.count),
+        p.arguments = ["--worker-train-step", kind, "--worker-input", inputText, "--threads", String(Threads.count),
           "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
           + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra
         let pipe = Pipe()
@@ -133,7 +164,7 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
       }
       let (checkStatus, _) = try worker(["--worker-check"])
       guard checkStatus == 0 else {
-        throw ReferenceMismatch(workload: "train_step.\(kind.rawValue) \(inputText)",
+        throw ReferenceMismatch(workload: "train_step.\(kind) \(inputText)",
           detail: "the reference check's process exited with status \(checkStatus); its message is above")
       }
       // Rounds alternate ours and PyTorch's, each a fresh process, so that a slow spell of this
@@ -145,11 +176,11 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
           let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double],
           let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
         else {
-          throw WorkloadFailure(workload: "train_step.\(kind.rawValue) \(inputText)",
+          throw WorkloadFailure(workload: "train_step.\(kind) \(inputText)",
             detail: "its timing process exited with status \(status); its message is above")
         }
         ours.append((ips, rss, sec))
-        if let t = try PyTorch.trainStep(model: kind.rawValue, input: inputText, options: options) { torch.append(t) }
+        if let t = try PyTorch.trainStep(model: torchTwin, input: inputText, options: options) { torch.append(t) }
       }
       let ips = median(ours.map(\.ips))
       var metrics: [(String, Any)] = [("input", inputText), ("images_per_s", ips), ("peak_rss_mb", ours.map(\.rss).max()!),
@@ -159,7 +190,7 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
         metrics += [("pytorch_images_per_s", median(torch.map(\.imagesPerSecond))), ("speedup_vs_pytorch", median(ratios)),
           ("speedup_min", ratios.min()!), ("speedup_max", ratios.max()!), ("pytorch_peak_rss_mb", torch.map(\.peakRSS).max()!)]
       }
-      try emit(BenchResult(name: "train_step.\(kind.rawValue)", shape: [64] + input, medianSeconds: median(ours.map(\.seconds)),
+      try emit(BenchResult(name: "train_step.\(kind)", shape: [64] + input, medianSeconds: median(ours.map(\.seconds)),
         metrics: metrics))
     }
   }

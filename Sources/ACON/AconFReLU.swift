@@ -90,8 +90,8 @@ public final class AconFReLU: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let at = a, let bt = b, let zt = z, dy.shape == zt.shape else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: z.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: z.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dz = try bn2.backward(dy)
     let dat = reuse(&da, shape: zt.shape), dbt = reuse(&db, shape: zt.shape)

@@ -13,11 +13,21 @@ import TensorCore
 /// y = (p1 − p2)·x · σ(β·(p1 − p2)·x) + p2·x
 /// ```
 /// with p1, p2 and β of shape `[1, C, 1, 1]`, each either learnable or fixed. `AconA`, `AconB`
-/// and `AconC` choose which are learnable; use those.
-public class AconActivation: Module {
+/// and `AconC` choose which are learnable; a variant of your own picks its own values and
+/// learnable set, e.g. ACON-C with a fixed β = 1:
+///
+/// ```swift
+/// let c = 16
+/// let fixedBeta = AconActivation(channels: c,
+///   p1: Tensor(shape: [1, c, 1, 1], repeating: 1), p2: Tensor(shape: [1, c, 1, 1], repeating: 0.25),
+///   beta: Tensor(shape: [1, c, 1, 1], repeating: 1), learnable: ["p1", "p2"])   // state_dict: p1, p2
+/// ```
+/// The class is open: a subclass can add behaviour around `forward` and `backward`.
+open class AconActivation: Module {
   /// Channels C.
   public let channels: Int
-  let p1: Tensor, p2: Tensor, beta: Tensor
+  /// p1, p2 and β, `[1, C, 1, 1]` each (a learnable one is its parameter's value).
+  public let p1: Tensor, p2: Tensor, beta: Tensor
   // Gradients of fixed coefficients land in scratch and are dropped.
   let dp1: Tensor, dp2: Tensor, dbeta: Tensor
   private let learnable: [(String, Parameter)]
@@ -25,8 +35,16 @@ public class AconActivation: Module {
   private var inputGrad: Tensor?
   private var input: Tensor?
 
-  init(channels: Int, p1: Tensor, p2: Tensor, beta: Tensor, learnable names: Set<String>) {
+  /// An ACON activation over `channels` channels with the given coefficients, each of shape
+  /// `[1, C, 1, 1]` (the tensors are used, not copied); those named in `learnable` (`"p1"`,
+  /// `"p2"`, `"beta"`) are parameters, with those state_dict names and no weight decay, the
+  /// others stay fixed.
+  public init(channels: Int, p1: Tensor, p2: Tensor, beta: Tensor, learnable names: Set<String>) {
     precondition(channels > 0, "ACON: channels must be positive")
+    for (name, t) in [("p1", p1), ("p2", p2), ("beta", beta)] {
+      precondition(t.shape == [1, channels, 1, 1], "ACON: \(name) must have shape [1, \(channels), 1, 1], got \(t.shape)")
+    }
+    precondition(names.isSubset(of: ["p1", "p2", "beta"]), "ACON: learnable names must be among p1, p2, beta, got \(names.sorted())")
     self.channels = channels
     var params: [(String, Parameter)] = []
     func coefficient(_ name: String, _ t: Tensor) -> (Tensor, Tensor) {
@@ -43,14 +61,14 @@ public class AconActivation: Module {
     learnable = params
   }
 
-  public override var localParameters: [(String, Parameter)] { learnable }
+  open override var localParameters: [(String, Parameter)] { learnable }
 
-  public override func outputShape(for s: [Int]) throws -> [Int] {
+  open override func outputShape(for s: [Int]) throws -> [Int] {
     _ = try channelLayout(s, channels: channels, layer: typeName)
     return s
   }
 
-  public override func forward(_ x: Tensor) throws -> Tensor {
+  open override func forward(_ x: Tensor) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
     let y = reuse(&output, shape: x.shape)
     input = x
@@ -59,10 +77,10 @@ public class AconActivation: Module {
     return y
   }
 
-  public override func backward(_ dy: Tensor) throws -> Tensor {
+  open override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, dy.shape == x.shape else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: x.shape)
     let (n, hw) = (x.shape[0], x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1)

@@ -126,8 +126,8 @@ public final class MetaAconC: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let b = beta, dy.shape == x.shape else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let dx = reuse(&inputGrad, shape: x.shape)

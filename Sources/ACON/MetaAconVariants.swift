@@ -94,8 +94,8 @@ public final class MetaAconLayerwise: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let b = betaNC, dy.shape == x.shape else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let per = c * hw
@@ -185,8 +185,8 @@ public final class MetaAconPixelwise: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, dy.shape == x.shape else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let dx = reuse(&inputGrad, shape: x.shape)

@@ -60,7 +60,7 @@ public final class ReLU: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = inPlace ? dy : reuse(&inputGrad, shape: y.shape)
     ReLU.mask(dy.data, by: y.data, into: dx.data, count: y.count)
@@ -83,7 +83,7 @@ public final class Sigmoid: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "Sigmoid.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "Sigmoid.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: y.shape)
     for i in 0..<y.count {
@@ -129,7 +129,7 @@ public final class SiLU: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "SiLU.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "SiLU.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: x.shape)
     let xs = UncheckedSendable(x.data), gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)

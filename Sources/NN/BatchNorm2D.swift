@@ -139,7 +139,7 @@ public final class BatchNorm2D: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, dy.shape == x.shape else {
-      throw TensorError.shapeMismatch(layer: "BatchNorm2D.backward", expected: input.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "BatchNorm2D.backward", expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let m = Double(n * hw)

@@ -48,7 +48,7 @@ public final class Conv2D: Module {
   private var inputGrad: Tensor?
   private var col: Tensor?  // [K, N·P]
   /// Holds the [Cout, N·P] product before it is scattered to NCHW, and dy gathered back.
-  public let workspace: ConvWorkspace
+  public internal(set) var workspace: ConvWorkspace
   private var colHolds: Tensor?  // the input whose columns `col` holds, if still valid
   private var input: Tensor?
   private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
@@ -262,8 +262,8 @@ public final class Conv2D: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let ys = output?.shape, dy.shape == ys else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data

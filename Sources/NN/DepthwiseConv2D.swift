@@ -159,8 +159,8 @@ public final class DepthwiseConv2D: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let ys = output?.shape, dy.shape == ys else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     // The first layer of a network skips dx altogether.
     let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x

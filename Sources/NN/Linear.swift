@@ -70,8 +70,8 @@ public final class Linear: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let ys = output?.shape, dy.shape == ys else {
-      throw TensorError.shapeMismatch(layer: typeName + ".backward",
-        expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: typeName + ".backward",
+        expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = ys[0]
     // dW[out, in] += dyᵀ[out, N] · x[N, in]

@@ -1,6 +1,7 @@
 // Losses: softmax cross-entropy (fused, stable, with label smoothing), binary cross-entropy with logits, and mean
-// squared error. Each returns the mean loss over the batch and keeps its gradient with respect
-// to the input, ready for `backward`.
+// squared error. Each returns the mean loss over the batch and its gradient with respect to the
+// input (`valueAndGradient`), ready for `model.backward`; the gradient is owned by the loss and
+// overwritten by its next call.
 import TensorCore
 
 #if canImport(Glibc)
@@ -11,6 +12,13 @@ import TensorCore
   import Darwin
 #endif
 
+/// A loss over class logits and integer labels, as the `Trainer` uses it.
+public protocol ClassificationLoss: AnyObject {
+  /// The mean loss over the batch and its gradient with respect to `logits` (same shape, owned
+  /// by the loss and overwritten by its next call). `labels` holds one class index per row.
+  func valueAndGradient(_ logits: Tensor, labels: [Int32]) throws -> (value: Float, gradient: Tensor)
+}
+
 /// Softmax cross-entropy over class logits, averaged over the batch, with optional label
 /// smoothing ε (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`):
 ///
@@ -19,7 +27,7 @@ import TensorCore
 /// ∂loss/∂z_n = (p_n − ((1 − ε)·onehot(t_n) + ε/K)) / N
 /// ```
 /// Shapes: logits `[N, K]`, labels `N` integers in `0..<K`.
-public final class CrossEntropyLoss {
+public final class CrossEntropyLoss: ClassificationLoss {
   /// The gradient with respect to the logits from the last call, `[N, K]`.
   public private(set) var gradient: Tensor?
   /// ε in [0, 1]: the weight moved from the target class to the uniform distribution (0: plain).
@@ -34,8 +42,15 @@ public final class CrossEntropyLoss {
     self.labelSmoothing = labelSmoothing
   }
 
-  /// The mean loss; also stores the gradient.
+  /// The mean loss; also stores the gradient in `gradient`.
   public func callAsFunction(_ logits: Tensor, labels: [Int32]) throws -> Float {
+    try valueAndGradient(logits, labels: labels).value
+  }
+
+  /// The mean loss and its gradient with respect to the logits, `[N, K]` (owned by the loss,
+  /// overwritten by its next call): `let (loss, dy) = try ce.valueAndGradient(logits, labels: labels)`,
+  /// then `try model.backward(dy)`.
+  public func valueAndGradient(_ logits: Tensor, labels: [Int32]) throws -> (value: Float, gradient: Tensor) {
     guard logits.shape.count == 2, logits.shape[0] == labels.count else {
       throw TensorError.shapeMismatch(layer: "CrossEntropyLoss", expected: "[\(labels.count), K] logits", got: logits.shape)
     }
@@ -75,7 +90,7 @@ public final class CrossEntropyLoss {
         d[t] -= (1 - eps) / Float(n)
       }
     }
-    return Float(total / Double(n))
+    return (Float(total / Double(n)), g)
   }
 }
 
@@ -85,14 +100,34 @@ public final class CrossEntropyLoss {
 /// loss = (1/M) Σ max(z, 0) − z·t + log(1 + e^(−|z|))      ∂loss/∂z = (σ(z) − t) / M
 /// ```
 /// Shapes: logits any shape with M elements (`[N, 1]` for one class); targets M values in [0, 1].
-public final class BCEWithLogitsLoss {
+public final class BCEWithLogitsLoss: ClassificationLoss {
   /// The gradient with respect to the logits from the last call.
   public private(set) var gradient: Tensor?
+  private var labelTargets: [Float] = []
   /// A loss with no gradient yet.
   public init() {}
 
-  /// The mean loss; also stores the gradient.
+  /// The mean loss; also stores the gradient in `gradient`.
   public func callAsFunction(_ logits: Tensor, targets: [Float]) throws -> Float {
+    try valueAndGradient(logits, targets: targets).value
+  }
+
+  /// For a one-logit binary classifier (`[N, 1]` logits): labels 0 or 1 as targets. Any other
+  /// label is an error naming it.
+  public func valueAndGradient(_ logits: Tensor, labels: [Int32]) throws -> (value: Float, gradient: Tensor) {
+    labelTargets.removeAll(keepingCapacity: true)
+    for (i, l) in labels.enumerated() {
+      guard l == 0 || l == 1 else {
+        throw TensorError.invalidArgument("BCEWithLogitsLoss: a one-output (binary) model needs labels 0 or 1, got \(l) for sample \(i)")
+      }
+      labelTargets.append(Float(l))
+    }
+    return try valueAndGradient(logits, targets: labelTargets)
+  }
+
+  /// The mean loss and its gradient with respect to the logits (same shape; owned by the loss,
+  /// overwritten by its next call).
+  public func valueAndGradient(_ logits: Tensor, targets: [Float]) throws -> (value: Float, gradient: Tensor) {
     guard logits.count == targets.count else {
       throw TensorError.shapeMismatch(layer: "BCEWithLogitsLoss", expected: "\(targets.count) logits", got: logits.shape)
     }
@@ -104,7 +139,7 @@ public final class BCEWithLogitsLoss {
       total += Double(Swift.max(z, 0) - z * t + log1pf(expf(-Swift.abs(z))))
       g.data[i] = (stableSigmoid(z) - t) / Float(m)
     }
-    return Float(total / Double(m))
+    return (Float(total / Double(m)), g)
   }
 }
 
@@ -120,8 +155,14 @@ public final class MSELoss {
   /// A loss with no gradient yet.
   public init() {}
 
-  /// The mean loss; also stores the gradient.
+  /// The mean loss; also stores the gradient in `gradient`.
   public func callAsFunction(_ prediction: Tensor, target: Tensor) throws -> Float {
+    try valueAndGradient(prediction, target: target).value
+  }
+
+  /// The mean loss and its gradient with respect to the predictions (same shape; owned by the
+  /// loss, overwritten by its next call).
+  public func valueAndGradient(_ prediction: Tensor, target: Tensor) throws -> (value: Float, gradient: Tensor) {
     guard prediction.shape == target.shape else {
       throw TensorError.shapeMismatch(layer: "MSELoss", expected: Shape.text(target.shape), got: prediction.shape)
     }
@@ -133,6 +174,6 @@ public final class MSELoss {
       total += Double(d * d)
       g.data[i] = 2 * d / Float(m)
     }
-    return Float(total / Double(m))
+    return (Float(total / Double(m)), g)
   }
 }

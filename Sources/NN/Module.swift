@@ -164,3 +164,17 @@ public func channelLayout(_ shape: [Int], channels: Int, layer: String) throws -
   }
   return (shape[0], shape.count == 4 ? shape[2] * shape[3] : 1)
 }
+
+/// The error of a `backward(dy)` whose `dy` does not fit the last forward pass: a shape error
+/// naming `layer` and the `expected` gradient shape, or, when there was no forward pass yet
+/// (`expected` is nil), "`layer`: backward called before forward".
+public func backwardError(layer: String, expected: String?, got: [Int]) -> TensorError {
+  guard let expected else { return .invalidArgument("\(layer): backward called before forward") }
+  return .shapeMismatch(layer: layer, expected: expected, got: got)
+}
+
+extension Tensor {
+  /// An independent copy (`clone()`): what to keep of a layer's output or a loader's batch,
+  /// which the next `forward` (or the next batch) overwrites.
+  public func copy() -> Tensor { clone() }
+}

@@ -87,7 +87,7 @@ public final class MaxPool2D: Pool2D {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: inputShape)
     let hw = inputShape[2] * inputShape[3], ohw = y.shape[2] * y.shape[3]
@@ -146,7 +146,7 @@ public final class AvgPool2D: Pool2D {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "AvgPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "AvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: inputShape)
     dx.zero()
@@ -199,7 +199,7 @@ public final class GlobalAvgPool2D: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "GlobalAvgPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "GlobalAvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: inputShape)
     let hw = inputShape[2] * inputShape[3]
@@ -275,7 +275,7 @@ public final class AdaptiveAvgPool2D: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "AdaptiveAvgPool2D.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "AdaptiveAvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: inputShape)
     let (h, w, oh, ow) = (inputShape[2], inputShape[3], y.shape[2], y.shape[3])

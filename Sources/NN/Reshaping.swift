@@ -61,7 +61,7 @@ public final class Dropout: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
-      throw TensorError.shapeMismatch(layer: "Dropout.backward", expected: output.map { Shape.text($0.shape) } ?? "a forward pass first", got: dy.shape)
+      throw backwardError(layer: "Dropout.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: dy.shape)
     if isTraining && p > 0, let m = mask {

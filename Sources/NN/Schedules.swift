@@ -47,3 +47,70 @@ public enum LRSchedule: Sendable, Equatable {
     }
   }
 }
+
+/// A learning-rate scheduler attached to an optimizer, as PyTorch's `torch.optim.lr_scheduler`:
+/// creating it sets the optimizer's rates for step 0, and each `step()` (called after
+/// `optimizer.step()`) moves them to the next step. Every parameter group follows the schedule
+/// from its own base rate (its `learningRate`, else the optimizer's `baseLearningRate`).
+///
+/// ```swift
+/// let scheduler = LRScheduler.cosineAnnealing(optimizer, totalSteps: 1000)
+/// for (x, labels) in loader { ...; optimizer.step(); scheduler.step() }
+/// ```
+/// Steps count optimizer steps (iterations), not epochs: StepLR's period is `stepSize` steps.
+public final class LRScheduler {
+  /// The optimizer whose rates this sets.
+  public let optimizer: any Optimizer
+  /// The rate as a function of the step.
+  public let schedule: LRSchedule
+  /// Steps of linear warm-up before the schedule proper.
+  public let warmupSteps: Int
+  /// Steps taken (PyTorch's `last_epoch`): the optimizer's rates are those of this step.
+  public private(set) var stepCount = 0
+
+  /// Attaches `schedule` (after `warmupSteps` steps of linear warm-up) to `optimizer` and sets
+  /// its rates for step 0.
+  public init(_ optimizer: any Optimizer, schedule: LRSchedule, warmupSteps: Int = 0) {
+    precondition(warmupSteps >= 0, "LRScheduler: warmupSteps must be non-negative")
+    self.optimizer = optimizer
+    self.schedule = schedule
+    self.warmupSteps = warmupSteps
+    apply()
+  }
+
+  /// PyTorch's `StepLR(optimizer, step_size, gamma)`: the rate times `gamma` every `stepSize` steps.
+  public static func stepLR(_ optimizer: any Optimizer, stepSize: Int, gamma: Float = 0.1, warmupSteps: Int = 0) -> LRScheduler {
+    LRScheduler(optimizer, schedule: .step(stepSize: stepSize, gamma: gamma), warmupSteps: warmupSteps)
+  }
+
+  /// PyTorch's `CosineAnnealingLR(optimizer, T_max, eta_min)` over `totalSteps` steps (warm-up included).
+  public static func cosineAnnealing(_ optimizer: any Optimizer, totalSteps: Int, minLR: Float = 0, warmupSteps: Int = 0)
+    -> LRScheduler
+  {
+    LRScheduler(optimizer, schedule: .cosine(totalSteps: totalSteps, minLR: minLR), warmupSteps: warmupSteps)
+  }
+
+  /// A linear decay to 0 over `totalSteps` steps (warm-up included): the official ACON recipe,
+  /// PyTorch's `LambdaLR(optimizer, lambda step: 1 - step / total)`.
+  public static func linearDecay(_ optimizer: any Optimizer, totalSteps: Int, warmupSteps: Int = 0) -> LRScheduler {
+    LRScheduler(optimizer, schedule: .linear(totalSteps: totalSteps), warmupSteps: warmupSteps)
+  }
+
+  /// The optimizer's default rate for the next `optimizer.step()`.
+  public var learningRate: Float { optimizer.learningRate }
+
+  /// Advances one step and sets the optimizer's rates for it.
+  public func step() {
+    stepCount += 1
+    apply()
+  }
+
+  /// Sets the step directly (a resumed run) and the optimizer's rates for it.
+  public func seek(to step: Int) {
+    precondition(step >= 0, "LRScheduler: step must be non-negative")
+    stepCount = step
+    apply()
+  }
+
+  private func apply() { optimizer.applySchedule(schedule, step: stepCount, warmupSteps: warmupSteps) }
+}

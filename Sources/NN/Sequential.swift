@@ -1,16 +1,34 @@
-// Sequential: a container that runs named layers in order, forward and backward.
+// Sequential: a container that runs named layers in order, forward and backward. It runs a
+// convolution followed by a ReLU as one fused step, and gives every convolution inside it one
+// shared scratch workspace: the fast path needs nothing from the user.
 import TensorCore
 
 /// Runs its layers in order. Names become the prefixes of parameter names, as in PyTorch
 /// (`conv1.weight`); layers given without names are numbered `0`, `1`, ...
+///
+/// The fast path is the default: a `Conv2D` directly followed by a `ReLU` runs as one fused
+/// step (the convolution applies the ReLU as it writes its output, and its mask as it reads the
+/// gradient: the same bits, one pass over the activation less each way), and every `Conv2D`
+/// inside the container (nested ones too) shares one `ConvWorkspace`.
 public final class Sequential: Module {
   /// The layers with their names.
   public let layers: [(String, Module)]
+  /// For each layer index: whether it is a `Conv2D` that runs fused with the `ReLU` after it.
+  private let fusesReLU: [Bool]
 
   /// A container of named layers.
   public init(_ layers: [(String, Module)]) {
     self.layers = layers
+    // Fuse a Conv2D and the ReLU after it when each of the two appears once in this container
+    // (a layer used twice would need its own output twice).
+    var fuse = [Bool](repeating: false, count: layers.count)
+    for i in 0..<Swift.max(0, layers.count - 1) where layers[i].1 is Conv2D && layers[i + 1].1 is ReLU {
+      let conv = layers[i].1, relu = layers[i + 1].1
+      if layers.filter({ $0.1 === conv || $0.1 === relu }).count == 2, i == 0 || !fuse[i - 1] { fuse[i] = true }
+    }
+    fusesReLU = fuse
     super.init()
+    shareConvWorkspace()
   }
 
   /// A container of layers named `0`, `1`, ...
@@ -29,23 +47,21 @@ public final class Sequential: Module {
 
   public override func outputShape(for s: [Int]) throws -> [Int] {
     var shape = s
-    for (name, l) in layers { shape = try named(name) { try l.outputShape(for: shape) } }
+    for (name, l) in layers { shape = try namingShapeErrors(name) { try l.outputShape(for: shape) } }
     return shape
   }
 
-  /// Runs the layers in order. A `Conv2D` followed by `ReLU(inPlace: true)` runs as one fused
-  /// step (the convolution applies the ReLU as it writes its output, and its mask as it reads
-  /// the gradient): the same bits, one pass over the activation less each way.
+  /// Runs the layers in order; a `Conv2D` followed by a `ReLU` runs as one fused step.
   public override func forward(_ x: Tensor) throws -> Tensor {
     var h = x
     var i = 0
     while i < layers.count {
       let (name, l) = layers[i]
-      if let conv = l as? Conv2D, i + 1 < layers.count, let relu = layers[i + 1].1 as? ReLU, relu.inPlace {
-        h = try named(name) { try conv.forward(h, fusingReLU: true) }
+      if fusesReLU[i], let conv = l as? Conv2D {
+        h = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
         i += 2
       } else {
-        h = try named(name) { try l.forward(h) }
+        h = try namingShapeErrors(name) { try l.forward(h) }
         i += 1
       }
     }
@@ -56,18 +72,33 @@ public final class Sequential: Module {
     var g = dy
     for (i, (name, l)) in layers.enumerated().reversed() {
       // A ReLU that the convolution before it ran fused: the convolution's backward applies it.
-      if l is ReLU, i > 0, let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
-      g = try named(name) { try l.backward(g) }
+      if l is ReLU, i > 0, fusesReLU[i - 1], let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
+      g = try namingShapeErrors(name) { try l.backward(g) }
     }
     return g
   }
+}
 
-  /// Runs `body`, adding the child's name to a shape error (`conv2 (Conv2D): expected ...`).
-  private func named<T>(_ name: String, _ body: () throws -> T) throws -> T {
-    do {
-      return try body()
-    } catch let TensorError.shapeMismatch(layer, expected, got) where !layer.contains("(") {
-      throw TensorError.shapeMismatch(layer: "\(name) (\(layer))", expected: expected, got: got)
+/// Runs `body`, adding the child's name to a shape error (`conv2 (Conv2D): expected ...`).
+func namingShapeErrors<T>(_ name: String, _ body: () throws -> T) throws -> T {
+  do {
+    return try body()
+  } catch let TensorError.shapeMismatch(layer, expected, got) where !layer.contains("(") && !name.isEmpty {
+    throw TensorError.shapeMismatch(layer: "\(name) (\(layer))", expected: expected, got: got)
+  }
+}
+
+extension Module {
+  /// Gives every `Conv2D` in this module and its descendants the workspace of the first one, so
+  /// that the network holds one scratch buffer (the largest any of its convolutions needs)
+  /// instead of one per layer. Convolutions of one network run one after the other, so sharing
+  /// changes no result. `Sequential` does this when it is built; call it on any other container.
+  /// Not for modules whose convolutions run concurrently on different threads.
+  public func shareConvWorkspace() {
+    var shared: ConvWorkspace?
+    visit { m in
+      guard let conv = m as? Conv2D else { return }
+      if let ws = shared { conv.workspace = ws } else { shared = conv.workspace }
     }
   }
 }

@@ -43,7 +43,7 @@ public struct ModelSummary: CustomStringConvertible, Sendable {
       let layers: [(String, Module)] = (model as? Sequential)?.layers ?? [("", model)]
       var shape = inputShape
       for (name, l) in layers {
-        let out = try l.outputShape(for: shape)
+        let out = try namingShapeErrors(name) { try l.outputShape(for: shape) }
         row(name, l, shape, out)
         shape = out
       }

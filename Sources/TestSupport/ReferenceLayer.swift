@@ -238,28 +238,26 @@ public struct ReferenceLayer {
   }
 
   private static func acon(_ layer: AconActivation, parameters: [(String, DoubleTensor)]) -> ReferenceLayer {
-    // AconA fixes p1 = 1, p2 = 0; AconB fixes p1 = 1; the learnable ones are parameters.
+    // The learnable coefficients are parameters; the fixed ones (AconA's p1 = 1 and p2 = 0,
+    // AconB's p1 = 1, a custom variant's β) are the layer's own values.
     let names = parameters.map(\.0)
+    let fixed = ["p1": DoubleTensor(layer.p1).values, "p2": DoubleTensor(layer.p2).values,
+      "beta": DoubleTensor(layer.beta).values]
+    func value(_ p: [DoubleTensor], _ name: String) -> [Double] { names.firstIndex(of: name).map { p[$0].values } ?? fixed[name]! }
     return ReferenceLayer(name: layer.typeName, parameters: parameters,
       forward: { x, p in
         let (n, c, hw) = layout(x)
         return DoubleTensor(shape: x.shape,
-          values: aconForward(x.values, n: n, c: c, hw: hw, p1: dvalue(names, p, "p1", 1, c),
-            p2: dvalue(names, p, "p2", 0, c), beta: dvalue(names, p, "beta", 1, c)))
+          values: aconForward(x.values, n: n, c: c, hw: hw, p1: value(p, "p1"), p2: value(p, "p2"), beta: value(p, "beta")))
       },
       backward: { x, p, dy in
         let (n, c, hw) = layout(x)
-        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: dvalue(names, p, "p1", 1, c),
-          p2: dvalue(names, p, "p2", 0, c), beta: dvalue(names, p, "beta", 1, c))
+        let g = aconBackward(x.values, dy: dy.values, n: n, c: c, hw: hw, p1: value(p, "p1"), p2: value(p, "p2"),
+          beta: value(p, "beta"))
         let byName = ["p1": g.dp1, "p2": g.dp2, "beta": g.dbeta]
         return (DoubleTensor(shape: x.shape, values: g.dx),
           zip(names, p).map { DoubleTensor(shape: $0.1.shape, values: byName[$0.0]!) })
       })
-  }
-
-  /// The coefficient `name` from θ, or `fixed` per channel when it is not a parameter.
-  private static func dvalue(_ names: [String], _ p: [DoubleTensor], _ name: String, _ fixed: Double, _ c: Int) -> [Double] {
-    names.firstIndex(of: name).map { p[$0].values } ?? [Double](repeating: fixed, count: c)
   }
 
   private static func metaAcon(_ meta: MetaAconC, root: Module, beforeForward: ((Module) -> Void)?) throws -> ReferenceLayer {

@@ -48,7 +48,7 @@ public enum CIFAR10 {
     }
     return ImageDataset(
       name: "cifar10/" + (train ? "train" : "test"), channels: 3, height: 32, width: 32, classes: 10,
-      pixels: pixels, labels: labels, source: directory)
+      pixels: pixels, labels: labels, source: directory, normalization: .cifar10)
   }
 
   /// Reads one batch file.

@@ -9,8 +9,8 @@ import TensorCore
 
 /// What the model file's `__metadata__` records.
 public struct ModelMetadata: Equatable, Sendable {
-  /// `seed-relu`, `seed-aconc` or `seed-meta`.
-  public var model: ModelKind
+  /// The model's name: a factory's (`seed-aconc`, …) or any other (`my-net`).
+  public var model: String
   /// `[C, H, W]`.
   public var input: [Int]
   /// Output classes.
@@ -21,8 +21,8 @@ public struct ModelMetadata: Equatable, Sendable {
   /// then defaults to it.
   public var data: String?
 
-  /// Metadata for a `model` taking `[C, H, W]` inputs with `classes` outputs.
-  public init(model: ModelKind, input: [Int], classes: Int, normalization: Normalization, data: String? = nil) {
+  /// Metadata for a model named `model` taking `[C, H, W]` inputs with `classes` outputs.
+  public init(model: String, input: [Int], classes: Int, normalization: Normalization, data: String? = nil) {
     self.model = model
     self.input = input
     self.classes = classes
@@ -32,7 +32,7 @@ public struct ModelMetadata: Equatable, Sendable {
 
   /// As safetensors metadata strings.
   public var strings: [String: String] {
-    var m = ["format": "pt", "model": model.rawValue, "input": input.map(String.init).joined(separator: "x"),
+    var m = ["format": "pt", "model": model, "input": input.map(String.init).joined(separator: "x"),
      "classes": String(classes),
      "normalization_mean": normalization.mean.map { String($0) }.joined(separator: ","),
      "normalization_std": normalization.std.map { String($0) }.joined(separator: ",")]
@@ -40,14 +40,15 @@ public struct ModelMetadata: Equatable, Sendable {
     return m
   }
 
-  /// Parses metadata; `fallbackModel` is used when the file names none (a file PyTorch wrote).
-  public init(strings m: [String: String], file: String, fallbackModel: ModelKind?, fallbackInput: [Int], fallbackClasses: Int,
+  /// Parses metadata (ours, of any version); `fallbackModel` is used when the file names none
+  /// (a file PyTorch wrote). Any model name is accepted: whoever builds the model checks it.
+  public init(strings m: [String: String], file: String, fallbackModel: String?, fallbackInput: [Int], fallbackClasses: Int,
     fallbackNormalization: Normalization) throws {
     if let name = m["model"] {
-      guard let kind = ModelKind(rawValue: name) else {
-        throw CheckpointError.invalid(file: file, reason: "metadata names unknown model '\(name)'; known: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
+      guard !name.isEmpty, name.count <= 200 else {
+        throw CheckpointError.invalid(file: file, reason: "metadata model name is empty or longer than 200 characters")
       }
-      model = kind
+      model = name
     } else if let f = fallbackModel {
       model = f
     } else {
@@ -129,13 +130,36 @@ public struct Checkpoint: Sendable {
   public static func writeModel(_ model: Module, metadata: ModelMetadata, step: Int, to path: String) throws {
     var meta = metadata.strings
     meta["step"] = String(step)
-    try SafetensorsFile(metadata: meta, tensors: stateDict(of: model)).write(path: path)
+    try SafetensorsFile(metadata: meta, tensors: model.stateDict()).write(path: path)
   }
 
   /// Loads a model file strictly into `model` (names, shapes and dtypes must match exactly).
+  @discardableResult
   public static func loadModel(_ model: Module, from path: String) throws -> [String: String] {
     let file = try SafetensorsFile.read(path: path)
-    try loadStateDict(file.tensors, into: model, file: path)
+    try model.loadStateDict(file.tensors, file: path)
     return file.metadata
+  }
+
+  /// Saves `model`'s state_dict atomically to `path` with metadata naming it `name` and the
+  /// data set it takes: input `[C, H, W]`, classes (the logits' width) and normalisation from
+  /// `dataset` (a one-output model on two classes records 1). PyTorch loads the file with
+  /// `load_state_dict(strict=True)`; `Checkpoint.load` reads it back.
+  public static func save(_ model: Module, name: String, dataset: ImageDataset, to path: String, step: Int = 0) throws {
+    var classes = dataset.classes
+    if let s = try? model.outputShape(for: [1] + dataset.imageShape), s.count == 2 { classes = s[1] }
+    let meta = ModelMetadata(model: name, input: dataset.imageShape, classes: classes, normalization: dataset.normalization)
+    try writeModel(model, metadata: meta, step: step, to: path)
+  }
+
+  /// Loads a model file into `model` (strictly: names, shapes and dtypes must match) and
+  /// returns its metadata (a file without ours, as PyTorch writes it, gets `fallback`'s).
+  @discardableResult
+  public static func load(_ model: Module, from path: String, fallback: ModelMetadata? = nil) throws -> ModelMetadata {
+    let file = try SafetensorsFile.read(path: path)
+    try model.loadStateDict(file.tensors, file: path)
+    return try ModelMetadata(strings: file.metadata, file: path, fallbackModel: fallback?.model ?? "unnamed",
+      fallbackInput: fallback?.input ?? [1, 1, 1], fallbackClasses: fallback?.classes ?? 1,
+      fallbackNormalization: fallback?.normalization ?? .unit(channels: fallback?.input.first ?? 1))
   }
 }

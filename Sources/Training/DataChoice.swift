@@ -20,11 +20,14 @@ public enum DataChoice: String, CaseIterable, Sendable {
   }
 
   /// Train and test splits, the normalisation, a sentence saying where the data came from, and
-  /// the data set it resolved to (`auto` becomes `fashion-mnist` or `synthetic`).
+  /// the data set it resolved to (`auto` becomes `fashion-mnist` or `synthetic`). Each split
+  /// carries its class count (`classes`) and normalisation (`normalization`).
   /// With `includeTrain: false` (evaluation) the training split is not read: `train` is then
-  /// empty (0 images of the right size). `auto` with a `directory` means Fashion-MNIST there:
-  /// a directory the user names that holds no data set is an error, not a silent fallback.
-  public func load(directory: String?, augment: Bool = false, includeTrain: Bool = true) throws
+  /// empty (0 images of the right size). `directory` nil means the data set's default directory
+  /// (Fashion-MNIST: /usr/share/datasets/fashion-mnist; CIFAR-10 has none). `auto` with a
+  /// `directory` means Fashion-MNIST there: a directory the user names that holds no data set
+  /// is an error, not a silent fallback.
+  public func load(directory: String? = nil, includeTrain: Bool = true) throws
     -> (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String, resolved: DataChoice)
   {
     switch self {
@@ -53,7 +56,7 @@ public enum DataChoice: String, CaseIterable, Sendable {
     case .synthetic:
       let test = SyntheticShapes.make(count: 1000, seed: 2)
       let train = includeTrain ? SyntheticShapes.make(count: 6000, seed: 1) : test.prefix(0)
-      return (train, test, Normalization(mean: [0.5], std: [0.5]),
+      return (train, test, test.normalization,
         "built-in synthetic data set (\(DataChoice.counts(train, test)) of 10 procedural shapes)", .synthetic)
     }
   }

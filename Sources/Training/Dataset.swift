@@ -20,6 +20,10 @@ public struct ImageDataset: Sendable {
   public var labels: [UInt8]
   /// Human-readable origin, e.g. the directory or `"synthetic(seed: 1)"`.
   public var source: String
+  /// The per-channel normalisation this data set is trained with (Fashion-MNIST's and
+  /// CIFAR-10's training-set statistics for those; x/255 unless set). Loaders, the trainer and
+  /// `evaluate` use it unless given another.
+  public var normalization: Normalization
 
   /// The number of images.
   public var count: Int { labels.count }
@@ -32,7 +36,7 @@ public struct ImageDataset: Sendable {
   /// - Precondition: `pixels.count == labels.count · C · H · W`, and every label is below `classes`.
   public init(
     name: String, channels: Int, height: Int, width: Int, classes: Int, pixels: [UInt8], labels: [UInt8],
-    source: String
+    source: String, normalization: Normalization? = nil
   ) {
     precondition(channels > 0 && height > 0 && width > 0 && classes > 0, "ImageDataset \(name): dimensions must be positive")
     precondition(pixels.count == labels.count * channels * height * width,
@@ -46,6 +50,9 @@ public struct ImageDataset: Sendable {
     self.pixels = pixels
     self.labels = labels
     self.source = source
+    let norm = normalization ?? .unit(channels: channels)
+    precondition(norm.mean.count == channels, "ImageDataset \(name): normalisation for \(norm.mean.count) channels, images have \(channels)")
+    self.normalization = norm
   }
 
   /// Images per class, `[classes]`.
@@ -60,7 +67,8 @@ public struct ImageDataset: Sendable {
     let k = Swift.max(0, Swift.min(n, count))
     return ImageDataset(
       name: name, channels: channels, height: height, width: width, classes: classes,
-      pixels: Array(pixels[0..<(k * imageSize)]), labels: Array(labels[0..<k]), source: source)
+      pixels: Array(pixels[0..<(k * imageSize)]), labels: Array(labels[0..<k]), source: source,
+      normalization: normalization)
   }
 }
 
@@ -194,7 +202,16 @@ func dataSeedMix(_ words: UInt64...) -> UInt64 {
 /// any order and an interrupted run resumed at any epoch reproduces them.
 /// The caller owns the output tensor and label array; they are resized in place (no allocation
 /// once they have held a full batch).
-public final class BatchLoader {
+///
+/// A loader is also a sequence of batches, as PyTorch's `DataLoader`:
+/// ```swift
+/// let loader = BatchLoader(data.train, batchSize: 64, shuffle: true)
+/// for (x, labels) in loader { ... }   // x: [B, C, H, W] normalised, labels: B class indices
+/// ```
+/// Each `for` loop runs the next epoch (0, 1, 2, …, each with its own seeded order;
+/// `startEpoch(_:)` sets the epoch the next loop runs). The loop reuses one tensor: **the batch
+/// `x` is overwritten by the next iteration**, so copy it (`x.clone()`) to keep it.
+public final class BatchLoader: Sequence {
   /// The data set.
   public let dataset: ImageDataset
   /// Images per batch B.
@@ -226,9 +243,10 @@ public final class BatchLoader {
   ///   - seed: fixes the permutations and the augmentation.
   /// The loader starts at epoch 0.
   public init(
-    dataset: ImageDataset, batchSize: Int, shuffle: Bool, dropLast: Bool, normalization: Normalization,
-    augment: Augmentation = .none, seed: UInt64
+    dataset: ImageDataset, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false, normalization: Normalization? = nil,
+    augment: Augmentation = .none, seed: UInt64 = 0
   ) {
+    let normalization = normalization ?? dataset.normalization
     precondition(batchSize > 0, "BatchLoader: batch size must be positive")
     precondition(normalization.mean.count == dataset.channels,
       "BatchLoader: normalisation has \(normalization.mean.count) channels, data set \(dataset.name) has \(dataset.channels)")
@@ -245,6 +263,46 @@ public final class BatchLoader {
     startEpoch(0)
   }
 
+  /// A loader over `dataset` with its own normalisation (see the designated initialiser).
+  public convenience init(_ dataset: ImageDataset, batchSize: Int, shuffle: Bool = false, dropLast: Bool = false,
+    augment: Augmentation = .none, seed: UInt64 = 0) {
+    self.init(dataset: dataset, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, normalization: nil,
+      augment: augment, seed: seed)
+  }
+
+  /// The epoch the next `for` loop over the loader runs.
+  private var nextEpoch = 0
+
+  /// Starts the next epoch and iterates its batches; see the type's documentation.
+  public func makeIterator() -> Iterator {
+    startEpoch(nextEpoch)
+    nextEpoch = epoch + 1
+    return Iterator(loader: self)
+  }
+
+  /// The batches of one epoch, in order: `(x, labels)` with `x` `[b, C, H, W]` (b ≤ B) reused
+  /// from batch to batch.
+  public struct Iterator: IteratorProtocol {
+    let loader: BatchLoader
+    let x: Tensor
+    var labels: [Int32] = []
+    var index = 0
+
+    init(loader: BatchLoader) {
+      self.loader = loader
+      let d = loader.dataset
+      x = Tensor(zeros: [loader.batchSize, d.channels, d.height, d.width])
+    }
+
+    /// The next batch, or nil at the end of the epoch. `x` is the same tensor every time.
+    public mutating func next() -> (x: Tensor, labels: [Int32])? {
+      guard index < loader.batchesPerEpoch else { return nil }
+      loader.batch(index, into: x, labels: &labels)
+      index += 1
+      return (x, labels)
+    }
+  }
+
   /// Batches per epoch: ⌊count/B⌋ with `dropLast`, else ⌈count/B⌉.
   public var batchesPerEpoch: Int {
     dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
@@ -256,6 +314,7 @@ public final class BatchLoader {
   /// Sets the order for `epoch`, a pure function of `(seed, epoch)`.
   public func startEpoch(_ epoch: Int) {
     self.epoch = epoch
+    nextEpoch = epoch
     let n = dataset.count
     for i in 0..<n { order[i] = i }
     guard shuffle, n > 1 else { return }

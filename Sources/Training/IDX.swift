@@ -283,6 +283,7 @@ public enum FashionMNIST {
     var ds = try load(imagesFile: images, labelsFile: labels, classes: 10)
     ds.name = "fashion-mnist/" + (train ? "train" : "test")
     ds.source = directory
+    ds.normalization = .fashionMNIST
     return ds
   }
 

@@ -37,27 +37,26 @@ public enum ModelKind: String, CaseIterable, Sendable {
           + "\(ModelKind.maxClasses) classes)")
     }
     var rng = SeededGenerator(seed: seed)
-    // One scratch workspace for all four convolutions, and ReLUs in place: each saves memory,
-    // and neither changes a single bit of the results.
-    let ws = ConvWorkspace()
-    let conv1 = Conv2D(inChannels: input[0], outChannels: 32, kernelSize: 3, stride: 1, padding: 1, workspace: ws, rng: &rng)
-    let conv2 = Conv2D(inChannels: 32, outChannels: 64, kernelSize: 3, stride: 2, padding: 0, workspace: ws, rng: &rng)
-    let conv3 = Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, padding: 0, workspace: ws, rng: &rng)
+    // Built as any user would: Sequential fuses each convolution with the ReLU after it and
+    // gives the convolutions one shared workspace; the trainer skips conv1's input gradient.
+    let conv1 = Conv2D(inChannels: input[0], outChannels: 32, kernelSize: 3, stride: 1, padding: 1, rng: &rng)
+    let conv2 = Conv2D(inChannels: 32, outChannels: 64, kernelSize: 3, stride: 2, padding: 0, rng: &rng)
+    let conv3 = Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, padding: 0, rng: &rng)
     let act: (String, Module)
     switch self {
-    case .seedRelu: act = ("relu3", ReLU(inPlace: true))
+    case .seedRelu: act = ("relu3", ReLU())
     case .seedAconc: act = ("acon1", AconC(channels: 64, rng: &rng))
     case .seedMeta: act = ("acon1", MetaAconC(channels: 64, rng: &rng))
     }
-    let conv4 = Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, padding: 1, workspace: ws, rng: &rng)
-    let head: [(String, Module)] = [("conv1", conv1), ("relu1", ReLU(inPlace: true)), ("conv2", conv2),
-      ("relu2", ReLU(inPlace: true)), ("conv3", conv3), act, ("conv4", conv4), ("relu4", ReLU(inPlace: true)),
+    let conv4 = Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, stride: 2, padding: 1, rng: &rng)
+    let head: [(String, Module)] = [("conv1", conv1), ("relu1", ReLU()), ("conv2", conv2),
+      ("relu2", ReLU()), ("conv3", conv3), act, ("conv4", conv4), ("relu4", ReLU()),
       ("flatten", Flatten())]
     let features = try Sequential(head).outputShape(for: [1] + input)
     let linear1 = Linear(inFeatures: features[1], outFeatures: 64, rng: &rng)
     let linear2 = Linear(inFeatures: 64, outFeatures: classes, rng: &rng)
-    let model = Sequential(head + [("linear1", linear1), ("relu5", ReLU(inPlace: true)), ("linear2", linear2)])
-    // Nothing upstream of conv1 needs a gradient.
+    let model = Sequential(head + [("linear1", linear1), ("relu5", ReLU()), ("linear2", linear2)])
+    // Nothing upstream of conv1 needs a gradient (the trainer sets this too).
     model.propagatesInputGradient = false
     return model
   }

@@ -758,6 +758,35 @@ let integerStateDtypes: Set<String> = ["I64", "I32"]
 /// `file` and every offending tensor, with dtypes as written in the file ("dtype mismatch for
 /// conv1.weight: expected F32, got I32"); in that case the model is left unchanged.
 public func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Module, file: String) throws {
+  try loadStateDict(tensors, into: model, file: file, strict: true)
+}
+
+extension Module {
+  /// This module's state_dict, as PyTorch's `state_dict()`: every parameter as F32 with its
+  /// shape (`conv1.weight` `[Cout, Cin, K, K]`, …), BatchNorm's `running_mean`/`running_var`
+  /// as F32 `[C]` and `num_batches_tracked` as an I64 scalar. Copies of the values: later
+  /// training does not change them. Write it with `SafetensorsFile(tensors:).write(path:)`.
+  public func stateDict() -> [String: SafetensorsValue] { Training.stateDict(of: self) }
+
+  /// Copies `tensors` into this module's parameters and buffers, as PyTorch's
+  /// `load_state_dict(state_dict, strict)`. With `strict` every parameter and buffer must be
+  /// present and there must be no other keys; without it missing and unexpected keys are
+  /// skipped and returned. Either way a present key of the wrong shape or dtype is an error,
+  /// and on any error the module is left unchanged. `file` names the source in error messages.
+  /// - Returns: the missing keys and the unexpected keys (both empty when `strict`).
+  @discardableResult
+  public func loadStateDict(_ tensors: [String: SafetensorsValue], strict: Bool = true, file: String = "state dict") throws
+    -> (missing: [String], unexpected: [String])
+  {
+    try Training.loadStateDict(tensors, into: self, file: file, strict: strict)
+  }
+}
+
+/// The loader behind `loadStateDict`: strict, or skipping (and returning) missing and unexpected keys.
+@discardableResult
+func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Module, file: String, strict: Bool) throws
+  -> (missing: [String], unexpected: [String])
+{
   let params = model.namedParameters()
   let buffers = model.namedBuffers()
   var expectedNames = Set<String>()
@@ -787,8 +816,9 @@ public func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Mod
     }
   }
   let unexpected = tensors.keys.filter { !expectedNames.contains($0) }.sorted()
-  guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
-    throw SafetensorsError.stateDictMismatch(file: file, missing: missing, unexpected: unexpected, mismatched: mismatched)
+  guard (!strict || (missing.isEmpty && unexpected.isEmpty)), mismatched.isEmpty else {
+    throw SafetensorsError.stateDictMismatch(file: file, missing: strict ? missing : [], unexpected: strict ? unexpected : [],
+      mismatched: mismatched)
   }
 
   func copy(_ values: [Float], into t: Tensor) {
@@ -804,4 +834,5 @@ public func loadStateDict(_ tensors: [String: SafetensorsValue], into model: Mod
     default: break
     }
   }
+  return (missing, unexpected)
 }

@@ -30,7 +30,7 @@ public final class SafetensorsFuzzTarget {
   public static let configurations: [(input: [Int], classes: Int)] = [([1, 28, 28], 10), ([3, 32, 32], 10)]
 
   /// The model assumed when a file's metadata names none (as in a file PyTorch wrote).
-  public static let fallbackModel = ModelKind.seedAconc
+  public static let fallbackModel = ModelKind.seedAconc.rawValue
   /// The normalisation assumed when a file's metadata gives none.
   public static let fallbackNormalization = Normalization.fashionMNIST
 
@@ -52,9 +52,9 @@ public final class SafetensorsFuzzTarget {
   /// The network a file with this metadata is loaded into: the one built for its configuration,
   /// or the model's first configuration when none was built for it.
   public func model(for meta: ModelMetadata) -> Module {
-    if let m = models[Self.key(meta.model, meta.input, meta.classes)] { return m }
+    if let kind = ModelKind(rawValue: meta.model), let m = models[Self.key(kind, meta.input, meta.classes)] { return m }
     let first = Self.configurations[0]
-    return models[Self.key(meta.model, first.input, first.classes)]!
+    return models[Self.key(ModelKind(rawValue: meta.model) ?? .seedAconc, first.input, first.classes)]!
   }
 
   /// Runs the checks on one input, named `name` in error messages.

@@ -56,7 +56,8 @@ public enum SyntheticShapes {
     }
     return ImageDataset(
       name: "synthetic", channels: channels, height: height, width: width, classes: classes, pixels: pixels,
-      labels: labels, source: "synthetic shapes (seed \(seed), \(count) images \(channels)x\(height)x\(width))")
+      labels: labels, source: "synthetic shapes (seed \(seed), \(count) images \(channels)x\(height)x\(width))",
+      normalization: Normalization(mean: [Float](repeating: 0.5, count: channels), std: [Float](repeating: 0.5, count: channels)))
   }
 
   /// A training set and a test set drawn with different seeds derived from `seed`.

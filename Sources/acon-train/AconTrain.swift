@@ -42,17 +42,30 @@ struct DataOptions: ParsableArguments {
   }
 }
 
-func parseModel(_ s: String) -> ModelKind {
-  guard let m = ModelKind(rawValue: s) else {
-    fail("--model must be one of \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(s)'")
+/// The model families `--model` picks from, first match wins: the seed networks, then any other
+/// factory added here (one line each).
+let modelFactories: [ModelFactory] = [.seedModels]
+
+/// Every model name the factories offer, for `--help` and errors.
+let modelNames = modelFactories.flatMap(\.names)
+
+/// `s` if a factory offers it; otherwise the run ends with an error listing the names.
+func parseModel(_ s: String) -> String {
+  guard modelNames.contains(s) else {
+    fail("--model must be one of \(modelNames.joined(separator: ", ")), got '\(s)'")
   }
-  return m
+  return s
+}
+
+/// Builds the model `name` with the factories.
+func buildModel(_ name: String, input: [Int], classes: Int, seed: UInt64) throws -> Module {
+  try ModelFactory.build(name, factories: modelFactories, input: input, classes: classes, seed: seed)
 }
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Train a network (the default command).")
 
-  @Option(help: "seed-relu, seed-aconc or seed-meta.") var model: String = "seed-aconc"
+  @Option(help: ArgumentHelp("The network: \(modelNames.joined(separator: ", ")).")) var model: String = "seed-aconc"
   @OptionGroup var dataOptions: DataOptions
   @Option(help: "Epochs.") var epochs: Int = 1
   @Option(help: "Stop after this many steps.") var maxSteps: Int?
@@ -143,9 +156,10 @@ struct Train: ParsableCommand {
     o.dataName = data.resolved.rawValue
     say("data: \(data.source)")
     let trainer = reporting {
-      try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, group: group)
+      try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization,
+        factories: modelFactories, group: group)
     }
-    say("model: \(o.model.rawValue), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
+    say("model: \(o.model), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
     // At a terminal only, so that logs and scripts see the same output everywhere.
     if speaks, isatty(STDERR_FILENO) != 0, let note = BLAS.kernelNote {
       FileHandle.standardError.write(Data((note + "\n").utf8))
@@ -224,7 +238,7 @@ struct Evaluate: ParsableCommand {
         fallbackNormalization: data.normalization)
     }
     if let asked = model.map(parseModel), asked != meta.model {
-      fail("\(checkpoint): the file holds a \(meta.model.rawValue) model, not \(asked.rawValue); drop --model or pick the right file")
+      fail("\(checkpoint): the file holds a \(meta.model) model, not \(asked); drop --model or pick the right file")
     }
     guard meta.input == [data.test.channels, data.test.height, data.test.width] else {
       fail("\(checkpoint): the model takes \(meta.input.map(String.init).joined(separator: "x")) inputs, but the data set has \(data.test.channels)x\(data.test.height)x\(data.test.width)")
@@ -233,16 +247,20 @@ struct Evaluate: ParsableCommand {
     guard meta.classes == data.test.classes || (meta.classes == 1 && data.test.classes == 2) else {
       fail("\(checkpoint): the model has \(meta.classes) classes, but the data set has \(data.test.classes); pick the data set it was trained on with --data")
     }
-    let net = reporting { try meta.model.build(input: meta.input, classes: meta.classes, seed: 0) }
-    reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
+    guard modelNames.contains(meta.model) else {
+      fail("\(checkpoint): the file holds a model named '\(meta.model)', which acon-train cannot build (it knows "
+        + "\(modelNames.joined(separator: ", "))); load it in your own program with model.loadStateDict")
+    }
+    let net = reporting { try buildModel(meta.model, input: meta.input, classes: meta.classes, seed: 0) }
+    reporting { try net.loadStateDict(file.tensors, file: checkpoint) }
     let e = reporting {
-      try Trainer.evaluate(model: net, dataset: data.test, normalization: meta.normalization, batchSize: batchSize, classes: meta.classes)
+      try Training.evaluate(net, on: data.test, normalization: meta.normalization, batchSize: batchSize)
     }
     if json {
       print(String(format: "{\"accuracy\": %.4f, \"loss\": %.4f, \"examples\": %d}", e.accuracy, e.loss, e.examples))
     } else {
       print("data: \(data.source)")
-      print(String(format: "%@ on %d test images: accuracy %.2f%%, mean loss %.4f", meta.model.rawValue, e.examples, e.accuracy * 100, e.loss))
+      print(String(format: "%@ on %d test images: accuracy %.2f%%, mean loss %.4f", meta.model as NSString, e.examples, e.accuracy * 100, e.loss))
     }
     finishOutput()
   }
@@ -251,7 +269,7 @@ struct Evaluate: ParsableCommand {
 struct Summary: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Print the model summary table.")
 
-  @Option(help: "seed-relu, seed-aconc or seed-meta.") var model: String = "seed-aconc"
+  @Option(help: ArgumentHelp("The network: \(modelNames.joined(separator: ", ")).")) var model: String = "seed-aconc"
   @Option(help: "Input as CxHxW.") var input: String = "3x32x32"
   @Option(help: "Output classes (1: binary, as in the seed).") var classes: Int = 1
   @Option(help: "Batch size shown in the shapes.") var batch: Int = 64
@@ -260,7 +278,7 @@ struct Summary: ParsableCommand {
     let dims = input.split(separator: "x").compactMap { Int($0) }
     guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else { fail("--input must look like 3x32x32, got '\(input)'") }
     guard classes >= 1, batch >= 1 else { fail("--classes and --batch must be at least 1") }
-    let net = reporting { try parseModel(model).build(input: dims, classes: classes, seed: 0) }
+    let net = reporting { try buildModel(parseModel(model), input: dims, classes: classes, seed: 0) }
     let s = reporting { try ModelSummary(model: net, inputShape: [batch] + dims) }
     print(s)
     finishOutput()

@@ -34,8 +34,8 @@ struct Compare: ParsableCommand {
     }
     guard access(out, W_OK) == 0 else { fail("\(out): the --out directory is not writable: \(String(cString: strerror(errno)))") }
     struct Run { var accuracy: [Double]; var imagesPerSecond: Double; var params: Int }
-    var results: [(ModelKind, [Run])] = []
-    var curves: [(ModelKind, [(p1: Float, p2: Float, beta: Float)])] = []
+    var results: [(String, [Run])] = []
+    var curves: [(String, [(p1: Float, p2: Float, beta: Float)])] = []
     for kind in kinds {
       var runs: [Run] = []
       for s in 0..<seeds {
@@ -47,18 +47,21 @@ struct Compare: ParsableCommand {
         o.batchSize = batchSize
         o.learningRate = lr
         o.seed = UInt64(s)
-        let trainer = reporting { try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization) }
+        let trainer = reporting {
+          try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization, factories: modelFactories)
+        }
+        let layers = trainer.model as? Sequential
         let records = reporting { try trainer.run() }
         let acc = records.map { $0.testAccuracy ?? 0 }
         let ips = records.map(\.imagesPerSecond).reduce(0, +) / Double(max(1, records.count))
-        print(String(format: "%@ seed %d: test accuracy %@ (%.0f images/s)", kind.rawValue, s,
+        print(String(format: "%@ seed %d: test accuracy %@ (%.0f images/s)", kind as NSString, s,
           acc.map { String(format: "%.2f%%", $0 * 100) }.joined(separator: " → "), ips))
         runs.append(Run(accuracy: acc, imagesPerSecond: ips, params: trainer.model.parameterCount))
-        if s == 0, let acon = trainer.model["acon1"] as? AconC {
+        if s == 0, let acon = layers?["acon1"] as? AconC {
           let p = Dictionary(uniqueKeysWithValues: acon.namedParameters())
           let c = acon.channels
           curves.append((kind, (0..<c).map { (p["p1"]!.value[$0], p["p2"]!.value[$0], p["beta"]!.value[$0]) }))
-        } else if s == 0, let meta = trainer.model["acon1"] as? MetaAconC, let b = meta.lastBeta, b.shape[0] > 0 {
+        } else if s == 0, let meta = layers?["acon1"] as? MetaAconC, let b = meta.lastBeta, b.shape[0] > 0 {
           // β depends on the input: each channel's mean over the last test batch evaluated.
           let rows = b.shape[0], c = meta.channels
           curves.append((kind, (0..<c).map { ch in
@@ -80,8 +83,8 @@ struct Compare: ParsableCommand {
       let mean = finals.reduce(0, +) / Double(finals.count)
       let std = finals.count > 1 ? (finals.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(finals.count - 1)).squareRoot() : 0
       let ips = runs.map(\.imagesPerSecond).reduce(0, +) / Double(runs.count)
-      md += String(format: "| %@ | %d | %.2f ± %.2f %% | %.0f |\n", kind.rawValue, runs[0].params, mean * 100, std * 100, ips)
-      json.append(["model": kind.rawValue, "params": runs[0].params, "accuracy_mean": mean, "accuracy_std": std,
+      md += String(format: "| %@ | %d | %.2f ± %.2f %% | %.0f |\n", kind as NSString, runs[0].params, mean * 100, std * 100, ips)
+      json.append(["model": kind, "params": runs[0].params, "accuracy_mean": mean, "accuracy_std": std,
         "images_per_s": ips, "accuracy_per_epoch": runs.map(\.accuracy)])
     }
     print(md)
@@ -95,7 +98,7 @@ struct Compare: ParsableCommand {
       try writeFileAtomically(path: (out as NSString).appendingPathComponent("results.json"), bytes: [UInt8](data))
       // Each epoch's mean over the runs that reached it (a cut-short epoch is not drawn as 0%).
       let series = results.map { kind, runs in
-        (kind.rawValue, (0..<ran).map { e -> Double in
+        (kind, (0..<ran).map { e -> Double in
           let reached = runs.filter { $0.accuracy.count > e }.map { $0.accuracy[e] }
           return reached.isEmpty ? .nan : reached.reduce(0, +) / Double(reached.count) * 100
         })
@@ -112,8 +115,8 @@ struct Compare: ParsableCommand {
         }
         series.append(("ReLU", xs.map { max($0, 0) }))
         series.append(("SiLU", xs.map { $0 / (1 + exp(-$0)) }))
-        let what = kind == .seedMeta ? "learned Meta-ACON-C curves (β: mean over a test batch)" : "learned ACON-C curves"
-        try save("\(kind.rawValue)-curves.svg", SVGPlot.lines(title: "\(kind.rawValue): \(what), seed 0", xLabel: "x",
+        let what = kind == ModelKind.seedMeta.rawValue ? "learned Meta-ACON-C curves (β: mean over a test batch)" : "learned ACON-C curves"
+        try save("\(kind)-curves.svg", SVGPlot.lines(title: "\(kind): \(what), seed 0", xLabel: "x",
           yLabel: "y", xs: xs, series: series, highlightLast: 2))
       }
     }

@@ -15,7 +15,7 @@ import XCTest
 final class DistributedTrainerTests: XCTestCase {
   private func options(_ model: ModelKind, sync: Bool) -> TrainOptions {
     var o = TrainOptions()
-    o.model = model
+    o.model = model.rawValue
     o.maxSteps = 5
     o.batchSize = 16
     o.optimizer = .sgd

@@ -145,7 +145,11 @@ final class FuzzRegressionTests: XCTestCase {
     for (mean, std) in [("0.5", "0"), ("nan", "1"), ("0.5", "-1"), ("0.5", "inf"), ("0.5,0.5", "1")] {
       assertCheckpointError(base.merging(["normalization_mean": mean, "normalization_std": std]) { $1 }, "norm \(mean) \(std)")
     }
-    assertCheckpointError(["model": "seed-nothing"], "unknown model")
+    // Any model name loads (a custom network's); building an unknown one is the error.
+    assertCheckpointError(["model": ""], "empty model name")
+    XCTAssertThrowsError(try ModelFactory.build("seed-nothing", factories: [.seedModels], input: [1, 28, 28], classes: 10, seed: 0)) {
+      XCTAssertTrue(String(describing: $0).contains("unknown model 'seed-nothing'; known: seed-relu, seed-aconc, seed-meta"), "\($0)")
+    }
     assertCheckpointError(["input": "1x28x28"], "no model and no fallback")
   }
 
@@ -173,7 +177,7 @@ final class FuzzRegressionTests: XCTestCase {
       switch target.run(bytes, name: name) {
       case let .loaded(meta):
         loaded.append(name)
-        XCTAssertEqual("\(meta.model.rawValue)-\(meta.input.map(String.init).joined(separator: "x"))", name)
+        XCTAssertEqual("\(meta.model)-\(meta.input.map(String.init).joined(separator: "x"))", name)
         XCTAssertEqual(meta.classes, 10, name)
         // The network now holds the file's values: the copy happened.
         let file = try SafetensorsFile.decode(bytes, name: name)
@@ -193,7 +197,7 @@ final class FuzzRegressionTests: XCTestCase {
     // target has no network for it, checks it against the 1x28x28 one and reports the mismatch.
     let target = try SafetensorsFuzzTarget()
     let net = try ModelKind.seedRelu.build(input: [3, 32, 32], classes: 20, seed: 1)
-    var meta = ModelMetadata(model: .seedRelu, input: [3, 32, 32], classes: 20, normalization: .cifar10).strings
+    var meta = ModelMetadata(model: ModelKind.seedRelu.rawValue, input: [3, 32, 32], classes: 20, normalization: .cifar10).strings
     meta["step"] = "1"
     let bytes = SafetensorsFile(metadata: meta, tensors: stateDict(of: net)).encode()
     guard case let .rejected(message) = target.run(bytes, name: "c.safetensors") else { return XCTFail("loaded") }

@@ -49,13 +49,13 @@ final class PyTorchCheckpointTests: XCTestCase {
     let ckpt = dir + "/seed-aconc.safetensors"
     let file = try SafetensorsFile.read(path: ckpt)
     // No model in the metadata: the caller names it, as `acon-train evaluate --model` does.
-    let meta = try ModelMetadata(strings: file.metadata, file: ckpt, fallbackModel: .seedAconc, fallbackInput: [1, 8, 8],
+    let meta = try ModelMetadata(strings: file.metadata, file: ckpt, fallbackModel: ModelKind.seedAconc.rawValue, fallbackInput: [1, 8, 8],
       fallbackClasses: 3, fallbackNormalization: .unit(channels: 1))
     XCTAssertThrowsError(try ModelMetadata(strings: file.metadata, file: ckpt, fallbackModel: nil, fallbackInput: [1, 8, 8],
       fallbackClasses: 3, fallbackNormalization: .unit(channels: 1))) {
       XCTAssertTrue(String(describing: $0).contains("--model"))
     }
-    let model = try meta.model.build(input: meta.input, classes: meta.classes, seed: 0)
+    let model = try XCTUnwrap(ModelKind(rawValue: meta.model)).build(input: meta.input, classes: meta.classes, seed: 0)
     try loadStateDict(file.tensors, into: model, file: ckpt)
     model.eval()
     let io = try SafetensorsFile.read(path: dir + "/io.safetensors")
@@ -76,9 +76,9 @@ final class PyTorchCheckpointTests: XCTestCase {
     XCTAssertEqual(try f32(file, "acon1.fc1.weight").shape, [16, 64, 1, 1], "Meta-ACON width max(16, 64/16)")
     XCTAssertEqual(try f32(file, "acon1.bn2.running_var").shape, [64])
 
-    let meta = try ModelMetadata(strings: file.metadata, file: ckpt, fallbackModel: .seedMeta, fallbackInput: [1, 16, 16],
+    let meta = try ModelMetadata(strings: file.metadata, file: ckpt, fallbackModel: ModelKind.seedMeta.rawValue, fallbackInput: [1, 16, 16],
       fallbackClasses: 3, fallbackNormalization: .unit(channels: 1))
-    let model = try meta.model.build(input: meta.input, classes: meta.classes, seed: 0)
+    let model = try XCTUnwrap(ModelKind(rawValue: meta.model)).build(input: meta.input, classes: meta.classes, seed: 0)
     XCTAssertNotEqual(stateDict(of: model), file.tensors)
     try loadStateDict(file.tensors, into: model, file: ckpt)
     // Every tensor arrived, BatchNorm's statistics and counts included.

@@ -25,7 +25,7 @@ final class TrainerScheduleTests: XCTestCase {
 
   private func options() -> TrainOptions {
     var o = TrainOptions()
-    o.model = .seedRelu
+    o.model = ModelKind.seedRelu.rawValue
     o.batchSize = 32
     o.seed = 3
     o.evaluateEachEpoch = false
@@ -82,7 +82,7 @@ final class TrainerScheduleTests: XCTestCase {
     try smooth.run()
     // Same initial weights and first batch: the smoothed loss is PyTorch's formula on the same
     // logits, which CrossEntropyLoss(labelSmoothing:) computes (tested against its Double twin).
-    let model = try o.model.build(input: [1, 8, 8], classes: 10, seed: o.seed)
+    let model = try XCTUnwrap(ModelKind(rawValue: o.model)).build(input: [1, 8, 8], classes: 10, seed: o.seed)
     let loader = BatchLoader(dataset: train, batchSize: 32, shuffle: true, dropLast: false,
       normalization: .unit(channels: 1), augment: o.augmentation, seed: o.seed)
     loader.startEpoch(0)

@@ -27,7 +27,7 @@ final class TrainerTests: XCTestCase {
 
   private func options(_ model: ModelKind, steps: Int? = nil, epochs: Int = 1) -> TrainOptions {
     var o = TrainOptions()
-    o.model = model
+    o.model = model.rawValue
     o.epochs = epochs
     o.maxSteps = steps
     o.batchSize = 32
@@ -537,7 +537,7 @@ final class NumericGuardTests: XCTestCase {
   func testNonFiniteGradientNamesTheParameter() throws {
     let train = SyntheticShapes.make(count: 64, height: 16, width: 16, seed: 1)
     var o = TrainOptions()
-    o.model = .seedAconc
+    o.model = ModelKind.seedAconc.rawValue
     o.maxSteps = 2
     o.batchSize = 32
     let t = try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1))
@@ -555,7 +555,7 @@ final class NumericGuardTests: XCTestCase {
   func testClippingBoundsTheStep() throws {
     let train = SyntheticShapes.make(count: 64, height: 16, width: 16, seed: 1)
     var o = TrainOptions()
-    o.model = .seedRelu
+    o.model = ModelKind.seedRelu.rawValue
     o.maxSteps = 1
     o.batchSize = 32
     o.optimizer = .sgd
