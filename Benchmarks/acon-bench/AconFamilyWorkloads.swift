@@ -5,8 +5,9 @@
 //                               forward (a, b read, y written: 12 B/element) and backward
 //                               (a, b, dy read, da, db written: 20 B/element);
 //   metaaconc_layerwise.fwdbwd  MetaAconLayerwise forward + backward (x read, y written; x, dy
-//                               read, dx written: 20 B/element; the β mean and the dx update
-//                               run per block of samples in cache and are not counted);
+//                               read, dx written: 20 B/element; the β mean's pass and the dx
+//                               update's pass rerun a sample that is still in the thread's cache
+//                               and are not counted);
 //   metaaconc_pixelwise.fwdbwd  MetaAconPixelwise forward + backward (20 B/element).
 // The full run uses [64, 128, 56, 56] (103 MB per tensor: each pass touches 3 to 5 of them, more
 // than this machine's 260 MB last-level cache); --quick a smaller shape that may sit in cache.

@@ -163,6 +163,19 @@ public enum AconKernels {
     String(cString: acon_kernels_variant_name(acon_kernels_variant()))
   }
 
+  // MARK: - Streaming stores
+
+  /// Whether a call that reads and writes `elements` Floats in all (over the whole tensors, not
+  /// one thread's share) stores its outputs non-temporally: from
+  /// `acon_kernels_streaming_threshold()` bytes on (by default half the last-level cache). Such
+  /// an output would be mostly evicted before the next layer reads it, and streaming saves the
+  /// read of every output line that a plain store makes first. The results are the same bits
+  /// either way.
+  @inline(__always)
+  static func streams(elements: Int) -> Bool {
+    UInt(elements) &* 4 >= UInt(acon_kernels_streaming_threshold())
+  }
+
   // MARK: - Work split
 
   /// Channels per worker so that a worker gets at least ~32K elements: below that, waking a
@@ -186,10 +199,12 @@ public enum AconKernels {
     let xs = UncheckedSendable(x), ys = UncheckedSendable(y), ss = UncheckedSendable(sig)
     let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2), bs = UncheckedSendable(beta)
     let mode = betaMode(betaLayout)
+    let count = n * c * hw
+    let stream = streams(elements: count * (2 + (sig == nil ? 0 : 1) + (betaLayout == .perElement ? 1 : 0)))
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { range in
       acon_forward_channels(
         xs.value, ys.value, ss.value, n, c, hw, range.lowerBound, range.upperBound, p1s.value,
-        p2s.value, bs.value, mode)
+        p2s.value, bs.value, mode, stream)
     }
   }
 
@@ -221,10 +236,13 @@ public enum AconKernels {
     let bs = UncheckedSendable(beta), dp1s = UncheckedSendable(dp1)
     let dp2s = UncheckedSendable(dp2), dbs = UncheckedSendable(dbeta)
     let mode = betaMode(betaLayout)
+    let count = n * c * hw
+    let stream = streams(
+      elements: count * (3 + (sig == nil ? 0 : 1) + (betaLayout == .perElement ? 3 : 0)))
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { range in
       acon_backward_channels(
         xs.value, dys.value, dxs.value, ss.value, n, c, hw, range.lowerBound, range.upperBound,
-        p1s.value, p2s.value, bs.value, dbs.value, mode, dp1s.value, dp2s.value)
+        p1s.value, p2s.value, bs.value, dbs.value, mode, dp1s.value, dp2s.value, stream)
     }
   }
 }
@@ -258,9 +276,10 @@ extension AconKernels {
     if n == 0 || c == 0 || hw == 0 { return }
     let xs = UncheckedSendable(x), ys = UncheckedSendable(y)
     let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2)
+    let stream = streams(elements: 2 * n * c * hw)
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { r in
       acon_pixelwise_forward_channels(
-        xs.value, ys.value, n, c, hw, r.lowerBound, r.upperBound, p1s.value, p2s.value)
+        xs.value, ys.value, n, c, hw, r.lowerBound, r.upperBound, p1s.value, p2s.value, stream)
     }
   }
 
@@ -293,10 +312,11 @@ extension AconKernels {
     let xs = UncheckedSendable(x), dys = UncheckedSendable(dy), dxs = UncheckedSendable(dx)
     let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2)
     let dp1s = UncheckedSendable(dp1), dp2s = UncheckedSendable(dp2)
+    let stream = streams(elements: 3 * n * c * hw)
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { r in
       acon_pixelwise_backward_channels(
         xs.value, dys.value, dxs.value, n, c, hw, r.lowerBound, r.upperBound, p1s.value,
-        p2s.value, dp1s.value, dp2s.value)
+        p2s.value, dp1s.value, dp2s.value, stream)
     }
   }
 
@@ -320,8 +340,10 @@ extension AconKernels {
     precondition(planes >= 0 && hw >= 0, "AconKernels.smoothMaxForward: negative size")
     if planes == 0 || hw == 0 { return }
     let As = UncheckedSendable(a), bs = UncheckedSendable(b), ys = UncheckedSendable(y)
+    let stream = streams(elements: 3 * planes * hw)
     parallelFor(planes, minimumChunk: minimumPlanes(hw: hw)) { r in
-      acon_smooth_max_forward_planes(As.value, bs.value, ys.value, hw, r.lowerBound, r.upperBound, beta)
+      acon_smooth_max_forward_planes(
+        As.value, bs.value, ys.value, hw, r.lowerBound, r.upperBound, beta, stream)
     }
   }
 
@@ -351,10 +373,11 @@ extension AconKernels {
     if planes == 0 || hw == 0 { return }
     let As = UncheckedSendable(a), bs = UncheckedSendable(b), dys = UncheckedSendable(dy)
     let das = UncheckedSendable(da), dbs = UncheckedSendable(db), dbetas = UncheckedSendable(dbeta)
+    let stream = streams(elements: 5 * planes * hw)
     parallelFor(planes, minimumChunk: minimumPlanes(hw: hw)) { r in
       acon_smooth_max_backward_planes(
         As.value, bs.value, dys.value, das.value, dbs.value, hw, r.lowerBound, r.upperBound, beta,
-        dbetas.value)
+        dbetas.value, stream)
     }
   }
 }

@@ -4,6 +4,7 @@
 //
 // Shapes: x, y [N, C, H, W] or [N, C]; layer-wise β [N] (held expanded as [N, C] for the fused
 // kernel); p1, p2 [1, C, 1, 1].
+import CAconKernels
 import NN
 import TensorCore
 
@@ -59,12 +60,18 @@ public final class MetaAconLayerwise: Module {
     betaNC.map { b in (0..<b.shape[0]).map { b.data[$0 * channels] } }
   }
 
-  /// Samples per block: each block's mean and kernel pass (forward), kernel pass and dx update
-  /// (backward) run back to back while the block's x, dy and dx are still in cache, so memory
-  /// sees about one read of x and one write of y forward, one read of x and dy and one write of
-  /// dx backward. At least one sample; ~64K elements. Does not affect results.
-  @inline(__always)
-  private func blockSamples(per: Int) -> Int { Swift.max(1, (1 << 16) / Swift.max(1, per)) }
+  private var dp1Part: Tensor?  // [N, C]: each sample's dp1 (and dp2) per channel
+  private var dp2Part: Tensor?
+  private var scratch: Tensor?  // [workers, C·HW]: a sample's dx before the path through β
+
+  /// How the samples are shared out: whole samples per thread (each thread runs a sample's two
+  /// passes back to back, so the second finds the sample in its own cache, with no wait between
+  /// passes), or, with fewer samples than threads, one sample at a time with its channels split.
+  /// Does not affect results: every sum is formed per plane and then in channel and sample
+  /// order, whoever computes it.
+  private func workers(n: Int, per: Int) -> Int {
+    Swift.min(Threads.count, n, Swift.max(1, n * per / (1 << 15)))
+  }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
@@ -72,22 +79,42 @@ public final class MetaAconLayerwise: Module {
     input = x
     let b = reuse(&betaNC, shape: [n, c])
     let y = reuse(&output, shape: x.shape)
-    let xs = UncheckedSendable(x.data), bs = UncheckedSendable(b.data)
-    let step = blockSamples(per: per)
-    for s0 in stride(from: 0, to: n, by: step) {
-      let m = Swift.min(step, n - s0)
-      // Plane sums in parallel (b holds them for a moment), then each sample's in channel order:
-      // the same bits for any thread count.
-      parallelFor(m * c, minimumChunk: Swift.max(1, (1 << 15) / Swift.max(1, hw))) { r in
-        for i in r { bs.value[s0 * c + i] = contiguousSum(xs.value + (s0 * c + i) * hw, count: hw) }
+    let xs = UncheckedSendable(x.data), ys = UncheckedSendable(y.data), bs = UncheckedSendable(b.data)
+    let p1s = UncheckedSendable(p1.value.data), p2s = UncheckedSendable(p2.value.data)
+    let stream = AconKernels.streams(elements: 2 * n * per)
+    // Pass 1 over sample s, channels r: plane sums (b holds them for a moment).
+    func sums(_ s: Int, _ r: Range<Int>) {
+      for ch in r { bs.value[s * c + ch] = contiguousSum(xs.value + (s * c + ch) * hw, count: hw) }
+    }
+    // Between the passes: β_s from the plane sums in channel order.
+    func beta(_ s: Int) {
+      let v = stableSigmoid(contiguousSum(bs.value + s * c, count: c) / Float(per))
+      for ch in 0..<c { bs.value[s * c + ch] = v }
+    }
+    // Pass 2: the fused kernel on sample s, channels r.
+    func kernel(_ s: Int, _ r: Range<Int>) {
+      acon_forward_channels(
+        xs.value + s * per, ys.value + s * per, nil, 1, c, hw, r.lowerBound, r.upperBound,
+        p1s.value, p2s.value, bs.value + s * c, AconBetaModePlane, stream)
+    }
+    let w = workers(n: n, per: per)
+    if n >= Threads.count {
+      parallelFor(w) { wr in
+        for k in wr {
+          for s in (n * k / w)..<(n * (k + 1) / w) {
+            sums(s, 0..<c)
+            beta(s)
+            kernel(s, 0..<c)
+          }
+        }
       }
-      for s in s0..<(s0 + m) {
-        let beta = stableSigmoid(contiguousSum(b.data + s * c, count: c) / Float(per))
-        for ch in 0..<c { b.data[s * c + ch] = beta }
+    } else {
+      let minCh = AconKernels.minimumChannels(n: 1, hw: hw)
+      for s in 0..<n {
+        parallelFor(c, minimumChunk: minCh) { r in sums(s, r) }
+        beta(s)
+        parallelFor(c, minimumChunk: minCh) { r in kernel(s, r) }
       }
-      AconKernels.forward(
-        x: x.data + s0 * per, y: y.data + s0 * per, n: m, c: c, hw: hw, p1: p1.value.data,
-        p2: p2.value.data, beta: b.data + s0 * c, betaLayout: .perSampleChannel)
     }
     return y
   }
@@ -101,34 +128,62 @@ public final class MetaAconLayerwise: Module {
     let per = c * hw
     let dx = reuse(&inputGrad, shape: x.shape)
     let db = reuse(&dbetaNC, shape: [n, c])
+    let q1 = reuse(&dp1Part, shape: [n, c]), q2 = reuse(&dp2Part, shape: [n, c])
     db.zero()
-    let dxs = UncheckedSendable(dx.data)
-    let step = blockSamples(per: per)
-    for s0 in stride(from: 0, to: n, by: step) {
-      let m = Swift.min(step, n - s0)
-      AconKernels.backward(
-        x: x.data + s0 * per, dy: dy.data + s0 * per,
-        dx: propagatesInputGradient ? dx.data + s0 * per : nil, n: m, c: c, hw: hw,
-        p1: p1.value.data, p2: p2.value.data, beta: b.data + s0 * c, betaLayout: .perSampleChannel,
-        dp1: p1.grad.data, dp2: p2.grad.data, dbeta: db.data + s0 * c)
-      guard propagatesInputGradient else { continue }
-      // dx[s, :] += dβ_s·β_s(1 − β_s)/(C·HW), dβ_s = Σ_c dβ[s, c] in channel order.
-      var add = [Float](repeating: 0, count: m)
-      for k in 0..<m {
-        let s = s0 + k, beta = b.data[s * c]
-        add[k] = contiguousSum(db.data + s * c, count: c) * beta * (1 - beta) / Float(per)
-      }
-      add.withUnsafeBufferPointer { a in
-        let av = UncheckedSendable(a.baseAddress!)
-        parallelFor(m * per, minimumChunk: 1 << 15) { r in
-          var i = r.lowerBound
-          while i < r.upperBound {  // one sample's part of the range at a time
-            let k = i / per, end = Swift.min(r.upperBound, (k + 1) * per), v = av.value[k]
-            let p = dxs.value + s0 * per
-            for j in i..<end { p[j] += v }
-            i = end
+    q1.zero()
+    q2.zero()
+    let w = workers(n: n, per: per)
+    let sampleParallel = n >= Threads.count
+    let wantDx = propagatesInputGradient
+    let tmp = reuse(&scratch, shape: [wantDx ? (sampleParallel ? w : 1) : 1, wantDx ? per : 1])
+    let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data)
+    let dxs = UncheckedSendable(dx.data), ts = UncheckedSendable(tmp.data)
+    let bs = UncheckedSendable(b.data), dbs = UncheckedSendable(db.data)
+    let q1s = UncheckedSendable(q1.data), q2s = UncheckedSendable(q2.data)
+    let p1s = UncheckedSendable(p1.value.data), p2s = UncheckedSendable(p2.value.data)
+    let stream = AconKernels.streams(elements: 3 * n * per)
+    // Pass 1 over sample s, channels r: the fused kernel, its dx into the scratch t (the sample's
+    // part of it), its dp1, dp2 and dβ per plane into q1, q2 and db.
+    func kernel(_ s: Int, _ r: Range<Int>, _ t: UnsafeMutablePointer<Float>) {
+      acon_backward_channels(
+        xs.value + s * per, dys.value + s * per, wantDx ? t : nil, nil, 1, c, hw, r.lowerBound,
+        r.upperBound, p1s.value, p2s.value, bs.value + s * c, dbs.value + s * c,
+        AconBetaModePlane, q1s.value + s * c, q2s.value + s * c, false)
+    }
+    // Between the passes: the path through β, dβ_s·β_s(1 − β_s)/(C·HW), dβ_s = Σ_c dβ[s, c]
+    // in channel order.
+    func through(_ s: Int) -> Float {
+      let beta = bs.value[s * c]
+      return contiguousSum(dbs.value + s * c, count: c) * beta * (1 - beta) / Float(per)
+    }
+    // Pass 2: dx = t + that, elements [lo, hi) of sample s (t's most recent end first).
+    func finish(_ s: Int, _ lo: Int, _ hi: Int, _ t: UnsafeMutablePointer<Float>, _ v: Float) {
+      acon_add_scalar(t + lo, dxs.value + s * per + lo, hi - lo, v, stream)
+    }
+    if sampleParallel {
+      parallelFor(w) { wr in
+        for k in wr {
+          let t = ts.value + (wantDx ? k * per : 0)
+          for s in (n * k / w)..<(n * (k + 1) / w) {
+            kernel(s, 0..<c, t)
+            if wantDx { finish(s, 0, per, t, through(s)) }
           }
         }
+      }
+    } else {
+      let minCh = AconKernels.minimumChannels(n: 1, hw: hw)
+      for s in 0..<n {
+        parallelFor(c, minimumChunk: minCh) { r in kernel(s, r, ts.value) }
+        guard wantDx else { continue }
+        let v = through(s)
+        parallelFor(c, minimumChunk: minCh) { r in finish(s, r.lowerBound * hw, r.upperBound * hw, ts.value, v) }
+      }
+    }
+    // dp1, dp2: each channel's per-sample sums in sample order.
+    for s in 0..<n {
+      for ch in 0..<c {
+        p1.grad.data[ch] += q1.data[s * c + ch]
+        p2.grad.data[ch] += q2.data[s * c + ch]
       }
     }
     return dx

@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) && !defined(ACON_PORTABLE_ONLY)
 #define ACON_X86_VARIANTS 1
@@ -220,43 +221,59 @@ INL512 void store_part16(float *p, uint16_t mask, int part, v16f v) {
 
 // MARK: - Variants
 
-#define FORWARD_CALL(CHANNELS, S, E)                                                          \
-  CHANNELS(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, mode, F, S, E, 0)
+/// After streaming stores: an sfence orders them before whatever the caller does next (another
+/// thread reading the output after a join). Streaming is only done by the x86 SIMD variants.
+#if ACON_X86_VARIANTS
+#define STREAM_FENCE(stream)         \
+  do {                               \
+    if (stream) __builtin_ia32_sfence(); \
+  } while (0)
+#else
+#define STREAM_FENCE(stream) (void)(stream)
+#endif
 
-/// forward_<variant>: forward_channels<W> with F, hasSig and perElement as constants.
-#define FORWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV)                                          \
+#define FORWARD_CALL(CHANNELS, S, E)                                                          \
+  CHANNELS(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, mode, F, S, E, 0, st)
+
+/// forward_<variant>: forward_channels<W> with F, hasSig and perElement as constants. SV: the
+/// variant has streaming stores (x86 SIMD); elsewhere `stream` is ignored.
+#define FORWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV, SV)                                      \
   ATTR static void NAME(                                                                      \
       const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,           \
       ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, const float *beta,        \
-      AconBetaMode mode) {                                                                    \
+      AconBetaMode mode, bool stream) {                                                       \
     enum { F = FV };                                                                          \
+    const int st = SV && stream;                                                              \
     switch ((sig != NULL) * 2 + (mode == AconBetaModeElement)) {                              \
     case 0: FORWARD_CALL(CHANNELS_FN, 0, 0); break;                                           \
     case 1: FORWARD_CALL(CHANNELS_FN, 0, 1); break;                                           \
     case 2: FORWARD_CALL(CHANNELS_FN, 1, 0); break;                                           \
     default: FORWARD_CALL(CHANNELS_FN, 1, 1); break;                                          \
     }                                                                                         \
+    STREAM_FENCE(st);                                                                         \
   }
 
 #if ACON_X86_VARIANTS
-FORWARD_VARIANT(forward_avx512, AVX512, forward_channels16, 1)
-FORWARD_VARIANT(forward_avx2, AVX2, forward_channels8, 1)
+FORWARD_VARIANT(forward_avx512, AVX512, forward_channels16, 1, 1)
+FORWARD_VARIANT(forward_avx2, AVX2, forward_channels8, 1, 1)
 #endif
 #if ACON_NEON
-FORWARD_VARIANT(forward_neon, , forward_channels8, 1)
+FORWARD_VARIANT(forward_neon, , forward_channels8, 1, 0)
 #endif
-FORWARD_VARIANT(forward_portable, , forward_channels8, 0)
+FORWARD_VARIANT(forward_portable, , forward_channels8, 0, 0)
 
 #define BACKWARD_CALL(CHANNELS, S, D, E)                                                      \
-  CHANNELS(x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, F, S, D, E, 0)
+  CHANNELS(x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, F, S, D, E, 0, st)
 
 /// backward_<variant>: backward_channels<W> with F, hasSig, hasDx and perElement as constants.
-#define BACKWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV)                                         \
+#define BACKWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV, SV)                                     \
   ATTR static void NAME(                                                                      \
       const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c, \
       ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,             \
-      const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2) {           \
+      const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2,             \
+      bool stream) {                                                                          \
     enum { F = FV };                                                                          \
+    const int st = SV && stream;                                                              \
     int pe = mode == AconBetaModeElement;                                                     \
     switch ((sig != NULL) * 4 + (dx != NULL) * 2 + pe) {                                      \
     case 0: BACKWARD_CALL(CHANNELS_FN, 0, 0, 0); break;                                       \
@@ -268,55 +285,75 @@ FORWARD_VARIANT(forward_portable, , forward_channels8, 0)
     case 6: BACKWARD_CALL(CHANNELS_FN, 1, 1, 0); break;                                       \
     default: BACKWARD_CALL(CHANNELS_FN, 1, 1, 1); break;                                      \
     }                                                                                         \
+    STREAM_FENCE(st);                                                                         \
   }
 
 #if ACON_X86_VARIANTS
-BACKWARD_VARIANT(backward_avx512, AVX512, backward_channels16, 1)
-BACKWARD_VARIANT(backward_avx2, AVX2, backward_channels8, 1)
+BACKWARD_VARIANT(backward_avx512, AVX512, backward_channels16, 1, 1)
+BACKWARD_VARIANT(backward_avx2, AVX2, backward_channels8, 1, 1)
 #endif
 #if ACON_NEON
-BACKWARD_VARIANT(backward_neon, , backward_channels8, 1)
+BACKWARD_VARIANT(backward_neon, , backward_channels8, 1, 0)
 #endif
-BACKWARD_VARIANT(backward_portable, , backward_channels8, 0)
+BACKWARD_VARIANT(backward_portable, , backward_channels8, 0, 0)
 
 /// pixel_forward_<variant> / pixel_backward_<variant>: Meta-ACON pixel-wise (β = σ(x)), no
-/// saved σ; smax_forward_<variant> / smax_backward_<variant>: the smooth maximum over planes.
-#define EXTRA_VARIANTS(SUFFIX, ATTR, W_, FV)                                                    \
+/// saved σ; smax_forward_<variant> / smax_backward_<variant>: the smooth maximum over planes;
+/// add_scalar_<variant>: dst = src + v. SV as for FORWARD_VARIANT.
+#define EXTRA_VARIANTS(SUFFIX, ATTR, W_, FV, SV)                                                \
   ATTR static void pixel_forward_##SUFFIX(                                                    \
       const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,         \
-      ptrdiff_t c1, const float *p1, const float *p2) {                                       \
+      ptrdiff_t c1, const float *p1, const float *p2, bool stream) {                          \
+    const int st = SV && stream;                                                              \
     forward_channels##W_(                                                                     \
-        x, y, NULL, n, c, hw, c0, c1, p1, p2, NULL, AconBetaModeElement, FV, 0, 0, 1);        \
+        x, y, NULL, n, c, hw, c0, c1, p1, p2, NULL, AconBetaModeElement, FV, 0, 0, 1, st);    \
+    STREAM_FENCE(st);                                                                         \
   }                                                                                           \
   ATTR static void pixel_backward_##SUFFIX(                                                   \
       const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,     \
-      ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2) { \
+      ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2,   \
+      bool stream) {                                                                          \
+    const int st = SV && stream;                                                              \
     if (dx)                                                                                   \
       backward_channels##W_(x, dy, dx, NULL, n, c, hw, c0, c1, p1, p2, NULL, NULL,            \
-                            AconBetaModeElement, dp1, dp2, FV, 0, 1, 0, 1);                   \
+                            AconBetaModeElement, dp1, dp2, FV, 0, 1, 0, 1, st);               \
     else                                                                                      \
       backward_channels##W_(x, dy, NULL, NULL, n, c, hw, c0, c1, p1, p2, NULL, NULL,          \
-                            AconBetaModeElement, dp1, dp2, FV, 0, 0, 0, 1);                   \
+                            AconBetaModeElement, dp1, dp2, FV, 0, 0, 0, 1, 0);                \
+    STREAM_FENCE(st);                                                                         \
   }                                                                                           \
   ATTR static void smax_forward_##SUFFIX(                                                     \
       const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,     \
-      float beta) {                                                                           \
-    smax_forward_planes##W_(a, b, y, hw, p0, p1, beta, FV);                                   \
+      float beta, bool stream) {                                                              \
+    const int st = SV && stream;                                                              \
+    if (st) smax_forward_planes##W_(a, b, y, hw, p0, p1, beta, FV, 1);                        \
+    else smax_forward_planes##W_(a, b, y, hw, p0, p1, beta, FV, 0);                           \
+    STREAM_FENCE(st);                                                                         \
   }                                                                                           \
   ATTR static void smax_backward_##SUFFIX(                                                    \
       const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,    \
-      ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta) {                                 \
-    smax_backward_planes##W_(a, b, dy, da, db, hw, p0, p1, beta, dbeta, FV);                  \
+      ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta, bool stream) {                    \
+    const int st = SV && stream;                                                              \
+    if (st) smax_backward_planes##W_(a, b, dy, da, db, hw, p0, p1, beta, dbeta, FV, 1);       \
+    else smax_backward_planes##W_(a, b, dy, da, db, hw, p0, p1, beta, dbeta, FV, 0);          \
+    STREAM_FENCE(st);                                                                         \
+  }                                                                                           \
+  ATTR static void add_scalar_##SUFFIX(                                                       \
+      const float *src, float *dst, ptrdiff_t count, float v, bool stream) {                  \
+    const int st = SV && stream;                                                              \
+    if (st) add_scalar##W_(src, dst, count, v, 1);                                            \
+    else add_scalar##W_(src, dst, count, v, 0);                                               \
+    STREAM_FENCE(st);                                                                         \
   }
 
 #if ACON_X86_VARIANTS
-EXTRA_VARIANTS(avx512, AVX512, 16, 1)
-EXTRA_VARIANTS(avx2, AVX2, 8, 1)
+EXTRA_VARIANTS(avx512, AVX512, 16, 1, 1)
+EXTRA_VARIANTS(avx2, AVX2, 8, 1, 1)
 #endif
 #if ACON_NEON
-EXTRA_VARIANTS(neon, , 8, 1)
+EXTRA_VARIANTS(neon, , 8, 1, 0)
 #endif
-EXTRA_VARIANTS(portable, , 8, 0)
+EXTRA_VARIANTS(portable, , 8, 0, 0)
 
 #if ACON_X86_VARIANTS
 AVX512 static void exp_avx512(const float *x, float *y, ptrdiff_t c) { map_channel16(x, y, c, 1, 0); }
@@ -335,23 +372,24 @@ static void sigmoid_portable(const float *x, float *y, ptrdiff_t c) { map_channe
 
 typedef void ForwardFn(
     const float *, float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-    const float *, const float *, const float *, AconBetaMode);
+    const float *, const float *, const float *, AconBetaMode, bool);
 typedef void BackwardFn(
     const float *, const float *, float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
     ptrdiff_t, ptrdiff_t, const float *, const float *, const float *, float *, AconBetaMode,
-    float *, float *);
+    float *, float *, bool);
 typedef void MapFn(const float *, float *, ptrdiff_t);
 typedef void PixelForwardFn(
     const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
-    const float *);
+    const float *, bool);
 typedef void PixelBackwardFn(
     const float *, const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-    const float *, const float *, float *, float *);
+    const float *, const float *, float *, float *, bool);
 typedef void SmaxForwardFn(
-    const float *, const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, float);
+    const float *, const float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, float, bool);
 typedef void SmaxBackwardFn(
     const float *, const float *, const float *, float *, float *, ptrdiff_t, ptrdiff_t,
-    ptrdiff_t, float, float *);
+    ptrdiff_t, float, float *, bool);
+typedef void AddScalarFn(const float *, float *, ptrdiff_t, float, bool);
 
 /// The names, as ACON_KERNELS spells them, of every variant on every target.
 static const char *const variant_names[] = {
@@ -373,10 +411,11 @@ static const struct {
   PixelBackwardFn *pixel_backward;
   SmaxForwardFn *smax_forward;
   SmaxBackwardFn *smax_backward;
+  AddScalarFn *add_scalar;
 } variants[VARIANT_COUNT] = {
 #define ENTRIES(V)                                                                             \
   {forward_##V, backward_##V, exp_##V, sigmoid_##V, pixel_forward_##V, pixel_backward_##V,      \
-   smax_forward_##V, smax_backward_##V}
+   smax_forward_##V, smax_backward_##V, add_scalar_##V}
     [AconKernelVariantPortable] = ENTRIES(portable),
 #if ACON_X86_VARIANTS
     [AconKernelVariantAVX2] = ENTRIES(avx2),
@@ -459,16 +498,18 @@ const char *acon_kernels_variant_name(AconKernelVariant v) {
 
 void acon_forward_channels(
     const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode) {
-  variants[variant()].forward(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, betaMode);
+    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode,
+    bool stream) {
+  variants[variant()].forward(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, betaMode, stream);
 }
 
 void acon_backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
     ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
-    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2) {
+    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2,
+    bool stream) {
   variants[variant()].backward(
-      x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, betaMode, dp1, dp2);
+      x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, betaMode, dp1, dp2, stream);
 }
 
 void acon_exp(const float *x, float *y, ptrdiff_t count) { variants[variant()].exp(x, y, count); }
@@ -479,24 +520,51 @@ void acon_sigmoid(const float *x, float *y, ptrdiff_t count) {
 
 void acon_pixelwise_forward_channels(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
-    const float *p1, const float *p2) {
-  variants[variant()].pixel_forward(x, y, n, c, hw, c0, c1, p1, p2);
+    const float *p1, const float *p2, bool stream) {
+  variants[variant()].pixel_forward(x, y, n, c, hw, c0, c1, p1, p2, stream);
 }
 
 void acon_pixelwise_backward_channels(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2) {
-  variants[variant()].pixel_backward(x, dy, dx, n, c, hw, c0, c1, p1, p2, dp1, dp2);
+    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2,
+    bool stream) {
+  variants[variant()].pixel_backward(x, dy, dx, n, c, hw, c0, c1, p1, p2, dp1, dp2, stream);
 }
 
 void acon_smooth_max_forward_planes(
     const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,
-    float beta) {
-  variants[variant()].smax_forward(a, b, y, hw, p0, p1, beta);
+    float beta, bool stream) {
+  variants[variant()].smax_forward(a, b, y, hw, p0, p1, beta, stream);
 }
 
 void acon_smooth_max_backward_planes(
     const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,
-    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta) {
-  variants[variant()].smax_backward(a, b, dy, da, db, hw, p0, p1, beta, dbeta);
+    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta, bool stream) {
+  variants[variant()].smax_backward(a, b, dy, da, db, hw, p0, p1, beta, dbeta, stream);
+}
+
+void acon_add_scalar(const float *src, float *dst, ptrdiff_t count, float v, bool stream) {
+  variants[variant()].add_scalar(src, dst, count, v, stream);
+}
+
+/// The streaming threshold in bytes; 0 until first needed (then half the last-level cache).
+static size_t streaming_threshold = 0;
+
+size_t acon_kernels_streaming_threshold(void) {
+  size_t t = __atomic_load_n(&streaming_threshold, __ATOMIC_RELAXED);
+  if (t == 0) {
+    long llc = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    t = llc > 0 ? (size_t)llc / 2 : (size_t)16 << 20;
+    if (t == 0) t = 1;
+    __atomic_store_n(&streaming_threshold, t, __ATOMIC_RELAXED);
+  }
+  return t;
+}
+
+void acon_kernels_set_streaming_threshold(size_t bytes) {
+  __atomic_store_n(&streaming_threshold, bytes == 0 ? 1 : bytes, __ATOMIC_RELAXED);
 }

@@ -40,9 +40,13 @@
 #define backward_channels FN(backward_channels)
 #define map_channel FN(map_channel)
 #define smax_forward_group FN(smax_forward_group)
+#define smax_forward_run FN(smax_forward_run)
+#define smax_backward_run FN(smax_backward_run)
 #define smax_forward_planes FN(smax_forward_planes)
 #define smax_backward_group FN(smax_backward_group)
 #define smax_backward_planes FN(smax_backward_planes)
+#define aligned_nt FN(aligned_nt)
+#define add_scalar FN(add_scalar)
 
 /// a·b + c: one FMA (one rounding) in the FMA variants, a multiply and an add otherwise.
 BODY VF madd(VF a, VF b, VF c, const int fma) {
@@ -141,10 +145,20 @@ BODY VF load_u(const float *p, int u, Extent e, const int F) {
   return splat(0);
 }
 
-BODY void store_u(float *p, int u, Extent e, VF v) {
-  if (W * u + W <= e.m) storev(p + W * u, v);
-  else if (W * u < e.m) store_part(p + W * u, e.mask, (int)(e.m % W), v);
+/// Stores vector u of a group; with `nt` a full vector goes out as a non-temporal (streaming)
+/// store, which needs p + W·u aligned to the vector (see aligned_nt). The value is the same.
+BODY void store_u(float *p, int u, Extent e, VF v, const int nt) {
+  if (W * u + W <= e.m) {
+    if (nt) __builtin_nontemporal_store(v, (VF *)(p + W * u));
+    else storev(p + W * u, v);
+  } else if (W * u < e.m) {
+    store_part(p + W * u, e.mask, (int)(e.m % W), v);
+  }
 }
+
+/// Whether a plane of hw elements at p can take streaming stores of full vectors: p aligned to
+/// a vector (then so is every full vector of its groups). NULL counts as aligned.
+BODY int aligned_nt(const float *p) { return ((uintptr_t)p & (W * sizeof(float) - 1)) == 0; }
 
 // MARK: - Forward
 
@@ -152,7 +166,8 @@ BODY void store_u(float *p, int u, Extent e, VF v) {
 /// With `pixel` (Meta-ACON's pixel-wise switch) β = σ(x) per element, computed here.
 BODY void forward_group(
     const float *x, float *y, float *sig, const float *betaE, Extent e, VF kv, VF qv, VF nbv,
-    const int nu, const int F, const int hasSig, const int perElement, const int pixel) {
+    const int nu, const int F, const int hasSig, const int perElement, const int pixel,
+    const int nt) {
   VF xv[U], d[U], s[U], pb[U];
   for (int u = 0; u < nu; u++) xv[u] = load_u(x, u, e, F);
   if (pixel) {
@@ -165,25 +180,28 @@ BODY void forward_group(
   }
   sigmoid_neg_group(s, nu, F);
   for (int u = 0; u < nu; u++) {
-    store_u(y, u, e, madd(d[u], s[u], qv * xv[u], F));
-    if (hasSig) store_u(sig, u, e, s[u]);
+    store_u(y, u, e, madd(d[u], s[u], qv * xv[u], F), nt);
+    if (hasSig) store_u(sig, u, e, s[u], nt);
   }
 }
 
-/// One plane: x, y, sig (hw); β is `b` unless `betaE` (hw) gives one per element.
+/// One plane: x, y, sig (hw); β is `b` unless `betaE` (hw) gives one per element. `nt`: full
+/// vectors of y and sig are streamed (both aligned).
 BODY void forward_plane(
     const float *x, float *y, float *sig, ptrdiff_t hw, float k, float q, float b,
-    const float *betaE, const int F, const int hasSig, const int perElement, const int pixel) {
+    const float *betaE, const int F, const int hasSig, const int perElement, const int pixel,
+    const int nt) {
   const VF kv = splat(k), qv = splat(q), nbv = splat(-b);
   const Extent full = {.m = G};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
     forward_group(
-        x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement, pixel);
+        x + i, y + i, sig + i, betaE + i, full, kv, qv, nbv, U, F, hasSig, perElement, pixel, nt);
   if (i < hw) {  // the rest: as many vectors as it needs
     Extent e = extent(hw - i);
 #define REST(NU) \
-  forward_group(x + i, y + i, sig + i, betaE + i, e, kv, qv, nbv, NU, F, hasSig, perElement, pixel)
+  forward_group(                                                                               \
+      x + i, y + i, sig + i, betaE + i, e, kv, qv, nbv, NU, F, hasSig, perElement, pixel, nt)
     switch ((hw - i + W - 1) / W) {
     case 1: REST(1); break;
     case 2: REST(2); break;
@@ -195,18 +213,22 @@ BODY void forward_plane(
 }
 
 /// Channels [c0, c1) of (n, c, hw) tensors, sample by sample: planes (j, c0) … (j, c1 − 1) are
-/// contiguous, so the memory streams are sequential.
+/// contiguous, so the memory streams are sequential. With `stream` (a variant that has streaming
+/// stores) the planes whose outputs are aligned to a vector store them non-temporally.
 BODY void forward_channels(
     const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
     ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode mode,
-    const int F, const int hasSig, const int perElement, const int pixel) {
+    const int F, const int hasSig, const int perElement, const int pixel, const int stream) {
   for (ptrdiff_t j = 0; j < n; j++) {
     for (ptrdiff_t ch = c0; ch < c1; ch++) {
       ptrdiff_t off = (j * c + ch) * hw;
       const float *bp = pixel ? NULL : beta_at(beta, j, ch, c, hw, mode);
-      forward_plane(
-          x + off, y + off, hasSig ? sig + off : NULL, hw, p1[ch] - p2[ch], p2[ch],
-          (perElement || pixel) ? 0 : *bp, bp, F, hasSig, perElement, pixel);
+      float *sp = hasSig ? sig + off : NULL;
+      float k = p1[ch] - p2[ch], b = (perElement || pixel) ? 0 : *bp;
+      if (stream && aligned_nt(y + off) && aligned_nt(sp))
+        forward_plane(x + off, y + off, sp, hw, k, p2[ch], b, bp, F, hasSig, perElement, pixel, 1);
+      else
+        forward_plane(x + off, y + off, sp, hw, k, p2[ch], b, bp, F, hasSig, perElement, pixel, 0);
     }
   }
 }
@@ -242,7 +264,7 @@ BODY VF grad(VF xv, VF dyv, VF s, VF bv, VF kv, VF qv, Sums *acc, VF *db_out, co
 BODY void backward_group(
     const float *x, const float *dy, float *dx, const float *sig, const float *betaE,
     float *dbetaE, Extent e, VF kv, VF qv, VF bv, Sums *acc, const int nu, const int F,
-    const int hasSig, const int hasDx, const int perElement, const int pixel) {
+    const int hasSig, const int hasDx, const int perElement, const int pixel, const int nt) {
   VF xv[U], bev[U], s[U];
   for (int u = 0; u < nu; u++) xv[u] = load_u(x, u, e, F);
   if (pixel) {
@@ -257,32 +279,33 @@ BODY void backward_group(
   for (int u = 0; u < nu; u++) {
     VF db, dxv = grad(xv[u], load_u(dy, u, e, F), s[u], bev[u], kv, qv, acc, &db, F);
     if (pixel) {
-      if (hasDx) store_u(dx, u, e, madd(db, bev[u] * (splat(1.0f) - bev[u]), dxv, F));
+      if (hasDx) store_u(dx, u, e, madd(db, bev[u] * (splat(1.0f) - bev[u]), dxv, F), nt);
     } else {
-      if (hasDx) store_u(dx, u, e, dxv);
-      if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db);
+      if (hasDx) store_u(dx, u, e, dxv, nt);
+      if (perElement) store_u(dbetaE, u, e, load_u(dbetaE, u, e, F) + db, 0);
       else acc->a3 += db;
     }
   }
 }
 
-/// One plane: x, dy, dx, sig, betaE, dbetaE (hw). β is `b` unless perElement.
+/// One plane: x, dy, dx, sig, betaE, dbetaE (hw). β is `b` unless perElement. `nt`: full
+/// vectors of dx are streamed (dx aligned).
 BODY void backward_plane(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t hw, float k, float q,
     float b, const float *betaE, float *dbetaE, Sums *acc, const int F, const int hasSig,
-    const int hasDx, const int perElement, const int pixel) {
+    const int hasDx, const int perElement, const int pixel, const int nt) {
   const VF kv = splat(k), qv = splat(q), bv = splat(b);
   const Extent full = {.m = G};
   ptrdiff_t i = 0;
   for (; i + G <= hw; i += G)
     backward_group(
         x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, full, kv, qv, bv, acc, U, F,
-        hasSig, hasDx, perElement, pixel);
+        hasSig, hasDx, perElement, pixel, nt);
   if (i < hw) {  // the rest: as many vectors as it needs
     Extent e = extent(hw - i);
 #define REST(NU)                                                                              \
   backward_group(x + i, dy + i, dx + i, sig + i, betaE + i, dbetaE + i, e, kv, qv, bv, acc, NU, \
-                 F, hasSig, hasDx, perElement, pixel)
+                 F, hasSig, hasDx, perElement, pixel, nt)
     switch ((hw - i + W - 1) / W) {
     case 1: REST(1); break;
     case 2: REST(2); break;
@@ -295,12 +318,13 @@ BODY void backward_plane(
 
 /// Channels [c0, c1) of (n, c, hw) tensors, sample by sample as in the forward pass, in chunks
 /// of up to CH channels whose sums wait on the stack. Each channel's sums run over its planes in
-/// sample order, whatever the chunk: the bits do not depend on how channels are split.
+/// sample order, whatever the chunk: the bits do not depend on how channels are split. With
+/// `stream`, dx of planes aligned to a vector is stored non-temporally.
 BODY void backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
     ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
     const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2, const int F,
-    const int hasSig, const int hasDx, const int perElement, const int pixel) {
+    const int hasSig, const int hasDx, const int perElement, const int pixel, const int stream) {
   for (ptrdiff_t cb = c0; cb < c1; cb += CH) {
     ptrdiff_t ce = cb + CH < c1 ? cb + CH : c1;
     Sums acc[CH];  // per channel: dp1, dp2 and (channel mode) dβ lanes
@@ -311,10 +335,15 @@ BODY void backward_channels(
         const float *bp = pixel ? NULL : beta_at(beta, j, ch, c, hw, mode);
         float *dbp = pixel ? NULL : dbeta + (bp - beta);
         Sums plane = {splat(0), splat(0), splat(0)};
-        backward_plane(
-            x + off, dy + off, hasDx ? dx + off : NULL, hasSig ? sig + off : NULL, hw,
-            p1[ch] - p2[ch], p2[ch], (perElement || pixel) ? 0 : *bp, bp, dbp, &plane, F,
-            hasSig, hasDx, perElement, pixel);
+        float *dxp = hasDx ? dx + off : NULL;
+        const float *sp = hasSig ? sig + off : NULL;
+        float k = p1[ch] - p2[ch], b = (perElement || pixel) ? 0 : *bp;
+        if (stream && hasDx && aligned_nt(dxp))
+          backward_plane(x + off, dy + off, dxp, sp, hw, k, p2[ch], b, bp, dbp, &plane, F, hasSig,
+                         hasDx, perElement, pixel, 1);
+        else
+          backward_plane(x + off, dy + off, dxp, sp, hw, k, p2[ch], b, bp, dbp, &plane, F, hasSig,
+                         hasDx, perElement, pixel, 0);
         Sums *a = &acc[ch - cb];
         a->a1 += plane.a1;
         a->a2 += plane.a2;
@@ -335,7 +364,8 @@ BODY void backward_channels(
 
 /// One group of e.m elements: a, b → y.
 BODY void smax_forward_group(
-    const float *a, const float *b, float *y, Extent e, VF nbv, const int nu, const int F) {
+    const float *a, const float *b, float *y, Extent e, VF nbv, const int nu, const int F,
+    const int nt) {
   VF bv[U], dl[U], s[U];
   for (int u = 0; u < nu; u++) {
     bv[u] = load_u(b, u, e, F);
@@ -343,29 +373,42 @@ BODY void smax_forward_group(
     s[u] = nbv * dl[u];
   }
   sigmoid_neg_group(s, nu, F);
-  for (int u = 0; u < nu; u++) store_u(y, u, e, madd(dl[u], s[u], bv[u], F));
+  for (int u = 0; u < nu; u++) store_u(y, u, e, madd(dl[u], s[u], bv[u], F), nt);
 }
 
-/// Planes [p0, p1) of hw elements each: y = δ·σ(β·δ) + b, δ = a − b.
+/// The elements [0, m) at a, b, y, in groups from a: y = δ·σ(β·δ) + b, δ = a − b.
+BODY void smax_forward_run(
+    const float *a, const float *b, float *y, ptrdiff_t m, VF nbv, const int F, const int nt) {
+  const Extent full = {.m = G};
+  ptrdiff_t i = 0;
+  for (; i + G <= m; i += G) smax_forward_group(a + i, b + i, y + i, full, nbv, U, F, nt);
+  if (i < m) {
+    Extent e = extent(m - i);
+    switch ((m - i + W - 1) / W) {
+    case 1: smax_forward_group(a + i, b + i, y + i, e, nbv, 1, F, nt); break;
+    case 2: smax_forward_group(a + i, b + i, y + i, e, nbv, 2, F, nt); break;
+    case 3: smax_forward_group(a + i, b + i, y + i, e, nbv, 3, F, nt); break;
+    default: smax_forward_group(a + i, b + i, y + i, e, nbv, 4, F, nt); break;
+    }
+  }
+}
+
+/// Planes [p0, p1) of hw elements each: y = δ·σ(β·δ) + b, δ = a − b. Every element's result is
+/// independent of its position, so the planes run as one range of elements; with `stream`, the
+/// elements before y's first vector-aligned address go first, then the rest with streaming
+/// stores of its full vectors.
 BODY void smax_forward_planes(
     const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,
-    float beta, const int F) {
+    float beta, const int F, const int stream) {
   const VF nbv = splat(-beta);
-  const Extent full = {.m = G};
-  for (ptrdiff_t p = p0; p < p1; p++) {
-    const float *ap = a + p * hw, *bp = b + p * hw;
-    float *yp = y + p * hw;
-    ptrdiff_t i = 0;
-    for (; i + G <= hw; i += G) smax_forward_group(ap + i, bp + i, yp + i, full, nbv, U, F);
-    if (i < hw) {
-      Extent e = extent(hw - i);
-      switch ((hw - i + W - 1) / W) {
-      case 1: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 1, F); break;
-      case 2: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 2, F); break;
-      case 3: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 3, F); break;
-      default: smax_forward_group(ap + i, bp + i, yp + i, e, nbv, 4, F); break;
-      }
-    }
+  ptrdiff_t o = p0 * hw, m = (p1 - p0) * hw;
+  ptrdiff_t head = stream ? (ptrdiff_t)((-(uintptr_t)(y + o) & (W * sizeof(float) - 1)) / sizeof(float)) : m;
+  if (stream && ((uintptr_t)(y + o) & (sizeof(float) - 1)) == 0 && head < m) {
+    smax_forward_run(a + o, b + o, y + o, head, nbv, F, 0);
+    o += head;
+    smax_forward_run(a + o, b + o, y + o, m - head, nbv, F, 1);
+  } else {
+    smax_forward_run(a + o, b + o, y + o, m, nbv, F, 0);
   }
 }
 
@@ -373,7 +416,7 @@ BODY void smax_forward_planes(
 /// terms dy·δ²·w go to the lanes of *acc. Padding lanes add +0.
 BODY void smax_backward_group(
     const float *a, const float *b, const float *dy, float *da, float *db, Extent e, VF bv,
-    VF *acc, const int nu, const int F) {
+    VF *acc, const int nu, const int F, const int nt) {
   VF dl[U], s[U];
   for (int u = 0; u < nu; u++) {
     dl[u] = load_u(a, u, e, F) - load_u(b, u, e, F);
@@ -384,39 +427,79 @@ BODY void smax_backward_group(
     VF dyv = load_u(dy, u, e, F);
     VF dw = dl[u] * (s[u] * (splat(1.0f) - s[u]));
     VF dav = dyv * madd(bv, dw, s[u], F);
-    store_u(da, u, e, dav);
-    store_u(db, u, e, dyv - dav);
+    store_u(da, u, e, dav, nt);
+    store_u(db, u, e, dyv - dav, nt);
     *acc += (dyv * dw) * dl[u];
   }
 }
 
-/// Planes [p0, p1): da, db overwritten; dbeta[p] += the plane's Σ dy·δ²·w unless dbeta is NULL.
+/// The elements [0, m) at a, b, dy, da, db, in groups from a; the dβ terms go to *acc's lanes.
+BODY void smax_backward_run(
+    const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t m, VF bv,
+    VF *acc, const int F, const int nt) {
+  const Extent full = {.m = G};
+  ptrdiff_t i = 0;
+  for (; i + G <= m; i += G)
+    smax_backward_group(a + i, b + i, dy + i, da + i, db + i, full, bv, acc, U, F, nt);
+  if (i < m) {
+    Extent e = extent(m - i);
+#define REST(NU) smax_backward_group(a + i, b + i, dy + i, da + i, db + i, e, bv, acc, NU, F, nt)
+    switch ((m - i + W - 1) / W) {
+    case 1: REST(1); break;
+    case 2: REST(2); break;
+    case 3: REST(3); break;
+    default: REST(4); break;
+    }
+#undef REST
+  }
+}
+
+/// Planes [p0, p1): da, db overwritten; dbeta[p] += the plane's Σ dy·δ²·w unless dbeta is NULL
+/// (each plane's sum in its own lanes, groups from the plane's start). Without dbeta the planes
+/// run as one range of elements, and with `stream` da and db are streamed once both are
+/// vector-aligned (the head before that first; da and db must then share their alignment).
 BODY void smax_backward_planes(
     const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,
-    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta, const int F) {
+    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta, const int F, const int stream) {
   const VF bv = splat(beta);
-  const Extent full = {.m = G};
+  if (!dbeta) {
+    VF acc = splat(0);
+    ptrdiff_t o = p0 * hw, m = (p1 - p0) * hw;
+    const uintptr_t vec = W * sizeof(float);
+    ptrdiff_t head = (ptrdiff_t)((-(uintptr_t)(da + o) & (vec - 1)) / sizeof(float));
+    if (stream && ((uintptr_t)(da + o) & (sizeof(float) - 1)) == 0 &&
+        ((uintptr_t)(da + o) & (vec - 1)) == ((uintptr_t)(db + o) & (vec - 1)) && head < m) {
+      smax_backward_run(a + o, b + o, dy + o, da + o, db + o, head, bv, &acc, F, 0);
+      o += head;
+      smax_backward_run(a + o, b + o, dy + o, da + o, db + o, m - head, bv, &acc, F, 1);
+    } else {
+      smax_backward_run(a + o, b + o, dy + o, da + o, db + o, m, bv, &acc, F, 0);
+    }
+    return;
+  }
   for (ptrdiff_t p = p0; p < p1; p++) {
     ptrdiff_t o = p * hw;
     VF acc = splat(0);
-    ptrdiff_t i = 0;
-    for (; i + G <= hw; i += G)
-      smax_backward_group(
-          a + o + i, b + o + i, dy + o + i, da + o + i, db + o + i, full, bv, &acc, U, F);
-    if (i < hw) {
-      Extent e = extent(hw - i);
-#define REST(NU) \
-  smax_backward_group(a + o + i, b + o + i, dy + o + i, da + o + i, db + o + i, e, bv, &acc, NU, F)
-      switch ((hw - i + W - 1) / W) {
-      case 1: REST(1); break;
-      case 2: REST(2); break;
-      case 3: REST(3); break;
-      default: REST(4); break;
-      }
-#undef REST
-    }
-    if (dbeta) dbeta[p] += fixed_order_sum(acc);
+    int nt = stream && aligned_nt(da + o) && aligned_nt(db + o);
+    if (nt) smax_backward_run(a + o, b + o, dy + o, da + o, db + o, hw, bv, &acc, F, 1);
+    else smax_backward_run(a + o, b + o, dy + o, da + o, db + o, hw, bv, &acc, F, 0);
+    dbeta[p] += fixed_order_sum(acc);
   }
+}
+
+/// dst[i] = src[i] + v for i in [0, m), from the last element to the first (the most recently
+/// written part of src, likelier in cache, first); with `stream` the vector-aligned part of dst
+/// takes streaming stores. One rounding per element: the same bits in any order.
+BODY void add_scalar(const float *src, float *dst, ptrdiff_t m, float v, const int nt_ok) {
+  const uintptr_t vec = W * sizeof(float);
+  ptrdiff_t head = (ptrdiff_t)((-(uintptr_t)dst & (vec - 1)) / sizeof(float));
+  if (!nt_ok || ((uintptr_t)dst & (sizeof(float) - 1)) != 0 || head > m) head = m;
+  ptrdiff_t body = (m - head) / W * W, i = m;
+  const VF vv = splat(v);
+  for (; i > head + body; i--) dst[i - 1] = src[i - 1] + v;
+  for (; i > head; i -= W) __builtin_nontemporal_store(loadv(src + i - W) + vv, (VF *)(dst + i - W));
+  for (; i >= W; i -= W) storev(dst + i - W, loadv(src + i - W) + vv);
+  for (; i > 0; i--) dst[i - 1] = src[i - 1] + v;
 }
 
 // MARK: - Exp and sigmoid over arrays
@@ -431,7 +514,7 @@ BODY void map_channel(const float *x, float *y, ptrdiff_t count, const int F, co
   if (i < count) {
     Extent e = extent(count - i);
     VF v = load_u(x + i, 0, e, F);
-    store_u(y + i, 0, e, sigmoid ? sigmoid_neg(-v, F) : exp_full(v, F));
+    store_u(y + i, 0, e, sigmoid ? sigmoid_neg(-v, F) : exp_full(v, F), 0);
   }
 }
 
@@ -465,4 +548,8 @@ BODY void map_channel(const float *x, float *y, ptrdiff_t count, const int F, co
 #undef smax_forward_planes
 #undef smax_backward_group
 #undef smax_backward_planes
+#undef smax_forward_run
+#undef smax_backward_run
+#undef aligned_nt
+#undef add_scalar
 #undef G

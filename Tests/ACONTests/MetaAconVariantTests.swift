@@ -55,12 +55,13 @@ final class MetaAconVariantTests: XCTestCase {
     assertClose(y.array, want, rtol: 1e-5, atol: 1e-5, "forward")
   }
 
-  /// Samples large enough that forward and backward run in several blocks (one sample each):
-  /// y, dx and the parameter gradients still match the twin.
+  /// Samples larger than a cache's share (each sample's two passes, the mean then the kernel,
+  /// the kernel then the path through β, run back to back per thread): y, dx and the parameter
+  /// gradients still match the twin.
   func testLayerwiseInSeveralBlocksMatchesTwin() throws {
     var rng = SeededGenerator(seed: 28)
     let layer = MetaAconLayerwise(channels: 3, rng: &rng)
-    let shape = [3, 3, 101, 223]  // 67 569 elements per sample: one sample per block
+    let shape = [3, 3, 101, 223]  // 67 569 elements per sample
     let x = Tensor.normal(shape, using: &rng), dy = Tensor.normal(shape, using: &rng)
     let y = try layer.forward(x)
     layer.zeroGrad()

@@ -37,7 +37,8 @@ static uint64_t fnv(uint64_t h, const float *p, size_t count) {
 
 /// The hash of every output of forward, forward with σ, backward (σ recomputed, with and without
 /// dx) and backward from σ, over shapes with full groups, tails and both, and all β layouts; and
-/// of Meta-ACON pixel-wise and the smooth maximum (forward and backward) on the same shapes.
+/// of Meta-ACON pixel-wise, the smooth maximum (forward and backward) and acon_add_scalar on the
+/// same shapes; every call asks for streaming stores (same bits, taken where aligned).
 static uint64_t kernel_hash(void) {
   static const int shapes[][3] = {{1, 1, 1}, {2, 3, 7}, {2, 5, 13}, {1, 7, 31}, {3, 3, 49},
                                   {4, 3, 64}, {2, 2, 143}, {1, 70, 9}};
@@ -55,26 +56,29 @@ static uint64_t kernel_hash(void) {
       float *dp2 = calloc(c, sizeof(float));
       fill(x, e, -6, 6), fill(dy, e, -1, 1), fill(beta, nb, -3, 3);
       fill(p1, c, -2, 2), fill(p2, c, -2, 2);
-      acon_forward_channels(x, y, NULL, n, c, hw, 0, c, p1, p2, beta, mode);
+      acon_forward_channels(x, y, NULL, n, c, hw, 0, c, p1, p2, beta, mode, true);
       h = fnv(h, y, e);
-      acon_forward_channels(x, y, sig, n, c, hw, 0, c, p1, p2, beta, mode);
+      acon_forward_channels(x, y, sig, n, c, hw, 0, c, p1, p2, beta, mode, true);
       h = fnv(fnv(h, y, e), sig, e);
-      acon_backward_channels(x, dy, dx, NULL, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2);
+      acon_backward_channels(x, dy, dx, NULL, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
       h = fnv(fnv(fnv(fnv(h, dx, e), dbeta, nb), dp1, c), dp2, c);
-      acon_backward_channels(x, dy, NULL, NULL, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2);
+      acon_backward_channels(x, dy, NULL, NULL, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
       h = fnv(fnv(fnv(h, dbeta, nb), dp1, c), dp2, c);
-      acon_backward_channels(x, dy, dx, sig, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2);
+      acon_backward_channels(x, dy, dx, sig, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
       h = fnv(fnv(fnv(fnv(h, dx, e), dbeta, nb), dp1, c), dp2, c);
       if (mode == AconBetaModeChannel) {
         // Meta-ACON pixel-wise (β = σ(x)); the smooth maximum of x and dy with β = beta[0], its
         // output serving as the upstream gradient of its backward.
-        acon_pixelwise_forward_channels(x, y, n, c, hw, 0, c, p1, p2);
-        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, 0, c, p1, p2, dp1, dp2);
+        acon_pixelwise_forward_channels(x, y, n, c, hw, 0, c, p1, p2, true);
+        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, 0, c, p1, p2, dp1, dp2, true);
         h = fnv(fnv(fnv(fnv(h, y, e), dx, e), dp1, c), dp2, c);
         float *db = malloc(sizeof(float) * e), *dbp = calloc(n * c, sizeof(float));
-        acon_smooth_max_forward_planes(x, dy, y, hw, 0, n * c, beta[0]);
-        acon_smooth_max_backward_planes(x, dy, y, dx, db, hw, 0, n * c, beta[0], dbp);
+        acon_smooth_max_forward_planes(x, dy, y, hw, 0, n * c, beta[0], true);
+        acon_smooth_max_backward_planes(x, dy, y, dx, db, hw, 0, n * c, beta[0], dbp, true);
         h = fnv(fnv(fnv(h, dx, e), db, e), dbp, n * c);
+        acon_smooth_max_backward_planes(x, dy, y, dx, db, hw, 0, n * c, beta[0], NULL, true);
+        acon_add_scalar(dx, db, e, beta[0], true);
+        h = fnv(fnv(h, dx, e), db, e);
         free(db), free(dbp);
       }
       free(x), free(dy), free(y), free(sig), free(dx), free(beta), free(dbeta);

@@ -28,9 +28,15 @@ typedef enum AconBetaMode {
 /// NULL), with k = p1 − p2 and q = p2 of the channel:
 ///   d = k·x,  s = σ(β·d),  y = d·s + q·x
 /// Only those channels' elements of y and sig are written. p1, p2: [c]; β as `betaMode` says.
+/// `stream` (every function here that takes it): store the outputs with non-temporal stores,
+/// which write a cache line without reading it first and do not keep it in cache: less memory
+/// traffic for an output larger than the cache, slower for one that is read again soon (see
+/// acon_kernels_streaming_threshold). Only the x86 SIMD variants stream (on the planes whose
+/// outputs are aligned to a vector; others are stored as usual); the results are the same bits.
 void acon_forward_channels(
     const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode);
+    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode,
+    bool stream);
 
 /// Backward over channels [c0, c1), tensors as for the forward. σ is read from `sig` unless it
 /// is NULL (then recomputed, the same bits). dx is overwritten unless NULL. dp1, dp2 ([c]) and
@@ -41,14 +47,14 @@ void acon_forward_channels(
 void acon_backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
     ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
-    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2);
+    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2, bool stream);
 
 /// Meta-ACON pixel-wise forward over channels [c0, c1) of contiguous (n, c, hw) x and y:
 ///   β = σ(x),  d = (p1 − p2)·x,  y = d·σ(β·d) + p2·x      (p1, p2: [c])
 /// One read of x, one write of y; both sigmoids use the kernels' polynomial.
 void acon_pixelwise_forward_channels(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
-    const float *p1, const float *p2);
+    const float *p1, const float *p2, bool stream);
 
 /// Meta-ACON pixel-wise backward over channels [c0, c1): with s = σ(β·d), w = s·(1 − s),
 /// g = s + β·d·w,
@@ -58,24 +64,42 @@ void acon_pixelwise_forward_channels(
 /// (independent of how channels are split between calls).
 void acon_pixelwise_backward_channels(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2);
+    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, float *dp1, float *dp2,
+    bool stream);
 
 /// The smooth maximum over planes [p0, p1) of contiguous planes of hw floats (a, b, y: any
 /// number of planes, plane p at p·hw):
 ///   δ = a − b,  y = δ·σ(β·δ) + b
-/// One read of a and b, one write of y.
+/// One read of a and b, one write of y. Elementwise, so the planes run as one range of elements
+/// (streamed from y's first vector-aligned element on).
 void acon_smooth_max_forward_planes(
     const float *a, const float *b, float *y, ptrdiff_t hw, ptrdiff_t p0, ptrdiff_t p1,
-    float beta);
+    float beta, bool stream);
 
 /// Its backward over planes [p0, p1): with s = σ(β·δ), g = s + β·δ·s·(1 − s),
 ///   da = dy·g,  db = dy − da   (overwritten)
 ///   dbeta[p] += Σ over the plane of dy·δ²·s·(1 − s)   (skipped if dbeta is NULL)
 /// One read of a, b and dy. Every element's result and every plane's sum is independent of
-/// how the planes are split between calls.
+/// how the planes are split between calls. Streams da and db as one range when dbeta is NULL
+/// (and da, db share their alignment), else the planes whose da and db are vector-aligned.
 void acon_smooth_max_backward_planes(
     const float *a, const float *b, const float *dy, float *da, float *db, ptrdiff_t hw,
-    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta);
+    ptrdiff_t p0, ptrdiff_t p1, float beta, float *dbeta, bool stream);
+
+/// dst[i] = src[i] + v for `count` floats, from the last to the first (src's most recently
+/// written end is the likeliest to be in cache); dst may equal src. With `stream`, dst's
+/// vector-aligned part is stored non-temporally. The same bits in every variant.
+void acon_add_scalar(const float *src, float *dst, ptrdiff_t count, float v, bool stream);
+
+/// The footprint (bytes read plus written by one call over the whole tensors) from which the
+/// Swift entry points (Sources/ACON/AconKernels.swift) ask for streaming stores: by default half
+/// the last-level cache as sysconf reports it (16 MiB if it reports none), since an output that
+/// large is mostly evicted before the next layer reads it.
+size_t acon_kernels_streaming_threshold(void);
+
+/// Sets that threshold (1: always stream; SIZE_MAX: never). For tests and benchmarks; not
+/// thread-safe against running kernels.
+void acon_kernels_set_streaming_threshold(size_t bytes);
 
 /// e^x for `count` floats (the kernels' polynomial; see FastMath.swift for its bounds).
 void acon_exp(const float *x, float *y, ptrdiff_t count);
