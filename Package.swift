@@ -14,6 +14,7 @@ let package = Package(
     .library(name: "ACON", targets: ["ACON"]),
     .library(name: "Collectives", targets: ["Collectives"]),
     .library(name: "Training", targets: ["Training"]),
+    .library(name: "Zoo", targets: ["Zoo"]),
     .executable(name: "acon-train", targets: ["acon-train"]),
     .executable(name: "acon-bench", targets: ["acon-bench"]),
   ],
@@ -57,6 +58,8 @@ let package = Package(
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
     .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),
+    // The model zoo: ShuffleNetV2, TFNet and ResNet as the official ACON code builds them.
+    .target(name: "Zoo", dependencies: ["NN", "ACON", "TensorCore"]),
 
     // MARK: - Executables
     .executableTarget(
@@ -69,7 +72,7 @@ let package = Package(
     .executableTarget(
       name: "acon-bench",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore", "TestSupport",
+        "Training", "ACON", "NN", "TensorCore", "TestSupport", "Zoo",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Benchmarks/acon-bench"
@@ -83,6 +86,9 @@ let package = Package(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
+      exclude: ["Fixtures"]),
+    .testTarget(
+      name: "ZooTests", dependencies: ["Zoo", "Training", "ACON", "NN", "TensorCore", "TestSupport", "CZlib"],
       exclude: ["Fixtures"]),
   ]
 )
