@@ -17,6 +17,7 @@ let package = Package(
     // The gradient checker and the naive Double references, for the tests of programs that
     // write their own layers (it links XCTest: use it from test targets).
     .library(name: "TestSupport", targets: ["TestSupport"]),
+    .library(name: "Zoo", targets: ["Zoo"]),
     .executable(name: "acon-train", targets: ["acon-train"]),
     .executable(name: "acon-bench", targets: ["acon-bench"]),
   ],
@@ -61,6 +62,8 @@ let package = Package(
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
     .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),
+    // The model zoo: ShuffleNetV2, TFNet and ResNet as the official ACON code builds them.
+    .target(name: "Zoo", dependencies: ["NN", "ACON", "TensorCore"]),
 
     // MARK: - Executables
     .executableTarget(
@@ -73,7 +76,7 @@ let package = Package(
     .executableTarget(
       name: "acon-bench",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore", "TestSupport", "CCopyKernels",
+        "Training", "ACON", "NN", "TensorCore", "TestSupport", "CCopyKernels", "Zoo",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Benchmarks/acon-bench"
@@ -87,6 +90,9 @@ let package = Package(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
+      exclude: ["Fixtures"]),
+    .testTarget(
+      name: "ZooTests", dependencies: ["Zoo", "Training", "ACON", "NN", "TensorCore", "TestSupport", "CZlib"],
       exclude: ["Fixtures"]),
   ]
 )

@@ -49,6 +49,8 @@ struct AconBench: ParsableCommand {
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false
+  @Option(help: .hidden) var workerZooTrainStep: String?
+  @Option(help: .hidden) var workerBatch: Int?
   @Option(help: ArgumentHelp("Make the timed body of every workload whose name starts with this throw after its first call (to check that a failure fails the run).", visibility: .hidden))
   var injectFailure: String?
 
@@ -63,6 +65,15 @@ struct AconBench: ParsableCommand {
     let reps = quick ? min(repetitions, 3) : repetitions
     if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1, got \(r)") }
     let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3))
+    if let name = workerZooTrainStep, let inputText = workerInput {
+      let dims = inputText.split(separator: "x").compactMap { Int($0) }
+      let batch = workerBatch ?? 64
+      let (ips, rss) = try zooTrainStepWorker(name: name, input: dims, batch: batch, repetitions: reps,
+        minSeconds: options.minSeconds, check: workerCheck)
+      if workerCheck { return }
+      print("{\"images_per_s\": \(ips), \"peak_rss_mb\": \(rss), \"median_s\": \(Double(batch) / ips)}")
+      return
+    }
     if let kindName = workerTrainStep, let inputText = workerInput {
       let dims = inputText.split(separator: "x").compactMap { Int($0) }
       let (ips, rss) = try trainStepWorker(modelName: kindName, input: dims, batch: 64, repetitions: reps, minSeconds: options.minSeconds,
@@ -95,6 +106,7 @@ struct AconBench: ParsableCommand {
     try blockWorkloads(bandwidth: bandwidth, sgemmCeiling: sgemm, options: options, emit: emit)
     try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
+    try zooTrainStepWorkloads(options: options, emit: emit)
 
     if json {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,

@@ -81,17 +81,62 @@ def seed_net(kind, c, h, w, classes=10):
     return nn.Sequential(body, nn.Linear(features, 64), nn.ReLU(), nn.Linear(64, classes))
 
 
+def timed(step, min_seconds, repetitions):
+    """Warm-up, steps per repetition so that one lasts min_seconds, the median per step."""
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    step()
+    steps = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-6)))
+    times = []
+    for _ in range(repetitions):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times)
+
+
+def zoo_step(args):
+    """A zoo network (zoo_nets.py): one step of forward, softmax cross-entropy, backward and SGD
+    (lr 0.01, momentum 0.9), as acon-bench's zoo rows."""
+    from zoo_nets import build
+    c, h, w = (int(v) for v in args.input.split("x"))
+    net = build(args.model, (c, h, w), 10)
+    model = torch.compile(net) if args.compile else net
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(args.batch, c, h, w)
+    y = torch.randint(0, 10, (args.batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    med = timed(step, args.min_seconds, args.repetitions)
+    print(json.dumps({
+        "name": f"pytorch{'.compile' if args.compile else ''}.train_step.{args.model}", "input": args.input,
+        "batch": args.batch, "threads": args.threads, "torch": torch.__version__, "median_s": med,
+        "images_per_s": args.batch / med, "peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repetitions", type=int, default=7)
     ap.add_argument("--min-seconds", type=float, default=0.2, help="least time per timed repetition")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler)")
-    ap.add_argument("--model", choices=["seed-relu", "seed-aconc", "seed-meta"], help="only this network")
-    ap.add_argument("--input", choices=["3x32x32", "1x28x28"], help="only this input shape")
+    ap.add_argument("--model", help="only this network: seed-relu, seed-aconc, seed-meta, or a zoo name "
+                    "(zoo_nets.py), e.g. shufflenetv2-0.5x-meta")
+    ap.add_argument("--input", help="only this input shape, CxHxW (zoo models need it)")
+    ap.add_argument("--batch", type=int, default=64, help="zoo models: the batch size (default 64)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.model and not args.model.startswith("seed-"):
+        zoo_step(args)
+        return
     for c, h, w in [(3, 32, 32), (1, 28, 28)]:
         if args.input and args.input != f"{c}x{h}x{w}":
             continue
