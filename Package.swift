@@ -13,6 +13,7 @@ let package = Package(
     .library(name: "NN", targets: ["NN"]),
     .library(name: "ACON", targets: ["ACON"]),
     .library(name: "Collectives", targets: ["Collectives"]),
+    .library(name: "ImageData", targets: ["ImageData"]),
     .library(name: "Training", targets: ["Training"]),
     .executable(name: "acon-train", targets: ["acon-train"]),
     .executable(name: "acon-bench", targets: ["acon-bench"]),
@@ -41,6 +42,16 @@ let package = Package(
       providers: [.apt(["zlib1g-dev"])]
     ),
     .systemLibrary(
+      name: "CTurboJPEG",
+      pkgConfig: "libturbojpeg",
+      providers: [.apt(["libturbojpeg0-dev"]), .brew(["jpeg-turbo"])]
+    ),
+    .systemLibrary(
+      name: "CPNG",
+      pkgConfig: "libpng",
+      providers: [.apt(["libpng-dev"]), .brew(["libpng"])]
+    ),
+    .systemLibrary(
       name: "CMPI",
       pkgConfig: "ompi-c",
       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]
@@ -56,20 +67,22 @@ let package = Package(
     .target(name: "CDepthwiseKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
-    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),
+    .target(name: "CImageCodecs", dependencies: ["CPNG"]),
+    .target(name: "ImageData", dependencies: ["TensorCore", "CTurboJPEG", "CImageCodecs"]),
+    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib", "ImageData"]),
 
     // MARK: - Executables
     .executableTarget(
       name: "acon-train",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore",
+        "Training", "ACON", "NN", "TensorCore", "ImageData",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
     .executableTarget(
       name: "acon-bench",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore", "TestSupport",
+        "Training", "ACON", "NN", "TensorCore", "TestSupport", "ImageData", "CTurboJPEG",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Benchmarks/acon-bench"
@@ -81,6 +94,7 @@ let package = Package(
     .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
+    .testTarget(name: "ImageDataTests", dependencies: ["ImageData", "TensorCore"], exclude: ["Fixtures"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
       exclude: ["Fixtures"]),
