@@ -50,12 +50,16 @@ public struct ImageFolder: Sendable {
       let dir = join(root, name)
       var files = [String]()
       var seen = Set<[UInt64]>()
+      var unreadable = [ImageError]()
       do {
-        try walk(dir, into: &files, seen: &seen)
+        try walk(dir, into: &files, seen: &seen, unreadable: &unreadable)
       } catch let e as ImageError {
-        if !skipBadImages { throw e }
-        folder.skipped.append(e)
+        unreadable.append(e)
       }
+      if let first = unreadable.first, !skipBadImages {
+        throw ImageError(file: first.file, reason: first.reason + " (pass --skip-bad-images to skip such files)")
+      }
+      folder.skipped += unreadable
       files.sort(by: codePointLess)
       var taken = 0
       for path in files {
@@ -107,7 +111,8 @@ public struct ImageFolder: Sendable {
   }
 
   /// Appends the image files under `dir` (recursively, following links; each directory once).
-  private static func walk(_ dir: String, into files: inout [String], seen: inout Set<[UInt64]>) throws {
+  /// Files that look like images but cannot be opened (a dangling link, a symlink loop) go to `unreadable`.
+  private static func walk(_ dir: String, into files: inout [String], seen: inout Set<[UInt64]>, unreadable: inout [ImageError]) throws {
     var st = stat()
     guard stat(dir, &st) == 0 else { throw ImageError(file: dir, reason: "cannot open: \(String(cString: strerror(errno)))") }
     guard seen.insert([UInt64(st.st_dev), UInt64(st.st_ino)]).inserted else { return }  // a directory loop
@@ -117,12 +122,12 @@ public struct ImageFolder: Sendable {
       if stat(path, &s) != 0 {
         // A dangling link or a symlink loop: an error if it looks like an image, else ignored.
         if hasImageExtension(name) {
-          throw ImageError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))")
+          unreadable.append(ImageError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))"))
         }
         continue
       }
       if (s.st_mode & S_IFMT) == S_IFDIR {
-        try walk(path, into: &files, seen: &seen)
+        try walk(path, into: &files, seen: &seen, unreadable: &unreadable)
       } else if hasImageExtension(name) {
         files.append(path)
       }
