@@ -96,6 +96,7 @@ struct AconBench: ParsableCommand {
     try blockWorkloads(bandwidth: bandwidth, sgemmCeiling: sgemm, options: options, emit: emit)
     try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
+    try dataWorkloads(options: options, emit: emit)
 
     if json {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,

@@ -34,7 +34,7 @@ public struct ImageHeader: Sendable, Equatable {
 /// Decodes JPEG and PNG files to `RGBImage`. Holds a TurboJPEG handle, so one decoder per thread;
 /// reuse it (the handle and the caller's image buffer are reused from image to image).
 public final class ImageDecoder {
-  private let tj: tjhandle?
+  private var tj: tjhandle?
   /// Sizes refused from the header.
   public let limits: ImageLimits
   private var cmyk = [UInt8]()
@@ -46,6 +46,14 @@ public final class ImageDecoder {
   }
 
   deinit { if let tj { tjDestroy(tj) } }
+
+  /// A fresh TurboJPEG handle after a failure: libjpeg-turbo 2.1 can leave a handle whose
+  /// decompression was aborted mid-stream in a state where the next header read fails
+  /// ("two SOI markers"); a new handle costs microseconds and only follows a bad file.
+  private func resetJPEG() {
+    if let tj { tjDestroy(tj) }
+    tj = tjInitDecompress()
+  }
 
   /// The header of the image in `bytes`, checked against the limits.
   /// - Throws: `ImageError` naming `name` for an unknown format, a bad header or a too-large image.
@@ -121,7 +129,9 @@ public final class ImageDecoder {
     guard bytes.count <= Int(UInt32.max),
       tjDecompressHeader3(tj, src, UInt(bytes.count), &w, &h, &sub, &cs) == 0
     else {
-      throw ImageError(file: name, reason: "corrupt JPEG header: \(String(cString: tjGetErrorStr2(tj)))")
+      let message = String(cString: tjGetErrorStr2(tj))
+      resetJPEG()
+      throw ImageError(file: name, reason: "corrupt JPEG header: \(message)")
     }
     guard w > 0 && h > 0 else { throw ImageError(file: name, reason: "corrupt JPEG header: no image size (truncated file?)") }
     let spaces = ["RGB", "YCbCr", "gray", "CMYK", "YCCK"]
@@ -164,7 +174,9 @@ public final class ImageDecoder {
     if rc != 0 {
       // Warnings (premature end of data, corrupt entropy data) count as errors: the pixels are partly invented.
       let kind = tjGetErrorCode(tj) == Int32(TJERR_WARNING.rawValue) ? "corrupt or truncated JPEG" : "corrupt JPEG"
-      throw ImageError(file: name, reason: "\(kind): \(String(cString: tjGetErrorStr2(tj)))")
+      let message = String(cString: tjGetErrorStr2(tj))
+      resetJPEG()
+      throw ImageError(file: name, reason: "\(kind): \(message)")
     }
   }
 
