@@ -36,6 +36,7 @@ public final class Resampler {
   private var kx = [Int32](), ky = [Int32]()
   private var bx = [Int](), by = [Int]()
   private var temp = [UInt8]()
+  private var accumulator = [Int32]()
 
   public init() {}
 
@@ -51,33 +52,37 @@ public final class Resampler {
     // Source rows the vertical pass reads.
     let firstRow = by[0], lastRow = by[2 * (outH - 1)] + by[2 * (outH - 1) + 1]
     let rows = lastRow - firstRow
-    src.pixels.withUnsafeBufferPointer { sp in
-      dst.pixels.withUnsafeMutableBufferPointer { dp in
-        let s = sp.baseAddress!, d = dp.baseAddress!
-        if needH {
-          if temp.count < rows * outW * 3 { temp = [UInt8](repeating: 0, count: rows * outW * 3) }
-          temp.withUnsafeMutableBufferPointer { tp in
-            kx.withUnsafeBufferPointer { k in
-              bx.withUnsafeBufferPointer { b in
-                Self.horizontal(
-                  s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW,
-                  k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!)
+    if accumulator.count < outW * 3 { accumulator = [Int32](repeating: 0, count: outW * 3) }
+    accumulator.withUnsafeMutableBufferPointer { accBuffer in
+      let acc = accBuffer.baseAddress!
+      src.pixels.withUnsafeBufferPointer { sp in
+        dst.pixels.withUnsafeMutableBufferPointer { dp in
+          let s = sp.baseAddress!, d = dp.baseAddress!
+          if needH {
+            if temp.count < rows * outW * 3 { temp = [UInt8](repeating: 0, count: rows * outW * 3) }
+            temp.withUnsafeMutableBufferPointer { tp in
+              kx.withUnsafeBufferPointer { k in
+                bx.withUnsafeBufferPointer { b in
+                  Self.horizontal(
+                    s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW,
+                    k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!)
+                }
+              }
+              let t = UnsafePointer(tp.baseAddress!)
+              if needV {
+                Self.vertical(t, stride: outW * 3, firstRow: firstRow, outW: outW, outH: outH, ky: ky, kSize: kySize, by: by, dst: d, acc: acc)
+              } else {
+                (d).update(from: t, count: outW * outH * 3)
               }
             }
-            let t = UnsafePointer(tp.baseAddress!)
-            if needV {
-              Self.vertical(t, stride: outW * 3, firstRow: firstRow, outW: outW, outH: outH, ky: ky, kSize: kySize, by: by, dst: d)
-            } else {
-              (d).update(from: t, count: outW * outH * 3)
-            }
-          }
-        } else {
-          // Columns are copied: read the source rows at the crop's column offset.
-          let base = s + x.lo * 3
-          if needV {
-            Self.vertical(base, stride: src.width * 3, firstRow: 0, outW: outW, outH: outH, ky: ky, kSize: kySize, by: by, dst: d)
           } else {
-            for r in 0..<outH { (d + r * outW * 3).update(from: base + (y.lo + r) * src.width * 3, count: outW * 3) }
+            // Columns are copied: read the source rows at the crop's column offset.
+            let base = s + x.lo * 3
+            if needV {
+              Self.vertical(base, stride: src.width * 3, firstRow: 0, outW: outW, outH: outH, ky: ky, kSize: kySize, by: by, dst: d, acc: acc)
+            } else {
+              for r in 0..<outH { (d + r * outW * 3).update(from: base + (y.lo + r) * src.width * 3, count: outW * 3) }
+            }
           }
         }
       }
@@ -153,10 +158,11 @@ public final class Resampler {
     }
   }
 
-  // [rows][outW·3] (row r of `src` is source row firstRow + r) → outH × [outW·3]
+  // [rows][outW·3] (row r of `src` is source row firstRow + r) → outH × [outW·3]. Each output
+  // row accumulates whole source rows (contiguous, vectorisable), tap after tap.
   private static func vertical(
     _ src: UnsafePointer<UInt8>, stride: Int, firstRow: Int, outW: Int, outH: Int, ky: [Int32], kSize: Int, by: [Int],
-    dst: UnsafeMutablePointer<UInt8>
+    dst: UnsafeMutablePointer<UInt8>, acc: UnsafeMutablePointer<Int32>
   ) {
     let half = Int32(1 << (precisionBits - 1))
     let n3 = outW * 3
@@ -164,16 +170,14 @@ public final class Resampler {
       for o in 0..<outH {
         let ymin = by[2 * o] - firstRow, n = by[2 * o + 1]
         let kk = kp.baseAddress! + o * kSize
-        let drow = dst + o * n3
-        for c in 0..<n3 {
-          var s = half
-          var p = src + ymin * stride + c
-          for i in 0..<n {
-            s &+= Int32(p[0]) &* kk[i]
-            p += stride
-          }
-          drow[c] = clip8(s)
+        acc.update(repeating: half, count: n3)
+        for i in 0..<n {
+          let w = kk[i]
+          let row = src + (ymin + i) * stride
+          for c in 0..<n3 { acc[c] &+= Int32(row[c]) &* w }
         }
+        let drow = dst + o * n3
+        for c in 0..<n3 { drow[c] = clip8(acc[c]) }
       }
     }
   }
