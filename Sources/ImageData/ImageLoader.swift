@@ -194,7 +194,9 @@ public final class ImageLoader: @unchecked Sendable {
     return slots[(k % workers) * prefetch + (k / workers) % prefetch]
   }
 
-  private func stop() {
+  /// Stops the workers of the current epoch (waits for them). Call it when abandoning an epoch
+  /// before its end: workers hold the loader until their epoch is done or stopped.
+  public func stop() {
     cond.lock()
     generation += 1
     cond.broadcast()
