@@ -13,6 +13,7 @@ let package = Package(
     .library(name: "NN", targets: ["NN"]),
     .library(name: "ACON", targets: ["ACON"]),
     .library(name: "Collectives", targets: ["Collectives"]),
+    .library(name: "ImageData", targets: ["ImageData"]),
     .library(name: "Training", targets: ["Training"]),
     // The gradient checker and the naive Double references, for the tests of programs that
     // write their own layers (it links XCTest: use it from test targets).
@@ -45,6 +46,16 @@ let package = Package(
       providers: [.apt(["zlib1g-dev"])]
     ),
     .systemLibrary(
+      name: "CTurboJPEG",
+      pkgConfig: "libturbojpeg",
+      providers: [.apt(["libturbojpeg0-dev"]), .brew(["jpeg-turbo"])]
+    ),
+    .systemLibrary(
+      name: "CPNG",
+      pkgConfig: "libpng",
+      providers: [.apt(["libpng-dev"]), .brew(["libpng"])]
+    ),
+    .systemLibrary(
       name: "CMPI",
       pkgConfig: "ompi-c",
       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]
@@ -61,7 +72,9 @@ let package = Package(
     .target(name: "CCopyKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
-    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib"]),
+    .target(name: "CImageCodecs", dependencies: ["CPNG"]),
+    .target(name: "ImageData", dependencies: ["TensorCore", "CTurboJPEG", "CImageCodecs"]),
+    .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib", "ImageData"]),
     // The model zoo: ShuffleNetV2, TFNet and ResNet as the official ACON code builds them.
     .target(name: "Zoo", dependencies: ["NN", "ACON", "TensorCore"]),
 
@@ -69,14 +82,14 @@ let package = Package(
     .executableTarget(
       name: "acon-train",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore",
+        "Training", "ACON", "NN", "TensorCore", "ImageData", "Zoo",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
     .executableTarget(
       name: "acon-bench",
       dependencies: [
-        "Training", "ACON", "NN", "TensorCore", "TestSupport", "CCopyKernels", "Zoo",
+        "Training", "ACON", "NN", "TensorCore", "TestSupport", "CCopyKernels", "Zoo", "ImageData", "CTurboJPEG",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Benchmarks/acon-bench"
@@ -88,6 +101,7 @@ let package = Package(
     .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
+    .testTarget(name: "ImageDataTests", dependencies: ["ImageData", "TensorCore"], exclude: ["Fixtures"]),
     .testTarget(
       name: "TrainingTests", dependencies: ["Training", "ACON", "NN", "TensorCore", "TestSupport", "Collectives"],
       exclude: ["Fixtures"]),

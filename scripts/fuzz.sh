@@ -6,25 +6,26 @@
 # reproduce it with `Fuzz/.build/release/fuzz-TARGET fuzz-artifacts/FILE`, fix it, and add the
 # input as a regression test (Tests/TrainingTests/FuzzRegressionTests.swift).
 #
-# Inputs may be up to 8 KiB for idx and cifar, and 1 MiB for safetensors, whose corpus holds whole
+# Inputs may be up to 8 KiB for idx and cifar, 64 KiB for image (JPEG and PNG files from
+# Tests/ImageDataTests/Fixtures/decode; it must report that some decoded), and 1 MiB for safetensors, whose corpus holds whole
 # seed-model state dicts (520-650 KB): fuzz-safetensors must also report at exit that some inputs
 # loaded strictly into a seed network (the copy path), or the run fails.
 #
 # Usage: scripts/fuzz.sh [RUNS] [TARGET ...]     RUNS defaults to 1000000;
-#        TARGET is idx, cifar or safetensors, or fuzz-idx, … (default: all three).
+#        TARGET is idx, cifar, safetensors or image, or fuzz-idx, … (default: all four).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs="${1:-1000000}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(idx cifar safetensors)
+[ "${#targets[@]}" -gt 0 ] || targets=(idx cifar safetensors image)
 for i in "${!targets[@]}"; do
   targets[i]="${targets[i]#fuzz-}"
   case "${targets[i]}" in
-  idx | cifar | safetensors) ;;
+  idx | cifar | safetensors | image) ;;
   *)
-    echo "fuzz.sh: unknown target '${targets[i]}' (idx, cifar or safetensors)" >&2
+    echo "fuzz.sh: unknown target '${targets[i]}' (idx, cifar, safetensors or image)" >&2
     exit 2
     ;;
   esac
@@ -50,6 +51,7 @@ status=0
 for t in "${targets[@]}"; do
   max_len=8192
   [ "$t" != safetensors ] || max_len=1048576
+  [ "$t" != image ] || max_len=65536
   mkdir -p "$scratch/$t"
   echo "== fuzz-$t: $runs executions"
   start=$(date +%s)
@@ -64,6 +66,15 @@ for t in "${targets[@]}"; do
   fi
   execs=$(grep -E "stat::number_of_executed_units" "$scratch/$t.log" | awk '{print $2}' | tail -n 1)
   echo "fuzz-$t: ${execs:-?} executions in $(($(date +%s) - start)) s, $(ls "$scratch/$t" | wc -l) new corpus inputs: $result"
+  if [ "$t" = image ] && [ "$result" = ok ]; then
+    # "fuzz-image: N of M inputs decoded and transformed", printed at exit.
+    decoded=$(grep -E "^fuzz-image: [0-9]+ of [0-9]+ inputs decoded" "$scratch/$t.log" | tail -n 1)
+    echo "${decoded:-fuzz-image: no decode count printed}"
+    if [ -z "$decoded" ] || [ "$(echo "$decoded" | awk '{print $2}')" -eq 0 ]; then
+      echo "fuzz.sh: no input decoded: the images in Fuzz/Corpus/image are missing" >&2
+      status=1
+    fi
+  fi
   if [ "$t" = safetensors ] && [ "$result" = ok ]; then
     # "fuzz-safetensors: N of M inputs loaded strictly into a seed network", printed at exit.
     loads=$(grep -E "^fuzz-safetensors: [0-9]+ of [0-9]+ inputs loaded strictly" "$scratch/$t.log" | tail -n 1)

@@ -107,6 +107,7 @@ struct AconBench: ParsableCommand {
     try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
     try trainStepWorkloads(options: options, emit: emit)
     try zooTrainStepWorkloads(options: options, emit: emit)
+    try dataWorkloads(options: options, emit: emit)
 
     if json {
       let obj: [String: Any] = ["build": buildMode, "threads": Threads.count,

@@ -9,13 +9,15 @@ public enum DataChoice: String, CaseIterable, Sendable {
   case fashionMNIST = "fashion-mnist"
   case cifar10
   case synthetic
+  /// A folder of images per class (DIR/train/CLASS/*.jpg, DIR/val/CLASS/*; see FolderData.swift).
+  case folder
 
   /// The default directory of each real data set.
   public var defaultDirectory: String? {
     switch self {
     case .auto, .fashionMNIST: return "/usr/share/datasets/fashion-mnist"
     case .cifar10: return nil
-    case .synthetic: return nil
+    case .synthetic, .folder: return nil
     }
   }
 
@@ -27,7 +29,8 @@ public enum DataChoice: String, CaseIterable, Sendable {
   /// (Fashion-MNIST: /usr/share/datasets/fashion-mnist; CIFAR-10 has none). `auto` with a
   /// `directory` means Fashion-MNIST there: a directory the user names that holds no data set
   /// is an error, not a silent fallback.
-  public func load(directory: String? = nil, includeTrain: Bool = true) throws
+  /// `folder` reads DIR as `folder` says (image size, validation split, workers, bad images).
+  public func load(directory: String? = nil, includeTrain: Bool = true, folder: FolderDataOptions = FolderDataOptions()) throws
     -> (train: ImageDataset, test: ImageDataset, normalization: Normalization, source: String, resolved: DataChoice)
   {
     switch self {
@@ -53,6 +56,11 @@ public enum DataChoice: String, CaseIterable, Sendable {
       let test = try CIFAR10.load(directory: dir, train: false)
       let train = includeTrain ? try CIFAR10.load(directory: dir, train: true) : test.prefix(0)
       return (train, test, .cifar10, "CIFAR-10 from \(dir) (\(DataChoice.counts(train, test)))", .cifar10)
+    case .folder:
+      let r = try DataChoice.loadFolder(directory: directory, options: folder, includeTrain: includeTrain)
+      for w in r.warnings.prefix(20) { FileHandle.standardError.write(Data((w + "\n").utf8)) }
+      if r.warnings.count > 20 { FileHandle.standardError.write(Data("warning: … and \(r.warnings.count - 20) more skipped\n".utf8)) }
+      return (r.train, r.test, r.normalization, r.source, .folder)
     case .synthetic:
       let test = SyntheticShapes.make(count: 1000, seed: 2)
       let train = includeTrain ? SyntheticShapes.make(count: 6000, seed: 1) : test.prefix(0)

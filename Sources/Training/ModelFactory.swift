@@ -40,5 +40,3 @@ public struct ModelFactory: Sendable {
   }
 }
 
-/// `Module`, as a factory's result type (`Module` is a class: `Module` is any subclass).
-public typealias Module_ = Module

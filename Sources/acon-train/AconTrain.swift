@@ -7,13 +7,14 @@ import Foundation
 import NN
 import TensorCore
 import Training
+import Zoo
 
 @main
 struct AconTrain: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "acon-train",
     abstract: "Train, evaluate and compare ACON networks on the CPU.",
-    subcommands: [Train.self, Evaluate.self, Summary.self, Compare.self],
+    subcommands: [Train.self, Evaluate.self, Predict.self, Summary.self, Compare.self],
     defaultSubcommand: Train.self)
 }
 
@@ -26,13 +27,28 @@ func reporting<T>(_ body: () throws -> T) -> T {
 let stderrIsTTY = isatty(STDERR_FILENO) != 0
 
 struct DataOptions: ParsableArguments {
-  @Option(help: "Data set: auto (Fashion-MNIST if installed, else synthetic; `evaluate`: the one the checkpoint names), fashion-mnist, cifar10, synthetic.")
+  @Option(help: "Data set: auto (Fashion-MNIST if installed, else synthetic; `evaluate`: the one the checkpoint names), fashion-mnist, cifar10, synthetic, folder (--data-dir DIR with DIR/train/CLASS/*.jpg).")
   var data: String?
   @Option(help: "Directory of the data set files (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).")
   var dataDir: String?
 
+  @Option(help: "--data folder: the share of DIR/train used for validation when DIR/val is absent (seeded by --split-seed).")
+  var valSplit: Double?
+  @Option(help: "--data folder: the seed of --val-split.") var splitSeed: UInt64 = 0
+  @Option(help: "--data folder: the side of the square images (Resize(S·256/224), CenterCrop(S)).") var imageSize: Int = 64
+  @Option(help: "--data folder: decoding threads.") var workers: Int = 2
+  @Flag(help: "--data folder: skip images that do not decode (a counted warning each) instead of failing.") var skipBadImages = false
+
   /// Whether `--data` was given.
   var dataGiven: Bool { data != nil }
+
+  /// The `--data folder` options.
+  func folderOptions() -> FolderDataOptions {
+    guard (1...4096).contains(imageSize) else { fail("--image-size must be in 1...4096, got \(imageSize)") }
+    guard (1...256).contains(workers) else { fail("--workers must be in 1...256, got \(workers)") }
+    if let v = valSplit, !(v > 0 && v < 1) { fail("--val-split must be between 0 and 1, got \(v)") }
+    return FolderDataOptions(imageSize: imageSize, valSplit: valSplit, workers: workers, skipBadImages: skipBadImages, seed: splitSeed)
+  }
 
   func choice() -> DataChoice {
     guard let c = DataChoice(rawValue: data ?? "auto") else {
@@ -44,7 +60,10 @@ struct DataOptions: ParsableArguments {
 
 /// The model families `--model` picks from, first match wins: the seed networks, then any other
 /// factory added here (one line each).
-let modelFactories: [ModelFactory] = [.seedModels]
+let modelFactories: [ModelFactory] = [
+  .seedModels,
+  ModelFactory(names: ZooModels.names) { try ZooModels.build(name: $0, inputShape: $1, classes: $2, seed: $3) },
+]
 
 /// Every model name the factories offer, for `--help` and errors.
 let modelNames = modelFactories.flatMap(\.names)
@@ -152,7 +171,7 @@ struct Train: ParsableCommand {
       let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
       Threads.count = Swift.max(1, Threads.defaultCount / Swift.max(1, local))
     }
-    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir) }
+    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, folder: dataOptions.folderOptions()) }
     o.dataName = data.resolved.rawValue
     say("data: \(data.source)")
     let trainer = reporting {
@@ -231,7 +250,7 @@ struct Evaluate: ParsableCommand {
       }
       choice = recorded
     }
-    let data = reporting { try choice.load(directory: dataOptions.dataDir, includeTrain: false) }
+    let data = reporting { try choice.load(directory: dataOptions.dataDir, includeTrain: false, folder: dataOptions.folderOptions()) }
     let meta = reporting {
       try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
         fallbackInput: [data.test.channels, data.test.height, data.test.width], fallbackClasses: data.test.classes,

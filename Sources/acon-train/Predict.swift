@@ -1,0 +1,108 @@
+// Predict: `acon-train predict --checkpoint F IMAGE...` — decodes each image (JPEG or PNG),
+// applies the evaluation transforms the checkpoint records (`eval_transform`, else torchvision's
+// Resize(H·256/224) + CenterCrop(H, W) with the checkpoint's normalisation), runs the network at
+// batch 1 in evaluation mode and prints the top-k classes with their softmax probabilities
+// (names from the checkpoint's `class_names`, else from --data-dir DIR/train's folders, else indices).
+import ArgumentParser
+import Foundation
+import ImageData
+import NN
+import TensorCore
+import Training
+
+struct Predict: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Classify images (JPEG or PNG) with a checkpoint: the top-k classes and their probabilities.")
+
+  @Option(help: "Model file (.safetensors), ours or PyTorch's.") var checkpoint: String
+  @Argument(help: "Image files (JPEG or PNG).") var images: [String]
+  @Option(help: "Classes to print per image.") var topK: Int = 5
+  @Option(help: "The model, when the file's metadata names none.") var model: String?
+  @Option(help: "Class names from DIR/train's folders, when the checkpoint records none.") var dataDir: String?
+  @Flag(help: "Print one JSON object.") var json = false
+
+  func run() throws {
+    guard !images.isEmpty else { fail("predict: name at least one image file") }
+    guard (1...1000).contains(topK) else { fail("--top-k must be in 1...1000, got \(topK)") }
+    let file = reporting { try SafetensorsFile.read(path: checkpoint) }
+    let meta = reporting {
+      try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
+        fallbackInput: [3, 224, 224], fallbackClasses: 1000, fallbackNormalization: FolderDataOptions.normalization)
+    }
+    guard meta.input[0] == 3 else {
+      fail("\(checkpoint): the model takes \(meta.input[0])-channel inputs; predict feeds RGB images (3 channels)")
+    }
+    let pipeline: ImagePipeline = reporting {
+      if let text = file.metadata["eval_transform"] { return try ImagePipeline(parsing: text) }
+      let (h, w) = (meta.input[1], meta.input[2])
+      return ImagePipeline(
+        [.resize(min(h, w) * 256 / 224), .centerCrop(height: h, width: w)],
+        convention: .normalize(mean: meta.normalization.mean, std: meta.normalization.std))
+    }
+    guard pipeline.outputShape == meta.input else {
+      fail("\(checkpoint): eval_transform gives \(pipeline.outputShape) but the model takes \(meta.input)")
+    }
+    let names = classNames(file.metadata, classes: meta.classes)
+    let net = reporting { try buildModel(meta.model, input: meta.input, classes: meta.classes, seed: 0) }
+    reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
+    net.eval()
+    let processor = ImageProcessor()
+    let x = Tensor(zeros: [1] + meta.input)
+    var results = [(String, [(Int, Double)])]()
+    for path in images {
+      var rng = SeededGenerator(seed: 0)
+      reporting {
+        let bytes = try ImageFile.read(path)
+        try bytes.withUnsafeBytes { try processor.process($0, name: path, pipeline: pipeline, rng: &rng, into: x.data) }
+      }
+      let logits = reporting { try net.forward(x) }
+      let z = (0..<logits.count).map { Double(logits.data[$0]) }
+      // One logit: a binary classifier (sigmoid); else softmax over the classes.
+      let probs: [Double]
+      if z.count == 1 {
+        let p = 1 / (1 + Foundation.exp(-z[0]))
+        probs = [1 - p, p]
+      } else {
+        let m = z.max()!
+        let e = z.map { Foundation.exp($0 - m) }
+        let s = e.reduce(0, +)
+        probs = e.map { $0 / s }
+      }
+      let top = probs.enumerated().sorted { $0.element > $1.element || ($0.element == $1.element && $0.offset < $1.offset) }
+        .prefix(topK).map { ($0.offset, $0.element) }
+      results.append((path, top))
+    }
+    let label = { (i: Int) in i < names.count ? names[i] : String(i) }
+    if json {
+      let obj: [[String: Any]] = results.map { r in
+        ["image": r.0, "top": r.1.map { ["class": label($0.0), "index": $0.0, "probability": $0.1] as [String: Any] }]
+      }
+      let data = reporting { try JSONSerialization.data(withJSONObject: ["model": meta.model, "predictions": obj], options: [.sortedKeys, .withoutEscapingSlashes]) }
+      print(String(decoding: data, as: UTF8.self))
+    } else {
+      for r in results {
+        print(r.0)
+        for (i, p) in r.1 { print(String(format: "  %6.2f%%  %@", p * 100, label(i))) }
+      }
+    }
+    finishOutput()
+  }
+
+  /// The checkpoint's `class_names` (a JSON array), else DIR/train's class folders, else none.
+  private func classNames(_ metadata: [String: String], classes: Int) -> [String] {
+    let count = classes == 1 ? 2 : classes
+    if let text = metadata["class_names"] {
+      guard let names = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String], names.count == count else {
+        fail("\(checkpoint): metadata class_names is not a JSON array of \(count) strings")
+      }
+      return names
+    }
+    if let dir = dataDir {
+      let folder = reporting { try ImageFolder.scan(root: dir + "/train", skipBadImages: true) }
+      guard folder.classes.count == count else {
+        fail("\(dir)/train has \(folder.classes.count) classes, the checkpoint \(count)")
+      }
+      return folder.classes
+    }
+    return []
+  }
+}
