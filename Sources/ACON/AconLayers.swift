@@ -70,7 +70,7 @@ open class AconActivation: Module {
 
   open override func forward(_ x: Tensor) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     input = x
     AconKernels.forward(x: x.data, y: y.data, n: n, c: channels, hw: hw, p1: p1.data, p2: p2.data,
       beta: beta.data, betaLayout: .perChannel)

@@ -118,7 +118,7 @@ public final class MetaAconC: Module {
     for layer in betaNet { h = try layer.forward(h) }
     let b = reuse(&beta, shape: [n, c])
     for i in 0..<(n * c) { b.data[i] = stableSigmoid(h.data[i]) }
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     AconKernels.forward(x: x.data, y: y.data, n: n, c: c, hw: hw, p1: p1.value.data, p2: p2.value.data,
       beta: b.data, betaLayout: .perSampleChannel)
     return y

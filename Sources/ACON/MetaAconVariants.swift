@@ -78,7 +78,7 @@ public final class MetaAconLayerwise: Module {
     let c = channels, per = c * hw
     input = x
     let b = reuse(&betaNC, shape: [n, c])
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     let xs = UncheckedSendable(x.data), ys = UncheckedSendable(y.data), bs = UncheckedSendable(b.data)
     let p1s = UncheckedSendable(p1.value.data), p2s = UncheckedSendable(p2.value.data)
     let stream = AconKernels.streams(elements: 2 * n * per)
@@ -232,7 +232,7 @@ public final class MetaAconPixelwise: Module {
   public override func forward(_ x: Tensor) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
     input = x
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     AconKernels.pixelwiseForward(
       x: x.data, y: y.data, n: n, c: channels, hw: hw, p1: p1.value.data, p2: p2.value.data)
     return y

@@ -31,7 +31,7 @@ public final class ReLU: Module {
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    let y = inPlace ? x : reuse(&output, shape: x.shape)
+    let y = inPlace ? x : reuseOutput(&output, shape: x.shape)
     if inPlace { output = x }
     ReLU.apply(x.data, into: y.data, count: x.count)
     return y
@@ -76,8 +76,9 @@ public final class Sigmoid: Module {
   public override init() { super.init() }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    let y = reuse(&output, shape: x.shape)
-    for i in 0..<x.count { y.data[i] = stableSigmoid(x.data[i]) }
+    let y = reuseOutput(&output, shape: x.shape)
+    let xp = x.data, yp = y.data
+    for i in 0..<x.count { yp[i] = stableSigmoid(xp[i]) }
     return y
   }
 
@@ -86,9 +87,10 @@ public final class Sigmoid: Module {
       throw backwardError(layer: "Sigmoid.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let dx = reuse(&inputGrad, shape: y.shape)
+    let yp = y.data, dyp = dy.data, dxp = dx.data
     for i in 0..<y.count {
-      let s = y.data[i]
-      dx.data[i] = dy.data[i] * s * (1 - s)
+      let s = yp[i]
+      dxp[i] = dyp[i] * s * (1 - s)
     }
     return dx
   }
@@ -115,7 +117,7 @@ public final class SiLU: Module {
   public override init() { super.init() }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     input = x
     let xs = UncheckedSendable(x.data), ys = UncheckedSendable(y.data)
     // x, y: (count); elementwise, so any split gives the same bits.

@@ -278,7 +278,7 @@ public final class ChannelShuffle: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     _ = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     ChannelOps.shuffle(x.data, into: y.data, batch: x.shape[0], channels: x.shape[1],
       plane: x.count / Swift.max(1, x.shape[0] * x.shape[1]), groups: groups)
     return y

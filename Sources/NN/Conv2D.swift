@@ -169,7 +169,7 @@ public final class Conv2D: Module {
   /// backward.
   func forward(_ x: Tensor, fusingReLU relu: Bool) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     input = x
     fusedReLU = relu
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels

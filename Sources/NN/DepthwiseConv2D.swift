@@ -140,7 +140,7 @@ public final class DepthwiseConv2D: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     input = x
     var g = geometry(x.shape)
     let planes = ys[0] * ys[1], scratch = dw_forward_scratch(&g), geo = g

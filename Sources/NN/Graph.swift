@@ -329,12 +329,14 @@ open class Graph: Module {
     for (k, node) in nodes.enumerated() {
       let ins = node.inputs.map { values[$0]! }
       switch node.op {
-      case let .module(_, m):
+      case let .module(name, m):
         if writesInputInPlace(m) { try checkExclusive(ins[0], at: k) }
-        values[node.outputs[0]] = try named(node.op) { try m.forward(ins[0]) }
+        let y = try named(node.op) { try m.forward(ins[0]) }
+        y.nameOutput(name, ownedBy: m)
+        values[node.outputs[0]] = y
       default:
         let shapes = try named(node.op) { try opShapes(node.op, ins.map(\.shape)) }
-        let outs = shapes.enumerated().map { reuse(&nodeOutputs[k][$0.offset], shape: $0.element) }
+        let outs = shapes.enumerated().map { reuseOutput(&nodeOutputs[k][$0.offset], shape: $0.element) }
         runForward(node.op, ins, outs)
         for (v, t) in zip(node.outputs, outs) { values[v] = t }
       }

@@ -54,7 +54,7 @@ public final class Linear: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     input = x
     let n = ys[0]
     // y[N, out] = x[N, in] · Wᵀ[in, out]

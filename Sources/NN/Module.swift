@@ -2,7 +2,8 @@
 // the activations it caches for the backward pass; it knows its children by name, so that
 // parameters get PyTorch's dotted state_dict names (`conv1.weight`, `acon1.bn1.running_mean`).
 //
-// Conventions: `forward` returns a tensor the module owns (overwritten by the next call);
+// Conventions: `forward` returns a tensor the module owns (overwritten by the next call; in
+// debug builds reading it after the next call traps, see `reuseOutput(_:shape:)`);
 // `backward(dy)` belongs to the most recent `forward`, writes the input gradient into a tensor
 // the module owns, and *accumulates* into parameter gradients. `zeroGrad()` clears them.
 import TensorCore
@@ -63,7 +64,11 @@ open class Module {
   /// The output shape for an input shape, or a `TensorError.shapeMismatch` naming this layer.
   open func outputShape(for input: [Int]) throws -> [Int] { input }
 
-  /// Computes the output. The result is owned by the module and overwritten by the next call.
+  /// Computes the output. The result is owned by the module and overwritten by the next call:
+  /// keep it with `copy()`. Debug builds catch the mistake: reading a result after the module
+  /// ran `forward` again traps with "Conv2D 'conv1' output read after the layer ran forward
+  /// again: …" (`Tensor.isStale` tells without trapping). Release builds check nothing.
+  /// Subclasses get their output buffer from `reuseOutput(_:shape:)`.
   open func forward(_ x: Tensor) throws -> Tensor {
     preconditionFailure("\(typeName) does not override forward(_:)")
   }
@@ -85,7 +90,17 @@ open class Module {
   open func setMode(training: Bool) { isTraining = training }
 }
 
+extension Module: OutputOwner {}
+
 extension Module {
+  /// The buffer `forward` writes its result into and returns: `reuse(&output, shape:)` (no
+  /// allocation after the first call) that, in debug builds, also makes results returned by
+  /// earlier calls stale, so that reading one traps with a message naming this module.
+  /// Use `reuse(_:shape:)` for everything else a module owns (gradients, caches, scratch).
+  @inlinable public func reuseOutput(_ output: inout Tensor?, shape: [Int]) -> Tensor {
+    TensorCore.reuseOutput(&output, shape: shape, owner: self)
+  }
+
   /// Switches this module and all submodules to training mode.
   public func train() { visit { $0.setMode(training: true) } }
   /// Switches this module and all submodules to evaluation mode.
@@ -175,6 +190,6 @@ public func backwardError(layer: String, expected: String?, got: [Int]) -> Tenso
 
 extension Tensor {
   /// An independent copy (`clone()`): what to keep of a layer's output or a loader's batch,
-  /// which the next `forward` (or the next batch) overwrites.
+  /// which the next `forward` (or the next batch) overwrites. The copy is never stale.
   public func copy() -> Tensor { clone() }
 }

@@ -47,7 +47,7 @@ public final class MaxPool2D: Pool2D {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     inputShape = x.shape
     let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
     let planes = ys[0] * ys[1]
@@ -120,12 +120,13 @@ public final class AvgPool2D: Pool2D {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     inputShape = x.shape
     let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
     let scale = 1 / Float(kernelSize * kernelSize)
+    let x0 = x.data, y0 = y.data
     for pl in 0..<(ys[0] * ys[1]) {
-      let xp = x.data + pl * h * w
+      let xp = x0 + pl * h * w
       for i in 0..<oh {
         for j in 0..<ow {
           var acc: Float = 0
@@ -137,7 +138,7 @@ public final class AvgPool2D: Pool2D {
               if c >= 0 && c < w { acc += xp[r * w + c] }
             }
           }
-          y.data[pl * oh * ow + i * ow + j] = acc * scale
+          y0[pl * oh * ow + i * ow + j] = acc * scale
         }
       }
     }
@@ -188,11 +189,12 @@ public final class GlobalAvgPool2D: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     inputShape = x.shape
     let hw = x.shape[2] * x.shape[3]
+    let xp = x.data, yp = y.data
     for pl in 0..<(ys[0] * ys[1]) {
-      y.data[pl] = hw > 0 ? contiguousSum(x.data + pl * hw, count: hw) / Float(hw) : 0
+      yp[pl] = hw > 0 ? contiguousSum(xp + pl * hw, count: hw) / Float(hw) : 0
     }
     return y
   }
@@ -247,7 +249,7 @@ public final class AdaptiveAvgPool2D: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let ys = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: ys)
+    let y = reuseOutput(&output, shape: ys)
     inputShape = x.shape
     let (h, w, oh, ow) = (x.shape[2], x.shape[3], ys[2], ys[3])
     let xs = UncheckedSendable(x.data), dst = UncheckedSendable(y.data)

@@ -45,16 +45,17 @@ public final class Dropout: Module {
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     guard isTraining && p > 0 else {
       y.copy(from: x)
       return y
     }
     let m = reuse(&mask, shape: x.shape)
     let scale = 1 / (1 - p)
+    let xp = x.data, yp = y.data, mp = m.data
     for i in 0..<x.count {
-      m.data[i] = rng.nextUniform() < p ? 0 : scale
-      y.data[i] = x.data[i] * m.data[i]
+      mp[i] = rng.nextUniform() < p ? 0 : scale
+      yp[i] = xp[i] * mp[i]
     }
     return y
   }
@@ -65,7 +66,8 @@ public final class Dropout: Module {
     }
     let dx = reuse(&inputGrad, shape: dy.shape)
     if isTraining && p > 0, let m = mask {
-      for i in 0..<dy.count { dx.data[i] = dy.data[i] * m.data[i] }
+      let dyp = dy.data, mp = m.data, dxp = dx.data
+      for i in 0..<dy.count { dxp[i] = dyp[i] * mp[i] }
     } else {
       dx.copy(from: dy)
     }

@@ -51,7 +51,9 @@ public final class Sequential: Module {
     return shape
   }
 
-  /// Runs the layers in order; a `Conv2D` followed by a `ReLU` runs as one fused step.
+  /// Runs the layers in order; a `Conv2D` followed by a `ReLU` runs as one fused step. The
+  /// result is the last layer's output (overwritten by the next call; debug builds name the
+  /// layer, e.g. `Linear 'fc'`, when a stale one is read).
   public override func forward(_ x: Tensor) throws -> Tensor {
     var h = x
     var i = 0
@@ -59,9 +61,11 @@ public final class Sequential: Module {
       let (name, l) = layers[i]
       if fusesReLU[i], let conv = l as? Conv2D {
         h = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
+        h.nameOutput(name, ownedBy: conv)
         i += 2
       } else {
         h = try namingShapeErrors(name) { try l.forward(h) }
+        h.nameOutput(name, ownedBy: l)
         i += 1
       }
     }

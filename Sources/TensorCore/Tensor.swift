@@ -2,6 +2,8 @@
 //
 // A tensor is a reference type: layers own their output and gradient tensors and overwrite
 // them on the next call, as Caffe's blobs do. `reshaped(_:)` gives a view that shares storage.
+// In debug builds a layer's output handed out by `forward` is retired by the layer's next
+// `forward`, and reading a retired output traps (see `reuseOutput(_:shape:owner:)`).
 import Synchronization
 
 /// The memory behind one or more tensor views. Freed when the last view goes away.
@@ -32,6 +34,11 @@ public final class TensorStorage: @unchecked Sendable {
 }
 
 /// A contiguous Float32 tensor with a row-major shape. Images are `[N, C, H, W]`.
+///
+/// A layer's `forward` returns a tensor the layer owns and overwrites on its next `forward`
+/// (no allocation per step). Keep a result across calls with `copy()`. In debug builds a result
+/// read after its layer ran `forward` again traps, naming the layer (`isStale` tells without
+/// trapping); release builds do no check at all.
 public final class Tensor: @unchecked Sendable {
   /// The shape, outermost dimension first.
   public private(set) var shape: [Int]
@@ -43,8 +50,49 @@ public final class Tensor: @unchecked Sendable {
   /// Where this view starts in `storage`, in elements.
   public private(set) var offset: Int = 0
 
+  /// Debug builds only: who handed this tensor out as a layer output, and whether that layer
+  /// has overwritten it since. Views made by `reshaped(_:)` share it. Always nil in release.
+  @usableFromInline var outputTag: OutputTag?
+
   /// The first element, for kernels. `count` elements are valid.
-  @inlinable public var data: UnsafeMutablePointer<Float> { storage.pointer + offset }
+  ///
+  /// In debug builds, taking it from a layer output that the layer has overwritten since
+  /// (`isStale`) traps with a message naming the layer. Kernels take it once per call, so the
+  /// check costs one branch per call in debug and nothing in release.
+  @inlinable public var data: UnsafeMutablePointer<Float> {
+    #if DEBUG
+    if let tag = outputTag, tag.isRetired { tag.trap() }
+    #endif
+    return storage.pointer + offset
+  }
+
+  /// Whether this is a layer's output that the layer has overwritten since it was returned (its
+  /// `forward` ran again): reading it now gives the newer pass's values, so debug builds trap
+  /// on `data`. Always false in release builds, which keep no record.
+  public var isStale: Bool { outputTag?.isRetired ?? false }
+
+  /// The message a read of this tensor traps with when it `isStale`; nil otherwise.
+  public var staleReadMessage: String? {
+    guard let tag = outputTag, tag.isRetired else { return nil }
+    return tag.message
+  }
+
+  /// Debug builds: the owner's name for messages, e.g. `"conv1"`, when this tensor is the
+  /// current output of `owner`; containers (`Sequential`, `Graph`) call this with their child's
+  /// name. Does nothing in release builds or when another module handed the tensor out.
+  public func nameOutput(_ name: String, ownedBy owner: AnyObject) {
+    #if DEBUG
+    if let tag = outputTag, tag.owner === owner, !tag.isRetired { tag.name = name }
+    #endif
+  }
+
+  /// The message of the trap for reading a stale output of the layer `layer` (a type name such
+  /// as `"Conv2D"`), named `name` by its container when known.
+  public static func staleOutputMessage(layer: String, name: String?) -> String {
+    let who = name.map { "\(layer) '\($0)'" } ?? layer
+    return "\(who) output read after the layer ran forward again: it is overwritten by each forward; "
+      + "call .copy() to keep it"
+  }
 
   /// A zero-filled tensor of the given shape.
   /// - Precondition: every dimension is non-negative and the element count does not overflow;
@@ -69,11 +117,12 @@ public final class Tensor: @unchecked Sendable {
     data.update(repeating: value, count: count)
   }
 
-  private init(shape: [Int], count: Int, storage: TensorStorage, offset: Int) {
+  @usableFromInline init(shape: [Int], count: Int, storage: TensorStorage, offset: Int, outputTag: OutputTag? = nil) {
     self.shape = shape
     self.count = count
     self.storage = storage
     self.offset = offset
+    self.outputTag = outputTag
   }
 
   /// Moves this tensor's contents into `storage` at `offset` and makes it a view there, so that
@@ -89,7 +138,7 @@ public final class Tensor: @unchecked Sendable {
   public func reshaped(_ newShape: [Int]) -> Tensor {
     let n = Shape.elementCountOrTrap(newShape)
     precondition(n == count, "cannot reshape \(shape) to \(newShape)")
-    return Tensor(shape: newShape, count: n, storage: storage, offset: offset)
+    return Tensor(shape: newShape, count: n, storage: storage, offset: offset, outputTag: outputTag)
   }
 
   /// Gives this tensor a new shape, reallocating only when the storage is too small.
@@ -141,6 +190,64 @@ public final class Tensor: @unchecked Sendable {
   let t = Tensor(zeros: shape)
   existing = t
   return t
+}
+
+/// What a layer is, for the message of a stale-output trap: `Module` conforms.
+public protocol OutputOwner: AnyObject {
+  /// The type name shown in messages, e.g. `"Conv2D"`.
+  var typeName: String { get }
+}
+
+/// Debug-build record of one output handed out by a layer's `forward`.
+public final class OutputTag: @unchecked Sendable {
+  /// The layer that owns the storage.
+  public private(set) weak var owner: (any OutputOwner)?
+  /// The owner's type name, kept for the message should the owner be gone.
+  let ownerType: String
+  /// The name a container gave the owner, if any.
+  public internal(set) var name: String?
+  /// Set when the owner's next `forward` overwrote the storage.
+  public internal(set) var isRetired = false
+
+  init(owner: any OutputOwner) {
+    self.owner = owner
+    ownerType = owner.typeName
+  }
+
+  /// `Tensor.staleOutputMessage` for this owner.
+  var message: String { Tensor.staleOutputMessage(layer: owner?.typeName ?? ownerType, name: name) }
+
+  /// Traps with `message`.
+  @usableFromInline func trap() -> Never { preconditionFailure(message) }
+}
+
+/// `reuse(_:shape:)` for the output a layer's `forward` returns. Release builds: exactly
+/// `reuse`. Debug builds: returns a new view of the same storage, tagged with `owner`, and
+/// retires the view the previous call returned, so that reading that one (`data`, a subscript,
+/// `array`, `copy()`) traps with `Tensor.staleOutputMessage` instead of silently giving this
+/// pass's values. Only a small view object is allocated (in debug), never storage.
+@inlinable public func reuseOutput(_ existing: inout Tensor?, shape: [Int], owner: any OutputOwner) -> Tensor {
+  #if DEBUG
+  return reuseOutputDebug(&existing, shape: shape, owner: owner)
+  #else
+  return reuse(&existing, shape: shape)
+  #endif
+}
+
+@usableFromInline func reuseOutputDebug(_ existing: inout Tensor?, shape: [Int], owner: any OutputOwner) -> Tensor {
+  guard let old = existing else {
+    let t = Tensor(zeros: shape)
+    t.outputTag = OutputTag(owner: owner)
+    existing = t
+    return t
+  }
+  // The caller may still hold `old` (and views of it): retire it, keep its shape as it was.
+  old.outputTag?.isRetired = true
+  let fresh = Tensor(shape: old.shape, count: old.count, storage: old.storage, offset: old.offset,
+    outputTag: OutputTag(owner: owner))
+  fresh.resize(to: shape)
+  existing = fresh
+  return fresh
 }
 
 /// Shape arithmetic that reports overflow instead of trapping.

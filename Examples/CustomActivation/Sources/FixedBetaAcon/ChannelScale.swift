@@ -28,7 +28,7 @@ public final class ChannelScale: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     _ = try outputShape(for: x.shape)
-    let y = reuse(&output, shape: x.shape)  // no allocation after the first step
+    let y = reuseOutput(&output, shape: x.shape)  // no allocation after the first step
     let hw = x.shape[2] * x.shape[3]
     for n in 0..<x.shape[0] {
       for c in 0..<channels {
@@ -81,7 +81,7 @@ public final class Residual: Module {
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let b = try body.forward(x)  // owned by the body: read it before its next forward
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     for i in 0..<x.count { y.data[i] = x.data[i] + b.data[i] }
     return y
   }
