@@ -37,12 +37,15 @@ public struct ModelSummary: CustomStringConvertible, Sendable {
   public var showsNames = false
 
   /// Summarises `model` for `inputShape` (`[N, C, H, W]`) without running any arithmetic.
-  /// - Parameter multiplyAccumulates: counts a row's multiply-accumulates for one image, given the
-  ///   layer and its input shape `[1, C, H, W]` (or `[1, F]`); the default,
-  ///   `ModelSummary.multiplyAccumulates(of:inputShape:)`, knows NN's layers. Pass a counter that
-  ///   also knows your own layers (the zoo's `MultiplyAccumulates.count` knows ACON's).
+  /// - Parameters:
+  ///   - model: the model; a `Sequential` gets a row per layer, a `Graph` a row per recorded module.
+  ///   - inputShape: `[N, C, H, W]` (or `[N, F]`).
   ///   - expandingSequentials: give each layer of a `Sequential` child its own row, named
-  ///   `parent.child` (recursively), instead of one row for the child; the table then shows the names.
+  ///     `parent.child` (recursively), instead of one row for the child; the table then shows the names.
+  ///   - multiplyAccumulates: counts a row's multiply-accumulates for one image, given the layer
+  ///     and its input shape `[1, C, H, W]` (or `[1, F]`); the default,
+  ///     `ModelSummary.multiplyAccumulates(of:inputShape:)`, knows NN's layers. Pass a counter that
+  ///     also knows your own layers (the zoo's `MultiplyAccumulates.count` knows ACON's).
   public init(model: Module, inputShape: [Int], expandingSequentials: Bool = false,
     multiplyAccumulates: (Module, [Int]) throws -> Int = ModelSummary.multiplyAccumulates(of:inputShape:)) throws {
     var counters: [String: Int] = [:]
@@ -87,7 +90,11 @@ public struct ModelSummary: CustomStringConvertible, Sendable {
   /// elements × kH × kW, a `Linear` N × in × out, a `Sequential` or `Graph` the sum over the
   /// layers it runs; everything else (biases, BatchNorm, activations, pooling) counts 0, as in
   /// the papers' tables. Throws the layer's shape error when the input does not fit.
-  public static func multiplyAccumulates(of m: Module, inputShape s: [Int]) throws -> Int {
+  /// - Parameters:
+  ///   - model: the layer or model.
+  ///   - inputShape: its input shape `[N, C, H, W]` (or `[N, F]`); the count is for all N images.
+  public static func multiplyAccumulates(of model: Module, inputShape: [Int]) throws -> Int {
+    let m = model, s = inputShape
     switch m {
     case let c as Conv2D:
       return try c.outputShape(for: s).reduce(1, *) * (c.inChannels / c.groups) * c.kernelShape.height * c.kernelShape.width
