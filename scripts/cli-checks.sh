@@ -6,6 +6,9 @@
 # `compare` cut short by --max-steps reports only the epochs that ran, and that a write that fails
 # (the log, stdout, compare's files) stops the run with an error naming it.
 #
+# Also runs the model zoo through summary, train, --resume, evaluate (of a DataParallel file
+# too), --init and compare, and checks the batch-1 BatchNorm error.
+#
 # Usage (builds acon-train in release if the binary is missing):
 #   scripts/cli-checks.sh
 # Environment:
@@ -143,6 +146,75 @@ else
   echo "FAIL resume on another thread count: no warning naming both counts:"; sed 's/^/    /' "$work/err"
   failures=$((failures + 1))
 fi
+
+# The model zoo through every command: summary, train, checkpoint, resume, evaluate, --init
+# and evaluate from a DataParallel (module.-prefixed) file, compare, and the batch-1 BatchNorm error.
+expect_ok "zoo: summary at 224" "$bin" summary --model shufflenetv2-0.5x-aconc --input 3x224x224 --classes 1000
+if grep -q "MACs/image" "$work/out" && grep -q "^features.15 " "$work/out" && grep -q "^Multiply-accumulates per image: 40," "$work/out" \
+  && grep -qE "^Memory budget \(batch 64, adam\): weights .* \+ gradients .* \+ optimizer state .* \+ activations .* = " "$work/out"; then
+  echo "ok   zoo: summary shows the MACs column, the total and the memory budget"
+else
+  echo "FAIL zoo: summary table:"; sed 's/^/    /' "$work/out"; failures=$((failures + 1))
+fi
+expect_ok "zoo: summary --json" "$bin" summary --model shufflenetv2-0.5x-meta --input 3x224x224 --classes 1000 --json --batch-size 16
+if ! python3 -c '
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+assert d["parameters"] == 1686620, d["parameters"]  # the official count
+sd = d["state_dict"]
+assert sd[0] == {"name": "first_conv.0.weight", "dtype": "F32", "shape": [24, 3, 3, 3]}, sd[0]
+assert sd[-1] == {"name": "classifier.0.bias", "dtype": "F32", "shape": [1000]}, sd[-1]
+total = sum(math.prod(e["shape"]) for e in sd if e["dtype"] == "F32" and
+            not e["name"].endswith(("running_mean", "running_var")))
+assert total == d["parameters"], (total, d["parameters"])
+assert any(e["name"].endswith("num_batches_tracked") and e["dtype"] == "I64" and e["shape"] == [] for e in sd)
+b = d["memory_budget_bytes"]
+assert b["gradients"] == 4 * d["parameters"] and b["optimizer_state"] == 8 * d["parameters"], b
+assert b["total"] == b["weights"] + b["gradients"] + b["optimizer_state"] + b["activations"] and b["activations"] > 0, b
+assert sum(r["multiply_accumulates"] for r in d["rows"]) == d["multiply_accumulates"] > 0, d["multiply_accumulates"]
+' "$work/out"; then
+  echo "FAIL zoo: summary --json printed:"; head -c 600 "$work/out"; echo; failures=$((failures + 1))
+fi
+for m in shufflenetv2-0.5x-aconc tfnet-0.5; do
+  expect_ok "zoo: train $m 3 steps" "$bin" train --data synthetic --model $m --batch-size 8 --max-steps 3 \
+    --checkpoint "$work/$m.safetensors"
+  expect_ok "zoo: resume $m to step 5" "$bin" train --data synthetic --model $m --batch-size 8 --max-steps 5 \
+    --checkpoint "$work/$m.safetensors" --resume
+  grep -q "resuming from .* at step 3" "$work/out" && grep -q "done: 5 steps" "$work/out" \
+    || { echo "FAIL zoo: $m did not resume from step 3 to 5:"; sed 's/^/    /' "$work/out"; failures=$((failures + 1)); }
+  expect_ok "zoo: evaluate $m" "$bin" evaluate --checkpoint "$work/$m.safetensors" --json
+done
+# A DataParallel state dict: every key carries "module." (the official checkpoints' form).
+python3 -c '
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+meta = header.pop("__metadata__", None)
+out = {"module." + k: v for k, v in header.items()}
+if meta is not None:
+    out["__metadata__"] = meta
+h = json.dumps(out).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+' "$work/tfnet-0.5.safetensors" "$work/dp.safetensors"
+expect_ok "zoo: evaluate a module.-prefixed file" "$bin" evaluate --checkpoint "$work/dp.safetensors" --json
+expect_ok "zoo: --init from a module.-prefixed file" "$bin" train --data synthetic --model tfnet-0.5 --batch-size 8 \
+  --max-steps 1 --init "$work/dp.safetensors"
+expect_error "zoo: batch 1 with Meta-ACON's BatchNorm names the layer" \
+  "first_conv\.2\.bn1.*Expected more than 1 value per channel when training.*--batch-size 2" -- \
+  "$bin" train --data synthetic --model shufflenetv2-0.5x-meta --batch-size 1 --max-steps 1 --checkpoint "$work/b1.safetensors"
+[[ ! -e $work/b1.safetensors ]] || { echo "FAIL batch-1 error left $work/b1.safetensors"; failures=$((failures + 1)); }
+expect_error "zoo: a last batch of 1 is refused too" "last batch.*--drop-last" -- \
+  "$bin" train --data synthetic --model seed-meta --batch-size 7 --max-steps 1
+expect_ok "zoo: compare two models, 2 steps each" "$bin" compare --models shufflenetv2-0.5x-relu,tfnet-0.5 --seeds 1 --epochs 1 \
+  --max-steps 2 --batch-size 8 --data synthetic --out "$work/zoocmp"
+python3 -c '
+import json, sys
+rows = json.load(open(sys.argv[1] + "/results.json"))
+assert [r["model"] for r in rows] == ["shufflenetv2-0.5x-relu", "tfnet-0.5"], rows
+assert all(r["params"] > 100000 and len(r["accuracy_per_epoch"][0]) == 1 for r in rows), rows
+' "$work/zoocmp" || { echo "FAIL zoo: compare results"; failures=$((failures + 1)); }
 
 if [[ $failures -gt 0 ]]; then
   echo "cli-checks: $failures failure(s)"

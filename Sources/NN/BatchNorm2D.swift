@@ -84,7 +84,8 @@ public final class BatchNorm2D: Module {
     let m = n * hw
     if isTraining && m <= 1 {
       throw TensorError.invalidArgument(
-        "\(typeName): training needs more than one value per channel to compute batch statistics, "
+        "\(typeName): training needs more than one value per channel to compute batch statistics (N·H·W > 1; "
+          + "PyTorch: \"Expected more than 1 value per channel when training\"), "
           + "got input \(Shape.text(x.shape)); use a batch of 2 or more, or switch to evaluation mode (eval())")
     }
     let y = reuse(&output, shape: x.shape)

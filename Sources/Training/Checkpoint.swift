@@ -133,11 +133,23 @@ public struct Checkpoint: Sendable {
     try SafetensorsFile(metadata: meta, tensors: model.stateDict()).write(path: path)
   }
 
-  /// Loads a model file strictly into `model` (names, shapes and dtypes must match exactly).
+  /// The prefix `nn.DataParallel` puts before every key of a model it wraps (`module.conv1.weight`).
+  public static let dataParallelPrefix = "module."
+
+  /// `tensors` with the `module.` prefix of a PyTorch `nn.DataParallel` state dict removed, when
+  /// every key carries it (as PyTorch's `consume_prefix_in_state_dict_if_present`); otherwise
+  /// unchanged, so a model whose own first child is named `module` still loads as it was saved.
+  public static func strippingDataParallelPrefix<Value>(_ tensors: [String: Value]) -> [String: Value] {
+    guard !tensors.isEmpty, tensors.keys.allSatisfy({ $0.hasPrefix(dataParallelPrefix) }) else { return tensors }
+    return Dictionary(uniqueKeysWithValues: tensors.map { (String($0.key.dropFirst(dataParallelPrefix.count)), $0.value) })
+  }
+
+  /// Loads a model file strictly into `model` (names, shapes and dtypes must match exactly; a
+  /// file whose every key carries DataParallel's `module.` prefix loads without it).
   @discardableResult
   public static func loadModel(_ model: Module, from path: String) throws -> [String: String] {
     let file = try SafetensorsFile.read(path: path)
-    try model.loadStateDict(file.tensors, file: path)
+    try model.loadStateDict(strippingDataParallelPrefix(file.tensors), file: path)
     return file.metadata
   }
 
@@ -152,12 +164,13 @@ public struct Checkpoint: Sendable {
     try writeModel(model, metadata: meta, step: step, to: path)
   }
 
-  /// Loads a model file into `model` (strictly: names, shapes and dtypes must match) and
-  /// returns its metadata (a file without ours, as PyTorch writes it, gets `fallback`'s).
+  /// Loads a model file into `model` (strictly: names, shapes and dtypes must match; a file
+  /// whose every key carries DataParallel's `module.` prefix loads without it) and returns its
+  /// metadata (a file without ours, as PyTorch writes it, gets `fallback`'s).
   @discardableResult
   public static func load(_ model: Module, from path: String, fallback: ModelMetadata? = nil) throws -> ModelMetadata {
     let file = try SafetensorsFile.read(path: path)
-    try model.loadStateDict(file.tensors, file: path)
+    try model.loadStateDict(strippingDataParallelPrefix(file.tensors), file: path)
     return try ModelMetadata(strings: file.metadata, file: path, fallbackModel: fallback?.model ?? "unnamed",
       fallbackInput: fallback?.input ?? [1, 1, 1], fallbackClasses: fallback?.classes ?? 1,
       fallbackNormalization: fallback?.normalization ?? .unit(channels: fallback?.input.first ?? 1))

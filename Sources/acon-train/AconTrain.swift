@@ -174,6 +174,8 @@ struct Train: ParsableCommand {
     let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, folder: dataOptions.folderOptions()) }
     o.dataName = data.resolved.rawValue
     say("data: \(data.source)")
+    checkBatchNormBatches(model: o.model, data: data.train, batchSize: batchSize,
+      processes: syncBatchnorm ? 1 : group.size, dropLast: dropLast)
     let trainer = reporting {
       try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization,
         factories: modelFactories, group: group)
@@ -230,6 +232,26 @@ struct Train: ParsableCommand {
   }
 }
 
+/// Fails, before any step or file, when a training batch would leave a BatchNorm2D of `model`
+/// with one value per channel (N·H·W = 1: a batch of 1 at a 1×1 map, Meta-ACON's β network at
+/// any size), naming the layer and the fix; PyTorch stops there too, mid-run. `processes` is the
+/// number of shares each batch is split into for BatchNorm's statistics (1 with synchronised BN).
+func checkBatchNormBatches(model name: String, data: ImageDataset, batchSize: Int, processes: Int, dropLast: Bool) {
+  guard let net = try? buildModel(name, input: data.imageShape, classes: data.classes, seed: 0) else { return }  // the trainer reports it
+  var batches = [(batchSize / max(1, processes), "--batch-size \(batchSize)" + (processes > 1 ? " over \(processes) processes" : ""),
+    "use --batch-size \(2 * max(1, processes)) or more (evaluation works at any batch size)")]
+  let last = data.count % batchSize
+  if !dropLast, last > 0, processes == 1 {
+    batches.append((last, "the last batch of each epoch (\(data.count) examples, --batch-size \(batchSize))",
+      "pass --drop-last or another --batch-size"))
+  }
+  for (n, what, fix) in batches where n >= 1 {
+    guard let bn = (try? LayerWalk.singleValueBatchNorm(net, [n] + data.imageShape)) ?? nil else { continue }
+    fail("\(name): training with \(what) gives BatchNorm2D '\(bn.name)' one value per channel (input \(Shape.text(bn.input))), "
+      + "and batch statistics need more than one (PyTorch: \"Expected more than 1 value per channel when training\"); \(fix)")
+  }
+}
+
 struct Evaluate: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Accuracy and mean loss of a checkpoint on the test split.")
 
@@ -271,7 +293,7 @@ struct Evaluate: ParsableCommand {
         + "\(modelNames.joined(separator: ", "))); load it in your own program with model.loadStateDict")
     }
     let net = reporting { try buildModel(meta.model, input: meta.input, classes: meta.classes, seed: 0) }
-    reporting { try net.loadStateDict(file.tensors, file: checkpoint) }
+    reporting { try net.loadStateDict(Checkpoint.strippingDataParallelPrefix(file.tensors), file: checkpoint) }
     let e = reporting {
       try Training.evaluate(net, on: data.test, normalization: meta.normalization, batchSize: batchSize)
     }
@@ -286,20 +308,94 @@ struct Evaluate: ParsableCommand {
 }
 
 struct Summary: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Print the model summary table.")
+  static let configuration = CommandConfiguration(
+    abstract: "Print the model summary table: shapes, parameters, multiply-accumulates and the training memory budget.")
 
   @Option(help: ArgumentHelp("The network: \(modelNames.joined(separator: ", ")).")) var model: String = "seed-aconc"
   @Option(help: "Input as CxHxW.") var input: String = "3x32x32"
   @Option(help: "Output classes (1: binary, as in the seed).") var classes: Int = 1
-  @Option(help: "Batch size shown in the shapes.") var batch: Int = 64
+  @Option(name: [.customLong("batch-size"), .customLong("batch")], help: "Batch size of the shapes and the memory budget.")
+  var batchSize: Int = 64
+  @Option(help: "The optimizer of the memory budget: sgd (with --momentum), adam or adamw.") var optimizer: String = "adam"
+  @Option(help: "SGD momentum (0: no momentum buffer).") var momentum: Float = 0.9
+  @Flag(help: "Print one JSON object: the totals, the memory budget, each row, and every state_dict entry with its shape.")
+  var json = false
 
   func run() throws {
-    let dims = input.split(separator: "x").compactMap { Int($0) }
+    let dims = input.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) ?? -1 }
     guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else { fail("--input must look like 3x32x32, got '\(input)'") }
-    guard classes >= 1, batch >= 1 else { fail("--classes and --batch must be at least 1") }
-    let net = reporting { try buildModel(parseModel(model), input: dims, classes: classes, seed: 0) }
-    let s = reporting { try ModelSummary(model: net, inputShape: [batch] + dims) }
-    print(s)
+    guard classes >= 1 else { fail("--classes must be at least 1, got \(classes)") }
+    guard (1...65536).contains(batchSize) else { fail("--batch-size must be in 1...65536, got \(batchSize)") }
+    guard let opt = OptimizerKind(rawValue: optimizer) else { fail("--optimizer must be sgd, adam or adamw, got '\(optimizer)'") }
+    let name = parseModel(model)
+    let net = reporting { try buildModel(name, input: dims, classes: classes, seed: 0) }
+    let s = reporting {
+      try ModelSummary(model: net, inputShape: [batchSize] + dims, expandingSequentials: !name.hasPrefix("seed-")) { m, shape in
+        try MultiplyAccumulates.count(m, inputShape: Array(shape.dropFirst()))
+      }
+    }
+    let budget = reporting {
+      try MemoryBudget(model: net, inputShape: [batchSize] + dims, optimizer: opt, momentum: momentum)
+    }
+    if json {
+      var shapes: [String: (String, [Int])] = [:]
+      for (n, p) in net.namedParameters() { shapes[n] = ("F32", p.shape) }
+      for (n, b) in net.namedBuffers() {
+        switch b {
+        case .float(let t): shapes[n] = ("F32", t.shape)
+        case .int64: shapes[n] = ("I64", [])
+        }
+      }
+      let entries: [[String: Any]] = net.stateDictNames().map { ["name": $0, "dtype": shapes[$0]?.0 ?? "F32", "shape": shapes[$0]?.1 ?? []] }
+      let rows: [[String: Any]] = s.rows.map {
+        ["layer": $0.layer, "name": $0.name, "input": $0.inputShape, "output": $0.outputShape, "parameters": $0.parameters,
+         "multiply_accumulates": $0.multiplyAccumulates]
+      }
+      let object: [String: Any] = [
+        "model": name, "input": dims, "classes": classes, "batch_size": batchSize,
+        "parameters": s.trainableParameters, "non_trainable": s.nonTrainableParameters,
+        "multiply_accumulates": s.totalMultiplyAccumulates,
+        "memory_budget_bytes": ["weights": budget.weights, "gradients": budget.gradients,
+          "optimizer_state": budget.optimizerState, "activations": budget.activations, "total": budget.total,
+          "optimizer": opt.rawValue],
+        "rows": rows, "state_dict": entries,
+      ]
+      let data = reporting { try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) }
+      print(String(decoding: data, as: UTF8.self))
+    } else {
+      print(s)
+      print(budget.line(batchSize: batchSize, optimizer: opt))
+    }
     finishOutput()
+  }
+}
+
+/// The memory a training step needs: the weights (parameters and BatchNorm statistics), their
+/// gradients, the optimizer's state, and the activations one batch keeps for its backward pass.
+struct MemoryBudget {
+  var weights = 0, gradients = 0, optimizerState = 0, activations = 0
+  var total: Int { weights + gradients + optimizerState + activations }
+
+  /// The budget of `model` on batches of shape `inputShape` (`[N, C, H, W]`), 4-byte floats.
+  init(model: Module, inputShape: [Int], optimizer: OptimizerKind, momentum: Float) throws {
+    let params = model.parameterCount
+    let buffers = model.namedBuffers().reduce(0) { acc, b in
+      if case .float(let t) = b.1 { return acc + t.count }
+      return acc + 2  // an Int64 counter
+    }
+    weights = (params + buffers) * 4
+    gradients = params * 4
+    switch optimizer {
+    case .sgd: optimizerState = momentum != 0 ? params * 4 : 0  // the momentum buffer
+    case .adam, .adamw: optimizerState = 2 * params * 4  // exp_avg and exp_avg_sq
+    }
+    activations = try LayerWalk.activationElements(model, inputShape) * 4
+  }
+
+  /// `Memory budget (batch 64, adam): weights 5.5 MB + … = 123.4 MB`.
+  func line(batchSize: Int, optimizer: OptimizerKind) -> String {
+    func mb(_ b: Int) -> String { String(format: "%.1f MB", Double(b) / 1_048_576) }
+    return "Memory budget (batch \(batchSize), \(optimizer.rawValue)): weights \(mb(weights)) + gradients \(mb(gradients))"
+      + " + optimizer state \(mb(optimizerState)) + activations \(mb(activations)) = \(mb(total))"
   }
 }
