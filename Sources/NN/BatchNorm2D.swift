@@ -88,7 +88,7 @@ public final class BatchNorm2D: Module {
           + "PyTorch: \"Expected more than 1 value per channel when training\"), "
           + "got input \(Shape.text(x.shape)); use a batch of 2 or more, or switch to evaluation mode (eval())")
     }
-    let y = reuse(&output, shape: x.shape)
+    let y = reuseOutput(&output, shape: x.shape)
     input = x
     usedBatchStats = isTraining
     if isTraining, let reduce = allReduce {
