@@ -212,3 +212,19 @@ func check(_ workload: String, _ got: UnsafePointer<Float>, _ want: [Double], rt
     throw ReferenceMismatch(workload: workload, detail: m.description)
   }
 }
+
+/// Runs this benchmark binary again as a worker process with `arguments`, its standard error
+/// passed through; returns its exit status and standard output. (Train steps run in fresh
+/// processes so that each one's peak resident memory is its own.)
+func runSelfAsWorker(_ arguments: [String]) throws -> (Int32, Data) {
+  let exe = URL(fileURLWithPath: CommandLine.arguments[0]).path
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: exe.hasPrefix("/") ? exe : FileManager.default.currentDirectoryPath + "/" + exe)
+  p.arguments = arguments
+  let pipe = Pipe()
+  p.standardOutput = pipe
+  try p.run()
+  let data = pipe.fileHandleForReading.readDataToEndOfFile()
+  p.waitUntilExit()
+  return (p.terminationStatus, data)
+}

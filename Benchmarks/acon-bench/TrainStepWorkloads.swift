@@ -148,19 +148,10 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
     for kind in names where options.wants("train_step.\(kind)") {
       let torchTwin = kind == userBuiltSeedRelu ? ModelKind.seedRelu.rawValue : kind
       let inputText = input.map(String.init).joined(separator: "x")
-      let exe = URL(fileURLWithPath: CommandLine.arguments[0]).path
       func worker(_ extra: [String]) throws -> (Int32, Data) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe.hasPrefix("/") ? exe : FileManager.default.currentDirectoryPath + "/" + exe)
-        p.arguments = ["--worker-train-step", kind, "--worker-input", inputText, "--threads", String(Threads.count),
+        try runSelfAsWorker(["--worker-train-step", kind, "--worker-input", inputText, "--threads", String(Threads.count),
           "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
-          + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, data)
+          + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra)
       }
       let (checkStatus, _) = try worker(["--worker-check"])
       guard checkStatus == 0 else {

@@ -58,19 +58,10 @@ func zooTrainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> 
   for (name, input, batch) in rows where options.wants("train_step.\(name)") {
     let inputText = input.map(String.init).joined(separator: "x")
     let workload = "train_step.\(name) \(inputText)"
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).path
     func worker(_ extra: [String]) throws -> (Int32, Data) {
-      let p = Process()
-      p.executableURL = URL(fileURLWithPath: exe.hasPrefix("/") ? exe : FileManager.default.currentDirectoryPath + "/" + exe)
-      p.arguments = ["--worker-zoo-train-step", name, "--worker-input", inputText, "--worker-batch", String(batch),
+      try runSelfAsWorker(["--worker-zoo-train-step", name, "--worker-input", inputText, "--worker-batch", String(batch),
         "--threads", String(Threads.count), "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
-        + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra
-      let pipe = Pipe()
-      p.standardOutput = pipe
-      try p.run()
-      let data = pipe.fileHandleForReading.readDataToEndOfFile()
-      p.waitUntilExit()
-      return (p.terminationStatus, data)
+        + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra)
     }
     let (checkStatus, _) = try worker(["--worker-check"])
     guard checkStatus == 0 else {

@@ -218,14 +218,4 @@ public struct ImageFolderSplits: Sendable {
 
 
 /// Mixes words into one seed (SplitMix64's finaliser over each word).
-public func imageSeedMix(_ words: UInt64...) -> UInt64 {
-  var h: UInt64 = 0x243F_6A88_85A3_08D3
-  for w in words {
-    h ^= w
-    h &+= 0x9E37_79B9_7F4A_7C15
-    h = (h ^ (h >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    h = (h ^ (h >> 27)) &* 0x94D0_49BB_1331_11EB
-    h ^= h >> 31
-  }
-  return h
-}
+public func imageSeedMix(_ words: UInt64...) -> UInt64 { seedMix(start: 0x243F_6A88_85A3_08D3, words) }

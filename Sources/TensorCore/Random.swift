@@ -78,3 +78,18 @@ extension Tensor {
     for i in 0..<count { data[i] = rng.nextUniform(lo, hi) }
   }
 }
+
+/// Mixes `words` into one well-distributed seed, starting from `start`: each word is xored in and
+/// passed through SplitMix64's finaliser. Callers that must not share streams pass different
+/// `start` constants (the data order and the image transforms do).
+public func seedMix(start: UInt64, _ words: [UInt64]) -> UInt64 {
+  var h = start
+  for w in words {
+    h ^= w
+    h &+= 0x9E37_79B9_7F4A_7C15
+    h = (h ^ (h >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    h = (h ^ (h >> 27)) &* 0x94D0_49BB_1331_11EB
+    h ^= h >> 31
+  }
+  return h
+}

@@ -181,17 +181,7 @@ public enum Augmentation: Sendable, Equatable {
 }
 
 /// Mixes words into one well-distributed seed (SplitMix64 finaliser over each word).
-func dataSeedMix(_ words: UInt64...) -> UInt64 {
-  var h: UInt64 = 0x6A09_E667_F3BC_C908
-  for w in words {
-    h ^= w
-    h &+= 0x9E37_79B9_7F4A_7C15
-    h = (h ^ (h >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    h = (h ^ (h >> 27)) &* 0x94D0_49BB_1331_11EB
-    h ^= h >> 31
-  }
-  return h
-}
+func dataSeedMix(_ words: UInt64...) -> UInt64 { seedMix(start: 0x6A09_E667_F3BC_C908, words) }
 
 /// Cuts a data set into batches of normalised floats.
 ///
