@@ -6,8 +6,9 @@
 // alternate the two (`--rounds`), and the medians are reported. `seed-relu-userbuilt` is
 // seed-relu as a user builds it through the public API in the obvious way (plain `ReLU()`s in a
 // `Sequential`, default workspaces, no flags set), prepared as the Trainer prepares any model
-// (`prepareForTraining()`), beside the built-in one: the fast path must be the default (goal:
-// within 3%); its PyTorch twin is seed-relu's.
+// (`prepareForTraining()`), timed in the same rounds as the built-in one, in alternating order
+// (`ratio_vs_builtin`, the median of the rounds' ratios): the fast path must be the default
+// (goal: within 3%).
 import ACON
 import Foundation
 import NN
@@ -148,8 +149,8 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
     for kind in names where options.wants("train_step.\(kind)") {
       let torchTwin = kind == userBuiltSeedRelu ? ModelKind.seedRelu.rawValue : kind
       let inputText = input.map(String.init).joined(separator: "x")
-      func worker(_ extra: [String]) throws -> (Int32, Data) {
-        try runSelfAsWorker(["--worker-train-step", kind, "--worker-input", inputText, "--threads", String(Threads.count),
+      func worker(_ extra: [String], model: String? = nil) throws -> (Int32, Data) {
+        try runSelfAsWorker(["--worker-train-step", model ?? kind, "--worker-input", inputText, "--threads", String(Threads.count),
           "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
           + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra)
       }
@@ -160,22 +161,43 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
       }
       // Rounds alternate ours and PyTorch's, each a fresh process, so that a slow spell of this
       // shared machine hits both sides of a round's ratio.
-      var ours: [(ips: Double, rss: Double, seconds: Double)] = [], torch: [(imagesPerSecond: Double, peakRSS: Double)] = []
-      for _ in 0..<options.rounds {
-        let (status, data) = try worker([])
+      func timed(_ model: String) throws -> (ips: Double, rss: Double, seconds: Double) {
+        let (status, data) = try worker([], model: model)
         guard status == 0,
           let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double],
           let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
         else {
-          throw WorkloadFailure(workload: "train_step.\(kind) \(inputText)",
+          throw WorkloadFailure(workload: "train_step.\(model) \(inputText)",
             detail: "its timing process exited with status \(status); its message is above")
         }
-        ours.append((ips, rss, sec))
+        return (ips, rss, sec)
+      }
+      var ours: [(ips: Double, rss: Double, seconds: Double)] = [], torch: [(imagesPerSecond: Double, peakRSS: Double)] = []
+      var builtIn: [Double] = []
+      for round in 0..<options.rounds {
+        if kind == userBuiltSeedRelu {
+          // Against the built-in network in the same round, in alternating order, so that the
+          // ratio compares like with like on a machine whose speed drifts.
+          if round % 2 == 0 {
+            ours.append(try timed(kind))
+            builtIn.append(try timed(torchTwin).ips)
+          } else {
+            builtIn.append(try timed(torchTwin).ips)
+            ours.append(try timed(kind))
+          }
+          continue
+        }
+        ours.append(try timed(kind))
         if let t = try PyTorch.trainStep(model: torchTwin, input: inputText, options: options) { torch.append(t) }
       }
       let ips = median(ours.map(\.ips))
       var metrics: [(String, Any)] = [("input", inputText), ("images_per_s", ips), ("peak_rss_mb", ours.map(\.rss).max()!),
         ("rounds", options.rounds)]
+      if !builtIn.isEmpty {
+        let ratios = zip(ours, builtIn).map { $0.ips / $1 }
+        metrics += [("builtin_images_per_s", median(builtIn)), ("ratio_vs_builtin", median(ratios)),
+          ("ratio_min", ratios.min()!), ("ratio_max", ratios.max()!)]
+      }
       if torch.count == ours.count {
         let ratios = zip(ours, torch).map { $0.ips / $1.imagesPerSecond }
         metrics += [("pytorch_images_per_s", median(torch.map(\.imagesPerSecond))), ("speedup_vs_pytorch", median(ratios)),

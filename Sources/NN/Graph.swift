@@ -323,25 +323,61 @@ open class Graph: Module {
 
   // MARK: - Forward
 
+  ///
+  /// In inference mode (`withInferenceMode(_:)`) each value goes back to the pool as soon as its
+  /// last reader has run.
   public override func forward(_ x: Tensor) throws -> Tensor {
     try validate()
+    let arena = activationArena
+    arena?.beginForward(self)
+    let outerOwner = arena?.managedOwner
+    defer {
+      arena?.managedOwner = outerOwner
+      arena?.endForward()
+    }
+    keptNoActivations = arena != nil
+    if arena != nil { unread = consumers }
     values[0] = x
     for (k, node) in nodes.enumerated() {
       let ins = node.inputs.map { values[$0]! }
       switch node.op {
       case let .module(name, m):
         if writesInputInPlace(m) { try checkExclusive(ins[0], at: k) }
+        arena?.managedOwner = ObjectIdentifier(m)
         let y = try named(node.op) { try m.forward(ins[0]) }
         y.nameOutput(name, ownedBy: m)
         values[node.outputs[0]] = y
       default:
         let shapes = try named(node.op) { try opShapes(node.op, ins.map(\.shape)) }
+        arena?.managedOwner = ObjectIdentifier(self)
         let outs = shapes.enumerated().map { reuseOutput(&nodeOutputs[k][$0.offset], shape: $0.element) }
         runForward(node.op, ins, outs)
         for (v, t) in zip(node.outputs, outs) { values[v] = t }
       }
+      if let arena { recycleUnread(after: k, arena) }
     }
     return values[outputIndex!]!
+  }
+
+  /// Inference mode: how many readers of each value have still to run in this pass.
+  private var unread: [Int] = []
+  /// Whether the last `forward` ran in inference mode, so that no activations are left.
+  private var keptNoActivations = false
+
+  /// Inference mode: gives back to the pool every value that node `k` read for the last time,
+  /// and its outputs that nothing reads, unless a value still to be read views the same storage.
+  private func recycleUnread(after k: Int, _ arena: ActivationArena) {
+    var dead: [Int] = []
+    for v in nodes[k].inputs {
+      unread[v] -= 1
+      if unread[v] == 0, v != 0 { dead.append(v) }
+    }
+    dead += nodes[k].outputs.filter { unread[$0] == 0 }
+    guard !dead.isEmpty else { return }
+    let live = values.indices.compactMap { v in
+      v == 0 || (producer[v] <= k && unread[v] > 0) ? values[v] : nil
+    }
+    for v in dead { if let t = values[v] { arena.recycle(t, unlessSharedWith: live) } }
   }
 
   /// An in-place layer may only overwrite storage that no later node reads.
@@ -378,6 +414,10 @@ open class Graph: Module {
   // MARK: - Backward
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
+    if keptNoActivations {
+      throw TensorError.invalidArgument("\(typeName).backward: the last forward ran in inference mode "
+        + "(withInferenceMode), which keeps no activations; run forward outside it before backward")
+    }
     guard let out = outputIndex, let y = values[out] else {
       throw TensorError.invalidArgument("\(typeName).backward: no forward pass to go back through")
     }

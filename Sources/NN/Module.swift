@@ -51,6 +51,8 @@ public final class Int64Box {
 open class Module {
   /// Training mode (batch statistics, dropout on) or evaluation mode. Set with `train()`/`eval()`.
   public private(set) var isTraining = true
+  /// The pool of activation buffers while in inference mode (`withInferenceMode(_:)`), else nil.
+  public internal(set) var activationArena: ActivationArena?
   /// Whether `backward` computes the input gradient. The first layer of a network can skip it;
   /// `backward` then returns a tensor whose contents are unspecified.
   public var propagatesInputGradient = true
@@ -97,9 +99,39 @@ extension Module {
   /// allocation after the first call) that, in debug builds, also makes results returned by
   /// earlier calls stale, so that reading one traps with a message naming this module.
   /// Use `reuse(_:shape:)` for everything else a module owns (gradients, caches, scratch).
-  @inlinable public func reuseOutput(_ output: inout Tensor?, shape: [Int]) -> Tensor {
-    TensorCore.reuseOutput(&output, shape: shape, owner: self)
+  ///
+  /// In inference mode (`withInferenceMode(_:)`), the output of a child that a container is
+  /// running comes from the container's pool of activation buffers instead.
+  public func reuseOutput(_ output: inout Tensor?, shape: [Int]) -> Tensor {
+    if let arena = activationArena {
+      if arena.manages(self) { return arena.output(&output, shape: shape, owner: self) }
+    }
+    // Back from inference mode: the pooled buffer is not this module's to overwrite.
+    if let o = output, o.storage.isPooled { output = nil }
+    return TensorCore.reuseOutput(&output, shape: shape, owner: self)
   }
+
+  /// Runs `body` in inference mode, as PyTorch's `torch.inference_mode()`: the forward passes of
+  /// `Sequential` and `Graph` containers in this module keep no activations for a backward pass.
+  /// Each child's output goes back to a shared pool as soon as no later layer reads it, so a
+  /// pass holds a few activations at a time (a chain: about the two largest) instead of one per
+  /// layer, and allocates nothing once the pool has grown. Results are the same bits as outside.
+  ///
+  /// Inside, a container's output is valid until its next `forward` (as always); its `backward`
+  /// throws, since the activations are gone. Combine with `eval()` for BatchNorm's running
+  /// statistics and no dropout, as `evaluate(_:on:normalization:batchSize:topK:)` does. On
+  /// leaving, each layer allocates its own buffers again at its next training `forward`.
+  /// Nested calls share the outer pool.
+  public func withInferenceMode<T>(_ body: () throws -> T) rethrows -> T {
+    if activationArena != nil { return try body() }
+    let arena = ActivationArena()
+    visit { $0.activationArena = arena }
+    defer { visit { $0.activationArena = nil } }
+    return try body()
+  }
+
+  /// Whether this module is inside `withInferenceMode(_:)`.
+  public var isInInferenceMode: Bool { activationArena != nil }
 
   /// Switches this module and all submodules to training mode.
   public func train() { visit { $0.setMode(training: true) } }

@@ -54,25 +54,47 @@ public final class Sequential: Module {
   /// Runs the layers in order; a `Conv2D` followed by a `ReLU` runs as one fused step. The
   /// result is the last layer's output (overwritten by the next call; debug builds name the
   /// layer, e.g. `Linear 'fc'`, when a stale one is read).
+  ///
+  /// In inference mode (`withInferenceMode(_:)`) each layer's output goes back to the pool as
+  /// soon as the next layer has read it.
   public override func forward(_ x: Tensor) throws -> Tensor {
+    let arena = activationArena
+    arena?.beginForward(self)
+    let outerOwner = arena?.managedOwner
+    defer {
+      arena?.managedOwner = outerOwner
+      arena?.endForward()
+    }
+    keptNoActivations = arena != nil
     var h = x
     var i = 0
     while i < layers.count {
       let (name, l) = layers[i]
+      arena?.managedOwner = ObjectIdentifier(l)
+      let y: Tensor
       if fusesReLU[i], let conv = l as? Conv2D {
-        h = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
-        h.nameOutput(name, ownedBy: conv)
+        y = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
         i += 2
       } else {
-        h = try namingShapeErrors(name) { try l.forward(h) }
-        h.nameOutput(name, ownedBy: l)
+        y = try namingShapeErrors(name) { try l.forward(h) }
         i += 1
       }
+      y.nameOutput(name, ownedBy: l)
+      // h is read by no later layer (unless y views it; x belongs to the caller).
+      arena?.recycle(h, unlessSharedWith: [y, x])
+      h = y
     }
     return h
   }
 
+  /// Whether the last `forward` ran in inference mode, so that no activations are left.
+  private var keptNoActivations = false
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
+    if keptNoActivations {
+      throw TensorError.invalidArgument("\(typeName).backward: the last forward ran in inference mode "
+        + "(withInferenceMode), which keeps no activations; run forward outside it before backward")
+    }
     var g = dy
     for (i, (name, l)) in layers.enumerated().reversed() {
       // A ReLU that the convolution before it ran fused: the convolution's backward applies it.

@@ -12,6 +12,9 @@ public final class TensorStorage: @unchecked Sendable {
   public let pointer: UnsafeMutablePointer<Float>
   /// How many Floats the allocation holds.
   public let capacity: Int
+  /// Whether an `ActivationArena` owns this storage (inference-mode activations): a module that
+  /// leaves inference mode allocates a buffer of its own again instead of writing into it.
+  public internal(set) var isPooled = false
 
   private static let allocations = Atomic<Int>(0)
 

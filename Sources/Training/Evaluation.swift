@@ -85,6 +85,8 @@ public func evaluate(_ model: Module, on dataset: ImageDataset, normalization: N
   var correct = 0, total = 0
   var topCorrect = [Int](repeating: 0, count: topK.count)
   var lossSum = 0.0
+  // Inference mode: no activations kept for backward, a few activation buffers in all.
+  try model.withInferenceMode {
   for (x, labels) in loader {
     let logits = try model.forward(x)
     let width = logits.shape.count == 2 ? logits.shape[1] : -1
@@ -100,6 +102,7 @@ public func evaluate(_ model: Module, on dataset: ImageDataset, normalization: N
     for (i, k) in topK.enumerated() { topCorrect[i] += try correctPredictions(logits, labels: labels, k: k) }
     total += labels.count
   }
+  }
   var top: [Int: Double] = [:]
   for (i, k) in topK.enumerated() { top[k] = total > 0 ? Double(topCorrect[i]) / Double(total) : 0 }
   return Evaluation(accuracy: total > 0 ? Double(correct) / Double(total) : 0, loss: total > 0 ? lossSum / Double(total) : 0,
@@ -108,13 +111,15 @@ public func evaluate(_ model: Module, on dataset: ImageDataset, normalization: N
 
 extension Module {
   /// Inference: the output for `x` in evaluation mode (BatchNorm's running statistics, no
-  /// dropout), with the module's mode restored afterwards. As `forward`, the result is owned by
-  /// the model and overwritten by its next call: `clone()` it to keep it.
+  /// dropout) and inference mode (`withInferenceMode(_:)`: no activations kept for backward),
+  /// with the module's mode restored afterwards. As `forward`, the result is owned by the model
+  /// and overwritten by its next call: `clone()` it to keep it. In a loop, call it inside one
+  /// `withInferenceMode { }` so that the passes share one pool of buffers.
   public func predict(_ x: Tensor) throws -> Tensor {
     let wasTraining = isTraining
     eval()
     defer { if wasTraining { train() } }
-    return try forward(x)
+    return try withInferenceMode { try forward(x) }
   }
 }
 

@@ -151,7 +151,10 @@ final class GraphTests: XCTestCase {
 
   func testGradientsThroughBottlenecks() {
     var rng = SeededGenerator(seed: 5)
-    let checker = GradientChecker(skipsNonSmoothPoints: true)
+    // The absolute floor at 1e-4 of the tensor's scale: bn2.weight's gradient in the eval case
+    // sums products that cancel to 7e-6 of their size, and OpenBLAS's sgemm kernels differ in
+    // summation order from machine to machine (1.1e-4 relative off with its AVX-512 kernels).
+    let checker = GradientChecker(skipsNonSmoothPoints: true, layerAbsoluteTolerance: 1e-4)
     // planes = 1 in training mode would make conv3 one weight per output channel right before a
     // batch-statistics BatchNorm, which cancels its scale: that gradient is an eps effect
     // (~1e-5 of the others) below Float's resolution. planes = 1 is checked in eval() instead.
