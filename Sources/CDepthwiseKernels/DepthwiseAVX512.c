@@ -158,6 +158,183 @@ INLINE512 void backward_s1(const float *x, const float *dy, float *dx, int first
   }
 }
 
+// MARK: - Stride 1 on planes at least 16 wide, by rows
+
+// Whether a stride-1 plane runs by rows (16-column blocks down the rows, each input row's three
+// column taps loaded once and used by the three output rows it feeds) rather than flat chunks.
+static bool stride1_rows(const DWGeometry *g) { return g->sh == 1 && g->sw == 1 && g->w >= 16; }
+
+// The masks of the 16-column block at column j0 of a row of w: lane l of the left tap reads column
+// j0 + l − 1, of the middle j0 + l, of the right j0 + l + 1; each set where that column is in the
+// row (the middle mask is also the block's output lanes).
+INLINE512 void block_masks(ptrdiff_t w, ptrdiff_t j0, __mmask16 *mL, __mmask16 *mC, __mmask16 *mR) {
+  *mC = low(w - j0);
+  *mL = (__mmask16)(low(w - j0 + 1) & (j0 == 0 ? 0xFFFE : 0xFFFF));
+  *mR = low(w - j0 - 1);
+}
+
+// The three column taps of a block at s (s[−1], s[0], s[1] with the block's masks).
+INLINE512 void row3(const float *s, __mmask16 mL, __mmask16 mC, __mmask16 mR, __m512 T[3]) {
+  T[0] = _mm512_maskz_loadu_ps(mL, at(s, -1));
+  T[1] = _mm512_maskz_loadu_ps(mC, s);
+  T[2] = _mm512_maskz_loadu_ps(mR, s + 1);
+}
+
+// y [h, w] = b + Σ taps, bias first, then the taps in (u, v) order: input row r's taps go to
+// output rows r + 1 (u = 0), r (u = 1) and r − 1 (u = 2), so each is loaded once.
+INLINE512 void forward_rows_s1(const float *x, ptrdiff_t h, ptrdiff_t w, const __m512 wv[9], float b, float *y) {
+  const __m512 bv = _mm512_set1_ps(b);
+  for (ptrdiff_t j0 = 0; j0 < w; j0 += 16) {
+    __mmask16 mL, mC, mR;
+    block_masks(w, j0, &mL, &mC, &mR);
+    __m512 T[3], A = bv, B;  // A: output row r − 1, B: output row r (before input row r)
+    row3(x + j0, mL, mC, mR, T);
+    B = bv;
+    for (int v = 0; v < 3; v++) B = _mm512_fmadd_ps(wv[3 + v], T[v], B);
+    A = B;  // output row 0 (u = 0, 1 done)
+    B = bv;
+    for (int v = 0; v < 3; v++) B = _mm512_fmadd_ps(wv[v], T[v], B);  // output row 1, u = 0
+    for (ptrdiff_t r = 1; r < h; r++) {
+      row3(x + r * w + j0, mL, mC, mR, T);
+      __m512 C = bv;
+      for (int v = 0; v < 3; v++) A = _mm512_fmadd_ps(wv[6 + v], T[v], A);
+      _mm512_mask_storeu_ps(y + (r - 1) * w + j0, mC, A);
+      for (int v = 0; v < 3; v++) B = _mm512_fmadd_ps(wv[3 + v], T[v], B);
+      for (int v = 0; v < 3; v++) C = _mm512_fmadd_ps(wv[v], T[v], C);
+      A = B;
+      B = C;
+    }
+    _mm512_mask_storeu_ps(y + (h - 1) * w + j0, mC, A);
+  }
+}
+
+// One plane's backward at stride 1 by rows: acc[3u + v] (lane l) += Σ dy[i][j]·x[i + u − 1][j + v − 1]
+// over the outputs of column j ≡ l (mod 16), acc[9] += dy, in (block, row) order; then dx (unless
+// NULL) = (first ? 0 : dx) + Σ w[u][v]·dy[r + 1 − u][c + 1 − v], dy row i's taps feeding dx rows
+// i + 1, i and i − 1 (u = 2, 1, 0: that order for each dx row).
+INLINE512 void backward_rows_s1(const float *x, const float *dy, float *dx, int first, ptrdiff_t h, ptrdiff_t w,
+                                const __m512 wv[9], __m512 acc[10]) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (ptrdiff_t j0 = 0; j0 < w; j0 += 16) {
+    __mmask16 mL, mC, mR;
+    block_masks(w, j0, &mL, &mC, &mR);
+    __m512 P[3] = {zero, zero, zero}, Q[3], N[3];  // x rows i − 1, i, i + 1
+    row3(x + j0, mL, mC, mR, Q);
+    for (ptrdiff_t i = 0; i < h; i++) {
+      if (i + 1 < h)
+        row3(x + (i + 1) * w + j0, mL, mC, mR, N);
+      else
+        N[0] = N[1] = N[2] = zero;
+      const __m512 d = _mm512_maskz_loadu_ps(mC, dy + i * w + j0);
+      for (int v = 0; v < 3; v++) acc[v] = _mm512_fmadd_ps(d, P[v], acc[v]);
+      for (int v = 0; v < 3; v++) acc[3 + v] = _mm512_fmadd_ps(d, Q[v], acc[3 + v]);
+      for (int v = 0; v < 3; v++) acc[6 + v] = _mm512_fmadd_ps(d, N[v], acc[6 + v]);
+      acc[9] = _mm512_add_ps(acc[9], d);
+      for (int v = 0; v < 3; v++) {
+        P[v] = Q[v];
+        Q[v] = N[v];
+      }
+    }
+    if (!dx) continue;
+    // dy row i's mirrored taps: D[0] = dy[i][c + 1] (v = 0), D[1] = dy[i][c], D[2] = dy[i][c − 1].
+    __m512 D[3], A, B;  // A: dx row i − 1, B: dx row i (before dy row i)
+    A = zero;
+    B = first ? zero : _mm512_maskz_loadu_ps(mC, dx + j0);
+    for (ptrdiff_t i = 0; i < h; i++) {
+      const float *s = dy + i * w + j0;
+      D[0] = _mm512_maskz_loadu_ps(mR, s + 1);
+      D[1] = _mm512_maskz_loadu_ps(mC, s);
+      D[2] = _mm512_maskz_loadu_ps(mL, at(s, -1));
+      __m512 C = zero;
+      if (i + 1 < h) {
+        if (!first) C = _mm512_maskz_loadu_ps(mC, dx + (i + 1) * w + j0);
+        for (int v = 0; v < 3; v++) C = _mm512_fmadd_ps(wv[6 + v], D[v], C);
+      }
+      for (int v = 0; v < 3; v++) B = _mm512_fmadd_ps(wv[3 + v], D[v], B);
+      if (i > 0) {
+        for (int v = 0; v < 3; v++) A = _mm512_fmadd_ps(wv[v], D[v], A);
+        _mm512_mask_storeu_ps(dx + (i - 1) * w + j0, mC, A);
+      }
+      A = B;
+      B = C;
+    }
+    _mm512_mask_storeu_ps(dx + (h - 1) * w + j0, mC, A);
+  }
+}
+
+// MARK: - Stride 1 on 8-wide planes, two rows per vector
+
+// Whether a stride-1 plane is 8 wide: vector k holds rows 2k and 2k + 1 (the flat plane's chunk
+// k), and its taps come from the chunks at flat offsets 16k − 8, 16k and 16k + 8 (kernel rows 0,
+// 1, 2), each loaded once with its three column shifts and used by the two vectors it feeds.
+static bool stride1_w8(const DWGeometry *g) { return g->sh == 1 && g->sw == 1 && g->w == 8; }
+
+// Lanes of the 16 floats at flat offset 8q of an 8-wide plane of h rows that lie in it
+// (lanes 0..7: row q, 8..15: row q + 1).
+INLINE512 __mmask16 rows8(ptrdiff_t q, ptrdiff_t h) {
+  return (__mmask16)((q >= 0 && q < h ? 0x00FF : 0) | (q + 1 >= 0 && q + 1 < h ? 0xFF00 : 0));
+}
+
+// The column taps at flat offset 8q: x[..][j − 1] (T[0]), x[..][j] (T[1]), x[..][j + 1] (T[2]),
+// zero outside the plane; `mirror` swaps T[0] and T[2] (dx's mirrored taps).
+INLINE512 void taps_w8(const float *x, ptrdiff_t q, ptrdiff_t h, __m512 T[3], int mirror) {
+  const __mmask16 m = rows8(q, h);
+  const float *s = at(x, 8 * q);
+  const __m512 l = _mm512_maskz_loadu_ps(m & 0xFEFE, at(s, -1)), r = _mm512_maskz_loadu_ps(m & 0x7F7F, at(s, 1));
+  T[1] = _mm512_maskz_loadu_ps(m, s);
+  T[0] = mirror ? r : l;
+  T[2] = mirror ? l : r;
+}
+
+// y [h, 8] = b + Σ taps, bias first, then the taps in (u, v) order.
+INLINE512 void forward_w8(const float *x, ptrdiff_t h, const __m512 wv[9], float b, float *y) {
+  __m512 U[3], M[3], D[3];
+  taps_w8(x, -1, h, U, 0);
+  for (ptrdiff_t k = 0; 2 * k < h; k++) {
+    taps_w8(x, 2 * k, h, M, 0);
+    taps_w8(x, 2 * k + 1, h, D, 0);
+    __m512 a = _mm512_set1_ps(b);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[v], U[v], a);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[3 + v], M[v], a);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[6 + v], D[v], a);
+    _mm512_mask_storeu_ps(y + 16 * k, rows8(2 * k, h), a);
+    for (int v = 0; v < 3; v++) U[v] = D[v];
+  }
+}
+
+// One 8-wide plane's backward at stride 1: acc[3u + v] (lane l) += Σ dy·x shifted by (u − 1, v − 1)
+// over the outputs at flat positions ≡ l (mod 16), acc[9] += dy; then dx (unless NULL) = (first ?
+// 0 : dx) + Σ w[u][v]·dy[r + 1 − u][c + 1 − v].
+INLINE512 void backward_w8(const float *x, const float *dy, float *dx, int first, ptrdiff_t h, const __m512 wv[9],
+                           __m512 acc[10]) {
+  __m512 U[3], M[3], D[3];
+  taps_w8(x, -1, h, U, 0);
+  for (ptrdiff_t k = 0; 2 * k < h; k++) {
+    taps_w8(x, 2 * k, h, M, 0);
+    taps_w8(x, 2 * k + 1, h, D, 0);
+    const __m512 d = _mm512_maskz_loadu_ps(rows8(2 * k, h), dy + 16 * k);
+    for (int v = 0; v < 3; v++) acc[v] = _mm512_fmadd_ps(d, U[v], acc[v]);
+    for (int v = 0; v < 3; v++) acc[3 + v] = _mm512_fmadd_ps(d, M[v], acc[3 + v]);
+    for (int v = 0; v < 3; v++) acc[6 + v] = _mm512_fmadd_ps(d, D[v], acc[6 + v]);
+    acc[9] = _mm512_add_ps(acc[9], d);
+    for (int v = 0; v < 3; v++) U[v] = D[v];
+  }
+  if (!dx) return;
+  // dx vector k: kernel row u reads dy at flat offset 8(2k + 1 − u), columns mirrored.
+  taps_w8(dy, -1, h, D, 1);  // u = 2 for k = 0
+  for (ptrdiff_t k = 0; 2 * k < h; k++) {
+    const __mmask16 mk = rows8(2 * k, h);
+    taps_w8(dy, 2 * k, h, M, 1);
+    taps_w8(dy, 2 * k + 1, h, U, 1);
+    __m512 a = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, dx + 16 * k);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[v], U[v], a);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[3 + v], M[v], a);
+    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[6 + v], D[v], a);
+    _mm512_mask_storeu_ps(dx + 16 * k, mk, a);
+    for (int v = 0; v < 3; v++) D[v] = U[v];
+  }
+}
+
 // MARK: - Stride 2 on 8×8 planes, in registers
 
 // The nine tap vectors of an 8×8 plane x at stride 2: lane 4i + j of T[3u + v] holds
@@ -250,6 +427,34 @@ INLINE512 void input_terms16(__m512 dt, __m512 dn, const __m512 wv[9], float *dx
     if (!first) r[k] = _mm512_add_ps(_mm512_loadu_ps(dx + 16 * k), r[k]);
     _mm512_storeu_ps(dx + 16 * k, r[k]);
   }
+}
+
+// One 16-wide plane's backward at stride 2 (h a multiple of 4), two output rows per vector:
+// dW and db terms into acc, dx (unless NULL; first ? = : +=).
+INLINE512 void backward_w16(const float *xplane, const float *dyplane, float *dxplane, int first, ptrdiff_t h,
+                            const __m512 wv[9], __m512 acc[10]) {
+  const ptrdiff_t groups = h / 4;
+  __m512 dn = _mm512_loadu_ps(dyplane);
+  for (ptrdiff_t t = 0; t < groups; t++) {
+    __m512 T[9];
+    taps16(xplane, t, T);
+    const __m512 d = dn;
+    dn = t + 1 < groups ? _mm512_loadu_ps(dyplane + 16 * (t + 1)) : _mm512_setzero_ps();
+    for (int k = 0; k < 9; k++) acc[k] = _mm512_fmadd_ps(d, T[k], acc[k]);
+    acc[9] = _mm512_add_ps(acc[9], d);
+    if (dxplane) input_terms16(d, dn, wv, dxplane + 64 * t, first);
+  }
+}
+
+// One 8×8 plane's backward at stride 2: dW and db terms into acc, dx (unless NULL).
+INLINE512 void backward_8x8(const float *xplane, const float *dyplane, float *dxplane, int first, const __m512 wv[9],
+                            __m512 acc[10]) {
+  __m512 T[9];
+  taps8(xplane, T);
+  const __m512 d = _mm512_loadu_ps(dyplane);
+  for (int t = 0; t < 9; t++) acc[t] = _mm512_fmadd_ps(d, T[t], acc[t]);
+  acc[9] = _mm512_add_ps(acc[9], d);
+  if (dxplane) input_terms8(dyplane, wv, dxplane, first);
 }
 
 // MARK: - Stride 2 on planes up to 32 wide, a row per vector
@@ -386,6 +591,24 @@ AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *
     }
     return;
   }
+  if (stride1_w8(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      __m512 wv[9];
+      load_weights(weight + 9 * o, wv);
+      forward_w8(x + src * n, g->h, wv, bias ? bias[o] : 0.0f, y + p * n);
+    }
+    return;
+  }
+  if (stride1_rows(g)) {
+    for (ptrdiff_t p = p0; p < p1; p++) {
+      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+      __m512 wv[9];
+      load_weights(weight + 9 * o, wv);
+      forward_rows_s1(x + src * n, g->h, g->w, wv, bias ? bias[o] : 0.0f, y + p * n);
+    }
+    return;
+  }
   uint16_t *mt = (uint16_t *)scratch;
   ptrdiff_t off[9];
   masks_s1(mt, g->h, g->w);
@@ -408,7 +631,8 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
   float *accAll = scratch;
   uint16_t *mt = (uint16_t *)(accAll + nch * m * 160);
   ptrdiff_t off[9];
-  if (!s2) {
+  const int rows1 = stride1_rows(g), w8 = stride1_w8(g);
+  if (!s2 && !rows1 && !w8) {
     masks_s1(mt, g->h, g->w);
     offsets_s1(g->w, off);
   }
@@ -416,39 +640,20 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
   // outer. Stride 2: channels outer, each output channel's ten accumulators in registers
   // for the whole batch; stride 1: samples outer, channels inner (runs of consecutive planes, as
   // the AVX2 body), the accumulators loaded and stored at every plane. Each measured the faster.
-  if (s2) {
+  if (s2 == 1 || s2 == 2) {
     for (ptrdiff_t ci = c0; ci < c1; ci++) {
       for (ptrdiff_t jm = 0; jm < m; jm++) {
         const ptrdiff_t o = ci * m + jm;
         __m512 acc[10], wv[9];
         for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
         load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n && s2 == 2; nn++) {
-          // 16 wide: two output rows per vector.
+        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
           const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          const ptrdiff_t groups = g->h / 4;
-          __m512 dn = _mm512_loadu_ps(dyplane);
-          for (ptrdiff_t t = 0; t < groups; t++) {
-            __m512 T[9];
-            taps16(xplane, t, T);
-            const __m512 d = dn;
-            dn = t + 1 < groups ? _mm512_loadu_ps(dyplane + 16 * (t + 1)) : _mm512_setzero_ps();
-            for (int k = 0; k < 9; k++) acc[k] = _mm512_fmadd_ps(d, T[k], acc[k]);
-            acc[9] = _mm512_add_ps(acc[9], d);
-            if (dx) input_terms16(d, dn, wv, dx + (nn * g->c + ci) * n + 64 * t, jm == 0);
-          }
-        }
-        for (ptrdiff_t nn = 0; nn < g->n && s2 == 3; nn++)
-          backward_rows(x + (nn * g->c + ci) * n, dy + (nn * cm + o) * on, dx ? dx + (nn * g->c + ci) * n : NULL,
-                        jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
-        for (ptrdiff_t nn = 0; nn < g->n && s2 == 1; nn++) {
-          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          __m512 T[9];
-          taps8(xplane, T);
-          const __m512 d = _mm512_loadu_ps(dyplane);
-          for (int t = 0; t < 9; t++) acc[t] = _mm512_fmadd_ps(d, T[t], acc[t]);
-          acc[9] = _mm512_add_ps(acc[9], d);
-          if (dx) input_terms8(dyplane, wv, dx + (nn * g->c + ci) * n, jm == 0);
+          float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
+          if (s2 == 2)
+            backward_w16(xplane, dyplane, dxplane, jm == 0, g->h, wv, acc);
+          else
+            backward_8x8(xplane, dyplane, dxplane, jm == 0, wv, acc);
         }
         float *accp = accAll + ((ci - c0) * m + jm) * 160;
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
@@ -466,7 +671,14 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
           __m512 acc[10], wv[9];
           for (int t = 0; t < 10; t++) acc[t] = _mm512_loadu_ps(accp + 16 * t);
           load_weights(weight + 9 * o, wv);
-          backward_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, n, off, wv, acc, mt);
+          if (s2 == 3)
+            backward_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
+          else if (w8)
+            backward_w8(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, wv, acc);
+          else if (rows1)
+            backward_rows_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, g->w, wv, acc);
+          else
+            backward_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, n, off, wv, acc, mt);
           for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
         }
       }
