@@ -79,8 +79,8 @@ static void masks_s1(uint16_t *mt, ptrdiff_t h, ptrdiff_t w) {
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#define AVX512 __attribute__((target("avx512f,avx2,fma")))
-#define INLINE512 static inline __attribute__((always_inline, target("avx512f,avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define INLINE512 static inline __attribute__((always_inline, target("avx512f,avx512vl,avx2,fma")))
 
 // p + i as an address, computed without pointer arithmetic: a masked load may start before the
 // tensor (its lanes there are masked off and never read).
@@ -262,78 +262,95 @@ INLINE512 void backward_rows_s1(const float *x, const float *dy, float *dx, int 
   }
 }
 
-// MARK: - Stride 1 on 8-wide planes, two rows per vector
+// MARK: - Stride 1 on 8-wide planes, a row per 8-lane vector
 
-// Whether a stride-1 plane is 8 wide: vector k holds rows 2k and 2k + 1 (the flat plane's chunk
-// k), and its taps come from the chunks at flat offsets 16k − 8, 16k and 16k + 8 (kernel rows 0,
-// 1, 2), each loaded once with its three column shifts and used by the two vectors it feeds.
+// Whether a stride-1 plane is 8 wide: it runs by rows as forward_rows_s1 and backward_rows_s1
+// do, one row per 8-lane vector (Zen 4 runs a 512-bit FMA as two 256-bit halves, so 8-lane FMAs
+// lose nothing, and each input row's three taps are loaded once; flat 16-float chunks of two rows
+// need two more loads or shuffles per vector, measured 1.2× slower).
 static bool stride1_w8(const DWGeometry *g) { return g->sh == 1 && g->sw == 1 && g->w == 8; }
 
-// Lanes of the 16 floats at flat offset 8q of an 8-wide plane of h rows that lie in it
-// (lanes 0..7: row q, 8..15: row q + 1).
-INLINE512 __mmask16 rows8(ptrdiff_t q, ptrdiff_t h) {
-  return (__mmask16)((q >= 0 && q < h ? 0x00FF : 0) | (q + 1 >= 0 && q + 1 < h ? 0xFF00 : 0));
-}
-
-// The column taps at flat offset 8q: x[..][j − 1] (T[0]), x[..][j] (T[1]), x[..][j + 1] (T[2]),
-// zero outside the plane; `mirror` swaps T[0] and T[2] (dx's mirrored taps).
-INLINE512 void taps_w8(const float *x, ptrdiff_t q, ptrdiff_t h, __m512 T[3], int mirror) {
-  const __mmask16 m = rows8(q, h);
-  const float *s = at(x, 8 * q);
-  const __m512 l = _mm512_maskz_loadu_ps(m & 0xFEFE, at(s, -1)), r = _mm512_maskz_loadu_ps(m & 0x7F7F, at(s, 1));
-  T[1] = _mm512_maskz_loadu_ps(m, s);
-  T[0] = mirror ? r : l;
-  T[2] = mirror ? l : r;
-}
-
-// y [h, 8] = b + Σ taps, bias first, then the taps in (u, v) order.
-INLINE512 void forward_w8(const float *x, ptrdiff_t h, const __m512 wv[9], float b, float *y) {
-  __m512 U[3], M[3], D[3];
-  taps_w8(x, -1, h, U, 0);
-  for (ptrdiff_t k = 0; 2 * k < h; k++) {
-    taps_w8(x, 2 * k, h, M, 0);
-    taps_w8(x, 2 * k + 1, h, D, 0);
-    __m512 a = _mm512_set1_ps(b);
-    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[v], U[v], a);
-    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[3 + v], M[v], a);
-    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[6 + v], D[v], a);
-    _mm512_mask_storeu_ps(y + 16 * k, rows8(2 * k, h), a);
-    for (int v = 0; v < 3; v++) U[v] = D[v];
+// y [h, 8] = b + Σ taps (as forward_rows_s1).
+INLINE512 void forward_w8_rows(const float *x, ptrdiff_t h, const float *wt, float b, float *y) {
+  __m256 wv[9];
+  for (int t = 0; t < 9; t++) wv[t] = _mm256_set1_ps(wt[t]);
+  const __m256 bv = _mm256_set1_ps(b);
+  __m256 T[3], A, B = bv;
+#define ROW8(r)                                                  \
+  do {                                                           \
+    const float *s_ = x + 8 * (r);                               \
+    T[0] = _mm256_maskz_loadu_ps(0xFE, at(s_, -1));              \
+    T[1] = _mm256_loadu_ps(s_);                                  \
+    T[2] = _mm256_maskz_loadu_ps(0x7F, s_ + 1);                  \
+  } while (0)
+  ROW8(0);
+  for (int v = 0; v < 3; v++) B = _mm256_fmadd_ps(wv[3 + v], T[v], B);
+  A = B;
+  B = bv;
+  for (int v = 0; v < 3; v++) B = _mm256_fmadd_ps(wv[v], T[v], B);
+  for (ptrdiff_t r = 1; r < h; r++) {
+    ROW8(r);
+    __m256 C = bv;
+    for (int v = 0; v < 3; v++) A = _mm256_fmadd_ps(wv[6 + v], T[v], A);
+    _mm256_storeu_ps(y + 8 * (r - 1), A);
+    for (int v = 0; v < 3; v++) B = _mm256_fmadd_ps(wv[3 + v], T[v], B);
+    for (int v = 0; v < 3; v++) C = _mm256_fmadd_ps(wv[v], T[v], C);
+    A = B;
+    B = C;
   }
+  _mm256_storeu_ps(y + 8 * (h - 1), A);
 }
 
-// One 8-wide plane's backward at stride 1: acc[3u + v] (lane l) += Σ dy·x shifted by (u − 1, v − 1)
-// over the outputs at flat positions ≡ l (mod 16), acc[9] += dy; then dx (unless NULL) = (first ?
-// 0 : dx) + Σ w[u][v]·dy[r + 1 − u][c + 1 − v].
-INLINE512 void backward_w8(const float *x, const float *dy, float *dx, int first, ptrdiff_t h, const __m512 wv[9],
-                           __m512 acc[10]) {
-  __m512 U[3], M[3], D[3];
-  taps_w8(x, -1, h, U, 0);
-  for (ptrdiff_t k = 0; 2 * k < h; k++) {
-    taps_w8(x, 2 * k, h, M, 0);
-    taps_w8(x, 2 * k + 1, h, D, 0);
-    const __m512 d = _mm512_maskz_loadu_ps(rows8(2 * k, h), dy + 16 * k);
-    for (int v = 0; v < 3; v++) acc[v] = _mm512_fmadd_ps(d, U[v], acc[v]);
-    for (int v = 0; v < 3; v++) acc[3 + v] = _mm512_fmadd_ps(d, M[v], acc[3 + v]);
-    for (int v = 0; v < 3; v++) acc[6 + v] = _mm512_fmadd_ps(d, D[v], acc[6 + v]);
-    acc[9] = _mm512_add_ps(acc[9], d);
-    for (int v = 0; v < 3; v++) U[v] = D[v];
+// backward_rows_s1 for a plane 8 wide in 8-lane vectors: acc[t] (8 lanes) += the dW and db terms
+// of output column l; dx (unless NULL; first ? = : +=).
+INLINE512 void backward_w8_rows(const float *x, const float *dy, float *dx, int first, ptrdiff_t h, const float *wt,
+                                __m256 acc[10]) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 P[3] = {zero, zero, zero}, Q[3], N[3], T[3];
+  ROW8(0);
+  for (int v = 0; v < 3; v++) Q[v] = T[v];
+  for (ptrdiff_t i = 0; i < h; i++) {
+    if (i + 1 < h) {
+      ROW8(i + 1);
+      for (int v = 0; v < 3; v++) N[v] = T[v];
+    } else {
+      N[0] = N[1] = N[2] = zero;
+    }
+    const __m256 d = _mm256_loadu_ps(dy + 8 * i);
+    for (int v = 0; v < 3; v++) acc[v] = _mm256_fmadd_ps(d, P[v], acc[v]);
+    for (int v = 0; v < 3; v++) acc[3 + v] = _mm256_fmadd_ps(d, Q[v], acc[3 + v]);
+    for (int v = 0; v < 3; v++) acc[6 + v] = _mm256_fmadd_ps(d, N[v], acc[6 + v]);
+    acc[9] = _mm256_add_ps(acc[9], d);
+    for (int v = 0; v < 3; v++) {
+      P[v] = Q[v];
+      Q[v] = N[v];
+    }
   }
   if (!dx) return;
-  // dx vector k: kernel row u reads dy at flat offset 8(2k + 1 − u), columns mirrored.
-  taps_w8(dy, -1, h, D, 1);  // u = 2 for k = 0
-  for (ptrdiff_t k = 0; 2 * k < h; k++) {
-    const __mmask16 mk = rows8(2 * k, h);
-    taps_w8(dy, 2 * k, h, M, 1);
-    taps_w8(dy, 2 * k + 1, h, U, 1);
-    __m512 a = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, dx + 16 * k);
-    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[v], U[v], a);
-    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[3 + v], M[v], a);
-    for (int v = 0; v < 3; v++) a = _mm512_fmadd_ps(wv[6 + v], D[v], a);
-    _mm512_mask_storeu_ps(dx + 16 * k, mk, a);
-    for (int v = 0; v < 3; v++) D[v] = U[v];
+  __m256 wv[9];
+  for (int t = 0; t < 9; t++) wv[t] = _mm256_set1_ps(wt[t]);
+  __m256 D[3], A = zero, B = first ? zero : _mm256_loadu_ps(dx);
+  for (ptrdiff_t i = 0; i < h; i++) {
+    const float *s = dy + 8 * i;
+    D[0] = _mm256_maskz_loadu_ps(0x7F, s + 1);
+    D[1] = _mm256_loadu_ps(s);
+    D[2] = _mm256_maskz_loadu_ps(0xFE, at(s, -1));
+    __m256 C = zero;
+    if (i + 1 < h) {
+      if (!first) C = _mm256_loadu_ps(dx + 8 * (i + 1));
+      for (int v = 0; v < 3; v++) C = _mm256_fmadd_ps(wv[6 + v], D[v], C);
+    }
+    for (int v = 0; v < 3; v++) B = _mm256_fmadd_ps(wv[3 + v], D[v], B);
+    if (i > 0) {
+      for (int v = 0; v < 3; v++) A = _mm256_fmadd_ps(wv[v], D[v], A);
+      _mm256_storeu_ps(dx + 8 * (i - 1), A);
+    }
+    A = B;
+    B = C;
   }
+  _mm256_storeu_ps(dx + 8 * (h - 1), A);
 }
+#undef ROW8
 
 // MARK: - Stride 2 on 8×8 planes, in registers
 
@@ -551,73 +568,62 @@ INLINE512 void load_weights(const float *wt, __m512 wv[9]) {
   for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(wt[t]);
 }
 
+// The planes [p0, p1) of [n, c·m] in order, as (output plane p, output channel o, input plane
+// src), counted up without a division per plane.
+#define FOR_PLANES(g, p0, p1, p, o, src)                                                                   \
+  for (ptrdiff_t p = (p0), o = (p0) % ((g)->c * (g)->m), jm_ = o % (g)->m,                                 \
+                 src = ((p0) / ((g)->c * (g)->m)) * (g)->c + o / (g)->m;                                    \
+       p < (p1); p++, o = o + 1 == (g)->c * (g)->m ? 0 : o + 1, src += jm_ + 1 == (g)->m,                   \
+                 jm_ = jm_ + 1 == (g)->m ? 0 : jm_ + 1)
+
 AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                               ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
-  // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, oh, ow]; scratch: the mask table (stride 1)
-  const ptrdiff_t cm = g->c * g->m, n = g->h * g->w;
-  if (stride2_w16(g)) {
-    for (ptrdiff_t p = p0; p < p1; p++) {
-      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
-      __m512 wv[9], T[9];
-      load_weights(weight + 9 * o, wv);
-      const float b = bias ? bias[o] : 0.0f;
-      for (ptrdiff_t t = 0; t < g->h / 4; t++) {
-        taps16(x + src * n, t, T);
-        __m512 a = _mm512_set1_ps(b);
-        for (int k = 0; k < 9; k++) a = _mm512_fmadd_ps(wv[k], T[k], a);
-        _mm512_storeu_ps(y + p * (n / 4) + 16 * t, a);
-      }
-    }
-    return;
-  }
-  if (stride2_8x8(g)) {
-    for (ptrdiff_t p = p0; p < p1; p++) {
-      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
-      __m512 wv[9], T[9];
-      load_weights(weight + 9 * o, wv);
-      taps8(x + src * 64, T);
-      __m512 a = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-      for (int t = 0; t < 9; t++) a = _mm512_fmadd_ps(wv[t], T[t], a);
-      _mm512_storeu_ps(y + p * 16, a);
-    }
-    return;
-  }
-  if (stride2_rows(g)) {
-    for (ptrdiff_t p = p0; p < p1; p++) {
-      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
-      __m512 wv[9];
-      load_weights(weight + 9 * o, wv);
-      forward_rows(x + src * n, g->h, g->w, g->oh, g->ow, wv, bias ? bias[o] : 0.0f, y + p * g->oh * g->ow);
-    }
-    return;
-  }
-  if (stride1_w8(g)) {
-    for (ptrdiff_t p = p0; p < p1; p++) {
-      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
-      __m512 wv[9];
-      load_weights(weight + 9 * o, wv);
-      forward_w8(x + src * n, g->h, wv, bias ? bias[o] : 0.0f, y + p * n);
-    }
-    return;
-  }
-  if (stride1_rows(g)) {
-    for (ptrdiff_t p = p0; p < p1; p++) {
-      const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
-      __m512 wv[9];
-      load_weights(weight + 9 * o, wv);
-      forward_rows_s1(x + src * n, g->h, g->w, wv, bias ? bias[o] : 0.0f, y + p * n);
-    }
-    return;
-  }
+  // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, oh, ow]; scratch: the mask table (flat stride 1)
+  const ptrdiff_t n = g->h * g->w, on = g->oh * g->ow;
+  const int kind = stride2_w16(g) ? 1 : stride2_8x8(g) ? 2 : stride2_rows(g) ? 3 : stride1_w8(g) ? 4
+                   : stride1_rows(g) ? 5 : 0;
   uint16_t *mt = (uint16_t *)scratch;
   ptrdiff_t off[9];
-  masks_s1(mt, g->h, g->w);
-  offsets_s1(g->w, off);
-  for (ptrdiff_t p = p0; p < p1; p++) {
-    const ptrdiff_t o = p % cm, src = (p / cm) * g->c + o / g->m;
+  if (kind == 0) {
+    masks_s1(mt, g->h, g->w);
+    offsets_s1(g->w, off);
+  }
+  FOR_PLANES(g, p0, p1, p, o, src) {
     __m512 wv[9];
     load_weights(weight + 9 * o, wv);
-    forward_s1(x + src * n, n, off, wv, bias ? bias[o] : 0.0f, y + p * n, mt);
+    const float b = bias ? bias[o] : 0.0f;
+    const float *xs = x + src * n;
+    float *yp = y + p * on;
+    switch (kind) {
+      case 1:
+        for (ptrdiff_t t = 0; t < g->h / 4; t++) {
+          __m512 T[9];
+          taps16(xs, t, T);
+          __m512 a = _mm512_set1_ps(b);
+          for (int k = 0; k < 9; k++) a = _mm512_fmadd_ps(wv[k], T[k], a);
+          _mm512_storeu_ps(yp + 16 * t, a);
+        }
+        break;
+      case 2: {
+        __m512 T[9];
+        taps8(xs, T);
+        __m512 a = _mm512_set1_ps(b);
+        for (int t = 0; t < 9; t++) a = _mm512_fmadd_ps(wv[t], T[t], a);
+        _mm512_storeu_ps(yp, a);
+        break;
+      }
+      case 3:
+        forward_rows(xs, g->h, g->w, g->oh, g->ow, wv, b, yp);
+        break;
+      case 4:
+        forward_w8_rows(xs, g->h, weight + 9 * o, b, yp);
+        break;
+      case 5:
+        forward_rows_s1(xs, g->h, g->w, wv, b, yp);
+        break;
+      default:
+        forward_s1(xs, n, off, wv, b, yp, mt);
+    }
   }
 }
 
@@ -673,8 +679,12 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
           load_weights(weight + 9 * o, wv);
           if (s2 == 3)
             backward_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
-          else if (w8)
-            backward_w8(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, wv, acc);
+          else if (w8) {
+            __m256 a8[10];
+            for (int t = 0; t < 10; t++) a8[t] = _mm512_castps512_ps256(acc[t]);
+            backward_w8_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, weight + 9 * o, a8);
+            for (int t = 0; t < 10; t++) acc[t] = _mm512_zextps256_ps512(a8[t]);
+          }
           else if (rows1)
             backward_rows_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, g->w, wv, acc);
           else
