@@ -653,13 +653,13 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
         __m512 acc[10], wv[9];
         for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
         load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+        for (ptrdiff_t nn = 0; nn < g->n && s2 == 2; nn++) {
           const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
-          if (s2 == 2)
-            backward_w16(xplane, dyplane, dxplane, jm == 0, g->h, wv, acc);
-          else
-            backward_8x8(xplane, dyplane, dxplane, jm == 0, wv, acc);
+          backward_w16(xplane, dyplane, dx ? dx + (nn * g->c + ci) * n : NULL, jm == 0, g->h, wv, acc);
+        }
+        for (ptrdiff_t nn = 0; nn < g->n && s2 == 1; nn++) {
+          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
+          backward_8x8(xplane, dyplane, dx ? dx + (nn * g->c + ci) * n : NULL, jm == 0, wv, acc);
         }
         float *accp = accAll + ((ci - c0) * m + jm) * 160;
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
