@@ -1,14 +1,19 @@
 // DepthwiseAVX512.c: the AVX-512 variant of the 3×3, padding 1 depthwise kernels at stride 1, and
 // at stride 2 on planes up to 32 wide (the shapes of ShuffleNetV2 and TFNet), chosen at run
-// time when the CPU has AVX-512F. At stride 1 every
-// plane is one flat run of 16-float chunks, so that a chunk may span several short rows (an 8×8
-// map fills 4 whole vectors) and no padded copy is made: tap (u, v) of output f = (i, j) is one
-// masked load of x[f + (u−1)·w + v − 1], its mask (from a per-call table) zeroing the lanes whose
-// input lies outside the image (masked-off lanes never fault). dx is the same convolution of dy
-// with the mirrored taps. The backward pass is one sweep per plane: every chunk of dy feeds both
-// dW (against shifted x) and dx (shifted dy). dW and db sum per lane (output position mod 16) over
-// samples and chunks, then over the lanes in order 0..15, so the bits do not depend on how the
-// channels are split between threads.
+// time when the CPU has AVX-512F and VL. At stride 1, planes at least 16 wide run by rows in
+// 16-column blocks: each input row's three column taps (masked loads: the lanes outside the row
+// are zero, and masked-off lanes never fault) are loaded once and feed the three output rows that
+// use them (forward: y rows r + 1, r, r − 1; backward: dW against the x rows above, at and below
+// each dy row, then dx from dy rows the same way with the mirrored taps), so a vector of 16
+// outputs costs 3 loads and 9 FMAs per pass. 8-wide planes do the same one row per 8-lane vector
+// (Zen 4 runs 512-bit FMAs as two 256-bit halves, so this loses nothing). Other widths keep every
+// plane as one flat run of 16-float chunks, so that a chunk may span several short rows: tap
+// (u, v) of output f = (i, j) is one masked load of x[f + (u−1)·w + v − 1], its mask (from a
+// per-call table) zeroing the lanes whose input lies outside the image; dx is the same
+// convolution of dy with the mirrored taps, in the same sweep. dW and db sum per lane (output
+// column mod 16, or flat position mod 16) over samples, blocks and rows in a fixed order, then
+// over the lanes in order 0..15, so the bits do not depend on how the channels are split between
+// threads.
 // An 8×8 plane at stride 2 is four vectors: its nine 4×4 tap vectors come from them by shuffles,
 // and dx from dy's one vector by shifts and an interleave of dx's four phase planes; a 16-wide
 // plane likewise, two output rows (one vector) at a time from five input rows; any other plane
@@ -642,10 +647,12 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     masks_s1(mt, g->h, g->w);
     offsets_s1(g->w, off);
   }
-  // The sums run in the same order (per output channel: samples, then chunks) whichever loop is
-  // outer. Stride 2: channels outer, each output channel's ten accumulators in registers
-  // for the whole batch; stride 1: samples outer, channels inner (runs of consecutive planes, as
-  // the AVX2 body), the accumulators loaded and stored at every plane. Each measured the faster.
+  // The sums run in the same order (per output channel: samples, then blocks, rows or chunks)
+  // whichever loop is outer. 8×8 and 16-wide planes at stride 2: channels outer, each output
+  // channel's ten accumulators in registers for the whole batch; the others: samples outer,
+  // channels inner (runs of consecutive planes, as the AVX2 body), the accumulators loaded and
+  // stored at every plane. Each measured the faster (the 28×28 stride-2 planes 1.4× faster
+  // samples outer; 8×8 stride-1 planes the same either way).
   if (s2 == 1 || s2 == 2) {
     for (ptrdiff_t ci = c0; ci < c1; ci++) {
       for (ptrdiff_t jm = 0; jm < m; jm++) {
