@@ -675,11 +675,11 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     offsets_s1(g->w, off);
   }
   // The sums run in the same order (per output channel: samples, then blocks, rows or chunks)
-  // whichever loop is outer. 8×8 planes and 16-wide planes at stride 2: channels outer, each
-  // output channel's ten accumulators in registers for the whole batch; the others: samples
-  // outer, channels inner (runs of consecutive planes, as the AVX2 body), the accumulators loaded
-  // and stored at every plane. Each measured the faster (the 28×28 stride-2 planes 1.4× faster
-  // samples outer).
+  // whichever loop is outer. Planes of at most 256 floats (8×8, 16×16) and 16-wide planes at
+  // stride 2: channels outer, each output channel's ten accumulators in registers for the whole
+  // batch; the others: samples outer, channels inner (runs of consecutive planes, as the AVX2
+  // body), the accumulators loaded and stored at every plane. Each measured the faster (the 28×28
+  // planes 1.4× faster samples outer at stride 2).
   if (w8 && g->h == 8) {
     // 8×8 at stride 1: channels outer as well, the accumulators in registers (in the release
     // build's -O2, 1.7× faster than samples outer).
@@ -698,6 +698,24 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
         }
         float *accp = accAll + ((ci - c0) * m + jm) * 160;
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, _mm512_zextps256_ps512(a8[t]));
+      }
+    }
+  } else if (rows1 && n <= 256) {
+    // Stride-1 planes of at most 256 floats (16×16) likewise (1.2× faster; 28×28 planes 1.5×
+    // slower, strided across the samples of a tensor far larger than L2).
+    for (ptrdiff_t ci = c0; ci < c1; ci++) {
+      for (ptrdiff_t jm = 0; jm < m; jm++) {
+        const ptrdiff_t o = ci * m + jm;
+        __m512 acc[10], wv[9];
+        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
+        load_weights(weight + 9 * o, wv);
+        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
+          float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
+          backward_rows_s1(xplane, dyplane, dxplane, jm == 0, g->h, g->w, wv, acc);
+        }
+        float *accp = accAll + ((ci - c0) * m + jm) * 160;
+        for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
       }
     }
   } else if (s2 == 1 || s2 == 2) {
