@@ -4,6 +4,7 @@
 // `dwconv_im2col.fwdbwd`, the same layer as a grouped Conv2D (groups = C: im2col + one sgemm
 // per group); and `conv2d.fwdbwd` with groups 2 and 4 against the same-shape sgemm calls.
 // Every row is checked against the Double reference before it is timed.
+import Foundation
 import NN
 import TensorCore
 import TestSupport
@@ -60,6 +61,27 @@ private func timeFwdBwd(_ layer: Module, _ x: Tensor, _ dy: Tensor, _ options: B
   }
 }
 
+/// CPU seconds (all of the process's threads) per forward + backward of `layer`: the median of
+/// five runs of `calls` calls each. Beside the wall time it shows the work the kernels do when
+/// other processes share the cores (they wait for a core, which wall time counts and this does not).
+private func cpuSecondsFwdBwd(_ layer: Module, _ x: Tensor, _ dy: Tensor, calls: Int) -> Double {
+  func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + 1e-9 * Double(t.tv_nsec)
+  }
+  var runs: [Double] = []
+  for _ in 0..<5 {
+    let t0 = now()
+    for _ in 0..<calls {
+      _ = try? layer.forward(x)
+      _ = try? layer.backward(dy)
+    }
+    runs.append((now() - t0) / Double(calls))
+  }
+  return runs.sorted()[2]
+}
+
 /// The rows of issue 14's building blocks (see the file comment).
 func blockWorkloads(bandwidth: Bandwidth, sgemmCeiling: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   if options.wants("dwconv.fwdbwd") || options.wants("dwconv_im2col.fwdbwd") {
@@ -79,11 +101,13 @@ func blockWorkloads(bandwidth: Bandwidth, sgemmCeiling: Double, options: BenchOp
       let bytes = Double(4 * 2 * (x.count + dy.count))
       let direct = timeFwdBwd(dw, x, dy, options)
       let lowered = timeFwdBwd(grouped, x, dy, options)
+      let cpu = cpuSecondsFwdBwd(dw, x, dy, calls: max(1, Int(0.02 / max(direct, 1e-6))))
       let common: [(String, Any)] = [("layer", dc.label), ("kernel", 3), ("stride", s), ("padding", 1), ("groups", c)]
       // roofline_fraction: of a memcpy moving the same bytes (its same-footprint ceiling).
       try emit(BenchResult(name: "dwconv.fwdbwd", shape: dc.input, medianSeconds: direct, metrics: common
         + (try bandwidth.metrics(trafficBytes: bytes, seconds: direct, gbpsKey: "gbps", fractionKey: "roofline_fraction"))
-        + [("speedup_vs_im2col", lowered / direct), ("kernels", DepthwiseConv2D.kernelVariant)]))
+        + [("speedup_vs_im2col", lowered / direct), ("kernels", DepthwiseConv2D.kernelVariant),
+          ("cpu_ms", cpu * 1e3)]))
       try emit(BenchResult(name: "dwconv_im2col.fwdbwd", shape: dc.input, medianSeconds: lowered, metrics: common
         + (try bandwidth.metrics(trafficBytes: bytes, seconds: lowered, gbpsKey: "gbps", fractionKey: "roofline_fraction"))))
     }

@@ -7,7 +7,7 @@
 #include "CDepthwiseKernels.h"
 
 /// Whether the AVX-512 variant has a path of its own for `g`: 3×3, padding 1, stride 1 (any
-/// h and w) or stride 2 on 8×8 planes. Other geometries run the AVX2 bodies.
+/// h and w) or stride 2 on planes up to 32 wide. Other geometries run the AVX2 bodies.
 bool dw_avx512_handles(const DWGeometry *g);
 
 /// Floats of scratch memory `dw_avx512_forward` needs (0 when it does not handle g).
@@ -16,11 +16,11 @@ ptrdiff_t dw_avx512_forward_scratch(const DWGeometry *g);
 /// Floats of scratch memory `dw_avx512_backward` over `channels` channels needs.
 ptrdiff_t dw_avx512_backward_scratch(const DWGeometry *g, ptrdiff_t channels);
 
-/// dw_forward_planes for a geometry that `dw_avx512_handles` (x86-64 with AVX-512F only).
+/// dw_forward_planes for a geometry that `dw_avx512_handles` (x86-64 with AVX-512F and VL only).
 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                        ptrdiff_t p0, ptrdiff_t p1, float *scratch);
 
-/// dw_backward_channels for a geometry that `dw_avx512_handles` (x86-64 with AVX-512F only).
+/// dw_backward_channels for a geometry that `dw_avx512_handles` (x86-64 with AVX-512F and VL only).
 void dw_avx512_backward(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
                         float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch);
 

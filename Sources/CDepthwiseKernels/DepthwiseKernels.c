@@ -742,7 +742,7 @@ bool dw_kernels_supports(int variant) {
   if (variant == DW_VARIANT_AVX2 || variant == DW_VARIANT_AVX512) {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return variant == DW_VARIANT_AVX2 ? avx2 : avx2 && __builtin_cpu_supports("avx512f");
+    return variant == DW_VARIANT_AVX2 ? avx2 : avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   }
 #endif
   return false;

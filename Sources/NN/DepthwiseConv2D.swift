@@ -92,7 +92,7 @@ public final class DepthwiseConv2D: Module {
 
   /// The kernel variants this build and CPU can run: `"portable"` always, `"avx2"` (AVX2+FMA) on
   /// x86-64 CPUs that have it, `"avx512"` (its own 3×3, stride 1, padding 1 kernels, the AVX2 ones
-  /// for other geometries) on those that also have AVX-512F.
+  /// for other geometries) on those that also have AVX-512F and AVX-512VL.
   public static var supportedKernelVariants: [String] {
     variantNames.indices.filter { dw_kernels_supports(Int32($0)) }.map { variantNames[$0] }
   }

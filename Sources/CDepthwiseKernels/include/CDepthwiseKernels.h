@@ -43,9 +43,9 @@ void dw_backward_channels(const DWGeometry *g, const float *x, const float *weig
                           float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch);
 
 /// The kernel variants: the portable C (baseline x86-64, or the target's baseline elsewhere),
-/// AVX2+FMA (x86-64 only, when the CPU has both) and AVX-512 (x86-64 with AVX-512F as well: its
-/// own kernels for 3×3, padding 1, stride 1 and 8×8 planes at stride 2; the AVX2 ones for any
-/// other geometry).
+/// AVX2+FMA (x86-64 only, when the CPU has both) and AVX-512 (x86-64 with AVX-512F and VL too: its
+/// own kernels for 3×3, padding 1 at stride 1 and at stride 2 on planes up to 32 wide; the AVX2
+/// ones for any other geometry).
 enum { DW_VARIANT_PORTABLE = 0, DW_VARIANT_AVX2 = 1, DW_VARIANT_AVX512 = 2, DW_VARIANT_COUNT = 3 };
 
 /// Whether this build and CPU can run `variant`.
