@@ -21,10 +21,14 @@
 # The delays come from bash's RANDOM seeded with KILL_SAFETY_SEED, so a run's sequence of kill
 # moments (as fractions of the reference duration) is reproducible; each delay is printed.
 #
+# The trials run on seed-meta; then KILL_SAFETY_ZOO_TRIALS more (default 2) run the same checks
+# on a zoo network, shufflenetv2-0.5x-aconc (BatchNorm, ACON-C, Graph units), in a short run.
+#
 # Usage, from a clean clone (builds acon-train in release if the binary is missing):
 #   scripts/kill-safety.sh [TRIALS]
 # Environment:
 #   KILL_SAFETY_TRIALS        trials when no argument is given (default 20)
+#   KILL_SAFETY_ZOO_TRIALS    trials of the zoo network (default 2; 0 skips it)
 #   KILL_SAFETY_SEED          seed of the random delays (default 1)
 #   KILL_SAFETY_SCRATCH_PATH  SwiftPM build directory holding release/acon-train (default .build)
 #   ACON_TRAIN                use this acon-train binary instead (it is then never built)
@@ -34,9 +38,14 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 trials=${1:-${KILL_SAFETY_TRIALS:-20}}
+zoo_trials=${KILL_SAFETY_ZOO_TRIALS:-2}
 seed=${KILL_SAFETY_SEED:-1}
 if ! [[ $trials =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 [TRIALS]  (TRIALS a positive integer, got '$trials')" >&2
+  exit 2
+fi
+if ! [[ $zoo_trials =~ ^[0-9]+$ ]]; then
+  echo "kill-safety: KILL_SAFETY_ZOO_TRIALS must be a non-negative integer, got '$zoo_trials'" >&2
   exit 2
 fi
 if ! [[ $seed =~ ^[0-9]+$ ]]; then
@@ -57,14 +66,18 @@ else
   fi
 fi
 
-# One fixed run: seed, threads, batch size and steps never change, so every run of it is the same
-# computation. 60 steps of 32 images take about 3 s in release; a checkpoint every 4 steps.
-train=(train --model seed-meta --data synthetic --seed 7 --threads 1 --batch-size 32 --max-steps 60
+# One fixed run per suite: seed, threads, batch size and steps never change, so every run of it is
+# the same computation. seed-meta: 60 steps of 32 images take about 3 s in release; a checkpoint
+# every 4 steps. The zoo network: 12 steps of 8 images, a checkpoint every 3.
+seed_train=(train --model seed-meta --data synthetic --seed 7 --threads 1 --batch-size 32 --max-steps 60
   --checkpoint-every 4)
+zoo_train=(train --model shufflenetv2-0.5x-aconc --data synthetic --seed 7 --threads 1 --batch-size 8 --max-steps 12
+  --checkpoint-every 3)
 final_files=(model.safetensors model.state.safetensors model.best.safetensors)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kill-safety.XXXXXX")
 running=()
+failed=0
 cleanup() {
   local pid
   for pid in "${running[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
@@ -78,30 +91,6 @@ trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
-
-# The reference: an uninterrupted run, twice. The first one's files are the reference; the second
-# must match them (or no trial could), and its duration, warm, spreads the kills.
-for r in reference again; do
-  mkdir -p "$work/$r"
-  t0=$(now_ms)
-  "$bin" "${train[@]}" --checkpoint "$work/$r/model.safetensors" >"$work/$r.log" 2>&1 || {
-    echo "kill-safety: the reference run failed:" >&2
-    cat "$work/$r.log" >&2
-    exit 1
-  }
-  ref_ms=$(($(now_ms) - t0))
-  for f in "${final_files[@]}"; do
-    [[ -f $work/$r/$f ]] || { echo "kill-safety: the reference run wrote no $f" >&2; exit 1; }
-    cmp -s "$work/reference/$f" "$work/$r/$f" || {
-      echo "kill-safety: two uninterrupted runs wrote different $f: training is not deterministic" >&2
-      exit 1
-    }
-  done
-done
-rm -rf "$work/again" "$work/again.log"
-echo "kill-safety: reference run: $(seconds "$ref_ms") s, deterministic (acon-train ${train[*]}); $trials trials, delay seed $seed"
-
-RANDOM=$seed
 
 # Sets `delay` to a random number of ms in [0, ref_ms) (two RANDOMs make 30 bits). Never call it
 # in $(...): a subshell reseeds RANDOM, which would make the delays irreproducible.
@@ -185,61 +174,96 @@ resume() {
   fi
 }
 
-passed=0 failed=0 killed_total=0
-start_all=$(now_ms)
-for ((t = 1; t <= trials; t++)); do
-  dir=$work/trial-$t/checkpoint
-  logs=$work/trial-$t
-  mkdir -p "$dir"
-  problem=""
-  line=""
-  random_delay
-  delay1=$delay
-  second=$((RANDOM % 4 == 0))
-  random_delay
-  delay2=$delay
+# run_suite NAME TRIALS: the reference runs of the command in `train`, then TRIALS kill trials,
+# each in $work/NAME/.
+run_suite() {
+  local suite=$1 suite_trials=$2
+  mkdir -p "$work/$suite"
+  # The reference: an uninterrupted run, twice. The first one's files are the reference; the second
+  # must match them (or no trial could), and its duration, warm, spreads the kills.
+  for r in reference again; do
+    mkdir -p "$work/$suite/$r"
+    t0=$(now_ms)
+    "$bin" "${train[@]}" --checkpoint "$work/$suite/$r/model.safetensors" >"$work/$suite/$r.log" 2>&1 || {
+      echo "kill-safety: the reference run failed:" >&2
+      cat "$work/$suite/$r.log" >&2
+      exit 1
+    }
+    ref_ms=$(($(now_ms) - t0))
+    for f in "${final_files[@]}"; do
+      [[ -f $work/$suite/$r/$f ]] || { echo "kill-safety: the reference run wrote no $f" >&2; exit 1; }
+      cmp -s "$work/$suite/reference/$f" "$work/$suite/$r/$f" || {
+        echo "kill-safety: two uninterrupted runs wrote different $f: training is not deterministic" >&2
+        exit 1
+      }
+    done
+  done
+  rm -rf "$work/$suite/again" "$work/$suite/again.log"
+  echo "kill-safety: $suite: reference run: $(seconds "$ref_ms") s, deterministic (acon-train ${train[*]}); $suite_trials trials, delay seed $seed"
+  RANDOM=$seed
+  passed=0 killed_total=0
+  start_all=$(now_ms)
+  for ((t = 1; t <= suite_trials; t++)); do
+    dir=$work/$suite/trial-$t/checkpoint
+    logs=$work/$suite/trial-$t
+    mkdir -p "$dir"
+    problem=""
+    line=""
+    random_delay
+    delay1=$delay
+    second=$((RANDOM % 4 == 0))
+    random_delay
+    delay2=$delay
 
-  run_and_kill "$dir" "$delay1" "$logs/run1.log"
-  line="kill at $(seconds "$delay1") s ($((delay1 * 100 / ref_ms))%): $outcome"
-  [[ $outcome = killed ]] && killed_total=$((killed_total + 1))
-  if [[ $outcome != killed && $outcome != finished ]]; then
-    problem="the run $outcome"
-  elif check_after_kill "$dir" "$logs/check1.log"; then
-    line+=", $found"
-    if ((second)); then
-      # Kill the resumed run too, then check again; the last resume below finishes it.
-      run_and_kill "$dir" "$delay2" "$logs/run2.log" --resume
-      line+="; resumed, kill at $(seconds "$delay2") s: $outcome"
-      [[ $outcome = killed ]] && killed_total=$((killed_total + 1))
-      if [[ $outcome != killed && $outcome != finished ]]; then
-        problem="the resumed run $outcome"
-      elif check_after_kill "$dir" "$logs/check2.log"; then
-        line+=", $found"
+    run_and_kill "$dir" "$delay1" "$logs/run1.log"
+    line="kill at $(seconds "$delay1") s ($((delay1 * 100 / ref_ms))%): $outcome"
+    [[ $outcome = killed ]] && killed_total=$((killed_total + 1))
+    if [[ $outcome != killed && $outcome != finished ]]; then
+      problem="the run $outcome"
+    elif check_after_kill "$dir" "$logs/check1.log"; then
+      line+=", $found"
+      if ((second)); then
+        # Kill the resumed run too, then check again; the last resume below finishes it.
+        run_and_kill "$dir" "$delay2" "$logs/run2.log" --resume
+        line+="; resumed, kill at $(seconds "$delay2") s: $outcome"
+        [[ $outcome = killed ]] && killed_total=$((killed_total + 1))
+        if [[ $outcome != killed && $outcome != finished ]]; then
+          problem="the resumed run $outcome"
+        elif check_after_kill "$dir" "$logs/check2.log"; then
+          line+=", $found"
+        fi
+      fi
+      if [[ -z $problem ]] && resume "$dir" "$logs/resume.log"; then
+        line+="; resumed $resumed to the end"
+        for f in "${final_files[@]}"; do
+          if [[ ! -f $dir/$f ]]; then
+            problem="no $f at the end (the reference has one)"
+            break
+          elif ! cmp -s "$work/$suite/reference/$f" "$dir/$f"; then
+            problem="$f differs from the reference's"
+            break
+          fi
+        done
       fi
     fi
-    if [[ -z $problem ]] && resume "$dir" "$logs/resume.log"; then
-      line+="; resumed $resumed to the end"
-      for f in "${final_files[@]}"; do
-        if [[ ! -f $dir/$f ]]; then
-          problem="no $f at the end (the reference has one)"
-          break
-        elif ! cmp -s "$work/reference/$f" "$dir/$f"; then
-          problem="$f differs from the reference's"
-          break
-        fi
-      done
+
+    if [[ -z $problem ]]; then
+      passed=$((passed + 1))
+      printf 'trial %2d/%d: ok: %s; bit-identical\n' "$t" "$suite_trials" "$line"
+      rm -rf "$logs"
+    else
+      failed=$((failed + 1))
+      printf 'trial %2d/%d: FAIL: %s; %s (kept in %s)\n' "$t" "$suite_trials" "$line" "$problem" "$logs"
     fi
-  fi
+  done
 
-  if [[ -z $problem ]]; then
-    passed=$((passed + 1))
-    printf 'trial %2d/%d: ok: %s; bit-identical\n' "$t" "$trials" "$line"
-    rm -rf "$logs"
-  else
-    failed=$((failed + 1))
-    printf 'trial %2d/%d: FAIL: %s; %s (kept in %s)\n' "$t" "$trials" "$line" "$problem" "$logs"
-  fi
-done
+  echo "kill-safety: $suite: $passed/$suite_trials kills resumed to bit-identical weights ($killed_total SIGKILLs, $(seconds $(($(now_ms) - start_all))) s)"
+}
 
-echo "kill-safety: $passed/$trials kills resumed to bit-identical weights ($killed_total SIGKILLs, $(seconds $(($(now_ms) - start_all))) s)"
+train=("${seed_train[@]}")
+run_suite seed-meta "$trials"
+if ((zoo_trials > 0)); then
+  train=("${zoo_train[@]}")
+  run_suite shufflenetv2-0.5x-aconc "$zoo_trials"
+fi
 ((failed == 0))

@@ -139,12 +139,20 @@ public final class BatchNorm2D: Module {
   }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
+    try backward(dy, overwriting: false)
+  }
+
+  /// Backward that, with `overwriting`, writes the input gradient over `dy` and returns it (for
+  /// a container that knows nothing reads dy afterwards: `Sequential`). Each element of dx needs
+  /// only the same element of dy once the channel's sums are taken, so the values are those of
+  /// `backward(_:)`. A dy that shares the input's storage is never overwritten.
+  func backward(_ dy: Tensor, overwriting: Bool) throws -> Tensor {
     guard let x = input, dy.shape == x.shape else {
       throw backwardError(layer: "BatchNorm2D.backward", expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let m = Double(n * hw)
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = overwriting && dy.storage !== x.storage ? dy : reuse(&inputGrad, shape: x.shape)
     let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
     let g = UncheckedSendable(weight.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)

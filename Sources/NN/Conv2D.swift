@@ -18,7 +18,8 @@ import TensorCore
 /// OH = (H + 2·ph − KH) / sh + 1,   OW = (W + 2·pw − KW) / sw + 1
 /// ```
 /// Parameters are named `weight` `[Cout, Cin/G, KH, KW]` and `bias` `[Cout]`, as PyTorch's
-/// `nn.Conv2d(..., groups=G)`. Scratch memory (the column matrix) is kept from call to call.
+/// `nn.Conv2d(..., groups=G)`. Scratch memory (the column matrix) is kept from call to call
+/// in its `workspace`, which the layers of a network share (`shareConvWorkspace()`).
 /// For depthwise convolutions (G = Cin) `DepthwiseConv2D` runs direct kernels instead.
 public final class Conv2D: Module {
   /// Input channels.
@@ -46,10 +47,9 @@ public final class Conv2D: Module {
 
   private var output: Tensor?
   private var inputGrad: Tensor?
-  private var col: Tensor?  // [K, N·P]
-  /// Holds the [Cout, N·P] product before it is scattered to NCHW, and dy gathered back.
+  /// Holds the column matrix [K, N·P], and the [Cout, N·P] product before it is scattered to
+  /// NCHW (dy gathered back in backward).
   public internal(set) var workspace: ConvWorkspace
-  private var colHolds: Tensor?  // the input whose columns `col` holds, if still valid
   private var input: Tensor?
   private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
 
@@ -194,12 +194,12 @@ public final class Conv2D: Module {
       return y
     }
     let g = geometry(x.shape)
-    try fillColumns(x, g)
+    let col = try fillColumns(x, g)
     let k = g.colRows, np = n * p, kG = k / groupCount
     if n == 1 {
       // y_g[Cout/G, P] = W_g[Cout/G, K/G] · col_g[K/G, P], one GEMM per group
       for gi in 0..<groupCount {
-        BLAS.sgemm(m: coutG, n: p, k: kG, a: w + gi * coutG * kG, b: col!.data + gi * kG * p,
+        BLAS.sgemm(m: coutG, n: p, k: kG, a: w + gi * coutG * kG, b: col.data + gi * kG * p,
           c: y.data + gi * coutG * p)
       }
     } else {
@@ -208,7 +208,7 @@ public final class Conv2D: Module {
       // pass over y instead of three).
       let t = reuse(&workspace.buffer, shape: [cout, np])
       for gi in 0..<groupCount {
-        BLAS.sgemm(m: coutG, n: np, k: kG, a: w + gi * coutG * kG, b: col!.data + gi * kG * np,
+        BLAS.sgemm(m: coutG, n: np, k: kG, a: w + gi * coutG * kG, b: col.data + gi * kG * np,
           c: t.data + gi * coutG * np)
       }
       let src = UncheckedSendable(t.data), dst = UncheckedSendable(y.data)
@@ -240,12 +240,23 @@ public final class Conv2D: Module {
     return y
   }
 
-  /// im2col of every sample of x into col[K, N·P].
-  private func fillColumns(_ x: Tensor, _ g: ConvGeometry) throws {
+  /// im2col of every sample of x into the workspace's columns [K, N·P], which then hold this
+  /// layer's columns of x.
+  @discardableResult
+  private func fillColumns(_ x: Tensor, _ g: ConvGeometry) throws -> Tensor {
     let n = x.shape[0], np = n * g.colCols
-    let c = reuse(&col, shape: [g.colRows, np])
+    let c = reuse(&workspace.columns, shape: [g.colRows, np])
     im2col(x.data, batch: n, g, col: c.data, colStride: np)
-    colHolds = x
+    workspace.columnsOwner = self
+    workspace.columnsInput = x
+    return c
+  }
+
+  /// The workspace's columns of x: still there when this layer filled them last (the last
+  /// convolution of a forward pass, at the start of backward), else filled again.
+  private func columns(of x: Tensor, _ g: ConvGeometry) throws -> Tensor {
+    if workspace.columnsOwner === self, workspace.columnsInput === x, let c = workspace.columns { return c }
+    return try fillColumns(x, g)
   }
 
   private func addBias(_ y: Tensor, n: Int, p: Int) {
@@ -308,7 +319,7 @@ public final class Conv2D: Module {
       return dx
     }
     let g = geometry(x.shape)
-    if colHolds !== x { try fillColumns(x, g) }
+    let col = try columns(of: x, g)
     let k = g.colRows, np = n * p, kG = k / groupCount
     // dyT[Cout, N·P] gathered from dy[N, Cout, P]
     let dyT: UnsafeMutablePointer<Float>
@@ -338,26 +349,34 @@ public final class Conv2D: Module {
     }
     // dW[Cout, K/G] += dyT[Cout, N·P] · colᵀ[N·P, K], by groups: dW_g += dyT_g · col_gᵀ
     for gi in 0..<groupCount {
-      BLAS.sgemm(transB: true, m: coutG, n: kG, k: np, a: dyT + gi * coutG * np, b: col!.data + gi * kG * np,
+      BLAS.sgemm(transB: true, m: coutG, n: kG, k: np, a: dyT + gi * coutG * np, b: col.data + gi * kG * np,
         beta: 1, c: dw + gi * coutG * kG)
     }
     guard propagatesInputGradient else { return dx }
     // dcol[K, N·P] = Wᵀ[K, Cout] · dyT, into the column buffer (by groups: dcol_g = W_gᵀ · dyT_g), then col2im
     for gi in 0..<groupCount {
       BLAS.sgemm(transA: true, m: kG, n: np, k: coutG, a: w + gi * coutG * kG, b: dyT + gi * coutG * np,
-        c: col!.data + gi * kG * np)
+        c: col.data + gi * kG * np)
     }
-    colHolds = nil
-    col2im(col!.data, colStride: np, batch: n, g, dx: dx.data, accumulate: false)
+    workspace.columnsOwner = nil
+    workspace.columnsInput = nil
+    col2im(col.data, colStride: np, batch: n, g, dx: dx.data, accumulate: false)
     return dx
   }
 }
 
-/// Scratch memory for `Conv2D`: the `[Cout, N·P]` matrix between the GEMM and the NCHW layout.
-/// Convolutions of one network run one at a time, so they can share a single workspace.
+/// Scratch memory for `Conv2D`: the column matrix `[K, N·P]` and the `[Cout, N·P]` matrix
+/// between the GEMM and the NCHW layout. Convolutions of one network run one at a time, so they
+/// can share a single workspace: it then holds the largest column matrix of the network once,
+/// instead of one per layer. A layer's backward reuses the columns when it was the last to fill
+/// them (the last convolution of the forward pass) and runs im2col again otherwise.
 /// Not for layers that run concurrently on different threads.
 public final class ConvWorkspace {
   var buffer: Tensor?
+  var columns: Tensor?
+  /// The layer and input whose columns `columns` holds, while they are valid.
+  weak var columnsOwner: Conv2D?
+  var columnsInput: Tensor?
   /// An empty workspace; it grows to the largest product it is asked to hold.
   public init() {}
 }

@@ -64,6 +64,8 @@ open class Graph: Module {
   private var gradSlots: [Tensor?] = [nil]
   private var accumulators: [Tensor?] = [nil]
   private var unusedInputGrad: Tensor?
+  /// The `dy` of the backward pass under way (its caller's tensor: never summed into).
+  private var incomingGradient: Tensor?
 
   /// An empty graph; record nodes, then set `output`.
   public override init() { super.init() }
@@ -426,6 +428,8 @@ open class Graph: Module {
     }
     for v in 0..<gradSlots.count { gradSlots[v] = nil }
     gradSlots[out] = dy
+    incomingGradient = dy
+    defer { incomingGradient = nil }
     for k in nodes.indices.reversed() {
       let node = nodes[k]
       let grads = node.outputs.map { gradSlots[$0] }
@@ -436,22 +440,22 @@ open class Graph: Module {
         var g = grads[0]!
         if writesInputInPlace(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
         let dx = try named(node.op) { try m.backward(g) }
-        if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op) }
+        if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op, node: k) }
       case .add:
-        for (i, v) in node.inputs.enumerated() where wantsInput[i] { try contribute(grads[0]!, to: v, from: node.op) }
+        for (i, v) in node.inputs.enumerated() where wantsInput[i] { try contribute(grads[0]!, to: v, from: node.op, node: k) }
       case .concat:
         let parts: [Tensor?] = node.inputs.enumerated().map { i, v in
           wantsInput[i] ? reuse(&nodeGrads[k][i], shape: values[v]!.shape) : nil
         }
         ChannelOps.concatBackward(grads[0]!, into: parts)
         for (i, v) in node.inputs.enumerated() {
-          if let dx = parts[i] { try contribute(dx, to: v, from: node.op) }
+          if let dx = parts[i] { try contribute(dx, to: v, from: node.op, node: k) }
         }
       case let .split(mode):
         guard wantsInput[0] else { continue }
         let dx = reuse(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
         ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx)
-        try contribute(dx, to: node.inputs[0], from: node.op)
+        try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       case let .shuffle(groups):
         guard wantsInput[0] else { continue }
         let g = grads[0]!
@@ -459,7 +463,7 @@ open class Graph: Module {
         let (n, plane) = ChannelOps.batchAndPlane(g)
         ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
           inverse: true)
-        try contribute(dx, to: node.inputs[0], from: node.op)
+        try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       }
     }
     if let dx = gradSlots[0], propagatesInputGradient { return dx }
@@ -469,9 +473,10 @@ open class Graph: Module {
     return dx
   }
 
-  /// Adds a gradient contribution to value `v`: borrowed when it is the first, summed into the
-  /// graph's own accumulator for `v` when it is not.
-  private func contribute(_ g: Tensor, to v: Int, from op: Op) throws {
+  /// Adds a gradient contribution to value `v`: borrowed when it is the first; when it is not,
+  /// summed into the first in place if that is scratch no one reads any more (see
+  /// `canSumInPlace`), else into the graph's own accumulator for `v`.
+  private func contribute(_ g: Tensor, to v: Int, from op: Op, node k: Int) throws {
     guard let current = gradSlots[v] else {
       gradSlots[v] = g
       return
@@ -479,9 +484,26 @@ open class Graph: Module {
     guard current.shape == g.shape else {
       throw TensorError.shapeMismatch(layer: "\(describe(op)).backward", expected: Shape.text(current.shape), got: g.shape)
     }
+    if canSumInPlace(current, value: v, other: g, node: k) {
+      ChannelOps.add(current.data, g.data, into: current.data, count: current.count)
+      return
+    }
     let acc = reuse(&accumulators[v], shape: g.shape)
     ChannelOps.add(current.data, g.data, into: acc.data, count: acc.count)
     gradSlots[v] = acc
+  }
+
+  /// Whether `current`, the gradient borrowed for value `v`, can take the sum in place during
+  /// node `k`'s backward: it is the input gradient a node of this graph returned (not the `dy`
+  /// the caller passed in, which the caller owns, nor the other contribution), and no other
+  /// value still waiting for its backward (value 0, or one made by a node before `k`) holds the
+  /// same storage. Nodes hand out scratch that only their next backward overwrites, so nothing
+  /// else reads it; this saves one buffer per residual join (same values: the same addition).
+  private func canSumInPlace(_ current: Tensor, value v: Int, other g: Tensor, node k: Int) -> Bool {
+    guard current.storage !== incomingGradient?.storage, current.storage !== g.storage else { return false }
+    return !gradSlots.indices.contains { u in
+      u != v && gradSlots[u].map { $0.storage === current.storage } == true && (u == 0 || producer[u] < k)
+    }
   }
 
   /// The gradient of value `v`, copied into the graph's accumulator for `v` when its storage is

@@ -99,7 +99,14 @@ public final class Sequential: Module {
     for (i, (name, l)) in layers.enumerated().reversed() {
       // A ReLU that the convolution before it ran fused: the convolution's backward applies it.
       if l is ReLU, i > 0, fusesReLU[i - 1], let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
-      g = try namingShapeErrors(name) { try l.backward(g) }
+      if let bn = l as? BatchNorm2D, g.storage !== dy.storage {
+        // g is the input gradient a later layer of this container returned: nothing reads it
+        // once this layer is done, so BatchNorm writes its own input gradient over it (one
+        // activation-sized buffer less per BatchNorm that is not the last layer; same values).
+        g = try namingShapeErrors(name) { try bn.backward(g, overwriting: true) }
+      } else {
+        g = try namingShapeErrors(name) { try l.backward(g) }
+      }
     }
     return g
   }

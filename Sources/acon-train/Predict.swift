@@ -3,6 +3,8 @@
 // Resize(H·256/224) + CenterCrop(H, W) with the checkpoint's normalisation), runs the network at
 // batch 1 in evaluation mode and prints the top-k classes with their softmax probabilities
 // (names from the checkpoint's `class_names`, else from --data-dir DIR/train's folders, else indices).
+// With --input-tensor IN --logits-out OUT it instead runs a ready batch (a safetensors tensor
+// `input`, no transforms) and writes the raw eval-mode logits, for checks against PyTorch twins.
 import ArgumentParser
 import Foundation
 import ImageData
@@ -14,13 +16,18 @@ struct Predict: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Classify images (JPEG or PNG) with a checkpoint: the top-k classes and their probabilities.")
 
   @Option(help: "Model file (.safetensors), ours or PyTorch's.") var checkpoint: String
-  @Argument(help: "Image files (JPEG or PNG).") var images: [String]
+  @Argument(help: "Image files (JPEG or PNG).") var images: [String] = []
   @Option(help: "Classes to print per image.") var topK: Int = 5
   @Option(help: "The model, when the file's metadata names none.") var model: String?
   @Option(help: "Class names from DIR/train's folders, when the checkpoint records none.") var dataDir: String?
   @Flag(help: "Print one JSON object.") var json = false
+  @Option(help: "Instead of images: a safetensors file whose F32 tensor `input` is a batch [N, C, H, W] of the model's input shape, fed as is (no transforms). Needs --logits-out.")
+  var inputTensor: String?
+  @Option(help: "With --input-tensor: write the eval-mode logits [N, classes] here (safetensors, tensor `logits`).")
+  var logitsOut: String?
 
   func run() throws {
+    if inputTensor != nil || logitsOut != nil { return runTensor() }
     guard !images.isEmpty else { fail("predict: name at least one image file") }
     guard (1...1000).contains(topK) else { fail("--top-k must be in 1...1000, got \(topK)") }
     let file = reporting { try SafetensorsFile.read(path: checkpoint) }
@@ -84,6 +91,34 @@ struct Predict: ParsableCommand {
         for (i, p) in r.1 { print(String(format: "  %6.2f%%  %@", p * 100, label(i))) }
       }
     }
+    finishOutput()
+  }
+
+  /// `--input-tensor IN --logits-out OUT`: the checkpoint's network in evaluation mode on the batch
+  /// `input` [N, C, H, W] of IN; OUT gets `logits` [N, classes] as F32.
+  private func runTensor() {
+    guard let inputPath = inputTensor, let outPath = logitsOut else {
+      fail("predict: --input-tensor and --logits-out go together")
+    }
+    guard images.isEmpty else { fail("predict: give image files or --input-tensor, not both") }
+    let file = reporting { try SafetensorsFile.read(path: checkpoint) }
+    let meta = reporting {
+      try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),
+        fallbackInput: [3, 224, 224], fallbackClasses: 1000, fallbackNormalization: FolderDataOptions.normalization)
+    }
+    let inputs = reporting { try SafetensorsFile.read(path: inputPath) }
+    guard case let .f32(shape, values)? = inputs.tensors["input"]?.widened else {
+      fail("\(inputPath): no float tensor named 'input'; write the batch [N, C, H, W] under that name")
+    }
+    guard shape.count == 4, shape[0] >= 1, Array(shape.dropFirst()) == meta.input else {
+      fail("\(inputPath): 'input' has shape \(shape), but \(checkpoint) takes [N] + \(meta.input) with N ≥ 1")
+    }
+    let net = reporting { try buildModel(meta.model, input: meta.input, classes: meta.classes, seed: 0) }
+    reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
+    net.eval()
+    let x = Tensor(shape: shape, values: values)
+    let logits = reporting { try net.forward(x) }
+    reporting { try SafetensorsFile(metadata: ["model": meta.model], tensors: ["logits": SafetensorsValue(logits)]).write(path: outPath) }
     finishOutput()
   }
 

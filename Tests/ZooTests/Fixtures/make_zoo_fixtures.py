@@ -29,13 +29,19 @@ Outputs:
   of their little-endian float32 bytes, so the test checks that it rebuilt exactly the tensors
   PyTorch used.
 - NAME.sgd.safetensors for shufflenetv2-0.5x-meta and tfnet-0.5: from NAME.state, 4 SGD steps
-  (lr 0.005, momentum 0.9, weight decay 4e-5 only on weights with more than one dimension, label
-  smoothing 0.1, training mode) on a fixed batch of 16: the inputs, labels and the 5 losses (before
-  each step, and after the last), and how many of them PyTorch's own float32 run matches its float64
-  run to 2e-5 (`comparable_steps`; the test compares those). With the official N(0, 1/C_in) convolution weights a step's
-  gradients are so sensitive to rounding that float32 and float64 PyTorch part by more than 1e-4
-  after one step, so these two states draw their convolution weights kaiming-normal (fan_in, gain
-  1) instead, and the script checks that float32 and float64 losses agree to 2e-5 before it writes.
+  (momentum 0.9, weight decay 4e-5 only on weights with more than one dimension, label smoothing
+  0.1, training mode; learning rate `SGD_LR`) on a fixed batch of 16: the inputs, labels and the 5
+  losses (before each step, and after the last), computed in float32 as the Swift test runs them,
+  with the float64 run's losses in the metadata. The test compares all 5 to 1e-4, so the script
+  refuses to write unless PyTorch's own float32 and float64 losses agree to 2e-5 at every step.
+  With the official N(0, 1/C_in) convolution weights a step's gradients are so sensitive to
+  rounding that float32 and float64 part by more than 1e-4 after one step, so these two states
+  draw their convolution weights kaiming-normal (fan_in, gain 1) instead. The learning rate is
+  chosen per model for the same reason: tfnet-0.5 at 0.005 (and down to 5e-4) parts float32 from
+  float64 by 1e-3 to 1e-2 from the third or fourth loss (rounding, not an error, and no float64
+  fixture can fix it: any float32 run drifts as much), while at 2e-4 the two agree to 5e-6 at all
+  5 steps and the loss still falls from 2.38 to 1.41; shufflenetv2-0.5x-meta keeps 0.005, where
+  they agree at all 5.
 """
 import argparse
 import copy
@@ -215,10 +221,12 @@ def running_statistics(m):
                 mod.momentum = 0.1
 
 
-SGD_LR = 0.005
+# Per model: the largest tried (0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4) at which PyTorch's float32 and
+# float64 runs agree to 2e-5 at all 5 losses (see the docstring).
+SGD_LR = {"shufflenetv2-0.5x-meta": 0.005, "tfnet-0.5": 2e-4}
 
 
-def sgd_losses(m, xs, labels, dtype):
+def sgd_losses(m, xs, labels, dtype, lr):
     """From a copy of m in `dtype`: 4 SGD steps (momentum 0.9, weight decay 4e-5 on weights with
     more than one dimension, label smoothing 0.1, training mode); the 5 losses."""
     m = copy.deepcopy(m).to(dtype)
@@ -226,7 +234,7 @@ def sgd_losses(m, xs, labels, dtype):
     decay = [p for n, p in m.named_parameters() if n.endswith("weight") and p.dim() > 1]
     rest = [p for n, p in m.named_parameters() if not (n.endswith("weight") and p.dim() > 1)]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 4e-5}, {"params": rest, "weight_decay": 0}],
-                          lr=SGD_LR, momentum=0.9)
+                          lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     losses = []
     for step in range(5):
@@ -297,18 +305,19 @@ def main():
         if name in SGD:
             xs = torch.randn(16, 3, 32, 32)
             labels = torch.randint(0, 10, (16,))
-            losses = sgd_losses(m, xs, labels, torch.float32)
-            exact = sgd_losses(m, xs, labels, torch.float64)
-            # The losses a 1e-4 test can hold us to: those where PyTorch's float32 run agrees with
-            # float64 to 2e-5 (all the steps but the first can part under fp32 rounding alone).
+            lr = SGD_LR[name]
+            losses = sgd_losses(m, xs, labels, torch.float32, lr)
+            exact = sgd_losses(m, xs, labels, torch.float64, lr)
+            # The test holds us to 1e-4 at every loss: PyTorch's float32 run must agree with its
+            # float64 run to 2e-5 at each, or rounding alone could part two correct runs.
             comparable = 0
             while comparable < len(losses) and abs(losses[comparable] - exact[comparable]) <= 2e-5 * abs(exact[comparable]):
                 comparable += 1
-            if comparable < 2:
-                sys.exit(f"{name}: float32 and float64 losses part at step {comparable}: too ill-conditioned to test")
+            if comparable < len(losses):
+                sys.exit(f"{name}: float32 and float64 losses part at step {comparable} with lr {lr}: lower SGD_LR")
             save_file({"x": xs.contiguous(), "labels": labels.to(torch.int64), "losses": torch.tensor(losses)},
                       os.path.join(args.out, f"{name}.sgd.safetensors"),
-                      metadata={"lr": str(SGD_LR), "momentum": "0.9", "weight_decay": "4e-5", "label_smoothing": "0.1",
+                      metadata={"lr": str(lr), "momentum": "0.9", "weight_decay": "4e-5", "label_smoothing": "0.1",
                                 "float64_losses": json.dumps(exact), "comparable_steps": str(comparable)})
         print(name, "ok")
 
