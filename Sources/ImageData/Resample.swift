@@ -131,19 +131,50 @@ public final class Resampler {
     return s < 0 ? 0 : s > 255 ? 255 : UInt8(truncatingIfNeeded: s)
   }
 
-  // rows × [srcW·3] → rows × [outW·3]
+  // rows × [srcW·3] → rows × [outW·3]. Two rows at a time share each output pixel's weights
+  // and bounds (wrapping index arithmetic: the sizes were checked when the images were made).
   private static func horizontal(
     _ src: UnsafePointer<UInt8>, srcStride: Int, rows: Int, outW: Int, k: UnsafePointer<Int32>, kSize: Int,
     bounds: UnsafePointer<Int>, dst: UnsafeMutablePointer<UInt8>
   ) {
     let half = Int32(1 << (precisionBits - 1))
-    for r in 0..<rows {
-      let srow = src + r * srcStride, drow = dst + r * outW * 3
+    let dstStride = outW &* 3
+    var r = 0
+    while r &+ 1 < rows {
+      let srow = src + r &* srcStride, drow = dst + r &* dstStride
       for o in 0..<outW {
-        let xmin = bounds[2 * o], n = bounds[2 * o + 1]
-        let kk = k + o * kSize
+        let xmin = bounds[2 &* o], n = bounds[2 &* o &+ 1]
+        let kk = k + o &* kSize
+        var s0 = half, s1 = half, s2 = half, t0 = half, t1 = half, t2 = half
+        var p = srow + xmin &* 3
+        for i in 0..<n {
+          let w = kk[i]
+          let q = p + srcStride
+          s0 &+= Int32(p[0]) &* w
+          s1 &+= Int32(p[1]) &* w
+          s2 &+= Int32(p[2]) &* w
+          t0 &+= Int32(q[0]) &* w
+          t1 &+= Int32(q[1]) &* w
+          t2 &+= Int32(q[2]) &* w
+          p += 3
+        }
+        let d = drow + 3 &* o, e = d + dstStride
+        d[0] = clip8(s0)
+        d[1] = clip8(s1)
+        d[2] = clip8(s2)
+        e[0] = clip8(t0)
+        e[1] = clip8(t1)
+        e[2] = clip8(t2)
+      }
+      r &+= 2
+    }
+    if r < rows {
+      let srow = src + r &* srcStride, drow = dst + r &* dstStride
+      for o in 0..<outW {
+        let xmin = bounds[2 &* o], n = bounds[2 &* o &+ 1]
+        let kk = k + o &* kSize
         var s0 = half, s1 = half, s2 = half
-        var p = srow + xmin * 3
+        var p = srow + xmin &* 3
         for i in 0..<n {
           let w = kk[i]
           s0 &+= Int32(p[0]) &* w
@@ -151,9 +182,10 @@ public final class Resampler {
           s2 &+= Int32(p[2]) &* w
           p += 3
         }
-        drow[3 * o] = clip8(s0)
-        drow[3 * o + 1] = clip8(s1)
-        drow[3 * o + 2] = clip8(s2)
+        let d = drow + 3 &* o
+        d[0] = clip8(s0)
+        d[1] = clip8(s1)
+        d[2] = clip8(s2)
       }
     }
   }
