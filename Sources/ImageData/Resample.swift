@@ -37,17 +37,8 @@ public final class Resampler {
   private var bx = [Int](), by = [Int]()
   private var temp = [UInt8]()
   private var accumulator = [Int32]()
-  // The horizontal pass in floats: one source row as floats, and each tap's weight split in two
-  // (w = hi·2¹¹ + lo) and splatted.
-  private var rowFloats = [Float]()
-  private var splitWeights = [SIMD4<Float>]()
-  /// Whether the horizontal pass may use the float path (false: the integer path, for tests).
-  let floatHorizontal: Bool
 
-  public init() { floatHorizontal = true }
-
-  /// `floatHorizontal: false` forces the integer horizontal pass (the tests compare the two).
-  init(floatHorizontal: Bool) { self.floatHorizontal = floatHorizontal }
+  public init() {}
 
   /// Resamples `x` × `y` of `src` into `dst` (reshaped to `x.outSize`×`y.outSize`).
   /// - Precondition: `x.hi <= src.width`, `y.hi <= src.height`.
@@ -70,17 +61,11 @@ public final class Resampler {
           if needH {
             if temp.count < rows * outW * 3 { temp = [UInt8](repeating: 0, count: rows * outW * 3) }
             temp.withUnsafeMutableBufferPointer { tp in
-              if floatHorizontal && kxSize <= Self.maxFloatTaps {
-                horizontalInFloats(
-                  s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW, kSize: kxSize,
-                  dst: tp.baseAddress!)
-              } else {
-                kx.withUnsafeBufferPointer { k in
-                  bx.withUnsafeBufferPointer { b in
-                    Self.horizontal(
-                      s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW,
-                      k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!)
-                  }
+              kx.withUnsafeBufferPointer { k in
+                bx.withUnsafeBufferPointer { b in
+                  Self.horizontal(
+                    s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW,
+                    k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!)
                 }
               }
               let t = UnsafePointer(tp.baseAddress!)
@@ -201,64 +186,6 @@ public final class Resampler {
         d[0] = clip8(s0)
         d[1] = clip8(s1)
         d[2] = clip8(s2)
-      }
-    }
-  }
-
-  /// The most taps the float horizontal pass takes: its sums stay exact in Float (below 2²⁴).
-  static let maxFloatTaps = 16
-
-  // rows × [srcW·3] → rows × [outW·3], the same bytes as `horizontal` computed in floats, which
-  // SSE2 multiplies four lanes at a time (its Int32 multiply is emulated). Exact: each weight
-  // w < 2²³ is split as hi·2¹¹ + lo (hi < 2¹², lo < 2¹¹); with at most 16 taps of pixels ≤ 255,
-  // Σ p·hi < 255·(2¹¹ + 16) and Σ p·lo < 255·16·2¹¹ are integers below 2²⁴, so Float adds them
-  // exactly, and (Σhi << 11) + Σlo + ½ is the integer pass's sum.
-  private func horizontalInFloats(
-    _ src: UnsafePointer<UInt8>, srcStride: Int, rows: Int, outW: Int, kSize: Int, dst: UnsafeMutablePointer<UInt8>
-  ) {
-    // The source columns the pass reads.
-    let c0 = bx[0], c1 = bx[2 &* (outW &- 1)] &+ bx[2 &* (outW &- 1) &+ 1]
-    let n3 = (c1 &- c0) &* 3
-    if rowFloats.count < n3 &+ 4 { rowFloats = [Float](repeating: 0, count: n3 &+ 4) }
-    if splitWeights.count < 2 &* outW &* kSize { splitWeights = [SIMD4<Float>](repeating: .zero, count: 2 &* outW &* kSize) }
-    for o in 0..<outW {
-      for i in 0..<kSize {
-        let w = kx[o &* kSize &+ i]
-        splitWeights[2 &* (o &* kSize &+ i)] = SIMD4(repeating: Float(w >> 11))
-        splitWeights[2 &* (o &* kSize &+ i) &+ 1] = SIMD4(repeating: Float(w & 0x7FF))
-      }
-    }
-    let half = Int32(1 << (Self.precisionBits - 1))
-    rowFloats.withUnsafeMutableBufferPointer { fp in
-      splitWeights.withUnsafeBufferPointer { wp in
-        bx.withUnsafeBufferPointer { bp in
-          let f = fp.baseAddress!, weights = wp.baseAddress!, bounds = bp.baseAddress!
-          let raw = UnsafeRawPointer(f)
-          for r in 0..<rows {
-            let srow = src + (r &* srcStride &+ c0 &* 3)
-            for c in 0..<n3 { f[c] = Float(srow[c]) }
-            let drow = dst + r &* outW &* 3
-            for o in 0..<outW {
-              let xmin = bounds[2 &* o] &- c0, n = bounds[2 &* o &+ 1]
-              var hi = SIMD4<Float>.zero, lo = SIMD4<Float>.zero
-              var p = xmin &* 3 &* 4
-              var wk = weights + 2 &* o &* kSize
-              for _ in 0..<n {
-                // Lanes 0–2: the pixel's channels (lane 3 reads the next value, or the padding).
-                let v = raw.loadUnaligned(fromByteOffset: p, as: SIMD4<Float>.self)
-                hi += v * wk[0]
-                lo += v * wk[1]
-                p &+= 12
-                wk += 2
-              }
-              let sum = (SIMD4<Int32>(hi) &<< 11) &+ SIMD4<Int32>(lo) &+ half
-              let d = drow + 3 &* o
-              d[0] = Self.clip8(sum[0])
-              d[1] = Self.clip8(sum[1])
-              d[2] = Self.clip8(sum[2])
-            }
-          }
-        }
       }
     }
   }

@@ -213,32 +213,4 @@ final class TransformTests: XCTestCase {
       }
     }
   }
-
-  func testFloatHorizontalPassGivesTheIntegerPassBytes() {
-    // Random pictures, crops and sizes (shrinking up to the float path's 16 taps, and enlarging):
-    // the float horizontal pass and the integer one give the same bytes.
-    var rng = SeededGenerator(seed: 21)
-    let fast = Resampler(), exact = Resampler(floatHorizontal: false)
-    for _ in 0..<60 {
-      let w = 1 + rng.nextInt(below: 90), h = 1 + rng.nextInt(below: 40)
-      let pixels = (0..<(w * h * 3)).map { _ in UInt8(truncatingIfNeeded: rng.nextInt(below: 256)) }
-      let img = RGBImage(width: w, height: h, pixels: pixels)
-      let left = rng.nextInt(below: w), width = 1 + rng.nextInt(below: w - left)
-      let top = rng.nextInt(below: h), height = 1 + rng.nextInt(below: h - top)
-      let outW = 1 + rng.nextInt(below: 60), outH = 1 + rng.nextInt(below: 30)
-      let x = ResampleAxis(crop: left, left + width, outSize: outW), y = ResampleAxis(crop: top, top + height, outSize: outH)
-      var a = RGBImage(), b = RGBImage()
-      fast.resample(img, x: x, y: y, into: &a)
-      exact.resample(img, x: x, y: y, into: &b)
-      XCTAssertEqual(a.pixels[0..<(outW * outH * 3)], b.pixels[0..<(outW * outH * 3)], "\(w)x\(h) crop \(width)x\(height) to \(outW)x\(outH)")
-    }
-    // Extreme values (all 255, one white column) at the most taps.
-    let white = RGBImage(width: 120, height: 2, pixels: [UInt8](repeating: 255, count: 720))
-    var a = RGBImage(), b = RGBImage()
-    let x = ResampleAxis(crop: 0, 120, outSize: 16), y = ResampleAxis(crop: 0, 2, outSize: 2)
-    fast.resample(white, x: x, y: y, into: &a)
-    exact.resample(white, x: x, y: y, into: &b)
-    XCTAssertEqual(a.pixels[0..<96], b.pixels[0..<96])
-    XCTAssertEqual(Set(a.pixels[0..<96]), [255])
-  }
 }
