@@ -32,7 +32,7 @@ struct Predict: ParsableCommand {
       fail("\(checkpoint): the model takes \(meta.input[0])-channel inputs; predict feeds RGB images (3 channels)")
     }
     let pipeline: ImagePipeline = reporting {
-      if let text = file.metadata["eval_transform"] { return try ImagePipeline(parsing: text) }
+      if let recorded = meta.evalTransform { return recorded }
       let (h, w) = (meta.input[1], meta.input[2])
       return ImagePipeline(
         [.resize(min(h, w) * 256 / 224), .centerCrop(height: h, width: w)],
@@ -41,7 +41,7 @@ struct Predict: ParsableCommand {
     guard pipeline.outputShape == meta.input else {
       fail("\(checkpoint): eval_transform gives \(pipeline.outputShape) but the model takes \(meta.input)")
     }
-    let names = classNames(file.metadata, classes: meta.classes)
+    let names = meta.classNames ?? classNames(classes: meta.classes)
     let net = reporting { try buildModel(meta.model, input: meta.input, classes: meta.classes, seed: 0) }
     reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
     net.eval()
@@ -87,15 +87,9 @@ struct Predict: ParsableCommand {
     finishOutput()
   }
 
-  /// The checkpoint's `class_names` (a JSON array), else DIR/train's class folders, else none.
-  private func classNames(_ metadata: [String: String], classes: Int) -> [String] {
+  /// Without the checkpoint's `class_names`: DIR/train's class folders, else none.
+  private func classNames(classes: Int) -> [String] {
     let count = classes == 1 ? 2 : classes
-    if let text = metadata["class_names"] {
-      guard let names = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String], names.count == count else {
-        fail("\(checkpoint): metadata class_names is not a JSON array of \(count) strings")
-      }
-      return names
-    }
     if let dir = dataDir {
       let folder = reporting { try ImageFolder.scan(root: dir + "/train", skipBadImages: true) }
       guard folder.classes.count == count else {
