@@ -136,6 +136,18 @@ public final class Resampler {
     return s < 0 ? 0 : s > 255 ? 255 : UInt8(truncatingIfNeeded: s)
   }
 
+  /// `clip8` of a paired sum's lower and upper lanes: each is non-negative and below 2³², so
+  /// only the upper clamp remains.
+  @inline(__always) private static func low8(_ a: UInt64) -> UInt8 {
+    let v = (a &>> UInt64(precisionBits)) & 0x3FF
+    return UInt8(truncatingIfNeeded: v > 255 ? 255 : v)
+  }
+
+  @inline(__always) private static func high8(_ a: UInt64) -> UInt8 {
+    let v = a &>> UInt64(32 + precisionBits)
+    return UInt8(truncatingIfNeeded: v > 255 ? 255 : v)
+  }
+
   // rows × [srcW·3] → rows × [outW·3]. Rows go in pairs that share each output pixel's bounds
   // and weights, two channels per 64-bit multiply (SWAR): p·w + (q·w)·2³², exact because every
   // weight is non-negative (the triangle filter) and each lane's sum stays below
@@ -165,12 +177,12 @@ public final class Resampler {
           p += 3
         }
         let d = drow + 3 &* o, e = d + dstStride
-        d[0] = clip8(Int32(truncatingIfNeeded: a))
-        d[1] = clip8(Int32(truncatingIfNeeded: c))
-        d[2] = clip8(Int32(truncatingIfNeeded: a &>> 32))
-        e[0] = clip8(Int32(truncatingIfNeeded: b))
-        e[1] = clip8(Int32(truncatingIfNeeded: c &>> 32))
-        e[2] = clip8(Int32(truncatingIfNeeded: b &>> 32))
+        d[0] = low8(a)
+        d[1] = low8(c)
+        d[2] = high8(a)
+        e[0] = low8(b)
+        e[1] = high8(c)
+        e[2] = high8(b)
       }
       r &+= 2
     }
