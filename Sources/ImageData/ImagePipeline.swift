@@ -165,6 +165,9 @@ public final class ImageProcessor {
   private let resampler = Resampler()
   private var a = RGBImage(), b = RGBImage()
   private var tables = [TensorConvention: ([Float], [Int])]()
+  /// A horizontal flip drawn but not yet applied to `a`: `write` reads the image mirrored
+  /// instead (one pass fewer); any other transform, or handing `a` out, applies it first.
+  private var mirrored = false
 
   public init(limits: ImageLimits = .standard) { decoder = ImageDecoder(limits: limits) }
 
@@ -175,10 +178,11 @@ public final class ImageProcessor {
     _ bytes: UnsafeRawBufferPointer, name: String, pipeline: ImagePipeline, rng: inout SeededGenerator,
     into out: UnsafeMutablePointer<Float>
   ) throws {
-    let image = try transformed(bytes, name: name, pipeline: pipeline, rng: &rng)
+    try run(bytes, name: name, pipeline: pipeline, rng: &rng)
     let shape = pipeline.outputShape
-    precondition(image.height == shape[1] && image.width == shape[2], "ImageProcessor: the pipeline ended at \(image.width)x\(image.height)")
-    write(image, convention: pipeline.convention, into: out)
+    precondition(a.height == shape[1] && a.width == shape[2], "ImageProcessor: the pipeline ended at \(a.width)x\(a.height)")
+    write(a, convention: pipeline.convention, mirrored: mirrored, into: out)
+    mirrored = false
   }
 
   /// Decodes `bytes` and runs the transforms of `pipeline` (not the tensor convention).
@@ -186,6 +190,14 @@ public final class ImageProcessor {
   public func transformed(_ bytes: UnsafeRawBufferPointer, name: String, pipeline: ImagePipeline, rng: inout SeededGenerator)
     throws -> RGBImage
   {
+    try run(bytes, name: name, pipeline: pipeline, rng: &rng)
+    applyPendingFlip()
+    return a
+  }
+
+  /// Decodes and transforms into `a`, a last horizontal flip possibly left pending (`mirrored`).
+  private func run(_ bytes: UnsafeRawBufferPointer, name: String, pipeline: ImagePipeline, rng: inout SeededGenerator) throws {
+    mirrored = false
     var rest = pipeline.transforms[...]
     let header = try decoder.header(bytes, name: name)
     if pipeline.decodeScaling, header.format == .jpeg, let first = rest.first {
@@ -209,13 +221,19 @@ public final class ImageProcessor {
       try decoder.decode(bytes, name: name, into: &a)
     }
     apply(rest, rng: &rng)
-    return a
+  }
+
+  private func applyPendingFlip() {
+    if mirrored { PixelOps.flipHorizontally(&a) }
+    mirrored = false
   }
 
   /// Runs `transforms` on a decoded image (what `transformed` does after decoding).
   public func apply(_ transforms: [ImageTransform], to image: RGBImage, rng: inout SeededGenerator) -> RGBImage {
     a = image
+    mirrored = false
     apply(transforms[...], rng: &rng)
+    applyPendingFlip()
     return a
   }
 
@@ -242,6 +260,7 @@ public final class ImageProcessor {
 
   private func apply(_ transforms: ArraySlice<ImageTransform>, rng: inout SeededGenerator) {
     for t in transforms {
+      if case .randomHorizontalFlip = t {} else { applyPendingFlip() }
       switch t {
       case .resize(let size):
         let o = resizedSize(width: a.width, height: a.height, shorter: size)
@@ -260,7 +279,7 @@ public final class ImageProcessor {
           y: ResampleAxis(crop: c.top, c.top + c.height, outSize: size), into: &b)
         swap(&a, &b)
       case .randomHorizontalFlip(let p):
-        if rng.nextDouble() < p { PixelOps.flipHorizontally(&a) }
+        if rng.nextDouble() < p { mirrored.toggle() }
       case .colorJitter(let bv, let cv, let sv):
         // torchvision: a random order of the four adjustments, then each factor (hue is not offered).
         var order = [0, 1, 2, 3]
@@ -283,18 +302,42 @@ public final class ImageProcessor {
 
   /// `[3, H, W]` floats of `image` by `convention`.
   public func write(_ image: RGBImage, convention: TensorConvention, into out: UnsafeMutablePointer<Float>) {
+    write(image, convention: convention, mirrored: false, into: out)
+  }
+
+  /// `[3, H, W]` floats of `image` (mirrored left to right when `mirrored`) by `convention`: one
+  /// pass over the interleaved pixels, each byte through its plane's table.
+  private func write(_ image: RGBImage, convention: TensorConvention, mirrored: Bool, into out: UnsafeMutablePointer<Float>) {
     let (lut, src) = tables[convention] ?? {
       let t = convention.table()
       tables[convention] = t
       return t
     }()
-    let n = image.width * image.height
+    let w = image.width, h = image.height, n = w &* h
+    let c0 = src[0], c1 = src[1], c2 = src[2]
     image.pixels.withUnsafeBufferPointer { p in
       lut.withUnsafeBufferPointer { l in
-        for plane in 0..<3 {
-          let table = l.baseAddress! + plane * 256, c = src[plane]
-          let d = out + plane * n
-          for i in 0..<n { d[i] = table[Int(p[3 * i + c])] }
+        let t0 = l.baseAddress!, t1 = t0 + 256, t2 = t0 + 512
+        for y in 0..<h {
+          let row = p.baseAddress! + y &* w &* 3
+          let d0 = out + y &* w, d1 = d0 + n, d2 = d1 + n
+          if mirrored {
+            var s = row + (w &- 1) &* 3
+            for x in 0..<w {
+              d0[x] = t0[Int(s[c0])]
+              d1[x] = t1[Int(s[c1])]
+              d2[x] = t2[Int(s[c2])]
+              s -= 3
+            }
+          } else {
+            var s = row
+            for x in 0..<w {
+              d0[x] = t0[Int(s[c0])]
+              d1[x] = t1[Int(s[c1])]
+              d2[x] = t2[Int(s[c2])]
+              s += 3
+            }
+          }
         }
       }
     }

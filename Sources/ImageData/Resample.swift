@@ -37,8 +37,13 @@ public final class Resampler {
   private var bx = [Int](), by = [Int]()
   private var temp = [UInt8]()
   private var accumulator = [Int32]()
+  /// Whether the horizontal pass filters rows in pairs (false: one at a time, for tests).
+  let pairedRows: Bool
 
-  public init() {}
+  public init() { pairedRows = true }
+
+  /// `pairedRows: false` filters one row at a time (the tests compare the two).
+  init(pairedRows: Bool) { self.pairedRows = pairedRows }
 
   /// Resamples `x` × `y` of `src` into `dst` (reshaped to `x.outSize`×`y.outSize`).
   /// - Precondition: `x.hi <= src.width`, `y.hi <= src.height`.
@@ -65,7 +70,7 @@ public final class Resampler {
                 bx.withUnsafeBufferPointer { b in
                   Self.horizontal(
                     s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW,
-                    k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!)
+                    k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!, pairs: pairedRows)
                 }
               }
               let t = UnsafePointer(tp.baseAddress!)
@@ -131,19 +136,63 @@ public final class Resampler {
     return s < 0 ? 0 : s > 255 ? 255 : UInt8(truncatingIfNeeded: s)
   }
 
-  // rows × [srcW·3] → rows × [outW·3]
+  /// `clip8` of a paired sum's lower and upper lanes: each is non-negative and below 2³², so
+  /// only the upper clamp remains.
+  @inline(__always) private static func low8(_ a: UInt64) -> UInt8 {
+    let v = (a &>> UInt64(precisionBits)) & 0x3FF
+    return UInt8(truncatingIfNeeded: v > 255 ? 255 : v)
+  }
+
+  @inline(__always) private static func high8(_ a: UInt64) -> UInt8 {
+    let v = a &>> UInt64(32 + precisionBits)
+    return UInt8(truncatingIfNeeded: v > 255 ? 255 : v)
+  }
+
+  // rows × [srcW·3] → rows × [outW·3]. Rows go in pairs that share each output pixel's bounds
+  // and weights, two channels per 64-bit multiply (SWAR): p·w + (q·w)·2³², exact because every
+  // weight is non-negative (the triangle filter) and each lane's sum stays below
+  // 2²¹ + 255·(2²² + taps) < 2³², so nothing carries into the upper lane. Three multiplies per tap
+  // for six products. Wrapping index arithmetic: the sizes were checked when the images were made.
   private static func horizontal(
     _ src: UnsafePointer<UInt8>, srcStride: Int, rows: Int, outW: Int, k: UnsafePointer<Int32>, kSize: Int,
-    bounds: UnsafePointer<Int>, dst: UnsafeMutablePointer<UInt8>
+    bounds: UnsafePointer<Int>, dst: UnsafeMutablePointer<UInt8>, pairs: Bool
   ) {
     let half = Int32(1 << (precisionBits - 1))
-    for r in 0..<rows {
-      let srow = src + r * srcStride, drow = dst + r * outW * 3
+    let halves = UInt64(half) | UInt64(half) << 32
+    let dstStride = outW &* 3
+    var r = 0
+    while pairs && r &+ 1 < rows {
+      let srow = src + r &* srcStride, drow = dst + r &* dstStride
       for o in 0..<outW {
-        let xmin = bounds[2 * o], n = bounds[2 * o + 1]
-        let kk = k + o * kSize
+        let xmin = bounds[2 &* o], n = bounds[2 &* o &+ 1]
+        let kk = k + o &* kSize
+        var a = halves, b = halves, c = halves  // (R, B) of row r, (R, B) of row r+1, G of both
+        var p = srow + xmin &* 3
+        for i in 0..<n {
+          let w = UInt64(UInt32(bitPattern: kk[i]))
+          let q = p + srcStride
+          a &+= (UInt64(p[0]) | UInt64(p[2]) &<< 32) &* w
+          b &+= (UInt64(q[0]) | UInt64(q[2]) &<< 32) &* w
+          c &+= (UInt64(p[1]) | UInt64(q[1]) &<< 32) &* w
+          p += 3
+        }
+        let d = drow + 3 &* o, e = d + dstStride
+        d[0] = low8(a)
+        d[1] = low8(c)
+        d[2] = high8(a)
+        e[0] = low8(b)
+        e[1] = high8(c)
+        e[2] = high8(b)
+      }
+      r &+= 2
+    }
+    while r < rows {
+      let srow = src + r &* srcStride, drow = dst + r &* dstStride
+      for o in 0..<outW {
+        let xmin = bounds[2 &* o], n = bounds[2 &* o &+ 1]
+        let kk = k + o &* kSize
         var s0 = half, s1 = half, s2 = half
-        var p = srow + xmin * 3
+        var p = srow + xmin &* 3
         for i in 0..<n {
           let w = kk[i]
           s0 &+= Int32(p[0]) &* w
@@ -151,10 +200,12 @@ public final class Resampler {
           s2 &+= Int32(p[2]) &* w
           p += 3
         }
-        drow[3 * o] = clip8(s0)
-        drow[3 * o + 1] = clip8(s1)
-        drow[3 * o + 2] = clip8(s2)
+        let d = drow + 3 &* o
+        d[0] = clip8(s0)
+        d[1] = clip8(s1)
+        d[2] = clip8(s2)
       }
+      r &+= 1
     }
   }
 

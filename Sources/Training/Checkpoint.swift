@@ -4,6 +4,7 @@
 // trainer also puts a copy of the weights in the state file (and writes it first), so the state
 // file alone defines a resume, even after a kill between the two writes.
 import Foundation
+import ImageData
 import NN
 import TensorCore
 
@@ -20,6 +21,19 @@ public struct ModelMetadata: Equatable, Sendable {
   /// The data set trained on (`fashion-mnist`, `cifar10`, `synthetic`), if known: `evaluate`
   /// then defaults to it.
   public var data: String?
+  /// The class names in label order (`class_names`, a JSON array), e.g. a folder's class folders.
+  /// A one-output (binary) model has two.
+  public var classNames: [String]?
+  /// The pipeline training images went through (`train_transform`), e.g. RandomResizedCrop, flip.
+  public var trainTransform: ImagePipeline?
+  /// The pipeline evaluation and prediction apply (`eval_transform`): resize, centre crop, and the
+  /// tensor convention (ImageNet's mean/std or the official BGR 0–255). When present it, not
+  /// `normalization`, says how pixels become the model's input.
+  public var evalTransform: ImagePipeline?
+  /// The share of DIR/train carved out for validation (`val_split`) when there was no DIR/val.
+  public var valSplit: Double?
+  /// The seed of that split (`split_seed`).
+  public var splitSeed: UInt64?
 
   /// Metadata for a model named `model` taking `[C, H, W]` inputs with `classes` outputs.
   public init(model: String, input: [Int], classes: Int, normalization: Normalization, data: String? = nil) {
@@ -37,6 +51,11 @@ public struct ModelMetadata: Equatable, Sendable {
      "normalization_mean": normalization.mean.map { String($0) }.joined(separator: ","),
      "normalization_std": normalization.std.map { String($0) }.joined(separator: ",")]
     if let data { m["data"] = data }
+    if let classNames { m["class_names"] = FolderMetadata.jsonArray(classNames) }
+    if let trainTransform { m["train_transform"] = trainTransform.description }
+    if let evalTransform { m["eval_transform"] = evalTransform.description }
+    if let valSplit { m["val_split"] = String(valSplit) }
+    if let splitSeed { m["split_seed"] = String(splitSeed) }
     return m
   }
 
@@ -90,6 +109,37 @@ public struct ModelMetadata: Equatable, Sendable {
       normalization = Normalization(mean: mean, std: std)
     } else {
       normalization = fallbackNormalization
+    }
+    func pipeline(_ key: String) throws -> ImagePipeline? {
+      guard let text = m[key] else { return nil }
+      let p: ImagePipeline
+      do { p = try ImagePipeline(parsing: text) } catch let e as ImageError {
+        throw CheckpointError.invalid(file: file, reason: "metadata \(key): \(e.reason)")
+      }
+      guard p.outputShape == input else {
+        throw CheckpointError.invalid(
+          file: file, reason: "metadata \(key) gives \(Shape.text(p.outputShape)) images, but the model takes \(Shape.text(input))")
+      }
+      return p
+    }
+    trainTransform = try pipeline("train_transform")
+    evalTransform = try pipeline("eval_transform")
+    if let text = m["class_names"] {
+      let count = classes == 1 ? 2 : classes
+      guard let names = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String], names.count == count else {
+        throw CheckpointError.invalid(file: file, reason: "metadata class_names is not a JSON array of \(count) strings")
+      }
+      classNames = names
+    }
+    if let s = m["val_split"] {
+      guard let v = Double(s), v > 0, v < 1 else {
+        throw CheckpointError.invalid(file: file, reason: "metadata val_split '\(s)' is not a number between 0 and 1")
+      }
+      valSplit = v
+      guard let seed = m["split_seed"].flatMap(UInt64.init) else {
+        throw CheckpointError.invalid(file: file, reason: "metadata has val_split but no split_seed (an unsigned integer)")
+      }
+      splitSeed = seed
     }
   }
 }

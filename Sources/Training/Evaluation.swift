@@ -1,6 +1,8 @@
 // Evaluation: accuracy, top-k accuracy and mean loss of a model on a data set in evaluation
-// mode, the accuracy helpers over one batch of logits, and inference (`predict`).
+// mode (in memory, or streamed from a folder by an ImageLoader), the accuracy helpers over one
+// batch of logits, and inference (`predict`).
 import Foundation
+import ImageData
 import NN
 import TensorCore
 
@@ -81,19 +83,56 @@ public func evaluate(_ model: Module, on dataset: ImageDataset, normalization: N
   model.eval()
   defer { if wasTraining { model.train() } }
   let loader = BatchLoader(dataset: dataset, batchSize: batchSize, normalization: normalization ?? dataset.normalization)
-  let ce = CrossEntropyLoss(), bce = BCEWithLogitsLoss()
-  var correct = 0, total = 0
-  var topCorrect = [Int](repeating: 0, count: topK.count)
-  var lossSum = 0.0
+  var score = Scores(name: dataset.name, classes: dataset.classes, topK: topK)
   // Inference mode: no activations kept for backward, a few activation buffers in all.
   try model.withInferenceMode {
-  for (x, labels) in loader {
-    let logits = try model.forward(x)
+    for (x, labels) in loader { try score.add(try model.forward(x), labels: labels) }
+  }
+  return score.evaluation
+}
+
+/// Accuracy, top-k accuracies and mean loss of `model` in evaluation mode over every image of
+/// `loader`'s folder, batch after batch as its workers decode them (through its pipeline: for
+/// evaluation `Resize` + `CenterCrop`); scored as `evaluate(_:on:normalization:batchSize:topK:)`.
+/// The model's mode is restored afterwards, and the loader's workers stopped.
+/// - Throws: the loader's `ImageError` for an image that does not decode (without
+///   `skipBadImages`), or an error naming the shapes when the logits do not fit the classes.
+public func evaluate(_ model: Module, on loader: ImageLoader, topK: [Int] = []) throws -> Evaluation {
+  let wasTraining = model.isTraining
+  model.eval()
+  defer {
+    loader.stop()
+    if wasTraining { model.train() }
+  }
+  var score = Scores(name: loader.folder.root, classes: loader.folder.classes.count, topK: topK)
+  loader.startEpoch(0)
+  try model.withInferenceMode {
+    while let b = try loader.next() { try score.add(try model.forward(b.x), labels: b.labels) }
+  }
+  return score.evaluation
+}
+
+/// The running sums of an evaluation.
+private struct Scores {
+  let name: String, classes: Int, topK: [Int]
+  let ce = CrossEntropyLoss(), bce = BCEWithLogitsLoss()
+  var correct = 0, total = 0, lossSum = 0.0
+  var topCorrect: [Int]
+
+  init(name: String, classes: Int, topK: [Int]) {
+    self.name = name
+    self.classes = classes
+    self.topK = topK
+    topCorrect = [Int](repeating: 0, count: topK.count)
+  }
+
+  /// Scores one batch: `logits` `[b, K]`, b labels.
+  mutating func add(_ logits: Tensor, labels: [Int32]) throws {
     let width = logits.shape.count == 2 ? logits.shape[1] : -1
-    guard width == dataset.classes || (width == 1 && dataset.classes == 2) else {
+    guard width == classes || (width == 1 && classes == 2) else {
       throw TensorError.invalidArgument(
-        "evaluate: the model gives logits of shape \(Shape.text(logits.shape)), but \(dataset.name) has \(dataset.classes) "
-          + "classes: expected [N, \(dataset.classes)]" + (dataset.classes == 2 ? " or [N, 1]" : ""))
+        "evaluate: the model gives logits of shape \(Shape.text(logits.shape)), but \(name) has \(classes) "
+          + "classes: expected [N, \(classes)]" + (classes == 2 ? " or [N, 1]" : ""))
     }
     let loss = width == 1 ? try bce.valueAndGradient(logits, labels: labels).value
       : try ce.valueAndGradient(logits, labels: labels).value
@@ -102,24 +141,24 @@ public func evaluate(_ model: Module, on dataset: ImageDataset, normalization: N
     for (i, k) in topK.enumerated() { topCorrect[i] += try correctPredictions(logits, labels: labels, k: k) }
     total += labels.count
   }
+
+  var evaluation: Evaluation {
+    var top: [Int: Double] = [:]
+    for (i, k) in topK.enumerated() { top[k] = total > 0 ? Double(topCorrect[i]) / Double(total) : 0 }
+    return Evaluation(accuracy: total > 0 ? Double(correct) / Double(total) : 0, loss: total > 0 ? lossSum / Double(total) : 0,
+      examples: total, topK: top)
   }
-  var top: [Int: Double] = [:]
-  for (i, k) in topK.enumerated() { top[k] = total > 0 ? Double(topCorrect[i]) / Double(total) : 0 }
-  return Evaluation(accuracy: total > 0 ? Double(correct) / Double(total) : 0, loss: total > 0 ? lossSum / Double(total) : 0,
-    examples: total, topK: top)
 }
 
 extension Module {
   /// Inference: the output for `x` in evaluation mode (BatchNorm's running statistics, no
-  /// dropout) and inference mode (`withInferenceMode(_:)`: no activations kept for backward),
-  /// with the module's mode restored afterwards. As `forward`, the result is owned by the model
-  /// and overwritten by its next call: `clone()` it to keep it. In a loop, call it inside one
-  /// `withInferenceMode { }` so that the passes share one pool of buffers.
+  /// dropout), with the module's mode restored afterwards. As `forward`, the result is owned by
+  /// the model and overwritten by its next call: `clone()` it to keep it.
   public func predict(_ x: Tensor) throws -> Tensor {
     let wasTraining = isTraining
     eval()
     defer { if wasTraining { train() } }
-    return try withInferenceMode { try forward(x) }
+    return try forward(x)
   }
 }
 

@@ -1,9 +1,9 @@
 // FolderData: `--data folder`, a folder of JPEG/PNG images per class (torchvision's ImageFolder
-// layout, Sources/ImageData), decoded on worker threads through torchvision's evaluation
-// transforms (Resize, CenterCrop) into an in-memory ImageDataset at a fixed size, so today's
-// Trainer and BatchLoader train on it (with --flip / --random-crop as augmentation); and the
-// metadata a checkpoint of such a run records (class names, the split, the pipelines) for
-// `evaluate` and `predict`.
+// layout, Sources/ImageData). Training streams it (FolderTrainingData: ImageLoaders over the
+// train and validation splits, through the train and eval pipelines, on worker threads); the
+// metadata a checkpoint of such a run records (class names, the split, the pipelines) lets
+// `evaluate` and `predict` apply the same. `DataChoice.folder.load` still decodes a folder once
+// through the eval pipeline into an in-memory ImageDataset, for programs that want one.
 import Dispatch
 import ImageData
 import TensorCore
@@ -20,20 +20,119 @@ public struct FolderDataOptions: Sendable, Equatable {
   public var skipBadImages: Bool
   /// The seed of the validation split.
   public var seed: UInt64
+  /// ColorJitter's brightness, contrast and saturation in training (0: none).
+  public var colorJitter: Double
+  /// How pixels become floats: ImageNet's `Normalize` (default) or the official ACON `ToBGRTensor`.
+  public var convention: TensorConvention
 
-  public init(imageSize: Int = 64, valSplit: Double? = nil, workers: Int = 2, skipBadImages: Bool = false, seed: UInt64 = 0) {
+  public init(
+    imageSize: Int = 64, valSplit: Double? = nil, workers: Int = 2, skipBadImages: Bool = false, seed: UInt64 = 0,
+    colorJitter: Double = 0, convention: TensorConvention = .imageNet
+  ) {
     self.imageSize = imageSize
     self.valSplit = valSplit
     self.workers = workers
     self.skipBadImages = skipBadImages
     self.seed = seed
+    self.colorJitter = colorJitter
+    self.convention = convention
   }
 
   /// ImageNet's statistics, the normalisation of a folder data set (torchvision's `Normalize`).
   public static let normalization = Normalization(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
 
-  /// The pipeline images are decoded with (evaluation: resize, centre crop; `Normalize` by ImageNet's statistics).
-  public var evalPipeline: ImagePipeline { ImagePipeline.eval(size: imageSize) }
+  /// The evaluation pipeline: `Resize(S·256/224)`, `CenterCrop(S)`, then `convention`.
+  public var evalPipeline: ImagePipeline { ImagePipeline.eval(size: imageSize, convention: convention) }
+
+  /// The training pipeline: `RandomResizedCrop(S)`, `RandomHorizontalFlip()`, `ColorJitter` when
+  /// `colorJitter` > 0, then `convention`.
+  public var trainPipeline: ImagePipeline { ImagePipeline.train(size: imageSize, jitter: colorJitter, convention: convention) }
+}
+
+extension Normalization {
+  /// The per-channel normalisation nearest to `convention`, for metadata that records one:
+  /// `Normalize`'s mean and std; for `ToBGRTensor` (0–255, no mean/std) mean 0 and std 1/255
+  /// (the values, though the planes are in B, G, R order: the recorded pipeline says so).
+  public init(_ convention: TensorConvention) {
+    switch convention {
+    case .normalize(let m, let s): self.init(mean: m, std: s)
+    case .bgr255: self.init(mean: [0, 0, 0], std: [Float](repeating: 1 / 255, count: 3))
+    }
+  }
+}
+
+/// A folder data set for training, streamed: the train and validation splits (DIR/val, or a
+/// seeded share of DIR/train), the pipelines, and `ImageLoader`s over them. Images are decoded
+/// on `options.workers` threads ahead of each step; nothing is held in memory but the batches.
+public struct FolderTrainingData: Sendable {
+  /// The directory (holding train/ and maybe val/).
+  public var directory: String
+  /// The training split.
+  public var train: ImageFolder
+  /// The validation split (evaluated after each epoch through `evalPipeline`).
+  public var val: ImageFolder
+  /// The share of train/ carved out as `val` (nil: DIR/val).
+  public var valSplit: Double?
+  /// How the folder is read (image size, workers, bad images, jitter, convention, split seed).
+  public var options: FolderDataOptions
+  /// A sentence saying what was read.
+  public var source: String
+  /// The files skipped while scanning (with `options.skipBadImages`), one warning each.
+  public var warnings: [String]
+
+  /// Class names, label order (sorted by code point).
+  public var classNames: [String] { train.classes }
+  /// `[3, S, S]`.
+  public var imageShape: [Int] { [3, options.imageSize, options.imageSize] }
+  /// What training applies (`options.trainPipeline`).
+  public var trainPipeline: ImagePipeline { options.trainPipeline }
+  /// What evaluation and prediction apply (`options.evalPipeline`).
+  public var evalPipeline: ImagePipeline { options.evalPipeline }
+
+  /// Scans DIR/train and DIR/val (or carves `options.valSplit` of train/, seeded by `options.seed`).
+  /// - Throws: `ImageError` naming the folder or file (see `ImageFolderSplits.load`), also when
+  ///   there is no validation split, or `DataError` without a directory.
+  public static func load(directory: String?, options: FolderDataOptions) throws -> FolderTrainingData {
+    guard let dir = directory else {
+      throw DataError.notFound(dataset: "folder", path: "(no --data-dir)", hint: "pass --data-dir DIR with DIR/train/CLASS/IMAGE.jpg")
+    }
+    let splits = try ImageFolderSplits.load(
+      directory: dir, valSplit: options.valSplit, seed: options.seed, skipBadImages: options.skipBadImages)
+    guard let val = splits.val else {
+      throw ImageError(file: dir, reason: "no val/ folder: add DIR/val/CLASS/… or pass --val-split F (e.g. 0.1)")
+    }
+    let warnings = (splits.train.skipped + val.skipped).map { "warning: skipped \($0)" }
+    let how = splits.valSplit.map { ", validation: \(Int(($0 * 100).rounded()))% of train/ (seed \(options.seed))" } ?? ""
+    let skipped = warnings.isEmpty ? "" : ", \(warnings.count) skipped"
+    let source = "image folder \(dir) (\(splits.train.classes.count) classes, \(splits.train.count) train, \(val.count) "
+      + "validation images at \(options.imageSize)x\(options.imageSize), streamed by \(options.workers) worker"
+      + "\(options.workers == 1 ? "" : "s")\(how)\(skipped))"
+    return FolderTrainingData(
+      directory: dir, train: splits.train, val: val, valSplit: splits.valSplit, options: options, source: source, warnings: warnings)
+  }
+
+  /// The loader of training batches: `trainPipeline`, seeded by `seed` (order and augmentation).
+  public func trainLoader(batchSize: Int, shuffle: Bool, dropLast: Bool, seed: UInt64) -> ImageLoader {
+    ImageLoader(folder: train, pipeline: trainPipeline, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, seed: seed,
+      workers: options.workers, skipBadImages: options.skipBadImages)
+  }
+
+  /// The loader of the validation split, in order, through `evalPipeline`.
+  public func valLoader(batchSize: Int) -> ImageLoader {
+    ImageLoader(folder: val, pipeline: evalPipeline, batchSize: batchSize, shuffle: false, seed: 0,
+      workers: options.workers, skipBadImages: options.skipBadImages)
+  }
+
+  /// What a checkpoint of a run on this folder records beside the model: the class names, both
+  /// pipelines, the split (when carved), and the normalisation nearest to the convention.
+  public func record(in metadata: inout ModelMetadata) {
+    metadata.classNames = classNames
+    metadata.trainTransform = trainPipeline
+    metadata.evalTransform = evalPipeline
+    metadata.valSplit = valSplit
+    metadata.splitSeed = valSplit == nil ? nil : options.seed
+    metadata.normalization = Normalization(options.convention)
+  }
 }
 
 /// The checkpoint metadata keys of a folder data set.

@@ -122,6 +122,10 @@ public struct StepInfo: Sendable {
   public var learningRate: Float
   /// This step's throughput.
   public var imagesPerSecond: Double
+  /// For streamed data (a folder): the fraction of this epoch's step time so far spent waiting
+  /// for the loader's next batch (above 0.1 the run is data-bound: more `--workers` would help);
+  /// nil for in-memory data.
+  public var dataWait: Double?
 }
 
 /// One epoch's numbers.
@@ -136,6 +140,9 @@ public struct EpochRecord: Sendable {
   public var testLoss: Double?
   /// The epoch's training throughput.
   public var imagesPerSecond: Double
+  /// For streamed data: the fraction of the epoch's step time spent waiting for the loader
+  /// (nil for in-memory data).
+  public var dataWait: Double?
 }
 
 /// Errors that stop training.

@@ -119,8 +119,9 @@ extension Trainer {
       ("schedule", options.schedule.rawValue), ("warmup_steps", "\(options.warmupSteps)"),
       ("shuffle", "\(options.shuffle)"), ("drop_last", "\(options.dropLast)"), ("augment", options.augmentation.text),
       ("clip_grad_norm", options.clipGradNorm.map { "\($0)" } ?? "none"),
-      ("train_examples", "\(trainSet.count)"), ("input", Shape.text(metadata.input)), ("classes", "\(metadata.classes)"),
+      ("train_examples", "\(loader.examples)"), ("input", Shape.text(metadata.input)), ("classes", "\(metadata.classes)"),
     ]
+    if let folder { pairs.append(("train_transform", folder.trainPipeline.description)) }
     if options.schedule == .cosine || options.schedule == .linear { pairs.append(("total_steps", "\(totalSteps)")) }
     if options.schedule == .step { pairs += [("step_size", "\(options.stepSize)"), ("gamma", "\(options.gamma)")] }
     if options.labelSmoothing != 0 { pairs.append(("label_smoothing", "\(options.labelSmoothing)")) }

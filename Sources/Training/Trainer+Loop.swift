@@ -44,10 +44,13 @@ extension Trainer {
     for epoch in startEpoch..<options.epochs {
       if step >= totalSteps { break }
       model.train()
-      loader.startEpoch(epoch)
       let first = epoch == startEpoch ? startBatch : 0
+      loader.startEpoch(epoch, fromBatch: first)
+      // Workers stop when the epoch is left early (the step cap, an error).
+      defer { loader.stop() }
       var lossSum = epoch == startEpoch ? startLossSum : 0, seen = epoch == startEpoch ? startSeen : 0
       let epochStart = DispatchTime.now().uptimeNanoseconds
+      var epochWait = 0.0, epochSteps = 0.0
       var b = first
       while b < loader.batchesPerEpoch && step < totalSteps {
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -60,10 +63,14 @@ extension Trainer {
           throw TensorError.invalidArgument(
             "batch \(b + 1) has \(n) examples, fewer than the \(group.size) processes; use --drop-last or a smaller --batch-size")
         }
-        loader.batch(b, rows: rows, into: xBatch, labels: &labels)
+        let x = try loader.batch(b, rows: rows, scratch: xBatch, labels: &labels)
+        let waited = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        if group.rank == 0 {
+          for w in loader.takeWarnings() { FileHandle.standardError.write(Data((w + "\n").utf8)) }
+        }
         let lr = scheduler.learningRate
         model.zeroGrad()
-        let logits = try model.forward(xBatch)
+        let logits = try model.forward(x)
         var (loss, grad) = try self.loss.valueAndGradient(logits, labels: labels)
         if group.size > 1 {
           // The global batch's mean loss is Σ (n_r/n)·loss_r: scale this share, then sum.
@@ -96,8 +103,13 @@ extension Trainer {
         step += 1
         b += 1
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        epochWait += waited
+        epochSteps += dt
+        dataWaitSeconds += waited
+        stepSeconds += dt
         let info = StepInfo(step: step, epoch: epoch + 1, batchInEpoch: b, batchesPerEpoch: loader.batchesPerEpoch,
-          loss: loss, learningRate: lr, imagesPerSecond: Double(n) / dt)
+          loss: loss, learningRate: lr, imagesPerSecond: Double(n) / dt,
+          dataWait: loader.streams ? epochWait / Swift.max(epochSteps, 1e-9) : nil)
         losses.append(loss)
         lossSum += Double(loss) * Double(n)
         seen += n
@@ -112,15 +124,23 @@ extension Trainer {
       }
       let seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) / 1e9
       let finished = b >= loader.batchesPerEpoch
+      loader.stop()
       var record = EpochRecord(epoch: epoch + 1, trainLoss: seen > 0 ? lossSum / Double(seen) : .nan,
-        testAccuracy: nil, testLoss: nil, imagesPerSecond: Double(seen) / Swift.max(seconds, 1e-9))
-      if options.evaluateEachEpoch, group.rank == 0, let test = testSet {
-        let e = try Training.evaluate(model, on: test, normalization: metadata.normalization, batchSize: options.batchSize)
+        testAccuracy: nil, testLoss: nil, imagesPerSecond: Double(seen) / Swift.max(seconds, 1e-9),
+        dataWait: loader.streams && epochSteps > 0 ? epochWait / epochSteps : nil)
+      if options.evaluateEachEpoch, group.rank == 0, evaluateTest != nil || testSet != nil {
+        let e: Evaluation
+        if let evaluateTest {
+          e = try evaluateTest(model)
+        } else {
+          e = try Training.evaluate(model, on: testSet!, normalization: metadata.normalization, batchSize: options.batchSize)
+        }
         record.testAccuracy = e.accuracy
         record.testLoss = e.loss
       }
       epochs.append(record)
       var entry: [String: Any] = ["epoch": epoch + 1, "train_loss": record.trainLoss, "images_per_s": record.imagesPerSecond, "steps": step]
+      if let w = record.dataWait { entry["data_wait"] = w }
       if let a = record.testAccuracy, let l = record.testLoss {
         entry["test_accuracy"] = a
         entry["test_loss"] = l

@@ -72,7 +72,14 @@ public final class Trainer {
 
   /// The optimizer's name in the state file (`adam`, or the type of an optimizer passed in).
   let optimizerName: String
-  let loader: BatchLoader
+  /// The training batches (in memory, or streamed from a folder).
+  let loader: TrainingBatches
+  /// The folder a streamed run reads (its metadata goes into every checkpoint).
+  let folder: FolderTrainingData?
+  /// Evaluates the model after each epoch when the test split is not in memory (a folder's val/).
+  let evaluateTest: ((Module) throws -> Evaluation)?
+  /// Seconds the loop waited for the loader's next batch in this run, and the steps' seconds in all.
+  public internal(set) var dataWaitSeconds = 0.0, stepSeconds = 0.0
   var step = 0  // steps completed
   var startEpoch = 0
   var startBatch = 0
@@ -118,20 +125,78 @@ public final class Trainer {
   ///   - group: several processes (each calling this with the same arguments) train data-parallel:
   ///     rank 0's initial weights are broadcast to the others; `checkpoint` is read by every
   ///     process on resume and written by rank 0 only.
-  public init(
+  public convenience init(
     model: Module, name: String = "custom", loss: (any ClassificationLoss)? = nil, optimizer: (any Optimizer)? = nil,
     scheduler: LRScheduler? = nil, options: TrainOptions = TrainOptions(), train: ImageDataset, test: ImageDataset? = nil,
     normalization: Normalization? = nil, group: ProcessGroup = SingleProcess()
+  ) throws {
+    let normalization = normalization ?? train.normalization
+    guard normalization.mean.count == train.channels else {
+      throw TensorError.invalidArgument(
+        "the normalisation has \(normalization.mean.count) channels, the data set \(train.name) \(train.channels)")
+    }
+    let batches = InMemoryBatches(BatchLoader(dataset: train, batchSize: options.batchSize, shuffle: options.shuffle,
+      dropLast: options.dropLast, normalization: normalization, augment: options.augmentation, seed: options.seed))
+    try self.init(model: model, name: name, loss: loss, optimizer: optimizer, scheduler: scheduler, options: options,
+      train: train, test: test, normalization: normalization, batches: batches, evaluateTest: nil, folder: nil, group: group)
+  }
+
+  /// A run of the network `options.model` names on a folder of images, streamed (see
+  /// `init(model:name:loss:optimizer:scheduler:options:folder:group:)`), built by the first of
+  /// `factories` that offers it for `[3, S, S]` inputs and the folder's classes.
+  public convenience init(
+    options: TrainOptions, folder: FolderTrainingData, factories: [ModelFactory] = [.seedModels],
+    group: ProcessGroup = SingleProcess()
+  ) throws {
+    let k = folder.classNames.count
+    let model = try ModelFactory.build(options.model, factories: factories, input: folder.imageShape, classes: k == 2 ? 1 : k,
+      seed: options.seed)
+    try self.init(model: model, name: options.model, options: options, folder: folder, group: group)
+  }
+
+  /// Prepares a run of `model` on a folder of images, streamed: each step's batch is decoded and
+  /// transformed (`folder.trainPipeline`: RandomResizedCrop, flip, ColorJitter, the convention) on
+  /// `folder.options.workers` threads ahead of the step, into reused buffers; each epoch ends with
+  /// an evaluation of the validation split through `folder.evalPipeline`. The crops and flips are
+  /// drawn from (seed, epoch, position), so a resume continues exactly, with any worker count.
+  /// The checkpoints record the class names, both pipelines and the split (`ModelMetadata`).
+  /// `trainSet` is then an empty data set of the folder's shape and classes, `testSet` nil.
+  /// - Throws: as the in-memory initialiser; also when `options` asks for the in-memory
+  ///   augmentation (`augment`, `randomCrop`, `horizontalFlip`), which the pipeline replaces.
+  public convenience init(
+    model: Module, name: String = "custom", loss: (any ClassificationLoss)? = nil, optimizer: (any Optimizer)? = nil,
+    scheduler: LRScheduler? = nil, options: TrainOptions = TrainOptions(), folder: FolderTrainingData,
+    group: ProcessGroup = SingleProcess()
+  ) throws {
+    guard options.augmentation == .none else {
+      throw TensorError.invalidArgument(
+        "--augment, --random-crop and --flip apply to in-memory data sets; a folder trains through its pipeline "
+          + "(\(folder.trainPipeline)), which crops and flips already")
+    }
+    let normalization = Normalization(folder.options.convention)
+    let k = folder.classNames.count
+    let placeholder = ImageDataset(name: "folder/train", channels: 3, height: folder.options.imageSize, width: folder.options.imageSize,
+      classes: k, pixels: [], labels: [], source: folder.directory, normalization: normalization)
+    let batches = StreamedBatches(folder.trainLoader(batchSize: options.batchSize, shuffle: options.shuffle,
+      dropLast: options.dropLast, seed: options.seed))
+    let val = folder.valLoader(batchSize: options.batchSize)
+    try self.init(model: model, name: name, loss: loss, optimizer: optimizer, scheduler: scheduler, options: options,
+      train: placeholder, test: nil, normalization: normalization, batches: batches,
+      evaluateTest: { net in try Training.evaluate(net, on: val) }, folder: folder, group: group)
+  }
+
+  /// The designated initialiser behind the public ones: `batches` gives the training batches,
+  /// `evaluateTest` (else `test`) the evaluation after each epoch, `folder` its metadata.
+  init(
+    model: Module, name: String, loss: (any ClassificationLoss)?, optimizer: (any Optimizer)?,
+    scheduler: LRScheduler?, options: TrainOptions, train: ImageDataset, test: ImageDataset?,
+    normalization: Normalization, batches: TrainingBatches, evaluateTest: ((Module) throws -> Evaluation)?,
+    folder: FolderTrainingData?, group: ProcessGroup
   ) throws {
     try options.validate()
     guard options.batchSize >= group.size else {
       throw TensorError.invalidArgument(
         "--batch-size \(options.batchSize) is smaller than the \(group.size) processes: each needs at least one example")
-    }
-    let normalization = normalization ?? train.normalization
-    guard normalization.mean.count == train.channels else {
-      throw TensorError.invalidArgument(
-        "the normalisation has \(normalization.mean.count) channels, the data set \(train.name) \(train.channels)")
     }
     self.options = options
     self.group = group
@@ -151,8 +216,12 @@ public final class Trainer {
       throw TensorError.invalidArgument(
         "--label-smoothing applies to the cross-entropy of 3 or more classes; this data set has 2 (one logit, binary cross-entropy)")
     }
-    metadata = ModelMetadata(model: name, input: train.imageShape, classes: outputs, normalization: normalization,
-      data: options.dataName)
+    var metadata = ModelMetadata(model: name, input: train.imageShape, classes: outputs, normalization: normalization,
+      data: options.dataName ?? (folder != nil ? DataChoice.folder.rawValue : nil))
+    folder?.record(in: &metadata)
+    self.metadata = metadata
+    self.folder = folder
+    self.evaluateTest = evaluateTest
     gradients = model.prepareForTraining()
     if let loss {
       self.loss = loss
@@ -177,9 +246,7 @@ public final class Trainer {
       }
       optimizerName = options.optimizer.rawValue
     }
-    loader = BatchLoader(dataset: train, batchSize: options.batchSize, shuffle: options.shuffle,
-      dropLast: options.dropLast, normalization: normalization, augment: options.augmentation,
-      seed: options.seed)
+    loader = batches
     if let scheduler {
       guard scheduler.optimizer === self.optimizer else {
         throw TensorError.invalidArgument("Trainer: the scheduler is attached to another optimizer than the trainer's")

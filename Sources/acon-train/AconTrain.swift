@@ -4,6 +4,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import ImageData
 import NN
 import TensorCore
 import Training
@@ -34,10 +35,14 @@ struct DataOptions: ParsableArguments {
 
   @Option(help: "--data folder: the share of DIR/train used for validation when DIR/val is absent (seeded by --split-seed).")
   var valSplit: Double?
-  @Option(help: "--data folder: the seed of --val-split.") var splitSeed: UInt64 = 0
-  @Option(help: "--data folder: the side of the square images (Resize(S·256/224), CenterCrop(S)).") var imageSize: Int = 64
-  @Option(help: "--data folder: decoding threads.") var workers: Int = 2
+  @Option(help: "--data folder: the seed of --val-split (default 0; `evaluate`: the checkpoint's).") var splitSeed: UInt64?
+  @Option(help: "--data folder: the side of the square images (training: RandomResizedCrop(S); evaluation: Resize(S·256/224), CenterCrop(S)).")
+  var imageSize: Int = 64
+  @Option(help: "--data folder: decoding threads, ahead of the training step.") var workers: Int = 2
   @Flag(help: "--data folder: skip images that do not decode (a counted warning each) instead of failing.") var skipBadImages = false
+  @Option(help: "--data folder: ColorJitter's brightness, contrast and saturation in training (0: none).") var colorJitter: Double = 0
+  @Option(help: "--data folder: imagenet (Normalize by ImageNet's mean/std) or bgr255 (the official ACON ToBGRTensor: BGR, 0–255).")
+  var convention: String = "imagenet"
 
   /// Whether `--data` was given.
   var dataGiven: Bool { data != nil }
@@ -47,7 +52,15 @@ struct DataOptions: ParsableArguments {
     guard (1...4096).contains(imageSize) else { fail("--image-size must be in 1...4096, got \(imageSize)") }
     guard (1...256).contains(workers) else { fail("--workers must be in 1...256, got \(workers)") }
     if let v = valSplit, !(v > 0 && v < 1) { fail("--val-split must be between 0 and 1, got \(v)") }
-    return FolderDataOptions(imageSize: imageSize, valSplit: valSplit, workers: workers, skipBadImages: skipBadImages, seed: splitSeed)
+    guard colorJitter >= 0 && colorJitter <= 1 else { fail("--color-jitter must be in 0...1, got \(colorJitter)") }
+    let c: TensorConvention
+    switch convention {
+    case "imagenet": c = .imageNet
+    case "bgr255": c = .bgr255
+    default: fail("--convention must be imagenet or bgr255, got '\(convention)'")
+    }
+    return FolderDataOptions(imageSize: imageSize, valSplit: valSplit, workers: workers, skipBadImages: skipBadImages,
+      seed: splitSeed ?? 0, colorJitter: colorJitter, convention: c)
   }
 
   func choice() -> DataChoice {
@@ -171,14 +184,26 @@ struct Train: ParsableCommand {
       let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
       Threads.count = Swift.max(1, Threads.defaultCount / Swift.max(1, local))
     }
-    let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, folder: dataOptions.folderOptions()) }
-    o.dataName = data.resolved.rawValue
-    say("data: \(data.source)")
-    checkBatchNormBatches(model: o.model, data: data.train, batchSize: batchSize,
-      processes: syncBatchnorm ? 1 : group.size, dropLast: dropLast)
-    let trainer = reporting {
-      try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization,
-        factories: modelFactories, group: group)
+    let trainer: Trainer
+    if dataOptions.choice() == .folder {
+      // A folder streams: decoded and augmented on --workers threads ahead of each step.
+      let folder = reporting { try FolderTrainingData.load(directory: dataOptions.dataDir, options: dataOptions.folderOptions()) }
+      o.dataName = DataChoice.folder.rawValue
+      say("data: \(folder.source)")
+      if speaks { for w in folder.warnings { warn(String(w.dropFirst("warning: ".count))) } }
+      checkBatchNormBatches(model: o.model, imageShape: folder.imageShape, classes: folder.classNames.count, count: folder.train.count,
+        batchSize: batchSize, processes: syncBatchnorm ? 1 : group.size, dropLast: dropLast)
+      trainer = reporting { try Trainer(options: o, folder: folder, factories: modelFactories, group: group) }
+    } else {
+      let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, folder: dataOptions.folderOptions()) }
+      o.dataName = data.resolved.rawValue
+      say("data: \(data.source)")
+      checkBatchNormBatches(model: o.model, imageShape: data.train.imageShape, classes: data.train.classes, count: data.train.count,
+        batchSize: batchSize, processes: syncBatchnorm ? 1 : group.size, dropLast: dropLast)
+      trainer = reporting {
+        try Trainer(options: o, train: data.train, test: data.test, normalization: data.normalization,
+          factories: modelFactories, group: group)
+      }
     }
     say("model: \(o.model), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
     // At a terminal only, so that logs and scripts see the same output everywhere.
@@ -206,14 +231,20 @@ struct Train: ParsableCommand {
       let width = 24, filled = Int(done * Double(width))
       let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
       let eta = Double(info.batchesPerEpoch - info.batchInEpoch) * Double(o.batchSize) / max(info.imagesPerSecond, 1)
-      let line = String(format: "\repoch %d [%@] step %d/%d loss %.4f %.0f img/s ETA %d:%02d ",
-        info.epoch, bar, info.batchInEpoch, info.batchesPerEpoch, info.loss, info.imagesPerSecond, Int(eta) / 60, Int(eta) % 60)
+      var line = String(format: "\repoch %d [%@] step %d/%d loss %.4f %.0f img/s",
+        info.epoch, bar, info.batchInEpoch, info.batchesPerEpoch, info.loss, info.imagesPerSecond)
+      if let w = info.dataWait { line += String(format: ", waiting for data %.0f%%%@", w * 100, w > 0.1 ? " (data-bound)" : "") }
+      line += String(format: " ETA %d:%02d ", Int(eta) / 60, Int(eta) % 60)
       FileHandle.standardError.write(Data(line.utf8))
     }
     trainer.onEpoch = { r in
       guard speaks else { return }
       if stderrIsTTY { FileHandle.standardError.write(Data("\n".utf8)) }
       var line = String(format: "epoch %d: train loss %.4f, %.0f images/s", r.epoch, r.trainLoss, r.imagesPerSecond)
+      if let w = r.dataWait {
+        line += String(format: " (%.0f%% of the step time waiting for data%@)", w * 100,
+          w > 0.1 ? ": data-bound, try more --workers" : "")
+      }
       if let a = r.testAccuracy, let l = r.testLoss { line += String(format: ", test accuracy %.2f%%, test loss %.4f", a * 100, l) }
       print(line)
     }
@@ -236,17 +267,18 @@ struct Train: ParsableCommand {
 /// with one value per channel (N·H·W = 1: a batch of 1 at a 1×1 map, Meta-ACON's β network at
 /// any size), naming the layer and the fix; PyTorch stops there too, mid-run. `processes` is the
 /// number of shares each batch is split into for BatchNorm's statistics (1 with synchronised BN).
-func checkBatchNormBatches(model name: String, data: ImageDataset, batchSize: Int, processes: Int, dropLast: Bool) {
-  guard let net = try? buildModel(name, input: data.imageShape, classes: data.classes, seed: 0) else { return }  // the trainer reports it
+func checkBatchNormBatches(model name: String, imageShape: [Int], classes: Int, count: Int, batchSize: Int, processes: Int,
+  dropLast: Bool) {
+  guard let net = try? buildModel(name, input: imageShape, classes: classes, seed: 0) else { return }  // the trainer reports it
   var batches = [(batchSize / max(1, processes), "--batch-size \(batchSize)" + (processes > 1 ? " over \(processes) processes" : ""),
     "use --batch-size \(2 * max(1, processes)) or more (evaluation works at any batch size)")]
-  let last = data.count % batchSize
+  let last = count % batchSize
   if !dropLast, last > 0, processes == 1 {
-    batches.append((last, "the last batch of each epoch (\(data.count) examples, --batch-size \(batchSize))",
+    batches.append((last, "the last batch of each epoch (\(count) examples, --batch-size \(batchSize))",
       "pass --drop-last or another --batch-size"))
   }
   for (n, what, fix) in batches where n >= 1 {
-    guard let bn = (try? LayerWalk.singleValueBatchNorm(net, [n] + data.imageShape)) ?? nil else { continue }
+    guard let bn = (try? LayerWalk.singleValueBatchNorm(net, [n] + imageShape)) ?? nil else { continue }
     fail("\(name): training with \(what) gives BatchNorm2D '\(bn.name)' one value per channel (input \(Shape.text(bn.input))), "
       + "and batch statistics need more than one (PyTorch: \"Expected more than 1 value per channel when training\"); \(fix)")
   }
@@ -272,6 +304,7 @@ struct Evaluate: ParsableCommand {
       }
       choice = recorded
     }
+    if choice == .folder { return evaluateFolder(file) }
     let data = reporting { try choice.load(directory: dataOptions.dataDir, includeTrain: false, folder: dataOptions.folderOptions()) }
     let meta = reporting {
       try ModelMetadata(strings: file.metadata, file: checkpoint, fallbackModel: model.map(parseModel),

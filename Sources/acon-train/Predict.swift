@@ -1,7 +1,7 @@
 // Predict: `acon-train predict --checkpoint F IMAGE...` — decodes each image (JPEG or PNG),
 // applies the evaluation transforms the checkpoint records (`eval_transform`, else torchvision's
 // Resize(H·256/224) + CenterCrop(H, W) with the checkpoint's normalisation), runs the network at
-// batch 1 in evaluation mode and prints the top-k classes with their softmax probabilities
+// batch 1 in evaluation and inference mode and prints the top-k classes with their softmax probabilities
 // (names from the checkpoint's `class_names`, else from --data-dir DIR/train's folders, else indices).
 // With --input-tensor IN --logits-out OUT it instead runs a ready batch (a safetensors tensor
 // `input`, no transforms) and writes the raw eval-mode logits, for checks against PyTorch twins.
@@ -39,7 +39,7 @@ struct Predict: ParsableCommand {
       fail("\(checkpoint): the model takes \(meta.input[0])-channel inputs; predict feeds RGB images (3 channels)")
     }
     let pipeline: ImagePipeline = reporting {
-      if let text = file.metadata["eval_transform"] { return try ImagePipeline(parsing: text) }
+      if let recorded = meta.evalTransform { return recorded }
       let (h, w) = (meta.input[1], meta.input[2])
       return ImagePipeline(
         [.resize(min(h, w) * 256 / 224), .centerCrop(height: h, width: w)],
@@ -48,7 +48,7 @@ struct Predict: ParsableCommand {
     guard pipeline.outputShape == meta.input else {
       fail("\(checkpoint): eval_transform gives \(pipeline.outputShape) but the model takes \(meta.input)")
     }
-    let names = classNames(file.metadata, classes: meta.classes)
+    let names = meta.classNames ?? classNames(classes: meta.classes)
     let net = reporting { try buildModel(meta.model, input: meta.input, classes: meta.classes, seed: 0) }
     reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
     net.eval()
@@ -61,7 +61,7 @@ struct Predict: ParsableCommand {
         let bytes = try ImageFile.read(path)
         try bytes.withUnsafeBytes { try processor.process($0, name: path, pipeline: pipeline, rng: &rng, into: x.data) }
       }
-      let logits = reporting { try net.forward(x) }
+      let logits = reporting { try net.withInferenceMode { try net.forward(x) } }
       let z = (0..<logits.count).map { Double(logits.data[$0]) }
       // One logit: a binary classifier (sigmoid); else softmax over the classes.
       let probs: [Double]
@@ -117,20 +117,14 @@ struct Predict: ParsableCommand {
     reporting { try loadStateDict(file.tensors, into: net, file: checkpoint) }
     net.eval()
     let x = Tensor(shape: shape, values: values)
-    let logits = reporting { try net.forward(x) }
+    let logits = reporting { try net.withInferenceMode { try net.forward(x) } }
     reporting { try SafetensorsFile(metadata: ["model": meta.model], tensors: ["logits": SafetensorsValue(logits)]).write(path: outPath) }
     finishOutput()
   }
 
-  /// The checkpoint's `class_names` (a JSON array), else DIR/train's class folders, else none.
-  private func classNames(_ metadata: [String: String], classes: Int) -> [String] {
+  /// Without the checkpoint's `class_names`: DIR/train's class folders, else none.
+  private func classNames(classes: Int) -> [String] {
     let count = classes == 1 ? 2 : classes
-    if let text = metadata["class_names"] {
-      guard let names = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String], names.count == count else {
-        fail("\(checkpoint): metadata class_names is not a JSON array of \(count) strings")
-      }
-      return names
-    }
     if let dir = dataDir {
       let folder = reporting { try ImageFolder.scan(root: dir + "/train", skipBadImages: true) }
       guard folder.classes.count == count else {

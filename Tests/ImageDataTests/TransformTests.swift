@@ -175,4 +175,63 @@ final class TransformTests: XCTestCase {
     XCTAssertEqual([r.width, r.height], [3, 3])
     XCTAssertEqual(Array(r.pixels[0..<3]), [10, 200, 30])
   }
+
+  func testAFlipLeftToTheTensorWriteIsTheFlippedImage() throws {
+    // process() leaves a last flip to the tensor write, which reads each row mirrored: the same
+    // floats as transformed() (which flips the pixels) and then write(), at odd sizes, with a
+    // flip before another transform, twice, and in both conventions.
+    let bytes = try ImageFile.read(Fixtures.dir + "/folder/train/ant/img0.jpg")
+    let cases: [[ImageTransform]] = [
+      [.resize(9), .centerCrop(height: 7, width: 5), .randomHorizontalFlip(p: 1)],
+      [.resize(9), .centerCrop(height: 1, width: 1), .randomHorizontalFlip(p: 1)],
+      [.randomResizedCrop(6), .randomHorizontalFlip(p: 1), .colorJitter(brightness: 0.4, contrast: 0.4, saturation: 0.4)],
+      [.resize(8), .randomHorizontalFlip(p: 1), .randomHorizontalFlip(p: 1), .centerCrop(3)],
+      [.resize(8), .randomHorizontalFlip(p: 1), .centerCrop(height: 4, width: 3), .randomHorizontalFlip(p: 1)],
+    ]
+    let p = ImageProcessor(), q = ImageProcessor()
+    for t in cases {
+      for convention in [TensorConvention.imageNet, .bgr255] {
+        let pipeline = ImagePipeline(t, convention: convention)
+        let shape = pipeline.outputShape, n = shape.reduce(1, *)
+        var fused = [Float](repeating: .nan, count: n), reference = [Float](repeating: .nan, count: n)
+        var r1 = SeededGenerator(seed: 9), r2 = SeededGenerator(seed: 9)
+        try bytes.withUnsafeBytes { raw in
+          try fused.withUnsafeMutableBufferPointer { try p.process(raw, name: "x", pipeline: pipeline, rng: &r1, into: $0.baseAddress!) }
+          let image = try q.transformed(raw, name: "x", pipeline: pipeline, rng: &r2)
+          reference.withUnsafeMutableBufferPointer { q.write(image, convention: convention, into: $0.baseAddress!) }
+        }
+        XCTAssertEqual(fused, reference, "\(pipeline)")
+        if t == cases[0] {
+          // Not vacuous: without the flip the floats differ.
+          var unflipped = [Float](repeating: .nan, count: n), r3 = SeededGenerator(seed: 9)
+          let plain = ImagePipeline(Array(t.dropLast()), convention: convention)
+          try bytes.withUnsafeBytes { raw in
+            try unflipped.withUnsafeMutableBufferPointer { try p.process(raw, name: "x", pipeline: plain, rng: &r3, into: $0.baseAddress!) }
+          }
+          XCTAssertNotEqual(unflipped, fused)
+        }
+      }
+    }
+  }
+
+  func testPairedRowsGiveTheSingleRowBytes() {
+    // The horizontal pass's two-rows-per-multiply path against one row at a time, on random
+    // pictures, crops and sizes (shrinking by up to 40×, enlarging), white included.
+    var rng = SeededGenerator(seed: 21)
+    let paired = Resampler(), single = Resampler(pairedRows: false)
+    for trial in 0..<80 {
+      let w = 1 + rng.nextInt(below: 200), h = 1 + rng.nextInt(below: 40)
+      let pixels = (0..<(w * h * 3)).map { _ in trial % 10 == 0 ? 255 : UInt8(truncatingIfNeeded: rng.nextInt(below: 256)) }
+      let img = RGBImage(width: w, height: h, pixels: pixels)
+      let left = rng.nextInt(below: w), width = 1 + rng.nextInt(below: w - left)
+      let top = rng.nextInt(below: h), height = 1 + rng.nextInt(below: h - top)
+      let outW = 1 + rng.nextInt(below: 60), outH = 1 + rng.nextInt(below: 30)
+      let x = ResampleAxis(crop: left, left + width, outSize: outW), y = ResampleAxis(crop: top, top + height, outSize: outH)
+      var a = RGBImage(), b = RGBImage()
+      paired.resample(img, x: x, y: y, into: &a)
+      single.resample(img, x: x, y: y, into: &b)
+      XCTAssertEqual(a.pixels[0..<(outW * outH * 3)], b.pixels[0..<(outW * outH * 3)], "\(w)x\(h) crop \(width)x\(height) to \(outW)x\(outH)")
+      if trial % 10 == 0 { XCTAssertEqual(Set(a.pixels[0..<(outW * outH * 3)]), [255], "white stays white") }
+    }
+  }
 }
