@@ -5,11 +5,16 @@
 // Every move is one primitive, `ChannelOps.copyPlanes`: plane j of a run goes from source channel
 // `srcStart + j·srcStep` to destination channel `dstStart + j·dstStep`, for every sample. With unit
 // steps a run is one memcpy per sample; otherwise one memcpy per H·W plane. A move that writes
-// more than the cores' L2 caches hold uses streaming stores (CCopyKernels) instead of memcpy:
-// its output leaves the caches either way, and a plain store reads each destination line
-// first, so the copy moves 1.5× its bytes. (Measured in C on this session's 2-core Xeon, shared
-// and loaded, best of 15: the [64, 64, 56, 56] concat and split 1.2–2× faster than with
-// memcpy, ShuffleNetV2-0.5× stage tensors of 5–10 MB 1.1–1.2× faster.)
+// more than 3/4 of the last-level cache (`streamingThreshold`, from the cache sizes detected at
+// run time) uses streaming stores (CCopyKernels) instead of memcpy: source and output together
+// no longer fit the cache, the output leaves it either way, and a plain store reads each
+// destination line first, so the copy would move 1.5× its bytes. A smaller move stays in the
+// last-level cache, where memcpy's plain stores are the fast ones: on a 2-core AMD EPYC (Zen 4)
+// guest with 32 MB of L3, streaming the ShuffleNetV2-0.5× stage tensors (5–10 MB) ran at about
+// 0.4–0.5 of memcpy's speed. The same rule (glibc's memcpy also switches at 3/4 of its estimate
+// of the shared cache) keeps larger moves streaming: [64, 64, 56, 56] (51 MB) was 1.2–2× faster
+// streamed on a 2-core Xeon and on the EPYC.
+import CAconKernels
 import CCopyKernels
 import TensorCore
 
@@ -35,7 +40,8 @@ public enum ChannelOps {
   /// plane j goes from `src[s, srcStart + j·srcStep]` to `dst[s, dstStart + j·dstStep]`.
   /// - Shapes: src `[batch, srcChannels, plane]`, dst `[batch, dstChannels, plane]`;
   ///   every addressed channel lies inside its tensor. The regions must not overlap.
-  /// A move larger than the cores' L2 caches uses streaming stores; the bits are the same.
+  /// A move that writes `streamingThreshold` floats or more uses streaming stores; the bits are
+  /// the same.
   public static func copyPlanes(
     from src: UnsafePointer<Float>, srcChannels: Int, srcStart: Int, srcStep: Int = 1,
     to dst: UnsafeMutablePointer<Float>, dstChannels: Int, dstStart: Int, dstStep: Int = 1,
@@ -76,14 +82,19 @@ public enum ChannelOps {
   }
 
   /// Moves (a whole concatenation, split or shuffle) that write at least this many floats use
-  /// streaming stores: twice a core's L2 cache (`sysconf`; 1 MB if unknown), i.e. more than
-  /// two cores' L2 caches hold. Smaller ones use memcpy, so that their output stays in cache.
-  public static let streamingThreshold: Int = {
-    var l2 = 0
-    #if canImport(Glibc)
-      l2 = sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))
-    #endif
-    return 2 * Swift.max(l2, 1 << 20) / MemoryLayout<Float>.stride
+  /// streaming stores; smaller ones use memcpy, so that their output stays in cache. By default
+  /// 3/4 of the last-level cache (`acon_last_level_cache_bytes`, detected at run time; 16 MiB
+  /// if unknown), in floats: beyond that, source and output together overflow the cache. Any
+  /// value gives the same bits. Settable for tests and benchmarks (not while a move runs).
+  public static var streamingThreshold: Int {
+    get { threshold }
+    set { threshold = newValue }
+  }
+
+  nonisolated(unsafe) private static var threshold: Int = {
+    var llc = Int(clamping: acon_last_level_cache_bytes())
+    if llc <= 0 { llc = 16 << 20 }
+    return Swift.max(1, llc / 4 * 3 / MemoryLayout<Float>.stride)
   }()
 
   /// Whether a move writing `floats` floats in all uses streaming stores.
