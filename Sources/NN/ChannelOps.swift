@@ -4,16 +4,18 @@
 //
 // Every move is one primitive, `ChannelOps.copyPlanes`: plane j of a run goes from source channel
 // `srcStart + j·srcStep` to destination channel `dstStart + j·dstStep`, for every sample. With unit
-// steps a run is one memcpy per sample; otherwise one memcpy per H·W plane. A move that writes
-// more than 3/4 of the last-level cache (`streamingThreshold`, from the cache sizes detected at
-// run time) uses streaming stores (CCopyKernels) instead of memcpy: source and output together
-// no longer fit the cache, the output leaves it either way, and a plain store reads each
-// destination line first, so the copy would move 1.5× its bytes. A smaller move stays in the
-// last-level cache, where memcpy's plain stores are the fast ones: on a 2-core AMD EPYC (Zen 4)
-// guest with 32 MB of L3, streaming the ShuffleNetV2-0.5× stage tensors (5–10 MB) ran at about
-// 0.4–0.5 of memcpy's speed. The same rule (glibc's memcpy also switches at 3/4 of its estimate
-// of the shared cache) keeps larger moves streaming: [64, 64, 56, 56] (51 MB) was 1.2–2× faster
-// streamed on a 2-core Xeon and on the EPYC.
+// steps a run is one memcpy per sample; otherwise one memcpy per H·W plane. A move whose source
+// and output together (bytes read plus written) reach 3/4 of the last-level cache
+// (`streamingThreshold`, from the cache sizes detected at run time) uses streaming stores
+// (CCopyKernels) instead of memcpy: the tensors no longer fit the cache, the output leaves it
+// either way, and a plain store reads each destination line first, so the copy would move 1.5×
+// its bytes. A smaller move stays in the last-level cache, where memcpy's plain stores are the
+// fast ones. Measured on a 2-core AMD EPYC (Zen 4) guest with 32 MB of L3 (C, two threads,
+// repeated on the same buffers, machine shared): memcpy 1.6–1.9× faster than streaming up to
+// 9.6 MB written (the ShuffleNetV2-0.5× stage tensors, which the former 2×L2 rule streamed),
+// even at 12 MB, streaming 1.4–2.2× faster from 16 MB written on. glibc's memcpy switches at 3/4
+// of its own shared-cache estimate of the bytes copied, but on that guest glibc's estimate is
+// 320 MB, so it never streams there.
 import CAconKernels
 import CCopyKernels
 import TensorCore
@@ -83,9 +85,9 @@ public enum ChannelOps {
 
   /// Moves (a whole concatenation, split or shuffle) that write at least this many floats use
   /// streaming stores; smaller ones use memcpy, so that their output stays in cache. By default
-  /// 3/4 of the last-level cache (`acon_last_level_cache_bytes`, detected at run time; 16 MiB
-  /// if unknown), in floats: beyond that, source and output together overflow the cache. Any
-  /// value gives the same bits. Settable for tests and benchmarks (not while a move runs).
+  /// 3/8 of the last-level cache (`acon_last_level_cache_bytes`, detected at run time; 16 MiB if
+  /// unknown), in floats: from there on, the bytes read plus written reach 3/4 of that cache.
+  /// Any value gives the same bits. Settable for tests and benchmarks (not while a move runs).
   public static var streamingThreshold: Int {
     get { threshold }
     set { threshold = newValue }
@@ -94,7 +96,7 @@ public enum ChannelOps {
   nonisolated(unsafe) private static var threshold: Int = {
     var llc = Int(clamping: acon_last_level_cache_bytes())
     if llc <= 0 { llc = 16 << 20 }
-    return Swift.max(1, llc / 4 * 3 / MemoryLayout<Float>.stride)
+    return Swift.max(1, llc / 8 * 3 / MemoryLayout<Float>.stride)
   }()
 
   /// Whether a move writing `floats` floats in all uses streaming stores.

@@ -159,7 +159,7 @@ final class ChannelOpsTests: XCTestCase {
 
   /// Moves above `ChannelOps.streamingThreshold` take the streaming-store copy: the same bits,
   /// on planes of odd length (so most runs start off a 64-byte line) and odd channel counts.
-  /// The threshold is lowered for the test (its default, 3/4 of the last-level cache, can be
+  /// The threshold is lowered for the test (its default, 3/8 of the last-level cache, can be
   /// tens of MB).
   func testStreamingMovesAgainstReference() throws {
     let saved = ChannelOps.streamingThreshold
@@ -194,15 +194,15 @@ final class ChannelOpsTests: XCTestCase {
     assertClose(shuffled, Reference.channelShuffle(yd, groups: 2), rtol: 0, atol: 0, "shuffle")
   }
 
-  /// The default threshold is 3/4 of the last-level cache that CAconKernels detects (the
+  /// The default threshold is 3/8 of the last-level cache that CAconKernels detects (the
   /// highest-level data cache in /sys, else sysconf), and it agrees with /sys where Linux
   /// describes the caches. Moves on either side of it give the same bits.
   func testStreamingThresholdFollowsTheLastLevelCache() throws {
     let llc = Int(acon_last_level_cache_bytes())
     if llc > 0 {
-      XCTAssertEqual(ChannelOps.streamingThreshold, llc / 4 * 3 / 4)
+      XCTAssertEqual(ChannelOps.streamingThreshold, llc / 8 * 3 / 4)
     } else {
-      XCTAssertEqual(ChannelOps.streamingThreshold, (16 << 20) / 4 * 3 / 4)
+      XCTAssertEqual(ChannelOps.streamingThreshold, (16 << 20) / 8 * 3 / 4)
     }
     #if os(Linux)
       // The largest "size" among the data and unified caches of the highest "level" of cpu0.
