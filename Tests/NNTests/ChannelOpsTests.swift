@@ -263,6 +263,43 @@ final class ChannelOpsTests: XCTestCase {
     assertBitwiseEqual(results[0], results[2])
   }
 
+  /// The one-loop tiling of concat, concatBackward and the halves split (and its backward, with
+  /// a missing part): three parts of odd widths, runs that cross the threads' boundaries, the
+  /// same bits for 1 and 2 threads, and the Double twins' values.
+  func testTiledMovesAgainstReferenceForOneAndTwoThreads() throws {
+    var rng = SeededGenerator(seed: 14)
+    let parts = [Tensor.uniform([3, 1, 7, 9], using: &rng), .uniform([3, 4, 7, 9], using: &rng),
+      .uniform([3, 3, 7, 9], using: &rng)]
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    var runs: [[Float]] = []
+    for t in [1, 2] {
+      Threads.count = t
+      let y = Tensor(zeros: [3, 8, 7, 9])
+      ChannelOps.concat(parts, into: y)
+      assertClose(y, Reference.concatChannels(parts.map { DoubleTensor($0) }), rtol: 0, atol: 0, "concat")
+      let g0 = Tensor(zeros: [3, 1, 7, 9]), g2 = Tensor(zeros: [3, 3, 7, 9])
+      ChannelOps.concatBackward(y, into: [g0, nil, g2])  // nil takes no channels: g2 gets 1..<4
+      assertBitwiseEqual(g0.array, parts[0].array)
+      let p = Tensor(zeros: [3, 4, 7, 9]), q = Tensor(zeros: [3, 4, 7, 9])
+      ChannelOps.split(y, .halves, into: p, q)
+      let want = Reference.splitChannels(DoubleTensor(y), evenOdd: false)
+      assertClose(p, want.0, rtol: 0, atol: 0, "halves part 0")
+      assertClose(q, want.1, rtol: 0, atol: 0, "halves part 1")
+      let back = Tensor(zeros: y.shape), half = Tensor(zeros: y.shape)
+      ChannelOps.splitBackward(p, q, .halves, into: back)
+      assertBitwiseEqual(back.array, y.array)
+      ChannelOps.splitBackward(nil, q, .halves, into: half)
+      let plane = 63
+      for i in 0..<half.count {
+        let ch = (i / plane) % 8
+        XCTAssertEqual(half[i], ch < 4 ? 0 : y[i], "splitBackward without da, element \(i)")
+      }
+      runs.append(y.array + g0.array + g2.array + p.array + q.array + back.array + half.array)
+    }
+    assertBitwiseEqual(runs[0], runs[1])
+  }
+
   func testChannelShuffleGradient() {
     var rng = SeededGenerator(seed: 11)
     for (shape, g) in [([2, 6, 3, 5], 3), ([1, 9, 1, 1], 3), ([1, 1, 2, 2], 1), ([3, 4], 2), ([1, 15, 2, 3], 5)] {
