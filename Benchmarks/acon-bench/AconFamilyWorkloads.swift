@@ -10,7 +10,7 @@
 //                               and are not counted);
 //   metaaconc_pixelwise.fwdbwd  MetaAconPixelwise forward + backward (20 B/element).
 // The full run uses [64, 128, 56, 56] (103 MB per tensor: each pass touches 3 to 5 of them, more
-// than this machine's 260 MB last-level cache); --quick a smaller shape that may sit in cache.
+// than the last-level cache, 32 MB on the Zen 4 guest); --quick a smaller shape that may sit in cache.
 import ACON
 import NN
 import TensorCore

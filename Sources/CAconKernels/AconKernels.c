@@ -33,6 +33,7 @@
 #include "CAconKernels.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -547,18 +548,65 @@ void acon_add_scalar(const float *src, float *dst, ptrdiff_t count, float v, boo
   variants[variant()].add_scalar(src, dst, count, v, stream);
 }
 
+/// The size of CPU 0's highest-level data or unified cache as Linux describes it in
+/// /sys/devices/system/cpu/cpu0/cache/index<i>/ (files level, type and size, e.g. "32768K");
+/// 0 if there is no such description.
+static size_t sysfs_last_level_cache(void) {
+  size_t best = 0;
+  long best_level = 0;
+  for (int i = 0; i < 16; i++) {
+    char path[80], text[32];
+    long level = 0;
+    size_t size = 0;
+    char unit = 0;
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+    FILE *f = fopen(path, "r");
+    if (!f) break;  // the indices are consecutive
+    int ok = fscanf(f, "%ld", &level) == 1;
+    fclose(f);
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", i);
+    if (!ok || !(f = fopen(path, "r"))) continue;
+    ok = fgets(text, sizeof text, f) != NULL && strncmp(text, "Instruction", 11) != 0;
+    fclose(f);
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+    if (!ok || !(f = fopen(path, "r"))) continue;
+    ok = fscanf(f, "%zu%c", &size, &unit) >= 1;
+    fclose(f);
+    if (!ok) continue;
+    if (unit == 'K') size <<= 10;
+    else if (unit == 'M') size <<= 20;
+    else if (unit == 'G') size <<= 30;
+    if (level > best_level || (level == best_level && size > best)) best = size, best_level = level;
+  }
+  return best;
+}
+
+/// The last-level cache in bytes; SIZE_MAX until first needed.
+static size_t last_level_cache = SIZE_MAX;
+
+size_t acon_last_level_cache_bytes(void) {
+  size_t bytes = __atomic_load_n(&last_level_cache, __ATOMIC_RELAXED);
+  if (bytes == SIZE_MAX) {
+    bytes = sysfs_last_level_cache();
+    long v = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    if (bytes == 0) v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (bytes == 0 && v <= 0) v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (bytes == 0 && v > 0) bytes = (size_t)v;
+    __atomic_store_n(&last_level_cache, bytes, __ATOMIC_RELAXED);
+  }
+  return bytes;
+}
+
 /// The streaming threshold in bytes; 0 until first needed (then half the last-level cache).
 static size_t streaming_threshold = 0;
 
 size_t acon_kernels_streaming_threshold(void) {
   size_t t = __atomic_load_n(&streaming_threshold, __ATOMIC_RELAXED);
   if (t == 0) {
-    long llc = -1;
-#ifdef _SC_LEVEL3_CACHE_SIZE
-    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-    t = llc > 0 ? (size_t)llc / 2 : (size_t)16 << 20;
+    size_t llc = acon_last_level_cache_bytes();
+    t = llc > 0 ? llc / 2 : (size_t)16 << 20;
     if (t == 0) t = 1;
     __atomic_store_n(&streaming_threshold, t, __ATOMIC_RELAXED);
   }

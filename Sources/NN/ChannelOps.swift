@@ -4,12 +4,19 @@
 //
 // Every move is one primitive, `ChannelOps.copyPlanes`: plane j of a run goes from source channel
 // `srcStart + j·srcStep` to destination channel `dstStart + j·dstStep`, for every sample. With unit
-// steps a run is one memcpy per sample; otherwise one memcpy per H·W plane. A move that writes
-// more than the cores' L2 caches hold uses streaming stores (CCopyKernels) instead of memcpy:
-// its output leaves the caches either way, and a plain store reads each destination line
-// first, so the copy moves 1.5× its bytes. (Measured in C on this session's 2-core Xeon, shared
-// and loaded, best of 15: the [64, 64, 56, 56] concat and split 1.2–2× faster than with
-// memcpy, ShuffleNetV2-0.5× stage tensors of 5–10 MB 1.1–1.2× faster.)
+// steps a run is one memcpy per sample; otherwise one memcpy per H·W plane. A move whose source
+// and output together (bytes read plus written) reach 3/4 of the last-level cache
+// (`streamingThreshold`, from the cache sizes detected at run time) uses streaming stores
+// (CCopyKernels) instead of memcpy: the tensors no longer fit the cache, the output leaves it
+// either way, and a plain store reads each destination line first, so the copy would move 1.5×
+// its bytes. A smaller move stays in the last-level cache, where memcpy's plain stores are the
+// fast ones. Measured on a 2-core AMD EPYC (Zen 4) guest with 32 MB of L3 (C, two threads,
+// repeated on the same buffers, machine shared): memcpy 1.6–1.9× faster than streaming up to
+// 9.6 MB written (the ShuffleNetV2-0.5× stage tensors, which the former 2×L2 rule streamed),
+// even at 12 MB, streaming 1.4–2.2× faster from 16 MB written on. glibc's memcpy switches at 3/4
+// of its own shared-cache estimate of the bytes copied, but on that guest glibc's estimate is
+// 320 MB, so it never streams there.
+import CAconKernels
 import CCopyKernels
 import TensorCore
 
@@ -35,7 +42,8 @@ public enum ChannelOps {
   /// plane j goes from `src[s, srcStart + j·srcStep]` to `dst[s, dstStart + j·dstStep]`.
   /// - Shapes: src `[batch, srcChannels, plane]`, dst `[batch, dstChannels, plane]`;
   ///   every addressed channel lies inside its tensor. The regions must not overlap.
-  /// A move larger than the cores' L2 caches uses streaming stores; the bits are the same.
+  /// A move that writes `streamingThreshold` floats or more uses streaming stores; the bits are
+  /// the same.
   public static func copyPlanes(
     from src: UnsafePointer<Float>, srcChannels: Int, srcStart: Int, srcStep: Int = 1,
     to dst: UnsafeMutablePointer<Float>, dstChannels: Int, dstStart: Int, dstStep: Int = 1,
@@ -76,14 +84,19 @@ public enum ChannelOps {
   }
 
   /// Moves (a whole concatenation, split or shuffle) that write at least this many floats use
-  /// streaming stores: twice a core's L2 cache (`sysconf`; 1 MB if unknown), i.e. more than
-  /// two cores' L2 caches hold. Smaller ones use memcpy, so that their output stays in cache.
-  public static let streamingThreshold: Int = {
-    var l2 = 0
-    #if canImport(Glibc)
-      l2 = sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))
-    #endif
-    return 2 * Swift.max(l2, 1 << 20) / MemoryLayout<Float>.stride
+  /// streaming stores; smaller ones use memcpy, so that their output stays in cache. By default
+  /// 3/8 of the last-level cache (`acon_last_level_cache_bytes`, detected at run time; 16 MiB if
+  /// unknown), in floats: from there on, the bytes read plus written reach 3/4 of that cache.
+  /// Any value gives the same bits. Settable for tests and benchmarks (not while a move runs).
+  public static var streamingThreshold: Int {
+    get { threshold }
+    set { threshold = newValue }
+  }
+
+  nonisolated(unsafe) private static var threshold: Int = {
+    var llc = Int(clamping: acon_last_level_cache_bytes())
+    if llc <= 0 { llc = 16 << 20 }
+    return Swift.max(1, llc / 8 * 3 / MemoryLayout<Float>.stride)
   }()
 
   /// Whether a move writing `floats` floats in all uses streaming stores.
@@ -129,20 +142,22 @@ public enum ChannelOps {
   }
 
   /// `torch.cat(parts, 1)` into `y`: `[N, C₁, H, W], [N, C₂, H, W], … → [N, C₁ + C₂ + …, H, W]`
-  /// (or `[N, C]`). One memcpy per part and sample, in parallel.
+  /// (or `[N, C]`). One parallel loop over y's planes, one memcpy per part and sample.
   /// - Precondition: the shapes agree (`Graph` checks them and throws first).
   public static func concat(_ parts: [Tensor], into y: Tensor) {
     let (n, plane) = batchAndPlane(y)
-    let streaming = usesStreamingStores(floats: y.count)
     var start = 0
     for t in parts {
       let c = t.shape[1]
       precondition(t.count == n * c * plane, "concat: \(Shape.text(t.shape)) does not fit \(Shape.text(y.shape))")
-      copyPlanes(from: t.data, srcChannels: c, srcStart: 0, to: y.data, dstChannels: y.shape[1], dstStart: start,
-        count: c, batch: n, plane: plane, streaming: streaming)
       start += c
     }
     precondition(start == y.shape[1], "concat: the parts have \(start) channels, the output \(y.shape[1])")
+    withUnsafeTemporaryAllocation(of: Part.self, capacity: parts.count) { list in
+      for (k, t) in parts.enumerated() { list[k] = Part(data: t.data, channels: t.shape[1]) }
+      tile(whole: y.data, channels: y.shape[1], parts: UnsafeBufferPointer(list), batch: n, plane: plane,
+        gather: true, streaming: usesStreamingStores(floats: y.count))
+    }
   }
 
   /// The backward of `concat`: slice `dy` `[N, ΣCᵢ, H, W]` back into `grads` (`[N, Cᵢ, H, W]`
@@ -150,13 +165,11 @@ public enum ChannelOps {
   public static func concatBackward(_ dy: Tensor, into grads: [Tensor?]) {
     let (n, plane) = batchAndPlane(dy)
     let streaming = usesStreamingStores(floats: grads.reduce(0) { $0 + ($1?.count ?? 0) })
-    var start = 0
-    for g in grads {
-      guard let g else { continue }
-      let c = g.shape[1]
-      defer { start += c }
-      copyPlanes(from: dy.data, srcChannels: dy.shape[1], srcStart: start, to: g.data, dstChannels: c, dstStart: 0,
-        count: c, batch: n, plane: plane, streaming: streaming)
+    withUnsafeTemporaryAllocation(of: Part.self, capacity: grads.count) { list in
+      // A nil entry takes no channels (its width is unknown), as before.
+      for (k, g) in grads.enumerated() { list[k] = Part(data: g?.data, channels: g?.shape[1] ?? 0) }
+      tile(whole: dy.data, channels: dy.shape[1], parts: UnsafeBufferPointer(list), batch: n, plane: plane,
+        gather: false, streaming: streaming)
     }
   }
 
@@ -169,12 +182,11 @@ public enum ChannelOps {
       interleave(x.data, a.data, b.data, pairs: n * half, plane: plane, splitting: true)
       return
     }
-    let streaming = usesStreamingStores(floats: x.count)
-    for part in 0..<2 {
-      let out = part == 0 ? a : b
-      let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
-      copyPlanes(from: x.data, srcChannels: c, srcStart: start, srcStep: step, to: out.data, dstChannels: half,
-        dstStart: 0, count: half, batch: n, plane: plane, streaming: streaming)
+    withUnsafeTemporaryAllocation(of: Part.self, capacity: 2) { list in
+      list[0] = Part(data: a.data, channels: half)
+      list[1] = Part(data: b.data, channels: half)
+      tile(whole: x.data, channels: c, parts: UnsafeBufferPointer(list), batch: n, plane: plane, gather: false,
+        streaming: usesStreamingStores(floats: x.count))
     }
   }
 
@@ -190,12 +202,67 @@ public enum ChannelOps {
     }
     if da == nil || db == nil { dx.zero() }
     let streaming = usesStreamingStores(floats: dx.count)
+    precondition((da?.count ?? dx.count / 2) == dx.count / 2 && (db?.count ?? dx.count / 2) == dx.count / 2,
+      "splitBackward: shapes")
+    if mode == .halves {
+      withUnsafeTemporaryAllocation(of: Part.self, capacity: 2) { list in
+        list[0] = Part(data: da?.data, channels: half)
+        list[1] = Part(data: db?.data, channels: half)
+        tile(whole: dx.data, channels: c, parts: UnsafeBufferPointer(list), batch: n, plane: plane, gather: true,
+          streaming: streaming)
+      }
+      return
+    }
     for part in 0..<2 {
       guard let g = part == 0 ? da : db else { continue }
-      precondition(g.count == dx.count / 2, "splitBackward: shapes")
-      let (start, step) = mode == .halves ? (part * half, 1) : (part, 2)
-      copyPlanes(from: g.data, srcChannels: half, srcStart: 0, to: dx.data, dstChannels: c, dstStart: start,
-        dstStep: step, count: half, batch: n, plane: plane, streaming: streaming)
+      copyPlanes(from: g.data, srcChannels: half, srcStart: 0, to: dx.data, dstChannels: c, dstStart: part,
+        dstStep: 2, count: half, batch: n, plane: plane, streaming: streaming)
+    }
+  }
+
+  /// One part of a concatenation or split: its data (`[N, channels, plane]`; nil: skipped) and
+  /// its channel count.
+  struct Part {
+    var data: UnsafeMutablePointer<Float>?
+    var channels: Int
+  }
+
+  /// Moves between `whole` (`[batch, channels, plane]`) and `parts`, whose channels tile the
+  /// whole's in order (channels past the last part are left alone), in ONE parallel loop over
+  /// the whole's planes: `gather` copies parts → whole (a concatenation), otherwise whole →
+  /// parts (a split). One dispatch instead of one per part: at ShuffleNetV2's sizes a copy
+  /// takes ~0.1 ms, where a second wake-up of the threads is a large share.
+  /// - Shapes: whole `[batch, channels, plane]`, part k `[batch, parts[k].channels, plane]`.
+  private static func tile(
+    whole: UnsafeMutablePointer<Float>, channels: Int, parts: UnsafeBufferPointer<Part>, batch: Int, plane: Int,
+    gather: Bool, streaming: Bool
+  ) {
+    let tiled = Swift.min(channels, parts.reduce(0) { $0 + $1.channels })
+    if batch == 0 || plane == 0 || tiled == 0 { return }
+    let w = UncheckedSendable(whole), ps = UncheckedSendable(parts)
+    parallelFor(batch * channels, minimumChunk: Swift.max(1, 4096 / plane)) { r in
+      var idx = r.lowerBound
+      while idx < r.upperBound {
+        let sample = idx / channels, ch = idx % channels
+        if ch >= tiled {  // no part here: on to the next sample
+          idx += channels - ch
+          continue
+        }
+        var start = 0, k = 0
+        while ch >= start + ps.value[k].channels { start += ps.value[k].channels; k += 1 }
+        let c = ps.value[k].channels
+        let run = Swift.min(r.upperBound - idx, start + c - ch)
+        if let p = ps.value[k].data {
+          let inWhole = w.value + idx * plane, inPart = p + (sample * c + ch - start) * plane
+          if gather {
+            move(inWhole, inPart, count: run * plane, streaming: streaming)
+          } else {
+            move(inPart, inWhole, count: run * plane, streaming: streaming)
+          }
+        }
+        idx += run
+      }
+      if streaming { acon_copy_fence() }
     }
   }
 

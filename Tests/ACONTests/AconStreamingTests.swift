@@ -114,6 +114,18 @@ final class AconStreamingTests: XCTestCase {
     return [y, dx, layer.p1.grad.array, layer.p2.grad.array, layer.lastBeta ?? []]
   }
 
+  /// The default threshold is half the detected last-level cache (16 MiB if none is detected),
+  /// and the detection is stable: read once, the same value on every call.
+  func testDefaultThresholdIsHalfTheLastLevelCache() {
+    let llc = acon_last_level_cache_bytes()
+    XCTAssertEqual(acon_last_level_cache_bytes(), llc)
+    let saved = acon_kernels_streaming_threshold()
+    defer { acon_kernels_set_streaming_threshold(saved) }
+    XCTAssertEqual(saved, llc > 0 ? llc / 2 : 16 << 20)
+    acon_kernels_set_streaming_threshold(0)  // 0 means 1 (always stream), never "recompute"
+    XCTAssertEqual(acon_kernels_streaming_threshold(), 1)
+  }
+
   /// Batches smaller than, equal to and larger than the thread count (one sample's channels
   /// split, whole samples per thread, an uneven share), with streaming on and off: the same bits
   /// for 1 and 2 threads, and the Double twin's values.

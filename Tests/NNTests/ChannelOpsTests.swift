@@ -2,6 +2,8 @@
 // add against their Double twins and against hand-written index lists that follow the official
 // ShuffleNetV2 `channel_shuffle` (nmaac/acon, ACON/ShuffleNetV2_ACON/network.py), odd shapes
 // included; the ChannelShuffle layer's gradient by finite differences.
+import CAconKernels
+import Foundation
 import NN
 import TensorCore
 import TestSupport
@@ -157,7 +159,12 @@ final class ChannelOpsTests: XCTestCase {
 
   /// Moves above `ChannelOps.streamingThreshold` take the streaming-store copy: the same bits,
   /// on planes of odd length (so most runs start off a 64-byte line) and odd channel counts.
+  /// The threshold is lowered for the test (its default, 3/8 of the last-level cache, can be
+  /// tens of MB).
   func testStreamingMovesAgainstReference() throws {
+    let saved = ChannelOps.streamingThreshold
+    defer { ChannelOps.streamingThreshold = saved }
+    ChannelOps.streamingThreshold = 1 << 19
     var rng = SeededGenerator(seed: 12)
     let plane = 37 * 41, c = ChannelOps.streamingThreshold / (4 * plane) + 1
     let a = Tensor.uniform([2, c, 37, 41], using: &rng), b = Tensor.uniform([2, c + 2, 37, 41], using: &rng)
@@ -187,6 +194,56 @@ final class ChannelOpsTests: XCTestCase {
     assertClose(shuffled, Reference.channelShuffle(yd, groups: 2), rtol: 0, atol: 0, "shuffle")
   }
 
+  /// The default threshold is 3/8 of the last-level cache that CAconKernels detects (the
+  /// highest-level data cache in /sys, else sysconf), and it agrees with /sys where Linux
+  /// describes the caches. Moves on either side of it give the same bits.
+  func testStreamingThresholdFollowsTheLastLevelCache() throws {
+    let llc = Int(acon_last_level_cache_bytes())
+    if llc > 0 {
+      XCTAssertEqual(ChannelOps.streamingThreshold, llc / 8 * 3 / 4)
+    } else {
+      XCTAssertEqual(ChannelOps.streamingThreshold, (16 << 20) / 8 * 3 / 4)
+    }
+    #if os(Linux)
+      // The largest "size" among the data and unified caches of the highest "level" of cpu0.
+      let root = "/sys/devices/system/cpu/cpu0/cache"
+      var best: (level: Int, bytes: Int) = (0, 0)
+      for i in 0..<16 {
+        func read(_ name: String) -> String? {
+          (try? String(contentsOfFile: "\(root)/index\(i)/\(name)", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard let levelText = read("level"), let level = Int(levelText) else { break }
+        guard let type = read("type"), type != "Instruction", var size = read("size") else { continue }
+        var scale = 1
+        if let unit = size.last, let s = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30][String(unit)] {
+          scale = s
+          size.removeLast()
+        }
+        guard let value = Int(size) else { continue }
+        if level > best.level || (level == best.level && value * scale > best.bytes) { best = (level, value * scale) }
+      }
+      if best.bytes > 0 { XCTAssertEqual(llc, best.bytes, "acon_last_level_cache_bytes against \(root)") }
+    #endif
+    // Bits on both sides of a threshold set between two sizes of the same concatenation.
+    let saved = ChannelOps.streamingThreshold
+    defer { ChannelOps.streamingThreshold = saved }
+    var rng = SeededGenerator(seed: 13)
+    let a = Tensor.uniform([3, 5, 19, 23], using: &rng), b = Tensor.uniform([3, 7, 19, 23], using: &rng)
+    var outputs: [[Float]] = []
+    for threshold in [1, Int.max] {
+      ChannelOps.streamingThreshold = threshold
+      let y = Tensor(zeros: [3, 12, 19, 23])
+      ChannelOps.concat([a, b], into: y)
+      let p = Tensor(zeros: [3, 6, 19, 23]), q = Tensor(zeros: [3, 6, 19, 23])
+      ChannelOps.split(y, .evenOdd, into: p, q)
+      outputs.append(y.array + p.array + q.array)
+    }
+    assertBitwiseEqual(outputs[0], outputs[1])
+    assertClose(Array(outputs[0].prefix(3 * 12 * 19 * 23)),
+      Reference.concatChannels([DoubleTensor(a), DoubleTensor(b)]).values, rtol: 0, atol: 0, "concat")
+  }
+
   func testKernelsAreThreadCountIndependent() throws {
     var rng = SeededGenerator(seed: 10)
     let x = Tensor.uniform([4, 12, 9, 9], using: &rng)
@@ -204,6 +261,43 @@ final class ChannelOpsTests: XCTestCase {
     }
     assertBitwiseEqual(results[0], results[1])
     assertBitwiseEqual(results[0], results[2])
+  }
+
+  /// The one-loop tiling of concat, concatBackward and the halves split (and its backward, with
+  /// a missing part): three parts of odd widths, runs that cross the threads' boundaries, the
+  /// same bits for 1 and 2 threads, and the Double twins' values.
+  func testTiledMovesAgainstReferenceForOneAndTwoThreads() throws {
+    var rng = SeededGenerator(seed: 14)
+    let parts = [Tensor.uniform([3, 1, 7, 9], using: &rng), .uniform([3, 4, 7, 9], using: &rng),
+      .uniform([3, 3, 7, 9], using: &rng)]
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    var runs: [[Float]] = []
+    for t in [1, 2] {
+      Threads.count = t
+      let y = Tensor(zeros: [3, 8, 7, 9])
+      ChannelOps.concat(parts, into: y)
+      assertClose(y, Reference.concatChannels(parts.map { DoubleTensor($0) }), rtol: 0, atol: 0, "concat")
+      let g0 = Tensor(zeros: [3, 1, 7, 9]), g2 = Tensor(zeros: [3, 3, 7, 9])
+      ChannelOps.concatBackward(y, into: [g0, nil, g2])  // nil takes no channels: g2 gets 1..<4
+      assertBitwiseEqual(g0.array, parts[0].array)
+      let p = Tensor(zeros: [3, 4, 7, 9]), q = Tensor(zeros: [3, 4, 7, 9])
+      ChannelOps.split(y, .halves, into: p, q)
+      let want = Reference.splitChannels(DoubleTensor(y), evenOdd: false)
+      assertClose(p, want.0, rtol: 0, atol: 0, "halves part 0")
+      assertClose(q, want.1, rtol: 0, atol: 0, "halves part 1")
+      let back = Tensor(zeros: y.shape), half = Tensor(zeros: y.shape)
+      ChannelOps.splitBackward(p, q, .halves, into: back)
+      assertBitwiseEqual(back.array, y.array)
+      ChannelOps.splitBackward(nil, q, .halves, into: half)
+      let plane = 63
+      for i in 0..<half.count {
+        let ch = (i / plane) % 8
+        XCTAssertEqual(half[i], ch < 4 ? 0 : y[i], "splitBackward without da, element \(i)")
+      }
+      runs.append(y.array + g0.array + g2.array + p.array + q.array + back.array + half.array)
+    }
+    assertBitwiseEqual(runs[0], runs[1])
   }
 
   func testChannelShuffleGradient() {
