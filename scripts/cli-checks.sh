@@ -221,7 +221,7 @@ assert all(r["params"] > 100000 and len(r["accuracy_per_epoch"][0]) == 1 for r i
 # IDX files; 256 test images, so that the final evaluation is short) keeps its peak resident
 # memory (the child's ru_maxrss, VmHWM) under 3× the budget `summary --json` prints: weights,
 # gradients, optimizer state and one batch's activations. The peak comes with the first step
-# (every buffer is allocated then). tfnet-0.5 is not checked: it peaks at 3.05× (docs/zoo.md).
+# (every buffer is allocated then).
 mkdir -p "$work/fm60k"
 python3 - "$work/fm60k" <<'PY'
 import struct, sys
@@ -232,7 +232,7 @@ for prefix, n in [("train", 60000), ("t10k", 256)]:
     write(prefix + "-images-idx3-ubyte", struct.pack(">IIII", 0x803, n, 28, 28), bytes(range(256)) * (n * 784 // 256))
     write(prefix + "-labels-idx1-ubyte", struct.pack(">II", 0x801, n), bytes(i % 10 for i in range(n)))
 PY
-for m in shufflenetv2-0.5x-aconc resnet18-aconc; do
+for m in shufflenetv2-0.5x-aconc tfnet-0.5 resnet18-aconc; do
   budget=$("$bin" summary --model $m --input 1x28x28 --classes 10 --batch-size 64 --json \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["memory_budget_bytes"]["total"])')
   peak=$(python3 -c '

@@ -39,9 +39,7 @@ public final class AconFReLU: Module {
   private var a: Tensor?  // x, or the max-pool's output (owned by maxPool)
   private var b: Tensor?  // bn1's output
   private var z: Tensor?  // the smooth maximum
-  private var da: Tensor?
   private var db: Tensor?
-  private var inputGrad: Tensor?
 
   /// - Parameters:
   ///   - channels: C (in and out).
@@ -93,21 +91,26 @@ public final class AconFReLU: Module {
       throw backwardError(layer: typeName + ".backward",
         expected: z.map { Shape.text($0.shape) }, got: dy.shape)
     }
+    // da overwrites dz in bn2's gradient buffer (the kernel reads each dy vector before it
+    // writes that da vector), and dx is summed into a child's input gradient: two activation-sized
+    // buffers fewer per layer, the same bits.
     let dz = try bn2.backward(dy)
-    let dat = reuse(&da, shape: zt.shape), dbt = reuse(&db, shape: zt.shape)
+    let dat = dz, dbt = reuse(&db, shape: zt.shape)
     AconKernels.smoothMaxBackward(
       a: at.data, b: bt.data, dy: dz.data, da: dat.data, db: dbt.data, planes: zt.shape[0] * zt.shape[1],
       hw: zt.shape[2] * zt.shape[3])
     convFReLU.propagatesInputGradient = propagatesInputGradient
     maxPool.propagatesInputGradient = propagatesInputGradient
     let dxConv = try convFReLU.backward(try bn1.backward(dbt))
-    let dx = reuse(&inputGrad, shape: x.shape)
-    guard propagatesInputGradient else { return dx }
-    let dxA = stride == 2 ? try maxPool.backward(dat) : dat
-    let count = x.count
-    let o = UncheckedSendable(dx.data), p = UncheckedSendable(dxConv.data), q = UncheckedSendable(dxA.data)
-    parallelFor(count, minimumChunk: 1 << 15) { r in
-      for i in r { o.value[i] = p.value[i] + q.value[i] }
+    guard propagatesInputGradient else { return dxConv }
+    // dx = dx through the funnel + dx through a, into the buffer of one of them (both [N, C, H, W]).
+    let (dx, other) = stride == 2 ? (try maxPool.backward(dat), dxConv) : (dxConv, dat)
+    guard dx.shape == x.shape, other.shape == x.shape else {
+      throw backwardError(layer: typeName + ".backward", expected: Shape.text(x.shape), got: dx.shape)
+    }
+    let o = UncheckedSendable(dx.data), q = UncheckedSendable(other.data)
+    parallelFor(x.count, minimumChunk: 1 << 15) { r in
+      for i in r { o.value[i] += q.value[i] }
     }
     return dx
   }
