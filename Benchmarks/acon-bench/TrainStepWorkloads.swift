@@ -6,9 +6,9 @@
 // alternate the two (`--rounds`), and the medians are reported. `seed-relu-userbuilt` is
 // seed-relu as a user builds it through the public API in the obvious way (plain `ReLU()`s in a
 // `Sequential`, default workspaces, no flags set), prepared as the Trainer prepares any model
-// (`prepareForTraining()`), timed in the same rounds as the built-in one, in alternating order
-// (`ratio_vs_builtin`, the median of the rounds' ratios): the fast path must be the default
-// (goal: within 3%).
+// (`prepareForTraining()`), timed in one process with the built-in one, their steps alternating
+// (`ratio_vs_builtin`, the median of the rounds' ratios; its peak RSS holds both networks): the
+// fast path must be the default (goal: within 3%).
 import ACON
 import Foundation
 import NN
@@ -20,7 +20,10 @@ import Training
 /// a central difference and returns; otherwise times training steps and returns images/s and
 /// the peak RSS in MB (VmHWM of this fresh process, so that the reference check's memory is not
 /// counted). Errors thrown by a timed step fail the process, and so the benchmark.
-func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> (Double, Double) {
+func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> (Double, Double, Double?) {
+  if model == userBuiltSeedRelu && !check {
+    return try userBuiltAgainstBuiltIn(input: input, batch: batch, repetitions: repetitions)
+  }
   let classes = 10
   let net: Sequential
   if model == userBuiltSeedRelu {
@@ -39,7 +42,7 @@ func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetiti
   let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: classes)) }
   let loss = CrossEntropyLoss()
 
-  if check { try checkTrainStep(net, model: model, x: x, labels: labels, input: input, rng: &rng) ; return (0, 0) }
+  if check { try checkTrainStep(net, model: model, x: x, labels: labels, input: input, rng: &rng) ; return (0, 0, nil) }
   let s = try measure("train_step.\(model) \(input)", repetitions: repetitions, minSeconds: minSeconds) {
     net.zeroGrad()
     let y = try net.forward(x)
@@ -47,7 +50,43 @@ func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetiti
     _ = try net.backward(g)
     opt.step()
   }
-  return (Double(batch) / s, peakRSSMegabytes())
+  return (Double(batch) / s, peakRSSMegabytes(), nil)
+}
+
+/// The user-built seed-relu and the built-in one in one process, on the same batch, their
+/// training steps alternating (A B B A …) after two warm-up steps each, so that both see the same
+/// memory, frequency and neighbours: images/s of each (medians of single steps, at least 15 of
+/// each) and the peak RSS of the process that holds both.
+private func userBuiltAgainstBuiltIn(input: [Int], batch: Int, repetitions: Int) throws -> (Double, Double, Double?) {
+  let classes = 10
+  let user = try userBuiltSeedReluNetwork(input: input, classes: classes, seed: 1)
+  user.prepareForTraining()
+  let builtIn = try ModelKind.seedRelu.build(input: input, classes: classes, seed: 1)
+  builtIn.packGradients()
+  var rng = SeededGenerator(seed: 2)
+  let x = Tensor(zeros: [batch] + input)
+  x.fillNormal(using: &rng)
+  let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: classes)) }
+  let loss = CrossEntropyLoss()
+  let steps: [() throws -> Void] = [user, builtIn].map { net in
+    let opt = Adam(parameters: net.namedParameters(), learningRate: 1e-3)
+    return {
+      net.zeroGrad()
+      let (_, g) = try loss.valueAndGradient(try net.forward(x), labels: labels)
+      _ = try net.backward(g)
+      opt.step()
+    }
+  }
+  var times: [[Double]] = [[], []]
+  for step in steps { for _ in 0..<2 { try step() } }
+  for r in 0..<max(15, repetitions) {
+    for k in (r % 2 == 0 ? [0, 1] : [1, 0]) {
+      let start = DispatchTime.now().uptimeNanoseconds
+      try steps[k]()
+      times[k].append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+  }
+  return (Double(batch) / median(times[0]), peakRSSMegabytes(), Double(batch) / median(times[1]))
 }
 
 /// The name of the user-built seed-relu row.
@@ -161,6 +200,7 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
       }
       // Rounds alternate ours and PyTorch's, each a fresh process, so that a slow spell of this
       // shared machine hits both sides of a round's ratio.
+      var builtIn: [Double] = []
       func timed(_ model: String) throws -> (ips: Double, rss: Double, seconds: Double) {
         let (status, data) = try worker([], model: model)
         guard status == 0,
@@ -170,24 +210,14 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
           throw WorkloadFailure(workload: "train_step.\(model) \(inputText)",
             detail: "its timing process exited with status \(status); its message is above")
         }
+        if let b = obj["builtin_images_per_s"] { builtIn.append(b) }
         return (ips, rss, sec)
       }
       var ours: [(ips: Double, rss: Double, seconds: Double)] = [], torch: [(imagesPerSecond: Double, peakRSS: Double)] = []
-      var builtIn: [Double] = []
-      for round in 0..<options.rounds {
-        if kind == userBuiltSeedRelu {
-          // Against the built-in network in the same round, in alternating order, so that the
-          // ratio compares like with like on a machine whose speed drifts.
-          if round % 2 == 0 {
-            ours.append(try timed(kind))
-            builtIn.append(try timed(torchTwin).ips)
-          } else {
-            builtIn.append(try timed(torchTwin).ips)
-            ours.append(try timed(kind))
-          }
-          continue
-        }
+      for _ in 0..<options.rounds {
         ours.append(try timed(kind))
+        // The user-built row's process times the built-in network beside it (builtIn).
+        if kind == userBuiltSeedRelu { continue }
         if let t = try PyTorch.trainStep(model: torchTwin, input: inputText, options: options) { torch.append(t) }
       }
       let ips = median(ours.map(\.ips))
