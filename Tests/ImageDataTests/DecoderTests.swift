@@ -36,14 +36,14 @@ final class DecoderTests: XCTestCase {
     let picture = syntheticPicture(width: 203, height: 131, seed: 1)
     let jpeg = try JPEGEncoder().encode(picture, quality: 95)
     var full = RGBImage(), half = RGBImage()
-    try jpeg.withUnsafeBytes { try decoder.decode($0, name: "p.jpg", into: &full) }
+    _ = try jpeg.withUnsafeBytes { try decoder.decode($0, name: "p.jpg", into: &full) }
     for d in [2, 4, 8] {
-      try jpeg.withUnsafeBytes { try decoder.decode($0, name: "p.jpg", into: &half, scaleDenominator: d) }
+      _ = try jpeg.withUnsafeBytes { try decoder.decode($0, name: "p.jpg", into: &half, scaleDenominator: d) }
       XCTAssertEqual(half.width, (203 + d - 1) / d)
       XCTAssertEqual(half.height, (131 + d - 1) / d)
     }
     // 1/2 against a 2×2 box average of the full decode (interior pixels).
-    try jpeg.withUnsafeBytes { try decoder.decode($0, name: "p.jpg", into: &half, scaleDenominator: 2) }
+    _ = try jpeg.withUnsafeBytes { try decoder.decode($0, name: "p.jpg", into: &half, scaleDenominator: 2) }
     var total = 0.0, n = 0
     for y in 2..<(half.height - 2) {
       for x in 2..<(half.width - 2) {
