@@ -332,11 +332,7 @@ open class Graph: Module {
     try validate()
     let arena = activationArena
     arena?.beginForward(self)
-    let outerOwner = arena?.managedOwner
-    defer {
-      arena?.managedOwner = outerOwner
-      arena?.endForward()
-    }
+    defer { arena?.endForward() }
     keptNoActivations = arena != nil
     if arena != nil { unread = consumers }
     values[0] = x

@@ -60,11 +60,7 @@ public final class Sequential: Module {
   public override func forward(_ x: Tensor) throws -> Tensor {
     let arena = activationArena
     arena?.beginForward(self)
-    let outerOwner = arena?.managedOwner
-    defer {
-      arena?.managedOwner = outerOwner
-      arena?.endForward()
-    }
+    defer { arena?.endForward() }
     keptNoActivations = arena != nil
     var h = x
     var i = 0

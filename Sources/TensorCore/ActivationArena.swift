@@ -7,8 +7,9 @@
 /// A pool of reusable tensor storage for forward passes that keep no activations for backward.
 ///
 /// Modules use it through `Module.withInferenceMode(_:)`; a custom container can do what
-/// `Sequential` does: `beginForward(self)`/`endForward()` around its pass, `manage(_:)` before each
-/// child's forward, and `recycle(_:unlessSharedWith:)` when a child's output is no longer read.
+/// `Sequential` does: `beginForward(self)`/`endForward()` around its pass, `managedOwner =
+/// ObjectIdentifier(child)` before each child's forward, and `recycle(_:unlessSharedWith:)` when a
+/// child's output is no longer read.
 /// Storages handed out during an outermost pass (a container's `forward` that no other
 /// container's pass encloses) stay in use until that container's next outermost pass begins:
 /// then they are free again and, in debug builds, the tensors handed out become stale. So a
@@ -38,10 +39,14 @@ public final class ActivationArena {
   /// How many storages the pool holds.
   public var storageCount: Int { free.count + inUse.count }
 
+  /// `managedOwner` as each running pass found it, restored when the pass ends.
+  private var enclosingOwners: [ObjectIdentifier?] = []
+
   /// Marks the start of `container`'s forward pass. An outermost pass frees every storage that
   /// the same container's previous outermost pass handed out (its results are overwritten from
-  /// now on, as any layer's output).
+  /// now on, as any layer's output). `endForward()` restores `managedOwner` as it is now.
   public func beginForward(_ container: AnyObject) {
+    enclosingOwners.append(managedOwner)
     if depth == 0 {
       let id = ObjectIdentifier(container)
       outermost = id
@@ -53,8 +58,12 @@ public final class ActivationArena {
     depth += 1
   }
 
-  /// Marks the end of a container's forward pass (also when it throws).
-  public func endForward() { depth -= 1 }
+  /// Marks the end of a container's forward pass (also when it throws), and gives
+  /// `managedOwner` back its value from before the pass (the enclosing container's child).
+  public func endForward() {
+    depth -= 1
+    managedOwner = enclosingOwners.removeLast()
+  }
 
   /// Whether the output of `owner`'s running `forward` comes from the pool.
   public func manages(_ owner: AnyObject) -> Bool { depth > 0 && managedOwner == ObjectIdentifier(owner) }
