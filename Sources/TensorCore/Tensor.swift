@@ -36,7 +36,7 @@ public final class TensorStorage: @unchecked Sendable {
   /// touches them. Streaming kernels that walk several tensors at once (the ACON kernels read
   /// three and write two) then cross a page boundary every 2 MiB instead of every 4 KiB, where
   /// the cores' prefetchers stop and restart: the smooth maximum's forward + backward over
-  /// 103 MB tensors takes about a quarter less CPU time (docs/acon-bench.md). Nothing is
+  /// 103 MB tensors takes a fifth to a quarter less CPU time (docs/acon-bench.md). Nothing is
   /// allocated beyond the storage itself (only its interior whole pages are advised), and the
   /// advice is a hint: where huge pages are off (`never`), or on other systems, nothing changes.
   public init(capacity: Int) {
