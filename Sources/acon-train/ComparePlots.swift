@@ -102,7 +102,7 @@ enum SVGPlot {
     for (i, p) in panels.enumerated() {
       let x0 = 10 + pw * Double(i % columns), y0 = top + ph * Double(i / columns)
       let bx = x0 + 8, bw = pw - 16, by = y0 + 16, bh = ph - 44
-      s += "<text x=\"\(x0 + pw / 2)\" y=\"\(y0 + 10)\" text-anchor=\"middle\">\(escape(p.title))</text>\n"
+      s += "<text x=\"\(x0 + pw / 2)\" y=\"\(y0 + 10)\" text-anchor=\"middle\" font-size=\"9\">\(escape(p.title))</text>\n"
       s += "<line x1=\"\(bx)\" y1=\"\(by + bh)\" x2=\"\(bx + bw)\" y2=\"\(by + bh)\" stroke=\"black\"/>\n"
       let peak = Double(max(1, p.counts.max() ?? 1)), n = Double(max(1, p.counts.count))
       for (j, c) in p.counts.enumerated() where c > 0 {

@@ -155,11 +155,11 @@ enum CompareReport {
       // Meta-ACON: β over the evaluation images, per layer (the lowest seed).
       if !first.metaBeta.isEmpty {
         let panels = first.metaBeta.map { b in
-          SVGPlot.Histogram(title: String(format: "%@ (sd over images %.3f)", b.name as NSString, b.meanChannelSd),
+          SVGPlot.Histogram(title: String(format: "%@ · sd %.3f", b.name as NSString, b.meanChannelSd),
             low: Double(b.min), high: Double(b.max), counts: b.histogram)
         }
         try save("\(m)-beta-over-images.svg", Array(SVGPlot.histograms(title: "\(m): β over \(split) images per Meta-ACON layer",
-          note: "every (image, channel) β of \(first.metaBeta[0].images) images, seed \(first.seed); in brackets the mean over channels of β's sd over images",
+          note: "every (image, channel) β of \(first.metaBeta[0].images) images, seed \(first.seed); sd: the mean over channels of β's sd over images",
           panels: panels, mark: 0).utf8))
       }
       // The learned curves of the first ACON layer (lowest seed), beside ReLU and SiLU.
