@@ -108,5 +108,7 @@ let package = Package(
     .testTarget(
       name: "ZooTests", dependencies: ["Zoo", "Training", "ACON", "NN", "TensorCore", "TestSupport", "CZlib"],
       exclude: ["Fixtures"]),
+    // The acon-train command's own logic (compare's grid, statistics and plots), @testable.
+    .testTarget(name: "AconTrainTests", dependencies: ["acon-train", "Training", "NN", "TensorCore"]),
   ]
 )

@@ -44,16 +44,19 @@ public struct TrainOptions: Sendable {
   public var shuffle = true
   /// Drop each epoch's last, smaller batch.
   public var dropLast = false
-  /// Random crop (padding 4) and horizontal flip of training images, as usual for CIFAR-10.
+  /// Random crop (padding `cropPadding`) and horizontal flip of training images, as usual for CIFAR-10.
   public var augment = false
-  /// The random crop (padding 4) alone, or with `horizontalFlip` (`augment` implies both).
+  /// The random crop (padding `cropPadding`) alone, or with `horizontalFlip` (`augment` implies both).
   public var randomCrop = false
+  /// The zero padding on each side before the random crop (torchvision's `RandomCrop(H, padding)`);
+  /// 4 as for CIFAR-10, 2 for 28×28 Fashion-MNIST.
+  public var cropPadding = 4
   /// The horizontal flip (probability ½) alone, or with `randomCrop`.
   public var horizontalFlip = false
 
   /// What `augment`, `randomCrop` and `horizontalFlip` ask for.
   public var augmentation: Augmentation {
-    Augmentation(cropPadding: augment || randomCrop ? 4 : nil, flip: augment || horizontalFlip)
+    Augmentation(cropPadding: augment || randomCrop ? cropPadding : nil, flip: augment || horizontalFlip)
   }
   /// The model checkpoint path (`.safetensors`); nil: no checkpoints.
   public var checkpoint: String?
@@ -100,6 +103,7 @@ public struct TrainOptions: Sendable {
     guard labelSmoothing.isFinite && labelSmoothing >= 0 && labelSmoothing < 1 else {
       throw bad("--label-smoothing must be in [0, 1), got \(labelSmoothing)")
     }
+    guard cropPadding >= 1 && cropPadding <= 64 else { throw bad("the crop padding must be in 1...64, got \(cropPadding)") }
     if let e = checkpointEvery, e < 1 { throw bad("--checkpoint-every must be at least 1, got \(e)") }
     if resume && checkpoint == nil { throw bad("--resume needs --checkpoint PATH") }
     if let c = clipGradNorm, !(c.isFinite && c > 0) { throw bad("--clip-grad-norm must be a positive number, got \(c)") }
