@@ -253,15 +253,15 @@ struct Train: ParsableCommand {
     }
     reporting { try trainer.run() }
     let seconds = Date().timeIntervalSince(start)
-    say(String(format: "done: %d steps in %.1f s", trainer.completedSteps, seconds)
-      + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
+    let stepsRun = Double(max(1, trainer.losses.count))
+    say(String(format: "done: %d steps in %.1f s (%.1f ms per training step)", trainer.completedSteps, seconds,
+      trainer.stepSeconds / stepsRun * 1000) + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
     if group.size > 1 {
-      let steps = Double(max(1, trainer.losses.count))
-      say(String(format: "data-parallel: %.0f global images/s; per step %.2f ms all-reduce%@ (%.1f%% of the time), "
-        + "%.2f ms waiting for the slowest process", trainer.epochs.last?.imagesPerSecond ?? 0,
-        trainer.allReduceSeconds / steps * 1000, (bucketCapMb > 0 ? " not hidden behind backward" : "") as NSString,
-        100 * trainer.allReduceSeconds / max(seconds, 1e-9),
-        trainer.waitSeconds / steps * 1000))
+      let stepMs = trainer.stepSeconds / stepsRun * 1000, reduceMs = trainer.allReduceSeconds / stepsRun * 1000
+      say(String(format: "data-parallel: %.0f global images/s; per step %.1f ms, of which %.1f ms all-reduce%@ (%.1f%%), "
+        + "%.2f ms waiting for the slowest process", trainer.epochs.last?.imagesPerSecond ?? 0, stepMs, reduceMs,
+        (bucketCapMb > 0 ? " not hidden behind backward" : "") as NSString, 100 * reduceMs / max(stepMs, 1e-9),
+        trainer.waitSeconds / stepsRun * 1000))
     }
     finishOutput()
   }
