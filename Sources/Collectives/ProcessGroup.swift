@@ -1,7 +1,8 @@
 // ProcessGroup: the processes of a data-parallel run and the few collective operations training
 // needs (all-reduce in place, broadcast, barrier), over MPI when the package is built with the
 // `MPI` trait (`swift build --traits MPI`), and a one-process group otherwise. Nothing here
-// allocates per call: the buffers are the caller's.
+// allocates per call: the buffers are the caller's. `startAllReduceSum` is the non-blocking
+// all-reduce that lets a data-parallel step sum gradients while backward still runs.
 #if MPI
   import CMPI
 #endif
@@ -33,6 +34,10 @@ public protocol ProcessGroup: AnyObject {
   func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
   /// Sums `buffer` (`[count]`) of Doubles over all processes, in place.
   func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+  /// Starts summing `buffer` (`[count]`) over all processes, in place, and returns at once (a
+  /// non-blocking all-reduce, MPI_Iallreduce). Don't read or write `buffer` until the returned
+  /// operation's `wait()` returns. Every process must start the same operations in the same order.
+  func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective
   /// Copies `buffer` (`[count]`) of process `root` into every other process's `buffer`.
   func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws
   /// Returns once every process has called it.
@@ -42,6 +47,32 @@ public protocol ProcessGroup: AnyObject {
   /// one. The error path of a run: print the message first; it never finalises MPI, which would
   /// wait for processes that sit in a collective.
   func abort(code: Int32) -> Never
+}
+
+/// A collective operation in progress (`ProcessGroup.startAllReduceSum(_:)`).
+public protocol PendingCollective: AnyObject {
+  /// Whether it has finished, without waiting. With MPI, testing is also what moves the
+  /// operation on (Open MPI progresses non-blocking collectives inside MPI calls).
+  func test() throws -> Bool
+  /// Returns when it has finished.
+  func wait() throws
+}
+
+/// A collective operation that finished before it was returned.
+public final class FinishedCollective: PendingCollective {
+  /// A finished operation.
+  public init() {}
+  public func test() throws -> Bool { true }
+  public func wait() throws {}
+}
+
+extension ProcessGroup {
+  /// The blocking all-reduce, already finished when it returns: groups without non-blocking
+  /// collectives (one process, threads of a test) overlap nothing but give the same sums.
+  public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+    try allReduceSum(buffer)
+    return FinishedCollective()
+  }
 }
 
 /// A group of one process: every collective operation is the identity.
@@ -135,7 +166,7 @@ public enum ProcessGroups {
       self.size = size
     }
 
-    private static func check(_ code: Int32, _ what: String) throws {
+    fileprivate static func check(_ code: Int32, _ what: String) throws {
       guard code != acon_mpi_success() else { return }
       var text = [CChar](repeating: 0, count: Int(acon_mpi_max_error_string()) + 1)
       var length: Int32 = 0
@@ -158,6 +189,36 @@ public enum ProcessGroups {
         try MPIProcessGroup.check(
           MPI_Allreduce(acon_mpi_in_place(), buffer.baseAddress! + offset, count, acon_mpi_double(), acon_mpi_sum(), comm),
           "MPI_Allreduce of \(buffer.count) doubles")
+      }
+    }
+
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+      let op = MPIPendingCollective(what: "MPI_Iallreduce of \(buffer.count) floats")
+      try chunks(buffer.count) { offset, count in
+        var request: MPI_Request?
+        try MPIProcessGroup.check(
+          MPI_Iallreduce(acon_mpi_in_place(), buffer.baseAddress! + offset, count, acon_mpi_float(), acon_mpi_sum(), comm,
+            &request),
+          op.what)
+        op.requests.append(request)
+      }
+      return op
+    }
+
+    /// The requests of one `startAllReduceSum` (one per 2³¹-element piece).
+    final class MPIPendingCollective: PendingCollective {
+      let what: String
+      var requests: [MPI_Request?] = []
+      init(what: String) { self.what = what }
+
+      func test() throws -> Bool {
+        var done: Int32 = 0
+        try MPIProcessGroup.check(MPI_Testall(Int32(requests.count), &requests, &done, nil), what)
+        return done != 0
+      }
+
+      func wait() throws {
+        try MPIProcessGroup.check(MPI_Waitall(Int32(requests.count), &requests, nil), what)
       }
     }
 

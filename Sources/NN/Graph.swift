@@ -436,6 +436,7 @@ open class Graph: Module {
         var g = grads[0]!
         if writesInputInPlace(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
         let dx = try named(node.op) { try m.backward(g) }
+        try m.backwardHook?()  // a module runs at one node only (a wiring rule)
         if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op, node: k) }
       case .add:
         for (i, v) in node.inputs.enumerated() where wantsInput[i] { try contribute(grads[0]!, to: v, from: node.op, node: k) }

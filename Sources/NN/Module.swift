@@ -57,6 +57,13 @@ open class Module {
   /// `backward` then returns a tensor whose contents are unspecified.
   public var propagatesInputGradient = true
 
+  /// Called by the container that runs this module (`Sequential`, `Graph`) right after the
+  /// module's last `backward` of a pass returns, when its parameter gradients (its children's
+  /// included) are final for the pass. Data-parallel training starts all-reducing them here while
+  /// the layers before it go back, as PyTorch's DDP does with its gradient buckets. Nil by default;
+  /// a module run by a module of the user's own (not a container) is not called.
+  public var backwardHook: (() throws -> Void)?
+
   /// A module in training mode that propagates its input gradient.
   public init() {}
 

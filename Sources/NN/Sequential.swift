@@ -103,6 +103,8 @@ public final class Sequential: Module {
       } else {
         g = try namingShapeErrors(name) { try l.backward(g) }
       }
+      // The last backward of this layer in the pass (the first in order, for a layer listed twice).
+      if let hook = l.backwardHook, !layers[..<i].contains(where: { $0.1 === l }) { try hook() }
     }
     return g
   }

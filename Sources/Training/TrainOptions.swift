@@ -84,6 +84,10 @@ public struct TrainOptions: Sendable {
   /// Meta-ACON's β network included) over the global batch, as one process would
   /// (synchronised batch norm). Without it each process normalises by its own shard.
   public var syncBatchNorm = false
+  /// In a data-parallel run, the size in MiB of the gradient buckets whose all-reduce starts
+  /// while backward still runs (PyTorch DDP's `bucket_cap_mb`; the first bucket is at most
+  /// 1 MiB). 0 all-reduces every gradient at once after the backward pass.
+  public var bucketCapMB: Double = 25
 
   /// The defaults: seed-aconc, one epoch, Adam at 1e-3, batch 64.
   public init() {}
@@ -100,6 +104,7 @@ public struct TrainOptions: Sendable {
     guard warmupSteps >= 0 else { throw bad("--warmup-steps must be non-negative, got \(warmupSteps)") }
     guard stepSize >= 1 else { throw bad("--step-size must be at least 1 epoch, got \(stepSize)") }
     guard gamma.isFinite && gamma > 0 else { throw bad("--gamma must be a positive number, got \(gamma)") }
+    guard bucketCapMB.isFinite && bucketCapMB >= 0 else { throw bad("--bucket-cap-mb must be a non-negative number, got \(bucketCapMB)") }
     guard labelSmoothing.isFinite && labelSmoothing >= 0 && labelSmoothing < 1 else {
       throw bad("--label-smoothing must be in [0, 1), got \(labelSmoothing)")
     }

@@ -1,5 +1,6 @@
 // Trainer+Loop: the training loop itself: batches (this process's shard of each in a
-// data-parallel run), forward, loss, backward, the gradient all-reduce, the NaN guard and
+// data-parallel run), forward, loss, backward, the gradient all-reduce (overlapped with backward
+// in buckets, see GradientBuckets), the NaN guard and
 // clipping, the optimizer and scheduler steps, per-epoch evaluation, the best model.
 import Collectives
 import Foundation
@@ -85,8 +86,14 @@ extension Trainer {
         guard loss.isFinite else {
           throw TrainingError.nonFiniteLoss(step: step + 1, loss: loss, checkpoint: lastCheckpointPath)
         }
+        buckets?.begin()
         _ = try model.backward(grad)
-        if group.size > 1 {
+        if let buckets {
+          // Most buckets went while backward ran: wait for the rest.
+          let r0 = DispatchTime.now().uptimeNanoseconds
+          try buckets.finish()
+          allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
+        } else if group.size > 1 {
           // One all-reduce over every gradient (contiguous since packGradients). The barrier
           // first separates waiting for the slowest process from the all-reduce itself.
           let w0 = DispatchTime.now().uptimeNanoseconds

@@ -53,9 +53,12 @@ public final class Trainer {
   public var onEpoch: ((EpochRecord) -> Void)?
   /// The processes of this run; a single process unless training is data-parallel.
   public let group: ProcessGroup
-  /// Seconds spent in the gradient all-reduce in this run (0 for a single process).
+  /// Seconds spent in the gradient all-reduce in this run (0 for a single process). When it
+  /// overlaps the backward pass (`bucketCapMB` > 0), the seconds after backward that it was not
+  /// hidden (waiting for the last buckets, and for the slowest process).
   public internal(set) var allReduceSeconds = 0.0
-  /// Seconds this process waited for the others before the all-reduce (load imbalance).
+  /// Seconds this process waited for the others before the all-reduce (load imbalance); 0 when
+  /// the all-reduce overlaps the backward pass (the wait is then part of `allReduceSeconds`).
   public internal(set) var waitSeconds = 0.0
   /// Every step's loss, in order (including steps replayed from nothing: after a resume this
   /// holds only the steps this run took).
@@ -88,6 +91,7 @@ public final class Trainer {
   var bestAccuracy = -1.0
   let xBatch: Tensor  // the global batch, or this process's rows of it in a data-parallel run
   let gradients: TensorStorage  // every parameter gradient, contiguous (packGradients)
+  var buckets: GradientBuckets?  // the all-reduce overlapped with backward (data-parallel)
   var scalars = [Double](repeating: 0, count: 1)
   var labels: [Int32] = []
   var log: CheckedFile?
@@ -303,7 +307,13 @@ public final class Trainer {
     }
     self.scheduler.seek(to: step)
     if options.resume, group.size > 1 { try checkRanksRestoredTheSameState() }
-    if group.size > 1 { try joinGroup() }
+    if group.size > 1 {
+      try joinGroup()
+      if options.bucketCapMB > 0 {
+        buckets = GradientBuckets(model: model, block: gradients, group: group,
+          capacityBytes: Int(options.bucketCapMB * 1_048_576))
+      }
+    }
     if let logPath = options.logPath, group.rank == 0 {
       if let resumed = resumedFromStep, fileStatus(logPath).exists {
         try truncateLog(logPath, toStep: resumed, epoch: startEpoch)

@@ -136,6 +136,8 @@ struct Train: ParsableCommand {
   var distributed = false
   @Flag(help: "With several processes, BatchNorm statistics (Meta-ACON's too) over the global batch.")
   var syncBatchnorm = false
+  @Option(help: "With several processes, all-reduce gradients in buckets of this many MiB while backward runs (0: all at once after it).")
+  var bucketCapMb: Double = 25
 
   func run() throws {
     if let t = threads {
@@ -173,6 +175,7 @@ struct Train: ParsableCommand {
     o.clipGradNorm = clipGradNorm
     o.checkNumerics = !noCheckNumerics
     o.syncBatchNorm = syncBatchnorm
+    o.bucketCapMB = bucketCapMb
     reporting { try o.validate() }
     let group = reporting { try ProcessGroups.make(distributed: distributed, environment: ProcessInfo.processInfo.environment) }
     activeGroup = group
@@ -250,14 +253,15 @@ struct Train: ParsableCommand {
     }
     reporting { try trainer.run() }
     let seconds = Date().timeIntervalSince(start)
-    say(String(format: "done: %d steps in %.1f s", trainer.completedSteps, seconds)
-      + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
+    let stepsRun = Double(max(1, trainer.losses.count))
+    say(String(format: "done: %d steps in %.1f s (%.1f ms per training step)", trainer.completedSteps, seconds,
+      trainer.stepSeconds / stepsRun * 1000) + (checkpoint.map { ", checkpoint \($0)" } ?? ""))
     if group.size > 1 {
-      let steps = Double(max(1, trainer.losses.count))
-      say(String(format: "data-parallel: %.0f global images/s; per step %.2f ms all-reduce (%.1f%% of the time), "
-        + "%.2f ms waiting for the slowest process", trainer.epochs.last?.imagesPerSecond ?? 0,
-        trainer.allReduceSeconds / steps * 1000, 100 * trainer.allReduceSeconds / max(seconds, 1e-9),
-        trainer.waitSeconds / steps * 1000))
+      let stepMs = trainer.stepSeconds / stepsRun * 1000, reduceMs = trainer.allReduceSeconds / stepsRun * 1000
+      say(String(format: "data-parallel: %.0f global images/s; per step %.1f ms, of which %.1f ms all-reduce%@ (%.1f%%), "
+        + "%.2f ms waiting for the slowest process", trainer.epochs.last?.imagesPerSecond ?? 0, stepMs, reduceMs,
+        (bucketCapMb > 0 ? " not hidden behind backward" : "") as NSString, 100 * reduceMs / max(stepMs, 1e-9),
+        trainer.waitSeconds / stepsRun * 1000))
     }
     finishOutput()
   }

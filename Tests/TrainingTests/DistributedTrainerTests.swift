@@ -246,3 +246,88 @@ private final class Weights: @unchecked Sendable {
   }
   func get(_ i: Int) -> [Float] { slots[i] }
 }
+
+/// The all-reduce overlapped with backward (gradient buckets, `TrainOptions.bucketCapMB`).
+final class OverlappedAllReduceTests: XCTestCase {
+  private func finalWeights(_ model: ModelKind, bucketMB: Double, sync: Bool) throws -> [[Float]] {
+    var o = TrainOptions()
+    o.model = model.rawValue
+    o.maxSteps = 3
+    o.batchSize = 16
+    o.optimizer = .sgd
+    o.learningRate = 0.05
+    o.shuffle = false
+    o.seed = 4
+    o.evaluateEachEpoch = false
+    o.syncBatchNorm = sync
+    o.bucketCapMB = bucketMB
+    let opts = o
+    let train = SyntheticShapes.make(count: 48, height: 16, width: 16, seed: 1)
+    let weights = Weights(count: 2)
+    try InProcessGroup(size: 2).run { member in
+      let t = try Trainer(options: opts, train: train, test: nil, normalization: .unit(channels: 1), group: member)
+      _ = try t.run()
+      weights.set(member.rank, t.model.namedParameters().flatMap { $0.1.value.array })
+    }
+    return [weights.get(0), weights.get(1)]
+  }
+
+  /// Buckets of 25 MiB (one here), of 1 KiB (one per parameter or so) and no buckets sum the same
+  /// elements over the same processes: the same bits.
+  func testBucketsGiveTheSameWeightsAsOneAllReduce() throws {
+    for (model, sync) in [(ModelKind.seedAconc, false), (.seedMeta, true)] {
+      let whole = try finalWeights(model, bucketMB: 0, sync: sync)
+      XCTAssertEqual(whole[0], whole[1])
+      for mb in [25, 1.0 / 1024] {
+        let bucketed = try finalWeights(model, bucketMB: mb, sync: sync)
+        XCTAssertEqual(bucketed[0], whole[0], "\(model.rawValue), buckets of \(mb) MiB")
+        XCTAssertEqual(bucketed[1], whole[1], "\(model.rawValue), buckets of \(mb) MiB")
+      }
+    }
+  }
+
+  /// The first bucket (the last layer's gradients) starts while backward runs: the first
+  /// layer's weight gradient is still zero then; every element is reduced once per step.
+  func testTheFirstBucketStartsBeforeTheFirstLayerGoesBack() throws {
+    let group = RecordingPair()
+    var o = TrainOptions()
+    o.model = ModelKind.seedAconc.rawValue
+    o.maxSteps = 2
+    o.batchSize = 8
+    o.optimizer = .sgd
+    o.evaluateEachEpoch = false
+    o.bucketCapMB = 1.0 / 1024
+    let train = SyntheticShapes.make(count: 16, height: 16, width: 16, seed: 1)
+    let t = try Trainer(options: o, train: train, test: nil, normalization: .unit(channels: 1), group: group)
+    let params = t.model.namedParameters()
+    let firstGrad = params[0].1.grad
+    group.onStart = { firstGrad.array.allSatisfy { $0 == 0 } }
+    _ = try t.run()
+    let total = params.reduce(0) { $0 + $1.1.grad.count }
+    XCTAssertGreaterThan(group.starts.count, 4, "several buckets per step")
+    XCTAssertEqual(group.starts.reduce(0, +), 2 * total, "each gradient element reduced once per step")
+    XCTAssertTrue(group.startedWhileFirstLayerPending.first == true, "the first bucket starts before the first layer goes back")
+    XCTAssertTrue(group.startedWhileFirstLayerPending.contains(false), "the first layer's bucket starts after it goes back")
+  }
+}
+
+/// Rank 0 of a pretend pair whose other process has the same gradients: the sum doubles them.
+/// Records each non-blocking all-reduce's size and whether `onStart` held when it started.
+private final class RecordingPair: ProcessGroup {
+  var starts: [Int] = []
+  var startedWhileFirstLayerPending: [Bool] = []
+  var onStart: () -> Bool = { false }
+  var rank: Int { 0 }
+  var size: Int { 2 }
+  func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { for i in buffer.indices { buffer[i] *= 2 } }
+  func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws { for i in buffer.indices { buffer[i] *= 2 } }
+  func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+    starts.append(buffer.count)
+    startedWhileFirstLayerPending.append(onStart())
+    try allReduceSum(buffer)
+    return FinishedCollective()
+  }
+  func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {}
+  func barrier() throws {}
+  func abort(code: Int32) -> Never { exit(code) }
+}
