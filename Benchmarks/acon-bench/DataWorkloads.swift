@@ -85,7 +85,8 @@ private func threadCPUSeconds() -> Double {
 /// Where one image's time goes on one thread (thread CPU time, µs per image, median of
 /// `rounds` passes over `paths`): read the file, TurboJPEG's full decode (the ceiling's work),
 /// the loader's decode (full, or cropped to the rows and columns the crop reads), the resize
-/// of the crop to 224×224, the floats (flip + normalise), and the whole `ImageProcessor.process`.
+/// of the crop to 224×224, the floats (flip + normalise), and the whole `ImageProcessor.process`;
+/// and the 1-worker ceiling fraction in CPU time.
 private func stageBreakdown(_ paths: [String], pipeline: ImagePipeline, rounds: Int) throws -> [(String, Double)] {
   let processor = ImageProcessor()
   let decoder = ImageDecoder()
@@ -147,7 +148,12 @@ private func stageBreakdown(_ paths: [String], pipeline: ImagePipeline, rounds: 
     }
     for i in 0..<names.count { samples[i].append(t[i] / Double(paths.count) * 1e6) }
   }
-  return names.enumerated().map { ("stage_\($0.element)_us", samples[$0.offset].sorted()[rounds / 2]) }
+  var stages = names.enumerated().map { ("stage_\($0.element)_us", samples[$0.offset].sorted()[rounds / 2]) }
+  // The ceiling fraction in thread CPU time (robust to other processes): (read + TurboJPEG's
+  // full decode) / (read + the loader's whole processing), per round, median.
+  let fractions = (0..<rounds).map { r in (samples[0][r] + samples[1][r]) / (samples[0][r] + samples[5][r]) }
+  stages.append(("ceiling_fraction_cpu", fractions.sorted()[rounds / 2]))
+  return stages
 }
 
 /// The `data.folder` rows: one per worker count (1 and 2).

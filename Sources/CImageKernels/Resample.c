@@ -83,18 +83,65 @@ static void vertical_generic(const uint8_t *src, ptrdiff_t srcStride, intptr_t f
 
 #if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2")))
+#undef INLINE
+#define INLINE static inline __attribute__((always_inline))
 
-// Two rows at once: each 128-bit lane holds one row's pixel as 4 int32 (R, G, B, 0), one
-// multiply per tap for both rows and all three channels.
-AVX2 static void horizontal_avx2(const uint8_t *src, ptrdiff_t srcStride, int rows, int outW, const int32_t *k,
-                                 int kSize, const intptr_t *bounds, uint8_t *dst) {
+// A pixel pair (the same column of two rows) as 8 int32: R, G, B and one byte of the next pixel
+// (its weight is multiplied in but never stored: lane 3 of each half is dropped at the end).
+#define PAIR(p, stride)                                                                                   \
+  _mm256_cvtepu8_epi32(_mm_unpacklo_epi32(_mm_cvtsi32_si128(load4(p)), _mm_cvtsi32_si128(load4((p) + (stride)))))
+
+INLINE int32_t load4(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+// Stores the R, G, B of both rows' pixel from a pair accumulator (>> 22, clipped to 0...255).
+AVX2 INLINE void store_pair(__m256i acc, uint8_t *d0, uint8_t *d1) {
+  acc = _mm256_srai_epi32(acc, PRECISION_BITS);
+  // int32 → uint16 → uint8 with saturation (PIL's clip): lane 0 bytes 0–2 row r, lane 1 row r+1.
+  const __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(acc, acc), _mm256_setzero_si256());
+  const uint32_t v0 = (uint32_t)_mm256_extract_epi32(b, 0), v1 = (uint32_t)_mm256_extract_epi32(b, 4);
+  memcpy(d0, &v0, 3);
+  memcpy(d1, &v1, 3);
+}
+
+// Two rows at once: each 128-bit lane holds one row's pixel as 4 int32 (R, G, B, x), one
+// multiply per tap for both rows and all three channels. Four output pixels go together (four
+// independent sums, so the multiply-add latency overlaps), each over the group's largest tap
+// count: the weights past a pixel's own count are 0 (coefficients() pads with zeros), so the sums
+// are unchanged. The group reads 4 bytes per pixel, so it only runs where that stays inside the
+// row; the right edge takes one pixel at a time with 3-byte reads.
+AVX2 static void horizontal_avx2(const uint8_t *src, ptrdiff_t srcStride, int srcWidth, int rows, int outW,
+                                 const int32_t *k, int kSize, const intptr_t *bounds, uint8_t *dst) {
   const __m256i half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
   const ptrdiff_t dstStride = (ptrdiff_t)outW * 3;
   int r = 0;
   for (; r + 1 < rows; r += 2) {
     const uint8_t *srow = src + r * srcStride;
     uint8_t *d0 = dst + r * dstStride, *d1 = d0 + dstStride;
-    for (int o = 0; o < outW; o++) {
+    int o = 0;
+    for (; o + 4 <= outW; o += 4) {
+      intptr_t m = bounds[2 * o + 1];
+      for (int j = 1; j < 4; j++) m = bounds[2 * (o + j) + 1] > m ? bounds[2 * (o + j) + 1] : m;
+      if (m > kSize || bounds[2 * (o + 3)] + m > srcWidth - 1) break;
+      const uint8_t *p0 = srow + bounds[2 * o] * 3, *p1 = srow + bounds[2 * o + 2] * 3;
+      const uint8_t *p2 = srow + bounds[2 * o + 4] * 3, *p3 = srow + bounds[2 * o + 6] * 3;
+      const int32_t *k0 = k + (ptrdiff_t)o * kSize;
+      __m256i a0 = half, a1 = half, a2 = half, a3 = half;
+      for (intptr_t i = 0; i < m; i++) {
+        a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(PAIR(p0 + 3 * i, srcStride), _mm256_set1_epi32(k0[i])));
+        a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(PAIR(p1 + 3 * i, srcStride), _mm256_set1_epi32(k0[kSize + i])));
+        a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(PAIR(p2 + 3 * i, srcStride), _mm256_set1_epi32(k0[2 * kSize + i])));
+        a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(PAIR(p3 + 3 * i, srcStride), _mm256_set1_epi32(k0[3 * kSize + i])));
+      }
+      store_pair(a0, d0 + 3 * o, d1 + 3 * o);
+      store_pair(a1, d0 + 3 * o + 3, d1 + 3 * o + 3);
+      store_pair(a2, d0 + 3 * o + 6, d1 + 3 * o + 6);
+      store_pair(a3, d0 + 3 * o + 9, d1 + 3 * o + 9);
+    }
+    for (; o < outW; o++) {
       const uint8_t *p = srow + bounds[2 * o] * 3;
       const intptr_t n = bounds[2 * o + 1];
       const int32_t *kk = k + (ptrdiff_t)o * kSize;
@@ -104,15 +151,7 @@ AVX2 static void horizontal_avx2(const uint8_t *src, ptrdiff_t srcStride, int ro
         const __m256i x = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)two));
         acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x, _mm256_set1_epi32(kk[i])));
       }
-      acc = _mm256_srai_epi32(acc, PRECISION_BITS);
-      // int32 → uint16 → uint8 with saturation (PIL's clip): lane 0 bytes 0–3 row r, lane 1 row r+1.
-      const __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(acc, acc), _mm256_setzero_si256());
-      const uint32_t v0 = (uint32_t)_mm256_extract_epi32(b, 0), v1 = (uint32_t)_mm256_extract_epi32(b, 4);
-      // 4-byte stores: the fourth byte is the next pixel's R, written again by it; the last pixel
-      // of a row stores 3 (its fourth byte would be the next row's first).
-      const size_t bytes = o + 1 < outW ? 4 : 3;
-      memcpy(d0 + 3 * o, &v0, bytes);
-      memcpy(d1 + 3 * o, &v1, bytes);
+      store_pair(acc, d0 + 3 * o, d1 + 3 * o);
     }
   }
   if (r < rows) horizontal_generic(src + r * srcStride, srcStride, rows - r, outW, k, kSize, bounds, dst + r * dstStride);
@@ -126,11 +165,11 @@ AVX2 static void vertical_avx2(const uint8_t *src, ptrdiff_t srcStride, intptr_t
 static int has_avx2(void) { return __builtin_cpu_supports("avx2"); }
 #endif
 
-void acon_resample_horizontal(const uint8_t *src, ptrdiff_t srcStride, int rows, int outW, const int32_t *k, int kSize,
-                              const intptr_t *bounds, uint8_t *dst) {
+void acon_resample_horizontal(const uint8_t *src, ptrdiff_t srcStride, int srcWidth, int rows, int outW,
+                              const int32_t *k, int kSize, const intptr_t *bounds, uint8_t *dst) {
 #if defined(__x86_64__)
   if (has_avx2()) {
-    horizontal_avx2(src, srcStride, rows, outW, k, kSize, bounds, dst);
+    horizontal_avx2(src, srcStride, srcWidth, rows, outW, k, kSize, bounds, dst);
     return;
   }
 #endif

@@ -77,7 +77,7 @@ public final class Resampler {
                       bounds: b.baseAddress!, dst: tp.baseAddress!)
                   } else {
                     acon_resample_horizontal(
-                      rowStart, src.width * 3, Int32(rows), Int32(outW), k.baseAddress!, Int32(kxSize), b.baseAddress!,
+                      rowStart, src.width * 3, Int32(src.width), Int32(rows), Int32(outW), k.baseAddress!, Int32(kxSize), b.baseAddress!,
                       tp.baseAddress!)
                   }
                 }

@@ -31,12 +31,13 @@ int acon_jpeg_decode_region(const uint8_t *data, size_t size, int x0, int x1, in
                             size_t outSize, acon_jpeg_region *region, char *err, size_t errSize);
 
 /// PIL's antialiased bilinear resize, horizontal pass (ImagingResampleHorizontal_8bpc): `rows`
-/// rows of 8-bit RGB, row r at `src + r * srcStride`, into `rows` rows of `outW * 3` bytes at `dst`.
+/// rows of 8-bit RGB, `srcWidth` pixels each, row r at `src + r * srcStride`, into `rows` rows of `outW * 3` bytes at `dst`.
 /// Output pixel o sums `bounds[2o + 1]` taps from
-/// source pixel `bounds[2o]` with the 22-bit fixed-point weights `k[o * kSize ...]` (all >= 0),
+/// source pixel `bounds[2o]` with the 22-bit fixed-point weights `k[o * kSize ...]` (all >= 0, and
+/// 0 past the pixel's tap count up to kSize; bounds[2o] never decreases with o),
 /// plus 2^21, then >> 22 and clips to 0...255: PIL's bytes. AVX2 when the CPU has it.
-void acon_resample_horizontal(const uint8_t *src, ptrdiff_t srcStride, int rows, int outW, const int32_t *k, int kSize,
-                              const intptr_t *bounds, uint8_t *dst);
+void acon_resample_horizontal(const uint8_t *src, ptrdiff_t srcStride, int srcWidth, int rows, int outW,
+                              const int32_t *k, int kSize, const intptr_t *bounds, uint8_t *dst);
 
 /// The vertical pass (ImagingResampleVertical_8bpc): output row o (of `outH`, `rowBytes` bytes
 /// each, at `dst + o * rowBytes`) sums `bounds[2o + 1]` source rows from row `bounds[2o] - firstRow`
