@@ -1,6 +1,7 @@
-// ImageDecoding: JPEG through libjpeg-turbo's TurboJPEG API (with scaling on decode) and PNG
-// through libpng (CImageCodecs), both to 8-bit RGB as PIL's `convert("RGB")` gives; the file
-// reader; and a JPEG encoder for tests and acon-bench.
+// ImageDecoding: JPEG through libjpeg-turbo's TurboJPEG API (with scaling on decode; a crop's
+// rectangle only through its libjpeg API, CImageKernels) and PNG through libpng (CImageCodecs),
+// both to 8-bit RGB as PIL's `convert("RGB")` gives; the file reader; and a JPEG encoder for
+// tests and acon-bench.
 import CImageCodecs
 import CImageKernels
 import CTurboJPEG

@@ -1,7 +1,8 @@
 // ImagePipeline: a list of transforms and a tensor convention (what a checkpoint records, as
 // text), and ImageProcessor, which runs one on an image file: decode (a JPEG at 1/2, 1/4 or 1/8
-// of its size when the first transform shrinks it at least 2× further anyway), the transforms
-// in order on 8-bit RGB, then the floats `[3, H, W]`.
+// of its size when the first transform shrinks it at least 2× further anyway; otherwise, under a
+// first RandomResizedCrop, only the crop's rows and columns), the transforms in order on 8-bit
+// RGB, then the floats `[3, H, W]`.
 import TensorCore
 
 /// Transforms applied in order, then a tensor convention. Batches need a fixed output size, so
