@@ -91,6 +91,16 @@ static void vertical_generic(const uint8_t *src, ptrdiff_t srcStride, intptr_t f
 #define PAIR(p, stride)                                                                                   \
   _mm256_cvtepu8_epi32(_mm_unpacklo_epi32(_mm_cvtsi32_si128(load4(p)), _mm_cvtsi32_si128(load4((p) + (stride)))))
 
+// Two rows' 16 bytes from p: row r in the low 128-bit lane, row r+1 in the high one.
+#define LOAD2(p, stride) \
+  _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p))), \
+                          _mm_loadu_si128((const __m128i *)((p) + (stride))), 1)
+
+// Tap i's pixel (bytes 3i, 3i+1, 3i+2 of each lane) zero-extended to int32 R, G, B, 0 (-1: zero).
+#define T(i) 3 * i, -1, -1, -1, 3 * i + 1, -1, -1, -1, 3 * i + 2, -1, -1, -1, -1, -1, -1, -1
+static const int8_t kTapShuffle[5][32] = {{T(0), T(0)}, {T(1), T(1)}, {T(2), T(2)}, {T(3), T(3)}, {T(4), T(4)}};
+#undef T
+
 INLINE int32_t load4(const uint8_t *p) {
   int32_t v;
   memcpy(&v, p, 4);
@@ -111,8 +121,10 @@ AVX2 INLINE void store_pair(__m256i acc, uint8_t *d0, uint8_t *d1) {
 // multiply per tap for both rows and all three channels. Four output pixels go together (four
 // independent sums, so the multiply-add latency overlaps), each over the group's largest tap
 // count: the weights past a pixel's own count are 0 (coefficients() pads with zeros), so the sums
-// are unchanged. The group reads 4 bytes per pixel, so it only runs where that stays inside the
-// row; the right edge takes one pixel at a time with 3-byte reads.
+// are unchanged. With at most 5 taps each output pixel's 16 bytes of both rows are loaded once and
+// each tap's pixel is one byte shuffle away; otherwise each tap loads 4 bytes per row. Both read
+// past the last tap, so they only run where that stays inside the row; the right edge takes one
+// pixel at a time with 3-byte reads.
 AVX2 static void horizontal_avx2(const uint8_t *src, ptrdiff_t srcStride, int srcWidth, int rows, int outW,
                                  const int32_t *k, int kSize, const intptr_t *bounds, uint8_t *dst) {
   const __m256i half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
@@ -126,9 +138,27 @@ AVX2 static void horizontal_avx2(const uint8_t *src, ptrdiff_t srcStride, int sr
       intptr_t m = bounds[2 * o + 1];
       for (int j = 1; j < 4; j++) m = bounds[2 * (o + j) + 1] > m ? bounds[2 * (o + j) + 1] : m;
       if (m > kSize || bounds[2 * (o + 3)] + m > srcWidth - 1) break;
+      const int32_t *k0 = k + (ptrdiff_t)o * kSize;
+      if (m <= 5 && (bounds[2 * (o + 3)] + 6) <= srcWidth) {
+        // 16 bytes (5 pixels and a byte) of both rows per output pixel, one shuffle per tap.
+        __m256i s0 = LOAD2(srow + bounds[2 * o] * 3, srcStride), s1 = LOAD2(srow + bounds[2 * o + 2] * 3, srcStride);
+        __m256i s2 = LOAD2(srow + bounds[2 * o + 4] * 3, srcStride), s3 = LOAD2(srow + bounds[2 * o + 6] * 3, srcStride);
+        __m256i a0 = half, a1 = half, a2 = half, a3 = half;
+        for (intptr_t i = 0; i < m; i++) {
+          const __m256i sh = _mm256_loadu_si256((const __m256i *)kTapShuffle[i]);
+          a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(_mm256_shuffle_epi8(s0, sh), _mm256_set1_epi32(k0[i])));
+          a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(_mm256_shuffle_epi8(s1, sh), _mm256_set1_epi32(k0[kSize + i])));
+          a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(_mm256_shuffle_epi8(s2, sh), _mm256_set1_epi32(k0[2 * kSize + i])));
+          a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(_mm256_shuffle_epi8(s3, sh), _mm256_set1_epi32(k0[3 * kSize + i])));
+        }
+        store_pair(a0, d0 + 3 * o, d1 + 3 * o);
+        store_pair(a1, d0 + 3 * o + 3, d1 + 3 * o + 3);
+        store_pair(a2, d0 + 3 * o + 6, d1 + 3 * o + 6);
+        store_pair(a3, d0 + 3 * o + 9, d1 + 3 * o + 9);
+        continue;
+      }
       const uint8_t *p0 = srow + bounds[2 * o] * 3, *p1 = srow + bounds[2 * o + 2] * 3;
       const uint8_t *p2 = srow + bounds[2 * o + 4] * 3, *p3 = srow + bounds[2 * o + 6] * 3;
-      const int32_t *k0 = k + (ptrdiff_t)o * kSize;
       __m256i a0 = half, a1 = half, a2 = half, a3 = half;
       for (intptr_t i = 0; i < m; i++) {
         a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(PAIR(p0 + 3 * i, srcStride), _mm256_set1_epi32(k0[i])));
