@@ -51,6 +51,11 @@ let package = Package(
       providers: [.apt(["libturbojpeg0-dev"]), .brew(["jpeg-turbo"])]
     ),
     .systemLibrary(
+      name: "CJPEG",
+      pkgConfig: "libjpeg",
+      providers: [.apt(["libjpeg-dev"]), .brew(["jpeg-turbo"])]
+    ),
+    .systemLibrary(
       name: "CPNG",
       pkgConfig: "libpng",
       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]
@@ -73,7 +78,9 @@ let package = Package(
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),
     .target(name: "Collectives", dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))]),
     .target(name: "CImageCodecs", dependencies: ["CPNG"]),
-    .target(name: "ImageData", dependencies: ["TensorCore", "CTurboJPEG", "CImageCodecs"]),
+    // The loader's C kernels: a JPEG decode of a rectangle through libjpeg-turbo's libjpeg API.
+    .target(name: "CImageKernels", dependencies: ["CJPEG"]),
+    .target(name: "ImageData", dependencies: ["TensorCore", "CTurboJPEG", "CImageCodecs", "CImageKernels"]),
     .target(name: "Training", dependencies: ["TensorCore", "NN", "ACON", "Collectives", "CZlib", "ImageData"]),
     // The model zoo: ShuffleNetV2, TFNet and ResNet as the official ACON code builds them.
     .target(name: "Zoo", dependencies: ["NN", "ACON", "TensorCore"]),

@@ -75,6 +75,87 @@ private func turboJPEGPass(_ paths: [String], threads: Int) throws -> Double {
   return seconds
 }
 
+/// CPU time of the calling thread, seconds.
+private func threadCPUSeconds() -> Double {
+  var ts = timespec()
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+  return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Where one image's time goes on one thread (thread CPU time, µs per image, median of
+/// `rounds` passes over `paths`): read the file, TurboJPEG's full decode (the ceiling's work),
+/// the loader's decode (full, or cropped to the rows and columns the crop reads), the resize
+/// of the crop to 224×224, the floats (flip + normalise), and the whole `ImageProcessor.process`;
+/// and the 1-worker ceiling fraction in CPU time.
+private func stageBreakdown(_ paths: [String], pipeline: ImagePipeline, rounds: Int) throws -> [(String, Double)] {
+  let processor = ImageProcessor()
+  let decoder = ImageDecoder()
+  let resampler = Resampler()
+  guard let tj = tjInitDecompress() else { throw WorkloadFailure(workload: "data.folder", detail: "TurboJPEG could not start") }
+  defer { tjDestroy(tj) }
+  var full = [UInt8](), decoded = RGBImage(), resized = RGBImage()
+  let out = UnsafeMutablePointer<Float>.allocate(capacity: 3 * 224 * 224)
+  defer { out.deallocate() }
+  let names = ["read", "turbojpeg_full_decode", "decode", "resize", "flip_normalize", "process_total"]
+  var samples = [[Double]](repeating: [], count: names.count)
+  let files = try paths.map { try ImageFile.read($0) }
+  for _ in 0..<rounds {
+    var t = [Double](repeating: 0, count: names.count)
+    for (k, path) in paths.enumerated() {
+      var c0 = threadCPUSeconds()
+      _ = try ImageFile.read(path)
+      var c1 = threadCPUSeconds()
+      t[0] += c1 - c0
+      try files[k].withUnsafeBytes { b in
+        var w: Int32 = 0, h: Int32 = 0, s: Int32 = 0, cs: Int32 = 0
+        c0 = threadCPUSeconds()
+        let src = b.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        guard tjDecompressHeader3(tj, src, UInt(b.count), &w, &h, &s, &cs) == 0 else {
+          throw WorkloadFailure(workload: "data.folder", detail: "TurboJPEG could not read \(path)")
+        }
+        if full.count < Int(w * h * 3) { full = [UInt8](repeating: 0, count: Int(w * h * 3)) }
+        let rc = full.withUnsafeMutableBufferPointer {
+          tjDecompress2(tj, src, UInt(b.count), $0.baseAddress, w, 0, h, Int32(TJPF_RGB.rawValue), 0)
+        }
+        c1 = threadCPUSeconds()
+        guard rc == 0 else { throw WorkloadFailure(workload: "data.folder", detail: "TurboJPEG could not decode \(path)") }
+        t[1] += c1 - c0
+        // The loader's stages, with the crop sample k of epoch 0 draws.
+        var rng = ImageLoader.sampleGenerator(seed: 1, epoch: 0, position: k)
+        c0 = threadCPUSeconds()
+        let header = try decoder.header(b, name: path)
+        let crop = randomResizedCropParameters(
+          width: header.width, height: header.height, scale: 0.08...1, ratio: (3.0 / 4)...(4.0 / 3), rng: &rng)
+        let region = try decoder.decode(b, name: path, into: &decoded, covering: crop)
+        c1 = threadCPUSeconds()
+        t[2] += c1 - c0
+        c0 = threadCPUSeconds()
+        resampler.resample(
+          decoded, x: ResampleAxis(crop: crop.left - region.left, crop.left - region.left + crop.width, outSize: 224),
+          y: ResampleAxis(crop: crop.top - region.top, crop.top - region.top + crop.height, outSize: 224), into: &resized)
+        c1 = threadCPUSeconds()
+        t[3] += c1 - c0
+        c0 = threadCPUSeconds()
+        processor.write(resized, convention: pipeline.convention, into: out)
+        c1 = threadCPUSeconds()
+        t[4] += c1 - c0
+        rng = ImageLoader.sampleGenerator(seed: 1, epoch: 0, position: k)
+        c0 = threadCPUSeconds()
+        try processor.process(b, name: path, pipeline: pipeline, rng: &rng, into: out)
+        c1 = threadCPUSeconds()
+        t[5] += c1 - c0
+      }
+    }
+    for i in 0..<names.count { samples[i].append(t[i] / Double(paths.count) * 1e6) }
+  }
+  var stages = names.enumerated().map { ("stage_\($0.element)_us", samples[$0.offset].sorted()[rounds / 2]) }
+  // The ceiling fraction in thread CPU time (robust to other processes): (read + TurboJPEG's
+  // full decode) / (read + the loader's whole processing), per round, median.
+  let fractions = (0..<rounds).map { r in (samples[0][r] + samples[1][r]) / (samples[0][r] + samples[5][r]) }
+  stages.append(("ceiling_fraction_cpu", fractions.sorted()[rounds / 2]))
+  return stages
+}
+
 /// The `data.folder` rows: one per worker count (1 and 2).
 func dataWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   guard options.wants("data.folder") else { return }
@@ -94,6 +175,7 @@ func dataWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) th
   try TestSupportBridge.checkSame("data.folder batch 0 (workers against the synchronous path)", first.x, reference)
   let repetitions = options.quick ? 1 : Swift.min(options.repetitions, 3)
   let torchvision = try TorchvisionData.available(options)
+  let stages = try stageBreakdown(Array(split.train.paths.prefix(options.quick ? 32 : 256)), pipeline: pipeline, rounds: options.quick ? 1 : 3)
   for workers in [1, 2] {
     let loader = ImageLoader(folder: split.train, pipeline: pipeline, batchSize: batch, shuffle: true, seed: 1, workers: workers)
     var epoch = 0
@@ -115,6 +197,7 @@ func dataWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) th
       ("workers", workers), ("images", count), ("source", "500x375 JPEG q90"), ("images_per_s", ips),
       ("turbojpeg_decode_images_per_s", ceilingIPS), ("ceiling_fraction", ips / ceilingIPS),
     ]
+    if workers == 1 { metrics += stages.map { ($0.0, $0.1 as Any) } }
     if torchvision, let tv = try TorchvisionData.imagesPerSecond(dir: dir, workers: workers, batch: batch, options: options) {
       metrics += [("torchvision_images_per_s", tv), ("speedup_vs_torchvision", ips / tv)]
     }

@@ -1,7 +1,9 @@
-// ImageDecoding: JPEG through libjpeg-turbo's TurboJPEG API (with scaling on decode) and PNG
-// through libpng (CImageCodecs), both to 8-bit RGB as PIL's `convert("RGB")` gives; the file
-// reader; and a JPEG encoder for tests and acon-bench.
+// ImageDecoding: JPEG through libjpeg-turbo's TurboJPEG API (with scaling on decode; a crop's
+// rectangle only through its libjpeg API, CImageKernels) and PNG through libpng (CImageCodecs),
+// both to 8-bit RGB as PIL's `convert("RGB")` gives; the file reader; and a JPEG encoder for
+// tests and acon-bench.
 import CImageCodecs
+import CImageKernels
 import CTurboJPEG
 
 #if canImport(Glibc)
@@ -38,6 +40,7 @@ public final class ImageDecoder {
   /// Sizes refused from the header.
   public let limits: ImageLimits
   private var cmyk = [UInt8]()
+  private var errorText = [CChar](repeating: 0, count: 256)
 
   /// A decoder with its own TurboJPEG handle.
   public init(limits: ImageLimits = .standard) {
@@ -111,6 +114,51 @@ public final class ImageDecoder {
       if rc != 0 { throw ImageError(file: name, reason: "corrupt PNG: \(Self.string(err))") }
       return h
     }
+  }
+
+  /// Decodes only what covers `crop` (full-size coordinates) of the image in `bytes` into `image`:
+  /// a JPEG's rows and columns of the crop and a few around it (libjpeg's cropped decode, the
+  /// same bytes as the full decode at every place it writes: the tests compare); a PNG, or a CMYK
+  /// JPEG, whole. The rest of a JPEG is still entropy-decoded, so a truncated or corrupt file
+  /// fails as `decode` fails.
+  /// - Returns: where `image` sits in the full image: its pixel (0, 0) is the full image's (left, top).
+  /// - Precondition: the crop lies inside the image (as `randomResizedCropParameters` gives).
+  /// - Throws: `ImageError` naming `name`, as `decode(_:name:into:scaleDenominator:)`.
+  public func decode(
+    _ bytes: UnsafeRawBufferPointer, name: String, into image: inout RGBImage,
+    covering crop: (top: Int, left: Int, height: Int, width: Int)
+  ) throws -> (left: Int, top: Int) {
+    guard !bytes.isEmpty, ImageFormat.sniff(bytes) == .jpeg else {
+      try decode(bytes, name: name, into: &image)
+      return (0, 0)
+    }
+    let (h, colorspace) = try jpegHeader(bytes, name: name)
+    try limits.check(width: h.width, height: h.height, file: name)
+    precondition(
+      crop.left >= 0 && crop.top >= 0 && crop.width > 0 && crop.height > 0 && crop.left + crop.width <= h.width
+        && crop.top + crop.height <= h.height, "ImageDecoder: crop \(crop) outside the \(h.width)x\(h.height) image \(name)")
+    if colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue) {
+      try decodeJPEG(bytes, header: h, colorspace: colorspace, name: name, into: &image, scale: 1)
+      return (0, 0)
+    }
+    let x0 = Int32(crop.left), x1 = Int32(crop.left + crop.width), y0 = Int32(crop.top), y1 = Int32(crop.top + crop.height)
+    let capacity = acon_jpeg_region_capacity(Int32(h.width), x0, x1, y0, y1)
+    image.reshape(width: capacity / 3, height: 1)
+    var region = acon_jpeg_region()
+    let rc = image.pixels.withUnsafeMutableBufferPointer { out in
+      errorText.withUnsafeMutableBufferPointer { e in
+        acon_jpeg_decode_region(
+          bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, x0, x1, y0, y1, out.baseAddress!, out.count,
+          &region, e.baseAddress!, e.count)
+      }
+    }
+    guard rc == 0 else {
+      let kind = rc == 1 ? "corrupt or truncated JPEG" : "corrupt JPEG"
+      throw ImageError(file: name, reason: "\(kind): \(Self.string(errorText))")
+    }
+    image.width = Int(region.width)
+    image.height = Int(region.height)
+    return (Int(region.x), Int(region.y))
   }
 
   /// Reads and decodes the file at `path` (see `decode(_:name:into:scaleDenominator:)`).

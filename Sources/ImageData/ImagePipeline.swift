@@ -1,7 +1,8 @@
 // ImagePipeline: a list of transforms and a tensor convention (what a checkpoint records, as
 // text), and ImageProcessor, which runs one on an image file: decode (a JPEG at 1/2, 1/4 or 1/8
-// of its size when the first transform shrinks it at least 2× further anyway), the transforms
-// in order on 8-bit RGB, then the floats `[3, H, W]`.
+// of its size when the first transform shrinks it at least 2× further anyway; otherwise, under a
+// first RandomResizedCrop, only the crop's rows and columns), the transforms in order on 8-bit
+// RGB, then the floats `[3, H, W]`.
 import TensorCore
 
 /// Transforms applied in order, then a tensor convention. Batches need a fixed output size, so
@@ -200,24 +201,32 @@ public final class ImageProcessor {
     mirrored = false
     var rest = pipeline.transforms[...]
     let header = try decoder.header(bytes, name: name)
-    if pipeline.decodeScaling, header.format == .jpeg, let first = rest.first {
-      switch first {
-      case .randomResizedCrop(let size, let scale, let ratio):
-        let c = randomResizedCropParameters(width: header.width, height: header.height, scale: scale, ratio: ratio, rng: &rng)
-        let d = Self.denominator(Swift.min(c.width, c.height), target: size)
+    let scaling = pipeline.decodeScaling && header.format == .jpeg
+    switch rest.first {
+    case .randomResizedCrop(let size, let scale, let ratio)?:
+      let c = randomResizedCropParameters(width: header.width, height: header.height, scale: scale, ratio: ratio, rng: &rng)
+      let d = scaling ? Self.denominator(Swift.min(c.width, c.height), target: size) : 1
+      if d == 1 {
+        // Only the crop's rows and columns are decoded (a JPEG's: the same bytes there as a full
+        // decode, so this is PIL's crop-then-resize whether or not decode scaling is on).
+        let origin = try decoder.decode(bytes, name: name, into: &a, covering: c)
+        let left = c.left - origin.left, top = c.top - origin.top
+        resampler.resample(
+          a, x: ResampleAxis(crop: left, left + c.width, outSize: size), y: ResampleAxis(crop: top, top + c.height, outSize: size),
+          into: &b)
+        swap(&a, &b)
+      } else {
         try decoder.decode(bytes, name: name, into: &a, scaleDenominator: d)
         resample(full: header, crop: c, outW: size, outH: size)
-        rest = rest.dropFirst()
-      case .resize(let size):
-        let o = resizedSize(width: header.width, height: header.height, shorter: size)
-        let d = Self.denominator(Swift.min(header.width, header.height), target: size)
-        try decoder.decode(bytes, name: name, into: &a, scaleDenominator: d)
-        resample(full: header, crop: (0, 0, header.height, header.width), outW: o.width, outH: o.height)
-        rest = rest.dropFirst()
-      default:
-        try decoder.decode(bytes, name: name, into: &a)
       }
-    } else {
+      rest = rest.dropFirst()
+    case .resize(let size)? where scaling:
+      let o = resizedSize(width: header.width, height: header.height, shorter: size)
+      let d = Self.denominator(Swift.min(header.width, header.height), target: size)
+      try decoder.decode(bytes, name: name, into: &a, scaleDenominator: d)
+      resample(full: header, crop: (0, 0, header.height, header.width), outW: o.width, outH: o.height)
+      rest = rest.dropFirst()
+    default:
       try decoder.decode(bytes, name: name, into: &a)
     }
     apply(rest, rng: &rng)

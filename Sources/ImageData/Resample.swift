@@ -2,7 +2,9 @@
 // torchvision's Resize, RandomResizedCrop and resized_crop run on PIL images: separable, a
 // horizontal pass into 8-bit rows and a vertical pass, triangle filter widened by the scale
 // factor when shrinking, weights in 22-bit fixed point, rounded and clipped to 0...255 after
-// each pass. Given the same 8-bit input it gives PIL's bytes (the tests compare).
+// each pass. Given the same 8-bit input it gives PIL's bytes (the tests compare). The passes run
+// as C kernels (CImageKernels, AVX2); the Swift loops here are their reference (`reference: true`).
+import CImageKernels
 
 /// One axis of a resample: a source interval `[start, end)` (fractional when the source was
 /// decoded at a reduced scale) mapped onto `outSize` pixels, reading only pixels in `lo..<hi`.
@@ -37,13 +39,13 @@ public final class Resampler {
   private var bx = [Int](), by = [Int]()
   private var temp = [UInt8]()
   private var accumulator = [Int32]()
-  /// Whether the horizontal pass filters rows in pairs (false: one at a time, for tests).
-  let pairedRows: Bool
+  /// Whether the passes run as the Swift reference loops (one row at a time) instead of the C kernels.
+  let reference: Bool
 
-  public init() { pairedRows = true }
+  public init() { reference = false }
 
-  /// `pairedRows: false` filters one row at a time (the tests compare the two).
-  init(pairedRows: Bool) { self.pairedRows = pairedRows }
+  /// `reference: true` runs the Swift loops (the tests compare them with the kernels).
+  init(reference: Bool) { self.reference = reference }
 
   /// Resamples `x` × `y` of `src` into `dst` (reshaped to `x.outSize`×`y.outSize`).
   /// - Precondition: `x.hi <= src.width`, `y.hi <= src.height`.
@@ -68,14 +70,21 @@ public final class Resampler {
             temp.withUnsafeMutableBufferPointer { tp in
               kx.withUnsafeBufferPointer { k in
                 bx.withUnsafeBufferPointer { b in
-                  Self.horizontal(
-                    s + firstRow * src.width * 3, srcStride: src.width * 3, rows: rows, outW: outW,
-                    k: k.baseAddress!, kSize: kxSize, bounds: b.baseAddress!, dst: tp.baseAddress!, pairs: pairedRows)
+                  let rowStart = s + firstRow * src.width * 3
+                  if reference {
+                    Self.horizontal(
+                      rowStart, srcStride: src.width * 3, rows: rows, outW: outW, k: k.baseAddress!, kSize: kxSize,
+                      bounds: b.baseAddress!, dst: tp.baseAddress!)
+                  } else {
+                    acon_resample_horizontal(
+                      rowStart, src.width * 3, Int32(src.width), Int32(rows), Int32(outW), k.baseAddress!, Int32(kxSize), b.baseAddress!,
+                      tp.baseAddress!)
+                  }
                 }
               }
               let t = UnsafePointer(tp.baseAddress!)
               if needV {
-                Self.vertical(t, stride: outW * 3, firstRow: firstRow, outW: outW, outH: outH, ky: ky, kSize: kySize, by: by, dst: d, acc: acc)
+                verticalPass(t, stride: outW * 3, firstRow: firstRow, outW: outW, outH: outH, kSize: kySize, dst: d, acc: acc)
               } else {
                 (d).update(from: t, count: outW * outH * 3)
               }
@@ -84,12 +93,28 @@ public final class Resampler {
             // Columns are copied: read the source rows at the crop's column offset.
             let base = s + x.lo * 3
             if needV {
-              Self.vertical(base, stride: src.width * 3, firstRow: 0, outW: outW, outH: outH, ky: ky, kSize: kySize, by: by, dst: d, acc: acc)
+              verticalPass(base, stride: src.width * 3, firstRow: 0, outW: outW, outH: outH, kSize: kySize, dst: d, acc: acc)
             } else {
               for r in 0..<outH { (d + r * outW * 3).update(from: base + (y.lo + r) * src.width * 3, count: outW * 3) }
             }
           }
         }
+      }
+    }
+  }
+
+  /// The vertical pass: the C kernel, or the Swift reference.
+  private func verticalPass(
+    _ src: UnsafePointer<UInt8>, stride: Int, firstRow: Int, outW: Int, outH: Int, kSize: Int,
+    dst: UnsafeMutablePointer<UInt8>, acc: UnsafeMutablePointer<Int32>
+  ) {
+    if reference {
+      Self.vertical(src, stride: stride, firstRow: firstRow, outW: outW, outH: outH, ky: ky, kSize: kSize, by: by, dst: dst, acc: acc)
+      return
+    }
+    ky.withUnsafeBufferPointer { k in
+      by.withUnsafeBufferPointer { b in
+        acon_resample_vertical(src, stride, firstRow, Int32(outW * 3), Int32(outH), k.baseAddress!, Int32(kSize), b.baseAddress!, dst)
       }
     }
   }
@@ -136,56 +161,15 @@ public final class Resampler {
     return s < 0 ? 0 : s > 255 ? 255 : UInt8(truncatingIfNeeded: s)
   }
 
-  /// `clip8` of a paired sum's lower and upper lanes: each is non-negative and below 2³², so
-  /// only the upper clamp remains.
-  @inline(__always) private static func low8(_ a: UInt64) -> UInt8 {
-    let v = (a &>> UInt64(precisionBits)) & 0x3FF
-    return UInt8(truncatingIfNeeded: v > 255 ? 255 : v)
-  }
-
-  @inline(__always) private static func high8(_ a: UInt64) -> UInt8 {
-    let v = a &>> UInt64(32 + precisionBits)
-    return UInt8(truncatingIfNeeded: v > 255 ? 255 : v)
-  }
-
-  // rows × [srcW·3] → rows × [outW·3]. Rows go in pairs that share each output pixel's bounds
-  // and weights, two channels per 64-bit multiply (SWAR): p·w + (q·w)·2³², exact because every
-  // weight is non-negative (the triangle filter) and each lane's sum stays below
-  // 2²¹ + 255·(2²² + taps) < 2³², so nothing carries into the upper lane. Three multiplies per tap
-  // for six products. Wrapping index arithmetic: the sizes were checked when the images were made.
+  // The reference horizontal pass: rows × [srcW·3] → rows × [outW·3], one row and one channel
+  // at a time. Wrapping index arithmetic: the sizes were checked when the images were made.
   private static func horizontal(
     _ src: UnsafePointer<UInt8>, srcStride: Int, rows: Int, outW: Int, k: UnsafePointer<Int32>, kSize: Int,
-    bounds: UnsafePointer<Int>, dst: UnsafeMutablePointer<UInt8>, pairs: Bool
+    bounds: UnsafePointer<Int>, dst: UnsafeMutablePointer<UInt8>
   ) {
     let half = Int32(1 << (precisionBits - 1))
-    let halves = UInt64(half) | UInt64(half) << 32
     let dstStride = outW &* 3
     var r = 0
-    while pairs && r &+ 1 < rows {
-      let srow = src + r &* srcStride, drow = dst + r &* dstStride
-      for o in 0..<outW {
-        let xmin = bounds[2 &* o], n = bounds[2 &* o &+ 1]
-        let kk = k + o &* kSize
-        var a = halves, b = halves, c = halves  // (R, B) of row r, (R, B) of row r+1, G of both
-        var p = srow + xmin &* 3
-        for i in 0..<n {
-          let w = UInt64(UInt32(bitPattern: kk[i]))
-          let q = p + srcStride
-          a &+= (UInt64(p[0]) | UInt64(p[2]) &<< 32) &* w
-          b &+= (UInt64(q[0]) | UInt64(q[2]) &<< 32) &* w
-          c &+= (UInt64(p[1]) | UInt64(q[1]) &<< 32) &* w
-          p += 3
-        }
-        let d = drow + 3 &* o, e = d + dstStride
-        d[0] = low8(a)
-        d[1] = low8(c)
-        d[2] = high8(a)
-        e[0] = low8(b)
-        e[1] = high8(c)
-        e[2] = high8(b)
-      }
-      r &+= 2
-    }
     while r < rows {
       let srow = src + r &* srcStride, drow = dst + r &* dstStride
       for o in 0..<outW {
@@ -209,7 +193,7 @@ public final class Resampler {
     }
   }
 
-  // [rows][outW·3] (row r of `src` is source row firstRow + r) → outH × [outW·3]. Each output
+  // The reference vertical pass: [rows][outW·3] (row r of `src` is source row firstRow + r) → outH × [outW·3]. Each output
   // row accumulates whole source rows (contiguous, vectorisable), tap after tap.
   private static func vertical(
     _ src: UnsafePointer<UInt8>, stride: Int, firstRow: Int, outW: Int, outH: Int, ky: [Int32], kSize: Int, by: [Int],

@@ -214,22 +214,24 @@ final class TransformTests: XCTestCase {
     }
   }
 
-  func testPairedRowsGiveTheSingleRowBytes() {
-    // The horizontal pass's two-rows-per-multiply path against one row at a time, on random
-    // pictures, crops and sizes (shrinking by up to 40×, enlarging), white included.
+  func testResampleKernelsGiveTheReferenceBytes() {
+    // The C kernels (AVX2 horizontal pass two rows at a time, blocked vertical pass) against the
+    // Swift reference loops, one row and one channel at a time, on random pictures, crops and
+    // sizes (shrinking by up to 40×, enlarging, 1×1, odd widths, the data.folder sizes), white included.
     var rng = SeededGenerator(seed: 21)
-    let paired = Resampler(), single = Resampler(pairedRows: false)
-    for trial in 0..<80 {
-      let w = 1 + rng.nextInt(below: 200), h = 1 + rng.nextInt(below: 40)
+    let kernels = Resampler(), reference = Resampler(reference: true)
+    for trial in 0..<120 {
+      let big = trial % 4 == 3
+      let w = 1 + rng.nextInt(below: big ? 500 : 200), h = 1 + rng.nextInt(below: big ? 375 : 40)
       let pixels = (0..<(w * h * 3)).map { _ in trial % 10 == 0 ? 255 : UInt8(truncatingIfNeeded: rng.nextInt(below: 256)) }
       let img = RGBImage(width: w, height: h, pixels: pixels)
       let left = rng.nextInt(below: w), width = 1 + rng.nextInt(below: w - left)
       let top = rng.nextInt(below: h), height = 1 + rng.nextInt(below: h - top)
-      let outW = 1 + rng.nextInt(below: 60), outH = 1 + rng.nextInt(below: 30)
+      let outW = big ? 224 : 1 + rng.nextInt(below: 60), outH = big ? 224 : 1 + rng.nextInt(below: 30)
       let x = ResampleAxis(crop: left, left + width, outSize: outW), y = ResampleAxis(crop: top, top + height, outSize: outH)
       var a = RGBImage(), b = RGBImage()
-      paired.resample(img, x: x, y: y, into: &a)
-      single.resample(img, x: x, y: y, into: &b)
+      kernels.resample(img, x: x, y: y, into: &a)
+      reference.resample(img, x: x, y: y, into: &b)
       XCTAssertEqual(a.pixels[0..<(outW * outH * 3)], b.pixels[0..<(outW * outH * 3)], "\(w)x\(h) crop \(width)x\(height) to \(outW)x\(outH)")
       if trial % 10 == 0 { XCTAssertEqual(Set(a.pixels[0..<(outW * outH * 3)]), [255], "white stays white") }
     }
