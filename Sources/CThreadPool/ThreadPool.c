@@ -1,13 +1,17 @@
 // ThreadPool: persistent workers for `parallelFor` (see include/CThreadPool.h).
 //
 // Protocol. One job at a time: `busy` is a try-lock taken by acon_pool_run; a caller that does
-// not get it runs its jobs serially (nested calls and concurrent callers). Each worker has a
-// slot whose `seq` (the futex word) the caller bumps to hand it a job; the job's fn, context
-// and count are written before that release store and read by the worker after its acquire
-// load. A worker finishes with a release decrement of `pending`; the caller's acquire load of
-// pending == 0 orders the workers' writes before whatever follows. Sleeping on both sides is a
-// Dekker handshake on sequentially consistent atomics: the sleeper sets its flag and re-checks
-// the word before futex_wait; the waker changes the word and then reads the flag.
+// not get it runs its jobs serially (nested calls and concurrent callers). The job's chunks are
+// claimed from one 64-bit word, claim = generation << 32 | jobs << 16 | next, by CAS: the caller
+// takes chunk 0, signals the workers (each has a slot whose `seq`, the futex word, it bumps),
+// and after chunk 0 claims what is left itself, so a worker that wakes late (a loaded machine)
+// finds nothing to do and costs the caller nothing; chunk boundaries stay static, only which
+// thread runs a chunk changes. fn and context are written before the release store of claim
+// and read after a successful claim, while the job cannot finish (its chunk is not done).
+// `pending` counts unfinished chunks 1..<jobs; its release decrements and the caller's acquire
+// load order the chunks' writes before whatever follows. Sleeping on both sides is a Dekker
+// handshake on sequentially consistent atomics: the sleeper sets its flag and re-checks the
+// word before futex_wait; the waker changes the word and then reads the flag.
 #define _GNU_SOURCE
 #include "CThreadPool.h"
 
@@ -62,6 +66,8 @@ typedef struct Pool {
   acon_pool_job_fn fn;
   void *context;
   _Atomic int stop;                        // workers exit when they see it with a new seq
+  __attribute__((aligned(64))) _Atomic uint64_t claim;  // generation << 32 | jobs << 16 | next
+  uint32_t generation;                     // guarded by busy
   __attribute__((aligned(64))) _Atomic uint32_t pending;  // workers still running (futex word)
   _Atomic uint32_t callerSleeping;
   _Atomic int64_t spinNs;
@@ -148,6 +154,17 @@ static void wake(_Atomic uint32_t *word, _Atomic uint32_t *sleeping
 #define POOL_SYNC , &pool.mutex, &pool.cond
 #endif
 
+// Claims the next chunk of the current job, or returns −1 when none is left.
+static int32_t claim_chunk(void) {
+  uint64_t c = atomic_load_explicit(&pool.claim, memory_order_acquire);
+  for (;;) {
+    uint32_t jobs = (uint32_t)(c >> 16) & 0xffff, next = (uint32_t)c & 0xffff;
+    if (next >= jobs) return -1;
+    if (atomic_compare_exchange_weak_explicit(&pool.claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+      return (int32_t)next;
+  }
+}
+
 static void *worker_main(void *arg) {
   Slot *slot = arg;
 #if defined(__linux__)
@@ -160,8 +177,11 @@ static void *worker_main(void *arg) {
     int64_t spin = atomic_load_explicit(&pool.spinNs, memory_order_relaxed);
     seen = wait_while(&slot->seq, seen, &slot->sleeping, spin SLOT_SYNC(slot));
     if (atomic_load_explicit(&pool.stop, memory_order_acquire)) break;
-    pool.fn(pool.context, slot->index);
-    if (atomic_fetch_sub(&pool.pending, 1) == 1) wake(&pool.pending, &pool.callerSleeping POOL_SYNC);
+    int32_t w;
+    while ((w = claim_chunk()) >= 0) {
+      pool.fn(pool.context, w);
+      if (atomic_fetch_sub(&pool.pending, 1) == 1) wake(&pool.pending, &pool.callerSleeping POOL_SYNC);
+    }
   }
   return NULL;
 }
@@ -221,19 +241,27 @@ int acon_pool_run(int32_t workers, int32_t jobs, acon_pool_job_fn fn, void *cont
   if (jobs <= 0) return 1;
   if (!try_lock()) return 0;
   resize_locked(workers);
-  if (jobs - 1 > pool.size) {
+  if (jobs - 1 > pool.size || jobs > 0xffff) {
     unlock();
     return 0;
   }
   pool.fn = fn;
   pool.context = context;
   atomic_store_explicit(&pool.pending, (uint32_t)(jobs - 1), memory_order_relaxed);
+  pool.generation++;
+  atomic_store_explicit(&pool.claim, (uint64_t)pool.generation << 32 | (uint64_t)jobs << 16 | 1,
+                        memory_order_release);  // publishes fn, context, pending; chunk 0 is ours
   for (int32_t i = 0; i < jobs - 1; i++) {
     Slot *s = &pool.slots[i];
-    atomic_fetch_add(&s->seq, 1);  // seq_cst: publishes fn, context, pending; then reads sleeping
+    atomic_fetch_add(&s->seq, 1);  // seq_cst; then reads sleeping
     wake(&s->seq, &s->sleeping SLOT_SYNC(s));
   }
   fn(context, 0);
+  int32_t w;
+  while ((w = claim_chunk()) >= 0) {
+    fn(context, w);
+    atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_relaxed);
+  }
   uint32_t left = atomic_load_explicit(&pool.pending, memory_order_acquire);
   while (left != 0)
     left = wait_while(&pool.pending, left, &pool.callerSleeping, CALLER_SPIN_NS POOL_SYNC);
