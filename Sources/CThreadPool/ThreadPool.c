@@ -277,7 +277,7 @@ int acon_pool_resize(int32_t workers) {
 }
 
 int32_t acon_pool_size(void) {
-  // Read under the lock when free; a busy pool reports its size as seen (a racy hint only).
+  // Read under the lock; −1 while the pool is in use.
   if (!try_lock()) return -1;
   int32_t n = pool.size;
   unlock();
