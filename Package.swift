@@ -68,10 +68,12 @@ let package = Package(
 
     // MARK: - Public API
     .target(
-      name: "TensorCore", dependencies: ["CBLAS"],
+      name: "TensorCore", dependencies: ["CBLAS", "CThreadPool"],
       // Debian ships LAPACKE as a library of its own; Homebrew's OpenBLAS has it inside libopenblas.
       linkerSettings: [.linkedLibrary("lapacke", .when(platforms: [.linux]))]),
     .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels", "CCopyKernels"]),
+    // The persistent worker threads behind `parallelFor`.
+    .target(name: "CThreadPool"),
     .target(name: "CAconKernels"),
     .target(name: "CDepthwiseKernels"),
     .target(name: "CCopyKernels"),
