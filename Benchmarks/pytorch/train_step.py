@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""PyTorch eager twin of acon-bench's train_step workloads: the seed network (conv1..conv4,
+"""PyTorch twin of acon-bench's train_step workloads: the seed network (conv1..conv4,
 ReLU / ACON-C / Meta-ACON-C after conv3, linear1, linear2) at batch 64, one step of forward,
-softmax cross-entropy, backward and Adam (lr 1e-3), timed as acon-bench times it: warm-up,
-then the median of repeated timings. Prints one JSON object per workload.
+softmax cross-entropy, backward and Adam (lr 1e-3), and the zoo's networks (zoo_nets.py) with SGD,
+timed as acon-bench times it: warm-up, then the median of repeated timings. Prints one JSON object
+per workload.
+
+With --compile the model is torch.compile'd (inductor; the optimizer step stays eager, as
+`model = torch.compile(model)` gives a user). The first compiled step compiles the forward and
+backward graphs: it is timed on its own (`compile_build_s`), never in the step's figure, and must
+finish within --compile-timeout seconds. Its loss and every parameter gradient are then checked
+against an eager step on the same weights and batch. A compile that fails, times out or disagrees
+prints {"name": ..., "error": "..."} and exits with status 1.
 
 Usage: python3 Benchmarks/pytorch/train_step.py [--threads 2] [--repetitions 7] [--compile]
-                [--model seed-aconc] [--input 3x32x32]
+                [--compile-timeout 600] [--model seed-aconc] [--input 3x32x32]
 acon-bench runs it once per train_step workload (one fresh process each, so that the peak memory,
 VmHWM, is that workload's) when `python3 -c "import torch"` works, and reports the speed-up. Run
 by hand over several workloads, a later row's peak_rss_mb includes the earlier ones'.
@@ -13,6 +21,7 @@ by hand over several workloads, a later row's peak_rss_mb includes the earlier o
 import argparse
 import json
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -81,9 +90,9 @@ def seed_net(kind, c, h, w, classes=10):
     return nn.Sequential(body, nn.Linear(features, 64), nn.ReLU(), nn.Linear(64, classes))
 
 
-def timed(step, min_seconds, repetitions):
+def timed(step, min_seconds, repetitions, warmup=3):
     """Warm-up, steps per repetition so that one lasts min_seconds, the median per step."""
-    for _ in range(3):
+    for _ in range(warmup):
         step()
     t0 = time.perf_counter()
     step()
@@ -97,28 +106,87 @@ def timed(step, min_seconds, repetitions):
     return statistics.median(times)
 
 
-def zoo_step(args):
-    """A zoo network (zoo_nets.py): one step of forward, softmax cross-entropy, backward and SGD
-    (lr 0.01, momentum 0.9), as acon-bench's zoo rows."""
-    from zoo_nets import build
-    c, h, w = (int(v) for v in args.input.split("x"))
-    net = build(args.model, (c, h, w), 10)
-    model = torch.compile(net) if args.compile else net
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+class CompileTimeout(Exception):
+    pass
+
+
+def compiled_and_checked(net, loss_fn, x, y, timeout):
+    """torch.compile(net), its first forward + backward (the compilation) timed, and its loss and
+    parameter gradients checked against eager's on the same weights and batch. Returns the
+    compiled module and the seconds of that first step; raises on failure or after `timeout`."""
+    params = [p for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    want_loss = loss_fn(net(x), y)
+    want_loss.backward()
+    want = [p.grad.clone() for p in params]
+    net.zero_grad(set_to_none=True)
+
+    def expired(signum, frame):
+        raise CompileTimeout(f"torch.compile's first step did not finish within {timeout:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        t0 = time.perf_counter()
+        model = torch.compile(net)
+        got_loss = loss_fn(model(x), y)
+        got_loss.backward()
+        build = time.perf_counter() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if abs(got_loss.item() - want_loss.item()) > 1e-3 * max(1.0, abs(want_loss.item())):
+        raise ValueError(f"compiled loss {got_loss.item():.6g} differs from eager's {want_loss.item():.6g}")
+    # Gradients through BatchNorm and many layers carry the rounding of a different summation
+    # order: a relative L2 tolerance per tensor, floored at a small fraction of the largest
+    # gradient (a bias before BatchNorm has an exactly-zero gradient, rounding noise here).
+    largest = max(w.norm().item() for w in want)
+    names = [n for n, _ in net.named_parameters()]
+    for name, p, w in zip(names, params, want):
+        err = (p.grad - w).norm().item()
+        if err > 1e-2 * max(w.norm().item(), 1e-3 * largest):
+            raise ValueError(f"compiled gradient of {name} differs from eager's (L2 error {err:.3g}, "
+                             f"norm {w.norm().item():.3g})")
+    net.zero_grad(set_to_none=True)
+    return model, build
+
+
+def run(args, name, net, opt, x, y, input_text, warmup):
+    """Times one step (zero_grad, forward, cross-entropy, backward, opt.step) of `net`, or of its
+    compiled twin with --compile, and prints the JSON line."""
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(args.batch, c, h, w)
-    y = torch.randint(0, 10, (args.batch,))
+    row = {"name": f"pytorch{'.compile' if args.compile else ''}.train_step.{name}", "input": input_text,
+           "batch": x.shape[0], "threads": args.threads, "torch": torch.__version__}
+    model = net
+    if args.compile:
+        try:
+            model, row["compile_build_s"] = compiled_and_checked(net, loss_fn, x, y, args.compile_timeout)
+        except Exception as e:  # any failure of the compiler ends this row, with its message
+            message = " ".join(f"{type(e).__name__}: {e}".split())
+            row["error"] = message[:400]
+            print(json.dumps(row), flush=True)
+            sys.exit(1)
 
     def step():
         opt.zero_grad(set_to_none=False)
         loss_fn(model(x), y).backward()
         opt.step()
 
-    med = timed(step, args.min_seconds, args.repetitions)
-    print(json.dumps({
-        "name": f"pytorch{'.compile' if args.compile else ''}.train_step.{args.model}", "input": args.input,
-        "batch": args.batch, "threads": args.threads, "torch": torch.__version__, "median_s": med,
-        "images_per_s": args.batch / med, "peak_rss_mb": peak_rss_mb()}), flush=True)
+    med = timed(step, args.min_seconds, args.repetitions, warmup)
+    row.update({"median_s": med, "images_per_s": x.shape[0] / med, "peak_rss_mb": peak_rss_mb()})
+    print(json.dumps(row), flush=True)
+
+
+def zoo_step(args):
+    """A zoo network (zoo_nets.py): one step of forward, softmax cross-entropy, backward and SGD
+    (lr 0.01, momentum 0.9), as acon-bench's zoo rows."""
+    from zoo_nets import build
+    c, h, w = (int(v) for v in args.input.split("x"))
+    net = build(args.model, (c, h, w), 10)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(args.batch, c, h, w)
+    y = torch.randint(0, 10, (args.batch,))
+    run(args, args.model, net, opt, x, y, args.input, warmup=3)
 
 
 def main():
@@ -127,6 +195,8 @@ def main():
     ap.add_argument("--repetitions", type=int, default=7)
     ap.add_argument("--min-seconds", type=float, default=0.2, help="least time per timed repetition")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler)")
+    ap.add_argument("--compile-timeout", type=float, default=600,
+                    help="seconds the first compiled step (the compilation) may take")
     ap.add_argument("--model", help="only this network: seed-relu, seed-aconc, seed-meta, or a zoo name "
                     "(zoo_nets.py), e.g. shufflenetv2-0.5x-meta")
     ap.add_argument("--input", help="only this input shape, CxHxW (zoo models need it)")
@@ -144,35 +214,10 @@ def main():
             if args.model and args.model != kind:
                 continue
             net = seed_net(kind, c, h, w)
-            model = torch.compile(net) if args.compile else net
             opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            loss_fn = nn.CrossEntropyLoss()
             x = torch.randn(64, c, h, w)
             y = torch.randint(0, 10, (64,))
-
-            def step():
-                opt.zero_grad(set_to_none=False)
-                loss_fn(model(x), y).backward()
-                opt.step()
-
-            for _ in range(10):  # warm-up
-                step()
-            # Steps per timed repetition, so that one lasts at least min_seconds.
-            t0 = time.perf_counter()
-            step()
-            steps = max(1, int(args.min_seconds / max(time.perf_counter() - t0, 1e-6)))
-            times = []
-            for _ in range(args.repetitions):
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                times.append((time.perf_counter() - t0) / steps)
-            med = statistics.median(times)
-            print(json.dumps({
-                "name": f"pytorch{'.compile' if args.compile else ''}.train_step.{kind}",
-                "input": f"{c}x{h}x{w}", "threads": args.threads, "torch": torch.__version__,
-                "median_s": med, "images_per_s": 64 / med,
-                "peak_rss_mb": peak_rss_mb()}), flush=True)
+            run(args, kind, net, opt, x, y, f"{c}x{h}x{w}", warmup=10)
 
 
 if __name__ == "__main__":
