@@ -9,8 +9,8 @@ With --compile the model is torch.compile'd (inductor; the optimizer step stays 
 `model = torch.compile(model)` gives a user). The first compiled step compiles the forward and
 backward graphs: it is timed on its own (`compile_build_s`), never in the step's figure, and must
 finish within --compile-timeout seconds. Its loss and every parameter gradient are then checked
-against an eager step on the same weights and batch. A compile that fails, times out or disagrees
-prints {"name": ..., "error": "..."} and exits with status 1.
+against an eager step on the same weights and batch (see compiled_and_checked). A compile that
+fails, times out or disagrees prints {"name": ..., "error": "..."} and exits with status 1.
 
 Usage: python3 Benchmarks/pytorch/train_step.py [--threads 2] [--repetitions 7] [--compile]
                 [--compile-timeout 600] [--model seed-aconc] [--input 3x32x32]
@@ -138,15 +138,20 @@ def compiled_and_checked(net, loss_fn, x, y, timeout):
     if abs(got_loss.item() - want_loss.item()) > 1e-3 * max(1.0, abs(want_loss.item())):
         raise ValueError(f"compiled loss {got_loss.item():.6g} differs from eager's {want_loss.item():.6g}")
     # Gradients through BatchNorm and many layers carry the rounding of a different summation
-    # order: a relative L2 tolerance per tensor, floored at a small fraction of the largest
-    # gradient (a bias before BatchNorm has an exactly-zero gradient, rounding noise here).
-    largest = max(w.norm().item() for w in want)
+    # order. All of them together (G: the L2 norm of the whole gradient) must agree to 1e-2 in
+    # relative L2 norm, and each tensor to 2e-2 of its own norm plus 5e-3 of G (a convolution's
+    # bias before BatchNorm has an exactly-zero gradient: cancellation noise, which the two
+    # compute differently).
+    total = sum(w.norm().item() ** 2 for w in want) ** 0.5
+    errors = [(p.grad - w).norm().item() for p, w in zip(params, want)]
+    if sum(e * e for e in errors) ** 0.5 > 1e-2 * total:
+        raise ValueError(f"compiled gradients differ from eager's (L2 error {sum(e * e for e in errors) ** 0.5:.3g}, "
+                         f"norm {total:.3g})")
     names = [n for n, _ in net.named_parameters()]
-    for name, p, w in zip(names, params, want):
-        err = (p.grad - w).norm().item()
-        if err > 1e-2 * max(w.norm().item(), 1e-3 * largest):
+    for name, err, w in zip(names, errors, want):
+        if err > 2e-2 * w.norm().item() + 5e-3 * total:
             raise ValueError(f"compiled gradient of {name} differs from eager's (L2 error {err:.3g}, "
-                             f"norm {w.norm().item():.3g})")
+                             f"norm {w.norm().item():.3g}, all gradients {total:.3g})")
     net.zero_grad(set_to_none=True)
     return model, build
 
