@@ -19,7 +19,7 @@ struct BenchOptions {
   /// Train-step rounds: ours and PyTorch's, alternated, each in a fresh process.
   var rounds: Int
   /// Seconds torch.compile's first train step (the compilation) may take; 0 skips the compiled twins.
-  var compileTimeout: Double = 600
+  var compileTimeout: Double = 1200
   var minSeconds: Double { quick ? 0.01 : 0.05 }
   func wants(_ name: String) -> Bool {
     guard let f = filter else { return true }
@@ -49,7 +49,7 @@ struct AconBench: ParsableCommand {
   @Option(help: "Rounds of each train-step workload: ours and PyTorch's alternate, each in a fresh process; medians are reported, the speed-up as the median of the rounds' ratios. (default: 3; 1 with --quick)")
   var rounds: Int?
   @Option(help: "Seconds that torch.compile's compilation of one train step may take (past it, the row carries pytorch_compile_error); 0 skips the torch.compile twins of the train steps.")
-  var compileTimeout: Double = 600
+  var compileTimeout: Double = 1200
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false

@@ -13,7 +13,7 @@ against an eager step on the same weights and batch (see compiled_and_checked). 
 fails, times out or disagrees prints {"name": ..., "error": "..."} and exits with status 1.
 
 Usage: python3 Benchmarks/pytorch/train_step.py [--threads 2] [--repetitions 7] [--compile]
-                [--compile-timeout 600] [--model seed-aconc] [--input 3x32x32]
+                [--compile-timeout 1200] [--model seed-aconc] [--input 3x32x32]
 acon-bench runs it once per train_step workload (one fresh process each, so that the peak memory,
 VmHWM, is that workload's) when `python3 -c "import torch"` works, and reports the speed-up. Run
 by hand over several workloads, a later row's peak_rss_mb includes the earlier ones'.
@@ -200,7 +200,7 @@ def main():
     ap.add_argument("--repetitions", type=int, default=7)
     ap.add_argument("--min-seconds", type=float, default=0.2, help="least time per timed repetition")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler)")
-    ap.add_argument("--compile-timeout", type=float, default=600,
+    ap.add_argument("--compile-timeout", type=float, default=1200,
                     help="seconds the first compiled step (the compilation) may take")
     ap.add_argument("--model", help="only this network: seed-relu, seed-aconc, seed-meta, or a zoo name "
                     "(zoo_nets.py), e.g. shufflenetv2-0.5x-meta")
