@@ -18,6 +18,8 @@ struct BenchOptions {
   var python: String
   /// Train-step rounds: ours and PyTorch's, alternated, each in a fresh process.
   var rounds: Int
+  /// Seconds torch.compile's first train step (the compilation) may take; 0 skips the compiled twins.
+  var compileTimeout: Double = 1200
   var minSeconds: Double { quick ? 0.01 : 0.05 }
   func wants(_ name: String) -> Bool {
     guard let f = filter else { return true }
@@ -42,10 +44,12 @@ struct AconBench: ParsableCommand {
   @Option(help: "Threads for OpenBLAS and the kernels (default: the number of cores).") var threads: Int?
   @Option(help: "Run only workloads whose name contains this.") var filter: String?
   @Option(help: "Timed repetitions per workload; the median is reported.") var repetitions: Int = 7
-  @Option(help: "Python with PyTorch, to time the same ACON layers (eager and torch.compile) and training steps (eager) for comparison ('none' skips it; --quick always does).")
+  @Option(help: "Python with PyTorch, to time the same ACON layers (eager and torch.compile) and training steps (eager and torch.compile) for comparison ('none' skips it; --quick always does).")
   var python = "python3"
   @Option(help: "Rounds of each train-step workload: ours and PyTorch's alternate, each in a fresh process; medians are reported, the speed-up as the median of the rounds' ratios. (default: 3; 1 with --quick)")
   var rounds: Int?
+  @Option(help: "Seconds that torch.compile's compilation of one train step may take (past it, the row carries pytorch_compile_error); 0 skips the torch.compile twins of the train steps.")
+  var compileTimeout: Double = 1200
   @Option(help: .hidden) var workerTrainStep: String?
   @Option(help: .hidden) var workerInput: String?
   @Flag(help: .hidden) var workerCheck = false
@@ -57,6 +61,7 @@ struct AconBench: ParsableCommand {
   func validate() throws {
     if let t = threads, !(1...256).contains(t) { throw ValidationError("--threads must be in 1...256") }
     if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+    if !(compileTimeout >= 0) { throw ValidationError("--compile-timeout must be 0 or more seconds") }
   }
 
   func run() throws {
@@ -64,23 +69,21 @@ struct AconBench: ParsableCommand {
     injectedFailure = injectFailure
     let reps = quick ? min(repetitions, 3) : repetitions
     if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1, got \(r)") }
-    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3))
+    let options = BenchOptions(quick: quick, repetitions: reps, filter: filter, python: python, rounds: rounds ?? (quick ? 1 : 3),
+      compileTimeout: compileTimeout)
     if let name = workerZooTrainStep, let inputText = workerInput {
       let dims = inputText.split(separator: "x").compactMap { Int($0) }
       let batch = workerBatch ?? 64
-      let (ips, rss) = try zooTrainStepWorker(name: name, input: dims, batch: batch, repetitions: reps,
+      let figures = try zooTrainStepWorker(name: name, input: dims, batch: batch, repetitions: reps,
         minSeconds: options.minSeconds, check: workerCheck)
-      if workerCheck { return }
-      print("{\"images_per_s\": \(ips), \"peak_rss_mb\": \(rss), \"median_s\": \(Double(batch) / ips)}")
+      if let figures { print(figures.jsonLine) }
       return
     }
     if let kindName = workerTrainStep, let inputText = workerInput {
       let dims = inputText.split(separator: "x").compactMap { Int($0) }
-      let (ips, rss, builtIn) = try trainStepWorker(modelName: kindName, input: dims, batch: 64, repetitions: reps,
+      let figures = try trainStepWorker(modelName: kindName, input: dims, batch: 64, repetitions: reps,
         minSeconds: options.minSeconds, check: workerCheck)
-      if workerCheck { return }
-      let beside = builtIn.map { ", \"builtin_images_per_s\": \($0)" } ?? ""
-      print("{\"images_per_s\": \(ips), \"peak_rss_mb\": \(rss), \"median_s\": \(64 / ips)\(beside)}")
+      if let figures { print(figures.jsonLine) }
       return
     }
     let tty = isatty(STDERR_FILENO) != 0

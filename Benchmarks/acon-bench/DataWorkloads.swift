@@ -219,7 +219,7 @@ enum TestSupportBridge {
 enum TorchvisionData {
   static func available(_ options: BenchOptions) throws -> Bool {
     guard PyTorch.available(options) else { return false }
-    let (status, _, err) = try PyTorch.run(options.python, [PyTorch.script("data_folder.py"), "--probe"])
+    let (status, _, err, _) = try PyTorch.run(options.python, [PyTorch.script("data_folder.py"), "--probe"])
     if status != 0 {
       PyTorch.note("torchvision or PIL is missing (\(err.split(separator: "\n").last ?? "")); data.folder has no torchvision column")
       return false

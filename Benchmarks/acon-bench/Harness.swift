@@ -49,12 +49,7 @@ func measure(repetitions: Int, minSeconds: Double, best: Bool = false, _ body: (
 /// Warm-up, calibration and the median (or best) of the repetitions, seconds per call.
 private func timing(repetitions: Int, minSeconds: Double, best: Bool, _ body: () throws -> Void) rethrows -> Double {
   try body()  // warm-up
-  var inner = 1
-  while true {
-    let t = try time(inner, body)
-    if t >= minSeconds || inner >= 1 << 20 { break }
-    inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
-  }
+  let inner = try calls(lasting: minSeconds, body)
   var samples: [Double] = []
   for _ in 0..<max(1, repetitions) { samples.append(try time(inner, body) / Double(inner)) }
   samples.sort()
@@ -74,6 +69,47 @@ struct WorkloadFailure: Error, CustomStringConvertible {
   var workload: String
   var detail: String
   var description: String { "\(workload): failed (\(detail)); no figure is reported for it" }
+}
+
+/// The number of calls of `body` that lasts at least `minSeconds` (calibration).
+private func calls(lasting minSeconds: Double, _ body: () throws -> Void) rethrows -> Int {
+  var inner = 1
+  while true {
+    let t = try time(inner, body)
+    if t >= minSeconds || inner >= 1 << 20 { return inner }
+    inner = max(inner * 2, Int(Double(inner) * minSeconds / max(t, 1e-9) * 1.2))
+  }
+}
+
+/// `measure` for several bodies timed in turn: each warmed up and calibrated, then every
+/// repetition times each body once, one after the other, so that a slow spell of a shared machine
+/// hits all of them; the median seconds per call of each. `--inject-failure` applies to the first
+/// body, as `measure` applies it.
+func measureInterleaved(_ workload: String, repetitions: Int, minSeconds: Double, _ bodies: [() throws -> Void]) throws
+  -> [Double]
+{
+  var firstCalls = 0
+  let wrapped: [() throws -> Void] = bodies.enumerated().map { i, body in
+    guard i == 0 else { return body }
+    return {
+      try body()
+      firstCalls += 1
+      if let f = injectedFailure, firstCalls > 1, workload.hasPrefix(f) { throw InjectedFailure() }
+    }
+  }
+  do {
+    for body in wrapped { try body() }  // warm-up
+    let inner = try wrapped.map { try calls(lasting: minSeconds, $0) }
+    var samples = [[Double]](repeating: [], count: wrapped.count)
+    for _ in 0..<max(1, repetitions) {
+      for (i, body) in wrapped.enumerated() { samples[i].append(try time(inner[i], body) / Double(inner[i])) }
+    }
+    return samples.map(median)
+  } catch let e as WorkloadFailure {
+    throw e
+  } catch {
+    throw WorkloadFailure(workload: workload, detail: "\(error)")
+  }
 }
 
 private func time(_ n: Int, _ body: () throws -> Void) rethrows -> Double {

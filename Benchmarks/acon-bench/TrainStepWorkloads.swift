@@ -1,9 +1,10 @@
 // TrainStepWorkloads: one whole training step (forward, loss, backward, Adam) of the seed
 // networks at batch 64, as images/s, with the peak resident memory. Each network runs in a
-// child process of its own, so that its peak memory is its own and not the benchmark's. Where
-// Python has PyTorch, its eager twin (Benchmarks/pytorch/train_step.py) runs the same step on
-// the same machine right after, and the row gets PyTorch's images/s and our speed-up. Rounds
-// alternate the two (`--rounds`), and the medians are reported. `seed-relu-userbuilt` is
+// child process of its own, so that its peak memory is its own and not the benchmark's; that
+// process also times the step's GEMMs alone (`gemm_fraction`, TrainStepComparison.swift). Where
+// Python has PyTorch, its eager and torch.compile twins (Benchmarks/pytorch/train_step.py) run
+// the same step on the same machine right after, and the row gets PyTorch's images/s and our
+// speed-ups. Rounds alternate the three (`--rounds`), and the medians are reported. `seed-relu-userbuilt` is
 // seed-relu as a user builds it through the public API in the obvious way (plain `ReLU()`s in a
 // `Sequential`, default workspaces, no flags set), prepared as the Trainer prepares any model
 // (`prepareForTraining()`), timed in one process with the built-in one, their steps alternating
@@ -20,7 +21,7 @@ import Training
 /// a central difference and returns; otherwise times training steps and returns images/s and
 /// the peak RSS in MB (VmHWM of this fresh process, so that the reference check's memory is not
 /// counted). Errors thrown by a timed step fail the process, and so the benchmark.
-func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> (Double, Double, Double?) {
+func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws -> StepFigures? {
   if model == userBuiltSeedRelu && !check {
     return try userBuiltAgainstBuiltIn(input: input, batch: batch, repetitions: repetitions)
   }
@@ -42,22 +43,21 @@ func trainStepWorker(modelName model: String, input: [Int], batch: Int, repetiti
   let labels = (0..<batch).map { _ in Int32(rng.nextInt(below: classes)) }
   let loss = CrossEntropyLoss()
 
-  if check { try checkTrainStep(net, model: model, x: x, labels: labels, input: input, rng: &rng) ; return (0, 0, nil) }
-  let s = try measure("train_step.\(model) \(input)", repetitions: repetitions, minSeconds: minSeconds) {
+  if check { try checkTrainStep(net, model: model, x: x, labels: labels, input: input, rng: &rng) ; return nil }
+  return try measureStepAndGemms("train_step.\(model) \(input)", batch: batch, repetitions: repetitions, minSeconds: minSeconds) {
     net.zeroGrad()
     let y = try net.forward(x)
     let (_, g) = try loss.valueAndGradient(y, labels: labels)
     _ = try net.backward(g)
     opt.step()
   }
-  return (Double(batch) / s, peakRSSMegabytes(), nil)
 }
 
 /// The user-built seed-relu and the built-in one in one process, on the same batch, their
 /// training steps alternating (A B B A …) after two warm-up steps each, so that both see the same
 /// memory, frequency and neighbours: images/s of each (medians of single steps, at least 15 of
 /// each) and the peak RSS of the process that holds both.
-private func userBuiltAgainstBuiltIn(input: [Int], batch: Int, repetitions: Int) throws -> (Double, Double, Double?) {
+private func userBuiltAgainstBuiltIn(input: [Int], batch: Int, repetitions: Int) throws -> StepFigures {
   let classes = 10
   let user = try userBuiltSeedReluNetwork(input: input, classes: classes, seed: 1)
   user.prepareForTraining()
@@ -86,7 +86,8 @@ private func userBuiltAgainstBuiltIn(input: [Int], batch: Int, repetitions: Int)
       times[k].append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
   }
-  return (Double(batch) / median(times[0]), peakRSSMegabytes(), Double(batch) / median(times[1]))
+  return StepFigures(batch: batch, stepSeconds: median(times[0]), peakRSS: peakRSSMegabytes(),
+    builtInImagesPerSecond: Double(batch) / median(times[1]))
 }
 
 /// The name of the user-built seed-relu row.
@@ -188,8 +189,8 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
     for kind in names where options.wants("train_step.\(kind)") {
       let torchTwin = kind == userBuiltSeedRelu ? ModelKind.seedRelu.rawValue : kind
       let inputText = input.map(String.init).joined(separator: "x")
-      func worker(_ extra: [String], model: String? = nil) throws -> (Int32, Data) {
-        try runSelfAsWorker(["--worker-train-step", model ?? kind, "--worker-input", inputText, "--threads", String(Threads.count),
+      func worker(_ extra: [String]) throws -> (Int32, Data) {
+        try runSelfAsWorker(["--worker-train-step", kind, "--worker-input", inputText, "--threads", String(Threads.count),
           "--repetitions", String(options.repetitions)] + (options.quick ? ["--quick"] : [])
           + (injectedFailure.map { ["--inject-failure", $0] } ?? []) + extra)
       }
@@ -198,43 +199,18 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
         throw ReferenceMismatch(workload: "train_step.\(kind) \(inputText)",
           detail: "the reference check's process exited with status \(checkStatus); its message is above")
       }
-      // Rounds alternate ours and PyTorch's, each a fresh process, so that a slow spell of this
-      // shared machine hits both sides of a round's ratio.
-      var builtIn: [Double] = []
-      func timed(_ model: String) throws -> (ips: Double, rss: Double, seconds: Double) {
-        let (status, data) = try worker([], model: model)
-        guard status == 0,
-          let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double],
-          let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
-        else {
-          throw WorkloadFailure(workload: "train_step.\(model) \(inputText)",
-            detail: "its timing process exited with status \(status); its message is above")
-        }
-        if let b = obj["builtin_images_per_s"] { builtIn.append(b) }
-        return (ips, rss, sec)
-      }
-      var ours: [(ips: Double, rss: Double, seconds: Double)] = [], torch: [(imagesPerSecond: Double, peakRSS: Double)] = []
+      // Rounds alternate ours, PyTorch eager's and torch.compile's, each a fresh process, so that
+      // a slow spell of this shared machine hits both sides of a round's ratio.
+      var rounds = TrainStepRounds(workload: "train_step.\(kind) \(inputText)")
       for _ in 0..<options.rounds {
-        ours.append(try timed(kind))
+        let (status, data) = try worker([])
+        try rounds.addOurs(status: status, output: data)
         // The user-built row's process times the built-in network beside it (builtIn).
         if kind == userBuiltSeedRelu { continue }
-        if let t = try PyTorch.trainStep(model: torchTwin, input: inputText, options: options) { torch.append(t) }
+        try rounds.addPyTorch(model: torchTwin, input: inputText, batch: nil, options: options)
       }
-      let ips = median(ours.map(\.ips))
-      var metrics: [(String, Any)] = [("input", inputText), ("images_per_s", ips), ("peak_rss_mb", ours.map(\.rss).max()!),
-        ("rounds", options.rounds)]
-      if !builtIn.isEmpty {
-        let ratios = zip(ours, builtIn).map { $0.ips / $1 }
-        metrics += [("builtin_images_per_s", median(builtIn)), ("ratio_vs_builtin", median(ratios)),
-          ("ratio_min", ratios.min()!), ("ratio_max", ratios.max()!)]
-      }
-      if torch.count == ours.count {
-        let ratios = zip(ours, torch).map { $0.ips / $1.imagesPerSecond }
-        metrics += [("pytorch_images_per_s", median(torch.map(\.imagesPerSecond))), ("speedup_vs_pytorch", median(ratios)),
-          ("speedup_min", ratios.min()!), ("speedup_max", ratios.max()!), ("pytorch_peak_rss_mb", torch.map(\.peakRSS).max()!)]
-      }
-      try emit(BenchResult(name: "train_step.\(kind)", shape: [64] + input, medianSeconds: median(ours.map(\.seconds)),
-        metrics: metrics))
+      try emit(BenchResult(name: "train_step.\(kind)", shape: [64] + input, medianSeconds: median(rounds.ours.map(\.seconds)),
+        metrics: [("input", inputText)] + rounds.metrics))
     }
   }
 }

@@ -1,8 +1,9 @@
 // ZooWorkloads: one whole training step (forward, softmax cross-entropy, backward, SGD with
 // momentum 0.9) of the zoo's networks, as images/s with the peak resident memory, each in a child
-// process of its own (as TrainStepWorkloads). Where Python has PyTorch, the eager twin
-// (Benchmarks/pytorch/train_step.py with zoo_nets.py, the same structures) runs the same step
-// right after, and the row gets PyTorch's images/s and our speed-up. Rounds alternate the two.
+// process of its own (as TrainStepWorkloads), with the step's GEMMs alone (`gemm_fraction`).
+// Where Python has PyTorch, the eager and torch.compile twins (Benchmarks/pytorch/train_step.py
+// with zoo_nets.py, the same structures) run the same step right after, and the row gets
+// PyTorch's images/s and our speed-ups. Rounds alternate the three.
 import Foundation
 import NN
 import TensorCore
@@ -19,7 +20,7 @@ let zooTrainStepRows: [(name: String, input: [Int], batch: Int)] = [
 /// Runs in a child process: with `check`, three steps on one batch must give finite losses;
 /// otherwise times steps and returns images/s and the peak RSS in MB.
 func zooTrainStepWorker(name: String, input: [Int], batch: Int, repetitions: Int, minSeconds: Double, check: Bool) throws
-  -> (Double, Double)
+  -> StepFigures?
 {
   let classes = 10
   let net = try ZooModels.build(name: name, inputShape: input, classes: classes, seed: 1)
@@ -44,10 +45,9 @@ func zooTrainStepWorker(name: String, input: [Int], batch: Int, repetitions: Int
       let v = try step()
       guard v.isFinite else { throw ReferenceMismatch(workload: workload, detail: "step \(k) gave loss \(v)") }
     }
-    return (0, 0)
+    return nil
   }
-  let s = try measure(workload, repetitions: repetitions, minSeconds: minSeconds) { _ = try step() }
-  return (Double(batch) / s, peakRSSMegabytes())
+  return try measureStepAndGemms(workload, batch: batch, repetitions: repetitions, minSeconds: minSeconds) { _ = try step() }
 }
 
 func zooTrainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
@@ -67,33 +67,13 @@ func zooTrainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> 
     guard checkStatus == 0 else {
       throw ReferenceMismatch(workload: workload, detail: "the check's process exited with status \(checkStatus); its message is above")
     }
-    var ours: [(ips: Double, rss: Double, seconds: Double)] = [], torch: [(ips: Double, rss: Double)] = []
+    var rounds = TrainStepRounds(workload: workload)
     for _ in 0..<options.rounds {
       let (status, data) = try worker([])
-      guard status == 0, let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double],
-        let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
-      else {
-        throw WorkloadFailure(workload: workload, detail: "its timing process exited with status \(status); its message is above")
-      }
-      ours.append((ips, rss, sec))
-      if PyTorch.available(options) {
-        let obj = try PyTorch.runScript("train_step.py", ["--model", name, "--input", inputText, "--batch", String(batch),
-          "--threads", String(Threads.count), "--repetitions", String(options.repetitions)],
-          workload: "pytorch." + workload, options: options)
-        guard let tips = obj["images_per_s"] as? Double, let trss = obj["peak_rss_mb"] as? Double else {
-          throw WorkloadFailure(workload: "pytorch." + workload, detail: "train_step.py printed no images_per_s and peak_rss_mb")
-        }
-        torch.append((tips, trss))
-      }
+      try rounds.addOurs(status: status, output: data)
+      try rounds.addPyTorch(model: name, input: inputText, batch: batch, options: options)
     }
-    var metrics: [(String, Any)] = [("input", inputText), ("batch", batch), ("images_per_s", median(ours.map(\.ips))),
-      ("peak_rss_mb", ours.map(\.rss).max()!), ("rounds", options.rounds)]
-    if torch.count == ours.count {
-      let ratios = zip(ours, torch).map { $0.ips / $1.ips }
-      metrics += [("pytorch_images_per_s", median(torch.map(\.ips))), ("speedup_vs_pytorch", median(ratios)),
-        ("speedup_min", ratios.min()!), ("speedup_max", ratios.max()!), ("pytorch_peak_rss_mb", torch.map(\.rss).max()!)]
-    }
-    try emit(BenchResult(name: "train_step.\(name)", shape: [batch] + input, medianSeconds: median(ours.map(\.seconds)),
-      metrics: metrics))
+    try emit(BenchResult(name: "train_step.\(name)", shape: [batch] + input, medianSeconds: median(rounds.ours.map(\.seconds)),
+      metrics: [("input", inputText), ("batch", batch)] + rounds.metrics))
   }
 }

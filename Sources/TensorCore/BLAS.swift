@@ -5,6 +5,9 @@
 // that trained two networks side by side on two threads once saw a summed gradient go wrong
 // (never again in 55 runs; the cause was not pinned down). OpenBLAS parallelises each call
 // itself, so serialising callers costs little; an uncontended lock costs nanoseconds.
+// It can also record the sgemm calls made while a closure runs (`recordingGemms`), for
+// acon-bench's GEMM-alone timing of a training step; off, that costs one nil check under the
+// lock that every call takes anyway.
 import CBLAS
 import Synchronization
 
@@ -44,15 +47,64 @@ public enum BLAS {
     }
     let lda = transA ? m : k
     let ldb = transB ? k : n
-    gate.withLock { _ in
+    gate.withLock { recording in
+      if recording != nil {
+        recording!.append(GemmCall(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta,
+          a: UInt(bitPattern: a), b: UInt(bitPattern: b), c: UInt(bitPattern: c)))
+      }
       cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
     }
   }
 
-  /// One call into OpenBLAS at a time (see the file's header).
-  private static let gate = Mutex(())
+  /// One call into OpenBLAS at a time (see the file's header); while `recordingGemms` runs, it
+  /// also holds the sgemm calls recorded so far.
+  private static let gate = Mutex<[GemmCall]?>(nil)
+
+  /// One `sgemm` call that reached OpenBLAS, as `recordingGemms` saw it: its shape, transposes
+  /// and scalars, and the addresses of its operands (A holds `m·k` floats, B `k·n`, C `m·n`), so
+  /// that a replay can give operands that shared memory in the recorded run shared memory again.
+  package struct GemmCall: Equatable, Sendable {
+    package var transA: Bool, transB: Bool
+    package var m: Int, n: Int, k: Int
+    package var alpha: Float, beta: Float
+    package var a: UInt, b: UInt, c: UInt
+
+    package init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float, a: UInt, b: UInt, c: UInt) {
+      (self.transA, self.transB, self.m, self.n, self.k, self.alpha, self.beta) = (transA, transB, m, n, k, alpha, beta)
+      (self.a, self.b, self.c) = (a, b, c)
+    }
+
+    /// The call without its addresses, e.g. `"NT m64 n10 k1024 b0"` (N: as stored, T: transposed;
+    /// `b` is beta), for comparing call sequences.
+    package var shape: String {
+      "\(transA ? "T" : "N")\(transB ? "T" : "N") m\(m) n\(n) k\(k) b\(beta == 0 ? "0" : beta == 1 ? "1" : "\(beta)")"
+        + (alpha == 1 ? "" : " a\(alpha)")
+    }
+  }
+
+  /// Runs `body` and returns, beside its result, every `sgemm` call that reached OpenBLAS while it
+  /// ran, in order (calls with `m`, `n` or `k` zero never do). Calls from any thread are recorded,
+  /// so run nothing else that calls sgemm meanwhile. Recordings do not nest.
+  package static func recordingGemms<T>(_ body: () throws -> T) rethrows -> (result: T, calls: [GemmCall]) {
+    gate.withLock { recording in
+      precondition(recording == nil, "BLAS.recordingGemms does not nest")
+      recording = []
+    }
+    let result: T
+    do {
+      result = try body()
+    } catch {
+      gate.withLock { $0 = nil }
+      throw error
+    }
+    let calls = gate.withLock { recording -> [GemmCall] in
+      defer { recording = nil }
+      return recording ?? []
+    }
+    return (result, calls)
+  }
 
   /// Sets OpenBLAS's thread count. Use `Threads.count`, which also sizes our own loops.
   static func setThreadCount(_ n: Int) {
