@@ -4,16 +4,19 @@
 # enters the second namespace through --mca plm_rsh_agent and `ip netns exec`). Prints the
 # link's measured rate, then the training step time of one process and of 2 ranks with the
 # gradient all-reduce after backward (--bucket-cap-mb 0) and overlapped with it (DDP-style
-# buckets, the default), and how much of the all-reduce was not hidden.
+# buckets, the default), once more with Open MPI's TCP progress thread (btl_tcp_progress_thread,
+# which moves the transfers on while the rank computes, at the cost of some of its CPU), and how
+# much of the all-reduce was not hidden.
 # Needs root (ip netns, tc), iproute2, python3 and Open MPI; builds acon-train with the MPI trait
 # into .build-mpi. Every rank and the single process run one thread (--threads 1): the machine's
 # two cores are the two "machines".
-# Usage: scripts/mpi-veth.sh [STEPS] [MODEL] [RATE] (default 12, resnet18-relu, 1gbit).
+# Usage: scripts/mpi-veth.sh [STEPS] [MODEL] [RATE] [BUCKET_MB] (default 12, resnet18-relu, 1gbit, 25).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-12}"
 model="${2:-resnet18-relu}"
 rate="${3:-1gbit}"
+bucket="${4:-25}"
 if [ "$(id -u)" != 0 ]; then
   echo "mpi-veth.sh: needs root for network namespaces and tc (run it as root, or with sudo)" >&2
   exit 1
@@ -89,5 +92,8 @@ echo "== $model, global batch 64, $steps steps, 1 process, 1 thread"
 "$bin" "${args[@]}" | grep -E "^epoch|^done"
 echo "== 2 ranks over the $rate veth link, all-reduce after backward (--bucket-cap-mb 0)"
 ip netns exec "${ns[0]}" "${mpi[@]}" "$bin" "${args[@]}" --distributed --bucket-cap-mb 0 | grep -E "^epoch|^done|^data-parallel"
-echo "== 2 ranks over the $rate veth link, all-reduce overlapped with backward (buckets of 25 MiB)"
-ip netns exec "${ns[0]}" "${mpi[@]}" "$bin" "${args[@]}" --distributed | grep -E "^epoch|^done|^data-parallel"
+echo "== 2 ranks over the $rate veth link, all-reduce overlapped with backward (buckets of $bucket MiB)"
+ip netns exec "${ns[0]}" "${mpi[@]}" "$bin" "${args[@]}" --distributed --bucket-cap-mb "$bucket" | grep -E "^epoch|^done|^data-parallel"
+echo "== the same, with Open MPI's TCP progress thread (--mca btl_tcp_progress_thread 1)"
+ip netns exec "${ns[0]}" "${mpi[@]}" --mca btl_tcp_progress_thread 1 "$bin" "${args[@]}" --distributed --bucket-cap-mb "$bucket" \
+  | grep -E "^epoch|^done|^data-parallel"
