@@ -12,20 +12,22 @@ import TestSupport
 import Training
 import XCTest
 
+/// The runs these tests compare: SGD, batch 16 in file order, `steps` steps.
+private func options(_ model: ModelKind, sync: Bool, steps: Int = 5) -> TrainOptions {
+  var o = TrainOptions()
+  o.model = model.rawValue
+  o.maxSteps = steps
+  o.batchSize = 16
+  o.optimizer = .sgd
+  o.learningRate = 0.05
+  o.shuffle = false
+  o.seed = 4
+  o.evaluateEachEpoch = false
+  o.syncBatchNorm = sync
+  return o
+}
+
 final class DistributedTrainerTests: XCTestCase {
-  private func options(_ model: ModelKind, sync: Bool) -> TrainOptions {
-    var o = TrainOptions()
-    o.model = model.rawValue
-    o.maxSteps = 5
-    o.batchSize = 16
-    o.optimizer = .sgd
-    o.learningRate = 0.05
-    o.shuffle = false
-    o.seed = 4
-    o.evaluateEachEpoch = false
-    o.syncBatchNorm = sync
-    return o
-  }
 
   /// The final weights of a run as one process, and of rank 0 and rank 1 of a 2-member run.
   private func runs(_ model: ModelKind, sync: Bool) throws -> (single: [Float], ranks: [[Float]]) {
@@ -250,16 +252,7 @@ private final class Weights: @unchecked Sendable {
 /// The all-reduce overlapped with backward (gradient buckets, `TrainOptions.bucketCapMB`).
 final class OverlappedAllReduceTests: XCTestCase {
   private func finalWeights(_ model: ModelKind, bucketMB: Double, sync: Bool) throws -> [[Float]] {
-    var o = TrainOptions()
-    o.model = model.rawValue
-    o.maxSteps = 3
-    o.batchSize = 16
-    o.optimizer = .sgd
-    o.learningRate = 0.05
-    o.shuffle = false
-    o.seed = 4
-    o.evaluateEachEpoch = false
-    o.syncBatchNorm = sync
+    var o = options(model, sync: sync, steps: 3)
     o.bucketCapMB = bucketMB
     let opts = o
     let train = SyntheticShapes.make(count: 48, height: 16, width: 16, seed: 1)
