@@ -27,11 +27,10 @@ final class GradientBuckets {
   private var ready: [Bool] = []
   /// The next bucket to start: buckets start in index order, whatever order they fill in.
   private var next = 0
-  private var modules: [Module] = []
 
   /// The buckets of `model`'s gradients, which `block` holds contiguously (`packGradients()`).
   /// `capacityBytes` per bucket (PyTorch's `bucket_cap_mb`), the first at most `firstBytes`.
-  /// Hooks every module of the tree; `remove()` unhooks them.
+  /// Hooks every module of the tree.
   init(model: Module, block: TensorStorage, group: ProcessGroup, capacityBytes: Int, firstBytes: Int = 1 << 20) {
     self.group = group
     self.block = block
@@ -68,18 +67,8 @@ final class GradientBuckets {
     model.visit { m in
       let mine = Array(Set(m.namedParameters().compactMap { seen[ObjectIdentifier($0.1)] })).sorted()
       guard !mine.isEmpty else { return }
-      m.backwardHook = { [unowned self] in try self.wentBack(mine) }
-      modules.append(m)
+      m.backwardHook = { [weak self] in try self?.wentBack(mine) }
     }
-  }
-
-  /// The number of buckets.
-  var count: Int { buckets.count }
-
-  /// Unhooks the modules.
-  func remove() {
-    for m in modules { m.backwardHook = nil }
-    modules = []
   }
 
   /// Before each backward pass.
