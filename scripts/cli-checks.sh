@@ -70,6 +70,7 @@ expect_error "truncated IDX" "t10k-images-idx3-ubyte.gz|train-images-idx3-ubyte.
 
 # Out-of-range options, named.
 expect_error "negative --lr" "--lr" -- "$bin" train --data synthetic --lr=-1 --max-steps 1
+expect_error "--val-split outside --data folder" "--val-split applies to --data folder" -- "$bin" train --data synthetic --val-split 0.1 --max-steps 1
 expect_error "zero --batch-size" "--batch-size" -- "$bin" train --data synthetic --batch-size 0 --max-steps 1
 expect_error "unknown --model" "--model" -- "$bin" train --data synthetic --model resnet --max-steps 1
 expect_error "evaluate: huge --batch-size" "--batch-size" -- \

@@ -33,9 +33,9 @@ struct DataOptions: ParsableArguments {
   @Option(help: "Directory of the data set files (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).")
   var dataDir: String?
 
-  @Option(help: "--data folder: the share of DIR/train used for validation when DIR/val is absent (seeded by --split-seed).")
+  @Option(help: "The share of the training split held out for validation: --data folder when DIR/val is absent, and `compare` on any data set (seeded by --split-seed).")
   var valSplit: Double?
-  @Option(help: "--data folder: the seed of --val-split (default 0; `evaluate`: the checkpoint's).") var splitSeed: UInt64?
+  @Option(help: "The seed of --val-split (default 0; `evaluate`: the checkpoint's).") var splitSeed: UInt64?
   @Option(help: "--data folder: the side of the square images (training: RandomResizedCrop(S); evaluation: Resize(S·256/224), CenterCrop(S)).")
   var imageSize: Int = 64
   @Option(help: "--data folder: decoding threads, ahead of the training step.") var workers: Int = 2
@@ -198,6 +198,9 @@ struct Train: ParsableCommand {
         batchSize: batchSize, processes: syncBatchnorm ? 1 : group.size, dropLast: dropLast)
       trainer = reporting { try Trainer(options: o, folder: folder, factories: modelFactories, group: group) }
     } else {
+      if dataOptions.valSplit != nil {
+        fail("--val-split applies to --data folder (or to `acon-train compare`); `train` on \(dataOptions.choice().rawValue) evaluates on its test split")
+      }
       let data = reporting { try dataOptions.choice().load(directory: dataOptions.dataDir, folder: dataOptions.folderOptions()) }
       o.dataName = data.resolved.rawValue
       say("data: \(data.source)")
