@@ -5,6 +5,7 @@
 // `--recipe acon-small` is the official ACON recipe scaled down for Fashion-MNIST (issue 19).
 import ArgumentParser
 import Foundation
+import TensorCore
 import Training
 
 /// A named set of defaults for `compare` (each option given on the command line wins).
@@ -50,6 +51,8 @@ struct Compare: ParsableCommand {
   @Option(help: "Meta-ACON: test (or validation) images whose β is recorded per layer after training.") var betaImages: Int = 1000
   @Option(help: "Checkpoint each running cell every N steps (and at each epoch's end), for resume after a kill.")
   var checkpointEvery: Int = 200
+  @Option(help: "Threads for OpenBLAS and the kernels (default: cores). Several processes of the same command share the grid out (a cell's lock file says who runs it): on 2 cores, 2 processes of --threads 1 train faster than 1 of 2.")
+  var threads: Int?
   @OptionGroup var dataOptions: DataOptions
   @Option(help: "Directory of the cells (cells/MODEL-seedS), the tables (results.md, results.json, report.json) and the SVG plots.")
   var out: String = "compare-out"
@@ -76,6 +79,10 @@ struct Compare: ParsableCommand {
   }
 
   func run() throws {
+    if let t = threads {
+      guard t >= 1 && t <= 256 else { fail("--threads must be in 1...256, got \(t)") }
+      Threads.count = t
+    }
     let kinds = models.split(separator: ",").map { parseModel(String($0)) }
     guard seeds >= 1 else { fail("--seeds must be at least 1") }
     guard Set(kinds).count == kinds.count else { fail("--models names a model twice") }
@@ -97,10 +104,18 @@ struct Compare: ParsableCommand {
       (train, eval) = reporting { try CompareGrid.split(data.train, share: v, seed: settings.splitSeed) }
       print("validation: \(eval.count) of the \(data.train.count) training images (split seed \(settings.splitSeed)); the test split is not used")
     }
-    let cells = reporting {
+    let grid = reporting {
       try CompareGrid.runGrid(models: kinds, seeds: seeds, settings: settings, out: out, checkpointEvery: checkpointEvery,
-        train: train, eval: eval, normalization: data.normalization, names: modelNames, build: buildModel) { print($0) }
-    }.cells
+        train: train, eval: eval, normalization: data.normalization, names: modelNames, build: buildModel, progress: progressLine)
+    }
+    guard grid.elsewhere.isEmpty else {
+      // The process that finishes the last cell writes the report.
+      print("\(grid.elsewhere.count) cell(s) still running in another process (\(grid.elsewhere.joined(separator: ", "))): "
+        + "the one that finishes last writes the report; or run the same command again when they are done")
+      finishOutput()
+      return
+    }
+    let cells = grid.cells
     guard cells.contains(where: { !$0.accuracyPerEpoch.isEmpty }) else {
       fail("no epoch ran: --max-steps \(maxSteps ?? 0) leaves nothing to train")
     }

@@ -277,16 +277,33 @@ enum CompareGrid {
 
   /// Every cell of models × seeds (seeds outer: an interrupted grid has every model at the same
   /// number of seeds): a finished one is read back, the others run (the one a kill interrupted
-  /// resumes from its checkpoint). Returns the cells and the names of those trained in this call.
+  /// resumes from its checkpoint). A cell another process is running (it holds the cell's lock,
+  /// `CellLock`) is left to it: the same command started in several processes shares the grid out.
+  /// Returns the cells finished (by this or another process), the names of those trained in this
+  /// call, and the names of those still running elsewhere when this call ended.
   static func runGrid(models: [String], seeds: Int, settings: GridSettings, out: String, checkpointEvery: Int?,
     train: ImageDataset, eval: ImageDataset, normalization: Normalization, names: [String],
     build: (String, [Int], Int, UInt64) throws -> Module, progress: @escaping (String) -> Void) throws
-    -> (cells: [CellResult], trained: [String]) {
-    var cells: [CellResult] = [], trained: [String] = []
+    -> (cells: [CellResult], trained: [String], elsewhere: [String]) {
+    var cells: [CellResult?] = [], trained: [String] = [], skipped: [(index: Int, model: String, seed: Int)] = []
     for s in 0..<seeds {
       for model in models {
         if let done = finishedResult(out, model: model, seed: s) {
           progress(String(format: "%@ seed %d: done (%.2f%%), skipped", model as NSString, s, done.finalAccuracy * 100))
+          cells.append(done)
+          continue
+        }
+        let dir = cellDirectory(out, model: model, seed: s)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        guard let lock = try CellLock(directory: dir) else {
+          progress("\(model) seed \(s): running in another process, left to it")
+          skipped.append((cells.count, model, s))
+          cells.append(nil)
+          continue
+        }
+        defer { lock.release() }
+        // Another process may have finished it between the check above and the lock.
+        if let done = finishedResult(out, model: model, seed: s) {
           cells.append(done)
           continue
         }
@@ -299,7 +316,12 @@ enum CompareGrid {
         trained.append("\(model)-seed\(s)")
       }
     }
-    return (cells, trained)
+    // The cells left to other processes: those that have finished since are read back.
+    var elsewhere: [String] = []
+    for c in skipped {
+      if let done = finishedResult(out, model: c.model, seed: c.seed) { cells[c.index] = done } else { elsewhere.append("\(c.model)-seed\(c.seed)") }
+    }
+    return (cells.compactMap { $0 }, trained, elsewhere)
   }
 
   /// The epoch records of a cell's JSONL log, in order.
@@ -389,4 +411,34 @@ enum CompareGrid {
     }
     return nil
   }
+}
+
+/// A cell's lock: `flock` on CELL/lock, held while a process runs the cell. The kernel drops it
+/// when the process ends, killed or not, so a lock never outlives its holder.
+final class CellLock {
+  private var fd: Int32
+
+  /// Takes the lock of the cell in `directory`; nil when another process holds it.
+  init?(directory: String) throws {
+    let path = (directory as NSString).appendingPathComponent("lock")
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else {
+      throw TensorError.invalidArgument("\(path): cannot open the cell's lock file: \(String(cString: strerror(errno)))")
+    }
+    if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      let e = errno
+      close(fd)
+      fd = -1
+      if e == EWOULDBLOCK { return nil }
+      throw TensorError.invalidArgument("\(path): cannot lock the cell: \(String(cString: strerror(e)))")
+    }
+  }
+
+  /// Releases the lock (also done when the lock is deallocated).
+  func release() {
+    if fd >= 0 { close(fd) }
+    fd = -1
+  }
+
+  deinit { release() }
 }

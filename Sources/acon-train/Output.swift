@@ -32,6 +32,12 @@ func warn(_ message: String) {
   fputs("warning: \(message)\n", stderr)
 }
 
+/// Prints `line` to stdout at once (progress reaches a log file as it happens).
+func progressLine(_ line: String) {
+  print(line)
+  fflush(stdout)
+}
+
 /// Flushes stdout and checks that everything printed reached it (`evaluate --json > file` on a
 /// full disk must not exit 0); otherwise fails, naming where stdout goes.
 func finishOutput() {

@@ -78,7 +78,7 @@ final class CompareGridTests: XCTestCase {
       data: "synthetic", valSplit: 0.25, splitSeed: 0, betaImages: 12)
   }
 
-  func runGrid(_ s: GridSettings, models: [String], seeds: Int) throws -> (cells: [CellResult], trained: [String]) {
+  func runGrid(_ s: GridSettings, models: [String], seeds: Int) throws -> (cells: [CellResult], trained: [String], elsewhere: [String]) {
     let data = SyntheticShapes.make(count: 64, seed: 1)
     let (train, val) = try CompareGrid.split(data, share: s.valSplit!, seed: s.splitSeed)
     return try CompareGrid.runGrid(models: models, seeds: seeds, settings: s, out: out, checkpointEvery: 1, train: train,
@@ -170,6 +170,31 @@ final class CompareGridTests: XCTestCase {
 
   func output(_ p: Process) -> String {
     String(decoding: (p.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  }
+
+  func testACellLockedByAnotherProcessIsLeftToIt() throws {
+    let models = ["seed-relu", "seed-aconc"]
+    let s = settings(maxSteps: 4)
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    try CompareGrid.checkManifest(out, s)
+    // Another holder of the lock (flock locks belong to the open file, so a second open in this
+    // process conflicts as another process's would).
+    let dir = CompareGrid.cellDirectory(out, model: "seed-aconc", seed: 0)
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var held: CellLock? = try XCTUnwrap(try CellLock(directory: dir))
+    XCTAssertNil(try CellLock(directory: dir), "a held lock is taken twice")
+    let first = try runGrid(s, models: models, seeds: 2)
+    XCTAssertEqual(first.trained, ["seed-relu-seed0", "seed-relu-seed1", "seed-aconc-seed1"])
+    XCTAssertEqual(first.elsewhere, ["seed-aconc-seed0"])
+    XCTAssertEqual(first.cells.map { "\($0.model)-seed\($0.seed)" }, ["seed-relu-seed0", "seed-relu-seed1", "seed-aconc-seed1"])
+    XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/result.json"))
+    // The holder ends: the next run takes the cell, and the grid is whole, in grid order.
+    held = nil
+    XCTAssertNil(held)
+    let second = try runGrid(s, models: models, seeds: 2)
+    XCTAssertEqual(second.trained, ["seed-aconc-seed0"])
+    XCTAssertEqual(second.elsewhere, [])
+    XCTAssertEqual(second.cells.map { "\($0.model)-seed\($0.seed)" }, ["seed-relu-seed0", "seed-aconc-seed0", "seed-relu-seed1", "seed-aconc-seed1"])
   }
 
   func testAKilledGridResumesAndEndsAsAnUninterruptedOne() throws {
