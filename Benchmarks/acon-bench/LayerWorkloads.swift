@@ -29,12 +29,15 @@ func convCases(quick: Bool) -> [ConvCase] {
 }
 
 /// Checks a layer of this geometry against the Double reference on a batch of 2 (forward, dx,
-/// dW, db), so that the timed code path is the verified one.
-func checkConv(_ cc: ConvCase) throws {
+/// dW, db), so that the timed code path is the verified one. Returns the largest error of y,
+/// dx and dW relative to the largest reference value: `max |got − want| / max |want|`.
+@discardableResult
+func checkConv(_ cc: ConvCase, algorithm: ConvAlgorithm = .im2col) throws -> [(String, Any)] {
   var rng = SeededGenerator(seed: 11)
   let shape = [2] + cc.input.dropFirst()
   let conv = Conv2D(inChannels: shape[1], outChannels: cc.outChannels, kernelSize: cc.kernel, stride: cc.stride,
     padding: cc.padding, rng: &rng)
+  conv.algorithm = algorithm
   let x = Tensor(zeros: shape)
   x.fillUniform(-1, 1, using: &rng)
   let y = try conv.forward(x)
@@ -44,10 +47,20 @@ func checkConv(_ cc: ConvCase) throws {
   let xd = DoubleTensor(x), wd = DoubleTensor(conv.weight.value), bd = DoubleTensor(conv.bias!.value)
   let want = Reference.conv2d(xd, weight: wd, bias: bd, stride: cc.stride, padding: cc.padding)
   let grads = Reference.conv2dBackward(xd, weight: wd, dy: DoubleTensor(dy), stride: cc.stride, padding: cc.padding)
+  guard conv.ranWinograd == (algorithm == .winograd) else {
+    throw ReferenceMismatch(workload: "conv2d \(cc.label) \(algorithm.rawValue)", detail: "ran the other algorithm")
+  }
   try check("conv2d \(cc.label) forward", y.data, want.values, rtol: 1e-4, atol: 1e-4)
   try check("conv2d \(cc.label) dx", dx.data, grads.dx.values, rtol: 1e-4, atol: 1e-4)
   try check("conv2d \(cc.label) dW", conv.weight.grad.data, grads.dw.values, rtol: 1e-4, atol: 1e-3)
   try check("conv2d \(cc.label) db", conv.bias!.grad.data, grads.db.values, rtol: 1e-4, atol: 1e-3)
+  func error(_ got: UnsafePointer<Float>, _ want: [Double]) -> Double {
+    let scale = want.map(abs).max() ?? 0
+    let worst = want.indices.map { abs(Double(got[$0]) - want[$0]) }.max() ?? 0
+    return scale > 0 ? worst / scale : worst
+  }
+  return [("error_y", error(y.data, want.values)), ("error_dx", error(dx.data, grads.dx.values)),
+    ("error_dw", error(conv.weight.grad.data, grads.dw.values))]
 }
 
 /// im2col and col2im of each convolution case alone, batched as Conv2D runs them, as GB/s of
@@ -94,29 +107,39 @@ func loweringWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Bench
 
 func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   for cc in convCases(quick: options.quick) where options.wants("conv2d.fwdbwd") {
-    try checkConv(cc)
-    var rng = SeededGenerator(seed: 5)
-    let conv = Conv2D(inChannels: cc.input[1], outChannels: cc.outChannels, kernelSize: cc.kernel, stride: cc.stride,
-      padding: cc.padding, rng: &rng)
-    let x = Tensor(zeros: cc.input)
-    x.fillUniform(-1, 1, using: &rng)
-    let yShape = try conv.outputShape(for: cc.input)
-    let dy = Tensor(zeros: yShape)
-    dy.fillUniform(-1, 1, using: &rng)
-    let s = try measure("conv2d.fwdbwd \(cc.label)", repetitions: options.repetitions, minSeconds: options.minSeconds) {
-      _ = try conv.forward(x)
-      _ = try conv.backward(dy)
-    }
-    // Three GEMMs of 2·Cout·K·(N·P) flops each: forward, dW and dcol.
+    // Three GEMMs of 2·Cout·K·(N·P) flops each: forward, dW and dcol (im2col's, and the direct
+    // convolution's count, by which Winograd's effective GFLOP/s are counted too).
+    let yShape = [cc.input[0], cc.outChannels, (cc.input[2] + 2 * cc.padding - cc.kernel) / cc.stride + 1,
+      (cc.input[3] + 2 * cc.padding - cc.kernel) / cc.stride + 1]
     let k = cc.input[1] * cc.kernel * cc.kernel, np = yShape[0] * yShape[2] * yShape[3], m = cc.outChannels
     let flops = 3 * 2 * Double(m) * Double(k) * Double(np)
     let gemmOnly = try gemmTriple(m: m, k: k, np: np, options: options)
-    let gflops = flops / s / 1e9
-    try emit(BenchResult(name: "conv2d.fwdbwd", shape: cc.input, medianSeconds: s, metrics: [
-      ("layer", cc.label), ("out_channels", cc.outChannels), ("kernel", cc.kernel), ("stride", cc.stride),
-      ("padding", cc.padding), ("gflops", gflops), ("sgemm_fraction", gflops / sgemmCeiling),
-      ("same_shape_sgemm_gflops", flops / gemmOnly / 1e9), ("same_shape_sgemm_fraction", flops / gemmOnly / 1e9 / sgemmCeiling),
-    ]))
+    let winograd = cc.kernel == 3 && cc.stride == 1 && cc.padding <= 2
+    for algorithm in winograd ? [ConvAlgorithm.im2col, .winograd] : [.im2col] {
+      let errors = try checkConv(cc, algorithm: algorithm)
+      var rng = SeededGenerator(seed: 5)
+      let conv = Conv2D(inChannels: cc.input[1], outChannels: cc.outChannels, kernelSize: cc.kernel, stride: cc.stride,
+        padding: cc.padding, rng: &rng)
+      conv.algorithm = algorithm
+      let x = Tensor(zeros: cc.input)
+      x.fillUniform(-1, 1, using: &rng)
+      let dy = Tensor(zeros: yShape)
+      dy.fillUniform(-1, 1, using: &rng)
+      let s = try measure("conv2d.fwdbwd \(cc.label) \(algorithm.rawValue)", repetitions: options.repetitions,
+        minSeconds: options.minSeconds) {
+        _ = try conv.forward(x)
+        _ = try conv.backward(dy)
+      }
+      let gflops = flops / s / 1e9
+      try emit(BenchResult(name: "conv2d.fwdbwd", shape: cc.input, medianSeconds: s, metrics: [
+        ("layer", cc.label), ("algorithm", algorithm.rawValue), ("out_channels", cc.outChannels), ("kernel", cc.kernel),
+        ("stride", cc.stride), ("padding", cc.padding), ("gflops", gflops), ("sgemm_fraction", gflops / sgemmCeiling),
+        ("same_shape_sgemm_gflops", flops / gemmOnly / 1e9), ("same_shape_sgemm_fraction", flops / gemmOnly / 1e9 / sgemmCeiling),
+        // The layer's (effective) GFLOP/s over its three GEMMs' alone: ≤ 1 for im2col; Winograd's
+        // goal is ≥ 1.3 on resnet.3x3.
+        ("same_shape_sgemm_ratio", gemmOnly / s),
+      ] + errors))
+    }
   }
   if options.wants("linear.fwdbwd") {
     let (n, fin, fout) = (64, 1024, 64)

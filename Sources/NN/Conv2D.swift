@@ -8,6 +8,7 @@
 // y [N, Cout, OH, OW]; K = Cin·KH·KW, P = OH·OW; the column buffer is [K, N·P]. Group g owns
 // input channels g·Cin/G ..< (g+1)·Cin/G, i.e. rows g·K/G ..< (g+1)·K/G of the column matrix,
 // and output channels g·Cout/G ..< (g+1)·Cout/G, i.e. rows of the weight matrix [Cout, K/G].
+import CWinogradKernels
 import TensorCore
 
 /// A 2-D convolution over NCHW input.
@@ -52,6 +53,12 @@ public final class Conv2D: Module {
   public internal(set) var workspace: ConvWorkspace
   private var input: Tensor?
   private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
+  /// How this layer computes (`.auto`: Winograd F(2×2, 3×3) for 3×3 stride-1 layers of at
+  /// least `Winograd.autoMinimumChannels` channels, im2col otherwise). Set it before a forward
+  /// pass; the backward pass follows the algorithm its forward pass ran.
+  public var algorithm: ConvAlgorithm = .auto
+  /// Whether the last forward pass ran Winograd F(2×2, 3×3).
+  public private(set) var ranWinograd = false
 
   /// A square K×K convolution.
   /// - Parameters:
@@ -136,6 +143,22 @@ public final class Conv2D: Module {
     isPointwise && (groups == 1 || (n == 1 && p > 1))
   }
 
+  /// Whether a forward pass producing [N, Cout, oh, ow] runs Winograd F(2×2, 3×3).
+  private func usesWinograd(oh: Int, ow: Int) -> Bool {
+    guard Winograd.applies(kernel: kernelShape, stride: strides, padding: paddings, groups: groups) else { return false }
+    switch algorithm {
+    case .im2col: return false
+    case .winograd: return true
+    case .auto:
+      return inChannels >= Winograd.autoMinimumChannels && outChannels >= Winograd.autoMinimumChannels && oh >= 4 && ow >= 4
+    }
+  }
+
+  /// The F(2×2, 3×3) geometry of this layer's forward pass over x [N, Cin, H, W].
+  private func winogradGeometry(_ s: [Int]) -> WinoGeometry {
+    Winograd.geometry(n: s[0], c: inChannels, h: s[2], w: s[3], ph: paddings.height, pw: paddings.width, k: outChannels)
+  }
+
   private func geometry(_ s: [Int]) -> ConvGeometry {
     ConvGeometry(channels: s[1], height: s[2], width: s[3], kernelH: kernelShape.height, kernelW: kernelShape.width,
       strideH: strides.height, strideW: strides.width, padH: paddings.height, padW: paddings.width)
@@ -175,6 +198,15 @@ public final class Conv2D: Module {
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels
     let w = weight.value.data
     let groupCount = groups, coutG = cout / groupCount, cinG = inChannels / groupCount
+    ranWinograd = usesWinograd(oh: ys[2], ow: ys[3])
+    if ranWinograd {
+      // U [16, Cout, Cin], then y = Aᵀ[(U · V)]A tile by tile, with the bias and a fused ReLU
+      let u = reuse(&workspace.winogradU, shape: [16, cout, inChannels]).data
+      Winograd.transformFilter(w, k: cout, c: inChannels, flipped: false, into: u)
+      Winograd.convolve(winogradGeometry(x.shape), x: x.data, u: u, bias: bias?.value.data, relu: relu, y: y.data,
+        workspace: workspace)
+      return y
+    }
     if usesPointwisePath(n: n, p: p) {
       if p == 1 {
         // y[N, Cout] = x[N, Cin] · Wᵀ  (groups == 1 here)
@@ -279,12 +311,12 @@ public final class Conv2D: Module {
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
     let groupCount = groups, coutG = cout / groupCount, cinG = cin / groupCount
-    let pointwise = usesPointwisePath(n: n, p: p)
+    let pointwise = usesPointwisePath(n: n, p: p), winograd = ranWinograd
     // With a fused ReLU, dy is the gradient at the ReLU's output y: pass it where y > 0. The
     // general path below does that while it gathers dy; the others do it here, in place, as
     // `ReLU(inPlace: true)` would.
     let reluMask = fusedReLU ? output!.data : nil
-    if let y = reluMask, pointwise || n == 1 { ReLU.mask(dy.data, by: y, into: dy.data, count: dy.count) }
+    if let y = reluMask, pointwise || winograd || n == 1 { ReLU.mask(dy.data, by: y, into: dy.data, count: dy.count) }
     // db[o] += Σ_s (sum of plane (s, o)), over s in order. The general path below takes the
     // plane sums while it gathers dy (each plane is then in cache); the others take them here.
     func accumulateBias(_ planeSum: (Int, Int) -> Float) {
@@ -295,8 +327,20 @@ public final class Conv2D: Module {
     }
     // The first layer of a network skips dx altogether: no buffer, no work.
     let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
-    if pointwise || n == 1 {
+    if pointwise || winograd || n == 1 {
       accumulateBias { s, o in contiguousSum(dy.data + (s * cout + o) * p, count: p) }
+    }
+    if winograd {
+      // dW += Gᵀ (Σ D · Vᵀ) G; dx = the convolution of dy (padding 2 − p) with the rotated,
+      // transposed filter, by the same F(2×2, 3×3) pass as forward
+      let g = winogradGeometry(x.shape)
+      Winograd.filterGradient(g, x: x.data, dy: dy.data, dw: dw, workspace: workspace)
+      guard propagatesInputGradient else { return dx }
+      let gx = Winograd.geometry(n: n, c: cout, h: ys[2], w: ys[3], ph: 2 - paddings.height, pw: 2 - paddings.width, k: cin)
+      let u = reuse(&workspace.winogradU, shape: [16, cin, cout]).data
+      Winograd.transformFilter(w, k: cin, c: cout, flipped: true, into: u)
+      Winograd.convolve(gx, x: dy.data, u: u, bias: nil, relu: false, y: dx.data, workspace: workspace)
+      return dx
     }
     if pointwise {
       if p == 1 {
@@ -377,6 +421,11 @@ public final class ConvWorkspace {
   /// The layer and input whose columns `columns` holds, while they are valid.
   weak var columnsOwner: Conv2D?
   var columnsInput: Tensor?
+  /// Winograd F(2×2, 3×3): the filter transform U [16, Cout, Cin] (dU in backward), and one
+  /// block's V [16, Cin, T] and M [16, Cout, T] (D in backward).
+  var winogradU: Tensor?
+  var winogradV: Tensor?
+  var winogradM: Tensor?
   /// An empty workspace; it grows to the largest product it is asked to hold.
   public init() {}
 }

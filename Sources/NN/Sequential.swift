@@ -132,4 +132,9 @@ extension Module {
       if let ws = shared { conv.workspace = ws } else { shared = conv.workspace }
     }
   }
+
+  /// Sets the algorithm of every `Conv2D` in the tree (`.auto`, `.im2col` or `.winograd`).
+  public func setConvolutionAlgorithm(_ algorithm: ConvAlgorithm) {
+    visit { m in (m as? Conv2D)?.algorithm = algorithm }
+  }
 }

@@ -122,6 +122,8 @@ struct Train: ParsableCommand {
   @Flag(help: "Horizontal flip of training images, with probability 1/2 (alone; --augment does both).") var flip = false
   @Option(help: "Threads for OpenBLAS and the kernels (default: cores; under mpirun, cores / ranks on this machine).")
   var threads: Int?
+  @Option(help: "3×3 stride-1 convolutions: auto (Winograd F(2×2, 3×3) where it pays: 16+ channels, 4×4+ maps), im2col, or winograd (wherever it applies).")
+  var convAlgorithm: String = "auto"
   @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
   @Option(help: "Model checkpoint path (.safetensors); a .state.safetensors file goes beside it.") var checkpoint: String?
   @Option(help: "Also checkpoint every N steps.") var checkpointEvery: Int?
@@ -143,6 +145,9 @@ struct Train: ParsableCommand {
     if let t = threads {
       guard t >= 1 && t <= 256 else { fail("--threads must be in 1...256, got \(t)") }
       Threads.count = t
+    }
+    guard let algorithm = ConvAlgorithm(rawValue: convAlgorithm) else {
+      fail("--conv-algorithm must be auto, im2col or winograd, got '\(convAlgorithm)'")
     }
     var o = TrainOptions()
     o.model = parseModel(model)
@@ -211,7 +216,8 @@ struct Train: ParsableCommand {
           factories: modelFactories, group: group)
       }
     }
-    say("model: \(o.model), \(trainer.model.parameterCount) parameters; \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
+    trainer.model.setConvolutionAlgorithm(algorithm)
+    say("model: \(o.model), \(trainer.model.parameterCount) parameters, conv algorithm \(algorithm.rawValue); \(o.optimizer.rawValue) lr \(o.learningRate), batch \(o.batchSize), \(Threads.count) threads")
     // At a terminal only, so that logs and scripts see the same output everywhere.
     if speaks, isatty(STDERR_FILENO) != 0, let note = BLAS.kernelNote {
       FileHandle.standardError.write(Data((note + "\n").utf8))

@@ -1,0 +1,242 @@
+// WinogradKernels.c: the F(2×2, 3×3) transforms (see include/CWinogradKernels.h), with
+//   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]      (input: V = Bᵀ d B, 4×4 → 4×4)
+//   G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]                 (filter: U = G g Gᵀ, 3×3 → 4×4)
+//   Aᵀ = [1 1 1 0; 0 1 −1 −1]                          (output: Y = Aᵀ M A, 4×4 → 2×2)
+// and for the weight gradient dL/dM = A dY Aᵀ (2×2 → 4×4) and dL/dg = Gᵀ dU G (4×4 → 3×3).
+// Point ξ = 4·i + j is row i, column j of the 4×4 matrices.
+//
+// The tile transforms work a tile row at a time: the 4 input rows it reads (or the 2 output
+// rows it writes) go through a zero-padded row buffer on the stack, so the loop over the tiles
+// of the row has no bounds tests and vectorises (its loads have stride 2). Each function has a
+// baseline body and an AVX-512 copy of the same body, chosen at run time.
+#include "CWinogradKernels.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+
+static bool has_avx512(void) {
+  static int cached = -1;
+  if (cached < 0) cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  return cached;
+}
+
+// MARK: - Filter transforms (small: k·c kernels, scalar)
+
+void wino_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, float *u) {
+  const ptrdiff_t plane = k * c;
+  for (ptrdiff_t o = 0; o < k; o++) {
+    for (ptrdiff_t i = 0; i < c; i++) {
+      float g[3][3];
+      if (flip) {
+        const float *src = w + (i * k + o) * 9;  // w [c, k, 3, 3], rotated by 180°
+        for (int a = 0; a < 3; a++)
+          for (int b = 0; b < 3; b++) g[a][b] = src[(2 - a) * 3 + (2 - b)];
+      } else {
+        const float *src = w + (o * c + i) * 9;
+        for (int a = 0; a < 3; a++)
+          for (int b = 0; b < 3; b++) g[a][b] = src[a * 3 + b];
+      }
+      float t[4][3];  // G g
+      for (int b = 0; b < 3; b++) {
+        t[0][b] = g[0][b];
+        t[1][b] = 0.5f * (g[0][b] + g[1][b] + g[2][b]);
+        t[2][b] = 0.5f * (g[0][b] - g[1][b] + g[2][b]);
+        t[3][b] = g[2][b];
+      }
+      float *dst = u + o * c + i;
+      for (int a = 0; a < 4; a++) {  // (G g) Gᵀ
+        dst[(4 * a + 0) * plane] = t[a][0];
+        dst[(4 * a + 1) * plane] = 0.5f * (t[a][0] + t[a][1] + t[a][2]);
+        dst[(4 * a + 2) * plane] = 0.5f * (t[a][0] - t[a][1] + t[a][2]);
+        dst[(4 * a + 3) * plane] = t[a][2];
+      }
+    }
+  }
+}
+
+void wino_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw) {
+  const ptrdiff_t plane = k * c;
+  for (ptrdiff_t o = 0; o < k; o++) {
+    for (ptrdiff_t i = 0; i < c; i++) {
+      const float *src = du + o * c + i;
+      float d[4][4];
+      for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++) d[a][b] = src[(4 * a + b) * plane];
+      float e[3][4];  // Gᵀ dU
+      for (int b = 0; b < 4; b++) {
+        e[0][b] = d[0][b] + 0.5f * (d[1][b] + d[2][b]);
+        e[1][b] = 0.5f * (d[1][b] - d[2][b]);
+        e[2][b] = 0.5f * (d[1][b] + d[2][b]) + d[3][b];
+      }
+      float *dst = dw + (o * c + i) * 9;
+      for (int a = 0; a < 3; a++) {  // (Gᵀ dU) G
+        dst[a * 3 + 0] += e[a][0] + 0.5f * (e[a][1] + e[a][2]);
+        dst[a * 3 + 1] += 0.5f * (e[a][1] - e[a][2]);
+        dst[a * 3 + 2] += 0.5f * (e[a][1] + e[a][2]) + e[a][3];
+      }
+    }
+  }
+}
+
+// MARK: - Tile transforms
+
+// Copies input rows y0 ..< y0 + rowsN of plane p [h, w] into buf [rowsN, bw], column j of buf
+// from column j − pw of the plane, zero outside the plane.
+INLINE void load_rows(const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y0, int rowsN, ptrdiff_t pw, ptrdiff_t bw,
+                      float *buf) {
+  const ptrdiff_t j0 = pw > 0 ? pw : 0, j1 = pw + w < bw ? pw + w : bw;  // columns of buf inside the plane
+  for (int a = 0; a < rowsN; a++) {
+    float *row = buf + a * bw;
+    const ptrdiff_t y = y0 + a;
+    if (y < 0 || y >= h || j1 <= j0) {
+      memset(row, 0, (size_t)bw * sizeof(float));
+      continue;
+    }
+    if (j0 > 0) memset(row, 0, (size_t)j0 * sizeof(float));
+    memcpy(row + j0, p + y * w + (j0 - pw), (size_t)(j1 - j0) * sizeof(float));
+    if (j1 < bw) memset(row + j1, 0, (size_t)(bw - j1) * sizeof(float));
+  }
+}
+
+INLINE void input_body(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+                       ptrdiff_t c1, float *v) {
+  const ptrdiff_t tw = g->tw, T = rows * tw, bw = 2 * tw + 2, plane = g->c * T;
+  float buf[4 * bw];
+  for (ptrdiff_t ci = c0; ci < c1; ci++) {
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      load_rows(x + (n * g->c + ci) * g->h * g->w, g->h, g->w, 2 * th - g->ph, 4, g->pw, bw, buf);
+      float *vt = v + ci * T + (r - row0) * tw;
+      const float *b0 = buf, *b1 = buf + bw, *b2 = buf + 2 * bw, *b3 = buf + 3 * bw;
+      for (ptrdiff_t t = 0; t < tw; t++) {
+        const ptrdiff_t j = 2 * t;
+        float a[4][4];  // Bᵀ d: the rows combined, column by column
+        for (int q = 0; q < 4; q++) {
+          a[0][q] = b0[j + q] - b2[j + q];
+          a[1][q] = b1[j + q] + b2[j + q];
+          a[2][q] = b2[j + q] - b1[j + q];
+          a[3][q] = b1[j + q] - b3[j + q];
+        }
+        for (int i = 0; i < 4; i++) {  // (Bᵀ d) B
+          vt[(4 * i + 0) * plane + t] = a[i][0] - a[i][2];
+          vt[(4 * i + 1) * plane + t] = a[i][1] + a[i][2];
+          vt[(4 * i + 2) * plane + t] = a[i][2] - a[i][1];
+          vt[(4 * i + 3) * plane + t] = a[i][1] - a[i][3];
+        }
+      }
+    }
+  }
+}
+
+INLINE void output_body(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                        ptrdiff_t k1, const float *bias, int relu, float *y) {
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = g->k * T, bw = 2 * tw;
+  float buf[2 * bw];
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    const float bv = bias ? bias[o] : 0.0f;
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      const float *mt = m + o * T + (r - row0) * tw;
+      for (ptrdiff_t t = 0; t < tw; t++) {
+        float s[2][4];  // Aᵀ M
+        for (int q = 0; q < 4; q++) {
+          const float m0 = mt[q * plane + t], m1 = mt[(4 + q) * plane + t];
+          const float m2 = mt[(8 + q) * plane + t], m3 = mt[(12 + q) * plane + t];
+          s[0][q] = m0 + m1 + m2;
+          s[1][q] = m1 - m2 - m3;
+        }
+        for (int a = 0; a < 2; a++) {  // (Aᵀ M) A
+          buf[a * bw + 2 * t] = s[a][0] + s[a][1] + s[a][2];
+          buf[a * bw + 2 * t + 1] = s[a][1] - s[a][2] - s[a][3];
+        }
+      }
+      float *plane_y = y + (n * g->k + o) * g->oh * g->ow;
+      for (int a = 0; a < 2; a++) {
+        const ptrdiff_t yy = 2 * th + a;
+        if (yy >= g->oh) break;
+        float *dst = plane_y + yy * g->ow;
+        const float *src = buf + a * bw;
+        if (relu) {
+          // NaN stays NaN, as ReLU's max(v, 0) keeps it
+          for (ptrdiff_t j = 0; j < g->ow; j++) {
+            const float v = src[j] + bv;
+            dst[j] = v != v ? v : (v > 0 ? v : 0.0f);
+          }
+        } else {
+          for (ptrdiff_t j = 0; j < g->ow; j++) dst[j] = src[j] + bv;
+        }
+      }
+    }
+  }
+}
+
+INLINE void gradient_body(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                          ptrdiff_t k1, float *d) {
+  const ptrdiff_t tw = g->tw, T = rows * tw, bw = 2 * tw, plane = g->k * T;
+  float buf[2 * bw];
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      load_rows(dy + (n * g->k + o) * g->oh * g->ow, g->oh, g->ow, 2 * th, 2, 0, bw, buf);
+      float *dt = d + o * T + (r - row0) * tw;
+      const float *b0 = buf, *b1 = buf + bw;
+      for (ptrdiff_t t = 0; t < tw; t++) {
+        const float p = b0[2 * t], q = b0[2 * t + 1], rr = b1[2 * t], s = b1[2 * t + 1];
+        // A dY: rows (p, q), (p + r, q + s), (p − r, q − s), (−r, −s); then each row (x0, x1)
+        // times Aᵀ: (x0, x0 + x1, x0 − x1, −x1).
+        const float e[4][2] = {{p, q}, {p + rr, q + s}, {p - rr, q - s}, {-rr, -s}};
+        for (int i = 0; i < 4; i++) {
+          dt[(4 * i + 0) * plane + t] = e[i][0];
+          dt[(4 * i + 1) * plane + t] = e[i][0] + e[i][1];
+          dt[(4 * i + 2) * plane + t] = e[i][0] - e[i][1];
+          dt[(4 * i + 3) * plane + t] = -e[i][1];
+        }
+      }
+    }
+  }
+}
+
+AVX512 static void input_avx512(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+                                ptrdiff_t c1, float *v) {
+  input_body(g, x, row0, rows, c0, c1, v);
+}
+static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+                       ptrdiff_t c1, float *v) {
+  input_body(g, x, row0, rows, c0, c1, v);
+}
+void wino_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+                          ptrdiff_t c1, float *v) {
+  if (has_avx512()) input_avx512(g, x, row0, rows, c0, c1, v);
+  else input_base(g, x, row0, rows, c0, c1, v);
+}
+
+AVX512 static void output_avx512(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                                 ptrdiff_t k1, const float *bias, int relu, float *y) {
+  output_body(g, m, row0, rows, k0, k1, bias, relu, y);
+}
+static void output_base(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                        ptrdiff_t k1, const float *bias, int relu, float *y) {
+  output_body(g, m, row0, rows, k0, k1, bias, relu, y);
+}
+void wino_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                           ptrdiff_t k1, const float *bias, int relu, float *y) {
+  if (has_avx512()) output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+  else output_base(g, m, row0, rows, k0, k1, bias, relu, y);
+}
+
+AVX512 static void gradient_avx512(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows,
+                                   ptrdiff_t k0, ptrdiff_t k1, float *d) {
+  gradient_body(g, dy, row0, rows, k0, k1, d);
+}
+static void gradient_base(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                          ptrdiff_t k1, float *d) {
+  gradient_body(g, dy, row0, rows, k0, k1, d);
+}
+void wino_gradient_transform(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                             ptrdiff_t k1, float *d) {
+  if (has_avx512()) gradient_avx512(g, dy, row0, rows, k0, k1, d);
+  else gradient_base(g, dy, row0, rows, k0, k1, d);
+}

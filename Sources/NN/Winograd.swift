@@ -1,0 +1,118 @@
+// Winograd: Conv2D's F(2×2, 3×3) path for 3×3, stride-1 convolutions without groups (Lavin &
+// Gray 2016). Per block of output tiles: the input transform (V = Bᵀ d B per 4×4 patch), 16
+// GEMMs M_ξ = U_ξ · V_ξ (one per Winograd point ξ, through cblas_sgemm), the output transform
+// (Y = Aᵀ M A per 2×2 tile): 16 multiplications per 4 outputs instead of 36, 2.25× fewer. dx
+// is the same pass over dy with the rotated, transposed filter; dW takes dU_ξ += D_ξ · V_ξᵀ over
+// the blocks (D = A dY Aᵀ) and then dW += Gᵀ dU G. The transforms are C kernels
+// (Sources/CWinogradKernels), threaded here over channels; the GEMMs run outside any parallel
+// loop. Blocks are sized so that V and M stay in cache (`Winograd.blockBytes`).
+//
+// Shapes: x [N, C, H, W], weight [K, C, 3, 3], y [N, K, OH, OW] with OH = H + 2·ph − 2 and
+// OW = W + 2·pw − 2 (0 ≤ ph, pw ≤ 2); tiles ⌈OH/2⌉ × ⌈OW/2⌉ per sample; U [16, K, C];
+// a block of T tiles has V [16, C, T] and M [16, K, T].
+import CWinogradKernels
+import TensorCore
+
+/// How `Conv2D` computes a convolution.
+public enum ConvAlgorithm: String, Sendable, CaseIterable {
+  /// Winograd where it applies and pays (3×3, stride 1, no groups, at least
+  /// `Winograd.autoMinimumChannels` input and output channels and an output of at least 4×4),
+  /// im2col + GEMM otherwise.
+  case auto
+  /// Always im2col + GEMM (the 1×1 path skips im2col).
+  case im2col
+  /// Winograd F(2×2, 3×3) wherever it applies (3×3, stride 1, no groups, padding ≤ 2), im2col
+  /// elsewhere. Its results differ from im2col's by Float rounding (docs/winograd.md).
+  case winograd
+}
+
+/// Winograd F(2×2, 3×3) convolution: the driver of `Conv2D`'s Winograd path.
+public enum Winograd {
+  /// Bytes of V and M per block of tiles: small enough to stay in the last-level cache between
+  /// the transforms and the GEMMs, large enough for the GEMMs to run near sgemm's peak.
+  nonisolated(unsafe) public static var blockBytes = 2 << 20
+  /// `ConvAlgorithm.auto` picks Winograd only with at least this many input and output channels:
+  /// below it the GEMMs are too thin for the saved multiplications to show.
+  nonisolated(unsafe) public static var autoMinimumChannels = 16
+
+  /// Whether F(2×2, 3×3) can run a convolution of this shape.
+  static func applies(kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int), groups: Int) -> Bool {
+    kernel == (3, 3) && stride == (1, 1) && groups == 1 && (0...2).contains(padding.0) && (0...2).contains(padding.1)
+  }
+
+  /// The geometry of one pass: input [n, c, h, w] with padding (ph, pw), k output channels.
+  static func geometry(n: Int, c: Int, h: Int, w: Int, ph: Int, pw: Int, k: Int) -> WinoGeometry {
+    let oh = h + 2 * ph - 2, ow = w + 2 * pw - 2
+    return WinoGeometry(n: n, c: c, h: h, w: w, ph: ph, pw: pw, k: k, oh: oh, ow: ow, th: (oh + 1) / 2, tw: (ow + 1) / 2)
+  }
+
+  /// Tile rows per block: V and M of one block within `blockBytes`, at least one row.
+  static func blockRows(_ g: WinoGeometry) -> Int {
+    let perRow = 16 * (g.c + g.k) * g.tw * MemoryLayout<Float>.size
+    return Swift.max(1, Swift.min(g.n * g.th, blockBytes / Swift.max(1, perRow)))
+  }
+
+  /// The forward filter transform U [16, K, C] of weight [K, C, 3, 3]; with `flipped`, weight is
+  /// read as [C, K, 3, 3] rotated by 180°: the filter that takes dy [N, C, ·] to dx [N, K, ·].
+  static func transformFilter(_ w: UnsafePointer<Float>, k: Int, c: Int, flipped: Bool, into u: UnsafeMutablePointer<Float>) {
+    wino_filter_transform(w, k, c, flipped ? 1 : 0, u)
+  }
+
+  /// y [n, k, oh, ow] = the 3×3 convolution of x [n, c, h, w] whose filter transform is
+  /// u [16, k, c] (+ bias [k], then ReLU when `relu`). Overwrites y.
+  static func convolve(_ g: WinoGeometry, x: UnsafePointer<Float>, u: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    relu: Bool, y: UnsafeMutablePointer<Float>, workspace: ConvWorkspace) {
+    let blockRows = blockRows(g), rowCount = g.n * g.th
+    let v = reuse(&workspace.winogradV, shape: [16, g.c, blockRows * g.tw]).data
+    let m = reuse(&workspace.winogradM, shape: [16, g.k, blockRows * g.tw]).data
+    var row0 = 0
+    while row0 < rowCount {
+      let rows = Swift.min(blockRows, rowCount - row0), t = rows * g.tw, r0 = row0
+      // V [16, C, T]
+      parallelFor(g.c) { cs in
+        var gl = g
+        wino_input_transform(&gl, x, r0, rows, cs.lowerBound, cs.upperBound, v)
+      }
+      // M_ξ [K, T] = U_ξ [K, C] · V_ξ [C, T]
+      for xi in 0..<16 {
+        BLAS.sgemm(m: g.k, n: t, k: g.c, a: u + xi * g.k * g.c, b: v + xi * g.c * t, c: m + xi * g.k * t)
+      }
+      // y tiles of the block = Aᵀ M A (+ bias, ReLU)
+      parallelFor(g.k) { ks in
+        var gl = g
+        wino_output_transform(&gl, m, r0, rows, ks.lowerBound, ks.upperBound, bias, relu ? 1 : 0, y)
+      }
+      row0 += rows
+    }
+  }
+
+  /// dw [k, c, 3, 3] += the weight gradient of the 3×3 convolution of x [n, c, h, w] for the
+  /// output gradient dy [n, k, oh, ow]: dU_ξ [K, C] = Σ_blocks D_ξ [K, T] · V_ξᵀ [T, C], then
+  /// dw += Gᵀ dU G.
+  static func filterGradient(_ g: WinoGeometry, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+    dw: UnsafeMutablePointer<Float>, workspace: ConvWorkspace) {
+    let blockRows = blockRows(g), rowCount = g.n * g.th
+    let v = reuse(&workspace.winogradV, shape: [16, g.c, blockRows * g.tw]).data
+    let d = reuse(&workspace.winogradM, shape: [16, g.k, blockRows * g.tw]).data
+    let du = reuse(&workspace.winogradU, shape: [16, g.k, g.c]).data
+    var row0 = 0
+    while row0 < rowCount {
+      let rows = Swift.min(blockRows, rowCount - row0), t = rows * g.tw, r0 = row0
+      parallelFor(g.c) { cs in
+        var gl = g
+        wino_input_transform(&gl, x, r0, rows, cs.lowerBound, cs.upperBound, v)
+      }
+      parallelFor(g.k) { ks in
+        var gl = g
+        wino_gradient_transform(&gl, dy, r0, rows, ks.lowerBound, ks.upperBound, d)
+      }
+      // dU_ξ [K, C] (+)= D_ξ [K, T] · V_ξᵀ [T, C]; the first block overwrites
+      for xi in 0..<16 {
+        BLAS.sgemm(transB: true, m: g.k, n: g.c, k: t, a: d + xi * g.k * t, b: v + xi * g.c * t,
+          beta: row0 == 0 ? 0 : 1, c: du + xi * g.k * g.c)
+      }
+      row0 += rows
+    }
+    wino_filter_gradient(du, g.k, g.c, dw)
+  }
+}

@@ -1,0 +1,165 @@
+// WinogradTests: Conv2D's Winograd F(2×2, 3×3) path against the Double convolution
+// (Reference.conv2d), forward and backward (dx, dW, db, a fused ReLU), on shapes that exercise
+// the tiles' edges: odd output sizes, 1×1 and 2×2 maps, padding 0, 1 and 2, rectangular
+// padding, C = 1, channels that are not multiples of 8, blocks that end mid-sample; finite
+// differences; 1 vs 2 threads; when `.auto` chooses it.
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+final class WinogradTests: XCTestCase {
+  struct Case: CustomStringConvertible {
+    var n, cin, cout, h, w: Int
+    var padding: (Int, Int) = (1, 1)
+    var bias = true
+    var description: String { "N\(n) Cin\(cin) Cout\(cout) \(h)x\(w) p\(padding)\(bias ? "" : " nobias")" }
+  }
+
+  static let cases: [Case] = [
+    Case(n: 2, cin: 3, cout: 5, h: 6, w: 6),
+    Case(n: 3, cin: 7, cout: 9, h: 7, w: 5),  // odd output: the last tile row and column half outside
+    Case(n: 2, cin: 1, cout: 1, h: 1, w: 1),  // C = 1, 1×1 map: one tile, three quarters outside
+    Case(n: 1, cin: 4, cout: 3, h: 2, w: 2, bias: false),
+    Case(n: 2, cin: 5, cout: 6, h: 9, w: 4, padding: (0, 0)),
+    Case(n: 2, cin: 3, cout: 4, h: 3, w: 5, padding: (2, 2)),
+    Case(n: 2, cin: 6, cout: 2, h: 5, w: 8, padding: (0, 1)),
+    Case(n: 4, cin: 17, cout: 19, h: 11, w: 13, padding: (2, 1)),
+  ]
+
+  private func make(_ c: Case, seed: UInt64) -> (Conv2D, Tensor) {
+    var rng = SeededGenerator(seed: seed)
+    let conv = Conv2D(inChannels: c.cin, outChannels: c.cout, kernelSize: (3, 3), padding: c.padding, bias: c.bias,
+      rng: &rng)
+    conv.algorithm = .winograd
+    if let b = conv.bias { b.value.fillUniform(-1, 1, using: &rng) }
+    let x = Tensor.uniform([c.n, c.cin, c.h, c.w], using: &rng)
+    return (conv, x)
+  }
+
+  private func reference(_ conv: Conv2D, _ x: Tensor, _ c: Case) -> DoubleTensor {
+    Reference.groupedConv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+      bias: conv.bias.map { DoubleTensor($0.value) }, stride: (1, 1), padding: c.padding, groups: 1)
+  }
+
+  /// Every case, with the blocks at their default size and at one tile row per block.
+  func testForwardAndBackwardMatchReference() throws {
+    let saved = Winograd.blockBytes
+    defer { Winograd.blockBytes = saved }
+    for blockBytes in [saved, 1] {
+      Winograd.blockBytes = blockBytes
+      for (i, c) in Self.cases.enumerated() {
+        let (conv, x) = make(c, seed: UInt64(100 + i))
+        let y = try conv.forward(x)
+        XCTAssertTrue(conv.ranWinograd, "\(c)")
+        let ref = reference(conv, x, c)
+        XCTAssertEqual(y.shape, ref.shape, "\(c)")
+        assertClose(y, ref, rtol: 1e-4, atol: 1e-5, "y, \(c), block \(blockBytes)")
+        var rng = SeededGenerator(seed: UInt64(300 + i))
+        let dy = Tensor.uniform(y.shape, using: &rng)
+        conv.zeroGrad()
+        let dx = try conv.backward(dy)
+        let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+          dy: DoubleTensor(dy), stride: (1, 1), padding: c.padding, groups: 1)
+        assertClose(dx, g.dx, rtol: 1e-4, atol: 1e-5, "dx, \(c), block \(blockBytes)")
+        assertClose(conv.weight.grad, g.dw, rtol: 1e-4, atol: 1e-5, "dW, \(c), block \(blockBytes)")
+        if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-4, atol: 1e-5, "db, \(c)") }
+        // Gradients accumulate: a second backward adds the same again.
+        _ = try conv.backward(dy)
+        assertClose(conv.weight.grad, DoubleTensor(shape: g.dw.shape, values: g.dw.values.map { 2 * $0 }), rtol: 1e-4, atol: 1e-5, "2·dW, \(c)")
+        // With a fused ReLU (a conv before an in-place ReLU in a Sequential).
+        let net = Sequential([conv, ReLU(inPlace: true)])
+        assertClose(try net.forward(x), Reference.relu(ref), rtol: 1e-4, atol: 1e-5, "fused ReLU y, \(c)")
+        conv.zeroGrad()
+        let dxr = try net.backward(dy.clone())
+        let gr = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+          dy: Reference.reluBackward(ref, dy: DoubleTensor(dy)), stride: (1, 1), padding: c.padding, groups: 1)
+        assertClose(dxr, gr.dx, rtol: 1e-4, atol: 1e-5, "fused ReLU dx, \(c)")
+        assertClose(conv.weight.grad, gr.dw, rtol: 1e-4, atol: 1e-5, "fused ReLU dW, \(c)")
+      }
+    }
+  }
+
+  func testGradientsMatchFiniteDifferences() {
+    let small: [Case] = [
+      Case(n: 2, cin: 2, cout: 3, h: 3, w: 5),
+      Case(n: 1, cin: 1, cout: 2, h: 1, w: 1),
+      Case(n: 2, cin: 3, cout: 2, h: 4, w: 3, padding: (0, 2)),
+    ]
+    for (i, c) in small.enumerated() {
+      let (conv, x) = make(c, seed: UInt64(700 + i))
+      GradientChecker().assertGradients(conv, input: x, "\(c)")
+      XCTAssertTrue(conv.ranWinograd, "\(c)")
+    }
+  }
+
+  /// Winograd and im2col compute the same convolution; their Float results differ by rounding
+  /// only, far below the tolerance the Double reference allows either.
+  func testAgreesWithIm2colOnAResNetLayer() throws {
+    var rng = SeededGenerator(seed: 3)
+    let conv = Conv2D(inChannels: 64, outChannels: 64, kernelSize: 3, padding: 1, bias: false, rng: &rng)
+    let x = Tensor.uniform([2, 64, 14, 14], using: &rng)
+    let dy = Tensor.uniform([2, 64, 14, 14], using: &rng)
+    var out: [ConvAlgorithm: [[Float]]] = [:]
+    for a in [ConvAlgorithm.im2col, .winograd] {
+      conv.algorithm = a
+      let y = try conv.forward(x).array
+      XCTAssertEqual(conv.ranWinograd, a == .winograd)
+      conv.zeroGrad()
+      let dx = try conv.backward(dy).array
+      out[a] = [y, dx, conv.weight.grad.array]
+    }
+    for (j, name) in ["y", "dx", "dW"].enumerated() {
+      let a = out[.im2col]![j], b = out[.winograd]![j]
+      let scale = a.map(abs).max()!
+      let err = zip(a, b).map { abs($0 - $1) }.max()!
+      XCTAssertLessThan(err / scale, 2e-6, "\(name): Winograd vs im2col, max |Δ| / max |v|")
+    }
+  }
+
+  func testResultsDoNotDependOnThreadCount() throws {
+    let saved = Threads.count, savedBlock = Winograd.blockBytes
+    defer { Threads.count = saved; Winograd.blockBytes = savedBlock }
+    Winograd.blockBytes = 64 << 10  // several blocks
+    let c = Case(n: 4, cin: 12, cout: 20, h: 13, w: 9)
+    var results: [[[Float]]] = []
+    for threads in [1, 2] {
+      Threads.count = threads
+      let (conv, x) = make(c, seed: 900)
+      var rng = SeededGenerator(seed: 950)
+      let y = try conv.forward(x).array
+      let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+      conv.zeroGrad()
+      let dx = try conv.backward(dy).array
+      results.append([y, dx, conv.weight.grad.array, conv.bias!.grad.array])
+    }
+    for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+      assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c)")
+    }
+  }
+
+  func testAutoChoosesWinogradWhereItApplies() throws {
+    var rng = SeededGenerator(seed: 1)
+    func ran(_ cin: Int, _ cout: Int, _ hw: Int, kernel: Int = 3, stride: Int = 1, padding: Int = 1, groups: Int = 1,
+      _ algorithm: ConvAlgorithm = .auto) throws -> Bool {
+      let conv = Conv2D(inChannels: cin, outChannels: cout, kernelSize: kernel, stride: stride, padding: padding,
+        groups: groups, rng: &rng)
+      conv.algorithm = algorithm
+      _ = try conv.forward(Tensor.uniform([1, cin, hw, hw], using: &rng))
+      return conv.ranWinograd
+    }
+    XCTAssertTrue(try ran(16, 16, 8))
+    XCTAssertFalse(try ran(3, 16, 8), "3 input channels: im2col")
+    XCTAssertFalse(try ran(16, 16, 2), "2×2 output: im2col")
+    XCTAssertFalse(try ran(16, 16, 8, stride: 2), "stride 2 never runs Winograd")
+    XCTAssertFalse(try ran(16, 16, 8, groups: 2, .winograd), "groups never run Winograd")
+    XCTAssertFalse(try ran(16, 16, 8, kernel: 5, padding: 2, .winograd), "5×5 never runs Winograd")
+    XCTAssertFalse(try ran(16, 16, 8, padding: 3, .winograd), "padding 3 never runs Winograd")
+    XCTAssertTrue(try ran(3, 16, 2, .winograd), ".winograd runs it wherever it applies")
+    XCTAssertFalse(try ran(16, 16, 8, .im2col))
+    // The whole tree at once.
+    let net = Sequential([Conv2D(inChannels: 16, outChannels: 16, kernelSize: 3, padding: 1, rng: &rng), ReLU()])
+    net.setConvolutionAlgorithm(.im2col)
+    XCTAssertEqual((net.layers[0].1 as! Conv2D).algorithm, .im2col)
+  }
+}
