@@ -59,6 +59,18 @@ else
   fail "the depthwise kernels do not compile for aarch64-linux-gnu"
 fi
 
+# 1c. The Winograd transforms (Sources/CWinogradKernels: an AVX-512 copy on x86-64 only), for
+# aarch64 and x86-64.
+for flags in "${a64[*]}" "${x64[*]}"; do
+  # shellcheck disable=SC2086
+  if "$CLANG" $flags -std=gnu11 -Wall -Wextra -Werror -ISources/CWinogradKernels/include -fsyntax-only \
+    Sources/CWinogradKernels/*.c; then
+    ok "Winograd transforms, ${flags%% *}: syntax and types"
+  else
+    fail "the Winograd transforms do not compile for ${flags%% *}"
+  fi
+done
+
 # 2. The portable variant alone, for both architectures; nothing x86-specific survives.
 for arch in x86_64 aarch64; do
   if [[ $arch == x86_64 ]]; then flags=("${x64[@]}"); else flags=("${a64[@]}"); fi

@@ -8,20 +8,22 @@
 // The tile transforms work a tile row at a time: the 4 input rows it reads (or the 2 output
 // rows it writes) go through a zero-padded row buffer on the stack, so the loop over the tiles
 // of the row has no bounds tests and vectorises (its loads have stride 2). Each function has a
-// baseline body and an AVX-512 copy of the same body, chosen at run time.
+// baseline body and, on x86-64, an AVX-512 copy of the same body, chosen at run time.
 #include "CWinogradKernels.h"
 
 #include <stdbool.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
-#define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
 
+#if defined(__x86_64__)
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
 static bool has_avx512(void) {
   static int cached = -1;
   if (cached < 0) cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   return cached;
 }
+#endif
 
 // MARK: - Filter transforms (small: k·c kernels, scalar)
 
@@ -199,44 +201,65 @@ INLINE void gradient_body(const WinoGeometry *g, const float *dy, ptrdiff_t row0
   }
 }
 
+#if defined(__x86_64__)
 AVX512 static void input_avx512(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                                 ptrdiff_t c1, float *v) {
   input_body(g, x, row0, rows, c0, c1, v);
 }
+#endif
 static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                        ptrdiff_t c1, float *v) {
   input_body(g, x, row0, rows, c0, c1, v);
 }
 void wino_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                           ptrdiff_t c1, float *v) {
-  if (has_avx512()) input_avx512(g, x, row0, rows, c0, c1, v);
-  else input_base(g, x, row0, rows, c0, c1, v);
+#if defined(__x86_64__)
+  if (has_avx512()) {
+    input_avx512(g, x, row0, rows, c0, c1, v);
+    return;
+  }
+#endif
+  input_base(g, x, row0, rows, c0, c1, v);
 }
 
+#if defined(__x86_64__)
 AVX512 static void output_avx512(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                                  ptrdiff_t k1, const float *bias, int relu, float *y) {
   output_body(g, m, row0, rows, k0, k1, bias, relu, y);
 }
+#endif
 static void output_base(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                         ptrdiff_t k1, const float *bias, int relu, float *y) {
   output_body(g, m, row0, rows, k0, k1, bias, relu, y);
 }
 void wino_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                            ptrdiff_t k1, const float *bias, int relu, float *y) {
-  if (has_avx512()) output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
-  else output_base(g, m, row0, rows, k0, k1, bias, relu, y);
+#if defined(__x86_64__)
+  if (has_avx512()) {
+    output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+    return;
+  }
+#endif
+  output_base(g, m, row0, rows, k0, k1, bias, relu, y);
 }
 
+#if defined(__x86_64__)
 AVX512 static void gradient_avx512(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows,
                                    ptrdiff_t k0, ptrdiff_t k1, float *d) {
   gradient_body(g, dy, row0, rows, k0, k1, d);
 }
+#endif
 static void gradient_base(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                           ptrdiff_t k1, float *d) {
   gradient_body(g, dy, row0, rows, k0, k1, d);
 }
 void wino_gradient_transform(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                              ptrdiff_t k1, float *d) {
-  if (has_avx512()) gradient_avx512(g, dy, row0, rows, k0, k1, d);
-  else gradient_base(g, dy, row0, rows, k0, k1, d);
+#if defined(__x86_64__)
+  if (has_avx512()) {
+    gradient_avx512(g, dy, row0, rows, k0, k1, d);
+    return;
+  }
+#endif
+  gradient_base(g, dy, row0, rows, k0, k1, d);
 }
