@@ -16,16 +16,21 @@ struct ConvCase {
   var padding: Int
 }
 
-/// The seed network's four convolutions at batch 64 (input 3×32×32), and a 3×3 64→64 layer on 56×56.
+/// The seed network's four convolutions at batch 64 (input 3×32×32), a 3×3 64→64 layer on 56×56,
+/// and (full runs) the 3×3 stride-1 layers of the zoo's resnet18 at batch 64 on 3×32×32, one per
+/// stage: where `ConvAlgorithm.auto` chooses between im2col and Winograd.
 func convCases(quick: Bool) -> [ConvCase] {
   let b = quick ? 16 : 64
+  let stages = quick ? [] : [(64, 32), (128, 16), (256, 8), (512, 4)].map { c, hw in
+    ConvCase(label: "resnet18.\(c)@\(hw)x\(hw)", input: [64, c, hw, hw], outChannels: c, kernel: 3, stride: 1, padding: 1)
+  }
   return [
     ConvCase(label: "seed.conv1", input: [b, 3, 32, 32], outChannels: 32, kernel: 3, stride: 1, padding: 1),
     ConvCase(label: "seed.conv2", input: [b, 32, 32, 32], outChannels: 64, kernel: 3, stride: 2, padding: 0),
     ConvCase(label: "seed.conv3", input: [b, 64, 15, 15], outChannels: 64, kernel: 3, stride: 2, padding: 0),
     ConvCase(label: "seed.conv4", input: [b, 64, 7, 7], outChannels: 64, kernel: 3, stride: 2, padding: 1),
     ConvCase(label: "resnet.3x3", input: [quick ? 4 : 32, 64, 56, 56], outChannels: 64, kernel: 3, stride: 1, padding: 1),
-  ]
+  ] + stages
 }
 
 /// Checks a layer of this geometry against the Double reference on a batch of 2 (forward, dx,

@@ -54,7 +54,8 @@ public final class Conv2D: Module {
   private var input: Tensor?
   private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
   /// How this layer computes (`.auto`: Winograd F(2×2, 3×3) for 3×3 stride-1 layers of at
-  /// least `Winograd.autoMinimumChannels` channels, im2col otherwise). Set it before a forward
+  /// least `Winograd.autoMinimumChannels` channels on maps of 5×5 or more (4×4 from 256
+  /// channels), im2col otherwise). Set it before a forward
   /// pass; the backward pass follows the algorithm its forward pass ran.
   public var algorithm: ConvAlgorithm = .auto
   /// Whether the last forward pass ran Winograd F(2×2, 3×3).
@@ -150,7 +151,11 @@ public final class Conv2D: Module {
     case .im2col: return false
     case .winograd: return true
     case .auto:
-      return inChannels >= Winograd.autoMinimumChannels && outChannels >= Winograd.autoMinimumChannels && oh >= 4 && ow >= 4
+      // Measured (one thread, acon-bench's conv2d rows and the zoo's layers): Winograd wins from
+      // 16 channels on maps of 5×5 and up; on 4×4 only from 256 channels (at 64 it takes 1.4×
+      // im2col's time: the 16 GEMMs over 4 tiles per sample are too thin); below 4×4 never.
+      let channels = Swift.min(inChannels, outChannels), side = Swift.min(oh, ow)
+      return channels >= Winograd.autoMinimumChannels && (side >= 5 || (side == 4 && channels >= 256))
     }
   }
 

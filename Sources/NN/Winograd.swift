@@ -16,8 +16,8 @@ import TensorCore
 /// How `Conv2D` computes a convolution.
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
   /// Winograd where it applies and pays (3×3, stride 1, no groups, at least
-  /// `Winograd.autoMinimumChannels` input and output channels and an output of at least 4×4),
-  /// im2col + GEMM otherwise.
+  /// `Winograd.autoMinimumChannels` input and output channels, and an output of at least 5×5,
+  /// or 4×4 with at least 256 channels), im2col + GEMM otherwise.
   case auto
   /// Always im2col + GEMM (the 1×1 path skips im2col).
   case im2col
@@ -46,10 +46,17 @@ public enum Winograd {
     return WinoGeometry(n: n, c: c, h: h, w: w, ph: ph, pw: pw, k: k, oh: oh, ow: ow, th: (oh + 1) / 2, tw: (ow + 1) / 2)
   }
 
-  /// Tile rows per block: V and M of one block within `blockBytes`, at least one row.
+  /// The fewest tiles per block (unless the whole batch has fewer): with many channels, a
+  /// block that fits `blockBytes` would hold so few tiles that the GEMMs ([K, C] · [C, T]) turn
+  /// thin and slow; past this, the cache loses less than the GEMMs gain.
+  nonisolated(unsafe) public static var minimumBlockTiles = 256
+
+  /// Tile rows per block: V and M of one block within `blockBytes`, but at least
+  /// `minimumBlockTiles` tiles and one row, at most the whole batch.
   static func blockRows(_ g: WinoGeometry) -> Int {
     let perRow = 16 * (g.c + g.k) * g.tw * MemoryLayout<Float>.size
-    return Swift.max(1, Swift.min(g.n * g.th, blockBytes / Swift.max(1, perRow)))
+    let byBytes = blockBytes / Swift.max(1, perRow), byTiles = (minimumBlockTiles + g.tw - 1) / Swift.max(1, g.tw)
+    return Swift.max(1, Swift.min(g.n * g.th, Swift.max(byBytes, byTiles)))
   }
 
   /// The forward filter transform U [16, K, C] of weight [K, C, 3, 3]; with `flipped`, weight is
