@@ -109,8 +109,8 @@ struct AconBench: ParsableCommand {
     try convWorkloads(sgemmCeiling: sgemm, options: options, emit: emit)
     try blockWorkloads(bandwidth: bandwidth, sgemmCeiling: sgemm, options: options, emit: emit)
     try aconFamilyWorkloads(bandwidth: bandwidth, options: options, emit: emit)
-    try trainStepWorkloads(options: options, emit: emit)
-    try zooTrainStepWorkloads(options: options, emit: emit)
+    try trainStepWorkloads(memcpyGbps: memcpy, options: options, emit: emit)
+    try zooTrainStepWorkloads(memcpyGbps: memcpy, options: options, emit: emit)
     try dataWorkloads(options: options, emit: emit)
 
     if json {

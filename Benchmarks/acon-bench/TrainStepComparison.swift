@@ -4,6 +4,7 @@
 // row's `gemm_fraction`). In the parent: the rounds that alternate our step with PyTorch's eager
 // and torch.compile twins (each a fresh process), turned into the row's fields.
 import Foundation
+import NN
 import TensorCore
 
 /// A worker's figures for one train step.
@@ -18,12 +19,19 @@ struct StepFigures {
   var gemmFlops = 0.0
   /// The user-built row: images/s of the built-in network timed beside it.
   var builtInImagesPerSecond: Double?
+  /// The memory-bound passes of one step (`MemoryPasses`): bytes moved at least, seconds, passes.
+  var memoryBytes: Double?
+  var memorySeconds: Double?
+  var memoryPasses = 0.0
 
   /// The worker's line on stdout, read by `TrainStepRounds.addOurs`.
   var jsonLine: String {
     var fields = ["\"images_per_s\": \(Double(batch) / stepSeconds)", "\"peak_rss_mb\": \(peakRSS)", "\"median_s\": \(stepSeconds)"]
     if let g = gemmSeconds { fields += ["\"gemm_s\": \(g)", "\"gemm_calls\": \(gemmCalls)", "\"gemm_flops\": \(gemmFlops)"] }
     if let b = builtInImagesPerSecond { fields.append("\"builtin_images_per_s\": \(b)") }
+    if let b = memoryBytes, let t = memorySeconds {
+      fields += ["\"memory_bytes\": \(b)", "\"memory_s\": \(t)", "\"memory_passes\": \(memoryPasses)"]
+    }
     return "{" + fields.joined(separator: ", ") + "}"
   }
 }
@@ -45,14 +53,23 @@ func measureStepAndGemms(_ workload: String, batch: Int, repetitions: Int, minSe
   let (_, calls) = try BLAS.recordingGemms { try step() }
   let replay = GemmReplay(calls)
   let t = try measureInterleaved(workload, repetitions: repetitions, minSeconds: minSeconds, [step, { replay.run() }])
+  // The memory-bound passes: three recorded steps, the median step's time (bytes are the same each step).
+  var memory: [(bytes: Int, seconds: Double, passes: Int)] = []
+  for _ in 0..<3 {
+    let (_, r) = try MemoryPasses.recording { try step() }
+    memory.append((r.bytes, r.seconds, r.passes))
+  }
+  let mid = memory.sorted { $0.seconds < $1.seconds }[1]
   return StepFigures(batch: batch, stepSeconds: t[0], peakRSS: rss, gemmSeconds: t[1], gemmCalls: calls.count,
-    gemmFlops: replay.flops)
+    gemmFlops: replay.flops, memoryBytes: Double(mid.bytes), memorySeconds: mid.seconds, memoryPasses: Double(mid.passes))
 }
 
 /// The rounds of one train-step row: ours, PyTorch eager's and torch.compile's figures per round.
 struct TrainStepRounds {
   var workload: String
   var ours: [(ips: Double, rss: Double, seconds: Double, gemmSeconds: Double?, gemmCalls: Double, gemmFlops: Double)] = []
+  /// Per round: the memory-bound passes' bytes, seconds and count (`StepFigures`).
+  var memory: [(bytes: Double, seconds: Double, passes: Double)] = []
   var builtIn: [Double] = []
   var eager: [(ips: Double, rss: Double)] = []
   var compiled: [(ips: Double, rss: Double, compileSeconds: Double)] = []
@@ -70,6 +87,7 @@ struct TrainStepRounds {
     }
     ours.append((ips, rss, sec, obj["gemm_s"], obj["gemm_calls"] ?? 0, obj["gemm_flops"] ?? 0))
     if let b = obj["builtin_images_per_s"] { builtIn.append(b) }
+    if let b = obj["memory_bytes"], let t = obj["memory_s"] { memory.append((b, t, obj["memory_passes"] ?? 0)) }
   }
 
   /// One round of PyTorch's twins, eager then compiled (unless the compiled one failed before).
@@ -88,7 +106,8 @@ struct TrainStepRounds {
   }
 
   /// The row's fields (the speed-ups are medians of the rounds' ratios, with their extremes).
-  var metrics: [(String, Any)] {
+  /// `memcpyGbps`: the run's memcpy ceiling, for the memory-bound passes' fraction.
+  func metrics(memcpyGbps: Double) -> [(String, Any)] {
     var m: [(String, Any)] = [("images_per_s", median(ours.map(\.ips))), ("peak_rss_mb", ours.map(\.rss).max()!),
       ("rounds", ours.count)]
     if !builtIn.isEmpty {
@@ -102,6 +121,15 @@ struct TrainStepRounds {
       m += [("gemm_fraction", median(fractions)), ("gemm_fraction_min", fractions.min()!),
         ("gemm_fraction_max", fractions.max()!), ("gemm_s", seconds), ("gemm_calls", Int(gemm[0].calls)),
         ("gemm_gflops", gemm[0].flops / seconds / 1e9)]
+    }
+    if memory.count == ours.count, !memory.isEmpty {
+      // What the step's memory-bound passes (every layer but Conv2D and Linear, and the graph's
+      // operations) move at least, over the time they take, against memcpy.
+      let rates = memory.map { $0.bytes / $0.seconds / 1e9 }
+      m += [("memory_bound_bytes", memory[0].bytes), ("memory_bound_passes", Int(memory[0].passes)),
+        ("memory_bound_s", median(memory.map(\.seconds))), ("memory_bound_share", median(zip(memory, ours).map { $0.seconds / $1.seconds })),
+        ("memory_bound_gbps", median(rates)), ("memory_bound_fraction", median(rates) / memcpyGbps),
+        ("memory_bound_fraction_min", rates.min()! / memcpyGbps), ("memory_bound_fraction_max", rates.max()! / memcpyGbps)]
     }
     if eager.count == ours.count {
       let ratios = zip(ours, eager).map { $0.ips / $1.ips }

@@ -183,7 +183,7 @@ func referenceForward(_ net: Sequential, _ input: DoubleTensor) throws -> Double
   return h
 }
 
-func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+func trainStepWorkloads(memcpyGbps: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   for input in [[3, 32, 32], [1, 28, 28]] {
     let names = [ModelKind.seedRelu.rawValue, userBuiltSeedRelu, ModelKind.seedAconc.rawValue, ModelKind.seedMeta.rawValue]
     for kind in names where options.wants("train_step.\(kind)") {
@@ -210,7 +210,7 @@ func trainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Voi
         try rounds.addPyTorch(model: torchTwin, input: inputText, batch: nil, options: options)
       }
       try emit(BenchResult(name: "train_step.\(kind)", shape: [64] + input, medianSeconds: median(rounds.ours.map(\.seconds)),
-        metrics: [("input", inputText)] + rounds.metrics))
+        metrics: [("input", inputText)] + rounds.metrics(memcpyGbps: memcpyGbps)))
     }
   }
 }

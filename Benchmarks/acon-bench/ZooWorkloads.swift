@@ -50,7 +50,7 @@ func zooTrainStepWorker(name: String, input: [Int], batch: Int, repetitions: Int
   return try measureStepAndGemms(workload, batch: batch, repetitions: repetitions, minSeconds: minSeconds) { _ = try step() }
 }
 
-func zooTrainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
+func zooTrainStepWorkloads(memcpyGbps: Double, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   // --quick (CI smoke runs): the two smallest networks at batch 16 only.
   let rows = options.quick
     ? zooTrainStepRows.filter { $0.name == "shufflenetv2-0.5x-aconc" || $0.name == "tfnet-0.5" }.map { ($0.name, $0.input, 16) }
@@ -74,6 +74,6 @@ func zooTrainStepWorkloads(options: BenchOptions, emit: (BenchResult) throws -> 
       try rounds.addPyTorch(model: name, input: inputText, batch: batch, options: options)
     }
     try emit(BenchResult(name: "train_step.\(name)", shape: [batch] + input, medianSeconds: median(rounds.ours.map(\.seconds)),
-      metrics: [("input", inputText), ("batch", batch)] + rounds.metrics))
+      metrics: [("input", inputText), ("batch", batch)] + rounds.metrics(memcpyGbps: memcpyGbps)))
   }
 }

@@ -342,14 +342,22 @@ open class Graph: Module {
       case let .module(name, m):
         if writesInputInPlace(m) { try checkExclusive(ins[0], at: k) }
         arena?.managedOwner = ObjectIdentifier(m)
-        let y = try named(node.op) { try m.forward(ins[0]) }
+        let y: Tensor
+        if MemoryPasses.active != nil, MemoryPasses.counts(m) {
+          y = try MemoryPasses.measure({ try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
+        } else {
+          y = try named(node.op) { try m.forward(ins[0]) }
+        }
         y.nameOutput(name, ownedBy: m)
         values[node.outputs[0]] = y
       default:
         let shapes = try named(node.op) { try opShapes(node.op, ins.map(\.shape)) }
         arena?.managedOwner = ObjectIdentifier(self)
         let outs = shapes.enumerated().map { reuseOutput(&nodeOutputs[k][$0.offset], shape: $0.element) }
-        runForward(node.op, ins, outs)
+        // every input read, every output written (a split or concatenation that only views
+        // counts its copies all the same)
+        MemoryPasses.measure({ runForward(node.op, ins, outs) },
+          elements: { _ in ins.reduce(0) { $0 + $1.count } + outs.reduce(0) { $0 + $1.count } })
         for (v, t) in zip(node.outputs, outs) { values[v] = t }
       }
       if let arena { recycleUnread(after: k, arena) }
@@ -435,7 +443,13 @@ open class Graph: Module {
       case let .module(_, m):
         var g = grads[0]!
         if writesInputInPlace(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
-        let dx = try named(node.op) { try m.backward(g) }
+        let gIn = g
+        let dx: Tensor
+        if MemoryPasses.active != nil, MemoryPasses.counts(m) {
+          dx = try MemoryPasses.measure({ try named(node.op) { try m.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
+        } else {
+          dx = try named(node.op) { try m.backward(gIn) }
+        }
         try m.backwardHook?()  // a module runs at one node only (a wiring rule)
         if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op, node: k) }
       case .add:
@@ -444,22 +458,25 @@ open class Graph: Module {
         let parts: [Tensor?] = node.inputs.enumerated().map { i, v in
           wantsInput[i] ? reuse(&nodeGrads[k][i], shape: values[v]!.shape) : nil
         }
-        ChannelOps.concatBackward(grads[0]!, into: parts)
+        MemoryPasses.measure({ ChannelOps.concatBackward(grads[0]!, into: parts) },
+          elements: { _ in 2 * grads[0]!.count })
         for (i, v) in node.inputs.enumerated() {
           if let dx = parts[i] { try contribute(dx, to: v, from: node.op, node: k) }
         }
       case let .split(mode):
         guard wantsInput[0] else { continue }
         let dx = reuse(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
-        ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx)
+        MemoryPasses.measure({ ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx) }, elements: { _ in 2 * dx.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       case let .shuffle(groups):
         guard wantsInput[0] else { continue }
         let g = grads[0]!
         let dx = reuse(&nodeGrads[k][0], shape: g.shape)
         let (n, plane) = ChannelOps.batchAndPlane(g)
-        ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
-          inverse: true)
+        MemoryPasses.measure({
+          ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
+            inverse: true)
+        }, elements: { _ in 2 * g.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       }
     }
@@ -481,12 +498,14 @@ open class Graph: Module {
     guard current.shape == g.shape else {
       throw TensorError.shapeMismatch(layer: "\(describe(op)).backward", expected: Shape.text(current.shape), got: g.shape)
     }
+    // two gradients read, their sum written
     if canSumInPlace(current, value: v, other: g, node: k) {
-      ChannelOps.add(current.data, g.data, into: current.data, count: current.count)
+      MemoryPasses.measure({ ChannelOps.add(current.data, g.data, into: current.data, count: current.count) },
+        elements: { _ in 3 * current.count })
       return
     }
     let acc = reuse(&accumulators[v], shape: g.shape)
-    ChannelOps.add(current.data, g.data, into: acc.data, count: acc.count)
+    MemoryPasses.measure({ ChannelOps.add(current.data, g.data, into: acc.data, count: acc.count) }, elements: { _ in 3 * acc.count })
     gradSlots[v] = acc
   }
 

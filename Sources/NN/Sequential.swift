@@ -71,6 +71,11 @@ public final class Sequential: Module {
       if fusesReLU[i], let conv = l as? Conv2D {
         y = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
         i += 2
+      } else if MemoryPasses.active != nil, MemoryPasses.counts(l) {
+        // x read, y written
+        let input = h
+        y = try MemoryPasses.measure({ try namingShapeErrors(name) { try l.forward(input) } }, elements: { input.count + $0.count })
+        i += 1
       } else {
         y = try namingShapeErrors(name) { try l.forward(h) }
         i += 1
@@ -95,11 +100,16 @@ public final class Sequential: Module {
     for (i, (name, l)) in layers.enumerated().reversed() {
       // A ReLU that the convolution before it ran fused: the convolution's backward applies it.
       if l is ReLU, i > 0, fusesReLU[i - 1], let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
+      // dy and x read, dx written (for the memory-bound passes' figure)
+      let gIn = g, counted = MemoryPasses.active != nil && MemoryPasses.counts(l)
       if let bn = l as? BatchNorm2D, g.storage !== dy.storage {
         // g is the input gradient a later layer of this container returned: nothing reads it
         // once this layer is done, so BatchNorm writes its own input gradient over it (one
         // activation-sized buffer less per BatchNorm that is not the last layer; same values).
-        g = try namingShapeErrors(name) { try bn.backward(g, overwriting: true) }
+        g = try MemoryPasses.measure({ try namingShapeErrors(name) { try bn.backward(gIn, overwriting: true) } },
+          elements: { gIn.count + 2 * $0.count })
+      } else if counted {
+        g = try MemoryPasses.measure({ try namingShapeErrors(name) { try l.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
       } else {
         g = try namingShapeErrors(name) { try l.backward(g) }
       }

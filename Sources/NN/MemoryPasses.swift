@@ -1,0 +1,59 @@
+// MemoryPasses: what acon-bench's train-step rows report for the memory-bound part of a step
+// (issue 17): while `MemoryPasses.recording` runs, Sequential and Graph time every pass of their
+// memory-bound children (every layer but the GEMM layers Conv2D and Linear, and containers,
+// which count their own children) and of the graph's adds, concatenations, splits and shuffles,
+// and count the bytes each pass must move at least: forward reads its input(s) once and writes
+// its output(s) once; backward reads dy and the input once and writes dx once. Bytes over time,
+// against memcpy, is how close those passes run to memory speed. Off, a pass costs one load of
+// a nil static.
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Times and counts the bytes of a training step's memory-bound passes (see the file comment).
+public final class MemoryPasses {
+  /// Bytes the recorded passes read and wrote (the minimum each pass needs: every tensor once).
+  public private(set) var bytes = 0
+  /// Seconds the recorded passes took, wall clock.
+  public private(set) var seconds = 0.0
+  /// The passes recorded.
+  public private(set) var passes = 0
+
+  nonisolated(unsafe) static var active: MemoryPasses?
+
+  private init() {}
+
+  /// Runs `body` (one or more training steps, on this thread) and returns what its memory-bound
+  /// passes moved and took. Not reentrant.
+  public static func recording<T>(_ body: () throws -> T) rethrows -> (T, MemoryPasses) {
+    let r = MemoryPasses()
+    active = r
+    defer { active = nil }
+    return (try body(), r)
+  }
+
+  /// Whether a child's passes count: not a container (its children count) and not a GEMM layer.
+  static func counts(_ m: Module) -> Bool {
+    !(m is Sequential || m is Graph || m is Conv2D || m is Linear)
+  }
+
+  /// Runs `body`, adding its time and `elements(result)` Floats of traffic when recording.
+  @inline(__always)
+  static func measure<T>(_ body: () throws -> T, elements: (T) -> Int) rethrows -> T {
+    guard let r = active else { return try body() }
+    let t0 = now()
+    let v = try body()
+    r.seconds += now() - t0
+    r.bytes += elements(v) * MemoryLayout<Float>.size
+    r.passes += 1
+    return v
+  }
+
+  private static func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+  }
+}
