@@ -12,9 +12,10 @@
 #include "CWinogradKernels.h"
 
 #include <stdbool.h>
-#include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
+// The tile transforms keep their short row copies as loops (see load_rows).
+#define NO_CALLS __attribute__((no_builtin("memset", "memcpy")))
 
 #if defined(__x86_64__)
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
@@ -86,7 +87,8 @@ void wino_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw) 
 // MARK: - Tile transforms
 
 // Copies input rows y0 ..< y0 + rowsN of plane p [h, w] into buf [rowsN, bw], column j of buf
-// from column j − pw of the plane, zero outside the plane.
+// from column j − pw of the plane, zero outside the plane. Plain loops, not memset/memcpy: the
+// rows are short (tens of floats) and the calls would cost more than the copies.
 INLINE void load_rows(const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y0, int rowsN, ptrdiff_t pw, ptrdiff_t bw,
                       float *buf) {
   const ptrdiff_t j0 = pw > 0 ? pw : 0, j1 = pw + w < bw ? pw + w : bw;  // columns of buf inside the plane
@@ -94,12 +96,15 @@ INLINE void load_rows(const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y0, in
     float *row = buf + a * bw;
     const ptrdiff_t y = y0 + a;
     if (y < 0 || y >= h || j1 <= j0) {
-      memset(row, 0, (size_t)bw * sizeof(float));
+#pragma clang loop vectorize(enable)
+      for (ptrdiff_t j = 0; j < bw; j++) row[j] = 0.0f;
       continue;
     }
-    if (j0 > 0) memset(row, 0, (size_t)j0 * sizeof(float));
-    memcpy(row + j0, p + y * w + (j0 - pw), (size_t)(j1 - j0) * sizeof(float));
-    if (j1 < bw) memset(row + j1, 0, (size_t)(bw - j1) * sizeof(float));
+    const float *src = p + y * w - pw;
+    for (ptrdiff_t j = 0; j < j0; j++) row[j] = 0.0f;
+#pragma clang loop vectorize(enable)
+    for (ptrdiff_t j = j0; j < j1; j++) row[j] = src[j];
+    for (ptrdiff_t j = j1; j < bw; j++) row[j] = 0.0f;
   }
 }
 
@@ -202,12 +207,12 @@ INLINE void gradient_body(const WinoGeometry *g, const float *dy, ptrdiff_t row0
 }
 
 #if defined(__x86_64__)
-AVX512 static void input_avx512(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+AVX512 NO_CALLS static void input_avx512(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                                 ptrdiff_t c1, float *v) {
   input_body(g, x, row0, rows, c0, c1, v);
 }
 #endif
-static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+NO_CALLS static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                        ptrdiff_t c1, float *v) {
   input_body(g, x, row0, rows, c0, c1, v);
 }
@@ -223,12 +228,12 @@ void wino_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0,
 }
 
 #if defined(__x86_64__)
-AVX512 static void output_avx512(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+AVX512 NO_CALLS static void output_avx512(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                                  ptrdiff_t k1, const float *bias, int relu, float *y) {
   output_body(g, m, row0, rows, k0, k1, bias, relu, y);
 }
 #endif
-static void output_base(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+NO_CALLS static void output_base(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                         ptrdiff_t k1, const float *bias, int relu, float *y) {
   output_body(g, m, row0, rows, k0, k1, bias, relu, y);
 }
@@ -244,12 +249,12 @@ void wino_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0
 }
 
 #if defined(__x86_64__)
-AVX512 static void gradient_avx512(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows,
+AVX512 NO_CALLS static void gradient_avx512(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows,
                                    ptrdiff_t k0, ptrdiff_t k1, float *d) {
   gradient_body(g, dy, row0, rows, k0, k1, d);
 }
 #endif
-static void gradient_base(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+NO_CALLS static void gradient_base(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                           ptrdiff_t k1, float *d) {
   gradient_body(g, dy, row0, rows, k0, k1, d);
 }
