@@ -1,6 +1,6 @@
 // CompareReport: `compare`'s report from the finished cells: per network family a table (mean
 // ± sd accuracy, the paired difference against the family's ReLU cell with its 95% t interval,
-// images/s, peak memory), results.md, results.json (one row per model) and report.json (the
+// its p-value and Holm's adjustment over the family's comparisons, images/s, peak memory), results.md, results.json (one row per model) and report.json (the
 // families' statistics and every cell), and the SVG figures (accuracy per epoch with a band over
 // seeds, learned ACON coefficients per layer, Meta-ACON's β over the evaluation images).
 import Foundation
@@ -39,7 +39,7 @@ enum CompareReport {
       let members = models.filter { CompareGrid.family(of: $0).family == fam }
       let ref = members.first { CompareGrid.family(of: $0).activation == "relu" }
       let refCells = Dictionary(cells.filter { $0.model == ref }.map { ($0.seed, $0.finalAccuracy) }, uniquingKeysWith: { a, _ in a })
-      let rows = members.compactMap { m -> ModelRow? in
+      var rows = members.compactMap { m -> ModelRow? in
         let mine = cells.filter { $0.model == m }.sorted { $0.seed < $1.seed }
         guard let first = mine.first else { return nil }
         let acc = mine.map(\.finalAccuracy)
@@ -53,6 +53,12 @@ enum CompareReport {
           versus: ref == m ? nil : ref, difference: diff, imagesPerSecond: CompareStats.mean(mine.map(\.imagesPerSecond)),
           peakRssBytes: mine.compactMap(\.peakRssBytes).max())
       }
+      // Holm over the family's comparisons that have a p-value (each activation against ReLU).
+      let tested = rows.indices.filter { rows[$0].difference?.p != nil }
+      for (i, adjusted) in zip(tested, CompareStats.holm(tested.map { rows[$0].difference!.p! })) {
+        rows[i].difference!.pHolm = adjusted
+        rows[i].difference!.significantHolm = adjusted < 0.05
+      }
       return FamilyTable(family: fam, split: cells.first?.split ?? "test", rows: rows)
     }
   }
@@ -64,14 +70,16 @@ enum CompareReport {
       let n = t.rows.map(\.seeds.count).max() ?? 0
       md += "### \(t.family)\n\n"
       md += "| model | params | \(t.split) accuracy (mean ± sd over \(n) seeds, after \(epochs) epochs) "
-        + "| paired Δ vs ReLU (95% CI, t, n−1 df) | significant | images/s | peak memory |\n"
-      md += "|---|---:|---:|---:|:---:|---:|---:|\n"
+        + "| paired Δ vs ReLU (95% CI, t, n−1 df) | p (Holm over \(t.rows.filter { $0.difference?.p != nil }.count)) "
+        + "| significant (CI; Holm) | images/s | peak memory |\n"
+      md += "|---|---:|---:|---:|---:|:---:|---:|---:|\n"
       for r in t.rows {
-        var delta = "—", sig = "—"
+        var delta = "—", sig = "—", p = "—"
         if let d = r.difference {
           if let lo = d.low, let hi = d.high {
             delta = String(format: "%+.2f [%+.2f, %+.2f] (n = %d)", d.meanDifference * 100, lo * 100, hi * 100, d.n)
-            sig = d.significant ? "yes" : "no"
+            sig = (d.significant ? "yes" : "no") + "; " + (d.significantHolm.map { $0 ? "yes" : "no" } ?? "—")
+            if let raw = d.p { p = String(format: "%.3g (%.3g)", raw, d.pHolm ?? raw) }
           } else {
             delta = d.n == 1 ? String(format: "%+.2f (n = 1, no CI)", d.meanDifference * 100) : "no common seeds"
           }
@@ -79,8 +87,9 @@ enum CompareReport {
           delta = "(reference)"
         }
         let mem = r.peakRssBytes.map { String(format: "%.0f MB", Double($0) / 1_048_576) } ?? "—"
-        md += String(format: "| %@ | %d | %.2f ± %.2f %% | %@ | %@ | %.0f | %@ |\n", r.model as NSString, r.params,
-          r.accuracyMean * 100, r.accuracySd * 100, delta as NSString, sig as NSString, r.imagesPerSecond, mem as NSString)
+        md += String(format: "| %@ | %d | %.2f ± %.2f %% | %@ | %@ | %@ | %.0f | %@ |\n", r.model as NSString, r.params,
+          r.accuracyMean * 100, r.accuracySd * 100, delta as NSString, p as NSString, sig as NSString, r.imagesPerSecond,
+          mem as NSString)
       }
       md += "\n"
     }

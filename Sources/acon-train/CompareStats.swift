@@ -27,6 +27,15 @@ enum CompareStats {
     var t: Double?
     /// Whether the interval excludes 0 (false for fewer than 2 pairs: nothing can be said).
     var significant: Bool
+    /// The two-sided p-value of the paired t test (nil for fewer than 2 pairs; 0 when every
+    /// difference is the same nonzero value, 1 when all are 0).
+    var p: Double? = nil
+    /// `p` adjusted by Holm's method over the comparisons of one family table (set by the
+    /// report; nil until then).
+    var pHolm: Double? = nil
+    /// Whether `pHolm` is below 1 − level: the difference holds with the family-wise error
+    /// rate controlled (nil until the report sets `pHolm`).
+    var significantHolm: Bool? = nil
   }
 
   /// The paired difference `b[i] − a[i]` with its `level` (0.95) two-sided confidence interval
@@ -40,7 +49,27 @@ enum CompareStats {
     let t = studentTQuantile(1 - (1 - level) / 2, df: Double(n - 1))
     let half = t * s / Double(n).squareRoot()
     let (lo, hi) = (m - half, m + half)
-    return Paired(n: n, meanDifference: m, sdDifference: s, low: lo, high: hi, t: t, significant: lo > 0 || hi < 0)
+    let p: Double
+    if s > 0 {
+      p = min(1, 2 * studentTCDF(-abs(m) / (s / Double(n).squareRoot()), df: Double(n - 1)))
+    } else {
+      p = m == 0 ? 1 : 0
+    }
+    return Paired(n: n, meanDifference: m, sdDifference: s, low: lo, high: hi, t: t, significant: lo > 0 || hi < 0, p: p)
+  }
+
+  /// Holm's step-down adjustment of `ps` (in their order): the i-th smallest p becomes
+  /// max over j ≤ i of min(1, (m − j + 1) · p_(j)), for m = `ps.count`. A comparison whose
+  /// adjusted p is below α is significant with the family-wise error rate at most α.
+  static func holm(_ ps: [Double]) -> [Double] {
+    let order = ps.indices.sorted { ps[$0] < ps[$1] }
+    var adjusted = [Double](repeating: 1, count: ps.count)
+    var running = 0.0
+    for (rank, i) in order.enumerated() {
+      running = max(running, min(1, Double(ps.count - rank) * ps[i]))
+      adjusted[i] = running
+    }
+    return adjusted
   }
 
   /// P(T ≤ t) for Student's t with `df` degrees of freedom.

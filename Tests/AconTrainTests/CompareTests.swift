@@ -1,7 +1,7 @@
 // CompareTests: `acon-train compare`'s grid (a tiny grid of the seed networks on synthetic data
 // finishes; a rerun skips the finished cells; a cell cut short resumes from its checkpoint;
-// cells are paired), its statistics (Student's t quantile and the paired 95% interval against
-// hand-computed values) and its SVG figures (well-formed XML).
+// cells are paired), its statistics (Student's t quantile, the paired 95% interval, the paired
+// t test's p-value and Holm's adjustment against hand-computed values) and its SVG figures (well-formed XML).
 import Foundation
 import NN
 import TensorCore
@@ -50,6 +50,32 @@ final class CompareStatsTests: XCTestCase {
     XCTAssertNil(one.low)
     XCTAssertFalse(one.significant)
     XCTAssertEqual(CompareStats.sd([1, 2, 3, 4]), (5.0 / 3).squareRoot(), accuracy: 1e-12)
+  }
+
+  func testPairedPValueAndHolmByHand() {
+    // d = [.01, .02, .03]: mean .02, sd .01, t = .02 / (.01 / √3) = 2√3 with 2 df, where
+    // F(t) = 1/2 + t / (2 √(2 + t²)): two-sided p = 1 − 2√3 / √14 = 1 − √(6/7) ≈ 0.0742.
+    let three = CompareStats.paired([0.5, 0.5, 0.5], [0.51, 0.52, 0.53])
+    XCTAssertEqual(three.p!, 1 - (6.0 / 7).squareRoot(), accuracy: 1e-10)
+    XCTAssertFalse(three.significant)
+    // The same p for the opposite sign.
+    XCTAssertEqual(CompareStats.paired([0.51, 0.52, 0.53], [0.5, 0.5, 0.5]).p!, three.p!, accuracy: 1e-12)
+    // p < 0.05 exactly when the 95% interval excludes 0 (the two must agree).
+    let a = [0.90, 0.91, 0.89, 0.92, 0.90]
+    for b in [[0.91, 0.93, 0.90, 0.92, 0.93], [0.92, 0.93, 0.915, 0.94, 0.93], [0.89, 0.90, 0.89, 0.915, 0.89]] {
+      let d = CompareStats.paired(a, b)
+      XCTAssertEqual(d.p! < 0.05, d.significant, "\(b): p \(d.p!), CI [\(d.low!), \(d.high!)]")
+    }
+    // Constant differences: p 0 (nonzero) or 1 (zero); one pair: no p.
+    XCTAssertEqual(CompareStats.paired([0, 0], [0.1, 0.1]).p, 0)
+    XCTAssertEqual(CompareStats.paired([0.3, 0.4], [0.3, 0.4]).p, 1)
+    XCTAssertNil(CompareStats.paired([0.5], [0.6]).p)
+    // Holm: sorted .01 · 3 = .03, .03 · 2 = .06, .04 · 1 = .04 → max(.06, .04) = .06; in the input order.
+    let adjusted = CompareStats.holm([0.04, 0.01, 0.03])
+    for (x, y) in zip(adjusted, [0.06, 0.03, 0.06]) { XCTAssertEqual(x, y, accuracy: 1e-15) }
+    XCTAssertEqual(CompareStats.holm([0.6, 0.5]), [1, 1])
+    XCTAssertEqual(CompareStats.holm([0.02]), [0.02])
+    XCTAssertEqual(CompareStats.holm([]), [])
   }
 
   func testFamiliesAndReferences() {
@@ -133,7 +159,11 @@ final class CompareGridTests: XCTestCase {
     XCTAssertEqual(tables[0].rows[1].difference?.n, 2)
     let relu = first.cells.filter { $0.model == "seed-relu" }.map(\.finalAccuracy)
     let ac = first.cells.filter { $0.model == "seed-aconc" }.map(\.finalAccuracy)
-    XCTAssertEqual(tables[0].rows[1].difference, CompareStats.paired(relu, ac))
+    var expected = CompareStats.paired(relu, ac)
+    let tested = tables[0].rows.compactMap { $0.difference?.p }
+    expected.pHolm = CompareStats.holm(tested)[0]
+    expected.significantHolm = expected.pHolm! < 0.05
+    XCTAssertEqual(tables[0].rows[1].difference, expected)
     for name in ["results.md", "results.json", "report.json", "accuracy.svg", "accuracy-seed.svg", "seed-aconc-beta.svg",
       "seed-aconc-p1-p2.svg", "seed-meta-beta-over-images.svg", "seed-meta-curves.svg"] {
       XCTAssertTrue(written.contains(name), name)
