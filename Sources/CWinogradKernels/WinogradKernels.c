@@ -100,10 +100,10 @@ INLINE void load_rows(const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y0, in
       for (ptrdiff_t j = 0; j < bw; j++) row[j] = 0.0f;
       continue;
     }
-    const float *src = p + y * w - pw;
+    const float *src = p + y * w;  // row y; buf column j is its column j − pw (j0 ≤ j < j1)
     for (ptrdiff_t j = 0; j < j0; j++) row[j] = 0.0f;
 #pragma clang loop vectorize(enable)
-    for (ptrdiff_t j = j0; j < j1; j++) row[j] = src[j];
+    for (ptrdiff_t j = j0; j < j1; j++) row[j] = src[j - pw];
     for (ptrdiff_t j = j1; j < bw; j++) row[j] = 0.0f;
   }
 }

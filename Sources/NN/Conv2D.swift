@@ -1,6 +1,8 @@
 // Conv2D: 2-D convolution as im2col + one sgemm over the whole batch (Caffe's lowering,
 // batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col (without groups,
-// or for one sample; a grouped 1×1 over a batch is batched, its "im2col" a copy of planes).
+// or for one sample; a grouped 1×1 over a batch is batched, its "im2col" a copy of planes),
+// and Winograd F(2×2, 3×3) for 3×3 stride-1 layers without groups (Winograd.swift; `algorithm`
+// and its `.auto` rule choose per layer).
 // Grouped convolutions run one sgemm per group on contiguous slices of the same matrices;
 // kernels, strides and paddings may be rectangular.
 //
@@ -146,7 +148,9 @@ public final class Conv2D: Module {
 
   /// Whether a forward pass producing [N, Cout, oh, ow] runs Winograd F(2×2, 3×3).
   private func usesWinograd(oh: Int, ow: Int) -> Bool {
-    guard Winograd.applies(kernel: kernelShape, stride: strides, padding: paddings, groups: groups) else { return false }
+    guard Winograd.applies(kernel: kernelShape, stride: strides, padding: paddings, groups: groups),
+      ow <= Winograd.maximumWidth
+    else { return false }
     switch algorithm {
     case .im2col: return false
     case .winograd: return true

@@ -4,8 +4,11 @@
 // which count their own children) and of the graph's adds, concatenations, splits and shuffles,
 // and count the bytes each pass must move at least: forward reads its input(s) once and writes
 // its output(s) once; backward reads dy and the input once and writes dx once. Bytes over time,
-// against memcpy, is how close those passes run to memory speed. Off, a pass costs one load of
-// a nil static.
+// against memcpy, is how close those passes run to memory speed. A pass inside which other
+// passes were recorded (a module that wraps a Graph or a Sequential, as ResNet's blocks do) is
+// a container too and counts nothing itself: its inner passes did. A module that runs a GEMM
+// itself, outside a container (Meta-ACON's two 1×1 convolutions on [N, C, 1, 1]), counts as one
+// memory-bound pass, GEMM included. Off, a pass costs one load of a nil static.
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -22,6 +25,8 @@ public final class MemoryPasses {
   public private(set) var passes = 0
 
   nonisolated(unsafe) static var active: MemoryPasses?
+  /// Whether a pass was recorded since the innermost running `measure` began.
+  private var innerPass = false
 
   private init() {}
 
@@ -43,9 +48,14 @@ public final class MemoryPasses {
   @inline(__always)
   static func measure<T>(_ body: () throws -> T, elements: (T) -> Int) rethrows -> T {
     guard let r = active else { return try body() }
+    r.innerPass = false
+    // For the enclosing pass, if any: this one (or its inner ones) counted.
+    defer { r.innerPass = true }
     let t0 = now()
     let v = try body()
-    r.seconds += now() - t0
+    let dt = now() - t0
+    guard !r.innerPass else { return v }  // a container: its inner passes counted
+    r.seconds += dt
     r.bytes += elements(v) * MemoryLayout<Float>.size
     r.passes += 1
     return v

@@ -5,7 +5,8 @@
 // is the same pass over dy with the rotated, transposed filter; dW takes dU_ξ += D_ξ · V_ξᵀ over
 // the blocks (D = A dY Aᵀ) and then dW += Gᵀ dU G. The transforms are C kernels
 // (Sources/CWinogradKernels), threaded here over channels; the GEMMs run outside any parallel
-// loop. Blocks are sized so that V and M stay in cache (`Winograd.blockBytes`).
+// loop. Blocks are sized so that V and M stay in cache (`Winograd.blockBytes`), but hold at
+// least `Winograd.minimumBlockTiles` tiles (thin GEMMs cost more than the cache misses).
 //
 // Shapes: x [N, C, H, W], weight [K, C, 3, 3], y [N, K, OH, OW] with OH = H + 2·ph − 2 and
 // OW = W + 2·pw − 2 (0 ≤ ph, pw ≤ 2); tiles ⌈OH/2⌉ × ⌈OW/2⌉ per sample; U [16, K, C];
@@ -21,8 +22,9 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
   case auto
   /// Always im2col + GEMM (the 1×1 path skips im2col).
   case im2col
-  /// Winograd F(2×2, 3×3) wherever it applies (3×3, stride 1, no groups, padding ≤ 2), im2col
-  /// elsewhere. Its results differ from im2col's by Float rounding (docs/winograd.md).
+  /// Winograd F(2×2, 3×3) wherever it applies (3×3, stride 1, no groups, padding ≤ 2, output
+  /// at most `Winograd.maximumWidth` wide), im2col elsewhere. Its results differ from im2col's
+  /// by Float rounding (docs/winograd.md).
   case winograd
 }
 
@@ -34,6 +36,10 @@ public enum Winograd {
   /// `ConvAlgorithm.auto` picks Winograd only with at least this many input and output channels:
   /// below it the GEMMs are too thin for the saved multiplications to show.
   nonisolated(unsafe) public static var autoMinimumChannels = 16
+
+  /// The widest output map Winograd runs: the transforms keep four rows of the map on their
+  /// thread's stack (about 16 · width bytes, 64 KiB here); wider maps run im2col.
+  public static let maximumWidth = 4096
 
   /// Whether F(2×2, 3×3) can run a convolution of this shape.
   static func applies(kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int), groups: Int) -> Bool {

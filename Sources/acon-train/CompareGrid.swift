@@ -120,6 +120,9 @@ struct CellResult: Codable, Equatable {
   var seconds: Double
   var aconLayers: [AconLayerStats]
   var metaBeta: [MetaBetaStats]
+  /// The threads the cell trained with (`--threads`; OpenBLAS's rounding of large products
+  /// depends on it). nil in results written before it was recorded.
+  var threads: Int? = nil
 }
 
 enum CompareGrid {
@@ -267,7 +270,7 @@ enum CompareGrid {
       sharedInitWith: shared > 0 ? reference : nil, sharedParameters: shared, split: settings.evaluationSplit,
       accuracyPerEpoch: epochs.map(\.accuracy), trainLossPerEpoch: epochs.map(\.loss), finalAccuracy: epochs.last?.accuracy ?? .nan,
       steps: epochs.last?.steps ?? 0, imagesPerSecond: CompareStats.mean(epochs.map(\.imagesPerSecond)), peakRssBytes: peak,
-      seconds: seconds, aconLayers: acon, metaBeta: meta)
+      seconds: seconds, aconLayers: acon, metaBeta: meta, threads: Threads.count)
     try writeFileAtomically(path: (dir as NSString).appendingPathComponent("result.json"), bytes: [UInt8](try encoder.encode(result)))
     // The result is safe: the checkpoints (tens of MB per cell) are no longer needed.
     let ck = Checkpoint(path: o.checkpoint!)
@@ -286,42 +289,56 @@ enum CompareGrid {
     build: (String, [Int], Int, UInt64) throws -> Module, progress: @escaping (String) -> Void) throws
     -> (cells: [CellResult], trained: [String], elsewhere: [String]) {
     var cells: [CellResult?] = [], trained: [String] = [], skipped: [(index: Int, model: String, seed: Int)] = []
+    /// The cell's result: read back if done, else trained here; nil if another process holds its lock.
+    func attempt(_ model: String, _ s: Int, retry: Bool) throws -> CellResult? {
+      let dir = cellDirectory(out, model: model, seed: s)
+      if let done = finishedResult(out, model: model, seed: s) {
+        if !retry { progress(String(format: "%@ seed %d: done (%.2f%%), skipped", model as NSString, s, done.finalAccuracy * 100)) }
+        removeLeftoverCheckpoints(dir)
+        return done
+      }
+      try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      guard let lock = try CellLock(directory: dir) else { return nil }
+      defer { lock.release() }
+      // Another process may have finished it between the check above and the lock.
+      if let done = finishedResult(out, model: model, seed: s) { return done }
+      if retry { progress("\(model) seed \(s): the process that ran it has ended without finishing it; running it here") }
+      let r = try runCell(model: model, seed: s, settings: settings, out: out, checkpointEvery: checkpointEvery,
+        train: train, eval: eval, normalization: normalization, names: names, build: build, progress: progress)
+      let peak = r.peakRssBytes.map { String(format: ", peak %.0f MB", Double($0) / 1_048_576) } ?? ""
+      progress(String(format: "%@ seed %d: %@ accuracy %@ (%.0f images/s%@, %.0f s)", model as NSString, s, r.split as NSString,
+        r.accuracyPerEpoch.map { String(format: "%.2f%%", $0 * 100) }.joined(separator: " → "), r.imagesPerSecond, peak, r.seconds))
+      trained.append("\(model)-seed\(s)")
+      return r
+    }
     for s in 0..<seeds {
       for model in models {
-        if let done = finishedResult(out, model: model, seed: s) {
-          progress(String(format: "%@ seed %d: done (%.2f%%), skipped", model as NSString, s, done.finalAccuracy * 100))
-          cells.append(done)
-          continue
-        }
-        let dir = cellDirectory(out, model: model, seed: s)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        guard let lock = try CellLock(directory: dir) else {
+        if let r = try attempt(model, s, retry: false) {
+          cells.append(r)
+        } else {
           progress("\(model) seed \(s): running in another process, left to it")
           skipped.append((cells.count, model, s))
           cells.append(nil)
-          continue
         }
-        defer { lock.release() }
-        // Another process may have finished it between the check above and the lock.
-        if let done = finishedResult(out, model: model, seed: s) {
-          cells.append(done)
-          continue
-        }
-        let r = try runCell(model: model, seed: s, settings: settings, out: out, checkpointEvery: checkpointEvery,
-          train: train, eval: eval, normalization: normalization, names: names, build: build, progress: progress)
-        let peak = r.peakRssBytes.map { String(format: ", peak %.0f MB", Double($0) / 1_048_576) } ?? ""
-        progress(String(format: "%@ seed %d: %@ accuracy %@ (%.0f images/s%@, %.0f s)", model as NSString, s, r.split as NSString,
-          r.accuracyPerEpoch.map { String(format: "%.2f%%", $0 * 100) }.joined(separator: " → "), r.imagesPerSecond, peak, r.seconds))
-        cells.append(r)
-        trained.append("\(model)-seed\(s)")
       }
     }
-    // The cells left to other processes: those that have finished since are read back.
+    // The cells left to other processes: those finished since are read back; one whose lock is
+    // free now (its process was killed) runs here; the rest are still running elsewhere.
     var elsewhere: [String] = []
     for c in skipped {
-      if let done = finishedResult(out, model: c.model, seed: c.seed) { cells[c.index] = done } else { elsewhere.append("\(c.model)-seed\(c.seed)") }
+      if let r = try attempt(c.model, c.seed, retry: true) { cells[c.index] = r } else { elsewhere.append("\(c.model)-seed\(c.seed)") }
     }
     return (cells.compactMap { $0 }, trained, elsewhere)
+  }
+
+  /// Removes the checkpoints a finished cell may still hold (a kill between its result.json and
+  /// their removal), unless another process holds the cell's lock.
+  static func removeLeftoverCheckpoints(_ dir: String) {
+    let ck = Checkpoint(path: (dir as NSString).appendingPathComponent("checkpoint.safetensors"))
+    let files = [ck.path, ck.statePath, ck.bestPath].filter { FileManager.default.fileExists(atPath: $0) }
+    guard !files.isEmpty, let lock = try? CellLock(directory: dir) else { return }
+    defer { lock.release() }
+    for file in files { try? FileManager.default.removeItem(atPath: file) }
   }
 
   /// The epoch records of a cell's JSONL log, in order.

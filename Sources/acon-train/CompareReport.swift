@@ -63,6 +63,16 @@ enum CompareReport {
     }
   }
 
+  /// A warning when the cells trained with different thread counts (empty otherwise): OpenBLAS
+  /// rounds large products differently per thread count, so such cells are not bit for bit the
+  /// runs the same command with one count gives (the comparison stays valid, the pairs less tight).
+  static func threadsNote(_ cells: [CellResult]) -> String {
+    let counts = Dictionary(grouping: cells.compactMap(\.threads), by: { $0 }).mapValues(\.count)
+    guard counts.count > 1 else { return "" }
+    let list = counts.keys.sorted().map { "\($0) thread\($0 == 1 ? "" : "s"): \(counts[$0]!) cells" }.joined(separator: ", ")
+    return "Note: the cells trained with different --threads (\(list)); each count rounds differently.\n\n"
+  }
+
   /// The tables in Markdown (accuracies and differences in percentage points).
   static func markdown(_ tables: [FamilyTable], epochs: Int) -> String {
     var md = ""
@@ -107,7 +117,7 @@ enum CompareReport {
     }
     let ran = cells.map(\.accuracyPerEpoch.count).max() ?? 0
     let tables = tables(cells, models: models)
-    try save("results.md", Array(markdown(tables, epochs: ran).utf8))
+    try save("results.md", Array((threadsNote(cells) + markdown(tables, epochs: ran)).utf8))
     // One row per model (the format earlier versions wrote), then everything in report.json.
     let rows: [[String: Any]] = tables.flatMap(\.rows).map { r in
       let mine = cells.filter { $0.model == r.model }.sorted { $0.seed < $1.seed }

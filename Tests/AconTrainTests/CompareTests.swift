@@ -104,11 +104,12 @@ final class CompareGridTests: XCTestCase {
       data: "synthetic", valSplit: 0.25, splitSeed: 0, betaImages: 12)
   }
 
-  func runGrid(_ s: GridSettings, models: [String], seeds: Int) throws -> (cells: [CellResult], trained: [String], elsewhere: [String]) {
+  func runGrid(_ s: GridSettings, models: [String], seeds: Int, progress: @escaping (String) -> Void = { _ in }) throws
+    -> (cells: [CellResult], trained: [String], elsewhere: [String]) {
     let data = SyntheticShapes.make(count: 64, seed: 1)
     let (train, val) = try CompareGrid.split(data, share: s.valSplit!, seed: s.splitSeed)
     return try CompareGrid.runGrid(models: models, seeds: seeds, settings: s, out: out, checkpointEvery: 1, train: train,
-      eval: val, normalization: data.normalization, names: modelNames, build: buildModel) { _ in }
+      eval: val, normalization: data.normalization, names: modelNames, build: buildModel, progress: progress)
   }
 
   func testTinyGridFinishesSkipsWhatIsDoneAndWritesTheReport() throws {
@@ -225,6 +226,40 @@ final class CompareGridTests: XCTestCase {
     XCTAssertEqual(second.trained, ["seed-aconc-seed0"])
     XCTAssertEqual(second.elsewhere, [])
     XCTAssertEqual(second.cells.map { "\($0.model)-seed\($0.seed)" }, ["seed-relu-seed0", "seed-aconc-seed0", "seed-relu-seed1", "seed-aconc-seed1"])
+  }
+
+  func testACellWhoseProcessEndedMeanwhileRunsHereAndLeftoversGo() throws {
+    let models = ["seed-relu", "seed-aconc"]
+    let s = settings(maxSteps: 4)
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    try CompareGrid.checkManifest(out, s)
+    let dir = CompareGrid.cellDirectory(out, model: "seed-aconc", seed: 0)
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var held: CellLock? = try XCTUnwrap(try CellLock(directory: dir))
+    // The holder ends (a killed process) right after the grid has left the cell to it: the
+    // grid's last pass finds the lock free and runs the cell itself.
+    var lines: [String] = []
+    let r = try runGrid(s, models: models, seeds: 2) { line in
+      lines.append(line)
+      if line.hasPrefix("seed-aconc seed 0: running in another process") { held = nil }
+    }
+    XCTAssertNil(held)
+    XCTAssertEqual(r.trained, ["seed-relu-seed0", "seed-relu-seed1", "seed-aconc-seed1", "seed-aconc-seed0"])
+    XCTAssertEqual(r.elsewhere, [])
+    XCTAssertEqual(r.cells.map { "\($0.model)-seed\($0.seed)" }, ["seed-relu-seed0", "seed-aconc-seed0", "seed-relu-seed1", "seed-aconc-seed1"])
+    XCTAssertTrue(lines.contains { $0.contains("seed-aconc seed 0: the process that ran it has ended") }, "\(lines)")
+    XCTAssertEqual(Set(r.cells.map(\.threads)), [Threads.count], "each result records its thread count")
+    // Checkpoints a kill left beside a finished result go when the grid reads the cell back.
+    let leftover = dir + "/checkpoint.state.safetensors"
+    XCTAssertTrue(FileManager.default.createFile(atPath: leftover, contents: Data([1, 2, 3])))
+    let again = try runGrid(s, models: models, seeds: 2)
+    XCTAssertEqual(again.trained, [])
+    XCTAssertFalse(FileManager.default.fileExists(atPath: leftover))
+    // Cells of different thread counts get a note in results.md.
+    var mixed = r.cells
+    mixed[0].threads = 7
+    XCTAssertTrue(CompareReport.threadsNote(mixed).contains("different --threads"), CompareReport.threadsNote(mixed))
+    XCTAssertEqual(CompareReport.threadsNote(r.cells), "")
   }
 
   func testAKilledGridResumesAndEndsAsAnUninterruptedOne() throws {

@@ -44,10 +44,13 @@ final class WinogradTests: XCTestCase {
 
   /// Every case, with the blocks at their default size and at one tile row per block.
   func testForwardAndBackwardMatchReference() throws {
-    let saved = Winograd.blockBytes
-    defer { Winograd.blockBytes = saved }
+    let saved = Winograd.blockBytes, savedTiles = Winograd.minimumBlockTiles
+    defer { Winograd.blockBytes = saved; Winograd.minimumBlockTiles = savedTiles }
     for blockBytes in [saved, 1] {
       Winograd.blockBytes = blockBytes
+      // Without the 256-tile floor, so that blockBytes 1 really gives one tile row per block
+      // (dW accumulated over blocks, blocks that start and end inside a sample).
+      Winograd.minimumBlockTiles = blockBytes == saved ? savedTiles : 1
       for (i, c) in Self.cases.enumerated() {
         let (conv, x) = make(c, seed: UInt64(100 + i))
         let y = try conv.forward(x)
@@ -118,9 +121,10 @@ final class WinogradTests: XCTestCase {
   }
 
   func testResultsDoNotDependOnThreadCount() throws {
-    let saved = Threads.count, savedBlock = Winograd.blockBytes
-    defer { Threads.count = saved; Winograd.blockBytes = savedBlock }
+    let saved = Threads.count, savedBlock = Winograd.blockBytes, savedTiles = Winograd.minimumBlockTiles
+    defer { Threads.count = saved; Winograd.blockBytes = savedBlock; Winograd.minimumBlockTiles = savedTiles }
     Winograd.blockBytes = 64 << 10  // several blocks
+    Winograd.minimumBlockTiles = 1
     let c = Case(n: 4, cin: 12, cout: 20, h: 13, w: 9)
     var results: [[[Float]]] = []
     for threads in [1, 2] {
@@ -160,6 +164,18 @@ final class WinogradTests: XCTestCase {
     XCTAssertFalse(try ran(16, 16, 8, padding: 3, .winograd), "padding 3 never runs Winograd")
     XCTAssertTrue(try ran(3, 16, 2, .winograd), ".winograd runs it wherever it applies")
     XCTAssertFalse(try ran(16, 16, 8, .im2col))
+    // Wider outputs than Winograd.maximumWidth run im2col (the transforms' rows live on the stack),
+    // and give the same result as the Double reference.
+    let wide = Conv2D(inChannels: 1, outChannels: 1, kernelSize: 3, rng: &rng)
+    wide.algorithm = .winograd
+    let xw = Tensor.uniform([1, 1, 3, Winograd.maximumWidth + 3], using: &rng)
+    let yw = try wide.forward(xw)
+    XCTAssertFalse(wide.ranWinograd, "an output \(yw.shape[3]) wide runs im2col")
+    let refW = Reference.groupedConv2d(DoubleTensor(xw), weight: DoubleTensor(wide.weight.value),
+      bias: wide.bias.map { DoubleTensor($0.value) }, stride: (1, 1), padding: (0, 0), groups: 1)
+    assertClose(yw, refW, rtol: 1e-4, atol: 1e-5, "wide map")
+    _ = try wide.forward(Tensor.uniform([1, 1, 3, Winograd.maximumWidth + 2], using: &rng))
+    XCTAssertTrue(wide.ranWinograd, "exactly maximumWidth wide: Winograd")
     // The whole tree at once.
     let net = Sequential([Conv2D(inChannels: 16, outChannels: 16, kernelSize: 3, padding: 1, rng: &rng), ReLU()])
     net.setConvolutionAlgorithm(.im2col)
