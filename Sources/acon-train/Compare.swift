@@ -119,8 +119,13 @@ struct Compare: ParsableCommand {
     guard cells.contains(where: { !$0.accuracyPerEpoch.isEmpty }) else {
       fail("no epoch ran: --max-steps \(maxSteps ?? 0) leaves nothing to train")
     }
-    let written = reporting { try CompareReport.write(cells, models: kinds, settings: settings, out: out) }
-    print(CompareReport.markdown(CompareReport.tables(cells, models: kinds), epochs: cells.map(\.accuracyPerEpoch.count).max() ?? 0))
+    let classes = train.classes == 2 ? 1 : train.classes
+    let initial = reporting {
+      try CompareGrid.initialAconLayers(cells, input: train.imageShape, classes: classes, names: modelNames, build: buildModel)
+    }
+    let written = reporting { try CompareReport.write(cells, models: kinds, settings: settings, out: out, initial: initial) }
+    print(CompareReport.markdown(CompareReport.tables(cells, models: kinds, initial: initial),
+      epochs: cells.map(\.accuracyPerEpoch.count).max() ?? 0))
     print("wrote \(out)/: \(written.joined(separator: ", ")); the cells' results and logs are in \(out)/cells")
     finishOutput()
   }

@@ -166,6 +166,21 @@ enum CompareGrid {
     return (net, copied)
   }
 
+  /// Each ACON layer's β and p1 − p2 per channel as every cell with ACON layers started: the
+  /// cell's network built again from its seed (as `runCell` builds it, paired with its ReLU
+  /// reference), keyed `MODEL-seedS`. Building is deterministic and cheap, so cells need not
+  /// store their initial values.
+  static func initialAconLayers(_ cells: [CellResult], input: [Int], classes: Int, names: [String],
+    build: (String, [Int], Int, UInt64) throws -> Module) throws -> [String: [AconLayerStats]] {
+    var out: [String: [AconLayerStats]] = [:]
+    for c in cells where !c.aconLayers.isEmpty {
+      let (net, _) = try buildPaired(c.model, reference: reluReference(of: c.model, names: names), input: input,
+        classes: classes, seed: UInt64(c.seed), build: build)
+      out["\(c.model)-seed\(c.seed)"] = aconLayers(net).0
+    }
+    return out
+  }
+
   /// A fixed split of `train`: `share` of its images (chosen by a seeded permutation, kept in
   /// file order) for validation, the rest for training.
   static func split(_ train: ImageDataset, share: Double, seed: UInt64) throws -> (train: ImageDataset, val: ImageDataset) {
@@ -361,10 +376,9 @@ enum CompareGrid {
     for (name, c) in m.children { walk(c, prefix.isEmpty ? name : prefix + "." + name, body) }
   }
 
-  /// Each ACON layer's β and p1 − p2 per channel, and each Meta-ACON-C layer's β over the first
-  /// `images` images of `dataset` (the model in eval mode, batches of 100).
-  static func aconStatistics(_ model: Module, on dataset: ImageDataset, normalization: Normalization, images: Int) throws
-    -> ([AconLayerStats], [MetaBetaStats]) {
+  /// Each ACON layer's β (ACON-C) and p1 − p2 and p2 per channel, and the Meta-ACON-C layers,
+  /// with their dotted names.
+  static func aconLayers(_ model: Module) -> ([AconLayerStats], [(String, MetaAconC)]) {
     var acon: [AconLayerStats] = []
     var metas: [(String, MetaAconC)] = []
     walk(model) { name, m in
@@ -379,6 +393,14 @@ enum CompareGrid {
         metas.append((name, a))
       }
     }
+    return (acon, metas)
+  }
+
+  /// Each ACON layer's β and p1 − p2 per channel, and each Meta-ACON-C layer's β over the first
+  /// `images` images of `dataset` (the model in eval mode, batches of 100).
+  static func aconStatistics(_ model: Module, on dataset: ImageDataset, normalization: Normalization, images: Int) throws
+    -> ([AconLayerStats], [MetaBetaStats]) {
+    let (acon, metas) = aconLayers(model)
     guard !metas.isEmpty, images > 0 else { return (acon, []) }
     var betas = metas.map { _ in [Float]() }  // [images · C] per layer
     let wasTraining = model.isTraining

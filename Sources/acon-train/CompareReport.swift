@@ -1,6 +1,7 @@
 // CompareReport: `compare`'s report from the finished cells: per network family a table (mean
 // ± sd accuracy, the paired difference against the family's ReLU cell with its 95% t interval,
-// its p-value and Holm's adjustment over the family's comparisons, images/s, peak memory), results.md, results.json (one row per model) and report.json (the
+// its p-value and Holm's adjustment over the family's comparisons, images/s, peak memory, and
+// how far the ACON parameters moved from their initial values), results.md, results.json (one row per model) and report.json (the
 // families' statistics and every cell), and the SVG figures (accuracy per epoch with a band over
 // seeds, learned ACON coefficients per layer, Meta-ACON's β over the evaluation images).
 import Foundation
@@ -21,6 +22,58 @@ struct ModelRow: Codable, Equatable {
   var imagesPerSecond: Double
   /// The largest VmHWM over this model's cells (bytes).
   var peakRssBytes: Int?
+  /// How far its ACON parameters moved from their initial values (nil: no ACON layers, or no
+  /// initial values given).
+  var drift: ParameterDrift? = nil
+}
+
+/// How far a model's ACON parameters moved in training, pooled over its cells, layers and
+/// channels: did the network learn its activations, or keep the random ones it started with?
+struct ParameterDrift: Codable, Equatable {
+  /// Channels pooled (cells × layers × channels).
+  var channels: Int
+  /// Median of |p1 − p2| at the start (p1, p2 ~ N(0, 1): about 0.95).
+  var medianAbsInitialP1MinusP2: Double
+  /// Median of |final − initial| of p1 − p2.
+  var medianAbsChangeP1MinusP2: Double
+  /// Pearson correlation of p1 − p2 at the start and the end, over the pooled channels (1: the
+  /// channels kept their initial order and spread).
+  var correlationP1MinusP2: Double
+  /// Median and largest |final − initial| of ACON-C's β (nil for Meta-ACON: its β is computed).
+  var medianAbsChangeBeta: Double?
+  var maxAbsChangeBeta: Double?
+
+  /// The drift of `cells` from `initial` (keyed `MODEL-seedS`, layers matched by name); nil when
+  /// no layer of any cell has initial values.
+  static func of(_ cells: [CellResult], initial: [String: [AconLayerStats]]) -> ParameterDrift? {
+    var start: [Double] = [], end: [Double] = [], beta: [Double] = []
+    for c in cells {
+      guard let first = initial["\(c.model)-seed\(c.seed)"] else { continue }
+      let byName = Dictionary(first.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+      for l in c.aconLayers {
+        guard let i = byName[l.name], i.p1MinusP2.count == l.p1MinusP2.count else { continue }
+        start += i.p1MinusP2.map(Double.init)
+        end += l.p1MinusP2.map(Double.init)
+        if let b0 = i.beta, let b1 = l.beta, b0.count == b1.count { beta += zip(b0, b1).map { abs(Double($1) - Double($0)) } }
+      }
+    }
+    guard !start.isEmpty else { return nil }
+    func median(_ v: [Double]) -> Double {
+      let s = v.sorted(), n = s.count
+      return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
+    }
+    let ms = CompareStats.mean(start), me = CompareStats.mean(end)
+    var sxy = 0.0, sxx = 0.0, syy = 0.0
+    for (x, y) in zip(start, end) {
+      sxy += (x - ms) * (y - me)
+      sxx += (x - ms) * (x - ms)
+      syy += (y - me) * (y - me)
+    }
+    return ParameterDrift(channels: start.count, medianAbsInitialP1MinusP2: median(start.map(abs)),
+      medianAbsChangeP1MinusP2: median(zip(start, end).map { abs($1 - $0) }),
+      correlationP1MinusP2: sxx > 0 && syy > 0 ? sxy / (sxx * syy).squareRoot() : .nan,
+      medianAbsChangeBeta: beta.isEmpty ? nil : median(beta), maxAbsChangeBeta: beta.max())
+  }
 }
 
 /// A family table.
@@ -31,8 +84,9 @@ struct FamilyTable: Codable, Equatable {
 }
 
 enum CompareReport {
-  /// The family tables of `cells` (models in `models` order; families in order of first appearance).
-  static func tables(_ cells: [CellResult], models: [String]) -> [FamilyTable] {
+  /// The family tables of `cells` (models in `models` order; families in order of first
+  /// appearance); `initial` (`CompareGrid.initialAconLayers`) gives each row its `drift`.
+  static func tables(_ cells: [CellResult], models: [String], initial: [String: [AconLayerStats]] = [:]) -> [FamilyTable] {
     var families: [String] = []
     for m in models where !families.contains(CompareGrid.family(of: m).family) { families.append(CompareGrid.family(of: m).family) }
     return families.map { fam in
@@ -51,7 +105,7 @@ enum CompareReport {
         return ModelRow(model: m, activation: CompareGrid.family(of: m).activation, params: first.params, seeds: mine.map(\.seed),
           finalAccuracies: acc, accuracyMean: CompareStats.mean(acc), accuracySd: CompareStats.sd(acc),
           versus: ref == m ? nil : ref, difference: diff, imagesPerSecond: CompareStats.mean(mine.map(\.imagesPerSecond)),
-          peakRssBytes: mine.compactMap(\.peakRssBytes).max())
+          peakRssBytes: mine.compactMap(\.peakRssBytes).max(), drift: ParameterDrift.of(mine, initial: initial))
       }
       // Holm over the family's comparisons that have a p-value (each activation against ReLU).
       let tested = rows.indices.filter { rows[$0].difference?.p != nil }
@@ -102,6 +156,19 @@ enum CompareReport {
           mem as NSString)
       }
       md += "\n"
+      let drifting = t.rows.filter { $0.drift != nil }
+      if !drifting.isEmpty {
+        md += "How far the ACON parameters moved from their initial values (all cells, layers and channels pooled):\n\n"
+        md += "| model | channels | median \\|p1 − p2\\| at start | median \\|Δ(p1 − p2)\\| | corr(start, end) of p1 − p2 "
+          + "| median \\|Δβ\\| (largest) |\n|---|---:|---:|---:|---:|---:|\n"
+        for r in drifting {
+          let d = r.drift!
+          let beta = d.medianAbsChangeBeta.map { String(format: "%.4f (%.3f)", $0, d.maxAbsChangeBeta ?? .nan) } ?? "— (computed)"
+          md += String(format: "| %@ | %d | %.3f | %.4f | %.4f | %@ |\n", r.model as NSString, d.channels,
+            d.medianAbsInitialP1MinusP2, d.medianAbsChangeP1MinusP2, d.correlationP1MinusP2, beta as NSString)
+        }
+        md += "\n"
+      }
     }
     return md
   }
@@ -109,14 +176,15 @@ enum CompareReport {
   /// Writes results.md, results.json, report.json and the SVG figures into `out`; returns the
   /// names of the files written. Each write is atomic; a failure names the file.
   @discardableResult
-  static func write(_ cells: [CellResult], models: [String], settings: GridSettings, out: String) throws -> [String] {
+  static func write(_ cells: [CellResult], models: [String], settings: GridSettings, out: String,
+    initial: [String: [AconLayerStats]] = [:]) throws -> [String] {
     var written: [String] = []
     func save(_ name: String, _ bytes: [UInt8]) throws {
       try writeFileAtomically(path: (out as NSString).appendingPathComponent(name), bytes: bytes)
       written.append(name)
     }
     let ran = cells.map(\.accuracyPerEpoch.count).max() ?? 0
-    let tables = tables(cells, models: models)
+    let tables = tables(cells, models: models, initial: initial)
     try save("results.md", Array((threadsNote(cells) + markdown(tables, epochs: ran)).utf8))
     // One row per model (the format earlier versions wrote), then everything in report.json.
     let rows: [[String: Any]] = tables.flatMap(\.rows).map { r in

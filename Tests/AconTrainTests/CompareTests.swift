@@ -228,6 +228,64 @@ final class CompareGridTests: XCTestCase {
     XCTAssertEqual(second.cells.map { "\($0.model)-seed\($0.seed)" }, ["seed-relu-seed0", "seed-aconc-seed0", "seed-relu-seed1", "seed-aconc-seed1"])
   }
 
+  func testDriftIsMeasuredFromTheCellsOwnInitialValues() throws {
+    // With a learning rate that moves nothing (1e-30 · g rounds away against p ~ 1), every ACON
+    // parameter ends where it started: the rebuilt initial values must be the cell's own, so
+    // the drift is exactly 0 and the correlation 1.
+    var s = settings(maxSteps: 4)
+    s.lr = 1e-30
+    let models = ["seed-relu", "seed-aconc", "seed-meta"]
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    try CompareGrid.checkManifest(out, s)
+    let data = SyntheticShapes.make(count: 64, seed: 1)
+    let (train, val) = try CompareGrid.split(data, share: s.valSplit!, seed: s.splitSeed)
+    let r = try runGrid(s, models: models, seeds: 2)
+    let initial = try CompareGrid.initialAconLayers(r.cells, input: train.imageShape, classes: train.classes == 2 ? 1 : train.classes,
+      names: modelNames, build: buildModel)
+    XCTAssertEqual(Set(initial.keys), ["seed-aconc-seed0", "seed-aconc-seed1", "seed-meta-seed0", "seed-meta-seed1"])
+    XCTAssertGreaterThan(val.count, 0)
+    let rows = CompareReport.tables(r.cells, models: models, initial: initial)[0].rows
+    XCTAssertNil(rows[0].drift, "ReLU has no ACON parameters")
+    for row in rows.dropFirst() {
+      let d = try XCTUnwrap(row.drift, row.model)
+      XCTAssertEqual(d.channels, 2 * r.cells.first { $0.model == row.model }!.aconLayers.map(\.p1MinusP2.count).reduce(0, +))
+      XCTAssertEqual(d.medianAbsChangeP1MinusP2, 0, row.model)
+      XCTAssertEqual(d.correlationP1MinusP2, 1, accuracy: 1e-12, row.model)
+      XCTAssertGreaterThan(d.medianAbsInitialP1MinusP2, 0.2, "p1, p2 ~ N(0, 1)")
+    }
+    XCTAssertEqual(rows[1].drift?.maxAbsChangeBeta, 0)
+    XCTAssertNil(rows[2].drift?.medianAbsChangeBeta, "Meta-ACON's β is computed, not a parameter")
+    XCTAssertTrue(CompareReport.markdown(CompareReport.tables(r.cells, models: models, initial: initial), epochs: 1)
+      .contains("How far the ACON parameters moved"))
+  }
+
+  func testDriftByHand() {
+    func cell(_ seed: Int, _ d: [Float], beta: [Float]?) -> CellResult {
+      CellResult(model: "m-aconc", family: "m", activation: "aconc", seed: seed, params: 1, sharedInitWith: nil, sharedParameters: 0,
+        split: "test", accuracyPerEpoch: [0.5], trainLossPerEpoch: [1], finalAccuracy: 0.5, steps: 1, imagesPerSecond: 1,
+        peakRssBytes: nil, seconds: 1, aconLayers: [AconLayerStats(name: "a", kind: "AconC", beta: beta, p1MinusP2: d, p2: d)],
+        metaBeta: [])
+    }
+    let initial = ["m-aconc-seed0": [AconLayerStats(name: "a", kind: "AconC", beta: [1, 1], p1MinusP2: [1, -2], p2: [0, 0])],
+      "m-aconc-seed1": [AconLayerStats(name: "a", kind: "AconC", beta: [1, 1], p1MinusP2: [3, 0.5], p2: [0, 0])]]
+    // Start (1, −2, 3, 0.5), end (1.5, −2, 2, 0.5): |Δ| (0.5, 0, 1, 0), median 0.25; |start|
+    // (1, 2, 3, 0.5), median 1.5; |Δβ| (0, 0.5, 0.25, 0), median 0.125, largest 0.5.
+    let d = ParameterDrift.of([cell(0, [1.5, -2], beta: [1, 1.5]), cell(1, [2, 0.5], beta: [0.75, 1])], initial: initial)!
+    XCTAssertEqual(d.channels, 4)
+    XCTAssertEqual(d.medianAbsChangeP1MinusP2, 0.25)
+    XCTAssertEqual(d.medianAbsInitialP1MinusP2, 1.5)
+    XCTAssertEqual(d.medianAbsChangeBeta, 0.125)
+    XCTAssertEqual(d.maxAbsChangeBeta, 0.5)
+    // Pearson's r of (1, −2, 3, 0.5) and (1.5, −2, 2, 0.5), from its definition.
+    let x: [Double] = [1, -2, 3, 0.5], y: [Double] = [1.5, -2, 2, 0.5]
+    let mx = x.reduce(0, +) / 4, my = y.reduce(0, +) / 4
+    let sxy = zip(x, y).map { ($0 - mx) * ($1 - my) }.reduce(0, +)
+    let r = sxy / (x.map { ($0 - mx) * ($0 - mx) }.reduce(0, +) * y.map { ($0 - my) * ($0 - my) }.reduce(0, +)).squareRoot()
+    XCTAssertEqual(d.correlationP1MinusP2, r, accuracy: 1e-12)
+    XCTAssertGreaterThan(r, 0.9)
+    XCTAssertNil(ParameterDrift.of([cell(2, [1, 1], beta: nil)], initial: initial), "no initial values for seed 2")
+  }
+
   func testACellWhoseProcessEndedMeanwhileRunsHereAndLeftoversGo() throws {
     let models = ["seed-relu", "seed-aconc"]
     let s = settings(maxSteps: 4)
