@@ -1,6 +1,7 @@
 // Conv2D: 2-D convolution as im2col + one sgemm over the whole batch (Caffe's lowering,
-// batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col (without groups,
-// or for one sample; a grouped 1×1 over a batch is batched, its "im2col" a copy of planes),
+// batched as in DL4S), with a 1×1/stride-1/no-padding path that skips im2col (without groups
+// on planes of `perSampleMinimumPlane` and up, or for one sample; smaller planes and a grouped
+// 1×1 over a batch are batched, their "im2col" a copy of planes),
 // and Winograd F(2×2, 3×3) for 3×3 stride-1 layers without groups (Winograd.swift; `algorithm`
 // and its `.auto` rule choose per layer).
 // Grouped convolutions run one sgemm per group on contiguous slices of the same matrices;
@@ -132,10 +133,21 @@ public final class Conv2D: Module {
       && paddings.height == 0 && paddings.width == 0
   }
 
+  /// Output planes (P = OH·OW) from which an ungrouped 1×1 convolution over a batch runs one
+  /// GEMM per sample on x and y in place; smaller planes take the batched path, one GEMM over
+  /// [Cin, N·P]. ShuffleNetV2 and TFNet at 32×32 have 1×1 layers on 8×8 to 1×1 maps: per sample
+  /// their GEMMs are [Cout, Cin]·[Cin, 16] and the like, 6,917 calls per training step that ran
+  /// at 54 GFLOP/s; batched, 2,003 calls at 81, and the step 10–20% faster despite the layout
+  /// copies (acon-bench's train steps, alternating 256 and 0 on the same binary; 1,024 was no
+  /// better than 256 on tfnet-0.5, and resnet50 at 224, whose small planes are 7×7 and 14×14,
+  /// was not slower). 1 keeps every layer on the per-sample path.
+  nonisolated(unsafe) public static var perSampleMinimumPlane = 256
+
   /// Whether the 1×1 path that runs GEMMs on x and y in place (no column matrix) runs for a
-  /// batch of N samples of P = OH·OW: always without groups; with groups only for one sample
-  /// with P > 1 (one GEMM per group). A grouped 1×1 over a batch instead takes the batched
-  /// path: its per-sample, per-group GEMMs ([Cout/G, Cin/G]·[Cin/G, P], 3·N·G calls) are too
+  /// batch of N samples of P = OH·OW: without groups for one sample, for P == 1 (one GEMM over
+  /// the batch) and from `perSampleMinimumPlane` on; with groups only for one sample
+  /// with P > 1 (one GEMM per group). Other 1×1 layers over a batch take the batched
+  /// path: per-sample (and per-group) GEMMs ([Cout/G, Cin/G]·[Cin/G, P], 3·N·G calls) are too
   /// small for OpenBLAS to run near its peak (it runs the smallest on one thread and pays a
   /// thread hand-off per call on the others: acon-bench's 16×16 c128 1×1 rows ran at 0.45–0.52
   /// of sgemm), while the batched GEMMs over [Cin/G, N·P] are the same-shape sgemm's shapes;
@@ -143,7 +155,9 @@ public final class Conv2D: Module {
   /// scattered, dy gathered, dx scattered), which run in parallel and fold in the bias, its
   /// gradient and a fused ReLU. For P == 1 the groups' slices of x are not contiguous either.
   private func usesPointwisePath(n: Int, p: Int) -> Bool {
-    isPointwise && (groups == 1 || (n == 1 && p > 1))
+    guard isPointwise else { return false }
+    if groups > 1 { return n == 1 && p > 1 }
+    return n == 1 || p == 1 || p >= Conv2D.perSampleMinimumPlane
   }
 
   /// Whether a forward pass producing [N, Cout, oh, ow] runs Winograd F(2×2, 3×3).

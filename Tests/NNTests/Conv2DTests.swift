@@ -1,6 +1,6 @@
 // Conv2DTests: Conv2D against the direct Double convolution, forward and backward, on odd
 // shapes that exercise every path: the im2col path with N = 1 and N > 1, the pointwise path
-// with P == 1 and P > 1, stride 2, padding 0/1, C = 1, 1×1 images. Also: gradients agree with
+// with P == 1 and P > 1 (per sample and batched), stride 2, padding 0/1, C = 1, 1×1 images. Also: gradients agree with
 // finite differences, parameter gradients accumulate, propagatesInputGradient = false skips dx,
 // and results do not depend on the thread count.
 import NN
@@ -102,6 +102,41 @@ final class Conv2DTests: XCTestCase {
       assertClose(dx, ref.dx, rtol: 1e-4, atol: 1e-5, "dx, \(c)")
       assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, \(c)")
       if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, \(c)") }
+    }
+  }
+
+  /// An ungrouped 1×1 convolution over a batch runs per sample (planes of
+  /// `perSampleMinimumPlane` and up) or batched over [Cin, N·P] (smaller planes): both paths,
+  /// forced for every shape here (P = 1, 4, 30, 300; with and without bias),
+  /// match the Double reference forward and backward, and give each other's results.
+  func testPointwiseLayersPerSampleAndBatched() throws {
+    let saved = Conv2D.perSampleMinimumPlane
+    defer { Conv2D.perSampleMinimumPlane = saved }
+    let shapes: [ConvCase] = [
+      ConvCase(n: 3, cin: 5, cout: 7, h: 2, w: 2, k: 1, stride: 1, padding: 0),
+      ConvCase(n: 2, cin: 3, cout: 5, h: 6, w: 5, k: 1, stride: 1, padding: 0, bias: false),
+      ConvCase(n: 2, cin: 9, cout: 4, h: 15, w: 20, k: 1, stride: 1, padding: 0),
+      ConvCase(n: 4, cin: 1, cout: 3, h: 1, w: 1, k: 1, stride: 1, padding: 0),
+    ]
+    for (i, c) in shapes.enumerated() {
+      var results: [[[Float]]] = []
+      for minimum in [1, Int.max] {
+        Conv2D.perSampleMinimumPlane = minimum
+        let (conv, x) = make(c, seed: UInt64(1100 + i))
+        var rng = SeededGenerator(seed: UInt64(1200 + i))
+        let y = try conv.forward(x)
+        assertClose(y, reference(conv, x), rtol: 1e-4, atol: 1e-5, "forward, minimum \(minimum), \(c)")
+        let dy = Tensor.uniform(y.shape, using: &rng)
+        conv.zeroGrad()
+        let dx = try conv.backward(dy)
+        let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+          dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+        assertClose(dx, ref.dx, rtol: 1e-4, atol: 1e-5, "dx, minimum \(minimum), \(c)")
+        assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, minimum \(minimum), \(c)")
+        if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, minimum \(minimum), \(c)") }
+        results.append([y.array, dx.array, conv.weight.grad.array])
+      }
+      for (a, b) in zip(results[0], results[1]) { assertClose(a, b.map(Double.init), rtol: 1e-5, atol: 1e-6, "paths, \(c)") }
     }
   }
 

@@ -8,7 +8,8 @@ import XCTest
 
 final class GemmRecordingTests: XCTestCase {
   /// conv1 3→4 3×3 pad 1 (general path), ReLU, conv2 4→6 3×3 stride 2 (general path, 5×5 → 2×2),
-  /// conv3 6→5 1×1 (the pointwise path: one GEMM per sample), flatten, linear 20→3; batch 2.
+  /// conv3 6→5 1×1 (the pointwise path: one GEMM per sample on its 2×2 plane while
+  /// `Conv2D.perSampleMinimumPlane` ≤ 4), flatten, linear 20→3; batch 2.
   private func smallNet() -> Sequential {
     var rng = SeededGenerator(seed: 3)
     return Sequential([
@@ -21,6 +22,9 @@ final class GemmRecordingTests: XCTestCase {
   }
 
   func testRecordsTheCallsOfOneStepInOrder() throws {
+    let saved = Conv2D.perSampleMinimumPlane
+    defer { Conv2D.perSampleMinimumPlane = saved }
+    Conv2D.perSampleMinimumPlane = 4
     let net = smallNet()
     var rng = SeededGenerator(seed: 4)
     let x = Tensor(zeros: [2, 3, 5, 5])
@@ -50,6 +54,25 @@ final class GemmRecordingTests: XCTestCase {
     XCTAssertEqual(calls[2].a, calls[3].a)
     XCTAssertEqual(calls[3].b - calls[2].b, UInt(6 * 4 * 4))
     XCTAssertEqual(calls[3].c - calls[2].c, UInt(5 * 4 * 4))
+  }
+
+  /// With the default `perSampleMinimumPlane` (256), conv3's 2×2 planes run batched: one GEMM
+  /// over [Cin, N·P] forward, and one each for dW and dx backward (6 per-sample calls become 3).
+  func testSmallPointwisePlanesRunAsOneGemmOverTheBatch() throws {
+    XCTAssertGreaterThan(Conv2D.perSampleMinimumPlane, 4)
+    let net = smallNet()
+    let x = Tensor(zeros: [2, 3, 5, 5])
+    let (_, calls) = try BLAS.recordingGemms {
+      let (_, g) = try CrossEntropyLoss().valueAndGradient(try net.forward(x), labels: [0, 2])
+      _ = try net.backward(g)
+    }
+    XCTAssertEqual(calls.map(\.shape), [
+      "NN m4 n50 k27 b0", "NN m6 n8 k36 b0",
+      "NN m5 n8 k6 b0",  // conv3: tmp[5, N·P] = W[5, 6] · col[6, N·P]
+      "NT m2 n3 k20 b0", "TN m3 n20 k2 b1", "NN m2 n20 k3 b0",
+      "NT m5 n6 k8 b1", "TN m6 n8 k5 b0",  // conv3: dW += dyT · colᵀ; dcol = Wᵀ · dyT
+      "NT m6 n36 k8 b1", "TN m36 n8 k6 b0", "NT m4 n27 k50 b1", "TN m27 n50 k4 b0",
+    ])
   }
 
   func testRecordsOnlyWhileItRuns() throws {
