@@ -94,15 +94,23 @@ final class Conv2DTests: XCTestCase {
       let (conv, x) = make(c, seed: UInt64(200 + i))
       var rng = SeededGenerator(seed: UInt64(300 + i))
       let y = try conv.forward(x)
-      let dy = Tensor.uniform(y.shape, using: &rng)
-      conv.zeroGrad()
-      let dx = try conv.backward(dy)
-      let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
-        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
-      assertClose(dx, ref.dx, rtol: 1e-4, atol: 1e-5, "dx, \(c)")
-      assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, \(c)")
-      if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, \(c)") }
+      _ = try assertBackwardMatchesReference(conv, x, Tensor.uniform(y.shape, using: &rng), c, "\(c)")
     }
+  }
+
+  /// Runs backward of `conv` (after its forward of x) on dy from zeroed gradients, checks dx, dW and
+  /// db against the Double reference, and returns dx.
+  private func assertBackwardMatchesReference(_ conv: Conv2D, _ x: Tensor, _ dy: Tensor, _ c: ConvCase,
+    _ label: String, file: StaticString = #filePath, line: UInt = #line
+  ) throws -> Tensor {
+    conv.zeroGrad()
+    let dx = try conv.backward(dy)
+    let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+      dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+    assertClose(dx, ref.dx, rtol: 1e-4, atol: 1e-5, "dx, \(label)", file: file, line: line)
+    assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, \(label)", file: file, line: line)
+    if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, \(label)", file: file, line: line) }
+    return dx
   }
 
   /// An ungrouped 1×1 convolution over a batch runs per sample (planes of
@@ -126,14 +134,8 @@ final class Conv2DTests: XCTestCase {
         var rng = SeededGenerator(seed: UInt64(1200 + i))
         let y = try conv.forward(x)
         assertClose(y, reference(conv, x), rtol: 1e-4, atol: 1e-5, "forward, minimum \(minimum), \(c)")
-        let dy = Tensor.uniform(y.shape, using: &rng)
-        conv.zeroGrad()
-        let dx = try conv.backward(dy)
-        let ref = Reference.conv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
-          dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
-        assertClose(dx, ref.dx, rtol: 1e-4, atol: 1e-5, "dx, minimum \(minimum), \(c)")
-        assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW, minimum \(minimum), \(c)")
-        if let b = conv.bias { assertClose(b.grad, ref.db, rtol: 1e-4, atol: 1e-5, "db, minimum \(minimum), \(c)") }
+        let dx = try assertBackwardMatchesReference(conv, x, Tensor.uniform(y.shape, using: &rng), c,
+          "minimum \(minimum), \(c)")
         results.append([y.array, dx.array, conv.weight.grad.array])
       }
       for (a, b) in zip(results[0], results[1]) { assertClose(a, b.map(Double.init), rtol: 1e-5, atol: 1e-6, "paths, \(c)") }
