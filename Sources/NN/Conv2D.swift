@@ -135,12 +135,14 @@ public final class Conv2D: Module {
 
   /// Output planes (P = OH·OW) from which an ungrouped 1×1 convolution over a batch runs one
   /// GEMM per sample on x and y in place; smaller planes take the batched path, one GEMM over
-  /// [Cin, N·P]. ShuffleNetV2 and TFNet at 32×32 have 1×1 layers on 8×8 to 1×1 maps: per sample
-  /// their GEMMs are [Cout, Cin]·[Cin, 16] and the like, 6,917 calls per training step that ran
-  /// at 54 GFLOP/s; batched, 2,003 calls at 81, and the step 10–20% faster despite the layout
-  /// copies (acon-bench's train steps, alternating 256 and 0 on the same binary; 1,024 was no
-  /// better than 256 on tfnet-0.5, and resnet50 at 224, whose small planes are 7×7 and 14×14,
-  /// was not slower). 1 keeps every layer on the per-sample path.
+  /// [Cin, N·P]. ShuffleNetV2-0.5× at 32×32 has 1×1 layers on 32×32 down to 4×4 maps: per
+  /// sample those on 8×8 and 4×4 are GEMMs like [Cout, Cin]·[Cin, 16], and the step made 6,917
+  /// sgemm calls at 54 GFLOP/s; with the 8×8 and 4×4 layers batched, 2,003 calls at 81, and the
+  /// step 10–20% faster despite the layout copies (acon-bench's train steps, alternating 256 and
+  /// 0 on the same binary; 1,024, which batches the 16×16 layers too, was no better on
+  /// tfnet-0.5, and resnet50 at 224, whose small planes are 7×7 and 14×14, was not slower).
+  /// 1 keeps every layer on the per-sample path, `Int.max` batches every one. Set it before
+  /// training, not while a step runs.
   nonisolated(unsafe) public static var perSampleMinimumPlane = 256
 
   /// Whether the 1×1 path that runs GEMMs on x and y in place (no column matrix) runs for a
