@@ -8,7 +8,10 @@
 //                               read, dx written: 20 B/element; the β mean's pass and the dx
 //                               update's pass rerun a sample that is still in the thread's cache
 //                               and are not counted);
-//   metaaconc_pixelwise.fwdbwd  MetaAconPixelwise forward + backward (20 B/element).
+//   metaaconc_pixelwise.fwdbwd  MetaAconPixelwise forward + backward (20 B/element);
+//   batchnorm.fwdbwd            BatchNorm2D in training, forward + backward (20 B/element: the
+//                               statistics' and the sums' passes reread a channel that is still
+//                               in cache and are not counted), the zoo's most frequent pass.
 // The full run uses [64, 128, 56, 56] (103 MB per tensor: each pass touches 3 to 5 of them, more
 // than the last-level cache, 32 MB on the Zen 4 guest); --quick a smaller shape that may sit in cache.
 import ACON
@@ -56,6 +59,7 @@ func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Ben
   for (name, make) in [
     ("metaaconc_layerwise.fwdbwd", { (r: inout SeededGenerator) -> Module in MetaAconLayerwise(channels: c, rng: &r) }),
     ("metaaconc_pixelwise.fwdbwd", { (r: inout SeededGenerator) -> Module in MetaAconPixelwise(channels: c, rng: &r) }),
+    ("batchnorm.fwdbwd", { (_: inout SeededGenerator) -> Module in BatchNorm2D(channels: c) }),
   ] where options.wants(name) {
     let layer = make(&rng)
     let x = Tensor(zeros: shape), dy = Tensor(zeros: shape)

@@ -23,6 +23,8 @@ struct StepFigures {
   var memoryBytes: Double?
   var memorySeconds: Double?
   var memoryPasses = 0.0
+  /// The same per kind of pass (`MemoryPasses.byKind`), of the same step.
+  var memoryByKind: [String: MemoryPasses.Tally] = [:]
 
   /// The worker's line on stdout, read by `TrainStepRounds.addOurs`.
   var jsonLine: String {
@@ -31,6 +33,10 @@ struct StepFigures {
     if let b = builtInImagesPerSecond { fields.append("\"builtin_images_per_s\": \(b)") }
     if let b = memoryBytes, let t = memorySeconds {
       fields += ["\"memory_bytes\": \(b)", "\"memory_s\": \(t)", "\"memory_passes\": \(memoryPasses)"]
+      let kinds = memoryByKind.sorted { $0.key < $1.key }.map { k, v in
+        "\"\(k)\": {\"bytes\": \(v.bytes), \"s\": \(v.seconds), \"passes\": \(v.passes)}"
+      }
+      fields.append("\"memory_by_kind\": {" + kinds.joined(separator: ", ") + "}")
     }
     return "{" + fields.joined(separator: ", ") + "}"
   }
@@ -54,14 +60,15 @@ func measureStepAndGemms(_ workload: String, batch: Int, repetitions: Int, minSe
   let replay = GemmReplay(calls)
   let t = try measureInterleaved(workload, repetitions: repetitions, minSeconds: minSeconds, [step, { replay.run() }])
   // The memory-bound passes: three recorded steps, the median step's time (bytes are the same each step).
-  var memory: [(bytes: Int, seconds: Double, passes: Int)] = []
+  var memory: [MemoryPasses] = []
   for _ in 0..<3 {
     let (_, r) = try MemoryPasses.recording { try step() }
-    memory.append((r.bytes, r.seconds, r.passes))
+    memory.append(r)
   }
   let mid = memory.sorted { $0.seconds < $1.seconds }[1]
   return StepFigures(batch: batch, stepSeconds: t[0], peakRSS: rss, gemmSeconds: t[1], gemmCalls: calls.count,
-    gemmFlops: replay.flops, memoryBytes: Double(mid.bytes), memorySeconds: mid.seconds, memoryPasses: Double(mid.passes))
+    gemmFlops: replay.flops, memoryBytes: Double(mid.bytes), memorySeconds: mid.seconds, memoryPasses: Double(mid.passes),
+    memoryByKind: mid.byKind)
 }
 
 /// The rounds of one train-step row: ours, PyTorch eager's and torch.compile's figures per round.
@@ -70,6 +77,8 @@ struct TrainStepRounds {
   var ours: [(ips: Double, rss: Double, seconds: Double, gemmSeconds: Double?, gemmCalls: Double, gemmFlops: Double)] = []
   /// Per round: the memory-bound passes' bytes, seconds and count (`StepFigures`).
   var memory: [(bytes: Double, seconds: Double, passes: Double)] = []
+  /// Per round: the memory-bound passes per kind, `[kind: [bytes, s, passes]]`.
+  var memoryByKind: [[String: [String: Double]]] = []
   var builtIn: [Double] = []
   var eager: [(ips: Double, rss: Double)] = []
   var compiled: [(ips: Double, rss: Double, compileSeconds: Double)] = []
@@ -80,14 +89,15 @@ struct TrainStepRounds {
 
   /// Reads a worker's line (`StepFigures.jsonLine`).
   mutating func addOurs(status: Int32, output: Data) throws {
-    guard status == 0, let obj = try JSONSerialization.jsonObject(with: output) as? [String: Double],
-      let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
+    guard status == 0, let any = try JSONSerialization.jsonObject(with: output) as? [String: Any],
+      case let obj = any.compactMapValues({ $0 as? Double }), let ips = obj["images_per_s"], let rss = obj["peak_rss_mb"], let sec = obj["median_s"]
     else {
       throw WorkloadFailure(workload: workload, detail: "its timing process exited with status \(status); its message is above")
     }
     ours.append((ips, rss, sec, obj["gemm_s"], obj["gemm_calls"] ?? 0, obj["gemm_flops"] ?? 0))
     if let b = obj["builtin_images_per_s"] { builtIn.append(b) }
     if let b = obj["memory_bytes"], let t = obj["memory_s"] { memory.append((b, t, obj["memory_passes"] ?? 0)) }
+    if let k = any["memory_by_kind"] as? [String: [String: Double]] { memoryByKind.append(k) }
   }
 
   /// One round of PyTorch's twins, eager then compiled (unless the compiled one failed before).
@@ -130,6 +140,18 @@ struct TrainStepRounds {
         ("memory_bound_s", median(memory.map(\.seconds))), ("memory_bound_share", median(zip(memory, ours).map { $0.seconds / $1.seconds })),
         ("memory_bound_gbps", median(rates)), ("memory_bound_fraction", median(rates) / memcpyGbps),
         ("memory_bound_fraction_min", rates.min()! / memcpyGbps), ("memory_bound_fraction_max", rates.max()! / memcpyGbps)]
+      if memoryByKind.count == memory.count {
+        // Per kind of pass, from the round whose memory-bound time is the median: its share of
+        // that time, and its bytes over its time against memcpy.
+        let mid = memory.indices.sorted { memory[$0].seconds < memory[$1].seconds }[memory.count / 2]
+        var kinds: [String: Any] = [:]
+        for (k, v) in memoryByKind[mid] {
+          let b = v["bytes"] ?? 0, s = v["s"] ?? 0
+          kinds[k] = ["bytes": b, "s": s, "passes": Int(v["passes"] ?? 0), "share_of_memory_bound": s / memory[mid].seconds,
+            "fraction": s > 0 ? b / s / 1e9 / memcpyGbps : 0]
+        }
+        m.append(("memory_bound_by_kind", kinds))
+      }
     }
     if eager.count == ours.count {
       let ratios = zip(ours, eager).map { $0.ips / $1.ips }

@@ -2,6 +2,7 @@
 // (momentum 0.1, eps 1e-5, unbiased variance in the running estimate).
 //
 // Shapes: x [N, C, H, W] or [N, C]; weight (γ), bias (β), running_mean, running_var [C].
+import CBatchNormKernels
 import TensorCore
 
 /// Batch normalisation per channel.
@@ -107,17 +108,8 @@ public final class BatchNorm2D: Module {
           for ch in range {
             var mu: Float, istd: Float
             if training {
-              var s = 0.0, s2 = 0.0
-              for i in 0..<n {
-                let p = xs.value + (i * c + ch) * hw
-                for j in 0..<hw { s += Double(p[j]) }
-              }
-              let md = s / Double(m)
-              for i in 0..<n {
-                let p = xs.value + (i * c + ch) * hw
-                for j in 0..<hw { let d = Double(p[j]) - md; s2 += d * d }
-              }
-              let variance = s2 / Double(m)
+              var md = 0.0, variance = 0.0
+              acon_bn_stats(xs.value + ch * hw, n, c * hw, hw, &md, &variance)
               mu = Float(md)
               istd = Float(1 / (variance + Double(eps)).squareRoot())
               rm.value[ch] = (1 - mom) * rm.value[ch] + mom * mu
@@ -128,8 +120,7 @@ public final class BatchNorm2D: Module {
             }
             mb.value[ch] = mu
             sb.value[ch] = istd
-            let scale = g.value[ch] * istd
-            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, scale: scale, shift: b.value[ch] - mu * scale)
+            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: g.value[ch] * istd, shift: b.value[ch])
           }
         }
       }
@@ -198,15 +189,11 @@ public final class BatchNorm2D: Module {
       let sp = UncheckedSendable(sumBuf.baseAddress!)
       parallelFor(c) { range in
         for ch in range {
-          var s = 0.0, s2 = 0.0
-          for i in 0..<n {
-            let p = xs.value + (i * c + ch) * hw
-            for j in 0..<hw {
-              let v = Double(p[j])
-              s += v
-              s2 += v * v
-            }
-          }
+          // Σx and Σx² (Doubles) from this process's mean and variance
+          var md = 0.0, variance = 0.0
+          acon_bn_stats(xs.value + ch * hw, n, c * hw, hw, &md, &variance)
+          let count = Double(n * hw)
+          let s = md * count, s2 = (variance + md * md) * count
           sp.value[ch] = s
           sp.value[c + ch] = s2
         }
@@ -234,8 +221,8 @@ public final class BatchNorm2D: Module {
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
         parallelFor(c) { range in
           for ch in range {
-            let scale = gs.value[ch] * sb.value[ch]
-            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, scale: scale, shift: bs.value[ch] - mb.value[ch] * scale)
+            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch],
+              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch])
           }
         }
       }
@@ -285,18 +272,15 @@ public final class BatchNorm2D: Module {
     }
   }
 
-  // MARK: - Per-channel loops shared by both paths
+  // MARK: - Per-channel loops shared by both paths (CBatchNormKernels)
 
-  /// y = x·scale + shift over channel ch.   x, y: [N, C, HW]
+  /// y = (x − mu)·scale + shift over channel ch.   x, y: [N, C, HW]
   @inline(__always)
   private static func normalize(
     _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
-    scale: Float, shift: Float
+    mu: Float, scale: Float, shift: Float
   ) {
-    for i in 0..<n {
-      let p = x + (i * c + ch) * hw, q = y + (i * c + ch) * hw
-      for j in 0..<hw { q[j] = p[j] * scale + shift }
-    }
+    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift)
   }
 
   /// (Σdy, Σdy·x̂) over channel ch, x̂ = (x − mu)·istd.   x, dy: [N, C, HW]
@@ -305,26 +289,20 @@ public final class BatchNorm2D: Module {
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
     mu: Float, istd: Float
   ) -> (Double, Double) {
-    var sdy = 0.0, sdyx = 0.0
-    for i in 0..<n {
-      let p = x + (i * c + ch) * hw, d = dy + (i * c + ch) * hw
-      for j in 0..<hw {
-        sdy += Double(d[j])
-        sdyx += Double(d[j]) * Double((p[j] - mu) * istd)
-      }
-    }
-    return (sdy, sdyx)
+    var sdy = 0.0, sdyxc = 0.0
+    acon_bn_gradient_sums(x + ch * hw, dy + ch * hw, n, c * hw, hw, mu, &sdy, &sdyxc)
+    return (sdy, sdyxc * Double(istd))
   }
 
-  /// dx = k·(dy − a − x̂·b) over channel ch, x̂ = (x − mu)·istd.   x, dy, dx: [N, C, HW]
+  /// dx = k·(dy − a − x̂·b) over channel ch, x̂ = (x − mu)·istd, as k·dy − (k·istd·b)·(x − mu) − k·a.
+  /// x, dy, dx: [N, C, HW] (dx may be dy)
   @inline(__always)
   private static func writeInputGradient(
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
     n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float
   ) {
-    for i in 0..<n {
-      let p = x + (i * c + ch) * hw, d = dy + (i * c + ch) * hw, o = dx + (i * c + ch) * hw
-      for j in 0..<hw { o[j] = k * (d[j] - a - (p[j] - mu) * istd * b) }
-    }
+    acon_bn_input_gradient(
+      x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu, k, Float(-Double(k) * Double(istd) * Double(b)),
+      Float(-Double(k) * Double(a)))
   }
 }

@@ -215,6 +215,18 @@ open class Graph: Module {
     return outs.map { GraphValue(graph: ObjectIdentifier(self), index: $0) }
   }
 
+  /// The kind of a graph operation in `MemoryPasses.byKind`: a module's type name, or the
+  /// operation's.
+  private static func kind(_ op: Op) -> String {
+    switch op {
+    case let .module(_, m): return m.typeName
+    case .add: return "add"
+    case .concat: return "concat"
+    case .split: return "split"
+    case .shuffle: return "shuffle"
+    }
+  }
+
   private func describe(_ op: Op) -> String {
     switch op {
     case let .module(name, m): return "\(name) (\(m.typeName))"
@@ -344,7 +356,7 @@ open class Graph: Module {
         arena?.managedOwner = ObjectIdentifier(m)
         let y: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
-          y = try MemoryPasses.measure({ try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
+          y = try MemoryPasses.measure(m.typeName + ".forward", { try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
         } else {
           y = try named(node.op) { try m.forward(ins[0]) }
         }
@@ -356,7 +368,7 @@ open class Graph: Module {
         let outs = shapes.enumerated().map { reuseOutput(&nodeOutputs[k][$0.offset], shape: $0.element) }
         // every input read, every output written (a split or concatenation that only views
         // counts its copies all the same)
-        MemoryPasses.measure({ runForward(node.op, ins, outs) },
+        MemoryPasses.measure(Self.kind(node.op) + ".forward", { runForward(node.op, ins, outs) },
           elements: { _ in ins.reduce(0) { $0 + $1.count } + outs.reduce(0) { $0 + $1.count } })
         for (v, t) in zip(node.outputs, outs) { values[v] = t }
       }
@@ -446,7 +458,7 @@ open class Graph: Module {
         let gIn = g
         let dx: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
-          dx = try MemoryPasses.measure({ try named(node.op) { try m.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
+          dx = try MemoryPasses.measure(m.typeName + ".backward", { try named(node.op) { try m.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
         } else {
           dx = try named(node.op) { try m.backward(gIn) }
         }
@@ -458,7 +470,7 @@ open class Graph: Module {
         let parts: [Tensor?] = node.inputs.enumerated().map { i, v in
           wantsInput[i] ? reuse(&nodeGrads[k][i], shape: values[v]!.shape) : nil
         }
-        MemoryPasses.measure({ ChannelOps.concatBackward(grads[0]!, into: parts) },
+        MemoryPasses.measure("concat.backward", { ChannelOps.concatBackward(grads[0]!, into: parts) },
           elements: { _ in 2 * grads[0]!.count })
         for (i, v) in node.inputs.enumerated() {
           if let dx = parts[i] { try contribute(dx, to: v, from: node.op, node: k) }
@@ -466,14 +478,14 @@ open class Graph: Module {
       case let .split(mode):
         guard wantsInput[0] else { continue }
         let dx = reuse(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
-        MemoryPasses.measure({ ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx) }, elements: { _ in 2 * dx.count })
+        MemoryPasses.measure("split.backward", { ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx) }, elements: { _ in 2 * dx.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       case let .shuffle(groups):
         guard wantsInput[0] else { continue }
         let g = grads[0]!
         let dx = reuse(&nodeGrads[k][0], shape: g.shape)
         let (n, plane) = ChannelOps.batchAndPlane(g)
-        MemoryPasses.measure({
+        MemoryPasses.measure("shuffle.backward", {
           ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
             inverse: true)
         }, elements: { _ in 2 * g.count })
@@ -500,12 +512,12 @@ open class Graph: Module {
     }
     // two gradients read, their sum written
     if canSumInPlace(current, value: v, other: g, node: k) {
-      MemoryPasses.measure({ ChannelOps.add(current.data, g.data, into: current.data, count: current.count) },
+      MemoryPasses.measure("add.backward", { ChannelOps.add(current.data, g.data, into: current.data, count: current.count) },
         elements: { _ in 3 * current.count })
       return
     }
     let acc = reuse(&accumulators[v], shape: g.shape)
-    MemoryPasses.measure({ ChannelOps.add(current.data, g.data, into: acc.data, count: acc.count) }, elements: { _ in 3 * acc.count })
+    MemoryPasses.measure("add.backward", { ChannelOps.add(current.data, g.data, into: acc.data, count: acc.count) }, elements: { _ in 3 * acc.count })
     gradSlots[v] = acc
   }
 

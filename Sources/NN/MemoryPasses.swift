@@ -24,6 +24,22 @@ public final class MemoryPasses {
   /// The passes recorded.
   public private(set) var passes = 0
 
+  /// What one kind of pass moved and took.
+  public struct Tally: Sendable {
+    /// Bytes read and written, at least.
+    public var bytes = 0
+    /// Seconds, wall clock.
+    public var seconds = 0.0
+    /// Passes recorded.
+    public var passes = 0
+  }
+
+  /// The same figures per kind of pass: a layer's type name with `.forward` or `.backward`
+  /// (`"BatchNorm2D.forward"`, `"DepthwiseConv2D.backward"`), or the graph's own operations
+  /// (`"concat.forward"`, `"split.backward"`, `"shuffle.forward"`, `"add.backward"`: gradients
+  /// summed where a value feeds several nodes).
+  public private(set) var byKind: [String: Tally] = [:]
+
   nonisolated(unsafe) static var active: MemoryPasses?
   /// Whether a pass was recorded since the innermost running `measure` began.
   private var innerPass = false
@@ -44,9 +60,10 @@ public final class MemoryPasses {
     !(m is Sequential || m is Graph || m is Conv2D || m is Linear)
   }
 
-  /// Runs `body`, adding its time and `elements(result)` Floats of traffic when recording.
+  /// Runs `body`, adding its time and `elements(result)` Floats of traffic when recording, under
+  /// `kind` (see `byKind`).
   @inline(__always)
-  static func measure<T>(_ body: () throws -> T, elements: (T) -> Int) rethrows -> T {
+  static func measure<T>(_ kind: @autoclosure () -> String, _ body: () throws -> T, elements: (T) -> Int) rethrows -> T {
     guard let r = active else { return try body() }
     r.innerPass = false
     // For the enclosing pass, if any: this one (or its inner ones) counted.
@@ -55,9 +72,11 @@ public final class MemoryPasses {
     let v = try body()
     let dt = now() - t0
     guard !r.innerPass else { return v }  // a container: its inner passes counted
+    let b = elements(v) * MemoryLayout<Float>.size
     r.seconds += dt
-    r.bytes += elements(v) * MemoryLayout<Float>.size
+    r.bytes += b
     r.passes += 1
+    r.byKind[kind(), default: Tally()].add(bytes: b, seconds: dt)
     return v
   }
 
@@ -65,5 +84,13 @@ public final class MemoryPasses {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+  }
+}
+
+extension MemoryPasses.Tally {
+  mutating func add(bytes b: Int, seconds dt: Double) {
+    bytes += b
+    seconds += dt
+    passes += 1
   }
 }

@@ -58,25 +58,33 @@ public final class MaxPool2D: Pool2D {
       // x [N·C planes of H·W] → y, argmax [N·C planes of OH·OW], in parallel over planes.
       parallelFor(planes, minimumChunk: Swift.max(1, 4096 / Swift.max(1, oh * ow))) { range in
         for pl in range {
-          let xp = xs.value + pl * h * w
+          let xp = xs.value + pl * h * w, o = pl * oh * ow
           for i in 0..<oh {
+            // The window's rows and columns inside the image: u in u0..<u1, v in v0..<v1.
+            let r0 = i * s - p
+            let u0 = Swift.max(0, -r0), u1 = Swift.min(k, h - r0)
             for j in 0..<ow {
-              // PyTorch's rule: start at −∞ with the window's first in-image element, take
-              // anything greater, and any NaN (the last NaN wins); padding is never a candidate.
+              let c0 = j * s - p
+              let v0 = Swift.max(0, -c0), v1 = Swift.min(k, w - c0)
+              // PyTorch's rule: start with the window's first in-image element, take anything
+              // greater, and any NaN (the last NaN wins); padding is never a candidate. Selects,
+              // not branches: which element wins is data-dependent and unpredictable.
               var best = -Float.infinity, bi = -1
-              for u in 0..<k {
-                let r = i * s - p + u
-                if r < 0 || r >= h { continue }
-                for v in 0..<k {
-                  let c = j * s - p + v
-                  if c < 0 || c >= w { continue }
-                  let val = xp[r * w + c]
-                  if bi < 0 || val > best || val.isNaN { best = val; bi = r * w + c }
+              if u0 < u1 && v0 < v1 {
+                bi = (r0 + u0) * w + c0 + v0
+                best = xp[bi]
+                for u in u0..<u1 {
+                  let row = (r0 + u) * w + c0
+                  for v in (u == u0 ? v0 + 1 : v0)..<v1 {
+                    let val = xp[row + v]
+                    let take = val > best || val.isNaN
+                    best = take ? val : best
+                    bi = take ? row + v : bi
+                  }
                 }
               }
-              let o = pl * oh * ow + i * ow + j
-              dst.value[o] = best
-              idx.value[o] = Int32(bi)
+              dst.value[o + i * ow + j] = best
+              idx.value[o + i * ow + j] = Int32(bi)
             }
           }
         }

@@ -74,7 +74,7 @@ public final class Sequential: Module {
       } else if MemoryPasses.active != nil, MemoryPasses.counts(l) {
         // x read, y written
         let input = h
-        y = try MemoryPasses.measure({ try namingShapeErrors(name) { try l.forward(input) } }, elements: { input.count + $0.count })
+        y = try MemoryPasses.measure(l.typeName + ".forward", { try namingShapeErrors(name) { try l.forward(input) } }, elements: { input.count + $0.count })
         i += 1
       } else {
         y = try namingShapeErrors(name) { try l.forward(h) }
@@ -106,10 +106,10 @@ public final class Sequential: Module {
         // g is the input gradient a later layer of this container returned: nothing reads it
         // once this layer is done, so BatchNorm writes its own input gradient over it (one
         // activation-sized buffer less per BatchNorm that is not the last layer; same values).
-        g = try MemoryPasses.measure({ try namingShapeErrors(name) { try bn.backward(gIn, overwriting: true) } },
+        g = try MemoryPasses.measure(bn.typeName + ".backward", { try namingShapeErrors(name) { try bn.backward(gIn, overwriting: true) } },
           elements: { gIn.count + 2 * $0.count })
       } else if counted {
-        g = try MemoryPasses.measure({ try namingShapeErrors(name) { try l.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
+        g = try MemoryPasses.measure(l.typeName + ".backward", { try namingShapeErrors(name) { try l.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
       } else {
         g = try namingShapeErrors(name) { try l.backward(g) }
       }

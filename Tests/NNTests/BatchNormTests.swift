@@ -34,6 +34,54 @@ final class BatchNormTests: XCTestCase {
     }
   }
 
+  /// The vectorised per-channel loops (CBatchNormKernels): planes that are whole vectors, whole
+  /// vectors plus a tail, and shorter than a vector; a mean far from zero with a tiny spread (the
+  /// variance must not cancel); the same bits whatever the thread count.
+  func testKernelsOnVectorShapesLargeMeansAndThreadCounts() throws {
+    var rng = SeededGenerator(seed: 11)
+    for shape in [[3, 5, 16, 16], [2, 3, 7, 7], [4, 2, 1, 33], [2, 17, 3, 11], [64, 1, 1, 1]] {
+      for offset in [0.0, 100.0] {
+        let bn = BatchNorm2D(channels: shape[1])
+        randomizeParameters(bn, 0.5, 1.5, using: &rng)
+        let x = Tensor.uniform(shape, -1, 1, using: &rng)
+        for i in 0..<x.count { x.data[i] += Float(offset) }
+        let (g, b) = gammaBeta(bn)
+        let label = "\(shape) offset \(offset)"
+        let y = try bn.forward(x)
+        // A mean 170 standard deviations from 0: Σx² − (Σx)²/M would lose 4 digits in Float.
+        assertClose(y, Reference.batchNormTraining(DoubleTensor(x), gamma: g, beta: b), rtol: 1e-4, atol: 1e-4, "y \(label)")
+        let rv = bn.runningVar.array
+        let want = Reference.batchNormRunningUpdate(DoubleTensor(x), runningMean: [Double](repeating: 0, count: shape[1]),
+          runningVar: [Double](repeating: 1, count: shape[1]), momentum: 0.1)
+        assertClose(rv, want.1, rtol: 1e-4, atol: 1e-9, "running_var \(label)")
+        let dy = Tensor.uniform(shape, using: &rng)
+        bn.zeroGrad()
+        let dx = try bn.backward(dy)
+        let ref = Reference.batchNormTrainingBackward(DoubleTensor(x), gamma: g, dy: DoubleTensor(dy))
+        let scale = ref.dx.values.map(abs).max() ?? 1
+        assertClose(dx.array, ref.dx.values, rtol: 1e-3, atol: 1e-3 * scale, "dx \(label)")
+        assertClose(bn.weight.grad.array, ref.dgamma, rtol: 1e-3, atol: 1e-4, "dγ \(label)")
+        assertClose(bn.bias.grad.array, ref.dbeta, rtol: 1e-4, atol: 1e-5, "dβ \(label)")
+      }
+    }
+    // Thread counts: the same bits (each channel is summed by one thread, in a fixed order).
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    let x = Tensor.uniform([8, 6, 9, 9], -2, 3, using: &rng), dy = Tensor.uniform([8, 6, 9, 9], using: &rng)
+    var runs: [([Float], [Float], [Float], [Float])] = []
+    for threads in [1, 2] {
+      Threads.count = threads
+      let bn = BatchNorm2D(channels: 6)
+      let y = try bn.forward(x).array
+      let dx = try bn.backward(dy).array
+      runs.append((y, dx, bn.weight.grad.array, bn.runningVar.array))
+    }
+    XCTAssertEqual(runs[0].0, runs[1].0, "y with 1 and 2 threads")
+    XCTAssertEqual(runs[0].1, runs[1].1, "dx with 1 and 2 threads")
+    XCTAssertEqual(runs[0].2, runs[1].2, "dγ with 1 and 2 threads")
+    XCTAssertEqual(runs[0].3, runs[1].3, "running_var with 1 and 2 threads")
+  }
+
   func testRunningStatisticsUseMomentumAndUnbiasedVariance() throws {
     var rng = SeededGenerator(seed: 2)
     let bn = BatchNorm2D(channels: 3)

@@ -23,6 +23,11 @@ final class MemoryPassesTests: XCTestCase {
     XCTAssertEqual(r.passes, 4)
     XCTAssertEqual(r.bytes, 4 * (2 * 192 + 2 * 288))
     XCTAssertGreaterThan(r.seconds, 0)
+    // Per kind: each layer's forward and backward.
+    XCTAssertEqual(Set(r.byKind.keys), ["BatchNorm2D.forward", "BatchNorm2D.backward", "SiLU.forward", "SiLU.backward"])
+    XCTAssertEqual(r.byKind["BatchNorm2D.forward"]?.bytes, 4 * 192)
+    XCTAssertEqual(r.byKind["SiLU.backward"]?.bytes, 4 * 288)
+    assertKindsAddUp(r)
     // Once recording has ended, passes no longer count.
     _ = try net.forward(x)
     _ = try net.backward(dy)
@@ -59,6 +64,8 @@ final class MemoryPassesTests: XCTestCase {
     // SiLU forward and backward. Not the wrapper's pass (which holds the convolution).
     XCTAssertEqual(r.passes, 6)
     XCTAssertEqual(r.bytes, 4 * ((2 * n + 3 * n + 3 * n + 3 * n) + (2 * n + 3 * n)))
+    XCTAssertNil(r.byKind["Wrapper.forward"], "the wrapper counts nothing itself")
+    assertKindsAddUp(r)
   }
 
   func testGraphCountsItsOperations() throws {
@@ -79,5 +86,18 @@ final class MemoryPassesTests: XCTestCase {
     }
     XCTAssertEqual(r.passes, 4)
     XCTAssertEqual(r.bytes, 4 * (2 * n + 3 * n + 3 * n + 3 * n))
+    XCTAssertEqual(r.byKind["add.forward"]?.bytes, 4 * 3 * n)
+    XCTAssertEqual(r.byKind["add.backward"]?.bytes, 4 * 3 * n, "the two gradients of x summed")
+    XCTAssertEqual(r.byKind["ReLU.forward"]?.passes, 1)
+    XCTAssertEqual(r.byKind["ReLU.backward"]?.passes, 1)
+    assertKindsAddUp(r)
+  }
+
+  /// The kinds' bytes, passes and seconds add up to the totals.
+  private func assertKindsAddUp(_ r: MemoryPasses, file: StaticString = #filePath, line: UInt = #line) {
+    let kinds = r.byKind.values
+    XCTAssertEqual(kinds.reduce(0) { $0 + $1.bytes }, r.bytes, file: file, line: line)
+    XCTAssertEqual(kinds.reduce(0) { $0 + $1.passes }, r.passes, file: file, line: line)
+    XCTAssertEqual(kinds.reduce(0) { $0 + $1.seconds }, r.seconds, accuracy: 1e-9, file: file, line: line)
   }
 }

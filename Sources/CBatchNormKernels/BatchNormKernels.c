@@ -1,0 +1,177 @@
+// BatchNormKernels: the loops of CBatchNormKernels.h. One body (16-float vectors of the
+// compiler's vector extension, sums in 16 Double lanes, a scalar tail) is compiled twice: for
+// AVX-512 and for the baseline target, picked per call with __builtin_cpu_supports.
+//
+// Shapes throughout: one channel's n planes of hw floats, plane i at p + i·stride.
+#include "CBatchNormKernels.h"
+
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+
+// Every function taking or returning a v16 is always inlined into its caller: no call passes one
+// between code of different targets, so the ABI difference -Wpsabi warns about cannot arise.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+#define BODY static inline __attribute__((always_inline))
+
+BODY v16 ld(const float *p) {
+  v16 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+BODY void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+BODY v16 splat(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
+
+typedef double d8 __attribute__((vector_size(64)));
+
+/// Adds the 16 lanes of v, as Doubles, to acc (lanes 0–7 to acc[0], 8–15 to acc[1]).
+BODY void add_wide(d8 acc[2], v16 v) {
+  acc[0] += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8);
+  acc[1] += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8);
+}
+
+/// The lanes of acc in a fixed tree (halves folded onto each other).
+BODY double lanes(const d8 acc[2]) {
+  const d8 v = acc[0] + acc[1];
+  return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/// Σ x, or Σ (x − m)² with `squares`, over one channel's n planes in plane order: each 16 floats
+/// (the square in float) added as Doubles to 16 Double lanes, the last hw mod 16 of a plane to
+/// a Double scalar. Double accumulation keeps the mean as exact as a Double loop's (synchronised
+/// BatchNorm derives Σx² from it) at no cost in time: the loads bound these loops.
+BODY double channel_sum(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float m, const int squares) {
+  const v16 mv = splat(m);
+  d8 acc[2] = {{0}, {0}};
+  double t = 0;
+  for (ptrdiff_t i = 0; i < n; i++) {
+    const float *p = x + i * stride;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= hw; j += 16) {
+      v16 u = ld(p + j);
+      if (squares) {
+        u -= mv;
+        u *= u;
+      }
+      add_wide(acc, u);
+    }
+    for (; j < hw; j++) t += squares ? (double)((p[j] - m) * (p[j] - m)) : (double)p[j];
+  }
+  return lanes(acc) + t;
+}
+
+BODY void stats_body(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance) {
+  // Two passes over the channel (the second finds it in cache up to about 1 MB): the mean, then
+  // the squared deviations from it (from the mean's float, corrected to the exact mean below).
+  const double count = (double)n * (double)hw;
+  const double mu = channel_sum(x, n, stride, hw, 0, 0) / count;
+  const float mf = (float)mu;
+  const double off = mu - (double)mf;
+  // Σ(x − mf)² = Σ(x − mu)² + count·(mu − mf)², as Σ(x − mu) = 0.
+  const double m2 = channel_sum(x, n, stride, hw, mf, 1) - count * off * off;
+  *mean = mu;
+  *variance = m2 > 0 ? m2 / count : 0;
+}
+
+BODY void normalize_body(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift) {
+  const v16 mv = splat(mu), sv = splat(scale), tv = splat(shift);
+  for (ptrdiff_t i = 0; i < n; i++) {
+    const float *p = x + i * stride;
+    float *q = y + i * stride;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= hw; j += 16) st(q + j, (ld(p + j) - mv) * sv + tv);
+    for (; j < hw; j++) q[j] = (p[j] - mu) * scale + shift;
+  }
+}
+
+BODY void gradient_sums_body(
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, double *sum_dy,
+    double *sum_dy_xc) {
+  // As channel_sum: Double lanes, dy·(x − mu) formed in float.
+  const v16 mv = splat(mu);
+  d8 a[2] = {{0}, {0}}, ax[2] = {{0}, {0}};
+  double t = 0, tx = 0;
+  for (ptrdiff_t i = 0; i < n; i++) {
+    const float *p = x + i * stride, *d = dy + i * stride;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= hw; j += 16) {
+      const v16 d0 = ld(d + j);
+      add_wide(a, d0);
+      add_wide(ax, d0 * (ld(p + j) - mv));
+    }
+    for (; j < hw; j++) {
+      t += (double)d[j];
+      tx += (double)(d[j] * (p[j] - mu));
+    }
+  }
+  *sum_dy = lanes(a) + t;
+  *sum_dy_xc = lanes(ax) + tx;
+}
+
+BODY void input_gradient_body(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
+    float d) {
+  const v16 mv = splat(mu), av = splat(a), bv = splat(b), dv = splat(d);
+  for (ptrdiff_t i = 0; i < n; i++) {
+    const float *p = x + i * stride, *g = dy + i * stride;
+    float *o = dx + i * stride;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= hw; j += 16) st(o + j, av * ld(g + j) + (bv * (ld(p + j) - mv) + dv));
+    for (; j < hw; j++) o[j] = a * g[j] + (b * (p[j] - mu) + d);
+  }
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define AVX512 __attribute__((target("avx512f")))
+#define HAS512() __builtin_cpu_supports("avx512f")
+AVX512 static void stats_512(const float *x, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, double *m, double *v) {
+  stats_body(x, n, s, hw, m, v);
+}
+AVX512 static void normalize_512(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, float a, float b) {
+  normalize_body(x, y, n, s, hw, mu, a, b);
+}
+AVX512 static void sums_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, double *a,
+                            double *b) {
+  gradient_sums_body(x, dy, n, s, hw, mu, a, b);
+}
+AVX512 static void dx_512(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu,
+                          float a, float b, float d) {
+  input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d);
+}
+#else
+#define HAS512() 0
+#define stats_512 stats_body
+#define normalize_512 normalize_body
+#define sums_512 gradient_sums_body
+#define dx_512 input_gradient_body
+#endif
+
+void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance) {
+  if (HAS512()) stats_512(x, n, stride, hw, mean, variance);
+  else stats_body(x, n, stride, hw, mean, variance);
+}
+
+void acon_bn_normalize(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift) {
+  if (HAS512()) normalize_512(x, y, n, stride, hw, mu, scale, shift);
+  else normalize_body(x, y, n, stride, hw, mu, scale, shift);
+}
+
+void acon_bn_gradient_sums(
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, double *sum_dy,
+    double *sum_dy_xc) {
+  if (HAS512()) sums_512(x, dy, n, stride, hw, mu, sum_dy, sum_dy_xc);
+  else gradient_sums_body(x, dy, n, stride, hw, mu, sum_dy, sum_dy_xc);
+}
+
+void acon_bn_input_gradient(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
+    float d) {
+  if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d);
+  else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d);
+}
