@@ -71,14 +71,14 @@ let package = Package(
       name: "TensorCore", dependencies: ["CBLAS", "CThreadPool"],
       // Debian ships LAPACKE as a library of its own; Homebrew's OpenBLAS has it inside libopenblas.
       linkerSettings: [.linkedLibrary("lapacke", .when(platforms: [.linux]))]),
-    .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels", "CCopyKernels", "CWinogradKernels", "CBatchNormKernels"]),
+    .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels", "CCopyKernels", "CWinogradKernels", "CLayerKernels"]),
     // The persistent worker threads behind `parallelFor`.
     .target(name: "CThreadPool"),
     .target(name: "CAconKernels"),
     .target(name: "CDepthwiseKernels"),
     .target(name: "CCopyKernels"),
     // The per-channel loops of BatchNorm2D (statistics, normalisation, backward sums and dx).
-    .target(name: "CBatchNormKernels"),
+    .target(name: "CLayerKernels"),
     // The transforms of Winograd F(2×2, 3×3) convolutions (Conv2D's Winograd path).
     .target(name: "CWinogradKernels"),
     .target(name: "ACON", dependencies: ["TensorCore", "NN", "CAconKernels"]),

@@ -2,7 +2,7 @@
 // (momentum 0.1, eps 1e-5, unbiased variance in the running estimate).
 //
 // Shapes: x [N, C, H, W] or [N, C]; weight (γ), bias (β), running_mean, running_var [C].
-import CBatchNormKernels
+import CLayerKernels
 import TensorCore
 
 /// Batch normalisation per channel.
@@ -272,7 +272,7 @@ public final class BatchNorm2D: Module {
     }
   }
 
-  // MARK: - Per-channel loops shared by both paths (CBatchNormKernels)
+  // MARK: - Per-channel loops shared by both paths (CLayerKernels)
 
   /// y = (x − mu)·scale + shift over channel ch.   x, y: [N, C, HW]
   @inline(__always)

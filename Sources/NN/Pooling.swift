@@ -1,6 +1,7 @@
 // Pooling: max and average pooling over K×K windows, global and adaptive average pooling.
 //
 // Shapes: x [N, C, H, W] → y [N, C, OH, OW] with OH = (H + 2·padding − K) / stride + 1.
+import CLayerKernels
 import TensorCore
 
 /// What max and average pooling share: a K×K window, its stride and padding, and the output
@@ -57,37 +58,9 @@ public final class MaxPool2D: Pool2D {
       let xs = UncheckedSendable(x.data), dst = UncheckedSendable(y.data), idx = UncheckedSendable(am.baseAddress!)
       // x [N·C planes of H·W] → y, argmax [N·C planes of OH·OW], in parallel over planes.
       parallelFor(planes, minimumChunk: Swift.max(1, 4096 / Swift.max(1, oh * ow))) { range in
-        for pl in range {
-          let xp = xs.value + pl * h * w, o = pl * oh * ow
-          for i in 0..<oh {
-            // The window's rows and columns inside the image: u in u0..<u1, v in v0..<v1.
-            let r0 = i * s - p
-            let u0 = Swift.max(0, -r0), u1 = Swift.min(k, h - r0)
-            for j in 0..<ow {
-              let c0 = j * s - p
-              let v0 = Swift.max(0, -c0), v1 = Swift.min(k, w - c0)
-              // PyTorch's rule: start with the window's first in-image element, take anything
-              // greater, and any NaN (the last NaN wins); padding is never a candidate. Selects,
-              // not branches: which element wins is data-dependent and unpredictable.
-              var best = -Float.infinity, bi = -1
-              if u0 < u1 && v0 < v1 {
-                bi = (r0 + u0) * w + c0 + v0
-                best = xp[bi]
-                for u in u0..<u1 {
-                  let row = (r0 + u) * w + c0
-                  for v in (u == u0 ? v0 + 1 : v0)..<v1 {
-                    let val = xp[row + v]
-                    let take = val > best || val.isNaN
-                    best = take ? val : best
-                    bi = take ? row + v : bi
-                  }
-                }
-              }
-              dst.value[o + i * ow + j] = best
-              idx.value[o + i * ow + j] = Int32(bi)
-            }
-          }
-        }
+        // PyTorch's rule (CLayerKernels: acon_maxpool_forward): the window's first in-image
+        // element, then anything greater and any NaN; padding is never a candidate.
+        acon_maxpool_forward(xs.value, dst.value, idx.value, range.lowerBound, range.upperBound, h, w, oh, ow, k, s, p)
       }
     }
     return y

@@ -34,7 +34,7 @@ final class BatchNormTests: XCTestCase {
     }
   }
 
-  /// The vectorised per-channel loops (CBatchNormKernels): planes that are whole vectors, whole
+  /// The vectorised per-channel loops (CLayerKernels): planes that are whole vectors, whole
   /// vectors plus a tail, and shorter than a vector; a mean far from zero with a tiny spread (the
   /// variance must not cancel); the same bits whatever the thread count.
   func testKernelsOnVectorShapesLargeMeansAndThreadCounts() throws {

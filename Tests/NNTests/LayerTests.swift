@@ -131,6 +131,39 @@ final class LayerTests: XCTestCase {
     XCTAssertEqual(try pad.forward(neg).array, [-4])
   }
 
+  /// PyTorch's rule with NaN and infinities: any NaN is taken (the last NaN of the window wins,
+  /// and a NaN is never replaced by a number), −∞ everywhere routes to the first in-image
+  /// element (padding is never a candidate).
+  func testMaxPoolNaNAndInfinities() throws {
+    let pool = MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
+    // One 3×3 window at the centre of a 3×3 image (p = 1: output 2×2; the window of output
+    // (1, 1) covers rows 1–2, columns 1–2).
+    let nan = Float.nan, inf = Float.infinity
+    let x = Tensor(shape: [1, 1, 3, 3], values: [
+      1, nan, 2,
+      nan, 5, 9,
+      3, 4, 8,
+    ])
+    let y = try pool.forward(x).array
+    // (0, 0): rows 0–1, columns 0–1: 1, NaN, NaN, 5: the last NaN (offset 3).
+    // (0, 1): rows 0–1, columns 1–2: NaN, 2, 5, 9: the NaN (offset 1) stays.
+    // (1, 0): rows 1–2, columns 0–1: NaN, 5, 3, 4: offset 3.  (1, 1): 5, 9, 4, 8: 9 (offset 5).
+    XCTAssertTrue(y[0].isNaN && y[1].isNaN && y[2].isNaN)
+    XCTAssertEqual(y[3], 9)
+    let dx = try pool.backward(Tensor(shape: [1, 1, 2, 2], values: [1, 10, 100, 1000])).array
+    XCTAssertEqual(dx, [0, 10, 0, 101, 0, 1000, 0, 0, 0])
+    // All −∞: the first in-image element of each window, never padding.
+    let ninf = Tensor(shape: [1, 1, 3, 3], repeating: -inf)
+    XCTAssertEqual(try pool.forward(ninf).array, [-inf, -inf, -inf, -inf])
+    XCTAssertEqual(try pool.backward(Tensor(shape: [1, 1, 2, 2], values: [1, 10, 100, 1000])).array,
+      [1, 10, 0, 100, 1000, 0, 0, 0, 0])
+    // +∞ wins over numbers; a later +∞ does not replace the first; equal values keep the first.
+    let pinf = Tensor(shape: [1, 1, 3, 3], values: [inf, inf, 0, 0, 0, 0, 0, 0, 0])
+    XCTAssertEqual(try pool.forward(pinf).array, [inf, inf, 0, 0])
+    XCTAssertEqual(try pool.backward(Tensor(shape: [1, 1, 2, 2], values: [1, 10, 100, 1000])).array,
+      [1, 10, 0, 100, 1000, 0, 0, 0, 0])
+  }
+
   func testAvgPoolMatchesReferenceCountingPadding() throws {
     var rng = SeededGenerator(seed: 7)
     for (k, s, p) in Self.poolCases {

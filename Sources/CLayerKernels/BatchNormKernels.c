@@ -1,9 +1,9 @@
-// BatchNormKernels: the loops of CBatchNormKernels.h. One body (16-float vectors of the
+// BatchNormKernels: the loops of CLayerKernels.h. One body (16-float vectors of the
 // compiler's vector extension, sums in 16 Double lanes, a scalar tail) is compiled twice: for
 // AVX-512 and for the baseline target, picked per call with __builtin_cpu_supports.
 //
 // Shapes throughout: one channel's n planes of hw floats, plane i at p + i·stride.
-#include "CBatchNormKernels.h"
+#include "CLayerKernels.h"
 
 #include <string.h>
 

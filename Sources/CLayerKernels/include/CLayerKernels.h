@@ -1,0 +1,56 @@
+// CLayerKernels: C loops of NN's layers where Swift's code generation falls short
+// (Sources/NN/BatchNorm2D.swift, Sources/NN/Pooling.swift).
+//
+// BatchNorm2D's per-channel passes, over the N planes of one channel of a contiguous [N, C, HW]
+// tensor: its statistics, the normalisation, and the two sums and the input gradient of the
+// backward pass. Sums run in vectors of Doubles in a fixed order (planes in sample order, then
+// the lanes in a fixed tree), so a result depends only on the data, never on which thread runs a
+// channel. An AVX-512 variant is chosen at run time where the CPU has it; the portable one runs
+// everywhere else.
+//
+// MaxPool2D's forward over whole planes, with the argmax its backward routes gradients by.
+#ifndef CLAYERKERNELS_H
+#define CLAYERKERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Mean and biased variance of one channel: the n planes x + i·stride, i < n, of hw floats each.
+/// Two passes: the mean, then the squared deviations from it (no cancellation whatever the mean).
+/// Shapes: x [n, stride] with the plane at offset 0 of each row, hw ≤ stride.
+void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance);
+
+/// y = (x − mu)·scale + shift over one channel's n planes (x − mu first: exact for x near mu,
+/// where x·scale + shift' would round x·scale).   x, y: [n, stride], planes at offset 0.
+void acon_bn_normalize(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift);
+
+/// Σ dy and Σ dy·(x − mu) over one channel's n planes, in Double.   x, dy: [n, stride].
+void acon_bn_gradient_sums(
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, double *sum_dy,
+    double *sum_dy_xc);
+
+/// dx = a·dy + b·(x − mu) + d over one channel's n planes (BatchNorm's input gradient with its
+/// per-channel constants folded).   x, dy, dx: [n, stride]; dx may be dy.
+void acon_bn_input_gradient(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
+    float d);
+
+/// Max pooling of planes [p0, p1) of x [planes, h, w] into y and argmax [planes, oh, ow]
+/// (kernel k, stride s, padding p, as PyTorch's MaxPool2D): each window starts from its first
+/// in-image element and takes any greater one and any NaN (the last NaN wins); padding is never a
+/// candidate. argmax holds the winner's offset within its input plane (−1 for a window with no
+/// in-image element, which PyTorch's shape rules exclude). The choice is a select, not a branch:
+/// which element wins is data-dependent and unpredictable.
+void acon_maxpool_forward(
+    const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh,
+    ptrdiff_t ow, ptrdiff_t k, ptrdiff_t s, ptrdiff_t p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
