@@ -33,47 +33,50 @@ BODY void add_wide(d8 acc[2], v16 v) {
   acc[1] += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8);
 }
 
+/// Adds (v − m)² lane by lane to acc, the difference and the square in Double.
+BODY void add_wide_squares(d8 acc[2], v16 v, double m) {
+  const d8 md = {m, m, m, m, m, m, m, m};
+  const d8 lo = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8) - md;
+  const d8 hi = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8) - md;
+  acc[0] += lo * lo;
+  acc[1] += hi * hi;
+}
+
 /// The lanes of acc in a fixed tree (halves folded onto each other).
 BODY double lanes(const d8 acc[2]) {
   const d8 v = acc[0] + acc[1];
   return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-/// Σ x, or Σ (x − m)² with `squares`, over one channel's n planes in plane order: each 16 floats
-/// (the square in float) added as Doubles to 16 Double lanes, the last hw mod 16 of a plane to
-/// a Double scalar. Double accumulation keeps the mean as exact as a Double loop's (synchronised
-/// BatchNorm derives Σx² from it) at no cost in time: the loads bound these loops.
-BODY double channel_sum(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float m, const int squares) {
-  const v16 mv = splat(m);
+/// Σ x, or Σ (x − m)² with `squares`, over one channel's n planes in plane order: 16 floats at
+/// a time into 16 Double lanes (x − m and its square in Double), the last hw mod 16 of a plane
+/// into a Double scalar. As exact as a Double loop (the old Swift one: its results differ from
+/// these in the last bits only), at no cost in time: the loads bound these loops.
+BODY double channel_sum(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double m, const int squares) {
   d8 acc[2] = {{0}, {0}};
   double t = 0;
   for (ptrdiff_t i = 0; i < n; i++) {
     const float *p = x + i * stride;
     ptrdiff_t j = 0;
     for (; j + 16 <= hw; j += 16) {
-      v16 u = ld(p + j);
-      if (squares) {
-        u -= mv;
-        u *= u;
-      }
-      add_wide(acc, u);
+      if (squares) add_wide_squares(acc, ld(p + j), m);
+      else add_wide(acc, ld(p + j));
     }
-    for (; j < hw; j++) t += squares ? (double)((p[j] - m) * (p[j] - m)) : (double)p[j];
+    for (; j < hw; j++) {
+      const double d = (double)p[j] - m;
+      t += squares ? d * d : d;
+    }
   }
   return lanes(acc) + t;
 }
 
 BODY void stats_body(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance) {
   // Two passes over the channel (the second finds it in cache up to about 1 MB): the mean, then
-  // the squared deviations from it (from the mean's float, corrected to the exact mean below).
+  // the squared deviations from it.
   const double count = (double)n * (double)hw;
   const double mu = channel_sum(x, n, stride, hw, 0, 0) / count;
-  const float mf = (float)mu;
-  const double off = mu - (double)mf;
-  // Σ(x − mf)² = Σ(x − mu)² + count·(mu − mf)², as Σ(x − mu) = 0.
-  const double m2 = channel_sum(x, n, stride, hw, mf, 1) - count * off * off;
   *mean = mu;
-  *variance = m2 > 0 ? m2 / count : 0;
+  *variance = channel_sum(x, n, stride, hw, mu, 1) / count;
 }
 
 BODY void normalize_body(
