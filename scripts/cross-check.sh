@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cross-check.sh: proves, as far as an x86-64 Linux machine can, that the package builds beyond
 # x86-64. With the toolchain's clang it checks the C kernels (Sources/CAconKernels, and for step 1
-# also Sources/CDepthwiseKernels):
+# also Sources/CDepthwiseKernels, Sources/CWinogradKernels and Sources/CLayerKernels):
 #   1. syntax and types for aarch64 (--target=aarch64-linux-gnu, headers from apt's
 #      libc6-dev-arm64-cross in /usr/aarch64-linux-gnu): the portable and NEON variants;
 #   2. the portable variant alone (ACON_PORTABLE_ONLY) for x86-64 and aarch64, and that its
@@ -68,6 +68,18 @@ for flags in "${a64[*]}" "${x64[*]}"; do
     ok "Winograd transforms, ${flags%% *}: syntax and types"
   else
     fail "the Winograd transforms do not compile for ${flags%% *}"
+  fi
+done
+
+# 1d. The layer loops (Sources/CLayerKernels: BatchNorm's AVX-512 copy and max-pooling's SSE select on
+# x86-64 only, portable code everywhere), for aarch64 and x86-64.
+for flags in "${a64[*]}" "${x64[*]}"; do
+  # shellcheck disable=SC2086
+  if "$CLANG" $flags -std=gnu11 -Wall -Wextra -Werror -ISources/CLayerKernels/include -fsyntax-only \
+    Sources/CLayerKernels/*.c; then
+    ok "layer loops, ${flags%% *}: syntax and types"
+  else
+    fail "the layer loops do not compile for ${flags%% *}"
   fi
 done
 
