@@ -59,28 +59,19 @@ else
   fail "the depthwise kernels do not compile for aarch64-linux-gnu"
 fi
 
-# 1c. The Winograd transforms (Sources/CWinogradKernels: an AVX-512 copy on x86-64 only), for
-# aarch64 and x86-64.
-for flags in "${a64[*]}" "${x64[*]}"; do
-  # shellcheck disable=SC2086
-  if "$CLANG" $flags -std=gnu11 -Wall -Wextra -Werror -ISources/CWinogradKernels/include -fsyntax-only \
-    Sources/CWinogradKernels/*.c; then
-    ok "Winograd transforms, ${flags%% *}: syntax and types"
-  else
-    fail "the Winograd transforms do not compile for ${flags%% *}"
-  fi
-done
-
-# 1d. The layer loops (Sources/CLayerKernels: BatchNorm's AVX-512 copy and max-pooling's SSE select on
-# x86-64 only, portable code everywhere), for aarch64 and x86-64.
-for flags in "${a64[*]}" "${x64[*]}"; do
-  # shellcheck disable=SC2086
-  if "$CLANG" $flags -std=gnu11 -Wall -Wextra -Werror -ISources/CLayerKernels/include -fsyntax-only \
-    Sources/CLayerKernels/*.c; then
-    ok "layer loops, ${flags%% *}: syntax and types"
-  else
-    fail "the layer loops do not compile for ${flags%% *}"
-  fi
+# 1c. The Winograd transforms (Sources/CWinogradKernels: an AVX-512 copy on x86-64 only) and the layer
+# loops (Sources/CLayerKernels: BatchNorm's AVX-512 copy and max-pooling's SSE select on x86-64 only,
+# portable code everywhere), for aarch64 and x86-64.
+for target in "CWinogradKernels:Winograd transforms" "CLayerKernels:layer loops"; do
+  dir=${target%%:*} what=${target#*:}
+  for flags in "${a64[*]}" "${x64[*]}"; do
+    # shellcheck disable=SC2086
+    if "$CLANG" $flags -std=gnu11 -Wall -Wextra -Werror -ISources/$dir/include -fsyntax-only Sources/$dir/*.c; then
+      ok "$what, ${flags%% *}: syntax and types"
+    else
+      fail "the $what do not compile for ${flags%% *}"
+    fi
+  done
 done
 
 # 2. The portable variant alone, for both architectures; nothing x86-specific survives.
