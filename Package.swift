@@ -77,7 +77,7 @@ let package = Package(
     .target(name: "CAconKernels"),
     .target(name: "CDepthwiseKernels"),
     .target(name: "CCopyKernels"),
-    // The per-channel loops of BatchNorm2D (statistics, normalisation, backward sums and dx).
+    // C loops of NN's layers: BatchNorm2D's per-channel passes, MaxPool2D's forward.
     .target(name: "CLayerKernels"),
     // The transforms of Winograd F(2×2, 3×3) convolutions (Conv2D's Winograd path).
     .target(name: "CWinogradKernels"),

@@ -27,19 +27,27 @@ BODY v16 splat(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f,
 
 typedef double d8 __attribute__((vector_size(64)));
 
-/// Adds the 16 lanes of v, as Doubles, to acc (lanes 0–7 to acc[0], 8–15 to acc[1]).
+/// The 16 lanes of v as Doubles, minus m: lanes 0–7 in w[0], 8–15 in w[1].
+BODY void widen(d8 w[2], v16 v, double m) {
+  const d8 md = {m, m, m, m, m, m, m, m};
+  w[0] = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8) - md;
+  w[1] = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8) - md;
+}
+
+/// Adds the 16 lanes of v, as Doubles, to acc.
 BODY void add_wide(d8 acc[2], v16 v) {
-  acc[0] += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8);
-  acc[1] += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8);
+  d8 w[2];
+  widen(w, v, 0);
+  acc[0] += w[0];
+  acc[1] += w[1];
 }
 
 /// Adds (v − m)² lane by lane to acc, the difference and the square in Double.
 BODY void add_wide_squares(d8 acc[2], v16 v, double m) {
-  const d8 md = {m, m, m, m, m, m, m, m};
-  const d8 lo = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8) - md;
-  const d8 hi = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8) - md;
-  acc[0] += lo * lo;
-  acc[1] += hi * hi;
+  d8 w[2];
+  widen(w, v, m);
+  acc[0] += w[0] * w[0];
+  acc[1] += w[1] * w[1];
 }
 
 /// The lanes of acc in a fixed tree (halves folded onto each other).

@@ -356,7 +356,7 @@ open class Graph: Module {
         arena?.managedOwner = ObjectIdentifier(m)
         let y: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
-          y = try MemoryPasses.measure(m.typeName + ".forward", { try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
+          y = try MemoryPasses.measure(Self.kind(node.op) + ".forward", { try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
         } else {
           y = try named(node.op) { try m.forward(ins[0]) }
         }
@@ -458,7 +458,7 @@ open class Graph: Module {
         let gIn = g
         let dx: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
-          dx = try MemoryPasses.measure(m.typeName + ".backward", { try named(node.op) { try m.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
+          dx = try MemoryPasses.measure(Self.kind(node.op) + ".backward", { try named(node.op) { try m.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
         } else {
           dx = try named(node.op) { try m.backward(gIn) }
         }
@@ -470,7 +470,7 @@ open class Graph: Module {
         let parts: [Tensor?] = node.inputs.enumerated().map { i, v in
           wantsInput[i] ? reuse(&nodeGrads[k][i], shape: values[v]!.shape) : nil
         }
-        MemoryPasses.measure("concat.backward", { ChannelOps.concatBackward(grads[0]!, into: parts) },
+        MemoryPasses.measure(Self.kind(node.op) + ".backward", { ChannelOps.concatBackward(grads[0]!, into: parts) },
           elements: { _ in 2 * grads[0]!.count })
         for (i, v) in node.inputs.enumerated() {
           if let dx = parts[i] { try contribute(dx, to: v, from: node.op, node: k) }
@@ -478,14 +478,14 @@ open class Graph: Module {
       case let .split(mode):
         guard wantsInput[0] else { continue }
         let dx = reuse(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
-        MemoryPasses.measure("split.backward", { ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx) }, elements: { _ in 2 * dx.count })
+        MemoryPasses.measure(Self.kind(node.op) + ".backward", { ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx) }, elements: { _ in 2 * dx.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       case let .shuffle(groups):
         guard wantsInput[0] else { continue }
         let g = grads[0]!
         let dx = reuse(&nodeGrads[k][0], shape: g.shape)
         let (n, plane) = ChannelOps.batchAndPlane(g)
-        MemoryPasses.measure("shuffle.backward", {
+        MemoryPasses.measure(Self.kind(node.op) + ".backward", {
           ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
             inverse: true)
         }, elements: { _ in 2 * g.count })
