@@ -91,20 +91,34 @@ public final class AconFReLU: Module {
       throw backwardError(layer: typeName + ".backward",
         expected: z.map { Shape.text($0.shape) }, got: dy.shape)
     }
+    // Run by a container, this layer is one too: each child's input gradient (and db) comes from
+    // the container's pool and goes back as soon as the next step has read it.
+    let arena = gradientArena
+    arena?.beginPass(self)
+    defer { arena?.endPass() }
+    func child<T>(_ m: Module, _ body: () throws -> T) rethrows -> T {
+      arena?.managedOwner = ObjectIdentifier(m)
+      defer { arena?.managedOwner = ObjectIdentifier(self) }
+      return try body()
+    }
+    arena?.managedOwner = ObjectIdentifier(self)
     // da overwrites dz in bn2's gradient buffer (the kernel reads each dy vector before it
     // writes that da vector), and dx is summed into a child's input gradient: two activation-sized
     // buffers fewer per layer, the same bits.
-    let dz = try bn2.backward(dy)
-    let dat = dz, dbt = reuse(&db, shape: zt.shape)
+    let dz = try child(bn2) { try bn2.backward(dy) }
+    let dat = dz, dbt = reuseInputGradient(&db, shape: zt.shape)
     AconKernels.smoothMaxBackward(
       a: at.data, b: bt.data, dy: dz.data, da: dat.data, db: dbt.data, planes: zt.shape[0] * zt.shape[1],
       hw: zt.shape[2] * zt.shape[3])
     convFReLU.propagatesInputGradient = propagatesInputGradient
     maxPool.propagatesInputGradient = propagatesInputGradient
-    let dxConv = try convFReLU.backward(try bn1.backward(dbt))
+    let dbn1 = try child(bn1) { try bn1.backward(dbt) }
+    arena?.recycle(dbt, unlessSharedWith: [dbn1, dy])
+    let dxConv = try child(convFReLU) { try convFReLU.backward(dbn1) }
+    arena?.recycle(dbn1, unlessSharedWith: [dxConv, dy])
     guard propagatesInputGradient else { return dxConv }
     // dx = dx through the funnel + dx through a, into the buffer of one of them (both [N, C, H, W]).
-    let (dx, other) = stride == 2 ? (try maxPool.backward(dat), dxConv) : (dxConv, dat)
+    let (dx, other) = stride == 2 ? (try child(maxPool) { try maxPool.backward(dat) }, dxConv) : (dxConv, dat)
     guard dx.shape == x.shape, other.shape == x.shape else {
       throw backwardError(layer: typeName + ".backward", expected: Shape.text(x.shape), got: dx.shape)
     }
@@ -112,6 +126,8 @@ public final class AconFReLU: Module {
     parallelFor(x.count, minimumChunk: 1 << 15) { r in
       for i in r { o.value[i] += q.value[i] }
     }
+    arena?.recycle(other, unlessSharedWith: [dx, dy])
+    if stride == 2 { arena?.recycle(dat, unlessSharedWith: [dx, dy]) }
     return dx
   }
 }

@@ -82,7 +82,7 @@ open class AconActivation: Module {
       throw backwardError(layer: typeName + ".backward",
         expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     let (n, hw) = (x.shape[0], x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1)
     AconKernels.backward(x: x.data, dy: dy.data, dx: propagatesInputGradient ? dx.data : nil,
       n: n, c: channels, hw: hw, p1: p1.data, p2: p2.data, beta: beta.data, betaLayout: .perChannel,

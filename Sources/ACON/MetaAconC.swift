@@ -130,7 +130,7 @@ public final class MetaAconC: Module {
         expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     let db = reuse(&dbeta, shape: [n, c, 1, 1])
     db.zero()
     // The β network always needs dβ; dx only if requested.

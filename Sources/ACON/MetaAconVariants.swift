@@ -126,7 +126,7 @@ public final class MetaAconLayerwise: Module {
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let per = c * hw
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     let db = reuse(&dbetaNC, shape: [n, c])
     let q1 = reuse(&dp1Part, shape: [n, c]), q2 = reuse(&dp2Part, shape: [n, c])
     db.zero()
@@ -244,7 +244,7 @@ public final class MetaAconPixelwise: Module {
         expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
     let n = x.shape[0], hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     AconKernels.pixelwiseBackward(
       x: x.data, dy: dy.data, dx: propagatesInputGradient ? dx.data : nil, n: n, c: channels,
       hw: hw, p1: p1.value.data, p2: p2.value.data, dp1: p1.grad.data, dp2: p2.grad.data)

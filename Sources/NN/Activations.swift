@@ -62,7 +62,7 @@ public final class ReLU: Module {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = inPlace ? dy : reuse(&inputGrad, shape: y.shape)
+    let dx = inPlace ? dy : reuseInputGradient(&inputGrad, shape: y.shape)
     ReLU.mask(dy.data, by: y.data, into: dx.data, count: y.count)
     return dx
   }
@@ -86,7 +86,7 @@ public final class Sigmoid: Module {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "Sigmoid.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: y.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: y.shape)
     let yp = y.data, dyp = dy.data, dxp = dx.data
     for i in 0..<y.count {
       let s = yp[i]
@@ -133,7 +133,7 @@ public final class SiLU: Module {
     guard let x = input, let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "SiLU.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     let xs = UncheckedSendable(x.data), gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)
     // x, dy, dx: (count)
     SiLU.blocks(x.count) { i, len, s in

@@ -143,7 +143,7 @@ public final class BatchNorm2D: Module {
     }
     let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
     let m = Double(n * hw)
-    let dx = overwriting && dy.storage !== x.storage ? dy : reuse(&inputGrad, shape: x.shape)
+    let dx = overwriting && dy.storage !== x.storage ? dy : reuseInputGradient(&inputGrad, shape: x.shape)
     let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
     let g = UncheckedSendable(weight.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)

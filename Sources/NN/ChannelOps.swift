@@ -355,7 +355,7 @@ public final class ChannelShuffle: Module {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "ChannelShuffle.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: dy.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: dy.shape)
     if propagatesInputGradient {
       ChannelOps.shuffle(dy.data, into: dx.data, batch: dy.shape[0], channels: dy.shape[1],
         plane: dy.count / Swift.max(1, dy.shape[0] * dy.shape[1]), groups: groups, inverse: true)

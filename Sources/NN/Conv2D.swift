@@ -351,7 +351,7 @@ public final class Conv2D: Module {
       }
     }
     // The first layer of a network skips dx altogether: no buffer, no work.
-    let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
+    let dx = propagatesInputGradient ? reuseInputGradient(&inputGrad, shape: x.shape) : x
     if pointwise || winograd || n == 1 {
       accumulateBias { s, o in contiguousSum(dy.data + (s * cout + o) * p, count: p) }
     }

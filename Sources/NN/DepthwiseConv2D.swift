@@ -163,7 +163,7 @@ public final class DepthwiseConv2D: Module {
         expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
     // The first layer of a network skips dx altogether.
-    let dx = propagatesInputGradient ? reuse(&inputGrad, shape: x.shape) : x
+    let dx = propagatesInputGradient ? reuseInputGradient(&inputGrad, shape: x.shape) : x
     let geo = geometry(x.shape)
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)

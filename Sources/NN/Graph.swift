@@ -4,9 +4,10 @@
 //
 // Names: every module node is a child under the name it was recorded with, in recording order,
 // so parameters get PyTorch's dotted names (`branch_main.0.weight`, `downsample.1.running_mean`).
-// Memory: each module owns its output and input gradient (as everywhere); the graph owns the
-// outputs of its operations, their input gradients and one gradient accumulator per value that
-// feeds more than one consumer. All are reused from step to step.
+// Memory: each module owns its output (as everywhere) and the graph the outputs of its
+// operations, reused from step to step; input gradients (the modules', the operations' and one
+// accumulator per value that feeds more than one consumer) come from the network's gradient pool
+// and go back to it once every node that reads them has run.
 // Backward visits the nodes once each, in reverse; the gradients meeting at a value used twice
 // are summed (borrowed when there is only one, so a chain costs no copy).
 import TensorCore
@@ -66,6 +67,9 @@ open class Graph: Module {
   private var unusedInputGrad: Tensor?
   /// The `dy` of the backward pass under way (its caller's tensor: never summed into).
   private var incomingGradient: Tensor?
+  /// Backward: the gradients that the node going back has finished with (its output gradients,
+  /// and contributions summed into another buffer), for the pool to take back.
+  private var displaced: [Tensor] = []
 
   /// An empty graph; record nodes, then set `output`.
   public override init() { super.init() }
@@ -343,8 +347,8 @@ open class Graph: Module {
   public override func forward(_ x: Tensor) throws -> Tensor {
     try validate()
     let arena = activationArena
-    arena?.beginForward(self)
-    defer { arena?.endForward() }
+    arena?.beginPass(self)
+    defer { arena?.endPass() }
     keptNoActivations = arena != nil
     if arena != nil { unread = consumers }
     values[0] = x
@@ -442,6 +446,11 @@ open class Graph: Module {
     guard dy.shape == y.shape else {
       throw TensorError.shapeMismatch(layer: "\(typeName).backward", expected: Shape.text(y.shape), got: dy.shape)
     }
+    // Input gradients (the children's and the graph's own) come from the pool and go back once
+    // every node that reads them has run.
+    let arena = gradientPoolForBackward()
+    arena.beginPass(self)
+    defer { arena.endPass() }
     for v in 0..<gradSlots.count { gradSlots[v] = nil }
     gradSlots[out] = dy
     incomingGradient = dy
@@ -451,10 +460,13 @@ open class Graph: Module {
       let grads = node.outputs.map { gradSlots[$0] }
       if grads.allSatisfy({ $0 == nil }) { continue }  // nothing downstream reads this node
       let wantsInput = node.inputs.map { $0 != 0 || propagatesInputGradient }
+      displaced = grads.compactMap { $0 }
+      arena.managedOwner = ObjectIdentifier(self)
       switch node.op {
       case let .module(_, m):
         var g = grads[0]!
         if writesInputInPlace(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
+        arena.managedOwner = ObjectIdentifier(m)
         let gIn = g
         let dx: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
@@ -463,12 +475,13 @@ open class Graph: Module {
           dx = try named(node.op) { try m.backward(gIn) }
         }
         try m.backwardHook?()  // a module runs at one node only (a wiring rule)
+        arena.managedOwner = ObjectIdentifier(self)
         if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op, node: k) }
       case .add:
         for (i, v) in node.inputs.enumerated() where wantsInput[i] { try contribute(grads[0]!, to: v, from: node.op, node: k) }
       case .concat:
         let parts: [Tensor?] = node.inputs.enumerated().map { i, v in
-          wantsInput[i] ? reuse(&nodeGrads[k][i], shape: values[v]!.shape) : nil
+          wantsInput[i] ? reuseInputGradient(&nodeGrads[k][i], shape: values[v]!.shape) : nil
         }
         MemoryPasses.measure(Self.kind(node.op) + ".backward", { ChannelOps.concatBackward(grads[0]!, into: parts) },
           elements: { _ in 2 * grads[0]!.count })
@@ -477,13 +490,13 @@ open class Graph: Module {
         }
       case let .split(mode):
         guard wantsInput[0] else { continue }
-        let dx = reuse(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
+        let dx = reuseInputGradient(&nodeGrads[k][0], shape: values[node.inputs[0]]!.shape)
         MemoryPasses.measure(Self.kind(node.op) + ".backward", { ChannelOps.splitBackward(grads[0], grads[1], mode, into: dx) }, elements: { _ in 2 * dx.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       case let .shuffle(groups):
         guard wantsInput[0] else { continue }
         let g = grads[0]!
-        let dx = reuse(&nodeGrads[k][0], shape: g.shape)
+        let dx = reuseInputGradient(&nodeGrads[k][0], shape: g.shape)
         let (n, plane) = ChannelOps.batchAndPlane(g)
         MemoryPasses.measure(Self.kind(node.op) + ".backward", {
           ChannelOps.shuffle(g.data, into: dx.data, batch: n, channels: g.shape[1], plane: plane, groups: groups,
@@ -491,10 +504,16 @@ open class Graph: Module {
         }, elements: { _ in 2 * g.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       }
+      // Node k's output gradients, and contributions summed into another buffer, are read by
+      // no node still to run, unless a pending gradient shares their storage.
+      let live = gradSlots.indices.compactMap { u in u == 0 || producer[u] < k ? gradSlots[u] : nil } + [dy]
+      for t in displaced { arena.recycle(t, unlessSharedWith: live) }
     }
+    displaced = []
+    arena.managedOwner = ObjectIdentifier(self)
     if let dx = gradSlots[0], propagatesInputGradient { return dx }
     // The input feeds nothing that reaches the output, or its gradient is not wanted.
-    let dx = reuse(&unusedInputGrad, shape: values[0]!.shape)
+    let dx = reuseInputGradient(&unusedInputGrad, shape: values[0]!.shape)
     if propagatesInputGradient { dx.zero() }
     return dx
   }
@@ -514,11 +533,13 @@ open class Graph: Module {
     if canSumInPlace(current, value: v, other: g, node: k) {
       MemoryPasses.measure("add.backward", { ChannelOps.add(current.data, g.data, into: current.data, count: current.count) },
         elements: { _ in 3 * current.count })
+      displaced.append(g)
       return
     }
-    let acc = reuse(&accumulators[v], shape: g.shape)
+    let acc = reuseInputGradient(&accumulators[v], shape: g.shape)
     MemoryPasses.measure("add.backward", { ChannelOps.add(current.data, g.data, into: acc.data, count: acc.count) }, elements: { _ in 3 * acc.count })
     gradSlots[v] = acc
+    displaced += [current, g]
   }
 
   /// Whether `current`, the gradient borrowed for value `v`, can take the sum in place during
@@ -542,7 +563,7 @@ open class Graph: Module {
       u != v && gradSlots[u].map { $0.storage === g.storage } == true && (u == 0 || producer[u] < producer[v])
     }
     guard shared else { return g }
-    let acc = reuse(&accumulators[v], shape: g.shape)
+    let acc = reuseInputGradient(&accumulators[v], shape: g.shape)
     acc.copy(from: g)
     gradSlots[v] = acc
     return acc

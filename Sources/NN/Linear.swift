@@ -82,7 +82,7 @@ public final class Linear: Module {
         for o in 0..<outFeatures { db[o] += row[o] }
       }
     }
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     if propagatesInputGradient {
       // dx[N, in] = dy[N, out] · W[out, in]
       BLAS.sgemm(m: n, n: inFeatures, k: outFeatures, a: dy.data, b: weight.value.data, c: dx.data)

@@ -5,7 +5,8 @@
 // Conventions: `forward` returns a tensor the module owns (overwritten by the next call; in
 // debug builds reading it after the next call traps, see `reuseOutput(_:shape:)`);
 // `backward(dy)` belongs to the most recent `forward`, writes the input gradient into a tensor
-// the module owns, and *accumulates* into parameter gradients. `zeroGrad()` clears them.
+// from `reuseInputGradient` (the module's own, or the running container's pool's), and
+// *accumulates* into parameter gradients. `zeroGrad()` clears them.
 import TensorCore
 
 /// A learnable tensor and its gradient, of the same shape.
@@ -53,6 +54,10 @@ open class Module {
   public private(set) var isTraining = true
   /// The pool of activation buffers while in inference mode (`withInferenceMode(_:)`), else nil.
   public internal(set) var activationArena: ActivationArena?
+  /// The pool of input-gradient buffers that containers (`Sequential`, `Graph`) hand to their
+  /// children in `backward`: made by the outermost container's first `backward` and shared with
+  /// every module under it. Nil until then.
+  public internal(set) var gradientArena: ActivationArena?
   /// Whether `backward` computes the input gradient. The first layer of a network can skip it;
   /// `backward` then returns a tensor whose contents are unspecified.
   public var propagatesInputGradient = true
@@ -116,6 +121,46 @@ extension Module {
     // Back from inference mode: the pooled buffer is not this module's to overwrite.
     if let o = output, o.storage.isPooled { output = nil }
     return TensorCore.reuseOutput(&output, shape: shape, owner: self)
+  }
+
+  /// The buffer `backward` writes the input gradient into and returns (use it in place of
+  /// `reuseInputGradient(&inputGrad, shape:)`). When a container runs this module's `backward`, the buffer
+  /// comes from the container's pool of gradient buffers, which takes it back once the layer
+  /// before has read it: a network then holds a few input gradients at a time instead of one per
+  /// layer, as PyTorch frees them. Otherwise (the module run on its own) it is the module's own,
+  /// reused from call to call. Either way the returned gradient is valid until the caller's next
+  /// `backward`; the contents on return are unspecified (write every element).
+  public func reuseInputGradient(_ grad: inout Tensor?, shape: [Int]) -> Tensor {
+    if let arena = gradientArena, arena.manages(self) {
+      // The previous gradient may still be the pass's dy (a layer listed twice): not retired here.
+      grad = nil
+      return arena.output(&grad, shape: shape, owner: self)
+    }
+    // The pool's buffer is not this module's to overwrite outside a container's pass.
+    if let g = grad, g.storage.isPooled { grad = nil }
+    return reuse(&grad, shape: shape)
+  }
+
+  /// For a custom module that runs a container it does not list among its `children` (to list
+  /// the parameters in another order, as ResNet's `BasicBlock` does): call it at the start of
+  /// `forward` and `backward`, so that `inner` and every module under it take their buffers from
+  /// this module's pools (inference mode's activations, backward's input gradients) as a listed
+  /// child would. Two comparisons when nothing changed.
+  public func sharePools(with inner: Module) {
+    if inner.activationArena !== activationArena {
+      let arena = activationArena
+      inner.visit { $0.activationArena = arena }
+    }
+    if let arena = gradientArena, inner.gradientArena !== arena { inner.visit { $0.gradientArena = arena } }
+  }
+
+  /// Containers: the gradient pool for a `backward`, made and given to every module in this
+  /// subtree when there is none yet (this container is the outermost one).
+  func gradientPoolForBackward() -> ActivationArena {
+    if let arena = gradientArena { return arena }
+    let arena = ActivationArena()
+    visit { $0.gradientArena = arena }
+    return arena
   }
 
   /// Runs `body` in inference mode, as PyTorch's `torch.inference_mode()`: the forward passes of

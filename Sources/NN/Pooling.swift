@@ -70,7 +70,7 @@ public final class MaxPool2D: Pool2D {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: inputShape)
+    let dx = reuseInputGradient(&inputGrad, shape: inputShape)
     let hw = inputShape[2] * inputShape[3], ohw = y.shape[2] * y.shape[3]
     argmax.withUnsafeBufferPointer { am in
       let idx = UncheckedSendable(am.baseAddress!), gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)
@@ -130,7 +130,7 @@ public final class AvgPool2D: Pool2D {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "AvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: inputShape)
+    let dx = reuseInputGradient(&inputGrad, shape: inputShape)
     dx.zero()
     let (h, w, oh, ow) = (inputShape[2], inputShape[3], y.shape[2], y.shape[3])
     let scale = 1 / Float(kernelSize * kernelSize)
@@ -184,7 +184,7 @@ public final class GlobalAvgPool2D: Module {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "GlobalAvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: inputShape)
+    let dx = reuseInputGradient(&inputGrad, shape: inputShape)
     let hw = inputShape[2] * inputShape[3]
     for pl in 0..<y.count {
       let g = dy.data[pl] / Float(hw)
@@ -260,7 +260,7 @@ public final class AdaptiveAvgPool2D: Module {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "AdaptiveAvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: inputShape)
+    let dx = reuseInputGradient(&inputGrad, shape: inputShape)
     let (h, w, oh, ow) = (inputShape[2], inputShape[3], y.shape[2], y.shape[3])
     let gs = UncheckedSendable(dy.data), ds = UncheckedSendable(dx.data)
     // dy [N·C planes of OH·OW] → dx [N·C planes of H·W]; bins may overlap, so accumulate.

@@ -64,7 +64,7 @@ public final class Dropout: Module {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "Dropout.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: dy.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: dy.shape)
     if isTraining && p > 0, let m = mask {
       let dyp = dy.data, mp = m.data, dxp = dx.data
       for i in 0..<dy.count { dxp[i] = dyp[i] * mp[i] }

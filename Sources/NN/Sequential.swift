@@ -59,8 +59,8 @@ public final class Sequential: Module {
   /// soon as the next layer has read it.
   public override func forward(_ x: Tensor) throws -> Tensor {
     let arena = activationArena
-    arena?.beginForward(self)
-    defer { arena?.endForward() }
+    arena?.beginPass(self)
+    defer { arena?.endPass() }
     keptNoActivations = arena != nil
     var h = x
     var i = 0
@@ -96,10 +96,16 @@ public final class Sequential: Module {
       throw TensorError.invalidArgument("\(typeName).backward: the last forward ran in inference mode "
         + "(withInferenceMode), which keeps no activations; run forward outside it before backward")
     }
+    // Each layer's input gradient comes from the pool and goes back once the layer before has
+    // read it.
+    let arena = gradientPoolForBackward()
+    arena.beginPass(self)
+    defer { arena.endPass() }
     var g = dy
     for (i, (name, l)) in layers.enumerated().reversed() {
       // A ReLU that the convolution before it ran fused: the convolution's backward applies it.
       if l is ReLU, i > 0, fusesReLU[i - 1], let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
+      arena.managedOwner = ObjectIdentifier(l)
       // dy and x read, dx written (for the memory-bound passes' figure)
       let gIn = g, counted = MemoryPasses.active != nil && MemoryPasses.counts(l)
       if let bn = l as? BatchNorm2D, g.storage !== dy.storage {
@@ -113,6 +119,8 @@ public final class Sequential: Module {
       } else {
         g = try namingShapeErrors(name) { try l.backward(g) }
       }
+      // gIn is read by no earlier layer (unless g is written over it; dy is the caller's).
+      arena.recycle(gIn, unlessSharedWith: [g, dy])
       // The last backward of this layer in the pass (the first in order, for a layer listed twice).
       if let hook = l.backwardHook, !layers[..<i].contains(where: { $0.1 === l }) { try hook() }
     }

@@ -1,20 +1,23 @@
-// ActivationArena: the pool of activation buffers behind inference mode. A container
-// (`Sequential`, `Graph`) running in inference mode takes its children's outputs from the pool
-// and gives each back as soon as no later layer reads it, so that a forward pass holds a few
-// activations at a time instead of one per layer, and still allocates nothing once the pool has
-// grown to the network's widest point.
+// ActivationArena: a pool of buffers that a container hands to its children for one pass and
+// takes back as soon as nothing later reads them. Two uses: inference mode's forward pass (each
+// child's output goes back once the next layer has read it, so a pass holds a few activations
+// instead of one per layer) and every training backward pass (each child's input gradient goes
+// back once the layer before it has gone back, so a network holds a few gradients instead of one
+// per layer). Once the pool has grown to the network's widest point it allocates nothing.
 
-/// A pool of reusable tensor storage for forward passes that keep no activations for backward.
+/// A pool of reusable tensor storage for the buffers of one pass that no later pass reads:
+/// forward outputs in inference mode, input gradients in backward.
 ///
-/// Modules use it through `Module.withInferenceMode(_:)`; a custom container can do what
-/// `Sequential` does: `beginForward(self)`/`endForward()` around its pass, `managedOwner =
-/// ObjectIdentifier(child)` before each child's forward, and `recycle(_:unlessSharedWith:)` when a
-/// child's output is no longer read.
-/// Storages handed out during an outermost pass (a container's `forward` that no other
-/// container's pass encloses) stay in use until that container's next outermost pass begins:
-/// then they are free again and, in debug builds, the tensors handed out become stale. So a
-/// result is valid until its container's next `forward`, as any layer's output, also when a
-/// custom module runs two containers one after the other. Not thread-safe: one pass at a time.
+/// Modules use it through `Module.withInferenceMode(_:)` and every container's `backward`; a
+/// custom container can do what `Sequential` does: `beginPass(self)`/`endPass()` around its pass,
+/// `managedOwner = ObjectIdentifier(child)` before each child runs, and
+/// `recycle(_:unlessSharedWith:)` when a child's result is no longer read.
+/// Storages handed out during an outermost pass (a container's `forward` or `backward` that no
+/// other container's pass encloses) stay in use until that container's next outermost pass of
+/// the pool begins: then they are free again and, in debug builds, the tensors handed out become
+/// stale. So a result is valid until its container's next pass, as any layer's output, also
+/// when a custom module runs two containers one after the other. Not thread-safe: one pass at a
+/// time.
 public final class ActivationArena {
   /// Storage free for the taking, and storage handed out, with the container whose outermost
   /// pass took it.
@@ -27,8 +30,8 @@ public final class ActivationArena {
   private var outermost: ObjectIdentifier?
   /// How many container passes are running (nested containers count once each).
   public private(set) var depth = 0
-  /// The module whose next output comes from the pool: set by the running container just before
-  /// it calls that child's `forward`.
+  /// The module whose next result comes from the pool: set by the running container just before
+  /// it calls that child's `forward` (or `backward`).
   public var managedOwner: ObjectIdentifier?
 
   /// An empty pool.
@@ -41,11 +44,19 @@ public final class ActivationArena {
 
   /// `managedOwner` as each running pass found it, restored when the pass ends.
   private var enclosingOwners: [ObjectIdentifier?] = []
+  /// The storage each request of the last outermost pass of each container got, in request
+  /// order, and the running pass's request count: a pass that makes the same requests and gives
+  /// the same buffers back as its predecessor gets the same storages (none allocated, and each
+  /// layer's buffer where it was).
+  /// (Identifiers only: a storage the pool dropped is freed; should its address come back, the
+  /// capacity check and the free list keep the pick valid.)
+  private var plans: [ObjectIdentifier: [ObjectIdentifier]] = [:]
+  private var requests = 0
 
-  /// Marks the start of `container`'s forward pass. An outermost pass frees every storage that
-  /// the same container's previous outermost pass handed out (its results are overwritten from
-  /// now on, as any layer's output). `endForward()` restores `managedOwner` as it is now.
-  public func beginForward(_ container: AnyObject) {
+  /// Marks the start of `container`'s pass. An outermost pass frees every storage that the same
+  /// container's previous outermost pass handed out (its results are overwritten from now on,
+  /// as any layer's output). `endPass()` restores `managedOwner` as it is now.
+  public func beginPass(_ container: AnyObject) {
     enclosingOwners.append(managedOwner)
     if depth == 0 {
       let id = ObjectIdentifier(container)
@@ -54,36 +65,56 @@ public final class ActivationArena {
       inUse.removeAll { $0.pass == id }
       for h in handedOut where h.pass == id { h.tag.isRetired = true }
       handedOut.removeAll { $0.pass == id }
+      requests = 0
     }
     depth += 1
   }
 
-  /// Marks the end of a container's forward pass (also when it throws), and gives
+  /// Marks the end of a container's pass (also when it throws), and gives
   /// `managedOwner` back its value from before the pass (the enclosing container's child).
-  public func endForward() {
+  public func endPass() {
     depth -= 1
     managedOwner = enclosingOwners.removeLast()
   }
 
-  /// Whether the output of `owner`'s running `forward` comes from the pool.
+  /// Whether the result of `owner`'s running `forward` (or `backward`) comes from the pool.
   public func manages(_ owner: AnyObject) -> Bool { depth > 0 && managedOwner == ObjectIdentifier(owner) }
 
   /// An output tensor of `shape` on pooled storage (the best fitting free storage, or a new one),
   /// stored into `existing` in place of the owner's previous buffer.
   public func output(_ existing: inout Tensor?, shape: [Int], owner: any OutputOwner) -> Tensor {
     let n = Shape.elementCountOrTrap(shape)
-    // The smallest free storage that holds n elements; else the largest, grown.
+    let request = requests
+    requests += 1
+    // The storage this request got in the last pass, if it is free and large enough; else the
+    // smallest free storage that holds n elements; else the largest, grown.
+    let pass = outermost!
     var pick: Int?
-    for (i, s) in free.enumerated() where s.capacity >= n {
-      if pick == nil || s.capacity < free[pick!].capacity { pick = i }
+    if let plan = plans[pass], request < plan.count {
+      pick = free.firstIndex { ObjectIdentifier($0) == plan[request] && $0.capacity >= n }
+    }
+    if pick == nil {
+      for (i, s) in free.enumerated() where s.capacity >= n {
+        if pick == nil || s.capacity < free[pick!].capacity { pick = i }
+      }
     }
     let storage: TensorStorage
     if let i = pick {
       storage = free.remove(at: i)
     } else {
-      if let largest = free.indices.max(by: { free[$0].capacity < free[$1].capacity }) { free.remove(at: largest) }
       storage = TensorStorage(capacity: n)
       storage.isPooled = true
+      if let largest = free.indices.max(by: { free[$0].capacity < free[$1].capacity }) {
+        // The new storage takes the dropped one's place in the plans: it is larger, and the
+        // dropped one's uses all ended before this one's begin.
+        let old = ObjectIdentifier(free.remove(at: largest)), new = ObjectIdentifier(storage)
+        for k in Array(plans.keys) { plans[k] = plans[k]!.map { $0 == old ? new : $0 } }
+      }
+    }
+    if request < plans[pass, default: []].count {
+      plans[pass]![request] = ObjectIdentifier(storage)
+    } else {
+      plans[pass, default: []].append(ObjectIdentifier(storage))
     }
     inUse.append((storage, outermost!))
     #if DEBUG

@@ -23,7 +23,7 @@ public final class Bottleneck: Graph {
     let out = planes * Self.expansion
     var h = self("conv1", Conv2D(inChannels: inplanes, outChannels: planes, kernelSize: 1, stride: stride, rng: &rng), input)
     h = self("bn1", BatchNorm2D(channels: planes), h)
-    h = self("relu1", ReLU(), h)
+    h = self("relu1", ReLU(inPlace: true), h)
     h = self("conv2", Conv2D(inChannels: planes, outChannels: planes, kernelSize: 3, padding: 1, rng: &rng), h)
     h = self("bn2", BatchNorm2D(channels: planes), h)
     h = self("acon", activation.make(channels: planes, r: r, rng: &rng), h)
@@ -33,7 +33,7 @@ public final class Bottleneck: Graph {
     if stride != 1 || inplanes != out {
       shortcut = self("downsample", downsampleBranch(inplanes, out, stride, &rng), input)
     }
-    output = self("relu", ReLU(), add(h, shortcut))
+    output = self("relu", ReLU(inPlace: true), add(h, shortcut))
   }
 
   public override var typeName: String { "Bottleneck" }
@@ -90,9 +90,13 @@ public final class BasicBlock: Module {
   public override func outputShape(for s: [Int]) throws -> [Int] { try graph.outputShape(for: s) }
   public override func forward(_ x: Tensor) throws -> Tensor {
     if graph.propagatesInputGradient != propagatesInputGradient { graph.propagatesInputGradient = propagatesInputGradient }
+    sharePools(with: graph)
     return try graph.forward(x)
   }
-  public override func backward(_ dy: Tensor) throws -> Tensor { try graph.backward(dy) }
+  public override func backward(_ dy: Tensor) throws -> Tensor {
+    sharePools(with: graph)
+    return try graph.backward(dy)
+  }
 }
 
 /// `downsample`: 1×1 convolution at `stride` (with bias, as the official conv1x1) and BatchNorm.
@@ -126,7 +130,7 @@ func resNet(depth: Int, activation: ZooActivation, input: [Int], classes: Int, r
     ("conv1", small
       ? Conv2D(inChannels: input[0], outChannels: 64, kernelSize: 3, stride: 1, padding: 1, rng: &rng)
       : Conv2D(inChannels: input[0], outChannels: 64, kernelSize: 7, stride: 2, padding: 3, rng: &rng)),
-    ("bn1", BatchNorm2D(channels: 64)), ("relu", ReLU()),
+    ("bn1", BatchNorm2D(channels: 64)), ("relu", ReLU(inPlace: true)),
   ]
   if !small { layers.append(("maxpool", MaxPool2D(kernelSize: 3, stride: 2, padding: 1))) }
   let expansion = bottleneck ? Bottleneck.expansion : BasicBlock.expansion

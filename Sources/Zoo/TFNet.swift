@@ -40,7 +40,7 @@ func tfNet(size: String, input: [Int], classes: Int, rng: inout SeededGenerator)
   var layers: [(String, Module)] = [
     ("first_conv", Sequential([
       Conv2D(inChannels: input[0], outChannels: channels, kernelSize: 3, stride: small ? 1 : 2, padding: 1, rng: &rng),
-      BatchNorm2D(channels: channels), ReLU(),
+      BatchNorm2D(channels: channels), ReLU(inPlace: true),
     ]))
   ]
   var blocks: [Module] = []

@@ -6,7 +6,8 @@ import TensorCore
 
 /// The activation a zoo model puts in its ACON slots (the model name's last part).
 public enum ZooActivation: String, CaseIterable, Sendable {
-  /// `ReLU` (no parameters).
+  /// `ReLU(inPlace: true)` (no parameters), as the official code's `nn.ReLU(inplace=True)`: every
+  /// slot follows a BatchNorm or a residual sum, whose output nothing else reads.
   case relu
   /// `SiLU`, x·σ(x) (no parameters).
   case swish
@@ -20,7 +21,7 @@ public enum ZooActivation: String, CaseIterable, Sendable {
   /// Input and output `[N, C, H, W]`.
   public func make(channels: Int, r: Int, rng: inout SeededGenerator) -> Module {
     switch self {
-    case .relu: return ReLU()
+    case .relu: return ReLU(inPlace: true)
     case .swish: return SiLU()
     case .aconc: return AconC(channels: channels, rng: &rng)
     case .meta: return MetaAconC(channels: channels, r: r, rng: &rng)

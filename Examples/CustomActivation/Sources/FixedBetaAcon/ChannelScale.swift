@@ -44,7 +44,7 @@ public final class ChannelScale: Module {
     guard let x = input, dy.shape == x.shape else {
       throw backwardError(layer: typeName + ".backward", expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let dx = reuse(&inputGrad, shape: x.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     let hw = x.shape[2] * x.shape[3]
     for n in 0..<x.shape[0] {
       for c in 0..<channels {
@@ -88,7 +88,7 @@ public final class Residual: Module {
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     let db = try body.backward(dy)
-    let dx = reuse(&inputGrad, shape: dy.shape)
+    let dx = reuseInputGradient(&inputGrad, shape: dy.shape)
     for i in 0..<dy.count { dx.data[i] = dy.data[i] + db.data[i] }
     return dx
   }
