@@ -52,7 +52,8 @@ func checkConv(_ cc: ConvCase, algorithm: ConvAlgorithm = .im2col) throws -> [(S
   let xd = DoubleTensor(x), wd = DoubleTensor(conv.weight.value), bd = DoubleTensor(conv.bias!.value)
   let want = Reference.conv2d(xd, weight: wd, bias: bd, stride: cc.stride, padding: cc.padding)
   let grads = Reference.conv2dBackward(xd, weight: wd, dy: DoubleTensor(dy), stride: cc.stride, padding: cc.padding)
-  guard conv.ranWinograd == (algorithm == .winograd) else {
+  let wantTile: Int? = algorithm == .winograd ? 2 : algorithm == .winograd4x4 ? 4 : nil
+  guard conv.winogradTile == wantTile else {
     throw ReferenceMismatch(workload: "conv2d \(cc.label) \(algorithm.rawValue)", detail: "ran the other algorithm")
   }
   try check("conv2d \(cc.label) forward", y.data, want.values, rtol: 1e-4, atol: 1e-4)
@@ -120,7 +121,7 @@ func convWorkloads(sgemmCeiling: Double, options: BenchOptions, emit: (BenchResu
     let flops = 3 * 2 * Double(m) * Double(k) * Double(np)
     let gemmOnly = try gemmTriple(m: m, k: k, np: np, options: options)
     let winograd = cc.kernel == 3 && cc.stride == 1 && cc.padding <= 2
-    for algorithm in winograd ? [ConvAlgorithm.im2col, .winograd] : [.im2col] {
+    for algorithm in winograd ? [ConvAlgorithm.im2col, .winograd, .winograd4x4] : [.im2col] {
       let errors = try checkConv(cc, algorithm: algorithm)
       var rng = SeededGenerator(seed: 5)
       let conv = Conv2D(inChannels: cc.input[1], outChannels: cc.outChannels, kernelSize: cc.kernel, stride: cc.stride,

@@ -1,4 +1,5 @@
-// WinogradKernels.c: the F(2×2, 3×3) transforms (see include/CWinogradKernels.h), with
+// WinogradKernels.c: the F(2×2, 3×3) transforms (see include/CWinogradKernels.h; F(4×4, 3×3) is
+// Winograd4Kernels.c, which the entry points here hand a geometry with m = 4), with
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]      (input: V = Bᵀ d B, 4×4 → 4×4)
 //   G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]                 (filter: U = G g Gᵀ, 3×3 → 4×4)
 //   Aᵀ = [1 1 1 0; 0 1 −1 −1]                          (output: Y = Aᵀ M A, 4×4 → 2×2)
@@ -9,17 +10,10 @@
 // rows it writes) go through a zero-padded row buffer on the stack, so the loop over the tiles
 // of the row has no bounds tests and vectorises (its loads have stride 2). Each function has a
 // baseline body and, on x86-64, an AVX-512 copy of the same body, chosen at run time.
-#include "CWinogradKernels.h"
-
-#include <stdbool.h>
-
-#define INLINE static inline __attribute__((always_inline))
-// The tile transforms keep their short row copies as loops (see load_rows).
-#define NO_CALLS __attribute__((no_builtin("memset", "memcpy")))
+#include "WinogradInternal.h"
 
 #if defined(__x86_64__)
-#define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
-static bool has_avx512(void) {
+bool wino_has_avx512(void) {
   static int cached = -1;
   if (cached < 0) cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   return cached;
@@ -28,20 +22,16 @@ static bool has_avx512(void) {
 
 // MARK: - Filter transforms (small: k·c kernels, scalar)
 
-void wino_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, float *u) {
+void wino_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t m, float *u) {
+  if (m == 4) {
+    wino4_filter_transform(w, k, c, flip, u);
+    return;
+  }
   const ptrdiff_t plane = k * c;
   for (ptrdiff_t o = 0; o < k; o++) {
     for (ptrdiff_t i = 0; i < c; i++) {
       float g[3][3];
-      if (flip) {
-        const float *src = w + (i * k + o) * 9;  // w [c, k, 3, 3], rotated by 180°
-        for (int a = 0; a < 3; a++)
-          for (int b = 0; b < 3; b++) g[a][b] = src[(2 - a) * 3 + (2 - b)];
-      } else {
-        const float *src = w + (o * c + i) * 9;
-        for (int a = 0; a < 3; a++)
-          for (int b = 0; b < 3; b++) g[a][b] = src[a * 3 + b];
-      }
+      load_filter(w, k, c, o, i, flip, g);
       float t[4][3];  // G g
       for (int b = 0; b < 3; b++) {
         t[0][b] = g[0][b];
@@ -60,7 +50,11 @@ void wino_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, f
   }
 }
 
-void wino_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw) {
+void wino_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, ptrdiff_t m, float *dw) {
+  if (m == 4) {
+    wino4_filter_gradient(du, k, c, dw);
+    return;
+  }
   const ptrdiff_t plane = k * c;
   for (ptrdiff_t o = 0; o < k; o++) {
     for (ptrdiff_t i = 0; i < c; i++) {
@@ -85,28 +79,6 @@ void wino_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw) 
 }
 
 // MARK: - Tile transforms
-
-// Copies input rows y0 ..< y0 + rowsN of plane p [h, w] into buf [rowsN, bw], column j of buf
-// from column j − pw of the plane, zero outside the plane. Plain loops, not memset/memcpy: the
-// rows are short (tens of floats) and the calls would cost more than the copies.
-INLINE void load_rows(const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y0, int rowsN, ptrdiff_t pw, ptrdiff_t bw,
-                      float *buf) {
-  const ptrdiff_t j0 = pw > 0 ? pw : 0, j1 = pw + w < bw ? pw + w : bw;  // columns of buf inside the plane
-  for (int a = 0; a < rowsN; a++) {
-    float *row = buf + a * bw;
-    const ptrdiff_t y = y0 + a;
-    if (y < 0 || y >= h || j1 <= j0) {
-#pragma clang loop vectorize(enable)
-      for (ptrdiff_t j = 0; j < bw; j++) row[j] = 0.0f;
-      continue;
-    }
-    const float *src = p + y * w;  // row y; buf column j is its column j − pw (j0 ≤ j < j1)
-    for (ptrdiff_t j = 0; j < j0; j++) row[j] = 0.0f;
-#pragma clang loop vectorize(enable)
-    for (ptrdiff_t j = j0; j < j1; j++) row[j] = src[j - pw];
-    for (ptrdiff_t j = j1; j < bw; j++) row[j] = 0.0f;
-  }
-}
 
 INLINE void input_body(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                        ptrdiff_t c1, float *v) {
@@ -160,22 +132,7 @@ INLINE void output_body(const WinoGeometry *g, const float *m, ptrdiff_t row0, p
           buf[a * bw + 2 * t + 1] = s[a][1] - s[a][2] - s[a][3];
         }
       }
-      float *plane_y = y + (n * g->k + o) * g->oh * g->ow;
-      for (int a = 0; a < 2; a++) {
-        const ptrdiff_t yy = 2 * th + a;
-        if (yy >= g->oh) break;
-        float *dst = plane_y + yy * g->ow;
-        const float *src = buf + a * bw;
-        if (relu) {
-          // NaN stays NaN, as ReLU's max(v, 0) keeps it
-          for (ptrdiff_t j = 0; j < g->ow; j++) {
-            const float v = src[j] + bv;
-            dst[j] = v != v ? v : (v > 0 ? v : 0.0f);
-          }
-        } else {
-          for (ptrdiff_t j = 0; j < g->ow; j++) dst[j] = src[j] + bv;
-        }
-      }
+      store_rows(buf, bw, 2, y + (n * g->k + o) * g->oh * g->ow, g->oh, g->ow, 2 * th, bv, relu);
     }
   }
 }
@@ -218,8 +175,12 @@ NO_CALLS static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t
 }
 void wino_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                           ptrdiff_t c1, float *v) {
+  if (g->m == 4) {
+    wino4_input_transform(g, x, row0, rows, c0, c1, v);
+    return;
+  }
 #if defined(__x86_64__)
-  if (has_avx512()) {
+  if (wino_has_avx512()) {
     input_avx512(g, x, row0, rows, c0, c1, v);
     return;
   }
@@ -239,8 +200,12 @@ NO_CALLS static void output_base(const WinoGeometry *g, const float *m, ptrdiff_
 }
 void wino_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                            ptrdiff_t k1, const float *bias, int relu, float *y) {
+  if (g->m == 4) {
+    wino4_output_transform(g, m, row0, rows, k0, k1, bias, relu, y);
+    return;
+  }
 #if defined(__x86_64__)
-  if (has_avx512()) {
+  if (wino_has_avx512()) {
     output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
     return;
   }
@@ -260,8 +225,12 @@ NO_CALLS static void gradient_base(const WinoGeometry *g, const float *dy, ptrdi
 }
 void wino_gradient_transform(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                              ptrdiff_t k1, float *d) {
+  if (g->m == 4) {
+    wino4_gradient_transform(g, dy, row0, rows, k0, k1, d);
+    return;
+  }
 #if defined(__x86_64__)
-  if (has_avx512()) {
+  if (wino_has_avx512()) {
     gradient_avx512(g, dy, row0, rows, k0, k1, d);
     return;
   }

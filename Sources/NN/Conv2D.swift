@@ -61,8 +61,11 @@ public final class Conv2D: Module {
   /// channels), im2col otherwise). Set it before a forward
   /// pass; the backward pass follows the algorithm its forward pass ran.
   public var algorithm: ConvAlgorithm = .auto
-  /// Whether the last forward pass ran Winograd F(2×2, 3×3).
-  public private(set) var ranWinograd = false
+  /// Whether the last forward pass ran Winograd (F(2×2, 3×3) or F(4×4, 3×3)).
+  public var ranWinograd: Bool { winogradTile != nil }
+  /// The output tile of the Winograd pass the last forward ran: 2 (F(2×2, 3×3)) or 4
+  /// (F(4×4, 3×3)); nil when it ran im2col.
+  public private(set) var winogradTile: Int?
 
   /// A square K×K convolution.
   /// - Parameters:
@@ -162,26 +165,29 @@ public final class Conv2D: Module {
     return n == 1 || p == 1 || p >= Conv2D.perSampleMinimumPlane
   }
 
-  /// Whether a forward pass producing [N, Cout, oh, ow] runs Winograd F(2×2, 3×3).
-  private func usesWinograd(oh: Int, ow: Int) -> Bool {
+  /// The Winograd output tile (2 or 4) of a forward pass producing [N, Cout, oh, ow], or nil
+  /// for im2col.
+  private func chooseWinogradTile(oh: Int, ow: Int) -> Int? {
     guard Winograd.applies(kernel: kernelShape, stride: strides, padding: paddings, groups: groups),
       ow <= Winograd.maximumWidth
-    else { return false }
+    else { return nil }
     switch algorithm {
-    case .im2col: return false
-    case .winograd: return true
+    case .im2col: return nil
+    case .winograd: return 2
+    case .winograd4x4: return 4
     case .auto:
       // Measured (one thread, acon-bench's conv2d rows and the zoo's layers): Winograd wins from
       // 16 channels on maps of 5×5 and up; on 4×4 only from 256 channels (at 64 it takes 1.4×
       // im2col's time: the 16 GEMMs over 4 tiles per sample are too thin); below 4×4 never.
       let channels = Swift.min(inChannels, outChannels), side = Swift.min(oh, ow)
-      return channels >= Winograd.autoMinimumChannels && (side >= 5 || (side == 4 && channels >= 256))
+      return channels >= Winograd.autoMinimumChannels && (side >= 5 || (side == 4 && channels >= 256)) ? 2 : nil
     }
   }
 
-  /// The F(2×2, 3×3) geometry of this layer's forward pass over x [N, Cin, H, W].
-  private func winogradGeometry(_ s: [Int]) -> WinoGeometry {
-    Winograd.geometry(n: s[0], c: inChannels, h: s[2], w: s[3], ph: paddings.height, pw: paddings.width, k: outChannels)
+  /// The Winograd geometry (m×m tiles) of this layer's forward pass over x [N, Cin, H, W].
+  private func winogradGeometry(_ s: [Int], tile m: Int) -> WinoGeometry {
+    Winograd.geometry(n: s[0], c: inChannels, h: s[2], w: s[3], ph: paddings.height, pw: paddings.width, k: outChannels,
+      tile: m)
   }
 
   private func geometry(_ s: [Int]) -> ConvGeometry {
@@ -223,13 +229,13 @@ public final class Conv2D: Module {
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels
     let w = weight.value.data
     let groupCount = groups, coutG = cout / groupCount, cinG = inChannels / groupCount
-    ranWinograd = usesWinograd(oh: ys[2], ow: ys[3])
-    if ranWinograd {
-      // U [16, Cout, Cin], then y = Aᵀ[(U · V)]A tile by tile, with the bias and a fused ReLU
-      let u = reuse(&workspace.winogradU, shape: [16, cout, inChannels]).data
-      Winograd.transformFilter(w, k: cout, c: inChannels, flipped: false, into: u)
-      Winograd.convolve(winogradGeometry(x.shape), x: x.data, u: u, bias: bias?.value.data, relu: relu, y: y.data,
-        workspace: workspace)
+    winogradTile = chooseWinogradTile(oh: ys[2], ow: ys[3])
+    if let m = winogradTile {
+      // U [P, Cout, Cin], then y = Aᵀ[(U · V)]A tile by tile, with the bias and a fused ReLU
+      let u = reuse(&workspace.winogradU, shape: [Winograd.points(tile: m), cout, inChannels]).data
+      Winograd.transformFilter(w, k: cout, c: inChannels, flipped: false, tile: m, into: u)
+      Winograd.convolve(winogradGeometry(x.shape, tile: m), x: x.data, u: u, bias: bias?.value.data, relu: relu,
+        y: y.data, workspace: workspace)
       return y
     }
     if usesPointwisePath(n: n, p: p) {
@@ -336,7 +342,7 @@ public final class Conv2D: Module {
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
     let groupCount = groups, coutG = cout / groupCount, cinG = cin / groupCount
-    let pointwise = usesPointwisePath(n: n, p: p), winograd = ranWinograd
+    let pointwise = usesPointwisePath(n: n, p: p), winograd = winogradTile != nil
     // With a fused ReLU, dy is the gradient at the ReLU's output y: pass it where y > 0. The
     // general path below does that while it gathers dy; the others do it here, in place, as
     // `ReLU(inPlace: true)` would.
@@ -355,15 +361,16 @@ public final class Conv2D: Module {
     if pointwise || winograd || n == 1 {
       accumulateBias { s, o in contiguousSum(dy.data + (s * cout + o) * p, count: p) }
     }
-    if winograd {
+    if let m = winogradTile {
       // dW += Gᵀ (Σ D · Vᵀ) G; dx = the convolution of dy (padding 2 − p) with the rotated,
-      // transposed filter, by the same F(2×2, 3×3) pass as forward
-      let g = winogradGeometry(x.shape)
+      // transposed filter, by the same F(m×m, 3×3) pass as forward
+      let g = winogradGeometry(x.shape, tile: m)
       Winograd.filterGradient(g, x: x.data, dy: dy.data, dw: dw, workspace: workspace)
       guard propagatesInputGradient else { return dx }
-      let gx = Winograd.geometry(n: n, c: cout, h: ys[2], w: ys[3], ph: 2 - paddings.height, pw: 2 - paddings.width, k: cin)
-      let u = reuse(&workspace.winogradU, shape: [16, cin, cout]).data
-      Winograd.transformFilter(w, k: cin, c: cout, flipped: true, into: u)
+      let gx = Winograd.geometry(
+        n: n, c: cout, h: ys[2], w: ys[3], ph: 2 - paddings.height, pw: 2 - paddings.width, k: cin, tile: m)
+      let u = reuse(&workspace.winogradU, shape: [Winograd.points(tile: m), cin, cout]).data
+      Winograd.transformFilter(w, k: cin, c: cout, flipped: true, tile: m, into: u)
       Winograd.convolve(gx, x: dy.data, u: u, bias: nil, relu: false, y: dx.data, workspace: workspace)
       return dx
     }

@@ -151,7 +151,7 @@ extension Module {
     }
   }
 
-  /// Sets the algorithm of every `Conv2D` in the tree (`.auto`, `.im2col` or `.winograd`).
+  /// Sets the algorithm of every `Conv2D` in the tree (`.auto`, `.im2col`, `.winograd` or `.winograd4x4`).
   public func setConvolutionAlgorithm(_ algorithm: ConvAlgorithm) {
     visit { m in (m as? Conv2D)?.algorithm = algorithm }
   }

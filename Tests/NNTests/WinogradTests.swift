@@ -1,8 +1,8 @@
-// WinogradTests: Conv2D's Winograd F(2×2, 3×3) path against the Double convolution
-// (Reference.conv2d), forward and backward (dx, dW, db, a fused ReLU), on shapes that exercise
-// the tiles' edges: odd output sizes, 1×1 and 2×2 maps, padding 0, 1 and 2, rectangular
-// padding, C = 1, channels that are not multiples of 8, blocks that end mid-sample; finite
-// differences; 1 vs 2 threads; when `.auto` chooses it.
+// WinogradTests: Conv2D's Winograd paths, F(2×2, 3×3) and F(4×4, 3×3), against the Double
+// convolution (Reference.conv2d), forward and backward (dx, dW, db, a fused ReLU), on shapes that
+// exercise the tiles' edges: output sizes that are not multiples of the tile, 1×1 and 2×2 maps,
+// padding 0, 1 and 2, rectangular padding, C = 1, channels that are not multiples of 8, blocks
+// that end mid-sample; finite differences; 1 vs 2 threads; when `.auto` chooses it.
 import NN
 import TensorCore
 import TestSupport
@@ -27,11 +27,14 @@ final class WinogradTests: XCTestCase {
     Case(n: 4, cin: 17, cout: 19, h: 11, w: 13, padding: (2, 1)),
   ]
 
-  private func make(_ c: Case, seed: UInt64) -> (Conv2D, Tensor) {
+  /// The two Winograd algorithms with their output tile.
+  static let algorithms: [(ConvAlgorithm, Int)] = [(.winograd, 2), (.winograd4x4, 4)]
+
+  private func make(_ c: Case, seed: UInt64, _ algorithm: ConvAlgorithm) -> (Conv2D, Tensor) {
     var rng = SeededGenerator(seed: seed)
     let conv = Conv2D(inChannels: c.cin, outChannels: c.cout, kernelSize: (3, 3), padding: c.padding, bias: c.bias,
       rng: &rng)
-    conv.algorithm = .winograd
+    conv.algorithm = algorithm
     if let b = conv.bias { b.value.fillUniform(-1, 1, using: &rng) }
     let x = Tensor.uniform([c.n, c.cin, c.h, c.w], using: &rng)
     return (conv, x)
@@ -46,39 +49,45 @@ final class WinogradTests: XCTestCase {
   func testForwardAndBackwardMatchReference() throws {
     let saved = Winograd.blockBytes, savedTiles = Winograd.minimumBlockTiles
     defer { Winograd.blockBytes = saved; Winograd.minimumBlockTiles = savedTiles }
-    for blockBytes in [saved, 1] {
-      Winograd.blockBytes = blockBytes
-      // Without the 256-tile floor, so that blockBytes 1 really gives one tile row per block
-      // (dW accumulated over blocks, blocks that start and end inside a sample).
-      Winograd.minimumBlockTiles = blockBytes == saved ? savedTiles : 1
-      for (i, c) in Self.cases.enumerated() {
-        let (conv, x) = make(c, seed: UInt64(100 + i))
-        let y = try conv.forward(x)
-        XCTAssertTrue(conv.ranWinograd, "\(c)")
-        let ref = reference(conv, x, c)
-        XCTAssertEqual(y.shape, ref.shape, "\(c)")
-        assertClose(y, ref, rtol: 1e-4, atol: 1e-5, "y, \(c), block \(blockBytes)")
-        var rng = SeededGenerator(seed: UInt64(300 + i))
-        let dy = Tensor.uniform(y.shape, using: &rng)
-        conv.zeroGrad()
-        let dx = try conv.backward(dy)
-        let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
-          dy: DoubleTensor(dy), stride: (1, 1), padding: c.padding, groups: 1)
-        assertClose(dx, g.dx, rtol: 1e-4, atol: 1e-5, "dx, \(c), block \(blockBytes)")
-        assertClose(conv.weight.grad, g.dw, rtol: 1e-4, atol: 1e-5, "dW, \(c), block \(blockBytes)")
-        if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-4, atol: 1e-5, "db, \(c)") }
-        // Gradients accumulate: a second backward adds the same again.
-        _ = try conv.backward(dy)
-        assertClose(conv.weight.grad, DoubleTensor(shape: g.dw.shape, values: g.dw.values.map { 2 * $0 }), rtol: 1e-4, atol: 1e-5, "2·dW, \(c)")
-        // With a fused ReLU (a conv before an in-place ReLU in a Sequential).
-        let net = Sequential([conv, ReLU(inPlace: true)])
-        assertClose(try net.forward(x), Reference.relu(ref), rtol: 1e-4, atol: 1e-5, "fused ReLU y, \(c)")
-        conv.zeroGrad()
-        let dxr = try net.backward(dy.clone())
-        let gr = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
-          dy: Reference.reluBackward(ref, dy: DoubleTensor(dy)), stride: (1, 1), padding: c.padding, groups: 1)
-        assertClose(dxr, gr.dx, rtol: 1e-4, atol: 1e-5, "fused ReLU dx, \(c)")
-        assertClose(conv.weight.grad, gr.dw, rtol: 1e-4, atol: 1e-5, "fused ReLU dW, \(c)")
+    for (algorithm, tile) in Self.algorithms {
+      for blockBytes in [saved, 1] {
+        Winograd.blockBytes = blockBytes
+        // Without the 256-tile floor, so that blockBytes 1 really gives one tile row per block
+        // (dW accumulated over blocks, blocks that start and end inside a sample).
+        Winograd.minimumBlockTiles = blockBytes == saved ? savedTiles : 1
+        for (i, c) in Self.cases.enumerated() {
+          // F(4×4, 3×3) rounds more (its transforms reach 8 and 5/4): its error stays within 1e-5
+          // of the largest reference value, F(2×2, 3×3)'s within 1e-5 absolute.
+          func atol(_ ref: DoubleTensor) -> Double { tile == 2 ? 1e-5 : 1e-5 * Swift.max(1, ref.values.map(abs).max() ?? 0) }
+          let (conv, x) = make(c, seed: UInt64(100 + i), algorithm)
+          let y = try conv.forward(x)
+          XCTAssertEqual(conv.winogradTile, tile, "\(c)")
+          let ref = reference(conv, x, c)
+          XCTAssertEqual(y.shape, ref.shape, "\(c)")
+          assertClose(y, ref, rtol: 1e-4, atol: atol(ref), "y, \(c), block \(blockBytes), F(\(tile))")
+          var rng = SeededGenerator(seed: UInt64(300 + i))
+          let dy = Tensor.uniform(y.shape, using: &rng)
+          conv.zeroGrad()
+          let dx = try conv.backward(dy)
+          let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+            dy: DoubleTensor(dy), stride: (1, 1), padding: c.padding, groups: 1)
+          assertClose(dx, g.dx, rtol: 1e-4, atol: atol(g.dx), "dx, \(c), block \(blockBytes), F(\(tile))")
+          assertClose(conv.weight.grad, g.dw, rtol: 1e-4, atol: atol(g.dw), "dW, \(c), block \(blockBytes), F(\(tile))")
+          if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-4, atol: atol(g.db), "db, \(c)") }
+          // Gradients accumulate: a second backward adds the same again.
+          _ = try conv.backward(dy)
+          let dw2 = DoubleTensor(shape: g.dw.shape, values: g.dw.values.map { 2 * $0 })
+          assertClose(conv.weight.grad, dw2, rtol: 1e-4, atol: atol(dw2), "2·dW, \(c)")
+          // With a fused ReLU (a conv before an in-place ReLU in a Sequential).
+          let net = Sequential([conv, ReLU(inPlace: true)])
+          assertClose(try net.forward(x), Reference.relu(ref), rtol: 1e-4, atol: atol(ref), "fused ReLU y, \(c)")
+          conv.zeroGrad()
+          let dxr = try net.backward(dy.clone())
+          let gr = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+            dy: Reference.reluBackward(ref, dy: DoubleTensor(dy)), stride: (1, 1), padding: c.padding, groups: 1)
+          assertClose(dxr, gr.dx, rtol: 1e-4, atol: atol(gr.dx), "fused ReLU dx, \(c)")
+          assertClose(conv.weight.grad, gr.dw, rtol: 1e-4, atol: atol(gr.dw), "fused ReLU dW, \(c)")
+        }
       }
     }
   }
@@ -89,10 +98,12 @@ final class WinogradTests: XCTestCase {
       Case(n: 1, cin: 1, cout: 2, h: 1, w: 1),
       Case(n: 2, cin: 3, cout: 2, h: 4, w: 3, padding: (0, 2)),
     ]
-    for (i, c) in small.enumerated() {
-      let (conv, x) = make(c, seed: UInt64(700 + i))
-      GradientChecker().assertGradients(conv, input: x, "\(c)")
-      XCTAssertTrue(conv.ranWinograd, "\(c)")
+    for (algorithm, tile) in Self.algorithms {
+      for (i, c) in small.enumerated() {
+        let (conv, x) = make(c, seed: UInt64(700 + i), algorithm)
+        GradientChecker().assertGradients(conv, input: x, "\(c), F(\(tile))")
+        XCTAssertEqual(conv.winogradTile, tile, "\(c)")
+      }
     }
   }
 
@@ -104,19 +115,22 @@ final class WinogradTests: XCTestCase {
     let x = Tensor.uniform([2, 64, 14, 14], using: &rng)
     let dy = Tensor.uniform([2, 64, 14, 14], using: &rng)
     var out: [ConvAlgorithm: [[Float]]] = [:]
-    for a in [ConvAlgorithm.im2col, .winograd] {
+    for a in [ConvAlgorithm.im2col, .winograd, .winograd4x4] {
       conv.algorithm = a
       let y = try conv.forward(x).array
-      XCTAssertEqual(conv.ranWinograd, a == .winograd)
+      XCTAssertEqual(conv.ranWinograd, a != .im2col)
       conv.zeroGrad()
       let dx = try conv.backward(dy).array
       out[a] = [y, dx, conv.weight.grad.array]
     }
-    for (j, name) in ["y", "dx", "dW"].enumerated() {
-      let a = out[.im2col]![j], b = out[.winograd]![j]
-      let scale = a.map(abs).max()!
-      let err = zip(a, b).map { abs($0 - $1) }.max()!
-      XCTAssertLessThan(err / scale, 2e-6, "\(name): Winograd vs im2col, max |Δ| / max |v|")
+    // F(4×4, 3×3)'s transforms have entries up to 8 and 5/4: about ten times F(2×2, 3×3)'s error.
+    for (a, bound) in [(ConvAlgorithm.winograd, 2e-6), (.winograd4x4, 2e-5)] {
+      for (j, name) in ["y", "dx", "dW"].enumerated() {
+        let ref = out[.im2col]![j], got = out[a]![j]
+        let scale = ref.map(abs).max()!
+        let err = zip(ref, got).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(err / scale, Float(bound), "\(name): \(a) vs im2col, max |Δ| / max |v|")
+      }
     }
   }
 
@@ -126,19 +140,21 @@ final class WinogradTests: XCTestCase {
     Winograd.blockBytes = 64 << 10  // several blocks
     Winograd.minimumBlockTiles = 1
     let c = Case(n: 4, cin: 12, cout: 20, h: 13, w: 9)
-    var results: [[[Float]]] = []
-    for threads in [1, 2] {
-      Threads.count = threads
-      let (conv, x) = make(c, seed: 900)
-      var rng = SeededGenerator(seed: 950)
-      let y = try conv.forward(x).array
-      let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
-      conv.zeroGrad()
-      let dx = try conv.backward(dy).array
-      results.append([y, dx, conv.weight.grad.array, conv.bias!.grad.array])
-    }
-    for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
-      assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c)")
+    for (algorithm, tile) in Self.algorithms {
+      var results: [[[Float]]] = []
+      for threads in [1, 2] {
+        Threads.count = threads
+        let (conv, x) = make(c, seed: 900, algorithm)
+        var rng = SeededGenerator(seed: 950)
+        let y = try conv.forward(x).array
+        let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+        conv.zeroGrad()
+        let dx = try conv.backward(dy).array
+        results.append([y, dx, conv.weight.grad.array, conv.bias!.grad.array])
+      }
+      for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+        assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c), F(\(tile))")
+      }
     }
   }
 
@@ -163,6 +179,7 @@ final class WinogradTests: XCTestCase {
     XCTAssertFalse(try ran(16, 16, 8, kernel: 5, padding: 2, .winograd), "5×5 never runs Winograd")
     XCTAssertFalse(try ran(16, 16, 8, padding: 3, .winograd), "padding 3 never runs Winograd")
     XCTAssertTrue(try ran(3, 16, 2, .winograd), ".winograd runs it wherever it applies")
+    XCTAssertTrue(try ran(3, 16, 2, .winograd4x4), ".winograd4x4 runs it wherever it applies")
     XCTAssertFalse(try ran(16, 16, 8, .im2col))
     // Wider outputs than Winograd.maximumWidth run im2col (the transforms' rows live on the stack),
     // and give the same result as the Double reference.

@@ -1,0 +1,83 @@
+// WinogradInternal.h: what the F(2×2, 3×3) and F(4×4, 3×3) kernels share: the attributes that
+// build a body twice (baseline and AVX-512, chosen at run time), the filter's kernel read (plain or
+// rotated), the zero-padded row copy that the tile transforms read through and the output rows'
+// store (bias, fused ReLU). Not part of the module's interface.
+#ifndef WINOGRAD_INTERNAL_H
+#define WINOGRAD_INTERNAL_H
+
+#include "CWinogradKernels.h"
+
+#include <stdbool.h>
+
+#define INLINE static inline __attribute__((always_inline))
+// The tile transforms keep their short row copies as loops (see load_rows).
+#define NO_CALLS __attribute__((no_builtin("memset", "memcpy")))
+
+#if defined(__x86_64__)
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+// Whether the CPU runs the AVX-512 copies (AVX-512F and VL).
+bool wino_has_avx512(void);
+#endif
+
+// F(4×4, 3×3) (Winograd4Kernels.c): the entry points of CWinogradKernels.h for m = 4.
+void wino4_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, float *u);
+void wino4_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw);
+void wino4_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
+                           ptrdiff_t c1, float *v);
+void wino4_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                            ptrdiff_t k1, const float *bias, int relu, float *y);
+void wino4_gradient_transform(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
+                              ptrdiff_t k1, float *d);
+
+// Kernel (o, i) of the weight w [k, c, 3, 3] into g; with flip != 0, w is read as [c, k, 3, 3] and
+// the kernel rotated by 180° (the filter that takes dy to dx).
+INLINE void load_filter(const float *w, ptrdiff_t k, ptrdiff_t c, ptrdiff_t o, ptrdiff_t i, int flip, float g[3][3]) {
+  const float *src = flip ? w + (i * k + o) * 9 : w + (o * c + i) * 9;
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++) g[a][b] = flip ? src[(2 - a) * 3 + (2 - b)] : src[a * 3 + b];
+}
+
+// Copies input rows y0 ..< y0 + rowsN of plane p [h, w] into buf [rowsN, bw], column j of buf
+// from column j − pw of the plane, zero outside the plane. Plain loops, not memset/memcpy: the
+// rows are short (tens of floats) and the calls would cost more than the copies.
+INLINE void load_rows(const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y0, int rowsN, ptrdiff_t pw, ptrdiff_t bw,
+                      float *buf) {
+  const ptrdiff_t j0 = pw > 0 ? pw : 0, j1 = pw + w < bw ? pw + w : bw;  // columns of buf inside the plane
+  for (int a = 0; a < rowsN; a++) {
+    float *row = buf + a * bw;
+    const ptrdiff_t y = y0 + a;
+    if (y < 0 || y >= h || j1 <= j0) {
+#pragma clang loop vectorize(enable)
+      for (ptrdiff_t j = 0; j < bw; j++) row[j] = 0.0f;
+      continue;
+    }
+    const float *src = p + y * w;  // row y; buf column j is its column j − pw (j0 ≤ j < j1)
+    for (ptrdiff_t j = 0; j < j0; j++) row[j] = 0.0f;
+#pragma clang loop vectorize(enable)
+    for (ptrdiff_t j = j0; j < j1; j++) row[j] = src[j - pw];
+    for (ptrdiff_t j = j1; j < bw; j++) row[j] = 0.0f;
+  }
+}
+
+// Writes the output rows of one tile row: rows a ..< rowsN of buf [rowsN, bw] go to rows y0 + a of
+// plane [oh, ow] (those inside it), each element + bias, then max(·, 0) when relu != 0 (NaN stays
+// NaN, as ReLU's max(v, 0) keeps it).
+INLINE void store_rows(const float *buf, ptrdiff_t bw, int rowsN, float *plane, ptrdiff_t oh, ptrdiff_t ow,
+                       ptrdiff_t y0, float bias, int relu) {
+  for (int a = 0; a < rowsN; a++) {
+    const ptrdiff_t yy = y0 + a;
+    if (yy >= oh) break;
+    float *dst = plane + yy * ow;
+    const float *src = buf + a * bw;
+    if (relu) {
+      for (ptrdiff_t j = 0; j < ow; j++) {
+        const float v = src[j] + bias;
+        dst[j] = v != v ? v : (v > 0 ? v : 0.0f);
+      }
+    } else {
+      for (ptrdiff_t j = 0; j < ow; j++) dst[j] = src[j] + bias;
+    }
+  }
+}
+
+#endif
