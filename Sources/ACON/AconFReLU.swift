@@ -92,8 +92,9 @@ public final class AconFReLU: Module {
         expected: z.map { Shape.text($0.shape) }, got: dy.shape)
     }
     // Run by a container, this layer is one too: each child's input gradient (and db) comes from
-    // the container's pool and goes back as soon as the next step has read it.
-    let arena = gradientArena
+    // the container's pool and goes back as soon as the next step has read it. Run on its own, it
+    // keeps its children's buffers (a pass of its own would hold pooled storage until its next).
+    let arena = gradientArena.flatMap { $0.depth > 0 ? $0 : nil }
     arena?.beginPass(self)
     defer { arena?.endPass() }
     func child<T>(_ m: Module, _ body: () throws -> T) rethrows -> T {
@@ -116,7 +117,10 @@ public final class AconFReLU: Module {
     arena?.recycle(dbt, unlessSharedWith: [dbn1, dy])
     let dxConv = try child(convFReLU) { try convFReLU.backward(dbn1) }
     arena?.recycle(dbn1, unlessSharedWith: [dxConv, dy])
-    guard propagatesInputGradient else { return dxConv }
+    guard propagatesInputGradient else {
+      arena?.recycle(dat, unlessSharedWith: [dxConv, dy])
+      return dxConv
+    }
     // dx = dx through the funnel + dx through a, into the buffer of one of them (both [N, C, H, W]).
     let (dx, other) = stride == 2 ? (try child(maxPool) { try maxPool.backward(dat) }, dxConv) : (dxConv, dat)
     guard dx.shape == x.shape, other.shape == x.shape else {

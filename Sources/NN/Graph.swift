@@ -263,6 +263,14 @@ open class Graph: Module {
     return false
   }
 
+  /// Whether `m`'s backward overwrites its `dy` (an in-place ReLU, or a Sequential that ends with
+  /// one).
+  private func overwritesGradient(_ m: Module) -> Bool {
+    if let r = m as? ReLU { return r.inPlace }
+    if let s = m as? Sequential, let last = s.layers.last?.1 { return overwritesGradient(last) }
+    return false
+  }
+
   // MARK: - Shapes
 
   /// The shape of every value for an input shape, or the first shape error, naming the node.
@@ -461,11 +469,18 @@ open class Graph: Module {
       if grads.allSatisfy({ $0 == nil }) { continue }  // nothing downstream reads this node
       let wantsInput = node.inputs.map { $0 != 0 || propagatesInputGradient }
       displaced = grads.compactMap { $0 }
+      // Once node k has gone back (also when it wants no input gradient), its output gradients
+      // and contributions summed into another buffer are read by no node still to run, unless a
+      // pending gradient shares their storage.
+      defer {
+        let live = gradSlots.indices.compactMap { u in u == 0 || producer[u] < k ? gradSlots[u] : nil } + [dy]
+        for t in displaced { arena.recycle(t, unlessSharedWith: live) }
+      }
       arena.managedOwner = ObjectIdentifier(self)
       switch node.op {
       case let .module(_, m):
         var g = grads[0]!
-        if writesInputInPlace(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
+        if overwritesGradient(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
         arena.managedOwner = ObjectIdentifier(m)
         let gIn = g
         let dx: Tensor
@@ -476,7 +491,7 @@ open class Graph: Module {
         }
         try m.backwardHook?()  // a module runs at one node only (a wiring rule)
         arena.managedOwner = ObjectIdentifier(self)
-        if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op, node: k) }
+        if wantsInput[0] { try contribute(dx, to: node.inputs[0], from: node.op, node: k) } else { displaced.append(dx) }
       case .add:
         for (i, v) in node.inputs.enumerated() where wantsInput[i] { try contribute(grads[0]!, to: v, from: node.op, node: k) }
       case .concat:
@@ -504,10 +519,6 @@ open class Graph: Module {
         }, elements: { _ in 2 * g.count })
         try contribute(dx, to: node.inputs[0], from: node.op, node: k)
       }
-      // Node k's output gradients, and contributions summed into another buffer, are read by
-      // no node still to run, unless a pending gradient shares their storage.
-      let live = gradSlots.indices.compactMap { u in u == 0 || producer[u] < k ? gradSlots[u] : nil } + [dy]
-      for t in displaced { arena.recycle(t, unlessSharedWith: live) }
     }
     displaced = []
     arena.managedOwner = ObjectIdentifier(self)
@@ -556,10 +567,10 @@ open class Graph: Module {
   }
 
   /// The gradient of value `v`, copied into the graph's accumulator for `v` when its storage is
-  /// also the pending gradient of another value (an add hands one tensor to all its operands):
-  /// an in-place layer's backward would overwrite it.
+  /// also the pending gradient of another value (an add hands one tensor to all its operands) or
+  /// the caller's `dy`: an in-place layer's backward would overwrite it.
   private func exclusiveGradient(_ g: Tensor, value v: Int) throws -> Tensor {
-    let shared = gradSlots.indices.contains { u in
+    let shared = g.storage === incomingGradient?.storage || gradSlots.indices.contains { u in
       u != v && gradSlots[u].map { $0.storage === g.storage } == true && (u == 0 || producer[u] < producer[v])
     }
     guard shared else { return g }

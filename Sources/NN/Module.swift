@@ -132,9 +132,11 @@ extension Module {
   /// `backward`; the contents on return are unspecified (write every element).
   public func reuseInputGradient(_ grad: inout Tensor?, shape: [Int]) -> Tensor {
     if let arena = gradientArena, arena.manages(self) {
-      // The previous gradient may still be the pass's dy (a layer listed twice): not retired here.
+      // Not kept in `grad`: the pool may drop the storage later (then nothing holds it), and the
+      // previous gradient may still be the pass's dy (a layer listed twice), so it is not retired.
       grad = nil
-      return arena.output(&grad, shape: shape, owner: self)
+      var handedOut: Tensor?
+      return arena.output(&handedOut, shape: shape, owner: self)
     }
     // The pool's buffer is not this module's to overwrite outside a container's pass.
     if let g = grad, g.storage.isPooled { grad = nil }

@@ -76,4 +76,26 @@ final class GradientPoolTests: XCTestCase {
     XCTAssertFalse(dx1.storage.isPooled, "a layer run on its own wrote into the pool")
     XCTAssertEqual(dx.array, want, "the network's input gradient changed")
   }
+
+  /// The zoo's ReLU blocks end with an in-place ReLU, whose backward overwrites its dy: the block
+  /// copies a gradient that is its caller's or that another pending value shares first.
+  func testInPlaceReLUBlocksLeaveTheirCallersGradientAlone() throws {
+    var rng = SeededGenerator(seed: 14)
+    let bottleneck = Bottleneck(inplanes: 8, planes: 2, stride: 1, activation: .relu, r: 16, rng: &rng)
+    let basic = BasicBlock(inplanes: 4, planes: 4, stride: 1, activation: .relu, r: 16, rng: &rng)
+    for (block, shape) in [(bottleneck as Module, [2, 8, 3, 5]), (basic, [2, 4, 3, 5])] {
+      let x = Tensor.uniform(shape, using: &rng)
+      let y = try block.forward(x)
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      let before = dy.array
+      _ = try block.backward(dy)
+      XCTAssertEqual(dy.array, before, "\(block.typeName).backward wrote into its dy")
+    }
+    // A residual around the block: the add hands one gradient to the block and to the input.
+    let g = Graph()
+    g.output = g.add(g.input, g("block", Bottleneck(inplanes: 8, planes: 2, stride: 1, activation: .relu, r: 16,
+      rng: &rng), g.input))
+    GradientChecker(skipsNonSmoothPoints: true, layerAbsoluteTolerance: 1e-4).assertGradients(
+      g, input: .uniform([2, 8, 3, 5], using: &rng), "x + bottleneck(x)")
+  }
 }
