@@ -124,7 +124,7 @@ extension Module {
   }
 
   /// The buffer `backward` writes the input gradient into and returns (use it in place of
-  /// `reuseInputGradient(&inputGrad, shape:)`). When a container runs this module's `backward`, the buffer
+  /// `reuse(&inputGrad, shape:)`). When a container runs this module's `backward`, the buffer
   /// comes from the container's pool of gradient buffers, which takes it back once the layer
   /// before has read it: a network then holds a few input gradients at a time instead of one per
   /// layer, as PyTorch frees them. Otherwise (the module run on its own) it is the module's own,

@@ -17,15 +17,10 @@ final class GradientPoolTests: XCTestCase {
     ("tfnet-0.5", [3, 16, 16]), ("resnet18-relu", [3, 8, 8]), ("resnet50-aconc", [3, 8, 8]),
   ]
 
-  private func build(_ name: String, _ shape: [Int]) throws -> Module {
-    if let kind = ModelKind(rawValue: name) { return try kind.build(input: shape, classes: 5, seed: 4) }
-    return try ZooModels.build(name: name, inputShape: shape, classes: 5, seed: 4)
-  }
-
   func testFewBuffersSameBitsNoAllocationAfterFirstStep() throws {
     for (name, shape) in cases {
       var rng = SeededGenerator(seed: 12)
-      let m = try build(name, shape)
+      let m = try buildSeedOrZooModel(name, shape)
       m.packGradients()
       let x = Tensor.normal([4] + shape, using: &rng)
       let labels: [Int32] = [0, 3, 1, 4]

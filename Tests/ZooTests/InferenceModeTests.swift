@@ -17,15 +17,10 @@ final class InferenceModeTests: XCTestCase {
     ("resnet18-aconc", [3, 8, 8]), ("resnet50-swish", [3, 8, 8]),
   ]
 
-  private func build(_ name: String, _ shape: [Int]) throws -> Module {
-    if let kind = ModelKind(rawValue: name) { return try kind.build(input: shape, classes: 5, seed: 4) }
-    return try ZooModels.build(name: name, inputShape: shape, classes: 5, seed: 4)
-  }
-
   func testSameBitsFewerBuffersNoAllocationAfterFirstPass() throws {
     for (name, shape) in cases {
       var rng = SeededGenerator(seed: 11)
-      let m = try build(name, shape)
+      let m = try buildSeedOrZooModel(name, shape)
       m.eval()
       let x = Tensor.normal([3] + shape, using: &rng)
       let want = try m.forward(x).array
@@ -57,7 +52,7 @@ final class InferenceModeTests: XCTestCase {
       let x = Tensor.normal([4] + shape, using: &rng)
       let labels = randomLabels(4, classes: 5, using: &rng)
       // Two copies of the network: one goes through inference mode between its training steps.
-      let a = try build(name, shape), b = try build(name, shape)
+      let a = try buildSeedOrZooModel(name, shape), b = try buildSeedOrZooModel(name, shape)
       a.packGradients()
       b.packGradients()
       let optA = SGD(parameters: a.namedParameters(), learningRate: 0.01, momentum: 0.9)
@@ -118,7 +113,7 @@ final class InferenceModeTests: XCTestCase {
   }
 
   func testResultIsOverwrittenByTheNextPassAsAnyOutput() throws {
-    let m = try build("shufflenetv2-0.5x-relu", [3, 16, 16])
+    let m = try buildSeedOrZooModel("shufflenetv2-0.5x-relu", [3, 16, 16])
     m.eval()
     var rng = SeededGenerator(seed: 13)
     let x1 = Tensor.normal([2, 3, 16, 16], using: &rng), x2 = Tensor.normal([2, 3, 16, 16], using: &rng)
@@ -132,4 +127,11 @@ final class InferenceModeTests: XCTestCase {
       XCTAssertEqual(try m.forward(x1).array, kept.array)
     }
   }
+}
+
+/// A seed network (`ModelKind`) or a zoo model by name, 5 classes, seed 4: the models these
+/// memory tests (inference mode, the gradient pool) run.
+func buildSeedOrZooModel(_ name: String, _ shape: [Int]) throws -> Module {
+  if let kind = ModelKind(rawValue: name) { return try kind.build(input: shape, classes: 5, seed: 4) }
+  return try ZooModels.build(name: name, inputShape: shape, classes: 5, seed: 4)
 }
