@@ -5,6 +5,7 @@
 // Shapes throughout: one channel's n planes of hw floats, plane i at p + i·stride.
 #include "CLayerKernels.h"
 
+#include <stdint.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -87,36 +88,70 @@ BODY void stats_body(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw
   *variance = channel_sum(x, n, stride, hw, mu, 1) / count;
 }
 
+/// One element of the normalisation, (x − mu)·scale + shift: the forward pass and the masks of
+/// a fused ReLU's backward compute it with these two helpers, so that both round alike.
+BODY v16 affine(v16 x, v16 mv, v16 sv, v16 tv) { return (x - mv) * sv + tv; }
+BODY float affine1(float x, float mu, float scale, float shift) { return (x - mu) * scale + shift; }
+
+typedef int32_t i16 __attribute__((vector_size(64)));
+
+/// ReLU as `ReLU` computes it (Swift.max(v, 0)): 0 where v ≤ 0 (also for −0), NaN kept.
+BODY v16 relu(v16 v) { return (v16)((i16)v & ~(i16)(v <= splat(0))); }
+BODY float relu1(float v) { return 0 >= v ? 0 : v; }
+
+/// dy where the fused ReLU's output (x − mu)·scale + shift is > 0, else 0.
+BODY v16 pass_mask(v16 d, v16 x, v16 mv, v16 sv, v16 tv) {
+  return (v16)((i16)d & (i16)(affine(x, mv, sv, tv) > splat(0)));
+}
+BODY float pass_mask1(float d, float x, float mu, float scale, float shift) {
+  return affine1(x, mu, scale, shift) > 0 ? d : 0;
+}
+
 BODY void normalize_body(
-    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift) {
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
+    const int fuse_relu) {
   const v16 mv = splat(mu), sv = splat(scale), tv = splat(shift);
   for (ptrdiff_t i = 0; i < n; i++) {
     const float *p = x + i * stride;
     float *q = y + i * stride;
     ptrdiff_t j = 0;
-    for (; j + 16 <= hw; j += 16) st(q + j, (ld(p + j) - mv) * sv + tv);
-    for (; j < hw; j++) q[j] = (p[j] - mu) * scale + shift;
+    for (; j + 16 <= hw; j += 16) {
+      const v16 v = affine(ld(p + j), mv, sv, tv);
+      st(q + j, fuse_relu ? relu(v) : v);
+    }
+    for (; j < hw; j++) {
+      const float v = affine1(p[j], mu, scale, shift);
+      q[j] = fuse_relu ? relu1(v) : v;
+    }
   }
 }
 
+/// The masks of a fused ReLU (see acon_bn_gradient_sums); `on` is 0 when there is none.
+typedef struct Mask {
+  int on;
+  float scale, shift;
+} Mask;
+
 BODY void gradient_sums_body(
-    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, double *sum_dy,
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, Mask mask, double *sum_dy,
     double *sum_dy_xc) {
   // As channel_sum: Double lanes, dy·(x − mu) formed in float.
-  const v16 mv = splat(mu);
+  const v16 mv = splat(mu), sv = splat(mask.scale), tv = splat(mask.shift);
   d8 a[2] = {{0}, {0}}, ax[2] = {{0}, {0}};
   double t = 0, tx = 0;
   for (ptrdiff_t i = 0; i < n; i++) {
     const float *p = x + i * stride, *d = dy + i * stride;
     ptrdiff_t j = 0;
     for (; j + 16 <= hw; j += 16) {
-      const v16 d0 = ld(d + j);
+      const v16 x0 = ld(p + j);
+      const v16 d0 = mask.on ? pass_mask(ld(d + j), x0, mv, sv, tv) : ld(d + j);
       add_wide(a, d0);
-      add_wide(ax, d0 * (ld(p + j) - mv));
+      add_wide(ax, d0 * (x0 - mv));
     }
     for (; j < hw; j++) {
-      t += (double)d[j];
-      tx += (double)(d[j] * (p[j] - mu));
+      const float d0 = mask.on ? pass_mask1(d[j], p[j], mu, mask.scale, mask.shift) : d[j];
+      t += (double)d0;
+      tx += (double)(d0 * (p[j] - mu));
     }
   }
   *sum_dy = lanes(a) + t;
@@ -125,14 +160,21 @@ BODY void gradient_sums_body(
 
 BODY void input_gradient_body(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
-    float d) {
-  const v16 mv = splat(mu), av = splat(a), bv = splat(b), dv = splat(d);
+    float d, Mask mask) {
+  const v16 mv = splat(mu), av = splat(a), bv = splat(b), dv = splat(d), sv = splat(mask.scale), tv = splat(mask.shift);
   for (ptrdiff_t i = 0; i < n; i++) {
     const float *p = x + i * stride, *g = dy + i * stride;
     float *o = dx + i * stride;
     ptrdiff_t j = 0;
-    for (; j + 16 <= hw; j += 16) st(o + j, av * ld(g + j) + (bv * (ld(p + j) - mv) + dv));
-    for (; j < hw; j++) o[j] = a * g[j] + (b * (p[j] - mu) + d);
+    for (; j + 16 <= hw; j += 16) {
+      const v16 x0 = ld(p + j);
+      const v16 g0 = mask.on ? pass_mask(ld(g + j), x0, mv, sv, tv) : ld(g + j);
+      st(o + j, av * g0 + (bv * (x0 - mv) + dv));
+    }
+    for (; j < hw; j++) {
+      const float g0 = mask.on ? pass_mask1(g[j], p[j], mu, mask.scale, mask.shift) : g[j];
+      o[j] = a * g0 + (b * (p[j] - mu) + d);
+    }
   }
 }
 
@@ -143,16 +185,16 @@ AVX512 static void stats_512(const float *x, ptrdiff_t n, ptrdiff_t s, ptrdiff_t
   stats_body(x, n, s, hw, m, v);
 }
 AVX512 static void normalize_512(
-    const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, float a, float b) {
-  normalize_body(x, y, n, s, hw, mu, a, b);
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, float a, float b, int r) {
+  normalize_body(x, y, n, s, hw, mu, a, b, r);
 }
-AVX512 static void sums_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, double *a,
-                            double *b) {
-  gradient_sums_body(x, dy, n, s, hw, mu, a, b);
+AVX512 static void sums_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, Mask k,
+                            double *a, double *b) {
+  gradient_sums_body(x, dy, n, s, hw, mu, k, a, b);
 }
 AVX512 static void dx_512(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu,
-                          float a, float b, float d) {
-  input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d);
+                          float a, float b, float d, Mask k) {
+  input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k);
 }
 #else
 #define HAS512() 0
@@ -168,21 +210,24 @@ void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, 
 }
 
 void acon_bn_normalize(
-    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift) {
-  if (HAS512()) normalize_512(x, y, n, stride, hw, mu, scale, shift);
-  else normalize_body(x, y, n, stride, hw, mu, scale, shift);
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
+    int relu) {
+  if (HAS512()) normalize_512(x, y, n, stride, hw, mu, scale, shift, relu != 0);
+  else normalize_body(x, y, n, stride, hw, mu, scale, shift, relu != 0);
 }
 
 void acon_bn_gradient_sums(
-    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, double *sum_dy,
-    double *sum_dy_xc) {
-  if (HAS512()) sums_512(x, dy, n, stride, hw, mu, sum_dy, sum_dy_xc);
-  else gradient_sums_body(x, dy, n, stride, hw, mu, sum_dy, sum_dy_xc);
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, int relu, float scale,
+    float shift, double *sum_dy, double *sum_dy_xc) {
+  const Mask k = {relu != 0, scale, shift};
+  if (HAS512()) sums_512(x, dy, n, stride, hw, mu, k, sum_dy, sum_dy_xc);
+  else gradient_sums_body(x, dy, n, stride, hw, mu, k, sum_dy, sum_dy_xc);
 }
 
 void acon_bn_input_gradient(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
-    float d) {
-  if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d);
-  else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d);
+    float d, int relu, float scale, float shift) {
+  const Mask k = {relu != 0, scale, shift};
+  if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d, k);
+  else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k);
 }

@@ -43,6 +43,13 @@ public final class BatchNorm2D: Module {
   private var mean: [Float]
   private var invStd: [Float]
   private var usedBatchStats = true
+  /// Whether the last forward pass applied the `ReLU` that follows this layer in a `Sequential`
+  /// to its output (the container fuses the two; backward then takes the ReLU's gradient).
+  public private(set) var fusedReLU = false
+  /// The last forward's scale γ·istd and shift β per channel, `[C]` each, from which a fused
+  /// ReLU's backward recomputes its mask.
+  private let reluScale: Tensor
+  private let reluShift: Tensor
   /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count).
   private var sums: [Double]
 
@@ -66,6 +73,8 @@ public final class BatchNorm2D: Module {
     mean = [Float](repeating: 0, count: channels)
     invStd = [Float](repeating: 1, count: channels)
     sums = [Double](repeating: 0, count: 2 * channels + 1)
+    reluScale = Tensor(zeros: [channels])
+    reluShift = Tensor(zeros: [channels])
   }
 
   public override var localParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
@@ -80,6 +89,15 @@ public final class BatchNorm2D: Module {
   }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
+    try forward(x, fusingReLU: false)
+  }
+
+  /// Forward with, when `relu`, a ReLU applied to the output as it is written (`Sequential` runs
+  /// a BatchNorm followed by a ReLU this way): the ReLU's result, one pass over the activation
+  /// less. Backward then takes the gradient at the ReLU's output and masks it where the
+  /// normalised value, recomputed from x, is ≤ 0: no pass of the ReLU's either, and the same
+  /// bits as the two layers one after the other.
+  func forward(_ x: Tensor, fusingReLU relu: Bool) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
     let c = channels
     let m = n * hw
@@ -92,6 +110,7 @@ public final class BatchNorm2D: Module {
     let y = reuseOutput(&output, shape: x.shape)
     input = x
     usedBatchStats = isTraining
+    fusedReLU = relu
     if isTraining, let reduce = allReduce {
       try synchronisedForward(x, y: y, n: n, hw: hw, reduce: reduce)
       numBatchesTracked.value += 1
@@ -101,6 +120,7 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
     let training = isTraining, mom = momentum, eps = self.eps
+    let masks = reluMasks()
     mean.withUnsafeMutableBufferPointer { meanBuf in
       invStd.withUnsafeMutableBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
@@ -120,7 +140,8 @@ public final class BatchNorm2D: Module {
             }
             mb.value[ch] = mu
             sb.value[ch] = istd
-            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: g.value[ch] * istd, shift: b.value[ch])
+            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: g.value[ch] * istd,
+              shift: b.value[ch], relu: masks, mask: ch)
           }
         }
       }
@@ -148,6 +169,7 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
     let batchStats = usedBatchStats, propagate = propagatesInputGradient
+    let masks = fusedReLU ? reluMasks() : nil
     if batchStats, let reduce = allReduce {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
@@ -158,7 +180,8 @@ public final class BatchNorm2D: Module {
         parallelFor(c) { range in
           for ch in range {
             let mu = mb.value[ch], istd = sb.value[ch]
-            let (sdy, sdyx) = BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd)
+            let (sdy, sdyx) = BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd,
+              relu: masks)
             dg.value[ch] += Float(sdyx)
             db.value[ch] += Float(sdy)
             guard propagate else { continue }
@@ -166,7 +189,7 @@ public final class BatchNorm2D: Module {
             let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
             BatchNorm2D.writeInputGradient(
               xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd, k: g.value[ch] * istd,
-              a: a, b: bq)
+              a: a, b: bq, relu: masks)
           }
         }
       }
@@ -216,13 +239,14 @@ public final class BatchNorm2D: Module {
       rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(variance * m / (m - 1))
     }
     let gs = UncheckedSendable(g), bs = UncheckedSendable(b)
+    let masks = reluMasks()
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
         parallelFor(c) { range in
           for ch in range {
             BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch],
-              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch])
+              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch], relu: masks, mask: ch)
           }
         }
       }
@@ -240,6 +264,7 @@ public final class BatchNorm2D: Module {
     let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
     let g = UncheckedSendable(weight.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
+    let masks = fusedReLU ? reluMasks() : nil
     try mean.withUnsafeBufferPointer { meanBuf in
       try invStd.withUnsafeBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
@@ -248,7 +273,7 @@ public final class BatchNorm2D: Module {
           parallelFor(c) { range in
             for ch in range {
               let (sdy, sdyx) = BatchNorm2D.gradientSums(
-                xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: sb.value[ch])
+                xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: sb.value[ch], relu: masks)
               dg.value[ch] += Float(sdyx)
               db.value[ch] += Float(sdy)
               sp.value[ch] = sdy
@@ -264,7 +289,7 @@ public final class BatchNorm2D: Module {
               let istd = sb.value[ch]
               BatchNorm2D.writeInputGradient(
                 xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: istd,
-                k: g.value[ch] * istd, a: Float(sp.value[ch] / m), b: Float(sp.value[c + ch] / m))
+                k: g.value[ch] * istd, a: Float(sp.value[ch] / m), b: Float(sp.value[c + ch] / m), relu: masks)
             }
           }
         }
@@ -274,35 +299,53 @@ public final class BatchNorm2D: Module {
 
   // MARK: - Per-channel loops shared by both paths (CLayerKernels)
 
-  /// y = (x − mu)·scale + shift over channel ch.   x, y: [N, C, HW]
+  /// Where a fused ReLU's scale and shift per channel live (`reluScale`, `reluShift`: written by
+  /// forward, read by backward; each channel's entries by the one thread that runs it).
+  private struct ReLUMasks: @unchecked Sendable {
+    let scale: UnsafeMutablePointer<Float>, shift: UnsafeMutablePointer<Float>
+  }
+
+  /// The fused ReLU's per-channel storage when the last (or this) forward fuses one, else nil.
+  private func reluMasks() -> ReLUMasks? {
+    fusedReLU ? ReLUMasks(scale: reluScale.data, shift: reluShift.data) : nil
+  }
+
+  /// y = (x − mu)·scale + shift over channel ch, then max(y, 0) when `relu` is given (which
+  /// keeps scale and shift for backward's mask).   x, y: [N, C, HW]
   @inline(__always)
   private static func normalize(
     _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
-    mu: Float, scale: Float, shift: Float
+    mu: Float, scale: Float, shift: Float, relu: ReLUMasks?, mask: Int
   ) {
-    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift)
+    if let r = relu {
+      r.scale[mask] = scale
+      r.shift[mask] = shift
+    }
+    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift, relu == nil ? 0 : 1)
   }
 
-  /// (Σdy, Σdy·x̂) over channel ch, x̂ = (x − mu)·istd.   x, dy: [N, C, HW]
+  /// (Σdy, Σdy·x̂) over channel ch, x̂ = (x − mu)·istd; with `relu`, dy counts only where the fused
+  /// ReLU passed it.   x, dy: [N, C, HW]
   @inline(__always)
   private static func gradientSums(
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
-    mu: Float, istd: Float
+    mu: Float, istd: Float, relu: ReLUMasks?
   ) -> (Double, Double) {
     var sdy = 0.0, sdyxc = 0.0
-    acon_bn_gradient_sums(x + ch * hw, dy + ch * hw, n, c * hw, hw, mu, &sdy, &sdyxc)
+    acon_bn_gradient_sums(x + ch * hw, dy + ch * hw, n, c * hw, hw, mu, relu == nil ? 0 : 1,
+      relu?.scale[ch] ?? 0, relu?.shift[ch] ?? 0, &sdy, &sdyxc)
     return (sdy, sdyxc * Double(istd))
   }
 
-  /// dx = k·(dy − a − x̂·b) over channel ch, x̂ = (x − mu)·istd, as k·dy − (k·istd·b)·(x − mu) − k·a.
-  /// x, dy, dx: [N, C, HW] (dx may be dy)
+  /// dx = k·(dy − a − x̂·b) over channel ch, x̂ = (x − mu)·istd, as k·dy − (k·istd·b)·(x − mu) − k·a;
+  /// with `relu`, dy masked as in `gradientSums`.   x, dy, dx: [N, C, HW] (dx may be dy)
   @inline(__always)
   private static func writeInputGradient(
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float
+    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float, relu: ReLUMasks?
   ) {
     acon_bn_input_gradient(
       x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu, k, Float(-Double(k) * Double(istd) * Double(b)),
-      Float(-Double(k) * Double(a)))
+      Float(-Double(k) * Double(a)), relu == nil ? 0 : 1, relu?.scale[ch] ?? 0, relu?.shift[ch] ?? 0)
   }
 }

@@ -264,10 +264,10 @@ open class Graph: Module {
   }
 
   /// Whether `m`'s backward overwrites its `dy` (an in-place ReLU, or a Sequential that ends with
-  /// one).
+  /// one that it does not run fused with the layer before).
   private func overwritesGradient(_ m: Module) -> Bool {
     if let r = m as? ReLU { return r.inPlace }
-    if let s = m as? Sequential, let last = s.layers.last?.1 { return overwritesGradient(last) }
+    if let s = m as? Sequential { return s.overwritesIncomingGradient }
     return false
   }
 

@@ -1,28 +1,30 @@
 // Sequential: a container that runs named layers in order, forward and backward. It runs a
-// convolution followed by a ReLU as one fused step, and gives every convolution inside it one
-// shared scratch workspace: the fast path needs nothing from the user.
+// convolution or a batch norm followed by a ReLU as one fused step, and gives every convolution
+// inside it one shared scratch workspace: the fast path needs nothing from the user.
 import TensorCore
 
 /// Runs its layers in order. Names become the prefixes of parameter names, as in PyTorch
 /// (`conv1.weight`); layers given without names are numbered `0`, `1`, ...
 ///
-/// The fast path is the default: a `Conv2D` directly followed by a `ReLU` runs as one fused
-/// step (the convolution applies the ReLU as it writes its output, and its mask as it reads the
-/// gradient: the same bits, one pass over the activation less each way), and every `Conv2D`
-/// inside the container (nested ones too) shares one `ConvWorkspace`.
+/// The fast path is the default: a `Conv2D` or a `BatchNorm2D` directly followed by a `ReLU`
+/// runs as one fused step (the layer applies the ReLU as it writes its output, and its mask as
+/// it reads the gradient: the same bits, one pass over the activation less each way), and every
+/// `Conv2D` inside the container (nested ones too) shares one `ConvWorkspace`.
 public final class Sequential: Module {
   /// The layers with their names.
   public let layers: [(String, Module)]
-  /// For each layer index: whether it is a `Conv2D` that runs fused with the `ReLU` after it.
+  /// For each layer index: whether it is a `Conv2D` or `BatchNorm2D` that runs fused with the
+  /// `ReLU` after it.
   private let fusesReLU: [Bool]
 
   /// A container of named layers.
   public init(_ layers: [(String, Module)]) {
     self.layers = layers
-    // Fuse a Conv2D and the ReLU after it when each of the two appears once in this container
-    // (a layer used twice would need its own output twice).
+    // Fuse a Conv2D or BatchNorm2D and the ReLU after it when each of the two appears once in
+    // this container (a layer used twice would need its own output twice).
     var fuse = [Bool](repeating: false, count: layers.count)
-    for i in 0..<Swift.max(0, layers.count - 1) where layers[i].1 is Conv2D && layers[i + 1].1 is ReLU {
+    for i in 0..<Swift.max(0, layers.count - 1)
+    where (layers[i].1 is Conv2D || layers[i].1 is BatchNorm2D) && layers[i + 1].1 is ReLU {
       let conv = layers[i].1, relu = layers[i + 1].1
       if layers.filter({ $0.1 === conv || $0.1 === relu }).count == 2, i == 0 || !fuse[i - 1] { fuse[i] = true }
     }
@@ -51,7 +53,7 @@ public final class Sequential: Module {
     return shape
   }
 
-  /// Runs the layers in order; a `Conv2D` followed by a `ReLU` runs as one fused step. The
+  /// Runs the layers in order; a `Conv2D` or `BatchNorm2D` followed by a `ReLU` runs as one fused step. The
   /// result is the last layer's output (overwritten by the next call; debug builds name the
   /// layer, e.g. `Linear 'fc'`, when a stale one is read).
   ///
@@ -70,6 +72,13 @@ public final class Sequential: Module {
       let y: Tensor
       if fusesReLU[i], let conv = l as? Conv2D {
         y = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
+        i += 2
+      } else if fusesReLU[i], let bn = l as? BatchNorm2D {
+        // x read, y written
+        let input = h
+        y = try MemoryPasses.measure(
+          "BatchNorm2D+ReLU.forward", { try namingShapeErrors(name) { try bn.forward(input, fusingReLU: true) } },
+          elements: { input.count + $0.count })
         i += 2
       } else if MemoryPasses.active != nil, MemoryPasses.counts(l) {
         // x read, y written
@@ -103,8 +112,12 @@ public final class Sequential: Module {
     defer { arena.endPass() }
     var g = dy
     for (i, (name, l)) in layers.enumerated().reversed() {
-      // A ReLU that the convolution before it ran fused: the convolution's backward applies it.
-      if l is ReLU, i > 0, fusesReLU[i - 1], let conv = layers[i - 1].1 as? Conv2D, conv.fusedReLU { continue }
+      // A ReLU that the layer before it ran fused: that layer's backward applies it. Its hook
+      // still runs, in its place (a ReLU has no gradients of its own to wait for).
+      if l is ReLU, i > 0, ranFused(i - 1) {
+        if let hook = l.backwardHook, !layers[..<i].contains(where: { $0.1 === l }) { try hook() }
+        continue
+      }
       arena.managedOwner = ObjectIdentifier(l)
       // dy and x read, dx written (for the memory-bound passes' figure)
       let gIn = g, counted = MemoryPasses.active != nil && MemoryPasses.counts(l)
@@ -112,7 +125,10 @@ public final class Sequential: Module {
         // g is the input gradient a later layer of this container returned: nothing reads it
         // once this layer is done, so BatchNorm writes its own input gradient over it (one
         // activation-sized buffer less per BatchNorm that is not the last layer; same values).
-        g = try MemoryPasses.measure(bn.typeName + ".backward", { try namingShapeErrors(name) { try bn.backward(gIn, overwriting: true) } },
+        g = try MemoryPasses.measure(bn.fusedReLU ? "BatchNorm2D+ReLU.backward" : bn.typeName + ".backward",
+          { try namingShapeErrors(name) { try bn.backward(gIn, overwriting: true) } }, elements: { gIn.count + 2 * $0.count })
+      } else if let bn = l as? BatchNorm2D, bn.fusedReLU, counted {
+        g = try MemoryPasses.measure("BatchNorm2D+ReLU.backward", { try namingShapeErrors(name) { try bn.backward(gIn) } },
           elements: { gIn.count + 2 * $0.count })
       } else if counted {
         g = try MemoryPasses.measure(l.typeName + ".backward", { try namingShapeErrors(name) { try l.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
@@ -125,6 +141,23 @@ public final class Sequential: Module {
       if let hook = l.backwardHook, !layers[..<i].contains(where: { $0.1 === l }) { try hook() }
     }
     return g
+  }
+
+  /// Whether layer i ran fused with the ReLU after it in the last forward pass.
+  private func ranFused(_ i: Int) -> Bool {
+    guard fusesReLU[i] else { return false }
+    if let conv = layers[i].1 as? Conv2D { return conv.fusedReLU }
+    if let bn = layers[i].1 as? BatchNorm2D { return bn.fusedReLU }
+    return false
+  }
+
+  /// Whether backward writes over the `dy` it is given: when the last layer is an in-place
+  /// `ReLU` that does not run fused (or a `Sequential` whose backward does so).
+  var overwritesIncomingGradient: Bool {
+    guard let last = layers.last?.1 else { return false }
+    if let r = last as? ReLU { return r.inPlace && !(layers.count >= 2 && fusesReLU[layers.count - 2]) }
+    if let s = last as? Sequential { return s.overwritesIncomingGradient }
+    return false
   }
 }
 

@@ -1,5 +1,6 @@
 // FastPathTests: the fast path needs nothing from the user (issue 15): Sequential fuses a
-// Conv2D with a plain ReLU after it (same bits as running them apart), every convolution in it
+// Conv2D or a BatchNorm2D with a plain ReLU after it (same bits as running them apart, in
+// training and evaluation, forward and backward), every convolution in it
 // shares one workspace, and the errors name the layer: "backward called before forward", and
 // ModelSummary keeps the layer's name in a shape error as Sequential does.
 import NN
@@ -49,6 +50,99 @@ final class FastPathTests: XCTestCase {
     let x = Tensor(zeros: [2, 3, 6, 5])
     x.fillNormal(using: &rng)
     GradientChecker(kink: 0, skipsNonSmoothPoints: true).assertGradients(net, input: x, "conv+ReLU fused")
+  }
+
+  /// conv, BN, ReLU (in place), BN, ReLU: both BN+ReLU pairs fused in the container, against the
+  /// same five layers run one by one. Odd shapes: one channel, 1×1 and 21-element planes (one
+  /// vector and a tail), 32-element planes (two vectors).
+  func testBatchNormFollowedByAReLUIsFusedWithTheSameBits() throws {
+    func layers(_ c: Int) -> [(String, Module)] {
+      var rng = SeededGenerator(seed: 7)
+      let bn1 = BatchNorm2D(channels: c), bn2 = BatchNorm2D(channels: c)
+      for bn in [bn1, bn2] {
+        bn.weight.value.fillNormal(using: &rng)
+        bn.bias.value.fillNormal(using: &rng)
+        // Channel 0 clips about half its values whatever the draw.
+        bn.weight.value.data[0] = 1
+        bn.bias.value.data[0] = 0.2
+      }
+      return [("conv", Conv2D(inChannels: 2, outChannels: c, kernelSize: 1, rng: &rng)), ("bn1", bn1),
+        ("relu1", ReLU(inPlace: true)), ("bn2", bn2), ("relu2", ReLU())]
+    }
+    for (shape, training) in [([3, 2, 7, 3], true), ([2, 2, 1, 1], true), ([4, 2, 4, 8], true), ([3, 2, 7, 3], false)] {
+      for c in [1, 5] {
+        let fusedLayers = layers(c), apartLayers = layers(c)
+        let net = Sequential(fusedLayers)
+        if !training {
+          for l in fusedLayers + apartLayers { l.1.eval() }
+          // Running statistics that are not the identity.
+          for (l1, l2) in zip(fusedLayers, apartLayers) {
+            guard let b1 = l1.1 as? BatchNorm2D, let b2 = l2.1 as? BatchNorm2D else { continue }
+            for b in [b1, b2] {
+              for i in 0..<c { b.runningMean.data[i] = 0.3 + 0.1 * Float(i); b.runningVar.data[i] = 0.5 + Float(i) }
+            }
+          }
+        }
+        var rng = SeededGenerator(seed: 8)
+        let x = Tensor.uniform(shape, using: &rng)
+        let yShape = [shape[0], c, shape[2], shape[3]]
+        let dyValues = (0..<yShape.reduce(1, *)).map { _ in rng.nextNormal() }
+        let y = try net.forward(x).copy()
+        let dx = try net.backward(Tensor(shape: yShape, values: dyValues)).copy()
+        for name in ["bn1", "bn2"] {
+          XCTAssertTrue((net[name] as! BatchNorm2D).fusedReLU, "\(name) ran fused, \(shape) c \(c)")
+        }
+
+        var h = x
+        for (_, l) in apartLayers { h = try l.forward(h) }
+        let label = "\(shape), c \(c), \(training ? "training" : "evaluation")"
+        XCTAssertEqual(y.array, h.array, "y, \(label)")
+        XCTAssertTrue(y.array.contains(0) && y.array.contains { $0 > 0 }, "the ReLU clips some values, \(label)")
+        var g = Tensor(shape: yShape, values: dyValues)
+        for (_, l) in apartLayers.reversed() { g = try l.backward(g) }
+        XCTAssertEqual(dx.array, g.array, "dx, \(label)")
+        for (l1, l2) in zip(fusedLayers, apartLayers) {
+          for (p1, p2) in zip(l1.1.namedParameters(), l2.1.namedParameters()) {
+            XCTAssertEqual(p1.1.grad.array, p2.1.grad.array, "\(l1.0).\(p1.0) gradient, \(label)")
+          }
+          if let b1 = l1.1 as? BatchNorm2D, let b2 = l2.1 as? BatchNorm2D {
+            XCTAssertEqual(b1.runningMean.array, b2.runningMean.array, "\(l1.0) running mean, \(label)")
+            XCTAssertEqual(b1.runningVar.array, b2.runningVar.array, "\(l1.0) running var, \(label)")
+          }
+        }
+      }
+    }
+  }
+
+  func testFusedBatchNormReLUPassesTheGradientCheck() {
+    var rng = SeededGenerator(seed: 9)
+    let bn = BatchNorm2D(channels: 3)
+    bn.bias.value.fillNormal(using: &rng)
+    let net = Sequential([("conv", Conv2D(inChannels: 2, outChannels: 3, kernelSize: 3, stride: 2, padding: 1, rng: &rng)),
+      ("bn", bn), ("relu", ReLU(inPlace: true))])
+    GradientChecker(skipsNonSmoothPoints: true).assertGradients(net, input: .uniform([3, 2, 5, 5], using: &rng), "BN+ReLU fused")
+    XCTAssertTrue(bn.fusedReLU)
+  }
+
+  /// A Sequential that ends with BN and an in-place ReLU runs them fused and leaves its dy alone;
+  /// one whose in-place ReLU follows a layer it cannot fuse with writes over it, and a residual
+  /// around either still gets the right input gradient.
+  func testASequentialWritesOverItsGradientOnlyWhenItsLastReLURunsAlone() throws {
+    var rng = SeededGenerator(seed: 10)
+    let fused = Sequential([("bn", BatchNorm2D(channels: 3)), ("relu", ReLU(inPlace: true))])
+    let apart = Sequential([("pool", MaxPool2D(kernelSize: 1)), ("relu", ReLU(inPlace: true))])
+    let x = Tensor.uniform([2, 3, 3, 4], using: &rng)
+    for (block, writes) in [(fused, false), (apart, true)] {
+      _ = try block.forward(x)
+      let dy = Tensor.uniform([2, 3, 3, 4], using: &rng), before = dy.array
+      _ = try block.backward(dy)
+      XCTAssertEqual(dy.array != before, writes, "\(block.layers.map(\.0)): backward wrote into its dy")
+    }
+    for (name, block) in [("fused", fused), ("apart", apart)] {
+      let g = Graph()
+      g.output = g.add(g.input, g("block", block, g.input))
+      GradientChecker(skipsNonSmoothPoints: true).assertGradients(g, input: .uniform([2, 3, 3, 4], using: &rng), "x + \(name)(x)")
+    }
   }
 
   func testBackwardBeforeForwardSaysSo() {

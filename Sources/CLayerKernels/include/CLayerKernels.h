@@ -24,20 +24,25 @@ extern "C" {
 void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance);
 
 /// y = (x − mu)·scale + shift over one channel's n planes (x − mu first: exact for x near mu,
-/// where x·scale + shift' would round x·scale).   x, y: [n, stride], planes at offset 0.
+/// where x·scale + shift' would round x·scale); with `relu` ≠ 0, then max(y, 0) as `ReLU` takes
+/// it (0 for y ≤ 0, NaN kept).   x, y: [n, stride], planes at offset 0.
 void acon_bn_normalize(
-    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift);
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
+    int relu);
 
-/// Σ dy and Σ dy·(x − mu) over one channel's n planes, in Double.   x, dy: [n, stride].
+/// Σ dy and Σ dy·(x − mu) over one channel's n planes, in Double. With `relu` ≠ 0, dy is the
+/// gradient at the output of a ReLU fused into the forward pass: each element counts only where
+/// (x − mu)·scale + shift, recomputed as acon_bn_normalize computed it, is > 0.   x, dy: [n, stride].
 void acon_bn_gradient_sums(
-    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, double *sum_dy,
-    double *sum_dy_xc);
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, int relu, float scale,
+    float shift, double *sum_dy, double *sum_dy_xc);
 
 /// dx = a·dy + b·(x − mu) + d over one channel's n planes (BatchNorm's input gradient with its
-/// per-channel constants folded).   x, dy, dx: [n, stride]; dx may be dy.
+/// per-channel constants folded); `relu`, `scale`, `shift` mask dy as in acon_bn_gradient_sums.
+/// x, dy, dx: [n, stride]; dx may be dy.
 void acon_bn_input_gradient(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
-    float d);
+    float d, int relu, float scale, float shift);
 
 /// Max pooling of planes [p0, p1) of x [planes, h, w] into y and argmax [planes, oh, ow]
 /// (kernel k, stride s, padding p, as PyTorch's MaxPool2D): each window starts from its first
