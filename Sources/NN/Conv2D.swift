@@ -335,19 +335,30 @@ public final class Conv2D: Module {
   }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
-    guard let x = input, let ys = output?.shape, dy.shape == ys else {
+    try backward(dy, overwriting: false)
+  }
+
+  /// Backward that, with `overwriting`, may apply a fused ReLU's mask to `dy` in place (for a
+  /// container that knows nothing reads dy afterwards: `Sequential`); without it, dy is left as
+  /// it is and the masked gradient goes to the shared workspace.
+  func backward(_ incoming: Tensor, overwriting: Bool) throws -> Tensor {
+    guard let x = input, let ys = output?.shape, incoming.shape == ys else {
       throw backwardError(layer: typeName + ".backward",
-        expected: output.map { Shape.text($0.shape) }, got: dy.shape)
+        expected: output.map { Shape.text($0.shape) }, got: incoming.shape)
     }
     let n = ys[0], p = ys[2] * ys[3], cout = outChannels, cin = inChannels
     let w = weight.value.data, dw = weight.grad.data
     let groupCount = groups, coutG = cout / groupCount, cinG = cin / groupCount
     let pointwise = usesPointwisePath(n: n, p: p), winograd = winogradTile != nil
     // With a fused ReLU, dy is the gradient at the ReLU's output y: pass it where y > 0. The
-    // general path below does that while it gathers dy; the others do it here, in place, as
-    // `ReLU(inPlace: true)` would.
+    // general path below does that while it gathers dy; the others do it here: in place, as
+    // `ReLU(inPlace: true)` would, when the caller allows it, else into the workspace.
     let reluMask = fusedReLU ? output!.data : nil
-    if let y = reluMask, pointwise || winograd || n == 1 { ReLU.mask(dy.data, by: y, into: dy.data, count: dy.count) }
+    var dy = incoming
+    if let y = reluMask, pointwise || winograd || n == 1 {
+      if !overwriting { dy = reuse(&workspace.maskedGradient, shape: incoming.shape) }
+      ReLU.mask(incoming.data, by: y, into: dy.data, count: dy.count)
+    }
     // db[o] += Σ_s (sum of plane (s, o)), over s in order. The general path below takes the
     // plane sums while it gathers dy (each plane is then in cache); the others take them here.
     func accumulateBias(_ planeSum: (Int, Int) -> Float) {
@@ -458,6 +469,8 @@ public final class ConvWorkspace {
   var winogradU: Tensor?
   var winogradV: Tensor?
   var winogradM: Tensor?
+  /// A fused ReLU's masked gradient, when the layer may not write it over its dy.
+  var maskedGradient: Tensor?
   /// An empty workspace; it grows to the largest product it is asked to hold.
   public init() {}
 }

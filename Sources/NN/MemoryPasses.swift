@@ -35,7 +35,8 @@ public final class MemoryPasses {
   }
 
   /// The same figures per kind of pass: a layer's type name with `.forward` or `.backward`
-  /// (`"BatchNorm2D.forward"`, `"DepthwiseConv2D.backward"`), or the graph's own operations
+  /// (`"BatchNorm2D.forward"`, `"DepthwiseConv2D.backward"`; `"BatchNorm2D+ReLU.forward"` for a
+  /// batch norm that a `Sequential` runs fused with its ReLU), or the graph's own operations
   /// (`"concat.forward"`, `"split.backward"`, `"shuffle.forward"`, `"add.backward"`: gradients
   /// summed where a value feeds several nodes).
   public private(set) var byKind: [String: Tally] = [:]

@@ -130,6 +130,10 @@ public final class Sequential: Module {
       } else if let bn = l as? BatchNorm2D, bn.fusedReLU, counted {
         g = try MemoryPasses.measure("BatchNorm2D+ReLU.backward", { try namingShapeErrors(name) { try bn.backward(gIn) } },
           elements: { gIn.count + 2 * $0.count })
+      } else if let conv = l as? Conv2D, conv.fusedReLU {
+        // The fused ReLU's mask goes over g in place unless g is the caller's dy.
+        let own = g.storage !== dy.storage
+        g = try namingShapeErrors(name) { try conv.backward(gIn, overwriting: own) }
       } else if counted {
         g = try MemoryPasses.measure(l.typeName + ".backward", { try namingShapeErrors(name) { try l.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
       } else {
@@ -152,7 +156,8 @@ public final class Sequential: Module {
   }
 
   /// Whether backward writes over the `dy` it is given: when the last layer is an in-place
-  /// `ReLU` that does not run fused (or a `Sequential` whose backward does so).
+  /// `ReLU` that runs on its own (or a `Sequential` whose backward does so). A ReLU run fused
+  /// with the layer before leaves dy alone: that layer masks it into a buffer of its own.
   var overwritesIncomingGradient: Bool {
     guard let last = layers.last?.1 else { return false }
     if let r = last as? ReLU { return r.inPlace && !(layers.count >= 2 && fusesReLU[layers.count - 2]) }

@@ -67,8 +67,8 @@ public enum Winograd {
   /// The fewest tiles per block (unless the whole batch has fewer) in a layer with at least 64
   /// input and output channels: a block that fits `blockBytes` would hold so few tiles that the
   /// GEMMs ([K, C] · [C, T]) turn thin and each call's threading costs more than the cache saves
-  /// (measured: ResNet's 64-channel 56×56 layer 15–25% faster than with 256 tiles, the 32×32 to
-  /// 8×8 layers of ResNet-18 the same or a little faster). Narrower layers, whose GEMMs are
+  /// (measured: ResNet's 64-channel 56×56 layer takes 20–28% less time than with 256 tiles, the
+  /// 32×32 to 8×8 layers of ResNet-18 the same or a little less). Narrower layers, whose GEMMs are
   /// bound by memory and gain more from V and M staying in cache, take at most 256.
   nonisolated(unsafe) public static var minimumBlockTiles = 1024
 

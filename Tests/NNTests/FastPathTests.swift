@@ -145,6 +145,37 @@ final class FastPathTests: XCTestCase {
     }
   }
 
+  /// A convolution fused with the ReLU after it masks the gradient in place on its Winograd,
+  /// 1×1 and one-sample paths, but never the dy its container was given: a Sequential that ends
+  /// with the pair leaves the caller's dy alone (ReLU in place or not), and a residual around it,
+  /// whose add hands one gradient to both sides, gets the right input gradient.
+  func testAFusedConvolutionLeavesItsCallersGradientAlone() throws {
+    var rng = SeededGenerator(seed: 11)
+    let cases: [(String, Sequential, [Int])] = [
+      ("3x3 Winograd", Sequential([("conv", Conv2D(inChannels: 16, outChannels: 16, kernelSize: 3, padding: 1, rng: &rng)),
+        ("relu", ReLU(inPlace: true))]), [2, 16, 6, 6]),
+      ("1x1, one sample", Sequential([("conv", Conv2D(inChannels: 5, outChannels: 5, kernelSize: 1, rng: &rng)),
+        ("relu", ReLU())]), [1, 5, 3, 4]),
+      ("1x1, 16x16 planes", Sequential([("conv", Conv2D(inChannels: 4, outChannels: 4, kernelSize: 1, rng: &rng)),
+        ("relu", ReLU(inPlace: true))]), [2, 4, 16, 16]),
+    ]
+    for (name, block, shape) in cases {
+      let x = Tensor.uniform(shape, using: &rng)
+      let y = try block.forward(x)
+      let dy = Tensor.uniform(y.shape, using: &rng), before = dy.array
+      let dx = try block.backward(dy).copy()
+      XCTAssertEqual(dy.array, before, "\(name): backward wrote into its dy")
+      // The same gradient from the pair run apart.
+      let conv = block["conv"] as! Conv2D, relu = ReLU()
+      _ = try relu.forward(try conv.forward(x))
+      XCTAssertEqual(dx.array, try conv.backward(try relu.backward(dy)).array, "\(name): dx")
+      let g = Graph()
+      g.output = g.add(g.input, g("block", block, g.input))
+      GradientChecker(skipsNonSmoothPoints: true, maxElementsPerTensor: 48).assertGradients(
+        g, input: .uniform(shape, using: &rng), "x + \(name)(x)")
+    }
+  }
+
   func testBackwardBeforeForwardSaysSo() {
     var rng = SeededGenerator(seed: 1)
     let layers: [Module] = [Linear(inFeatures: 2, outFeatures: 3, rng: &rng), ReLU(), MaxPool2D(kernelSize: 2),
