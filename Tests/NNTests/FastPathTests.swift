@@ -114,6 +114,42 @@ final class FastPathTests: XCTestCase {
     }
   }
 
+  /// Values the ReLU decides on exactly: a channel whose normalised values include exact zeros
+  /// (its mean is 0, γ = 1, β = 0), where a mask of y ≥ 0 would pass dy; and a channel with a NaN,
+  /// which both ways carry through forward and stop in the mask. Both with synchronised batch
+  /// norm too (an all-reduce over one process), whose statistics take the other path.
+  func testFusedBatchNormReLUDecidesZerosAndNaNAsTheReLUDoes() throws {
+    for (h, w) in [(1, 5), (4, 8)] {
+      for synchronised in [false, true] {
+        let hw = h * w
+        var values = [Float]()
+        for s in 0..<2 {
+          // channel 0: -2, -1, 0, 1, 2, ... (mean 0 over both samples); channel 1: one NaN
+          values += (0..<hw).map { Float(($0 % 5) - 2) * (s == 0 ? 1 : -1) }
+          values += (0..<hw).map { $0 == 3 && s == 1 ? .nan : Float($0) * 0.5 }
+        }
+        let x = Tensor(shape: [2, 2, h, w], values: values)
+        let dy = Tensor(shape: [2, 2, h, w], values: (0..<values.count).map { Float($0 % 7) - 2.5 })
+        func run(fused: Bool) throws -> ([UInt32], [UInt32], [UInt32]) {
+          let bn = BatchNorm2D(channels: 2), relu = ReLU()
+          if synchronised { bn.allReduce = { _ in } }
+          let net = fused ? Sequential([("bn", bn), ("relu", relu)]) : Sequential([("bn", bn), ("pool", MaxPool2D(kernelSize: 1)), ("relu", relu)])
+          let y = try net.forward(x).copy()
+          let dx = try net.backward(dy).copy()
+          XCTAssertEqual(bn.fusedReLU, fused)
+          return (y.array.map(\.bitPattern), dx.array.map(\.bitPattern), bn.weight.grad.array.map(\.bitPattern))
+        }
+        let (y1, dx1, dg1) = try run(fused: true), (y2, dx2, dg2) = try run(fused: false)
+        let label = "\(h)×\(w)\(synchronised ? ", synchronised" : "")"
+        XCTAssertEqual(y1, y2, "y, \(label)")
+        XCTAssertEqual(dx1, dx2, "dx, \(label)")
+        XCTAssertEqual(dg1, dg2, "dγ, \(label)")
+        XCTAssertTrue(y1[0..<hw].contains(0), "channel 0 has exact zeros, \(label)")
+        XCTAssertTrue(y1[hw..<(2 * hw)].contains { Float(bitPattern: $0).isNaN }, "channel 1 carries the NaN, \(label)")
+      }
+    }
+  }
+
   func testFusedBatchNormReLUPassesTheGradientCheck() {
     var rng = SeededGenerator(seed: 9)
     let bn = BatchNorm2D(channels: 3)
