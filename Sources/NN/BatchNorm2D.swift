@@ -46,10 +46,6 @@ public final class BatchNorm2D: Module {
   /// Whether the last forward pass applied the `ReLU` that follows this layer in a `Sequential`
   /// to its output (the container fuses the two; backward then takes the ReLU's gradient).
   public private(set) var fusedReLU = false
-  /// The last forward's scale γ·istd and shift β per channel, `[C]` each, from which a fused
-  /// ReLU's backward recomputes its mask.
-  private let reluScale: Tensor
-  private let reluShift: Tensor
   /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count).
   private var sums: [Double]
 
@@ -73,8 +69,6 @@ public final class BatchNorm2D: Module {
     mean = [Float](repeating: 0, count: channels)
     invStd = [Float](repeating: 1, count: channels)
     sums = [Double](repeating: 0, count: 2 * channels + 1)
-    reluScale = Tensor(zeros: [channels])
-    reluShift = Tensor(zeros: [channels])
   }
 
   public override var localParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
@@ -120,7 +114,6 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
     let training = isTraining, mom = momentum, eps = self.eps
-    let masks = reluMasks()
     mean.withUnsafeMutableBufferPointer { meanBuf in
       invStd.withUnsafeMutableBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
@@ -141,7 +134,7 @@ public final class BatchNorm2D: Module {
             mb.value[ch] = mu
             sb.value[ch] = istd
             BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: g.value[ch] * istd,
-              shift: b.value[ch], relu: masks, mask: ch)
+              shift: b.value[ch], relu: relu)
           }
         }
       }
@@ -166,10 +159,9 @@ public final class BatchNorm2D: Module {
     let m = Double(n * hw)
     let dx = overwriting && dy.storage !== x.storage ? dy : reuseInputGradient(&inputGrad, shape: x.shape)
     let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
-    let g = UncheckedSendable(weight.value.data)
+    let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
-    let batchStats = usedBatchStats, propagate = propagatesInputGradient
-    let masks = fusedReLU ? reluMasks() : nil
+    let batchStats = usedBatchStats, propagate = propagatesInputGradient, relu = fusedReLU
     if batchStats, let reduce = allReduce {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
@@ -180,8 +172,9 @@ public final class BatchNorm2D: Module {
         parallelFor(c) { range in
           for ch in range {
             let mu = mb.value[ch], istd = sb.value[ch]
+            let mask = relu ? ReLUMask(scale: g.value[ch] * istd, shift: b.value[ch]) : nil
             let (sdy, sdyx) = BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd,
-              relu: masks)
+              relu: mask)
             dg.value[ch] += Float(sdyx)
             db.value[ch] += Float(sdy)
             guard propagate else { continue }
@@ -189,7 +182,7 @@ public final class BatchNorm2D: Module {
             let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
             BatchNorm2D.writeInputGradient(
               xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd, k: g.value[ch] * istd,
-              a: a, b: bq, relu: masks)
+              a: a, b: bq, relu: mask)
           }
         }
       }
@@ -238,15 +231,14 @@ public final class BatchNorm2D: Module {
       rm[ch] = (1 - momentum) * rm[ch] + momentum * mean[ch]
       rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(variance * m / (m - 1))
     }
-    let gs = UncheckedSendable(g), bs = UncheckedSendable(b)
-    let masks = reluMasks()
+    let gs = UncheckedSendable(g), bs = UncheckedSendable(b), relu = fusedReLU
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
         parallelFor(c) { range in
           for ch in range {
             BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch],
-              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch], relu: masks, mask: ch)
+              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch], relu: relu)
           }
         }
       }
@@ -262,9 +254,11 @@ public final class BatchNorm2D: Module {
     // x, dy, dx: [N, C, HW]   sums: [2C + 1]
     let c = channels
     let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
-    let g = UncheckedSendable(weight.value.data)
+    let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
-    let masks = fusedReLU ? reluMasks() : nil
+    let relu = fusedReLU
+    // The fused ReLU's mask of channel ch, from the scale and shift its forward used.
+    func mask(_ ch: Int, istd: Float) -> ReLUMask? { relu ? ReLUMask(scale: g.value[ch] * istd, shift: b.value[ch]) : nil }
     try mean.withUnsafeBufferPointer { meanBuf in
       try invStd.withUnsafeBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
@@ -273,7 +267,8 @@ public final class BatchNorm2D: Module {
           parallelFor(c) { range in
             for ch in range {
               let (sdy, sdyx) = BatchNorm2D.gradientSums(
-                xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: sb.value[ch], relu: masks)
+                xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: sb.value[ch],
+                relu: mask(ch, istd: sb.value[ch]))
               dg.value[ch] += Float(sdyx)
               db.value[ch] += Float(sdy)
               sp.value[ch] = sdy
@@ -289,7 +284,8 @@ public final class BatchNorm2D: Module {
               let istd = sb.value[ch]
               BatchNorm2D.writeInputGradient(
                 xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: istd,
-                k: g.value[ch] * istd, a: Float(sp.value[ch] / m), b: Float(sp.value[c + ch] / m), relu: masks)
+                k: g.value[ch] * istd, a: Float(sp.value[ch] / m), b: Float(sp.value[c + ch] / m),
+                relu: mask(ch, istd: istd))
             }
           }
         }
@@ -299,29 +295,20 @@ public final class BatchNorm2D: Module {
 
   // MARK: - Per-channel loops shared by both paths (CLayerKernels)
 
-  /// Where a fused ReLU's scale and shift per channel live (`reluScale`, `reluShift`: written by
-  /// forward, read by backward; each channel's entries by the one thread that runs it).
-  private struct ReLUMasks: @unchecked Sendable {
-    let scale: UnsafeMutablePointer<Float>, shift: UnsafeMutablePointer<Float>
+  /// A fused ReLU's mask for one channel: the scale γ·istd and shift β that forward normalised
+  /// with (from the same stored istd and the same γ and β, so the same Floats), from which
+  /// backward recomputes (x − mu)·scale + shift.
+  private struct ReLUMask {
+    let scale: Float, shift: Float
   }
 
-  /// The fused ReLU's per-channel storage when the last (or this) forward fuses one, else nil.
-  private func reluMasks() -> ReLUMasks? {
-    fusedReLU ? ReLUMasks(scale: reluScale.data, shift: reluShift.data) : nil
-  }
-
-  /// y = (x − mu)·scale + shift over channel ch, then max(y, 0) when `relu` is given (which
-  /// keeps scale and shift for backward's mask).   x, y: [N, C, HW]
+  /// y = (x − mu)·scale + shift over channel ch, then max(y, 0) with `relu`.   x, y: [N, C, HW]
   @inline(__always)
   private static func normalize(
     _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
-    mu: Float, scale: Float, shift: Float, relu: ReLUMasks?, mask: Int
+    mu: Float, scale: Float, shift: Float, relu: Bool
   ) {
-    if let r = relu {
-      r.scale[mask] = scale
-      r.shift[mask] = shift
-    }
-    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift, relu == nil ? 0 : 1)
+    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift, relu ? 1 : 0)
   }
 
   /// (Σdy, Σdy·x̂) over channel ch, x̂ = (x − mu)·istd; with `relu`, dy counts only where the fused
@@ -329,11 +316,11 @@ public final class BatchNorm2D: Module {
   @inline(__always)
   private static func gradientSums(
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
-    mu: Float, istd: Float, relu: ReLUMasks?
+    mu: Float, istd: Float, relu: ReLUMask?
   ) -> (Double, Double) {
     var sdy = 0.0, sdyxc = 0.0
     acon_bn_gradient_sums(x + ch * hw, dy + ch * hw, n, c * hw, hw, mu, relu == nil ? 0 : 1,
-      relu?.scale[ch] ?? 0, relu?.shift[ch] ?? 0, &sdy, &sdyxc)
+      relu?.scale ?? 0, relu?.shift ?? 0, &sdy, &sdyxc)
     return (sdy, sdyxc * Double(istd))
   }
 
@@ -342,10 +329,10 @@ public final class BatchNorm2D: Module {
   @inline(__always)
   private static func writeInputGradient(
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float, relu: ReLUMasks?
+    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float, relu: ReLUMask?
   ) {
     acon_bn_input_gradient(
       x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu, k, Float(-Double(k) * Double(istd) * Double(b)),
-      Float(-Double(k) * Double(a)), relu == nil ? 0 : 1, relu?.scale[ch] ?? 0, relu?.shift[ch] ?? 0)
+      Float(-Double(k) * Double(a)), relu == nil ? 0 : 1, relu?.scale ?? 0, relu?.shift ?? 0)
   }
 }

@@ -121,18 +121,16 @@ public final class Sequential: Module {
       arena.managedOwner = ObjectIdentifier(l)
       // dy and x read, dx written (for the memory-bound passes' figure)
       let gIn = g, counted = MemoryPasses.active != nil && MemoryPasses.counts(l)
-      if let bn = l as? BatchNorm2D, g.storage !== dy.storage {
-        // g is the input gradient a later layer of this container returned: nothing reads it
-        // once this layer is done, so BatchNorm writes its own input gradient over it (one
-        // activation-sized buffer less per BatchNorm that is not the last layer; same values).
+      // g is the input gradient a later layer of this container returned (not the caller's dy):
+      // nothing reads it once this layer is done, so the layer may write over it.
+      let own = g.storage !== dy.storage
+      if let bn = l as? BatchNorm2D {
+        // BatchNorm then writes its own input gradient over it (one activation-sized buffer
+        // less per BatchNorm that is not the last layer; same values).
         g = try MemoryPasses.measure(bn.fusedReLU ? "BatchNorm2D+ReLU.backward" : bn.typeName + ".backward",
-          { try namingShapeErrors(name) { try bn.backward(gIn, overwriting: true) } }, elements: { gIn.count + 2 * $0.count })
-      } else if let bn = l as? BatchNorm2D, bn.fusedReLU, counted {
-        g = try MemoryPasses.measure("BatchNorm2D+ReLU.backward", { try namingShapeErrors(name) { try bn.backward(gIn) } },
-          elements: { gIn.count + 2 * $0.count })
-      } else if let conv = l as? Conv2D, conv.fusedReLU {
-        // The fused ReLU's mask goes over g in place unless g is the caller's dy.
-        let own = g.storage !== dy.storage
+          { try namingShapeErrors(name) { try bn.backward(gIn, overwriting: own) } }, elements: { gIn.count + 2 * $0.count })
+      } else if let conv = l as? Conv2D {
+        // A fused ReLU's mask goes over g in place only then.
         g = try namingShapeErrors(name) { try conv.backward(gIn, overwriting: own) }
       } else if counted {
         g = try MemoryPasses.measure(l.typeName + ".backward", { try namingShapeErrors(name) { try l.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
