@@ -77,6 +77,9 @@ open class AconActivation: Module {
     return y
   }
 
+  /// Backward reads the saved input (and p1, p2, β), not the output.
+  open override var backwardReadsOutput: Bool { false }
+
   open override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, dy.shape == x.shape else {
       throw backwardError(layer: typeName + ".backward",

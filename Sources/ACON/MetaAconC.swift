@@ -124,6 +124,9 @@ public final class MetaAconC: Module {
     return y
   }
 
+  /// Backward reads the saved input (and its β), not the output.
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let b = beta, dy.shape == x.shape else {
       throw backwardError(layer: typeName + ".backward",

@@ -119,6 +119,9 @@ public final class MetaAconLayerwise: Module {
     return y
   }
 
+  /// Backward reads the saved input (and its β), not the output.
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let b = betaNC, dy.shape == x.shape else {
       throw backwardError(layer: typeName + ".backward",
@@ -237,6 +240,9 @@ public final class MetaAconPixelwise: Module {
       x: x.data, y: y.data, n: n, c: channels, hw: hw, p1: p1.value.data, p2: p2.value.data)
     return y
   }
+
+  /// Backward reads the saved input (β = σ(x) comes from it), not the output.
+  public override var backwardReadsOutput: Bool { false }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, dy.shape == x.shape else {

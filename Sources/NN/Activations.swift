@@ -58,6 +58,9 @@ public final class ReLU: Module {
   /// One element of the mask: loads both, so that loops over it are branch-free, vectorised selects.
   @inline(__always) static func mask(_ dy: Float, by y: Float) -> Float { y > 0 ? dy : 0 }
 
+  /// Backward masks dy with the saved output; it reads the input only as that output (in place).
+  public override var backwardReadsInput: Bool { inPlace }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "ReLU.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
@@ -81,6 +84,9 @@ public final class Sigmoid: Module {
     for i in 0..<x.count { yp[i] = stableSigmoid(xp[i]) }
     return y
   }
+
+  /// Backward reads the saved output (σ' = y(1 − y)), not the input.
+  public override var backwardReadsInput: Bool { false }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {

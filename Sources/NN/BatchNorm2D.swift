@@ -143,6 +143,10 @@ public final class BatchNorm2D: Module {
     return y
   }
 
+  /// Backward reads the saved input (and the statistics), not the output: a fused ReLU's mask
+  /// is recomputed from the input.
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     try backward(dy, overwriting: false)
   }

@@ -351,6 +351,10 @@ public final class ChannelShuffle: Module {
     return y
   }
 
+  /// Backward reads only dy: neither x nor y.
+  public override var backwardReadsInput: Bool { false }
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "ChannelShuffle.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)

@@ -334,6 +334,9 @@ public final class Conv2D: Module {
     }
   }
 
+  /// Backward reads the saved input (its columns); the output only for a fused ReLU's mask.
+  public override var backwardReadsOutput: Bool { fusedReLU }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     try backward(dy, overwriting: false)
   }

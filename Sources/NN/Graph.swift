@@ -350,22 +350,27 @@ open class Graph: Module {
   // MARK: - Forward
 
   ///
-  /// In inference mode (`withInferenceMode(_:)`) each value goes back to the pool as soon as its
-  /// last reader has run.
+  /// Each value comes from the network's pool of activation buffers and goes back to it as soon
+  /// as its last reader has run, unless the backward pass reads it (a reader's
+  /// `backwardReadsInput`, or its writer's `backwardReadsOutput`). In inference mode
+  /// (`withInferenceMode(_:)`) nothing is kept.
   public override func forward(_ x: Tensor) throws -> Tensor {
     try validate()
-    let arena = activationArena
-    arena?.beginPass(self)
-    defer { arena?.endPass() }
-    keptNoActivations = arena != nil
-    if arena != nil { unread = consumers }
+    let inference = activationArena != nil
+    let arena = activationPoolForForward()
+    arena.beginPass(self)
+    defer { arena.endPass() }
+    keptNoActivations = inference
+    unread = consumers
+    if released.count != values.count { released = [Bool](repeating: false, count: values.count) }
+    for v in released.indices { released[v] = false }
     values[0] = x
     for (k, node) in nodes.enumerated() {
       let ins = node.inputs.map { values[$0]! }
       switch node.op {
       case let .module(name, m):
         if writesInputInPlace(m) { try checkExclusive(ins[0], at: k) }
-        arena?.managedOwner = ObjectIdentifier(m)
+        arena.managedOwner = ObjectIdentifier(m)
         let y: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
           y = try MemoryPasses.measure(Self.kind(node.op) + ".forward", { try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
@@ -376,7 +381,7 @@ open class Graph: Module {
         values[node.outputs[0]] = y
       default:
         let shapes = try named(node.op) { try opShapes(node.op, ins.map(\.shape)) }
-        arena?.managedOwner = ObjectIdentifier(self)
+        arena.managedOwner = ObjectIdentifier(self)
         let outs = shapes.enumerated().map { reuseOutput(&nodeOutputs[k][$0.offset], shape: $0.element) }
         // every input read, every output written (a split or concatenation that only views
         // counts its copies all the same)
@@ -384,30 +389,62 @@ open class Graph: Module {
           elements: { _ in ins.reduce(0) { $0 + $1.count } + outs.reduce(0) { $0 + $1.count } })
         for (v, t) in zip(node.outputs, outs) { values[v] = t }
       }
-      if let arena { recycleUnread(after: k, arena) }
+      recycleUnread(after: k, arena, inference: inference)
     }
-    return values[outputIndex!]!
+    let y = values[outputIndex!]!
+    // The graph's own flags: the readers of x (or of storage that a kept value shares with it),
+    // and the writer of the output (or storage the output shares with another kept value).
+    let keptValues = values.indices.filter { $0 != 0 && !released[$0] }
+    readsInput = readsValue(0) || keptValues.contains { values[$0]?.storage === x.storage && values[$0] !== x }
+    readsOutput = (outputIndex == 0 ? readsInput : readsValue(outputIndex!))
+      || values.indices.contains { v in v != outputIndex && (v == 0 || !released[v]) && values[v]?.storage === y.storage }
+    return y
   }
 
-  /// Inference mode: how many readers of each value have still to run in this pass.
+  /// How many readers of each value have still to run in this pass, and which values went back
+  /// to the pool.
   private var unread: [Int] = []
+  private var released: [Bool] = []
   /// Whether the last `forward` ran in inference mode, so that no activations are left.
   private var keptNoActivations = false
+  /// After a forward pass outside inference mode: whether its backward reads x (or storage a
+  /// kept value shares with it), and whether it reads its output.
+  private var readsInput = true, readsOutput = true
 
-  /// Inference mode: gives back to the pool every value that node `k` read for the last time,
-  /// and its outputs that nothing reads, unless a value still to be read views the same storage.
-  private func recycleUnread(after k: Int, _ arena: ActivationArena) {
+  public override var backwardReadsInput: Bool { readsInput }
+  public override var backwardReadsOutput: Bool { readsOutput }
+
+  /// Whether the backward pass reads value v: a module that reads it reads its input, or the
+  /// module that wrote it reads its output (operations read neither: only shapes).
+  private func readsValue(_ v: Int) -> Bool {
+    if v != 0, case let .module(_, m) = nodes[producer[v]].op, m.backwardReadsOutput { return true }
+    return nodes.contains { node in
+      guard node.inputs.contains(v), case let .module(_, m) = node.op else { return false }
+      return m.backwardReadsInput
+    }
+  }
+
+  /// Gives back to the pool every value that node `k` read for the last time, and its outputs
+  /// that nothing reads, unless the backward pass reads it (outside inference mode) or a value
+  /// still to be read (outside inference mode: any kept value) views the same storage.
+  private func recycleUnread(after k: Int, _ arena: ActivationArena, inference: Bool) {
     var dead: [Int] = []
     for v in nodes[k].inputs {
       unread[v] -= 1
       if unread[v] == 0, v != 0 { dead.append(v) }
     }
     dead += nodes[k].outputs.filter { unread[$0] == 0 }
+    if !inference { dead.removeAll { readsValue($0) } }
     guard !dead.isEmpty else { return }
-    let live = values.indices.compactMap { v in
-      v == 0 || (producer[v] <= k && unread[v] > 0) ? values[v] : nil
+    let live = values.indices.compactMap { v -> Tensor? in
+      if v == 0 { return values[v] }
+      guard producer[v] <= k, !dead.contains(v) else { return nil }
+      return (inference ? unread[v] > 0 : !released[v]) ? values[v] : nil
     }
-    for v in dead { if let t = values[v] { arena.recycle(t, unlessSharedWith: live) } }
+    for v in dead {
+      if let t = values[v] { arena.recycle(t, unlessSharedWith: live) }
+      released[v] = true
+    }
   }
 
   /// An in-place layer may only overwrite storage that no later node reads.

@@ -68,6 +68,9 @@ public final class Linear: Module {
     return y
   }
 
+  /// Backward reads the saved input (and the parameters), not the output.
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let x = input, let ys = output?.shape, dy.shape == ys else {
       throw backwardError(layer: typeName + ".backward",

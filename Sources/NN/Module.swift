@@ -58,6 +58,12 @@ open class Module {
   /// children in `backward`: made by the outermost container's first `backward` and shared with
   /// every module under it. Nil until then.
   public internal(set) var gradientArena: ActivationArena?
+  /// The pool of activation buffers that containers hand to their children in a forward pass
+  /// outside inference mode: made by the outermost container's first such `forward` and shared
+  /// with every module under it. A child's output goes back to it as soon as no later layer
+  /// reads it and no `backward` needs it (see `backwardReadsInput`), so a training step holds
+  /// only the activations its backward pass reads. Nil until then.
+  public internal(set) var trainingArena: ActivationArena?
   /// Whether `backward` computes the input gradient. The first layer of a network can skip it;
   /// `backward` then returns a tensor whose contents are unspecified.
   public var propagatesInputGradient = true
@@ -93,6 +99,17 @@ open class Module {
     preconditionFailure("\(typeName) does not override backward(_:)")
   }
 
+  /// Whether `backward` reads the values of the input of the last `forward` (its shape aside).
+  /// A container gives a child's input back to its pool once every layer that reads it has run
+  /// forward, unless this is true for a layer that reads it, or `backwardReadsOutput` for the
+  /// layer that wrote it. True by default, which is always safe; a layer that overrides it with
+  /// `false` promises that its backward reads no element of that tensor.
+  open var backwardReadsInput: Bool { true }
+
+  /// Whether `backward` reads the values of the output of the last `forward` (as ReLU's mask
+  /// does). True by default; see `backwardReadsInput`.
+  open var backwardReadsOutput: Bool { true }
+
   /// This module's own parameters (not its children's), in registration order.
   open var localParameters: [(String, Parameter)] { [] }
   /// This module's own buffers (not its children's).
@@ -112,13 +129,14 @@ extension Module {
   /// earlier calls stale, so that reading one traps with a message naming this module.
   /// Use `reuse(_:shape:)` for everything else a module owns (gradients, caches, scratch).
   ///
-  /// In inference mode (`withInferenceMode(_:)`), the output of a child that a container is
-  /// running comes from the container's pool of activation buffers instead.
+  /// The output of a child that a container is running comes from the container's pool of
+  /// activation buffers instead (inference mode's, `withInferenceMode(_:)`, or the training
+  /// pool, `trainingArena`).
   public func reuseOutput(_ output: inout Tensor?, shape: [Int]) -> Tensor {
-    if let arena = activationArena {
-      if arena.manages(self) { return arena.output(&output, shape: shape, owner: self) }
+    if let arena = activationArena ?? trainingArena, arena.manages(self) {
+      return arena.output(&output, shape: shape, owner: self)
     }
-    // Back from inference mode: the pooled buffer is not this module's to overwrite.
+    // Run on its own after a container ran it: the pooled buffer is not this module's to overwrite.
     if let o = output, o.storage.isPooled { output = nil }
     return TensorCore.reuseOutput(&output, shape: shape, owner: self)
   }
@@ -146,14 +164,25 @@ extension Module {
   /// For a custom module that runs a container it does not list among its `children` (to list
   /// the parameters in another order, as ResNet's `BasicBlock` does): call it at the start of
   /// `forward` and `backward`, so that `inner` and every module under it take their buffers from
-  /// this module's pools (inference mode's activations, backward's input gradients) as a listed
-  /// child would. Two comparisons when nothing changed.
+  /// this module's pools (activations, backward's input gradients) as a listed child would.
+  /// Three comparisons when nothing changed.
   public func sharePools(with inner: Module) {
     if inner.activationArena !== activationArena {
       let arena = activationArena
       inner.visit { $0.activationArena = arena }
     }
     if let arena = gradientArena, inner.gradientArena !== arena { inner.visit { $0.gradientArena = arena } }
+    if let arena = trainingArena, inner.trainingArena !== arena { inner.visit { $0.trainingArena = arena } }
+  }
+
+  /// Containers: the activation pool for a `forward`: inference mode's, or the training pool,
+  /// made and given to every module in this subtree when there is none yet (this container is
+  /// the outermost one).
+  func activationPoolForForward() -> ActivationArena {
+    if let arena = activationArena ?? trainingArena { return arena }
+    let arena = ActivationArena()
+    visit { $0.trainingArena = arena }
+    return arena
   }
 
   /// Containers: the gradient pool for a `backward`, made and given to every module in this

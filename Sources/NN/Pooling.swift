@@ -66,6 +66,10 @@ public final class MaxPool2D: Pool2D {
     return y
   }
 
+  /// Backward reads only dy and what forward saved (the shape, the argmax): neither x nor y.
+  public override var backwardReadsInput: Bool { false }
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "MaxPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
@@ -126,6 +130,10 @@ public final class AvgPool2D: Pool2D {
     return y
   }
 
+  /// Backward reads only dy and the input shape: neither x nor y.
+  public override var backwardReadsInput: Bool { false }
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
       throw backwardError(layer: "AvgPool2D.backward", expected: output.map { Shape.text($0.shape) }, got: dy.shape)
@@ -179,6 +187,10 @@ public final class GlobalAvgPool2D: Module {
     }
     return y
   }
+
+  /// Backward reads only dy and the input shape: neither x nor y.
+  public override var backwardReadsInput: Bool { false }
+  public override var backwardReadsOutput: Bool { false }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {
@@ -255,6 +267,10 @@ public final class AdaptiveAvgPool2D: Module {
     }
     return y
   }
+
+  /// Backward reads only dy and the input shape: neither x nor y.
+  public override var backwardReadsInput: Bool { false }
+  public override var backwardReadsOutput: Bool { false }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard let y = output, dy.shape == y.shape else {

@@ -17,6 +17,10 @@ public final class Flatten: Module {
     return x.reshaped(try outputShape(for: x.shape))
   }
 
+  /// Backward reads only dy and the input shape: neither x nor y.
+  public override var backwardReadsInput: Bool { false }
+  public override var backwardReadsOutput: Bool { false }
+
   public override func backward(_ dy: Tensor) throws -> Tensor {
     guard dy.count == inputShape.reduce(1, *) else {
       throw TensorError.shapeMismatch(layer: "Flatten.backward", expected: Shape.text(try outputShape(for: inputShape)), got: dy.shape)

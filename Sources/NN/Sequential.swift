@@ -57,18 +57,25 @@ public final class Sequential: Module {
   /// result is the last layer's output (overwritten by the next call; debug builds name the
   /// layer, e.g. `Linear 'fc'`, when a stale one is read).
   ///
-  /// In inference mode (`withInferenceMode(_:)`) each layer's output goes back to the pool as
-  /// soon as the next layer has read it.
+  /// Each layer's output comes from the network's pool of activation buffers and goes back to
+  /// it as soon as the next layer has read it, unless the backward pass reads it (the next
+  /// layer's `backwardReadsInput`, or its own layer's `backwardReadsOutput`). In inference mode
+  /// (`withInferenceMode(_:)`) nothing is kept.
   public override func forward(_ x: Tensor) throws -> Tensor {
-    let arena = activationArena
-    arena?.beginPass(self)
-    defer { arena?.endPass() }
-    keptNoActivations = arena != nil
+    let inference = activationArena != nil
+    let arena = activationPoolForForward()
+    arena.beginPass(self)
+    defer { arena.endPass() }
+    keptNoActivations = inference
     var h = x
+    // The layer that wrote h (nil: h is x), and the values that backward reads (x among them:
+    // a value that views one of these is never given back).
+    var producer: Module?
+    var kept = [x]
     var i = 0
     while i < layers.count {
       let (name, l) = layers[i]
-      arena?.managedOwner = ObjectIdentifier(l)
+      arena.managedOwner = ObjectIdentifier(l)
       let y: Tensor
       if fusesReLU[i], let conv = l as? Conv2D {
         y = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
@@ -90,12 +97,35 @@ public final class Sequential: Module {
         i += 1
       }
       y.nameOutput(name, ownedBy: l)
-      // h is read by no later layer (unless y views it; x belongs to the caller).
-      arena?.recycle(h, unlessSharedWith: [y, x])
+      // h is read by no later layer (unless y views it; x belongs to the caller), and outside
+      // inference mode by no backward either.
+      if inference {
+        arena.recycle(h, unlessSharedWith: [y, x])
+      } else if let p = producer {
+        if p.backwardReadsOutput || l.backwardReadsInput {
+          kept.append(h)
+        } else {
+          arena.recycle(h, unlessSharedWith: kept + [y])
+        }
+      }
+      producer = l
       h = y
     }
+    // What the container's own flags report: its first reader of x, the writer of its output,
+    // and any storage the output or a kept value shares with x or with each other.
+    let first = layers.first?.1
+    readsInput = first?.backwardReadsInput ?? false || kept.dropFirst().contains { $0.storage === x.storage }
+      || (h !== x && h.storage === x.storage)
+    readsOutput = producer?.backwardReadsOutput ?? readsInput || kept.contains { $0.storage === h.storage && $0 !== h }
     return h
   }
+
+  /// After a forward pass outside inference mode: whether its backward reads x (or a view of
+  /// it), and whether it reads its output (or storage the output shares with a kept value).
+  private var readsInput = true, readsOutput = true
+
+  public override var backwardReadsInput: Bool { readsInput }
+  public override var backwardReadsOutput: Bool { readsOutput }
 
   /// Whether the last `forward` ran in inference mode, so that no activations are left.
   private var keptNoActivations = false

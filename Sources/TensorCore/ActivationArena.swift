@@ -1,14 +1,17 @@
 // ActivationArena: a pool of buffers that a container hands to its children for one pass and
-// takes back as soon as nothing later reads them. Two uses: inference mode's forward pass (each
+// takes back as soon as nothing later reads them. Three uses: inference mode's forward pass (each
 // child's output goes back once the next layer has read it, so a pass holds a few activations
-// instead of one per layer) and every training backward pass (each child's input gradient goes
-// back once the layer before it has gone back, so a network holds a few gradients instead of one
-// per layer). Once the pool has grown to the network's widest point it allocates nothing.
+// instead of one per layer), the training forward pass (an output goes back once the next layer
+// has read it if no backward reads it either), and every training backward pass (each child's
+// input gradient goes back once the layer before it has gone back, so a network holds a few
+// gradients instead of one per layer). Once the pool has grown to the network's widest point it
+// allocates nothing.
 
 /// A pool of reusable tensor storage for the buffers of one pass that no later pass reads:
-/// forward outputs in inference mode, input gradients in backward.
+/// forward outputs in inference mode, training outputs that backward does not read, input
+/// gradients in backward.
 ///
-/// Modules use it through `Module.withInferenceMode(_:)` and every container's `backward`; a
+/// Modules use it through every container's `forward` and `backward`; a
 /// custom container can do what `Sequential` does: `beginPass(self)`/`endPass()` around its pass,
 /// `managedOwner = ObjectIdentifier(child)` before each child runs, and
 /// `recycle(_:unlessSharedWith:)` when a child's result is no longer read.
@@ -41,6 +44,9 @@ public final class ActivationArena {
   public var capacity: Int { free.reduce(0) { $0 + $1.capacity } + inUse.reduce(0) { $0 + $1.storage.capacity } }
   /// How many storages the pool holds.
   public var storageCount: Int { free.count + inUse.count }
+  /// How many buffers the running outermost pass (or the last one) has asked for: compare it
+  /// with `storageCount` to see how many of them shared storage.
+  public var requestCount: Int { requests }
 
   /// `managedOwner` as each running pass found it, restored when the pass ends.
   private var enclosingOwners: [ObjectIdentifier?] = []

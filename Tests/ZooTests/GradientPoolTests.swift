@@ -1,7 +1,8 @@
 // GradientPoolTests: a training step takes every input gradient from one pool that containers
-// share (Sequential, Graph, ResNet's BasicBlock, ACON-FReLU): the step holds a few gradient
-// buffers instead of one per layer, gives the same bits step after step, allocates nothing after
-// the first step, and a layer run on its own afterwards writes into a buffer of its own.
+// share (Sequential, Graph, ResNet's BasicBlock, ACON-FReLU), and every output from one training
+// pool: the step holds a few gradient buffers instead of one per layer and shares the storage of
+// outputs that backward does not read, gives the same bits step after step, allocates nothing
+// after the first step, and a layer run on its own afterwards writes into a buffer of its own.
 import ACON
 import NN
 import TensorCore
@@ -48,6 +49,12 @@ final class GradientPoolTests: XCTestCase {
       }
       XCTAssertEqual(TensorStorage.allocationCount, before, "\(name): a step after the first allocated")
       XCTAssertEqual(arena.storageCount, storages, "\(name): the pool grew from step to step")
+      // The forward pass's outputs come from one training pool too, and those that backward
+      // does not read share storage.
+      let pool = try XCTUnwrap(m.trainingArena, name)
+      m.visit { XCTAssertTrue($0.trainingArena === pool, "\(name): \($0.typeName) has a training pool of its own") }
+      m.visit { if let b = $0 as? BasicBlock { XCTAssertTrue(b.graph.trainingArena === pool, "\(name): BasicBlock's graph") } }
+      XCTAssertLessThan(pool.storageCount, pool.requestCount, "\(name): no output shared storage")
     }
   }
 
