@@ -77,7 +77,8 @@ open class AconActivation: Module {
     return y
   }
 
-  /// Backward reads the saved input (and p1, p2, β), not the output.
+  /// Backward reads the saved input (and p1, p2, β), not the output. A subclass whose backward
+  /// reads its output overrides this with `true`.
   open override var backwardReadsOutput: Bool { false }
 
   open override func backward(_ dy: Tensor) throws -> Tensor {

@@ -4,10 +4,11 @@
 //
 // Names: every module node is a child under the name it was recorded with, in recording order,
 // so parameters get PyTorch's dotted names (`branch_main.0.weight`, `downsample.1.running_mean`).
-// Memory: each module owns its output (as everywhere) and the graph the outputs of its
-// operations, reused from step to step; input gradients (the modules', the operations' and one
-// accumulator per value that feeds more than one consumer) come from the network's gradient pool
-// and go back to it once every node that reads them has run.
+// Memory: every value (a module's output, an operation's) comes from the network's activation
+// pool and goes back to it once every node that reads it has run, unless a backward pass reads
+// it; input gradients (the modules', the operations' and one accumulator per value that feeds
+// more than one consumer) come from the network's gradient pool and go back to it once every
+// node that reads them has run.
 // Backward visits the nodes once each, in reverse; the gradients meeting at a value used twice
 // are summed (borrowed when there is only one, so a chain costs no copy).
 import TensorCore
@@ -358,7 +359,7 @@ open class Graph: Module {
     try validate()
     let inference = activationArena != nil
     let arena = activationPoolForForward()
-    arena.beginPass(self)
+    arena.beginPass(self, keeping: x)
     defer { arena.endPass() }
     keptNoActivations = inference
     unread = consumers
@@ -395,7 +396,7 @@ open class Graph: Module {
     // The graph's own flags: the readers of x (or of storage that a kept value shares with it),
     // and the writer of the output (or storage the output shares with another kept value).
     let keptValues = values.indices.filter { $0 != 0 && !released[$0] }
-    readsInput = readsValue(0) || keptValues.contains { values[$0]?.storage === x.storage && values[$0] !== x }
+    readsInput = readsValue(0) || keptValues.contains { values[$0]?.storage === x.storage }
     readsOutput = (outputIndex == 0 ? readsInput : readsValue(outputIndex!))
       || values.indices.contains { v in v != outputIndex && (v == 0 || !released[v]) && values[v]?.storage === y.storage }
     return y
@@ -494,7 +495,7 @@ open class Graph: Module {
     // Input gradients (the children's and the graph's own) come from the pool and go back once
     // every node that reads them has run.
     let arena = gradientPoolForBackward()
-    arena.beginPass(self)
+    arena.beginPass(self, keeping: dy)
     defer { arena.endPass() }
     for v in 0..<gradSlots.count { gradSlots[v] = nil }
     gradSlots[out] = dy

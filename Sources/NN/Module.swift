@@ -203,7 +203,8 @@ extension Module {
   /// Inside, a container's output is valid until its next `forward` (as always); its `backward`
   /// throws, since the activations are gone. Combine with `eval()` for BatchNorm's running
   /// statistics and no dropout, as `evaluate(_:on:normalization:batchSize:topK:)` does. On
-  /// leaving, each layer allocates its own buffers again at its next training `forward`.
+  /// leaving, the layers take their outputs from the training pool again (or, run on their own,
+  /// from buffers of their own).
   /// Nested calls share the outer pool.
   public func withInferenceMode<T>(_ body: () throws -> T) rethrows -> T {
     if activationArena != nil { return try body() }

@@ -64,7 +64,7 @@ public final class Sequential: Module {
   public override func forward(_ x: Tensor) throws -> Tensor {
     let inference = activationArena != nil
     let arena = activationPoolForForward()
-    arena.beginPass(self)
+    arena.beginPass(self, keeping: x)
     defer { arena.endPass() }
     keptNoActivations = inference
     var h = x
@@ -116,7 +116,7 @@ public final class Sequential: Module {
     let first = layers.first?.1
     readsInput = first?.backwardReadsInput ?? false || kept.dropFirst().contains { $0.storage === x.storage }
       || (h !== x && h.storage === x.storage)
-    readsOutput = producer?.backwardReadsOutput ?? readsInput || kept.contains { $0.storage === h.storage && $0 !== h }
+    readsOutput = producer?.backwardReadsOutput ?? readsInput || kept.dropFirst().contains { $0.storage === h.storage }
     return h
   }
 
@@ -138,7 +138,7 @@ public final class Sequential: Module {
     // Each layer's input gradient comes from the pool and goes back once the layer before has
     // read it.
     let arena = gradientPoolForBackward()
-    arena.beginPass(self)
+    arena.beginPass(self, keeping: dy)
     defer { arena.endPass() }
     var g = dy
     for (i, (name, l)) in layers.enumerated().reversed() {

@@ -61,16 +61,19 @@ public final class ActivationArena {
 
   /// Marks the start of `container`'s pass. An outermost pass frees every storage that the same
   /// container's previous outermost pass handed out (its results are overwritten from now on,
-  /// as any layer's output). `endPass()` restores `managedOwner` as it is now.
-  public func beginPass(_ container: AnyObject) {
+  /// as any layer's output), except the storage of `input`, the tensor the pass starts from: a
+  /// container's last result fed back into it stays intact (and, in debug builds, readable)
+  /// until the pass after. `endPass()` restores `managedOwner` as it is now.
+  public func beginPass(_ container: AnyObject, keeping input: Tensor? = nil) {
     enclosingOwners.append(managedOwner)
     if depth == 0 {
       let id = ObjectIdentifier(container)
       outermost = id
-      free += inUse.filter { $0.pass == id }.map(\.storage)
-      inUse.removeAll { $0.pass == id }
-      for h in handedOut where h.pass == id { h.tag.isRetired = true }
-      handedOut.removeAll { $0.pass == id }
+      let keep = input?.storage, keepTag = input?.outputTag
+      free += inUse.filter { $0.pass == id && $0.storage !== keep }.map(\.storage)
+      inUse.removeAll { $0.pass == id && $0.storage !== keep }
+      for h in handedOut where h.pass == id && h.tag !== keepTag { h.tag.isRetired = true }
+      handedOut.removeAll { $0.pass == id && $0.tag !== keepTag }
       requests = 0
     }
     depth += 1

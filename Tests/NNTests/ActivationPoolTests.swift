@@ -64,6 +64,43 @@ final class ActivationPoolTests: XCTestCase {
     GradientChecker().assertGradients(flat, input: .uniform([2, 3, 2, 2], using: &rng), "chain: flatten(sigmoid(x))")
   }
 
+  /// An identity (an empty Sequential) that hands a kept value on as its own output, or a
+  /// graph's input to a reader, makes its container report that backward reads it (review
+  /// findings: the kept storage was given back and overwritten).
+  func testAnIdentityPassesOnWhatBackwardReads() throws {
+    var rng = SeededGenerator(seed: 35)
+    let inner = Sequential([Sigmoid(), Sequential([] as [Module])])
+    let net = Sequential([inner, ChannelShuffle(groups: 2), ChannelShuffle(groups: 2), ChannelShuffle(groups: 2)])
+    GradientChecker().assertGradients(net, input: .uniform([3, 4], using: &rng), "sigmoid, identity, shuffles")
+    XCTAssertTrue(inner.backwardReadsOutput)
+
+    let g = Graph()
+    g.output = g("fc", Linear(inFeatures: 6, outFeatures: 5, rng: &rng), g("id", Sequential([] as [Module]), g.input))
+    let outer = Sequential([
+      Linear(inFeatures: 4, outFeatures: 6, rng: &rng), g, Linear(inFeatures: 5, outFeatures: 6, rng: &rng),
+    ])
+    GradientChecker().assertGradients(outer, input: .uniform([3, 4], using: &rng), "linear, graph(identity, linear), linear")
+    XCTAssertTrue(g.backwardReadsInput)
+  }
+
+  /// A network's result fed back into it (`net(net(x))`) is intact while the second pass reads
+  /// it: its storage stays out of the pool for that pass (as before pooling, the result itself
+  /// is overwritten when its own layer runs again).
+  func testAResultFedBackIsIntactWhileRead() throws {
+    var rng = SeededGenerator(seed: 36)
+    let l1 = Linear(inFeatures: 4, outFeatures: 4, rng: &rng), l2 = Linear(inFeatures: 4, outFeatures: 4, rng: &rng)
+    let net = Sequential([l1, ReLU(), l2])
+    let x = Tensor.uniform([3, 4], using: &rng)
+    let y = try net.forward(x)
+    let first = DoubleTensor(y)
+    let z = try net.forward(y)
+    let w1 = DoubleTensor(l1.weight.value), b1 = DoubleTensor(l1.bias!.value)
+    let w2 = DoubleTensor(l2.weight.value), b2 = DoubleTensor(l2.bias!.value)
+    var want = Reference.linear(first, weight: w1, bias: b1)
+    want = Reference.linear(Reference.relu(want), weight: w2, bias: b2)
+    assertClose(z.array, want.values, rtol: 1e-5, atol: 1e-6, "net(net(x))")
+  }
+
   /// A network's output stays valid until its next forward, also when a layer's output came
   /// from the pool; a layer run on its own afterwards writes into a buffer of its own.
   func testOutputSurvivesALayerRunOnItsOwn() throws {
