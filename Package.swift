@@ -111,7 +111,9 @@ let package = Package(
     // MARK: - Test support and unit test bundles
     .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "ACON", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
-    .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
+    .testTarget(
+      name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training", "CWinogradKernels"],
+      exclude: ["Fixtures"]),
     .testTarget(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),
     .testTarget(name: "ImageDataTests", dependencies: ["ImageData", "TensorCore"], exclude: ["Fixtures"]),

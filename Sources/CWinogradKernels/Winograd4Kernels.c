@@ -26,9 +26,9 @@ INLINE void g_column(double t0, double t1, double t2, double out[6]) {
   out[5] = t2;
 }
 
-void wino4_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, float *u) {
+void wino4_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t o0, ptrdiff_t o1, float *u) {
   const ptrdiff_t plane = k * c;
-  for (ptrdiff_t o = 0; o < k; o++) {
+  for (ptrdiff_t o = o0; o < o1; o++) {
     for (ptrdiff_t i = 0; i < c; i++) {
       float g[3][3];
       load_filter(w, k, c, o, i, flip, g);
@@ -55,9 +55,9 @@ INLINE void gt_column(const double d[6], double out[3]) {
   out[2] = (d[3] + d[4] - d[1] - d[2]) / 6 + d[5];
 }
 
-void wino4_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw) {
+void wino4_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, ptrdiff_t o0, ptrdiff_t o1, float *dw) {
   const ptrdiff_t plane = k * c;
-  for (ptrdiff_t o = 0; o < k; o++) {
+  for (ptrdiff_t o = o0; o < o1; o++) {
     for (ptrdiff_t i = 0; i < c; i++) {
       const float *src = du + o * c + i;
       double e[3][6];  // Gᵀ dU, column by column
@@ -92,7 +92,7 @@ void wino4_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw)
 
 INLINE void input_body(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                        ptrdiff_t c1, float *v) {
-  const ptrdiff_t tw = g->tw, T = rows * tw, bw = 4 * tw + 2, plane = g->c * T;
+  const ptrdiff_t tw = g->tw, T = rows * tw, bw = 4 * tw + 2, plane = wino_point_stride(g->c * T);
   float buf[6 * bw];
   for (ptrdiff_t ci = c0; ci < c1; ci++) {
     for (ptrdiff_t r = row0; r < row0 + rows; r++) {
@@ -130,7 +130,7 @@ INLINE void input_body(const WinoGeometry *g, const float *x, ptrdiff_t row0, pt
 
 INLINE void output_body(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                         ptrdiff_t k1, const float *bias, int relu, float *y) {
-  const ptrdiff_t tw = g->tw, T = rows * tw, plane = g->k * T, bw = 4 * tw;
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), bw = 4 * tw;
   float buf[4 * bw];
   for (ptrdiff_t o = k0; o < k1; o++) {
     const float bv = bias ? bias[o] : 0.0f;
@@ -169,7 +169,7 @@ INLINE void output_body(const WinoGeometry *g, const float *m, ptrdiff_t row0, p
 
 INLINE void gradient_body(const WinoGeometry *g, const float *dy, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,
                           ptrdiff_t k1, float *d) {
-  const ptrdiff_t tw = g->tw, T = rows * tw, bw = 4 * tw, plane = g->k * T;
+  const ptrdiff_t tw = g->tw, T = rows * tw, bw = 4 * tw, plane = wino_point_stride(g->k * T);
   float buf[4 * bw];
   for (ptrdiff_t o = k0; o < k1; o++) {
     for (ptrdiff_t r = row0; r < row0 + rows; r++) {

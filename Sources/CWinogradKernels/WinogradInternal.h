@@ -20,8 +20,8 @@ bool wino_has_avx512(void);
 #endif
 
 // F(4×4, 3×3) (Winograd4Kernels.c): the entry points of CWinogradKernels.h for m = 4.
-void wino4_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, float *u);
-void wino4_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, float *dw);
+void wino4_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t o0, ptrdiff_t o1, float *u);
+void wino4_filter_gradient(const float *du, ptrdiff_t k, ptrdiff_t c, ptrdiff_t o0, ptrdiff_t o1, float *dw);
 void wino4_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                            ptrdiff_t c1, float *v);
 void wino4_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t k0,

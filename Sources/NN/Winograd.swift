@@ -12,7 +12,9 @@
 //
 // Shapes: x [N, C, H, W], weight [K, C, 3, 3], y [N, K, OH, OW] with OH = H + 2·ph − 2 and
 // OW = W + 2·pw − 2 (0 ≤ ph, pw ≤ 2); tiles ⌈OH/m⌉ × ⌈OW/m⌉ per sample; U [P, K, C];
-// a block of T tiles has V [P, C, T] and M [P, K, T].
+// a block of T tiles has V [P, C, T] and M [P, K, T], their points `wino_point_stride` floats
+// apart (C·T or K·T padded to an odd number of cache lines, so that a transform's P streams do
+// not share cache sets).
 import CWinogradKernels
 import TensorCore
 
@@ -86,7 +88,10 @@ public enum Winograd {
   /// dy [N, C, ·] to dx [N, K, ·].
   static func transformFilter(_ w: UnsafePointer<Float>, k: Int, c: Int, flipped: Bool, tile m: Int,
     into u: UnsafeMutablePointer<Float>) {
-    wino_filter_transform(w, k, c, flipped ? 1 : 0, m, u)
+    // Rows of U split between the threads (kernels are independent: the same bits for any split).
+    parallelFor(k, minimumChunk: Swift.max(1, 4096 / Swift.max(1, c))) { r in
+      wino_filter_transform(w, k, c, flipped ? 1 : 0, m, r.lowerBound, r.upperBound, u)
+    }
   }
 
   /// y [n, k, oh, ow] = the 3×3 convolution of x [n, c, h, w] whose filter transform is
@@ -94,8 +99,8 @@ public enum Winograd {
   static func convolve(_ g: WinoGeometry, x: UnsafePointer<Float>, u: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     relu: Bool, y: UnsafeMutablePointer<Float>, workspace: ConvWorkspace) {
     let blockRows = blockRows(g), rowCount = g.n * g.th, points = points(tile: g.m)
-    let v = reuse(&workspace.winogradV, shape: [points, g.c, blockRows * g.tw]).data
-    let m = reuse(&workspace.winogradM, shape: [points, g.k, blockRows * g.tw]).data
+    let v = reuse(&workspace.winogradV, shape: [points, wino_point_stride(g.c * blockRows * g.tw)]).data
+    let m = reuse(&workspace.winogradM, shape: [points, wino_point_stride(g.k * blockRows * g.tw)]).data
     var row0 = 0
     while row0 < rowCount {
       let rows = Swift.min(blockRows, rowCount - row0), t = rows * g.tw, r0 = row0
@@ -104,9 +109,10 @@ public enum Winograd {
         var gl = g
         wino_input_transform(&gl, x, r0, rows, cs.lowerBound, cs.upperBound, v)
       }
-      // M_ξ [K, T] = U_ξ [K, C] · V_ξ [C, T]
+      // M_ξ [K, T] = U_ξ [K, C] · V_ξ [C, T] (V's and M's points a padded stride apart)
+      let vs = wino_point_stride(g.c * t), ms = wino_point_stride(g.k * t)
       for xi in 0..<points {
-        BLAS.sgemm(m: g.k, n: t, k: g.c, a: u + xi * g.k * g.c, b: v + xi * g.c * t, c: m + xi * g.k * t)
+        BLAS.sgemm(m: g.k, n: t, k: g.c, a: u + xi * g.k * g.c, b: v + xi * vs, c: m + xi * ms)
       }
       // y tiles of the block = Aᵀ M A (+ bias, ReLU)
       parallelFor(g.k) { ks in
@@ -123,8 +129,8 @@ public enum Winograd {
   static func filterGradient(_ g: WinoGeometry, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
     dw: UnsafeMutablePointer<Float>, workspace: ConvWorkspace) {
     let blockRows = blockRows(g), rowCount = g.n * g.th, points = points(tile: g.m)
-    let v = reuse(&workspace.winogradV, shape: [points, g.c, blockRows * g.tw]).data
-    let d = reuse(&workspace.winogradM, shape: [points, g.k, blockRows * g.tw]).data
+    let v = reuse(&workspace.winogradV, shape: [points, wino_point_stride(g.c * blockRows * g.tw)]).data
+    let d = reuse(&workspace.winogradM, shape: [points, wino_point_stride(g.k * blockRows * g.tw)]).data
     let du = reuse(&workspace.winogradU, shape: [points, g.k, g.c]).data
     var row0 = 0
     while row0 < rowCount {
@@ -138,12 +144,15 @@ public enum Winograd {
         wino_gradient_transform(&gl, dy, r0, rows, ks.lowerBound, ks.upperBound, d)
       }
       // dU_ξ [K, C] (+)= D_ξ [K, T] · V_ξᵀ [T, C]; the first block overwrites
+      let vs = wino_point_stride(g.c * t), ds = wino_point_stride(g.k * t)
       for xi in 0..<points {
-        BLAS.sgemm(transB: true, m: g.k, n: g.c, k: t, a: d + xi * g.k * t, b: v + xi * g.c * t,
+        BLAS.sgemm(transB: true, m: g.k, n: g.c, k: t, a: d + xi * ds, b: v + xi * vs,
           beta: row0 == 0 ? 0 : 1, c: du + xi * g.k * g.c)
       }
       row0 += rows
     }
-    wino_filter_gradient(du, g.k, g.c, g.m, dw)
+    parallelFor(g.k, minimumChunk: Swift.max(1, 4096 / Swift.max(1, g.c))) { r in
+      wino_filter_gradient(du, g.k, g.c, g.m, r.lowerBound, r.upperBound, dw)
+    }
   }
 }

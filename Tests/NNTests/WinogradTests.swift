@@ -2,7 +2,9 @@
 // convolution (Reference.conv2d), forward and backward (dx, dW, db, a fused ReLU), on shapes that
 // exercise the tiles' edges: output sizes that are not multiples of the tile, 1×1 and 2×2 maps,
 // padding 0, 1 and 2, rectangular padding, C = 1, channels that are not multiples of 8, blocks
-// that end mid-sample; finite differences; 1 vs 2 threads; when `.auto` chooses it.
+// that end mid-sample; finite differences; 1 vs 2 threads; when `.auto` chooses it; the
+// F(2×2) filter transforms against their float formulas, bit for bit.
+import CWinogradKernels
 import NN
 import TensorCore
 import TestSupport
@@ -43,6 +45,78 @@ final class WinogradTests: XCTestCase {
   private func reference(_ conv: Conv2D, _ x: Tensor, _ c: Case) -> DoubleTensor {
     Reference.groupedConv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
       bias: conv.bias.map { DoubleTensor($0.value) }, stride: (1, 1), padding: c.padding, groups: 1)
+  }
+
+  /// F(2×2)'s U = G g Gᵀ and dw += Gᵀ dU G are the float formulas of WinogradKernels.c, in their
+  /// order, bit for bit, whichever variant runs (the AVX-512 copy does 16 kernels per vector) and
+  /// however the rows are split: channel counts below, at and past 16, flipped or not.
+  func testFilterTransformsAreTheFloatFormulasBitForBit() {
+    var rng = SeededGenerator(seed: 77)
+    for (k, c) in [(1, 1), (3, 5), (17, 16), (4, 33), (2, 48)] {
+      let w = Tensor.uniform([k, c, 3, 3], -3, 3, using: &rng).array
+      for flip in [0, 1] {
+        // w is read as [k, c, 3, 3], or flipped as [c, k, 3, 3] rotated by 180° (the dx pass's filter)
+        let (kk, cc) = flip == 1 ? (c, k) : (k, c)
+        var u = [Float](repeating: .nan, count: 16 * kk * cc)
+        w.withUnsafeBufferPointer { wp in
+          u.withUnsafeMutableBufferPointer { up in
+            for (o0, o1) in [(0, kk / 3), (kk / 3, kk)] {
+              wino_filter_transform(wp.baseAddress!, kk, cc, Int32(flip), 2, o0, o1, up.baseAddress!)
+            }
+          }
+        }
+        var expected = [Float](repeating: 0, count: 16 * kk * cc)
+        for o in 0..<kk {
+          for i in 0..<cc {
+            func g(_ a: Int, _ b: Int) -> Float {
+              flip == 1 ? w[(i * kk + o) * 9 + (2 - a) * 3 + (2 - b)] : w[(o * cc + i) * 9 + a * 3 + b]
+            }
+            var t = [[Float]](repeating: [0, 0, 0], count: 4)
+            for b in 0..<3 {
+              t[0][b] = g(0, b)
+              t[1][b] = 0.5 * (g(0, b) + g(1, b) + g(2, b))
+              t[2][b] = 0.5 * (g(0, b) - g(1, b) + g(2, b))
+              t[3][b] = g(2, b)
+            }
+            for a in 0..<4 {
+              let row: [Float] = [t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]), 0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]]
+              for b in 0..<4 { expected[(4 * a + b) * kk * cc + o * cc + i] = row[b] }
+            }
+          }
+        }
+        assertBitwiseEqual(u, expected, "U, k \(kk) c \(cc) flip \(flip)")
+      }
+      // dw [k, c, 3, 3] += Gᵀ dU G, from a start that is not zero
+      let du = Tensor.uniform([16, k, c], -2, 2, using: &rng).array
+      let start = Tensor.uniform([k, c, 3, 3], -1, 1, using: &rng).array
+      var dw = start
+      du.withUnsafeBufferPointer { dp in
+        dw.withUnsafeMutableBufferPointer { wp in
+          for (o0, o1) in [(0, k / 2), (k / 2, k)] {
+            wino_filter_gradient(dp.baseAddress!, k, c, 2, o0, o1, wp.baseAddress!)
+          }
+        }
+      }
+      var expected = start
+      for o in 0..<k {
+        for i in 0..<c {
+          func d(_ a: Int, _ b: Int) -> Float { du[(4 * a + b) * k * c + o * c + i] }
+          var e = [[Float]](repeating: [0, 0, 0, 0], count: 3)
+          for b in 0..<4 {
+            e[0][b] = d(0, b) + 0.5 * (d(1, b) + d(2, b))
+            e[1][b] = 0.5 * (d(1, b) - d(2, b))
+            e[2][b] = 0.5 * (d(1, b) + d(2, b)) + d(3, b)
+          }
+          for a in 0..<3 {
+            let base = (o * c + i) * 9 + a * 3
+            expected[base] += e[a][0] + 0.5 * (e[a][1] + e[a][2])
+            expected[base + 1] += 0.5 * (e[a][1] - e[a][2])
+            expected[base + 2] += 0.5 * (e[a][1] + e[a][2]) + e[a][3]
+          }
+        }
+      }
+      assertBitwiseEqual(dw, expected, "dw, k \(k) c \(c)")
+    }
   }
 
   /// Every case, with the blocks at their default size and at one tile row per block.
