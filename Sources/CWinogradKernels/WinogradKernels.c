@@ -304,6 +304,102 @@ AVX512 NO_CALLS static void input_rows16_avx512(const WinoGeometry *g, const flo
     }
   }
 }
+
+// The columns [16k, 16k + 16) of an output row ow wide that lie inside it, as a lane mask.
+static inline __mmask16 row_mask16(ptrdiff_t ow, int k) {
+  const ptrdiff_t n = ow - 16 * (ptrdiff_t)k;
+  return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+// output_body for tile rows of at most 16 tiles (maps up to 32 wide), one tile row per vector:
+// lane t holds tile t's 16 points (masked loads of M), Aᵀ M A gives four vectors (columns 2t and
+// 2t + 1 of the tile's two output rows), two-source permutes interleave them into the output
+// rows' two vectors, which take the bias and the ReLU and go straight to y (masked stores: no row
+// buffer). Every output is the same float operations on the same operands as output_body and
+// store_rows (contraction off; ReLU as a compare, so −0 and NaN come out as there): the same bits.
+AVX512 NO_CALLS static void output_rows16_avx512(const WinoGeometry *g, const float *m, ptrdiff_t row0,
+                                                 ptrdiff_t rows, ptrdiff_t k0, ptrdiff_t k1, const float *bias,
+                                                 int relu, float *y) {
+#pragma STDC FP_CONTRACT OFF
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), ow = g->ow;
+  const __mmask16 sm = (__mmask16)((1u << tw) - 1u), om0 = row_mask16(ow, 0), om1 = row_mask16(ow, 1);
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512 zero = _mm512_setzero_ps();
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    const __m512 bv = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      const float *mt = m + o * T + (r - row0) * tw;
+      __m512 s[2][4];  // Aᵀ M
+      for (int q = 0; q < 4; q++) {
+        const __m512 m0 = _mm512_maskz_loadu_ps(sm, mt + q * plane);
+        const __m512 m1 = _mm512_maskz_loadu_ps(sm, mt + (4 + q) * plane);
+        const __m512 m2 = _mm512_maskz_loadu_ps(sm, mt + (8 + q) * plane);
+        const __m512 m3 = _mm512_maskz_loadu_ps(sm, mt + (12 + q) * plane);
+        s[0][q] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        s[1][q] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+      }
+      float *dst = y + (n * g->k + o) * g->oh * ow + 2 * th * ow;
+      for (int a = 0; a < 2 && 2 * th + a < g->oh; a++, dst += ow) {  // (Aᵀ M) A, + bias, ReLU
+        const __m512 e = _mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]);  // lane t: column 2t
+        const __m512 f = _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3]);  // 2t + 1
+        __m512 v0 = _mm512_add_ps(_mm512_permutex2var_ps(e, lo, f), bv);
+        __m512 v1 = _mm512_add_ps(_mm512_permutex2var_ps(e, hi, f), bv);
+        if (relu) {  // v if v > 0 or NaN, else +0: store_rows' ReLU
+          v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v0, zero, _CMP_NLE_UQ), v0);
+          v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v1, zero, _CMP_NLE_UQ), v1);
+        }
+        _mm512_mask_storeu_ps(dst, om0, v0);
+        if (om1) _mm512_mask_storeu_ps(dst + 16, om1, v1);
+      }
+    }
+  }
+}
+
+// gradient_body for tile rows of at most 16 tiles (maps up to 32 wide), one tile row per vector:
+// the tile row's two dy rows are masked loads (zero outside the map, as load_rows), split into
+// their even and odd columns by two-source permutes (lane t: p, q, r, s of tile t), then the same
+// float operations as gradient_body (negation as a sign flip, as C's unary minus): the same bits.
+AVX512 NO_CALLS static void gradient_rows16_avx512(const WinoGeometry *g, const float *dy, ptrdiff_t row0,
+                                                   ptrdiff_t rows, ptrdiff_t k0, ptrdiff_t k1, float *d) {
+#pragma STDC FP_CONTRACT OFF
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), ow = g->ow;
+  const __mmask16 sm = (__mmask16)((1u << tw) - 1u), om0 = row_mask16(ow, 0), om1 = row_mask16(ow, 1);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      const float *src = dy + (n * g->k + o) * g->oh * ow + 2 * th * ow;
+      __m512 ev[2], od[2];  // rows 2th and 2th + 1: lane t holds columns 2t and 2t + 1
+      for (int a = 0; a < 2; a++, src += ow) {
+        __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+        if (2 * th + a < g->oh) {
+          v0 = _mm512_maskz_loadu_ps(om0, src);
+          v1 = om1 ? _mm512_maskz_loadu_ps(om1, src + 16) : v1;
+        }
+        ev[a] = _mm512_permutex2var_ps(v0, even, v1);
+        od[a] = _mm512_permutex2var_ps(v0, odd, v1);
+      }
+      const __m512 p = ev[0], q = od[0], rr = ev[1], s = od[1];
+      const __m512 e[4][2] = {{p, q},
+                              {_mm512_add_ps(p, rr), _mm512_add_ps(q, s)},
+                              {_mm512_sub_ps(p, rr), _mm512_sub_ps(q, s)},
+                              {_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(rr), sign)),
+                               _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(s), sign))}};
+      float *dt = d + o * T + (r - row0) * tw;
+      for (int i = 0; i < 4; i++) {
+        _mm512_mask_storeu_ps(dt + (4 * i + 0) * plane, sm, e[i][0]);
+        _mm512_mask_storeu_ps(dt + (4 * i + 1) * plane, sm, _mm512_add_ps(e[i][0], e[i][1]));
+        _mm512_mask_storeu_ps(dt + (4 * i + 2) * plane, sm, _mm512_sub_ps(e[i][0], e[i][1]));
+        _mm512_mask_storeu_ps(dt + (4 * i + 3) * plane, sm,
+                              _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[i][1]), sign)));
+      }
+    }
+  }
+}
 #endif
 NO_CALLS static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                        ptrdiff_t c1, float *v) {
@@ -343,7 +439,8 @@ void wino_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0
   }
 #if defined(__x86_64__)
   if (wino_has_avx512()) {
-    output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+    if (g->tw <= 16) output_rows16_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+    else output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
     return;
   }
 #endif
@@ -368,7 +465,8 @@ void wino_gradient_transform(const WinoGeometry *g, const float *dy, ptrdiff_t r
   }
 #if defined(__x86_64__)
   if (wino_has_avx512()) {
-    gradient_avx512(g, dy, row0, rows, k0, k1, d);
+    if (g->tw <= 16) gradient_rows16_avx512(g, dy, row0, rows, k0, k1, d);
+    else gradient_avx512(g, dy, row0, rows, k0, k1, d);
     return;
   }
 #endif

@@ -3,7 +3,7 @@
 // exercise the tiles' edges: output sizes that are not multiples of the tile, 1×1 and 2×2 maps,
 // padding 0, 1 and 2, rectangular padding, C = 1, channels that are not multiples of 8, blocks
 // that end mid-sample; finite differences; 1 vs 2 threads; when `.auto` chooses it; the
-// F(2×2) filter transforms against their float formulas, bit for bit.
+// F(2×2) filter and tile transforms against their float formulas, bit for bit.
 import CWinogradKernels
 import NN
 import TensorCore
@@ -116,6 +116,134 @@ final class WinogradTests: XCTestCase {
         }
       }
       assertBitwiseEqual(dw, expected, "dw, k \(k) c \(c)")
+    }
+  }
+
+  /// F(2×2)'s tile transforms are the float formulas of WinogradKernels.c, in their order, bit for
+  /// bit, whichever variant runs (the AVX-512 copies take rows of up to 16 tiles in one vector):
+  /// V = Bᵀ d B of the input, y = Aᵀ M A + bias (ReLU or not; −0, NaN and negative sums included)
+  /// and D = A dY Aᵀ of the output gradient, on maps 1 to 37 wide (odd, 16 and 32 tiles, past
+  /// 16), padding 0 to 2, blocks that start and end mid-sample.
+  func testTileTransformsAreTheFloatFormulasBitForBit() {
+    var rng = SeededGenerator(seed: 78)
+    // (n, c, k, h, w, ph, pw)
+    let shapes = [(2, 3, 2, 1, 1, 1, 1), (1, 2, 3, 5, 6, 1, 0), (2, 1, 2, 8, 8, 1, 1), (1, 2, 1, 7, 31, 1, 1),
+      (2, 2, 2, 6, 32, 1, 1), (1, 1, 3, 4, 33, 0, 2), (1, 2, 2, 3, 37, 2, 1), (3, 3, 1, 9, 16, 0, 0)]
+    for (n, c, k, h, w, ph, pw) in shapes {
+      let oh = h + 2 * ph - 2, ow = w + 2 * pw - 2, th = (oh + 1) / 2, tw = (ow + 1) / 2
+      var g = WinoGeometry(n: n, c: c, h: h, w: w, ph: ph, pw: pw, k: k, oh: oh, ow: ow, th: th, tw: tw, m: 2)
+      // Values with full mantissas (uniform draws divided by 3), so that sums round and a
+      // changed order of operations shows.
+      let x = Tensor.uniform([n, c, h, w], -3, 3, using: &rng).array.map { $0 / 3 }
+      var dy = Tensor.uniform([n, k, oh, ow], -3, 3, using: &rng).array.map { $0 / 3 }
+      dy[0] = -0.0
+      let bias = Tensor.uniform([k], -1, 1, using: &rng).array.enumerated().map { $0.offset == 0 ? -0.0 : $0.element }
+      let rowsAll = n * th
+      for rowsPerBlock in Set([1, 2, rowsAll]) {
+        var row0 = 0
+        while row0 < rowsAll {
+          let rows = min(rowsPerBlock, rowsAll - row0), t = rows * tw
+          let vp = wino_point_stride(c * t), mp = wino_point_stride(k * t)
+          let what = "n \(n) c \(c) k \(k) \(h)×\(w) pad (\(ph), \(pw)), rows \(row0)..<\(row0 + rows)"
+          // V against Bᵀ d B, point by point
+          var v = [Float](repeating: .nan, count: 16 * vp)
+          x.withUnsafeBufferPointer { xp in
+            v.withUnsafeMutableBufferPointer { wino_input_transform(&g, xp.baseAddress!, row0, rows, 0, c, $0.baseAddress!) }
+          }
+          var gotV = [Float](), wantV = [Float]()
+          for ci in 0..<c {
+            for r in row0..<(row0 + rows) {
+              let s = r / th, y0 = 2 * (r % th) - ph
+              for tt in 0..<tw {
+                func d(_ a: Int, _ b: Int) -> Float {
+                  let yy = y0 + a, xx = 2 * tt - pw + b
+                  return yy >= 0 && yy < h && xx >= 0 && xx < w ? x[((s * c + ci) * h + yy) * w + xx] : 0
+                }
+                var a = [[Float]](repeating: [0, 0, 0, 0], count: 4)
+                for q in 0..<4 {
+                  a[0][q] = d(0, q) - d(2, q)
+                  a[1][q] = d(1, q) + d(2, q)
+                  a[2][q] = d(2, q) - d(1, q)
+                  a[3][q] = d(1, q) - d(3, q)
+                }
+                for i in 0..<4 {
+                  let e: [Float] = [a[i][0] - a[i][2], a[i][1] + a[i][2], a[i][2] - a[i][1], a[i][1] - a[i][3]]
+                  for b in 0..<4 {
+                    gotV.append(v[(4 * i + b) * vp + ci * t + (r - row0) * tw + tt])
+                    wantV.append(e[b])
+                  }
+                }
+              }
+            }
+          }
+          assertBitwiseEqual(gotV, wantV, "V, \(what)")
+          // y against Aᵀ M A + bias, then ReLU or not; M with −0 and NaN among its values
+          var m = Tensor.uniform([16 * mp], -2, 2, using: &rng).array.map { $0 / 3 }
+          for xi in 0..<16 { m[xi * mp] = -0.0 }  // channel 0, tile 0: −0 + bias −0 at column 0
+          m[min(5, m.count - 1)] = .nan
+          for relu in [Int32(0), 1] {
+            let start = Tensor.uniform([n, k, oh, ow], using: &rng).array
+            var y = start
+            m.withUnsafeBufferPointer { mb in
+              bias.withUnsafeBufferPointer { bp in
+                y.withUnsafeMutableBufferPointer {
+                  wino_output_transform(&g, mb.baseAddress!, row0, rows, 0, k, bp.baseAddress!, relu, $0.baseAddress!)
+                }
+              }
+            }
+            var want = start
+            for o in 0..<k {
+              for r in row0..<(row0 + rows) {
+                let s = r / th, y0 = 2 * (r % th)
+                for tt in 0..<tw {
+                  func mm(_ i: Int, _ j: Int) -> Float { m[(4 * i + j) * mp + o * t + (r - row0) * tw + tt] }
+                  for a in 0..<2 {
+                    var sa = [Float](repeating: 0, count: 4)
+                    for q in 0..<4 { sa[q] = a == 0 ? mm(0, q) + mm(1, q) + mm(2, q) : mm(1, q) - mm(2, q) - mm(3, q) }
+                    let out = [sa[0] + sa[1] + sa[2], sa[1] - sa[2] - sa[3]]
+                    for b in 0..<2 where y0 + a < oh && 2 * tt + b < ow {
+                      let value = out[b] + bias[o]
+                      want[((s * k + o) * oh + y0 + a) * ow + 2 * tt + b] =
+                        relu == 0 || value.isNaN || value > 0 ? value : 0
+                    }
+                  }
+                }
+              }
+            }
+            assertBitwiseEqual(y, want, "y, relu \(relu), \(what)")
+          }
+          // D against A dY Aᵀ, zero outside the output
+          var dd = [Float](repeating: .nan, count: 16 * mp)
+          dy.withUnsafeBufferPointer { dp in
+            dd.withUnsafeMutableBufferPointer {
+              wino_gradient_transform(&g, dp.baseAddress!, row0, rows, 0, k, $0.baseAddress!)
+            }
+          }
+          var gotD = [Float](), wantD = [Float]()
+          for o in 0..<k {
+            for r in row0..<(row0 + rows) {
+              let s = r / th, y0 = 2 * (r % th)
+              for tt in 0..<tw {
+                func e(_ a: Int, _ b: Int) -> Float {
+                  let yy = y0 + a, xx = 2 * tt + b
+                  return yy < oh && xx < ow ? dy[((s * k + o) * oh + yy) * ow + xx] : 0
+                }
+                let (p, q, r2, s2) = (e(0, 0), e(0, 1), e(1, 0), e(1, 1))
+                let rowsAdY: [(Float, Float)] = [(p, q), (p + r2, q + s2), (p - r2, q - s2), (-r2, -s2)]
+                for (i, (x0, x1)) in rowsAdY.enumerated() {
+                  let out = [x0, x0 + x1, x0 - x1, -x1]
+                  for b in 0..<4 {
+                    gotD.append(dd[(4 * i + b) * mp + o * t + (r - row0) * tw + tt])
+                    wantD.append(out[b])
+                  }
+                }
+              }
+            }
+          }
+          assertBitwiseEqual(gotD, wantD, "D, \(what)")
+          row0 += rows
+        }
+      }
     }
   }
 
