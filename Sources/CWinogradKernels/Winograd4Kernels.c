@@ -12,7 +12,11 @@
 // The same structure as WinogradKernels.c: a tile row at a time through a zero-padded row buffer
 // (6 input rows, or 4 output rows), baseline and AVX-512 copies of each body. The filter
 // transforms work in Double (k·c kernels: cheap) so that U and dW carry one rounding each.
+// Contraction is off in the whole file, so every copy (baseline, AVX-512, the row kernels) computes
+// the formulas below with the same roundings: the same bits.
 #include "WinogradInternal.h"
+
+#pragma STDC FP_CONTRACT OFF
 
 // MARK: - Filter transforms (small: k·c kernels, scalar, in Double)
 
@@ -195,6 +199,182 @@ INLINE void gradient_body(const WinoGeometry *g, const float *dy, ptrdiff_t row0
   }
 }
 
+// MARK: - AVX-512 row kernels: one tile row (up to 16 tiles, maps up to 64 wide) per vector
+
+#if defined(__x86_64__)
+// Lane t of phase r: column 4t + r of a row held as four vectors v0..v3 (columns 0..63): lanes
+// 0..7 from v0, v1 and lanes 8..15 from v2, v3, by two two-source permutes and a blend.
+AVX512 __attribute__((always_inline)) static inline __m512 phase4(__m512 v0, __m512 v1, __m512 v2, __m512 v3,
+                                                                  __m512i index) {
+  return _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_permutex2var_ps(v0, index, v1),
+                              _mm512_permutex2var_ps(v2, index, v3));
+}
+
+// phase4's permute index for phase r: lane t holds r + 4·(t mod 8).
+AVX512 __attribute__((always_inline)) static inline __m512i phase4_index(int r) {
+  return _mm512_add_epi32(_mm512_set1_epi32(r),
+                          _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28));
+}
+
+// BT6 on vectors: the same float operations in the same order.
+AVX512 __attribute__((always_inline)) static inline void bt6_vec(const __m512 d[6], __m512 out[6]) {
+  const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
+  out[0] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, d[0]), _mm512_mul_ps(five, d[2])), d[4]);
+  out[1] = _mm512_sub_ps(_mm512_add_ps(d[3], d[4]), _mm512_mul_ps(four, _mm512_add_ps(d[1], d[2])));
+  out[2] = _mm512_add_ps(_mm512_sub_ps(d[4], d[3]), _mm512_mul_ps(four, _mm512_sub_ps(d[1], d[2])));
+  out[3] = _mm512_add_ps(_mm512_sub_ps(d[4], d[2]), _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1])));
+  out[4] = _mm512_add_ps(_mm512_sub_ps(d[4], d[2]), _mm512_mul_ps(two, _mm512_sub_ps(d[1], d[3])));
+  out[5] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, d[1]), _mm512_mul_ps(five, d[3])), d[5]);
+}
+
+// AT4 on vectors.
+AVX512 __attribute__((always_inline)) static inline void at4_vec(const __m512 m[6], __m512 out[4]) {
+  const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), eight = _mm512_set1_ps(8.0f);
+  const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  out[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  out[1] = _mm512_add_ps(d12, _mm512_mul_ps(two, d34));
+  out[2] = _mm512_add_ps(s12, _mm512_mul_ps(four, s34));
+  out[3] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(eight, d34)), m[5]);
+}
+
+// A6 on vectors.
+AVX512 __attribute__((always_inline)) static inline void a6_vec(const __m512 e[4], __m512 out[6]) {
+  const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+  const __m512 s02 = _mm512_add_ps(e[0], e[2]), s13 = _mm512_add_ps(e[1], e[3]);
+  const __m512 f02 = _mm512_add_ps(e[0], _mm512_mul_ps(four, e[2]));
+  const __m512 f13 = _mm512_mul_ps(two, _mm512_add_ps(e[1], _mm512_mul_ps(four, e[3])));
+  out[0] = e[0];
+  out[1] = _mm512_add_ps(s02, s13);
+  out[2] = _mm512_sub_ps(s02, s13);
+  out[3] = _mm512_add_ps(f02, f13);
+  out[4] = _mm512_sub_ps(f02, f13);
+  out[5] = e[3];
+}
+
+// input_body for tile rows of at most 16 tiles: the six input rows are masked loads of up to 66
+// buffer columns (five vectors, a lane a column), combined by rows (Bᵀ d) as input_body does,
+// then each combination's columns 4t + q of tile t (q = 0..5) come from phase4 (q < 4) and a
+// one-lane shift of phases 0 and 1 (q = 4, 5), and the columns are combined (d B). Every output
+// is the same float operations on the same operands as input_body's: the same bits.
+AVX512 NO_CALLS static void input_rows16_avx512(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows,
+                                                ptrdiff_t c0, ptrdiff_t c1, float *v) {
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->c * T), bw = 4 * tw + 2;
+  const __mmask16 sm = (__mmask16)((1u << tw) - 1u);
+  const int vecs = (int)((bw + 15) / 16);
+  const __m512i index[4] = {phase4_index(0), phase4_index(1), phase4_index(2), phase4_index(3)};
+  for (ptrdiff_t ci = c0; ci < c1; ci++) {
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th, y0 = 4 * th - g->ph;
+      const float *p = x + (n * g->c + ci) * g->h * g->w;
+      __m512 b[6][5];  // input rows y0 ..< y0 + 6, by buffer column
+      for (int a = 0; a < 6; a++)
+        for (int k = 0; k < 5; k++)
+          b[a][k] = k < vecs ? input_row16(p, g->h, g->w, y0 + a, g->pw, k) : _mm512_setzero_ps();
+      __m512 rowsBt[6][5];  // Bᵀ d, by buffer column
+      for (int k = 0; k < 5; k++) {
+        const __m512 col[6] = {b[0][k], b[1][k], b[2][k], b[3][k], b[4][k], b[5][k]};
+        __m512 out[6];
+        bt6_vec(col, out);
+        for (int i = 0; i < 6; i++) rowsBt[i][k] = out[i];
+      }
+      float *vt = v + ci * T + (r - row0) * tw;
+      for (int i = 0; i < 6; i++) {
+        const __m512 *a = rowsBt[i];
+        __m512 q[6];  // lane t: column 4t + q of combination i
+        for (int ph = 0; ph < 4; ph++) q[ph] = phase4(a[0], a[1], a[2], a[3], index[ph]);
+        const __m512i last = _mm512_castps_si512(a[4]);  // columns 64, 65
+        q[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(last, _mm512_castps_si512(q[0]), 1));
+        q[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(last, last, 1),
+                                                       _mm512_castps_si512(q[1]), 1));
+        __m512 out[6];  // (Bᵀ d) B
+        bt6_vec(q, out);
+        for (int j = 0; j < 6; j++) _mm512_mask_storeu_ps(vt + (6 * i + j) * plane, sm, out[j]);
+      }
+    }
+  }
+}
+
+// output_body for tile rows of at most 16 tiles (maps up to 64 wide): lane t holds tile t's 36
+// points (masked loads of M), Aᵀ M A gives 16 vectors (row a, column 4t + b of the tile row's
+// outputs), two rounds of two-source permutes interleave each row's four into the output row's
+// four vectors, which take the bias and the ReLU and go straight to y (masked stores, no row
+// buffer). The same float operations as output_body and store_rows (ReLU as a compare, so −0
+// and NaN come out as there): the same bits.
+AVX512 NO_CALLS static void output_rows16_avx512(const WinoGeometry *g, const float *m, ptrdiff_t row0,
+                                                 ptrdiff_t rows, ptrdiff_t k0, ptrdiff_t k1, const float *bias,
+                                                 int relu, float *y) {
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), ow = g->ow;
+  const __mmask16 sm = (__mmask16)((1u << tw) - 1u);
+  const __mmask16 om[4] = {row_mask16(ow, 0), row_mask16(ow, 1), row_mask16(ow, 2), row_mask16(ow, 3)};
+  const __m512i pairLo = interleave_index(0), pairHi = interleave_index(1);  // lanes 2t, 2t + 1 ← a[t], b[t]
+  // quads from two pair vectors: lanes 4u..4u+3 ← first[2u], first[2u+1], second[2u], second[2u+1]
+  const __m512i quadLo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  const __m512i quadHi = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    const __m512 bv = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      const float *mt = m + o * T + (r - row0) * tw;
+      __m512 s[4][6];  // Aᵀ M, column by column
+      for (int q = 0; q < 6; q++) {
+        __m512 col[6], out[4];
+        for (int i = 0; i < 6; i++) col[i] = _mm512_maskz_loadu_ps(sm, mt + (6 * i + q) * plane);
+        at4_vec(col, out);
+        for (int a = 0; a < 4; a++) s[a][q] = out[a];
+      }
+      float *dst = y + (n * g->k + o) * g->oh * ow + 4 * th * ow;
+      for (int a = 0; a < 4 && 4 * th + a < g->oh; a++, dst += ow) {  // (Aᵀ M) A, + bias, ReLU
+        __m512 e[4];  // lane t: column 4t + b
+        at4_vec(s[a], e);
+        const __m512 p01lo = _mm512_permutex2var_ps(e[0], pairLo, e[1]), p01hi = _mm512_permutex2var_ps(e[0], pairHi, e[1]);
+        const __m512 p23lo = _mm512_permutex2var_ps(e[2], pairLo, e[3]), p23hi = _mm512_permutex2var_ps(e[2], pairHi, e[3]);
+        __m512 out[4] = {_mm512_permutex2var_ps(p01lo, quadLo, p23lo), _mm512_permutex2var_ps(p01lo, quadHi, p23lo),
+                         _mm512_permutex2var_ps(p01hi, quadLo, p23hi), _mm512_permutex2var_ps(p01hi, quadHi, p23hi)};
+        for (int k = 0; k < 4 && om[k]; k++) store_row16(dst + 16 * k, om[k], out[k], bv, relu);
+      }
+    }
+  }
+}
+
+// gradient_body for tile rows of at most 16 tiles (maps up to 64 wide): the tile row's four dy
+// rows are masked loads (zero outside the map, as load_rows), split by phase4 into lane t's
+// columns 4t..4t + 3, then the same float operations as gradient_body: the same bits.
+AVX512 NO_CALLS static void gradient_rows16_avx512(const WinoGeometry *g, const float *dy, ptrdiff_t row0,
+                                                   ptrdiff_t rows, ptrdiff_t k0, ptrdiff_t k1, float *d) {
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), ow = g->ow;
+  const __mmask16 sm = (__mmask16)((1u << tw) - 1u);
+  const __mmask16 om[4] = {row_mask16(ow, 0), row_mask16(ow, 1), row_mask16(ow, 2), row_mask16(ow, 3)};
+  const __m512i index[4] = {phase4_index(0), phase4_index(1), phase4_index(2), phase4_index(3)};
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    for (ptrdiff_t r = row0; r < row0 + rows; r++) {
+      const ptrdiff_t n = r / g->th, th = r % g->th;
+      const float *src = dy + (n * g->k + o) * g->oh * ow + 4 * th * ow;
+      __m512 e[4][4];  // e[row a][column phase q]: lane t holds dY[a][q] of tile t
+      for (int a = 0; a < 4; a++, src += ow) {
+        __m512 v[4];
+        for (int k = 0; k < 4; k++)
+          v[k] = 4 * th + a < g->oh && om[k] ? _mm512_maskz_loadu_ps(om[k], src + 16 * k) : _mm512_setzero_ps();
+        for (int q = 0; q < 4; q++) e[a][q] = phase4(v[0], v[1], v[2], v[3], index[q]);
+      }
+      __m512 f[6][4];  // A dY, column by column
+      for (int q = 0; q < 4; q++) {
+        const __m512 col[4] = {e[0][q], e[1][q], e[2][q], e[3][q]};
+        __m512 out[6];
+        a6_vec(col, out);
+        for (int i = 0; i < 6; i++) f[i][q] = out[i];
+      }
+      float *dt = d + o * T + (r - row0) * tw;
+      for (int i = 0; i < 6; i++) {  // (A dY) Aᵀ
+        __m512 out[6];
+        a6_vec(f[i], out);
+        for (int j = 0; j < 6; j++) _mm512_mask_storeu_ps(dt + (6 * i + j) * plane, sm, out[j]);
+      }
+    }
+  }
+}
+#endif
+
 // MARK: - Entry points: the AVX-512 copy where the CPU has it
 
 #if defined(__x86_64__)
@@ -228,7 +408,8 @@ void wino4_input_transform(const WinoGeometry *g, const float *x, ptrdiff_t row0
                            ptrdiff_t c1, float *v) {
 #if defined(__x86_64__)
   if (wino_has_avx512()) {
-    input_avx512(g, x, row0, rows, c0, c1, v);
+    if (g->tw <= 16) input_rows16_avx512(g, x, row0, rows, c0, c1, v);
+    else input_avx512(g, x, row0, rows, c0, c1, v);
     return;
   }
 #endif
@@ -239,7 +420,8 @@ void wino4_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row
                             ptrdiff_t k1, const float *bias, int relu, float *y) {
 #if defined(__x86_64__)
   if (wino_has_avx512()) {
-    output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+    if (g->tw <= 16) output_rows16_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+    else output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
     return;
   }
 #endif
@@ -250,7 +432,8 @@ void wino4_gradient_transform(const WinoGeometry *g, const float *dy, ptrdiff_t 
                               ptrdiff_t k1, float *d) {
 #if defined(__x86_64__)
   if (wino_has_avx512()) {
-    gradient_avx512(g, dy, row0, rows, k0, k1, d);
+    if (g->tw <= 16) gradient_rows16_avx512(g, dy, row0, rows, k0, k1, d);
+    else gradient_avx512(g, dy, row0, rows, k0, k1, d);
     return;
   }
 #endif

@@ -1,7 +1,8 @@
 // WinogradInternal.h: what the F(2×2, 3×3) and F(4×4, 3×3) kernels share: the attributes that
 // build a body twice (baseline and AVX-512, chosen at run time), the filter's kernel read (plain or
 // rotated), the zero-padded row copy that the tile transforms read through and the output rows'
-// store (bias, fused ReLU). Not part of the module's interface.
+// store (bias, fused ReLU), and the AVX-512 row kernels' masked row load and lane masks. Not part
+// of the module's interface.
 #ifndef WINOGRAD_INTERNAL_H
 #define WINOGRAD_INTERNAL_H
 
@@ -14,9 +15,50 @@
 #define NO_CALLS __attribute__((no_builtin("memset", "memcpy")))
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+#include <stdint.h>
+
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
 // Whether the CPU runs the AVX-512 copies (AVX-512F and VL).
 bool wino_has_avx512(void);
+
+// Columns 16k ..< 16k + 16 of a tile row's input buffer (input_body's buf) for row y of the
+// plane p [h, w]: buffer column j is the plane's column j − pw, zero outside the plane (masked
+// lanes are neither read nor faulted on, so the address may lie outside the tensor: it is formed
+// as an integer).
+AVX512 __attribute__((always_inline)) static inline __m512 input_row16(
+    const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y, ptrdiff_t pw, int k) {
+  const ptrdiff_t j0 = 16 * (ptrdiff_t)k;
+  ptrdiff_t lo = pw - j0, hi = pw + w - j0;  // the lanes inside the plane: [lo, hi)
+  lo = lo < 0 ? 0 : lo;
+  hi = hi > 16 ? 16 : hi;
+  if (y < 0 || y >= h || lo >= hi) return _mm512_setzero_ps();
+  const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+  return _mm512_maskz_loadu_ps(m, (const float *)((uintptr_t)(p + y * w) + (uintptr_t)((j0 - pw) * 4)));
+}
+
+// The permute index that interleaves two vectors a and b (a's lanes in sources 0–15, b's in
+// 16–31): lane 2t ← a[t + 8·half], lane 2t + 1 ← b[t + 8·half].
+AVX512 __attribute__((always_inline)) static inline __m512i interleave_index(int half) {
+  const __m512i t = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i fromB = _mm512_setr_epi32(0, 16, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16);
+  return _mm512_add_epi32(_mm512_add_epi32(t, fromB), _mm512_set1_epi32(8 * half));
+}
+
+// store_rows on 16 columns: v + bias, then (relu != 0) v if v > 0 or NaN, else +0, as a compare
+// (a max would turn NaN into 0 and keep −0), into the lanes of mask.
+AVX512 __attribute__((always_inline)) static inline void store_row16(float *dst, __mmask16 mask, __m512 v, __m512 bias,
+                                                                     int relu) {
+  v = _mm512_add_ps(v, bias);
+  if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
+  _mm512_mask_storeu_ps(dst, mask, v);
+}
+
+// The columns [16k, 16k + 16) of an output row ow wide that lie inside it, as a lane mask.
+INLINE __mmask16 row_mask16(ptrdiff_t ow, int k) {
+  const ptrdiff_t n = ow - 16 * (ptrdiff_t)k;
+  return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
 #endif
 
 // F(4×4, 3×3) (Winograd4Kernels.c): the entry points of CWinogradKernels.h for m = 4.

@@ -12,11 +12,6 @@
 // baseline body and, on x86-64, an AVX-512 copy of the same body, chosen at run time.
 #include "WinogradInternal.h"
 
-#include <stdint.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 ptrdiff_t wino_point_stride(ptrdiff_t elements) {
   // Whole 64-byte lines, an odd number of them: stream ξ starts ξ·(odd) lines after stream 0, so
   // the 16 (or 36) streams of a tile transform fall in different sets of the L1 and L2 caches.
@@ -243,20 +238,6 @@ AVX512 NO_CALLS static void input_avx512(const WinoGeometry *g, const float *x, 
   input_body(g, x, row0, rows, c0, c1, v);
 }
 
-// Columns 16k ..< 16k + 16 of input_body's row buffer for row y of the plane p [h, w]: buffer
-// column j is the plane's column j − pw, zero outside the plane (masked lanes are neither read
-// nor faulted on, so the address may lie outside the tensor: it is formed as an integer).
-AVX512 __attribute__((always_inline)) static inline __m512 input_row16(
-    const float *p, ptrdiff_t h, ptrdiff_t w, ptrdiff_t y, ptrdiff_t pw, int k) {
-  const ptrdiff_t j0 = 16 * (ptrdiff_t)k;
-  ptrdiff_t lo = pw - j0, hi = pw + w - j0;  // the lanes inside the plane: [lo, hi)
-  lo = lo < 0 ? 0 : lo;
-  hi = hi > 16 ? 16 : hi;
-  if (y < 0 || y >= h || lo >= hi) return _mm512_setzero_ps();
-  const __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-  return _mm512_maskz_loadu_ps(m, (const float *)((uintptr_t)(p + y * w) + (uintptr_t)((j0 - pw) * 4)));
-}
-
 // input_body for tile rows of at most 16 tiles (maps up to 32 wide), one tile row per vector:
 // the four input rows are masked loads of up to 34 columns (three vectors; a lane is a buffer
 // column), combined by rows (Bᵀ d) as in input_body, then each combination's columns 2t,
@@ -305,12 +286,6 @@ AVX512 NO_CALLS static void input_rows16_avx512(const WinoGeometry *g, const flo
   }
 }
 
-// The columns [16k, 16k + 16) of an output row ow wide that lie inside it, as a lane mask.
-static inline __mmask16 row_mask16(ptrdiff_t ow, int k) {
-  const ptrdiff_t n = ow - 16 * (ptrdiff_t)k;
-  return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-}
-
 // output_body for tile rows of at most 16 tiles (maps up to 32 wide), one tile row per vector:
 // lane t holds tile t's 16 points (masked loads of M), Aᵀ M A gives four vectors (columns 2t and
 // 2t + 1 of the tile's two output rows), two-source permutes interleave them into the output
@@ -323,9 +298,7 @@ AVX512 NO_CALLS static void output_rows16_avx512(const WinoGeometry *g, const fl
 #pragma STDC FP_CONTRACT OFF
   const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), ow = g->ow;
   const __mmask16 sm = (__mmask16)((1u << tw) - 1u), om0 = row_mask16(ow, 0), om1 = row_mask16(ow, 1);
-  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  const __m512 zero = _mm512_setzero_ps();
+  const __m512i lo = interleave_index(0), hi = interleave_index(1);
   for (ptrdiff_t o = k0; o < k1; o++) {
     const __m512 bv = _mm512_set1_ps(bias ? bias[o] : 0.0f);
     for (ptrdiff_t r = row0; r < row0 + rows; r++) {
@@ -344,14 +317,8 @@ AVX512 NO_CALLS static void output_rows16_avx512(const WinoGeometry *g, const fl
       for (int a = 0; a < 2 && 2 * th + a < g->oh; a++, dst += ow) {  // (Aᵀ M) A, + bias, ReLU
         const __m512 e = _mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]);  // lane t: column 2t
         const __m512 f = _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3]);  // 2t + 1
-        __m512 v0 = _mm512_add_ps(_mm512_permutex2var_ps(e, lo, f), bv);
-        __m512 v1 = _mm512_add_ps(_mm512_permutex2var_ps(e, hi, f), bv);
-        if (relu) {  // v if v > 0 or NaN, else +0: store_rows' ReLU
-          v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v0, zero, _CMP_NLE_UQ), v0);
-          v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v1, zero, _CMP_NLE_UQ), v1);
-        }
-        _mm512_mask_storeu_ps(dst, om0, v0);
-        if (om1) _mm512_mask_storeu_ps(dst + 16, om1, v1);
+        store_row16(dst, om0, _mm512_permutex2var_ps(e, lo, f), bv, relu);
+        if (om1) store_row16(dst + 16, om1, _mm512_permutex2var_ps(e, hi, f), bv, relu);
       }
     }
   }

@@ -56,9 +56,10 @@ public final class Conv2D: Module {
   public internal(set) var workspace: ConvWorkspace
   private var input: Tensor?
   private var planeSums: Tensor?  // [N, Cout], the bias gradient's per-plane sums
-  /// How this layer computes (`.auto`: Winograd F(2×2, 3×3) for 3×3 stride-1 layers of at
-  /// least `Winograd.autoMinimumChannels` channels on maps of 5×5 or more (4×4 from 256
-  /// channels), im2col otherwise). Set it before a forward
+  /// How this layer computes (`.auto`: Winograd for 3×3 stride-1 layers of at least
+  /// `Winograd.autoMinimumChannels` channels on maps of 5×5 or more (4×4 from 256 channels),
+  /// F(4×4, 3×3) on maps 16 to 64 wide up to 128 channels and F(2×2, 3×3) on the others;
+  /// im2col otherwise). Set it before a forward
   /// pass; the backward pass follows the algorithm its forward pass ran.
   public var algorithm: ConvAlgorithm = .auto
   /// Whether the last forward pass ran Winograd (F(2×2, 3×3) or F(4×4, 3×3)).
@@ -179,8 +180,14 @@ public final class Conv2D: Module {
       // Measured (one thread, acon-bench's conv2d rows and the zoo's layers): Winograd wins from
       // 16 channels on maps of 5×5 and up; on 4×4 only from 256 channels (at 64 it takes 1.4×
       // im2col's time: the 16 GEMMs over 4 tiles per sample are too thin); below 4×4 never.
+      // F(4×4) beats F(2×2) on maps 16 to 64 wide up to 128 channels (ResNet's 56×56, 32×32 and
+      // 16×16 layers: 0.8–0.9× its time), where its transforms run a tile row per vector; on
+      // 8×8 maps F(2×2) stays ahead.
       let channels = Swift.min(inChannels, outChannels), side = Swift.min(oh, ow)
-      return channels >= Winograd.autoMinimumChannels && (side >= 5 || (side == 4 && channels >= 256)) ? 2 : nil
+      guard channels >= Winograd.autoMinimumChannels && (side >= 5 || (side == 4 && channels >= 256)) else {
+        return nil
+      }
+      return side >= 16 && ow <= 64 && Swift.max(inChannels, outChannels) <= 128 ? 4 : 2
     }
   }
 

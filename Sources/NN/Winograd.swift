@@ -22,7 +22,8 @@ import TensorCore
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
   /// Winograd where it applies and pays (3×3, stride 1, no groups, at least
   /// `Winograd.autoMinimumChannels` input and output channels, and an output of at least 5×5,
-  /// or 4×4 with at least 256 channels), im2col + GEMM otherwise.
+  /// or 4×4 with at least 256 channels), im2col + GEMM otherwise: F(4×4, 3×3) on outputs 16 to
+  /// 64 wide (and at least 16 high) with at most 128 channels, F(2×2, 3×3) elsewhere.
   case auto
   /// Always im2col + GEMM (the 1×1 path skips im2col).
   case im2col

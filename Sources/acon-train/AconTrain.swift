@@ -122,7 +122,7 @@ struct Train: ParsableCommand {
   @Flag(help: "Horizontal flip of training images, with probability 1/2 (alone; --augment does both).") var flip = false
   @Option(help: "Threads for OpenBLAS and the kernels (default: cores; under mpirun, cores / ranks on this machine).")
   var threads: Int?
-  @Option(help: "3×3 stride-1 convolutions: auto (Winograd F(2×2, 3×3) where it pays: 16+ channels on 5×5+ maps, 256+ on 4×4), im2col, winograd (F(2×2, 3×3) wherever it applies) or winograd4x4 (F(4×4, 3×3) wherever it applies).")
+  @Option(help: "3×3 stride-1 convolutions: auto (Winograd where it pays: 16+ channels on 5×5+ maps, 256+ on 4×4; F(4×4, 3×3) on maps 16 to 64 wide up to 128 channels, F(2×2, 3×3) elsewhere), im2col, winograd (F(2×2, 3×3) wherever it applies) or winograd4x4 (F(4×4, 3×3) wherever it applies).")
   var convAlgorithm: String = "auto"
   @Option(help: "Start from the weights in this model file (ours or PyTorch's).") var `init`: String?
   @Option(help: "Model checkpoint path (.safetensors); a .state.safetensors file goes beside it.") var checkpoint: String?

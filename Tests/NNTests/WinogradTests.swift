@@ -119,21 +119,91 @@ final class WinogradTests: XCTestCase {
     }
   }
 
-  /// F(2×2)'s tile transforms are the float formulas of WinogradKernels.c, in their order, bit for
-  /// bit, whichever variant runs (the AVX-512 copies take rows of up to 16 tiles in one vector):
-  /// V = Bᵀ d B of the input, y = Aᵀ M A + bias (ReLU or not; −0, NaN and negative sums included)
-  /// and D = A dY Aᵀ of the output gradient, on maps 1 to 37 wide (odd, 16 and 32 tiles, past
-  /// 16), padding 0 to 2, blocks that start and end mid-sample.
-  func testTileTransformsAreTheFloatFormulasBitForBit() {
-    var rng = SeededGenerator(seed: 78)
-    // (n, c, k, h, w, ph, pw)
-    let shapes = [(2, 3, 2, 1, 1, 1, 1), (1, 2, 3, 5, 6, 1, 0), (2, 1, 2, 8, 8, 1, 1), (1, 2, 1, 7, 31, 1, 1),
-      (2, 2, 2, 6, 32, 1, 1), (1, 1, 3, 4, 33, 0, 2), (1, 2, 2, 3, 37, 2, 1), (3, 3, 1, 9, 16, 0, 0)]
-    for (n, c, k, h, w, ph, pw) in shapes {
-      let oh = h + 2 * ph - 2, ow = w + 2 * pw - 2, th = (oh + 1) / 2, tw = (ow + 1) / 2
-      var g = WinoGeometry(n: n, c: c, h: h, w: w, ph: ph, pw: pw, k: k, oh: oh, ow: ow, th: th, tw: tw, m: 2)
-      // Values with full mantissas (uniform draws divided by 3), so that sums round and a
-      // changed order of operations shows.
+  /// The float formulas of one tile size's transforms, in the kernels' order of operations:
+  /// `input` gives V = Bᵀ d B ((m+2)² points, row by row) of the patch d(a, b), `output` gives
+  /// Aᵀ M A (m×m, row by row) of the points M(i, j), `gradient` gives D = A dY Aᵀ ((m+2)²) of the
+  /// output block e(a, b).
+  private struct TileTwins {
+    let m: Int
+    let input: ((Int, Int) -> Float) -> [Float]
+    let output: ((Int, Int) -> Float) -> [Float]
+    let gradient: ((Int, Int) -> Float) -> [Float]
+  }
+
+  /// WinogradKernels.c's F(2×2, 3×3) formulas.
+  private static var twins2: TileTwins {
+    TileTwins(
+    m: 2,
+    input: { d in
+      var a = [[Float]](repeating: [0, 0, 0, 0], count: 4)  // Bᵀ d, column by column
+      for q in 0..<4 {
+        a[0][q] = d(0, q) - d(2, q)
+        a[1][q] = d(1, q) + d(2, q)
+        a[2][q] = d(2, q) - d(1, q)
+        a[3][q] = d(1, q) - d(3, q)
+      }
+      var v = [Float]()  // (Bᵀ d) B, row by row
+      for i in 0..<4 {
+        let e: [Float] = [a[i][0] - a[i][2], a[i][1] + a[i][2], a[i][2] - a[i][1], a[i][1] - a[i][3]]
+        v += e
+      }
+      return v
+    },
+    output: { mm in
+      var y = [Float]()
+      for a in 0..<2 {
+        let sa: [Float] = (0..<4).map { q in a == 0 ? mm(0, q) + mm(1, q) + mm(2, q) : mm(1, q) - mm(2, q) - mm(3, q) }
+        let row: [Float] = [sa[0] + sa[1] + sa[2], sa[1] - sa[2] - sa[3]]
+        y += row
+      }
+      return y
+    },
+    gradient: { e in
+      let (p, q, r, s) = (e(0, 0), e(0, 1), e(1, 0), e(1, 1))
+      let rows: [(Float, Float)] = [(p, q), (p + r, q + s), (p - r, q - s), (-r, -s)]  // A dY
+      var d = [Float]()
+      for (x0, x1) in rows {
+        let row: [Float] = [x0, x0 + x1, x0 - x1, -x1]  // times Aᵀ
+        d += row
+      }
+      return d
+    })
+  }
+
+  /// Winograd4Kernels.c's F(4×4, 3×3) formulas (its BT6, AT4 and A6 on columns, then on rows).
+  private static var twins4: TileTwins {
+    func bt6(_ d: [Float]) -> [Float] {
+      [4 * d[0] - 5 * d[2] + d[4], d[3] + d[4] - 4 * (d[1] + d[2]), d[4] - d[3] + 4 * (d[1] - d[2]),
+       d[4] - d[2] + 2 * (d[3] - d[1]), d[4] - d[2] + 2 * (d[1] - d[3]), 4 * d[1] - 5 * d[3] + d[5]]
+    }
+    func at4(_ m: [Float]) -> [Float] {
+      [m[0] + (m[1] + m[2]) + (m[3] + m[4]), (m[1] - m[2]) + 2 * (m[3] - m[4]), (m[1] + m[2]) + 4 * (m[3] + m[4]),
+       (m[1] - m[2]) + 8 * (m[3] - m[4]) + m[5]]
+    }
+    func a6(_ e: [Float]) -> [Float] {
+      [e[0], (e[0] + e[2]) + (e[1] + e[3]), (e[0] + e[2]) - (e[1] + e[3]), (e[0] + 4 * e[2]) + 2 * (e[1] + 4 * e[3]),
+       (e[0] + 4 * e[2]) - 2 * (e[1] + 4 * e[3]), e[3]]
+    }
+    // f applied to each column of a rows×cols block, then to each row of the result.
+    func twoPass(_ f: ([Float]) -> [Float], rows: Int, cols: Int, _ x: (Int, Int) -> Float) -> [Float] {
+      let columns = (0..<cols).map { q in f((0..<rows).map { x($0, q) }) }  // columns[q][i]
+      return (0..<columns[0].count).flatMap { i in f((0..<cols).map { columns[$0][i] }) }
+    }
+    return TileTwins(
+      m: 4, input: { twoPass(bt6, rows: 6, cols: 6, $0) }, output: { twoPass(at4, rows: 6, cols: 6, $0) },
+      gradient: { twoPass(a6, rows: 4, cols: 4, $0) })
+  }
+
+  /// Checks V, y (bias, ReLU or not; −0, NaN and negative sums included) and D of one tile size
+  /// against its twins, bit for bit, on values with full mantissas (uniform draws divided by 3, so
+  /// that a changed order of operations shows), in blocks of 1, 2 and all tile rows (blocks that
+  /// start and end mid-sample).
+  private func checkTileTransforms(_ twins: TileTwins, seed: UInt64, shapes: [(Int, Int, Int, Int, Int, Int, Int)]) {
+    let m = twins.m, points = (m + 2) * (m + 2)
+    var rng = SeededGenerator(seed: seed)
+    for (n, c, k, h, w, ph, pw) in shapes {  // (n, c, k, h, w, ph, pw)
+      let oh = h + 2 * ph - 2, ow = w + 2 * pw - 2, th = (oh + m - 1) / m, tw = (ow + m - 1) / m
+      var g = WinoGeometry(n: n, c: c, h: h, w: w, ph: ph, pw: pw, k: k, oh: oh, ow: ow, th: th, tw: tw, m: m)
       let x = Tensor.uniform([n, c, h, w], -3, 3, using: &rng).array.map { $0 / 3 }
       var dy = Tensor.uniform([n, k, oh, ow], -3, 3, using: &rng).array.map { $0 / 3 }
       dy[0] = -0.0
@@ -144,47 +214,34 @@ final class WinogradTests: XCTestCase {
         while row0 < rowsAll {
           let rows = min(rowsPerBlock, rowsAll - row0), t = rows * tw
           let vp = wino_point_stride(c * t), mp = wino_point_stride(k * t)
-          let what = "n \(n) c \(c) k \(k) \(h)×\(w) pad (\(ph), \(pw)), rows \(row0)..<\(row0 + rows)"
+          let what = "F(\(m)×\(m)): n \(n) c \(c) k \(k) \(h)×\(w) pad (\(ph), \(pw)), rows \(row0)..<\(row0 + rows)"
           // V against Bᵀ d B, point by point
-          var v = [Float](repeating: .nan, count: 16 * vp)
+          var v = [Float](repeating: .nan, count: points * vp)
           x.withUnsafeBufferPointer { xp in
             v.withUnsafeMutableBufferPointer { wino_input_transform(&g, xp.baseAddress!, row0, rows, 0, c, $0.baseAddress!) }
           }
           var gotV = [Float](), wantV = [Float]()
           for ci in 0..<c {
             for r in row0..<(row0 + rows) {
-              let s = r / th, y0 = 2 * (r % th) - ph
+              let s = r / th, y0 = m * (r % th) - ph
               for tt in 0..<tw {
-                func d(_ a: Int, _ b: Int) -> Float {
-                  let yy = y0 + a, xx = 2 * tt - pw + b
+                wantV += twins.input { a, b in
+                  let yy = y0 + a, xx = m * tt - pw + b
                   return yy >= 0 && yy < h && xx >= 0 && xx < w ? x[((s * c + ci) * h + yy) * w + xx] : 0
                 }
-                var a = [[Float]](repeating: [0, 0, 0, 0], count: 4)
-                for q in 0..<4 {
-                  a[0][q] = d(0, q) - d(2, q)
-                  a[1][q] = d(1, q) + d(2, q)
-                  a[2][q] = d(2, q) - d(1, q)
-                  a[3][q] = d(1, q) - d(3, q)
-                }
-                for i in 0..<4 {
-                  let e: [Float] = [a[i][0] - a[i][2], a[i][1] + a[i][2], a[i][2] - a[i][1], a[i][1] - a[i][3]]
-                  for b in 0..<4 {
-                    gotV.append(v[(4 * i + b) * vp + ci * t + (r - row0) * tw + tt])
-                    wantV.append(e[b])
-                  }
-                }
+                gotV += (0..<points).map { v[$0 * vp + ci * t + (r - row0) * tw + tt] }
               }
             }
           }
           assertBitwiseEqual(gotV, wantV, "V, \(what)")
           // y against Aᵀ M A + bias, then ReLU or not; M with −0 and NaN among its values
-          var m = Tensor.uniform([16 * mp], -2, 2, using: &rng).array.map { $0 / 3 }
-          for xi in 0..<16 { m[xi * mp] = -0.0 }  // channel 0, tile 0: −0 + bias −0 at column 0
-          m[min(5, m.count - 1)] = .nan
+          var mv = Tensor.uniform([points * mp], -2, 2, using: &rng).array.map { $0 / 3 }
+          for xi in 0..<points { mv[xi * mp] = -0.0 }  // channel 0, tile 0: −0 + bias −0 at column 0
+          mv[min(5, mv.count - 1)] = .nan
           for relu in [Int32(0), 1] {
             let start = Tensor.uniform([n, k, oh, ow], using: &rng).array
             var y = start
-            m.withUnsafeBufferPointer { mb in
+            mv.withUnsafeBufferPointer { mb in
               bias.withUnsafeBufferPointer { bp in
                 y.withUnsafeMutableBufferPointer {
                   wino_output_transform(&g, mb.baseAddress!, row0, rows, 0, k, bp.baseAddress!, relu, $0.baseAddress!)
@@ -194,17 +251,13 @@ final class WinogradTests: XCTestCase {
             var want = start
             for o in 0..<k {
               for r in row0..<(row0 + rows) {
-                let s = r / th, y0 = 2 * (r % th)
+                let s = r / th, y0 = m * (r % th)
                 for tt in 0..<tw {
-                  func mm(_ i: Int, _ j: Int) -> Float { m[(4 * i + j) * mp + o * t + (r - row0) * tw + tt] }
-                  for a in 0..<2 {
-                    var sa = [Float](repeating: 0, count: 4)
-                    for q in 0..<4 { sa[q] = a == 0 ? mm(0, q) + mm(1, q) + mm(2, q) : mm(1, q) - mm(2, q) - mm(3, q) }
-                    let out = [sa[0] + sa[1] + sa[2], sa[1] - sa[2] - sa[3]]
-                    for b in 0..<2 where y0 + a < oh && 2 * tt + b < ow {
-                      let value = out[b] + bias[o]
-                      want[((s * k + o) * oh + y0 + a) * ow + 2 * tt + b] =
-                        relu == 0 || value.isNaN || value > 0 ? value : 0
+                  let out = twins.output { i, j in mv[(i * (m + 2) + j) * mp + o * t + (r - row0) * tw + tt] }
+                  for a in 0..<m {
+                    for b in 0..<m where y0 + a < oh && m * tt + b < ow {
+                      let value = out[a * m + b] + bias[o]
+                      want[((s * k + o) * oh + y0 + a) * ow + m * tt + b] = relu == 0 || value.isNaN || value > 0 ? value : 0
                     }
                   }
                 }
@@ -213,7 +266,7 @@ final class WinogradTests: XCTestCase {
             assertBitwiseEqual(y, want, "y, relu \(relu), \(what)")
           }
           // D against A dY Aᵀ, zero outside the output
-          var dd = [Float](repeating: .nan, count: 16 * mp)
+          var dd = [Float](repeating: .nan, count: points * mp)
           dy.withUnsafeBufferPointer { dp in
             dd.withUnsafeMutableBufferPointer {
               wino_gradient_transform(&g, dp.baseAddress!, row0, rows, 0, k, $0.baseAddress!)
@@ -222,21 +275,13 @@ final class WinogradTests: XCTestCase {
           var gotD = [Float](), wantD = [Float]()
           for o in 0..<k {
             for r in row0..<(row0 + rows) {
-              let s = r / th, y0 = 2 * (r % th)
+              let s = r / th, y0 = m * (r % th)
               for tt in 0..<tw {
-                func e(_ a: Int, _ b: Int) -> Float {
-                  let yy = y0 + a, xx = 2 * tt + b
+                wantD += twins.gradient { a, b in
+                  let yy = y0 + a, xx = m * tt + b
                   return yy < oh && xx < ow ? dy[((s * k + o) * oh + yy) * ow + xx] : 0
                 }
-                let (p, q, r2, s2) = (e(0, 0), e(0, 1), e(1, 0), e(1, 1))
-                let rowsAdY: [(Float, Float)] = [(p, q), (p + r2, q + s2), (p - r2, q - s2), (-r2, -s2)]
-                for (i, (x0, x1)) in rowsAdY.enumerated() {
-                  let out = [x0, x0 + x1, x0 - x1, -x1]
-                  for b in 0..<4 {
-                    gotD.append(dd[(4 * i + b) * mp + o * t + (r - row0) * tw + tt])
-                    wantD.append(out[b])
-                  }
-                }
+                gotD += (0..<points).map { dd[$0 * mp + o * t + (r - row0) * tw + tt] }
               }
             }
           }
@@ -245,6 +290,25 @@ final class WinogradTests: XCTestCase {
         }
       }
     }
+  }
+
+  /// F(2×2)'s tile transforms are the float formulas of WinogradKernels.c, in their order, bit for
+  /// bit, whichever variant runs (the AVX-512 copies take rows of up to 16 tiles in one vector):
+  /// maps 1 to 37 wide (odd, 16 and 32 tiles, past 16), padding 0 to 2.
+  func testTileTransformsAreTheFloatFormulasBitForBit() {
+    checkTileTransforms(Self.twins2, seed: 78, shapes: [
+      (2, 3, 2, 1, 1, 1, 1), (1, 2, 3, 5, 6, 1, 0), (2, 1, 2, 8, 8, 1, 1), (1, 2, 1, 7, 31, 1, 1),
+      (2, 2, 2, 6, 32, 1, 1), (1, 1, 3, 4, 33, 0, 2), (1, 2, 2, 3, 37, 2, 1), (3, 3, 1, 9, 16, 0, 0)])
+  }
+
+  /// F(4×4)'s tile transforms are the float formulas of Winograd4Kernels.c (contraction off), bit
+  /// for bit, on rows of 1 to 17 tiles: the AVX-512 row kernels (up to 16 tiles, maps up to 64
+  /// wide) and the wider maps' body alike, padding 0 to 2.
+  func testF4x4TileTransformsAreTheFloatFormulasBitForBit() {
+    checkTileTransforms(Self.twins4, seed: 79, shapes: [
+      (2, 3, 2, 1, 1, 1, 1), (1, 2, 3, 5, 6, 1, 0), (2, 1, 2, 8, 8, 1, 1), (1, 2, 1, 7, 31, 1, 1),
+      (2, 2, 2, 6, 32, 1, 1), (1, 1, 3, 4, 33, 0, 2), (1, 2, 2, 9, 61, 2, 1), (1, 1, 2, 6, 64, 1, 1),
+      (1, 2, 1, 5, 66, 0, 0), (1, 1, 1, 6, 67, 1, 1)])
   }
 
   /// Every case, with the blocks at their default size and at one tile row per block.
@@ -383,6 +447,20 @@ final class WinogradTests: XCTestCase {
     XCTAssertTrue(try ran(3, 16, 2, .winograd), ".winograd runs it wherever it applies")
     XCTAssertTrue(try ran(3, 16, 2, .winograd4x4), ".winograd4x4 runs it wherever it applies")
     XCTAssertFalse(try ran(16, 16, 8, .im2col))
+    // The tile .auto picks: F(4×4) on maps 16 to 64 wide up to 128 channels, F(2×2) elsewhere.
+    func tile(_ c: Int, _ h: Int, _ w: Int) throws -> Int? {
+      let conv = Conv2D(inChannels: c, outChannels: c, kernelSize: 3, padding: 1, rng: &rng)
+      _ = try conv.forward(Tensor.uniform([1, c, h, w], using: &rng))
+      return conv.winogradTile
+    }
+    XCTAssertEqual(try tile(64, 32, 32), 4, "ResNet-18's 64-channel 32×32 layer")
+    XCTAssertEqual(try tile(128, 16, 16), 4, "128 channels at 16×16")
+    XCTAssertEqual(try tile(64, 56, 56), 4, "ResNet's 56×56 layer")
+    XCTAssertEqual(try tile(16, 64, 64), 4, "64 wide: the widest F(4×4) row kernel")
+    XCTAssertEqual(try tile(16, 16, 65), 2, "65 wide: F(2×2)")
+    XCTAssertEqual(try tile(16, 15, 32), 2, "15 high: F(2×2)")
+    XCTAssertEqual(try tile(256, 16, 16), 2, "256 channels: F(2×2)")
+    XCTAssertEqual(try tile(128, 8, 8), 2, "8×8: F(2×2)")
     // Wider outputs than Winograd.maximumWidth run im2col (the transforms' rows live on the stack),
     // and give the same result as the Double reference.
     let wide = Conv2D(inChannels: 1, outChannels: 1, kernelSize: 3, rng: &rng)
