@@ -45,8 +45,8 @@ AVX512 __attribute__((always_inline)) static inline __m512i interleave_index(int
   return _mm512_add_epi32(_mm512_add_epi32(t, fromB), _mm512_set1_epi32(8 * half));
 }
 
-// store_rows on 16 columns: v + bias, then (relu != 0) v if v > 0 or NaN, else +0, as a compare
-// (a max would turn NaN into 0 and keep −0), into the lanes of mask.
+// store_rows on 16 columns: v + bias, then (relu != 0) v if v > 0 or NaN, else +0 (−0 included),
+// as a compare (a max would turn NaN into 0), into the lanes of mask.
 AVX512 __attribute__((always_inline)) static inline void store_row16(float *dst, __mmask16 mask, __m512 v, __m512 bias,
                                                                      int relu) {
   v = _mm512_add_ps(v, bias);

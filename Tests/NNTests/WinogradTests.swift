@@ -133,41 +133,41 @@ final class WinogradTests: XCTestCase {
   /// WinogradKernels.c's F(2×2, 3×3) formulas.
   private static var twins2: TileTwins {
     TileTwins(
-    m: 2,
-    input: { d in
-      var a = [[Float]](repeating: [0, 0, 0, 0], count: 4)  // Bᵀ d, column by column
-      for q in 0..<4 {
-        a[0][q] = d(0, q) - d(2, q)
-        a[1][q] = d(1, q) + d(2, q)
-        a[2][q] = d(2, q) - d(1, q)
-        a[3][q] = d(1, q) - d(3, q)
-      }
-      var v = [Float]()  // (Bᵀ d) B, row by row
-      for i in 0..<4 {
-        let e: [Float] = [a[i][0] - a[i][2], a[i][1] + a[i][2], a[i][2] - a[i][1], a[i][1] - a[i][3]]
-        v += e
-      }
-      return v
-    },
-    output: { mm in
-      var y = [Float]()
-      for a in 0..<2 {
-        let sa: [Float] = (0..<4).map { q in a == 0 ? mm(0, q) + mm(1, q) + mm(2, q) : mm(1, q) - mm(2, q) - mm(3, q) }
-        let row: [Float] = [sa[0] + sa[1] + sa[2], sa[1] - sa[2] - sa[3]]
-        y += row
-      }
-      return y
-    },
-    gradient: { e in
-      let (p, q, r, s) = (e(0, 0), e(0, 1), e(1, 0), e(1, 1))
-      let rows: [(Float, Float)] = [(p, q), (p + r, q + s), (p - r, q - s), (-r, -s)]  // A dY
-      var d = [Float]()
-      for (x0, x1) in rows {
-        let row: [Float] = [x0, x0 + x1, x0 - x1, -x1]  // times Aᵀ
-        d += row
-      }
-      return d
-    })
+      m: 2,
+      input: { d in
+        var a = [[Float]](repeating: [0, 0, 0, 0], count: 4)  // Bᵀ d, column by column
+        for q in 0..<4 {
+          a[0][q] = d(0, q) - d(2, q)
+          a[1][q] = d(1, q) + d(2, q)
+          a[2][q] = d(2, q) - d(1, q)
+          a[3][q] = d(1, q) - d(3, q)
+        }
+        var v = [Float]()  // (Bᵀ d) B, row by row
+        for i in 0..<4 {
+          let e: [Float] = [a[i][0] - a[i][2], a[i][1] + a[i][2], a[i][2] - a[i][1], a[i][1] - a[i][3]]
+          v += e
+        }
+        return v
+      },
+      output: { mm in
+        var y = [Float]()
+        for a in 0..<2 {
+          let sa: [Float] = (0..<4).map { q in a == 0 ? mm(0, q) + mm(1, q) + mm(2, q) : mm(1, q) - mm(2, q) - mm(3, q) }
+          let row: [Float] = [sa[0] + sa[1] + sa[2], sa[1] - sa[2] - sa[3]]
+          y += row
+        }
+        return y
+      },
+      gradient: { e in
+        let (p, q, r, s) = (e(0, 0), e(0, 1), e(1, 0), e(1, 1))
+        let rows: [(Float, Float)] = [(p, q), (p + r, q + s), (p - r, q - s), (-r, -s)]  // A dY
+        var d = [Float]()
+        for (x0, x1) in rows {
+          let row: [Float] = [x0, x0 + x1, x0 - x1, -x1]  // times Aᵀ
+          d += row
+        }
+        return d
+      })
   }
 
   /// Winograd4Kernels.c's F(4×4, 3×3) formulas (its BT6, AT4 and A6 on columns, then on rows).
