@@ -28,7 +28,9 @@
 // ln2 split in two (Cody–Waite); e^r ≈ 1 + r + r²·P(r), P of degree 4 (minimax, relative error,
 // on [−ln2/2, ln2/2], truncation error 3.1e−9); then p·2ⁿ. `exp_full` scales by two normal
 // factors 2^⌊n/2⌋·2^(n−⌊n/2⌋) for gradual underflow; the sigmoid only needs e^v on
-// [−86.5, 88.8] and scales by (p + p)·2^(n−1), one normal factor, the same bits there.
+// [−86.5, 88.8] and scales by (p + p)·2^(n−1), one normal factor, the same bits there (AVX-512
+// does that scaling in one VSCALEFPS, which rounds p·2ⁿ once: the same bits again, checked over
+// all 2³² inputs against the shift-and-multiply form).
 // Clamps are `v > hi ? hi : v` selects: a comparison with NaN is false, so NaN passes through.
 #include "CAconKernels.h"
 
@@ -134,6 +136,13 @@ INL v8f load_part8(const float *p, v8i mask, int part, const int F) {
   return load8(b);
 }
 
+/// e = p·2ⁿ for t = 1.5·2²³ + n (exp_reduce's t), n in [−125, 128]: p doubled (exact) times the
+/// normal 2^(n−1), one rounding; +inf past Float.max.
+INL v8f pow2_scale8(v8f p, v8f t) {
+  v8f scale = (v8f)(((v8i)t << 23) + 0x3F000000);
+  return (p + p) * scale;
+}
+
 /// The `part` valid lanes of a partial vector, stored one by one: that is quicker than AVX2's
 /// masked store on AMD cores for the few lanes of a tail.
 INL void store_part8(float *p, v8i mask, int part, v8f v) {
@@ -202,6 +211,13 @@ INL512 v16f load_part16(const float *p, uint16_t mask, int part, const int F) {
 INL512 void store_part16(float *p, uint16_t mask, int part, v16f v) {
   (void)part;
   __builtin_ia32_storeups512_mask(p, v, mask);
+}
+
+/// pow2_scale8 in one VSCALEFPS: p·2ⁿ rounded once (n = t − 1.5·2²³, exact), the same bits as
+/// the doubling and the multiply by 2^(n−1) for every n in [−125, 128], in fewer operations
+/// (rounding: the current direction, 4 = _MM_FROUND_CUR_DIRECTION).
+INL512 v16f pow2_scale16(v16f p, v16f t) {
+  return __builtin_ia32_scalefps512_mask(p, t - splat16(12582912.0f), splat16(0), 0xFFFF, 4);
 }
 
 #define W 16

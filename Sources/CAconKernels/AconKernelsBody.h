@@ -5,8 +5,8 @@
 //   MASK      a tail mask (which lanes of a partial vector are valid)
 //   FN(name)  the width's name for `name` (name##8, name##16): primitives and body alike
 //   BODY      the attributes of every function here (always inline; AVX-512 target at 16)
-// and the primitives splatW, loadW, storeW, selectW, fixed_order_sumW, tail_maskW, load_partW and
-// store_partW (see AconKernels.c). `F` (FMA or not) is a compile-time argument throughout.
+// and the primitives splatW, loadW, storeW, selectW, fixed_order_sumW, tail_maskW, load_partW,
+// store_partW and pow2_scaleW (see AconKernels.c). `F` (FMA or not) is a compile-time argument throughout.
 //
 // Every element goes through the same W-lane code: a plane's last hw mod W elements are loaded
 // with a mask (zeros in the other lanes) and stored with one, so results never depend on an
@@ -22,6 +22,7 @@
 #define load_part FN(load_part)
 #define store_part FN(store_part)
 #define madd FN(madd)
+#define pow2_scale FN(pow2_scale)
 #define exp_reduce FN(exp_reduce)
 #define exp_full FN(exp_full)
 #define sigmoid_neg FN(sigmoid_neg)
@@ -90,9 +91,7 @@ BODY VF sigmoid_neg(VF v, const int F) {
   v = selectv(v > splat(88.8f), splat(88.8f), v);
   v = selectv(v < splat(-86.5f), splat(-86.5f), v);
   VF t, p = exp_reduce(v, &t, F);
-  VF scale = (VF)(((VI)t << 23) + 0x3F000000);  // 2^(n−1)
-  VF e = (p + p) * scale;  // p·2ⁿ, one rounding; +inf past Float.max
-  return splat(1.0f) / (splat(1.0f) + e);
+  return splat(1.0f) / (splat(1.0f) + pow2_scale(p, t));  // p·2ⁿ: one rounding, +inf past max
 }
 
 // MARK: - Groups of vectors
@@ -125,8 +124,7 @@ BODY void sigmoid_neg_group(VF v[U], const int nu, const int F) {
     q[u] = madd(madd(r2[u], splat(0.0013814527774229646f), b[u], F), r2[u], a[u], F);
   for (int u = 0; u < nu; u++) {
     VF p = madd(r2[u], q[u], r[u], F) + 1.0f;
-    VF scale = (VF)(((VI)t[u] << 23) + 0x3F000000);  // 2^(n−1)
-    v[u] = splat(1.0f) / (splat(1.0f) + (p + p) * scale);
+    v[u] = splat(1.0f) / (splat(1.0f) + pow2_scale(p, t[u]));
   }
 }
 
@@ -527,6 +525,7 @@ BODY void map_channel(const float *x, float *y, ptrdiff_t count, const int F, co
 #undef load_part
 #undef store_part
 #undef madd
+#undef pow2_scale
 #undef exp_reduce
 #undef exp_full
 #undef sigmoid_neg

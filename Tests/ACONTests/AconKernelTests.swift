@@ -924,8 +924,10 @@ final class AconKernelTests: XCTestCase {
 
   /// acon_exp and acon_sigmoid of AVX2 and AVX-512 give the same bits for every 257th Float bit
   /// pattern (16.7 million values, all exponents, ±inf and NaNs; NaN in, NaN out), run as arrays
-  /// of odd lengths so that full vectors and masked tails both occur. (Their error bounds are
-  /// checked per variant by testAVX2Variant and testAVX512Variant.)
+  /// of odd lengths so that full vectors and masked tails both occur. The sigmoid's final p·2ⁿ is
+  /// one VSCALEFPS in AVX-512 and an exponent shift and a multiply in AVX2: this pins the two to
+  /// the same bits. (Their error bounds are checked per variant by testAVX2Variant and
+  /// testAVX512Variant.)
   func testFastMathVariantsAgree() throws {
     for v in [AconKernelVariantAVX2, AconKernelVariantAVX512] where !acon_kernels_variant_supported(v) {
       throw XCTSkip("this CPU cannot run the \(variantName(v)) variant")
