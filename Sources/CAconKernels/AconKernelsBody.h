@@ -6,7 +6,8 @@
 //   FN(name)  the width's name for `name` (name##8, name##16): primitives and body alike
 //   BODY      the attributes of every function here (always inline; AVX-512 target at 16)
 // and the primitives splatW, loadW, storeW, selectW, fixed_order_sumW, tail_maskW, load_partW,
-// store_partW and pow2_scaleW (see AconKernels.c). `F` (FMA or not) is a compile-time argument throughout.
+// store_partW and pow2_scaleW (see AconKernels.c). `F` (FMA or not) is a compile-time argument
+// throughout.
 //
 // Every element goes through the same W-lane code: a plane's last hw mod W elements are loaded
 // with a mask (zeros in the other lanes) and stored with one, so results never depend on an
