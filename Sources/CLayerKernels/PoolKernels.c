@@ -1,14 +1,21 @@
-// PoolKernels: MaxPool2D's forward loop (CLayerKernels.h). One window at a time: the windows of
-// the zoo's max-pools (3×3, stride 2) overlap by one column, so a vector of outputs would need
-// strided loads on maps as small as 8 wide. What costs in a plain loop is the branch on each
-// comparison, mispredicted about a third of the time; the select runs in SSE registers instead
-// (and-andnot-or on lane 0), which no compiler turns back into a branch.
+// PoolKernels: MaxPool2D's forward loop (CLayerKernels.h). The zoo's max-pool (3×3, stride 2,
+// padding 1) on planes up to 32 wide runs one output row per AVX-512 vector where the CPU has it:
+// each input row is two masked loads, and its three column taps (x[2j − 1], x[2j], x[2j + 1] for
+// output column j) three permutes, each feeding a select of the value and its offset in every
+// lane (taken where the lane has not started, or the tap is greater, or a NaN), in the window's
+// row-major order: the same values and argmax as the scalar loop. Any other pool runs one window
+// at a time; there the cost of a plain loop is the branch on each comparison, mispredicted about a
+// third of the time, so the select runs in SSE registers instead (and-andnot-or on lane 0), which
+// no compiler turns back into a branch.
 //
 // Shapes: x [planes, h, w]; y, argmax [planes, oh, ow].
 #include "CLayerKernels.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 static ptrdiff_t max_p(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
@@ -46,9 +53,72 @@ static inline float value(Best b) { return b.v; }
 static inline int offset(Best b) { return (int)b.at; }
 #endif
 
+#if defined(__x86_64__)
+#define POOL512 static __attribute__((target("avx512f")))
+#define POOL512_INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+// The lanes [0, n) of a 16-lane mask (n clamped to 0...16).
+static inline __mmask16 lanes(ptrdiff_t n) {
+  return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+// One input row r of a plane [h, w ≤ 32] offered to output row's windows, lane j = output column
+// j: taps x[r][2j − 1] (not for j = 0: padding), x[r][2j], x[r][2j + 1] (where 2j + 1 < w), in
+// that order; best, at, started: each lane's winner so far, its offset, whether it has one.
+POOL512_INLINE void offer_row(const float *xp, ptrdiff_t r, ptrdiff_t w, __mmask16 valid[3], __m512 *best,
+                              __m512i *at, __mmask16 *started) {
+  const float *row = xp + r * w;
+  const __m512 lo = _mm512_maskz_loadu_ps(lanes(w), row);
+  const __m512 hi = w > 16 ? _mm512_maskz_loadu_ps(lanes(w - 16), row + 16) : _mm512_setzero_ps();
+  const __m512i left = _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 taps[3] = {_mm512_permutex2var_ps(lo, left, hi), _mm512_permutex2var_ps(lo, even, hi),
+                          _mm512_permutex2var_ps(lo, odd, hi)};
+  // Offset of tap v in lane j: r·w + 2j + v − 1.
+  const __m512i base = _mm512_add_epi32(even, _mm512_set1_epi32((int)(r * w - 1)));
+  for (int v = 0; v < 3; v++) {
+    const __m512 t = taps[v];
+    const __mmask16 greater = _mm512_cmp_ps_mask(*best, t, _CMP_LT_OQ), isnan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+    const __mmask16 take = valid[v] & (__mmask16)(~*started | greater | isnan);
+    *best = _mm512_mask_mov_ps(*best, take, t);
+    *at = _mm512_mask_mov_epi32(*at, take, _mm512_add_epi32(base, _mm512_set1_epi32(v)));
+    *started |= valid[v];
+  }
+}
+
+// 3×3, stride 2, padding 1 over planes [p0, p1) of w ≤ 32 (so ow ≤ 16): one output row per
+// vector, its windows' rows 2i − 1, 2i, 2i + 1 (those inside the plane) offered in order.
+POOL512 void maxpool_3s2p1_512(const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h,
+                               ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow) {
+  // x [planes, h, w] → y, argmax [planes, oh, ow]
+  const __mmask16 out = lanes(ow);
+  // Lanes whose tap lies in the image: column 2j − 1 for j ≥ 1, 2j always, 2j + 1 below w.
+  __mmask16 valid[3] = {(__mmask16)(out & ~1u), out, (__mmask16)(out & lanes(w / 2))};
+  for (ptrdiff_t pl = p0; pl < p1; pl++) {
+    const float *xp = x + pl * h * w;
+    for (ptrdiff_t i = 0; i < oh; i++) {
+      __m512 best = _mm512_set1_ps(-__builtin_inff());
+      __m512i at = _mm512_set1_epi32(-1);
+      __mmask16 started = 0;
+      for (ptrdiff_t r = 2 * i - 1; r <= 2 * i + 1; r++)
+        if (r >= 0 && r < h) offer_row(xp, r, w, valid, &best, &at, &started);
+      _mm512_mask_storeu_ps(y + (pl * oh + i) * ow, out, best);
+      _mm512_mask_storeu_epi32(argmax + (pl * oh + i) * ow, out, at);
+    }
+  }
+}
+#endif
+
 void acon_maxpool_forward(
     const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh,
     ptrdiff_t ow, ptrdiff_t k, ptrdiff_t s, ptrdiff_t p) {
+#if defined(__x86_64__)
+  if (k == 3 && s == 2 && p == 1 && w <= 32 && __builtin_cpu_supports("avx512f")) {
+    maxpool_3s2p1_512(x, y, argmax, p0, p1, h, w, oh, ow);
+    return;
+  }
+#endif
   for (ptrdiff_t pl = p0; pl < p1; pl++) {
     const float *xp = x + pl * h * w;
     float *yp = y + pl * oh * ow;

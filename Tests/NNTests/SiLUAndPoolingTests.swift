@@ -86,6 +86,31 @@ final class SiLUAndPoolingTests: XCTestCase {
     }
   }
 
+  /// The 3×3/2/1 max-pool runs one output row per AVX-512 vector on planes up to 32 wide (and one
+  /// window at a time above): every width from 1 to 34, with ties and −∞ (the first maximum of
+  /// each window wins, and its argmax routes the gradient), against the Double twin.
+  func testMaxPool3Stride2Padding1EveryWidth() throws {
+    var rng = SeededGenerator(seed: 8)
+    for w in 1...34 {
+      for h in [1, 2, 5, 8] {
+        let shape = [2, 3, h, w]
+        // Values from {−∞, 0, 1, 2}: many ties, and windows that are −∞ throughout.
+        let x = Tensor(shape: shape, values: (0..<(2 * 3 * h * w)).map { _ in
+          let v = Int.random(in: 0..<4, using: &rng)
+          return v == 0 ? -Float.infinity : Float(v - 1)
+        })
+        let pool = MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
+        let y = try pool.forward(x)
+        let ref = Reference.maxPool2d(DoubleTensor(x), k: 3, stride: 2, padding: 1)
+        XCTAssertEqual(y.array.map(Double.init), ref.values, "forward \(shape)")
+        // Distinct gradients (powers of two: exact sums), so each one's destination shows.
+        let dy = Tensor(shape: y.shape, values: (0..<y.count).map { Float(1 << ($0 % 20)) })
+        assertClose(try pool.backward(dy), Reference.maxPool2dBackward(DoubleTensor(x), dy: DoubleTensor(dy), k: 3,
+          stride: 2, padding: 1), rtol: 0, atol: 0, "backward \(shape)")
+      }
+    }
+  }
+
   func testPoolingDoesNotDependOnThreadCount() throws {
     let saved = Threads.count
     defer { Threads.count = saved }
