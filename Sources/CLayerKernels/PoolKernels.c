@@ -114,7 +114,7 @@ void acon_maxpool_forward(
     const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh,
     ptrdiff_t ow, ptrdiff_t k, ptrdiff_t s, ptrdiff_t p) {
 #if defined(__x86_64__)
-  if (k == 3 && s == 2 && p == 1 && w <= 32 && __builtin_cpu_supports("avx512f")) {
+  if (k == 3 && s == 2 && p == 1 && w <= 32 && ow <= 16 && __builtin_cpu_supports("avx512f")) {
     maxpool_3s2p1_512(x, y, argmax, p0, p1, h, w, oh, ow);
     return;
   }
