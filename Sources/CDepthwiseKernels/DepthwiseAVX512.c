@@ -719,8 +719,8 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     offsets_s1(g->w, off);
   }
   // The sums run in the same order (per output channel: samples, then blocks, rows or chunks)
-  // whichever loop is outer. Planes of at most 256 floats (8×8, 16×16) and 16-wide planes at
-  // stride 2: channels outer, each output channel's ten accumulators in registers for the whole
+  // whichever loop is outer. Planes of at most 256 floats (8×8, 16×16; at most 64 on the flat
+  // and stride-2 row paths) and 16-wide planes at stride 2: channels outer, each output channel's ten accumulators in registers for the whole
   // batch; the others: samples outer, channels inner (runs of consecutive planes, as the AVX2
   // body), the accumulators loaded and stored at every plane. Each measured the faster (the 28×28
   // planes 1.4× faster samples outer at stride 2).
@@ -757,6 +757,29 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
           const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
           float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
           backward_rows_s1(xplane, dyplane, dxplane, jm == 0, g->h, g->w, wv, acc);
+        }
+        float *accp = accAll + ((ci - c0) * m + jm) * 160;
+        for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
+      }
+    }
+  } else if ((s2 == 3 || (!s2 && !rows1 && !w8)) && n <= 64) {
+    // Planes of at most 64 floats at stride 1 on the flat path (4×4, 2×2) or at stride 2 by rows:
+    // channels outer too (measured on 64 samples, one thread: the backward 2.1× faster at 4×4 and
+    // 2×2 at stride 1, 1.1–1.4× at stride 2, where one or two vectors a plane made the
+    // accumulators' loads and stores the larger part of the work).
+    for (ptrdiff_t ci = c0; ci < c1; ci++) {
+      for (ptrdiff_t jm = 0; jm < m; jm++) {
+        const ptrdiff_t o = ci * m + jm;
+        __m512 acc[10], wv[9];
+        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
+        load_weights(weight + 9 * o, wv);
+        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
+          float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
+          if (s2)
+            backward_rows(xplane, dyplane, dxplane, jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
+          else
+            backward_s1(xplane, dyplane, dxplane, jm == 0, n, off, wv, acc, mt);
         }
         float *accp = accAll + ((ci - c0) * m + jm) * 160;
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);

@@ -250,6 +250,8 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 4, c: 5, h: 11, w: 13, m: 2),  // chunks across row ends, multiplier 2
       DepthwiseCase(n: 8, c: 5, h: 7, w: 8, m: 2),  // rows of 8 lanes, odd height
       DepthwiseCase(n: 4, c: 5, h: 6, w: 40),  // by rows, a partial last block
+      DepthwiseCase(n: 16, c: 6, h: 4, w: 4, m: 2),  // planes of ≤ 64 floats, channels outer
+      DepthwiseCase(n: 16, c: 6, h: 7, w: 7, stride: (2, 2)),  // the same by rows at stride 2
     ]
     for (i, c) in shapes.enumerated() {
       var results: [[[Float]]] = []
