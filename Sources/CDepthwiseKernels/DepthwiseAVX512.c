@@ -641,6 +641,42 @@ AVX512 static void backward_rows_s1_all(const DWGeometry *g, const float *x, con
   backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, 0);
 }
 
+// Backward channels outer, each output channel's ten accumulators in registers for the whole
+// batch, over planes of one kind (a constant, so that each call is its own loop): 0 8×8 and 1
+// 16-wide at stride 2, 2 stride-1 rows, 3 rows at stride 2, 4 the flat stride-1 path (off, mt
+// its tap offsets and mask table). accAll [c1 − c0, m, 10, 16] is written.
+INLINE512 void backward_channels_outer(const DWGeometry *g, const float *x, const float *weight, const float *dy,
+                                       float *dx, ptrdiff_t c0, ptrdiff_t c1, float *accAll, const ptrdiff_t off[9],
+                                       const uint16_t *mt, const int kind) {
+  // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]
+  const ptrdiff_t m = g->m, cm = g->c * m, n = g->h * g->w, on = g->oh * g->ow;
+  for (ptrdiff_t ci = c0; ci < c1; ci++) {
+    for (ptrdiff_t jm = 0; jm < m; jm++) {
+      const ptrdiff_t o = ci * m + jm;
+      __m512 acc[10], wv[9];
+      for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
+      load_weights(weight + 9 * o, wv);
+      for (ptrdiff_t nn = 0; nn < g->n; nn++) {
+        const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
+        float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
+        const int first = jm == 0;
+        if (kind == 0)
+          backward_8x8(xplane, dyplane, dxplane, first, wv, acc);
+        else if (kind == 1)
+          backward_w16(xplane, dyplane, dxplane, first, g->h, wv, acc);
+        else if (kind == 2)
+          backward_rows_s1(xplane, dyplane, dxplane, first, g->h, g->w, wv, acc);
+        else if (kind == 3)
+          backward_rows(xplane, dyplane, dxplane, first, g->h, g->w, g->oh, g->ow, wv, acc);
+        else
+          backward_s1(xplane, dyplane, dxplane, first, n, off, wv, acc, mt);
+      }
+      float *accp = accAll + ((ci - c0) * m + jm) * 160;
+      for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
+    }
+  }
+}
+
 // The planes [p0, p1) of [n, c·m] in order, as (output plane p, output channel o, input plane
 // src), counted up without a division per plane.
 #define FOR_PLANES(g, p0, p1, p, o, src)                                                                   \
@@ -719,11 +755,11 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     offsets_s1(g->w, off);
   }
   // The sums run in the same order (per output channel: samples, then blocks, rows or chunks)
-  // whichever loop is outer. Planes of at most 256 floats (8×8, 16×16; at most 64 on the flat
-  // and stride-2 row paths) and 16-wide planes at stride 2: channels outer, each output channel's ten accumulators in registers for the whole
-  // batch; the others: samples outer, channels inner (runs of consecutive planes, as the AVX2
-  // body), the accumulators loaded and stored at every plane. Each measured the faster (the 28×28
-  // planes 1.4× faster samples outer at stride 2).
+  // whichever loop is outer. Small planes (below) and 16-wide planes at stride 2: channels
+  // outer, each output channel's ten accumulators in registers for the whole batch; the others:
+  // samples outer, channels inner (runs of consecutive planes, as the AVX2 body), the accumulators
+  // loaded and stored at every plane. Each measured the faster (the 28×28 planes 1.4× faster
+  // samples outer at stride 2).
   if (w8 && g->h == 8) {
     // 8×8 at stride 1: channels outer as well, the accumulators in registers (in the release
     // build's -O2, 1.7× faster than samples outer).
@@ -744,65 +780,19 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, _mm512_zextps256_ps512(a8[t]));
       }
     }
-  } else if (rows1 && n <= 256) {
-    // Stride-1 planes of at most 256 floats (16×16) likewise (1.2× faster; 28×28 planes 1.5×
-    // slower, strided across the samples of a tensor far larger than L2).
-    for (ptrdiff_t ci = c0; ci < c1; ci++) {
-      for (ptrdiff_t jm = 0; jm < m; jm++) {
-        const ptrdiff_t o = ci * m + jm;
-        __m512 acc[10], wv[9];
-        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
-        load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
-          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
-          backward_rows_s1(xplane, dyplane, dxplane, jm == 0, g->h, g->w, wv, acc);
-        }
-        float *accp = accAll + ((ci - c0) * m + jm) * 160;
-        for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
-      }
-    }
-  } else if ((s2 == 3 || (!s2 && !rows1 && !w8)) && n <= 64) {
-    // Planes of at most 64 floats at stride 1 on the flat path (4×4, 2×2) or at stride 2 by rows:
-    // channels outer too (measured on 64 samples, one thread: the backward 2.1× faster at 4×4 and
-    // 2×2 at stride 1, 1.1–1.4× at stride 2, where one or two vectors a plane made the
-    // accumulators' loads and stores the larger part of the work).
-    for (ptrdiff_t ci = c0; ci < c1; ci++) {
-      for (ptrdiff_t jm = 0; jm < m; jm++) {
-        const ptrdiff_t o = ci * m + jm;
-        __m512 acc[10], wv[9];
-        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
-        load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n; nn++) {
-          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
-          if (s2)
-            backward_rows(xplane, dyplane, dxplane, jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
-          else
-            backward_s1(xplane, dyplane, dxplane, jm == 0, n, off, wv, acc, mt);
-        }
-        float *accp = accAll + ((ci - c0) * m + jm) * 160;
-        for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
-      }
-    }
-  } else if (s2 == 1 || s2 == 2) {
-    for (ptrdiff_t ci = c0; ci < c1; ci++) {
-      for (ptrdiff_t jm = 0; jm < m; jm++) {
-        const ptrdiff_t o = ci * m + jm;
-        __m512 acc[10], wv[9];
-        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
-        load_weights(weight + 9 * o, wv);
-        for (ptrdiff_t nn = 0; nn < g->n && s2 == 2; nn++) {
-          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          backward_w16(xplane, dyplane, dx ? dx + (nn * g->c + ci) * n : NULL, jm == 0, g->h, wv, acc);
-        }
-        for (ptrdiff_t nn = 0; nn < g->n && s2 == 1; nn++) {
-          const float *xplane = x + (nn * g->c + ci) * n, *dyplane = dy + (nn * cm + o) * on;
-          backward_8x8(xplane, dyplane, dx ? dx + (nn * g->c + ci) * n : NULL, jm == 0, wv, acc);
-        }
-        float *accp = accAll + ((ci - c0) * m + jm) * 160;
-        for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
-      }
+  } else if ((rows1 && n <= 256) || s2 == 1 || s2 == 2 || ((s2 == 3 || (!s2 && !w8)) && n <= 64)) {
+    // Channels outer likewise for stride-1 rows of planes up to 256 floats (16×16: 1.2× faster;
+    // 28×28 planes 1.5× slower, strided across the samples of a tensor far larger than L2), 8×8
+    // and 16-wide planes at stride 2, and planes of at most 64 floats on the flat stride-1 path
+    // (4×4, 2×2) or by rows at stride 2 (on 64 samples, one thread: 2.1× and 1.1–1.4× faster, one
+    // or two vectors a plane having made the accumulators' loads and stores most of the work).
+    // (Each kind its own copy of the loop: one loop choosing per plane measured 5–30% slower.)
+    switch (s2 == 1 ? 0 : s2 == 2 ? 1 : rows1 ? 2 : s2 == 3 ? 3 : 4) {
+      case 0: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 0); break;
+      case 1: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 1); break;
+      case 2: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 2); break;
+      case 3: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 3); break;
+      default: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 4);
     }
   } else if (s2 == 3 || rows1) {
     memset(accAll, 0, (size_t)(nch * m * 160) * 4);
@@ -825,13 +815,8 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
           if (w8) {
             __m256 a8[10];
             for (int t = 0; t < 10; t++) a8[t] = _mm512_castps512_ps256(acc[t]);
-            const float *dyp = dy + (nn * cm + o) * on, *wt = weight + 9 * o;
-            if (g->h == 8 && jm == 0)
-              backward_w8_rows(xplane, dyp, dxplane, 1, 8, wt, a8);
-            else if (g->h == 8)
-              backward_w8_rows(xplane, dyp, dxplane, 0, 8, wt, a8);
-            else
-              backward_w8_rows(xplane, dyp, dxplane, jm == 0, g->h, wt, a8);
+            // 8-wide planes other than 8×8 (that one runs channels outer, above)
+            backward_w8_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, weight + 9 * o, a8);
             for (int t = 0; t < 10; t++) acc[t] = _mm512_zextps256_ps512(a8[t]);
           } else {
             backward_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, n, off, wv, acc, mt);
