@@ -1,12 +1,12 @@
 // PoolKernels: MaxPool2D's forward loop (CLayerKernels.h). The zoo's max-pool (3×3, stride 2,
-// padding 1) on planes up to 32 wide runs one output row per AVX-512 vector where the CPU has it:
-// each input row is two masked loads, and its three column taps (x[2j − 1], x[2j], x[2j + 1] for
-// output column j) three permutes, each feeding a select of the value and its offset in every
-// lane (taken where the lane has not started, or the tap is greater, or a NaN), in the window's
-// row-major order: the same values and argmax as the scalar loop. Any other pool runs one window
-// at a time; there the cost of a plain loop is the branch on each comparison, mispredicted about a
-// third of the time, so the select runs in SSE registers instead (and-andnot-or on lane 0), which
-// no compiler turns back into a branch.
+// padding 1) runs 16 output columns of an output row per AVX-512 vector where the CPU has it:
+// each input row is two masked loads per 32 columns, and its three column taps (x[2j − 1],
+// x[2j], x[2j + 1] for output column j) three permutes, each feeding a select of the value and
+// its offset in every lane (taken where the lane has not started, or the tap is greater, or a
+// NaN), in the window's row-major order: the same values and argmax as the scalar loop. Any other
+// pool runs one window at a time; there the cost of a plain loop is the branch on each
+// comparison, mispredicted about a third of the time, so the select runs in SSE registers
+// instead (and-andnot-or on lane 0), which no compiler turns back into a branch.
 //
 // Shapes: x [planes, h, w]; y, argmax [planes, oh, ow].
 #include "CLayerKernels.h"
@@ -62,21 +62,24 @@ static inline __mmask16 lanes(ptrdiff_t n) {
   return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
 }
 
-// One input row r of a plane [h, w ≤ 32] offered to output row's windows, lane j = output column
-// j: taps x[r][2j − 1] (not for j = 0: padding), x[r][2j], x[r][2j + 1] (where 2j + 1 < w), in
-// that order; best, at, started: each lane's winner so far, its offset, whether it has one.
-POOL512_INLINE void offer_row(const float *xp, ptrdiff_t r, ptrdiff_t w, __mmask16 valid[3], __m512 *best,
-                              __m512i *at, __mmask16 *started) {
-  const float *row = xp + r * w;
-  const __m512 lo = _mm512_maskz_loadu_ps(lanes(w), row);
-  const __m512 hi = w > 16 ? _mm512_maskz_loadu_ps(lanes(w - 16), row + 16) : _mm512_setzero_ps();
+// One input row r of a plane [h, w] offered to the windows of 16 output columns j0 … j0 + 15 of
+// one output row, lane l = column j = j0 + l: taps x[r][2j − 1] (not for j = 0: padding),
+// x[r][2j], x[r][2j + 1] (where 2j + 1 < w), in that order; best, at, started: each lane's winner
+// so far, its offset, whether it has one.
+POOL512_INLINE void offer_row(const float *xp, ptrdiff_t r, ptrdiff_t w, ptrdiff_t j0, const __mmask16 valid[3],
+                              __m512 *best, __m512i *at, __mmask16 *started) {
+  const float *row = xp + r * w, *from = row + 2 * j0;
+  const __m512 lo = _mm512_maskz_loadu_ps(lanes(w - 2 * j0), from);
+  const __m512 hi = w - 2 * j0 > 16 ? _mm512_maskz_loadu_ps(lanes(w - 2 * j0 - 16), from + 16) : _mm512_setzero_ps();
   const __m512i left = _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  const __m512 taps[3] = {_mm512_permutex2var_ps(lo, left, hi), _mm512_permutex2var_ps(lo, even, hi),
-                          _mm512_permutex2var_ps(lo, odd, hi)};
-  // Offset of tap v in lane j: r·w + 2j + v − 1.
-  const __m512i base = _mm512_add_epi32(even, _mm512_set1_epi32((int)(r * w - 1)));
+  __m512 first = _mm512_permutex2var_ps(lo, left, hi);
+  // Lane 0's left tap x[2·j0 − 1] lies before this chunk's loads (for j0 > 0).
+  if (j0 > 0) first = _mm512_mask_mov_ps(first, 1, _mm512_set1_ps(from[-1]));
+  const __m512 taps[3] = {first, _mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi)};
+  // Offset of tap v in lane l: r·w + 2(j0 + l) + v − 1.
+  const __m512i base = _mm512_add_epi32(even, _mm512_set1_epi32((int)(r * w + 2 * j0 - 1)));
   for (int v = 0; v < 3; v++) {
     const __m512 t = taps[v];
     const __mmask16 greater = _mm512_cmp_ps_mask(*best, t, _CMP_LT_OQ), isnan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
@@ -87,24 +90,49 @@ POOL512_INLINE void offer_row(const float *xp, ptrdiff_t r, ptrdiff_t w, __mmask
   }
 }
 
-// 3×3, stride 2, padding 1 over planes [p0, p1) of w ≤ 32 (so ow ≤ 16): one output row per
-// vector, its windows' rows 2i − 1, 2i, 2i + 1 (those inside the plane) offered in order.
+// The lanes of the chunk of 16 output columns from j0 (of ow) whose taps lie in the image: column
+// 2j − 1 for j ≥ 1, 2j always, 2j + 1 below w; out: the chunk's columns.
+POOL512_INLINE __mmask16 chunk_masks(ptrdiff_t w, ptrdiff_t ow, ptrdiff_t j0, __mmask16 valid[3]) {
+  const __mmask16 out = lanes(ow - j0);
+  valid[0] = (__mmask16)(j0 > 0 ? out : out & ~1u);
+  valid[1] = out;
+  valid[2] = (__mmask16)(out & lanes(w / 2 - j0));
+  return out;
+}
+
+// Output row i, columns j0 … j0 + 15 (lanes `out`) of one plane: its windows' rows 2i − 1, 2i,
+// 2i + 1 (those inside the plane) offered in order.
+POOL512_INLINE void pool_chunk(const float *xp, float *yp, int *ap, ptrdiff_t h, ptrdiff_t w, ptrdiff_t ow,
+                               ptrdiff_t i, ptrdiff_t j0, __mmask16 out, const __mmask16 valid[3]) {
+  __m512 best = _mm512_set1_ps(-__builtin_inff());
+  __m512i at = _mm512_set1_epi32(-1);
+  __mmask16 started = 0;
+  for (ptrdiff_t r = 2 * i - 1; r <= 2 * i + 1; r++)
+    if (r >= 0 && r < h) offer_row(xp, r, w, j0, valid, &best, &at, &started);
+  _mm512_mask_storeu_ps(yp + i * ow + j0, out, best);
+  _mm512_mask_storeu_epi32(ap + i * ow + j0, out, at);
+}
+
+// 3×3, stride 2, padding 1 over planes [p0, p1) of any width: 16 output columns of one output row
+// per vector. Planes up to 32 wide (one chunk a row) take their masks once per call; wider ones
+// run row by row, chunk by chunk, so that each input row is read left to right.
 POOL512 void maxpool_3s2p1_512(const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h,
                                ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow) {
   // x [planes, h, w] → y, argmax [planes, oh, ow]
-  const __mmask16 out = lanes(ow);
-  // Lanes whose tap lies in the image: column 2j − 1 for j ≥ 1, 2j always, 2j + 1 below w.
-  __mmask16 valid[3] = {(__mmask16)(out & ~1u), out, (__mmask16)(out & lanes(w / 2))};
+  __mmask16 valid[3];
+  if (ow <= 16) {
+    const __mmask16 out = chunk_masks(w, ow, 0, valid);
+    for (ptrdiff_t pl = p0; pl < p1; pl++)
+      for (ptrdiff_t i = 0; i < oh; i++)
+        pool_chunk(x + pl * h * w, y + pl * oh * ow, argmax + pl * oh * ow, h, w, ow, i, 0, out, valid);
+    return;
+  }
   for (ptrdiff_t pl = p0; pl < p1; pl++) {
-    const float *xp = x + pl * h * w;
     for (ptrdiff_t i = 0; i < oh; i++) {
-      __m512 best = _mm512_set1_ps(-__builtin_inff());
-      __m512i at = _mm512_set1_epi32(-1);
-      __mmask16 started = 0;
-      for (ptrdiff_t r = 2 * i - 1; r <= 2 * i + 1; r++)
-        if (r >= 0 && r < h) offer_row(xp, r, w, valid, &best, &at, &started);
-      _mm512_mask_storeu_ps(y + (pl * oh + i) * ow, out, best);
-      _mm512_mask_storeu_epi32(argmax + (pl * oh + i) * ow, out, at);
+      for (ptrdiff_t j0 = 0; j0 < ow; j0 += 16) {
+        const __mmask16 out = chunk_masks(w, ow, j0, valid);
+        pool_chunk(x + pl * h * w, y + pl * oh * ow, argmax + pl * oh * ow, h, w, ow, i, j0, out, valid);
+      }
     }
   }
 }
@@ -114,7 +142,7 @@ void acon_maxpool_forward(
     const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh,
     ptrdiff_t ow, ptrdiff_t k, ptrdiff_t s, ptrdiff_t p) {
 #if defined(__x86_64__)
-  if (k == 3 && s == 2 && p == 1 && w <= 32 && ow <= 16 && __builtin_cpu_supports("avx512f")) {
+  if (k == 3 && s == 2 && p == 1 && __builtin_cpu_supports("avx512f")) {
     maxpool_3s2p1_512(x, y, argmax, p0, p1, h, w, oh, ow);
     return;
   }

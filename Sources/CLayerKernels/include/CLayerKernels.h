@@ -9,7 +9,7 @@
 // everywhere else.
 //
 // MaxPool2D's forward over whole planes, with the argmax its backward routes gradients by (an
-// AVX-512 variant for the zoo's 3×3/2/1 max-pool on planes up to 32 wide).
+// AVX-512 variant for the zoo's 3×3/2/1 max-pool).
 #ifndef CLAYERKERNELS_H
 #define CLAYERKERNELS_H
 
