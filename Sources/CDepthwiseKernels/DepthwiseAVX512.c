@@ -601,14 +601,15 @@ INLINE512 void load_weights(const float *wt, __m512 wv[9]) {
   for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(wt[t]);
 }
 
-// Backward samples outer (runs of consecutive planes) by rows, at stride 2 on planes up to 32
-// wide (s2 true) or stride 1 on planes at least 16 wide: each in a function of its own, so that
-// its loop keeps the weights, taps and accumulators in registers (inside dw_avx512_backward,
-// beside the other paths, they spilled: with data in L2, the stride-2 28×28 backward took 1.25×
-// as long, the stride-1 one 1.07×).
+// Backward samples outer (runs of consecutive planes), the accumulators loaded and stored at every
+// plane, over planes of one kind (a constant, so that each call is its own loop): 0 rows at
+// stride 2 on planes up to 32 wide, 1 rows at stride 1 on planes at least 16 wide, 2 8-wide planes
+// at stride 1 (not 8×8: that one runs channels outer), 3 the flat stride-1 path (off, mt its tap
+// offsets and mask table). accAll [c1 − c0, m, 10, 16] is accumulated into.
 INLINE512 void backward_samples_outer(const DWGeometry *g, const float *x, const float *weight, const float *dy,
-                                      float *dx, ptrdiff_t c0, ptrdiff_t c1, float *accAll, const int s2) {
-  // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]; accAll [c1 − c0, m, 10, 16], accumulated into
+                                      float *dx, ptrdiff_t c0, ptrdiff_t c1, float *accAll, const ptrdiff_t off[9],
+                                      const uint16_t *mt, const int kind) {
+  // x, dx [n, c, h, w]; dy [n, c·m, oh, ow]
   const ptrdiff_t m = g->m, cm = g->c * m, n = g->h * g->w, on = g->oh * g->ow;
   for (ptrdiff_t nn = 0; nn < g->n; nn++) {
     for (ptrdiff_t ci = c0; ci < c1; ci++) {
@@ -621,24 +622,37 @@ INLINE512 void backward_samples_outer(const DWGeometry *g, const float *x, const
         __m512 acc[10], wv[9];
         for (int t = 0; t < 10; t++) acc[t] = _mm512_loadu_ps(accp + 16 * t);
         load_weights(weight + 9 * o, wv);
-        if (s2)
+        if (kind == 0) {
           backward_rows(xplane, dyplane, dxplane, jm == 0, g->h, g->w, g->oh, g->ow, wv, acc);
-        else
+        } else if (kind == 1) {
           backward_rows_s1(xplane, dyplane, dxplane, jm == 0, g->h, g->w, wv, acc);
+        } else if (kind == 2) {
+          __m256 a8[10];
+          for (int t = 0; t < 10; t++) a8[t] = _mm512_castps512_ps256(acc[t]);
+          backward_w8_rows(xplane, dyplane, dxplane, jm == 0, g->h, weight + 9 * o, a8);
+          for (int t = 0; t < 10; t++) acc[t] = _mm512_zextps256_ps512(a8[t]);
+        } else {
+          backward_s1(xplane, dyplane, dxplane, jm == 0, n, off, wv, acc, mt);
+        }
         for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
       }
     }
   }
 }
 
-AVX512 static void backward_rows_s2_all(const DWGeometry *g, const float *x, const float *weight, const float *dy,
-                                        float *dx, ptrdiff_t c0, ptrdiff_t c1, float *accAll) {
-  backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, 1);
-}
-
-AVX512 static void backward_rows_s1_all(const DWGeometry *g, const float *x, const float *weight, const float *dy,
-                                        float *dx, ptrdiff_t c0, ptrdiff_t c1, float *accAll) {
-  backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, 0);
+// backward_samples_outer for the kind, in a function of its own: its loop keeps the weights,
+// taps and accumulators in registers (inside dw_avx512_backward, beside the other paths, the rows
+// loops spilled: with data in L2, the stride-2 28×28 backward took 1.25× as long, the stride-1
+// one 1.07×).
+AVX512 static void backward_samples_outer_kind(const DWGeometry *g, const float *x, const float *weight,
+                                               const float *dy, float *dx, ptrdiff_t c0, ptrdiff_t c1, float *accAll,
+                                               const ptrdiff_t off[9], const uint16_t *mt, int kind) {
+  switch (kind) {
+    case 0: backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 0); break;
+    case 1: backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 1); break;
+    case 2: backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 2); break;
+    default: backward_samples_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 3);
+  }
 }
 
 // Backward channels outer, each output channel's ten accumulators in registers for the whole
@@ -794,37 +808,9 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
       case 3: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 3); break;
       default: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 4);
     }
-  } else if (s2 == 3 || rows1) {
-    memset(accAll, 0, (size_t)(nch * m * 160) * 4);
-    if (s2 == 3)
-      backward_rows_s2_all(g, x, weight, dy, dx, c0, c1, accAll);
-    else
-      backward_rows_s1_all(g, x, weight, dy, dx, c0, c1, accAll);
   } else {
     memset(accAll, 0, (size_t)(nch * m * 160) * 4);
-    for (ptrdiff_t nn = 0; nn < g->n; nn++) {
-      for (ptrdiff_t ci = c0; ci < c1; ci++) {
-        const float *xplane = x + (nn * g->c + ci) * n;
-        float *dxplane = dx ? dx + (nn * g->c + ci) * n : NULL;
-        for (ptrdiff_t jm = 0; jm < m; jm++) {
-          const ptrdiff_t o = ci * m + jm;
-          float *accp = accAll + ((ci - c0) * m + jm) * 160;
-          __m512 acc[10], wv[9];
-          for (int t = 0; t < 10; t++) acc[t] = _mm512_loadu_ps(accp + 16 * t);
-          load_weights(weight + 9 * o, wv);
-          if (w8) {
-            __m256 a8[10];
-            for (int t = 0; t < 10; t++) a8[t] = _mm512_castps512_ps256(acc[t]);
-            // 8-wide planes other than 8×8 (that one runs channels outer, above)
-            backward_w8_rows(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, g->h, weight + 9 * o, a8);
-            for (int t = 0; t < 10; t++) acc[t] = _mm512_zextps256_ps512(a8[t]);
-          } else {
-            backward_s1(xplane, dy + (nn * cm + o) * on, dxplane, jm == 0, n, off, wv, acc, mt);
-          }
-          for (int t = 0; t < 10; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
-        }
-      }
-    }
+    backward_samples_outer_kind(g, x, weight, dy, dx, c0, c1, accAll, off, mt, s2 == 3 ? 0 : rows1 ? 1 : w8 ? 2 : 3);
   }
   // Each output channel's lanes in order 0..15.
   for (ptrdiff_t ci = c0; ci < c1; ci++) {
