@@ -11,7 +11,9 @@
 //   metaaconc_pixelwise.fwdbwd  MetaAconPixelwise forward + backward (20 B/element);
 //   batchnorm.fwdbwd            BatchNorm2D in training, forward + backward (20 B/element: the
 //                               statistics' and the sums' passes reread a channel that is still
-//                               in cache and are not counted), the zoo's most frequent pass.
+//                               in cache and are not counted), the zoo's most frequent pass;
+//                               a second row on [64, 256, 4, 4], the small planes of the zoo's
+//                               networks at 32×32 (BatchNorm2D's block passes).
 // The full run uses [64, 128, 56, 56] (103 MB per tensor: each pass touches 3 to 5 of them, more
 // than the last-level cache, 32 MB on the Zen 4 guest); --quick a smaller shape that may sit in cache.
 import ACON
@@ -23,10 +25,11 @@ import TestSupport
 func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (BenchResult) throws -> Void) throws {
   let shape = options.quick ? [16, 64, 28, 28] : [64, 128, 56, 56]
   let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3])
-  let count = n * c * hw, elems = Double(count)
+  let count = n * c * hw
   var rng = SeededGenerator(seed: 1414)
-  /// The row's figures for `passes` (forward, backward), each pass's minimum traffic in bytes per element.
-  func metrics(_ s: Double, passes: [Double]) throws -> [(String, Any)] {
+  /// The row's figures for `passes` (forward, backward), each pass's minimum traffic in bytes per
+  /// element, over `elems` elements (the main shape's by default).
+  func metrics(_ s: Double, passes: [Double], elems: Double = Double(count)) throws -> [(String, Any)] {
     [("gelems_per_s", elems / s / 1e9), ("bytes_per_element", passes.reduce(0, +)), ("kernels", AconKernels.variant)]
       + (try bandwidth.metrics(passBytes: passes.map { elems * $0 }, seconds: s, gbpsKey: "gbytes_per_s",
         fractionKey: "roofline_fraction"))
@@ -56,11 +59,14 @@ func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Ben
       metrics: try metrics(s, passes: [12, 20])))
   }
 
-  for (name, make) in [
-    ("metaaconc_layerwise.fwdbwd", { (r: inout SeededGenerator) -> Module in MetaAconLayerwise(channels: c, rng: &r) }),
-    ("metaaconc_pixelwise.fwdbwd", { (r: inout SeededGenerator) -> Module in MetaAconPixelwise(channels: c, rng: &r) }),
-    ("batchnorm.fwdbwd", { (_: inout SeededGenerator) -> Module in BatchNorm2D(channels: c) }),
-  ] where options.wants(name) {
+  let smallPlanes = [64, 256, 4, 4]
+  for (name, shape, make) in [
+    ("metaaconc_layerwise.fwdbwd", shape, { (r: inout SeededGenerator) -> Module in MetaAconLayerwise(channels: c, rng: &r) }),
+    ("metaaconc_pixelwise.fwdbwd", shape, { (r: inout SeededGenerator) -> Module in MetaAconPixelwise(channels: c, rng: &r) }),
+    ("batchnorm.fwdbwd", shape, { (_: inout SeededGenerator) -> Module in BatchNorm2D(channels: c) }),
+  ] + (options.quick ? [] : [
+    ("batchnorm.fwdbwd", smallPlanes, { (_: inout SeededGenerator) -> Module in BatchNorm2D(channels: smallPlanes[1]) }),
+  ]) where options.wants(name) {
     let layer = make(&rng)
     let x = Tensor(zeros: shape), dy = Tensor(zeros: shape)
     x.fillNormal(using: &rng)
@@ -86,6 +92,7 @@ func aconFamilyWorkloads(bandwidth: Bandwidth, options: BenchOptions, emit: (Ben
       try check(name + " d" + pname, p.grad.data, want.values, rtol: 1e-4, atol: 1e-5 * Swift.max(1, scale))
     }
     let s = try measure(name, repetitions: options.repetitions, minSeconds: options.minSeconds) { blackHole(try run()) }
-    try emit(BenchResult(name: name, shape: shape, medianSeconds: s, metrics: try metrics(s, passes: [8, 12])))
+    try emit(BenchResult(name: name, shape: shape, medianSeconds: s,
+      metrics: try metrics(s, passes: [8, 12], elems: Double(shape.reduce(1, *)))))
   }
 }

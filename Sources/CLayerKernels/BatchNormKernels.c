@@ -178,6 +178,203 @@ BODY void input_gradient_body(
   }
 }
 
+// MARK: Small planes, channels in blocks
+//
+// Planes of fewer than acon_bn_block_floats floats run channels [c0, c1) of x [n, c, hw] in
+// blocks of whole channels, at most BLOCK floats of a sample each (cb − ca = BLOCK / hw channels):
+// the block's floats of sample i, x[i, ca..<cb, :], are one contiguous run, read in memory order
+// sample after sample. Each position k of the run has its own parameters (its channel's,
+// expanded into arrays) and, for the sums, its own Double accumulator, summed over the samples in
+// order; a channel's sum then adds its hw positions in order. So a result depends only on the
+// data, never on how channels are grouped into blocks or threads. The elementwise passes compute
+// each element with the same helpers as the per-channel loops: the same bits.
+
+#define BLOCK 256
+
+/// The channels of the block that starts at channel ca: up to BLOCK / hw, not past c1.
+BODY ptrdiff_t block_end(ptrdiff_t ca, ptrdiff_t c1, ptrdiff_t hw) {
+  const ptrdiff_t per = BLOCK / hw;
+  return ca + per < c1 ? ca + per : c1;
+}
+
+/// e[k] = v[ca + k / hw] for the block's positions k < (cb − ca)·hw.
+BODY void expand(float *e, const float *v, ptrdiff_t ca, ptrdiff_t cb, ptrdiff_t hw) {
+  for (ptrdiff_t ch = ca; ch < cb; ch++) {
+    for (ptrdiff_t j = 0; j < hw; j++) e[(ch - ca) * hw + j] = v[ch];
+  }
+}
+
+BODY d8 ldd(const double *p) {
+  d8 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+BODY void std8(double *p, d8 v) { memcpy(p, &v, sizeof v); }
+
+/// acc[k] += (run[k] − m[k])² (Double) with `squares`, else acc[k] += run[k], for k < len; m is
+/// read only with `squares`.
+BODY void accumulate_run(double *acc, const float *run, const double *m, ptrdiff_t len, const int squares) {
+  ptrdiff_t k = 0;
+  for (; k + 16 <= len; k += 16) {
+    d8 w[2];
+    widen(w, ld(run + k), 0);
+    if (squares) {
+      w[0] -= ldd(m + k);
+      w[1] -= ldd(m + k + 8);
+      w[0] *= w[0];
+      w[1] *= w[1];
+    }
+    std8(acc + k, ldd(acc + k) + w[0]);
+    std8(acc + k + 8, ldd(acc + k + 8) + w[1]);
+  }
+  for (; k < len; k++) {
+    const double d = (double)run[k] - (squares ? m[k] : 0);
+    acc[k] += squares ? d * d : d;
+  }
+}
+
+/// Σ over a channel's hw positions of acc, in order.
+BODY double channel_total(const double *acc, ptrdiff_t hw) {
+  double t = 0;
+  for (ptrdiff_t j = 0; j < hw; j++) t += acc[j];
+  return t;
+}
+
+BODY void stats_block_body(
+    const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, double *mean,
+    double *variance) {
+  double acc[BLOCK] __attribute__((aligned(64)));
+  double m[BLOCK] __attribute__((aligned(64)));
+  const double count = (double)n * (double)hw;
+  for (ptrdiff_t ca = c0; ca < c1;) {
+    const ptrdiff_t cb = block_end(ca, c1, hw), len = (cb - ca) * hw;
+    for (int pass = 0; pass < 2; pass++) {
+      memset(acc, 0, (size_t)len * sizeof acc[0]);
+      for (ptrdiff_t i = 0; i < n; i++) {
+        const float *run = x + (i * c + ca) * hw;
+        if (pass == 0) accumulate_run(acc, run, m, len, 0);
+        else accumulate_run(acc, run, m, len, 1);
+      }
+      for (ptrdiff_t ch = ca; ch < cb; ch++) {
+        const double s = channel_total(acc + (ch - ca) * hw, hw) / count;
+        if (pass == 0) {
+          mean[ch] = s;
+          for (ptrdiff_t j = 0; j < hw; j++) m[(ch - ca) * hw + j] = s;
+        } else {
+          variance[ch] = s;
+        }
+      }
+    }
+    ca = cb;
+  }
+}
+
+BODY void normalize_block_body(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu,
+    const float *scale, const float *shift, const int fuse_relu) {
+  float em[BLOCK] __attribute__((aligned(64))), es[BLOCK] __attribute__((aligned(64)));
+  float et[BLOCK] __attribute__((aligned(64)));
+  for (ptrdiff_t ca = c0; ca < c1;) {
+    const ptrdiff_t cb = block_end(ca, c1, hw), len = (cb - ca) * hw;
+    expand(em, mu, ca, cb, hw);
+    expand(es, scale, ca, cb, hw);
+    expand(et, shift, ca, cb, hw);
+    for (ptrdiff_t i = 0; i < n; i++) {
+      const float *p = x + (i * c + ca) * hw;
+      float *q = y + (i * c + ca) * hw;
+      ptrdiff_t k = 0;
+      for (; k + 16 <= len; k += 16) {
+        const v16 v = affine(ld(p + k), ld(em + k), ld(es + k), ld(et + k));
+        st(q + k, fuse_relu ? relu(v) : v);
+      }
+      for (; k < len; k++) {
+        const float v = affine1(p[k], em[k], es[k], et[k]);
+        q[k] = fuse_relu ? relu1(v) : v;
+      }
+    }
+    ca = cb;
+  }
+}
+
+BODY void gradient_sums_block_body(
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *mu, const int masked, const float *scale, const float *shift, double *sum_dy, double *sum_dy_xc) {
+  double a[BLOCK] __attribute__((aligned(64))), ax[BLOCK] __attribute__((aligned(64)));
+  float em[BLOCK] __attribute__((aligned(64))), es[BLOCK] __attribute__((aligned(64)));
+  float et[BLOCK] __attribute__((aligned(64)));
+  for (ptrdiff_t ca = c0; ca < c1;) {
+    const ptrdiff_t cb = block_end(ca, c1, hw), len = (cb - ca) * hw;
+    expand(em, mu, ca, cb, hw);
+    if (masked) {
+      expand(es, scale, ca, cb, hw);
+      expand(et, shift, ca, cb, hw);
+    }
+    memset(a, 0, (size_t)len * sizeof a[0]);
+    memset(ax, 0, (size_t)len * sizeof ax[0]);
+    for (ptrdiff_t i = 0; i < n; i++) {
+      const float *p = x + (i * c + ca) * hw, *d = dy + (i * c + ca) * hw;
+      ptrdiff_t k = 0;
+      for (; k + 16 <= len; k += 16) {
+        const v16 x0 = ld(p + k), mv = ld(em + k);
+        const v16 d0 = masked ? pass_mask(ld(d + k), x0, mv, ld(es + k), ld(et + k)) : ld(d + k);
+        d8 w[2], wx[2];
+        widen(w, d0, 0);
+        widen(wx, d0 * (x0 - mv), 0);
+        std8(a + k, ldd(a + k) + w[0]);
+        std8(a + k + 8, ldd(a + k + 8) + w[1]);
+        std8(ax + k, ldd(ax + k) + wx[0]);
+        std8(ax + k + 8, ldd(ax + k + 8) + wx[1]);
+      }
+      for (; k < len; k++) {
+        const float d0 = masked ? pass_mask1(d[k], p[k], em[k], es[k], et[k]) : d[k];
+        a[k] += (double)d0;
+        ax[k] += (double)(d0 * (p[k] - em[k]));
+      }
+    }
+    for (ptrdiff_t ch = ca; ch < cb; ch++) {
+      sum_dy[ch] = channel_total(a + (ch - ca) * hw, hw);
+      sum_dy_xc[ch] = channel_total(ax + (ch - ca) * hw, hw);
+    }
+    ca = cb;
+  }
+}
+
+BODY void input_gradient_block_body(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *mu, const float *a, const float *b, const float *d, const int masked, const float *scale,
+    const float *shift) {
+  float em[BLOCK] __attribute__((aligned(64))), ea[BLOCK] __attribute__((aligned(64)));
+  float eb[BLOCK] __attribute__((aligned(64))), ed[BLOCK] __attribute__((aligned(64)));
+  float es[BLOCK] __attribute__((aligned(64))), et[BLOCK] __attribute__((aligned(64)));
+  for (ptrdiff_t ca = c0; ca < c1;) {
+    const ptrdiff_t cb = block_end(ca, c1, hw), len = (cb - ca) * hw;
+    expand(em, mu, ca, cb, hw);
+    expand(ea, a, ca, cb, hw);
+    expand(eb, b, ca, cb, hw);
+    expand(ed, d, ca, cb, hw);
+    if (masked) {
+      expand(es, scale, ca, cb, hw);
+      expand(et, shift, ca, cb, hw);
+    }
+    for (ptrdiff_t i = 0; i < n; i++) {
+      const float *p = x + (i * c + ca) * hw, *g = dy + (i * c + ca) * hw;
+      float *o = dx + (i * c + ca) * hw;
+      ptrdiff_t k = 0;
+      for (; k + 16 <= len; k += 16) {
+        const v16 x0 = ld(p + k), mv = ld(em + k);
+        const v16 g0 = masked ? pass_mask(ld(g + k), x0, mv, ld(es + k), ld(et + k)) : ld(g + k);
+        st(o + k, ld(ea + k) * g0 + (ld(eb + k) * (x0 - mv) + ld(ed + k)));
+      }
+      for (; k < len; k++) {
+        const float g0 = masked ? pass_mask1(g[k], p[k], em[k], es[k], et[k]) : g[k];
+        o[k] = ea[k] * g0 + (eb[k] * (p[k] - em[k]) + ed[k]);
+      }
+    }
+    ca = cb;
+  }
+}
+
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #define AVX512 __attribute__((target("avx512f")))
 #define HAS512() __builtin_cpu_supports("avx512f")
@@ -196,12 +393,34 @@ AVX512 static void dx_512(const float *x, const float *dy, float *dx, ptrdiff_t 
                           float a, float b, float d, Mask k) {
   input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k);
 }
+AVX512 static void stats_block_512(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+                                   double *m, double *v) {
+  stats_block_body(x, n, c, hw, c0, c1, m, v);
+}
+AVX512 static void normalize_block_512(const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
+                                       ptrdiff_t c1, const float *mu, const float *s, const float *t, int r) {
+  normalize_block_body(x, y, n, c, hw, c0, c1, mu, s, t, r);
+}
+AVX512 static void sums_block_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
+                                  ptrdiff_t c1, const float *mu, int k, const float *s, const float *t, double *a,
+                                  double *b) {
+  gradient_sums_block_body(x, dy, n, c, hw, c0, c1, mu, k, s, t, a, b);
+}
+AVX512 static void dx_block_512(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                ptrdiff_t c0, ptrdiff_t c1, const float *mu, const float *a, const float *b,
+                                const float *d, int k, const float *s, const float *t) {
+  input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, k, s, t);
+}
 #else
 #define HAS512() 0
 #define stats_512 stats_body
 #define normalize_512 normalize_body
 #define sums_512 gradient_sums_body
 #define dx_512 input_gradient_body
+#define stats_block_512 stats_block_body
+#define normalize_block_512 normalize_block_body
+#define sums_block_512 gradient_sums_block_body
+#define dx_block_512 input_gradient_block_body
 #endif
 
 void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance) {
@@ -230,4 +449,34 @@ void acon_bn_input_gradient(
   const Mask k = {relu != 0, scale, shift};
   if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d, k);
   else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k);
+}
+
+const ptrdiff_t acon_bn_block_floats = BLOCK;
+
+void acon_bn_stats_block(
+    const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, double *mean, double *variance) {
+  if (HAS512()) stats_block_512(x, n, c, hw, c0, c1, mean, variance);
+  else stats_block_body(x, n, c, hw, c0, c1, mean, variance);
+}
+
+void acon_bn_normalize_block(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu,
+    const float *scale, const float *shift, int relu) {
+  if (HAS512()) normalize_block_512(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
+  else normalize_block_body(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
+}
+
+void acon_bn_gradient_sums_block(
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *mu, int relu, const float *scale, const float *shift, double *sum_dy, double *sum_dy_xc) {
+  if (HAS512()) sums_block_512(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
+  else gradient_sums_block_body(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
+}
+
+void acon_bn_input_gradient_block(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *mu, const float *a, const float *b, const float *d, int relu, const float *scale,
+    const float *shift) {
+  if (HAS512()) dx_block_512(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
+  else input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
 }

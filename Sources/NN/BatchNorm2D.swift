@@ -46,8 +46,13 @@ public final class BatchNorm2D: Module {
   /// Whether the last forward pass applied the `ReLU` that follows this layer in a `Sequential`
   /// to its output (the container fuses the two; backward then takes the ReLU's gradient).
   public private(set) var fusedReLU = false
-  /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count).
+  /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count);
+  /// the block passes' mean and variance, or Σdy and Σdy·(x − mean), in its first 2·C.
   private var sums: [Double]
+  /// γ·istd per channel, `[C]`: the block passes' scale (and a fused ReLU's mask).
+  private var scale: [Float]
+  /// The block passes' input-gradient constants a, b, d of each channel, `[3·C]`.
+  private var coefficients: [Float]
 
   /// When set, training sums its statistics over the processes of a data-parallel run: called
   /// with `[2·C + 1]` Doubles (per channel Σx then Σx², or Σdy then Σdy·x̂ going back, then the
@@ -69,6 +74,23 @@ public final class BatchNorm2D: Module {
     mean = [Float](repeating: 0, count: channels)
     invStd = [Float](repeating: 1, count: channels)
     sums = [Double](repeating: 0, count: 2 * channels + 1)
+    scale = [Float](repeating: 0, count: channels)
+    coefficients = [Float](repeating: 0, count: 3 * channels)
+  }
+
+  /// Planes (H·W) below this many floats run through the block passes: channels in blocks, each
+  /// sample's floats of a block read in memory order (CLayerKernels' `acon_bn_*_block`). The
+  /// per-channel loops read a channel's N planes at a stride of C·H·W floats, a vector or less at
+  /// a time: at 4×4 and below they take 1–2.7 ns an element per pass, the block passes 0.13–0.33
+  /// (one thread, 64 samples; equal from 8×8 planes on, the per-channel loops faster above).
+  static let blockPlaneLimit = 64
+
+  /// The channels of one unit of the parallel loop: 1 for the per-channel loops; for the block
+  /// passes whole blocks (at most `acon_bn_block_floats` floats a sample), and at least 8 units
+  /// where C allows. Depends on C and H·W only, so results do not depend on the thread count.
+  private static func unitChannels(c: Int, hw: Int) -> Int {
+    guard hw < blockPlaneLimit else { return 1 }
+    return Swift.max(1, Swift.min(acon_bn_block_floats / hw, (c + 7) / 8))
   }
 
   public override var localParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
@@ -114,27 +136,53 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
     let training = isTraining, mom = momentum, eps = self.eps
+    // Units of `per` channels: the per-channel loops (per = 1) or the block passes.
+    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = hw < BatchNorm2D.blockPlaneLimit
+    let units = (c + per - 1) / per
     mean.withUnsafeMutableBufferPointer { meanBuf in
       invStd.withUnsafeMutableBufferPointer { istdBuf in
-        let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
-        parallelFor(c) { range in
-          for ch in range {
-            var mu: Float, istd: Float
-            if training {
-              var md = 0.0, variance = 0.0
-              acon_bn_stats(xs.value + ch * hw, n, c * hw, hw, &md, &variance)
-              mu = Float(md)
-              istd = Float(1 / (variance + Double(eps)).squareRoot())
-              rm.value[ch] = (1 - mom) * rm.value[ch] + mom * mu
-              rv.value[ch] = (1 - mom) * rv.value[ch] + mom * Float(variance * Double(m) / Double(m - 1))
-            } else {
-              mu = rm.value[ch]
-              istd = 1 / (rv.value[ch] + eps).squareRoot()
+        scale.withUnsafeMutableBufferPointer { scaleBuf in
+          sums.withUnsafeMutableBufferPointer { sumBuf in
+            let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
+            let kb = UncheckedSendable(scaleBuf.baseAddress!), stats = UncheckedSendable(sumBuf.baseAddress!)
+            parallelFor(units, minimumChunk: blocked ? Swift.max(1, 16_384 / (per * n * hw)) : 1) { range in
+              for unit in range {
+                let c0 = unit * per, c1 = Swift.min(c, c0 + per)
+                // x, y: [N, C, HW]; stats: mean [C] then variance [C], Doubles
+                if blocked && training {
+                  acon_bn_stats_block(xs.value, n, c, hw, c0, c1, stats.value, stats.value + c)
+                }
+                for ch in c0..<c1 {
+                  var mu: Float, istd: Float
+                  if training {
+                    var md = 0.0, variance = 0.0
+                    if blocked {
+                      md = stats.value[ch]
+                      variance = stats.value[c + ch]
+                    } else {
+                      acon_bn_stats(xs.value + ch * hw, n, c * hw, hw, &md, &variance)
+                    }
+                    mu = Float(md)
+                    istd = Float(1 / (variance + Double(eps)).squareRoot())
+                    rm.value[ch] = (1 - mom) * rm.value[ch] + mom * mu
+                    rv.value[ch] = (1 - mom) * rv.value[ch] + mom * Float(variance * Double(m) / Double(m - 1))
+                  } else {
+                    mu = rm.value[ch]
+                    istd = 1 / (rv.value[ch] + eps).squareRoot()
+                  }
+                  mb.value[ch] = mu
+                  sb.value[ch] = istd
+                  kb.value[ch] = g.value[ch] * istd
+                  if !blocked {
+                    BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: kb.value[ch],
+                      shift: b.value[ch], relu: relu)
+                  }
+                }
+                if blocked {
+                  acon_bn_normalize_block(xs.value, ys.value, n, c, hw, c0, c1, mb.value, kb.value, b.value, relu ? 1 : 0)
+                }
+              }
             }
-            mb.value[ch] = mu
-            sb.value[ch] = istd
-            BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: g.value[ch] * istd,
-              shift: b.value[ch], relu: relu)
           }
         }
       }
@@ -170,23 +218,54 @@ public final class BatchNorm2D: Module {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
     }
+    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = hw < BatchNorm2D.blockPlaneLimit
+    let units = (c + per - 1) / per
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
-        let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
-        parallelFor(c) { range in
-          for ch in range {
-            let mu = mb.value[ch], istd = sb.value[ch]
-            let mask = relu ? ReLUMask(scale: g.value[ch] * istd, shift: b.value[ch]) : nil
-            let (sdy, sdyx) = BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd,
-              relu: mask)
-            dg.value[ch] += Float(sdyx)
-            db.value[ch] += Float(sdy)
-            guard propagate else { continue }
-            // Batch statistics: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂)); running: dx = γ·istd·dy.
-            let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
-            BatchNorm2D.writeInputGradient(
-              xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd, k: g.value[ch] * istd,
-              a: a, b: bq, relu: mask)
+        scale.withUnsafeMutableBufferPointer { scaleBuf in
+          sums.withUnsafeMutableBufferPointer { sumBuf in
+            coefficients.withUnsafeMutableBufferPointer { coefBuf in
+              let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
+              let kb = UncheckedSendable(scaleBuf.baseAddress!), sp = UncheckedSendable(sumBuf.baseAddress!)
+              let cf = UncheckedSendable(coefBuf.baseAddress!)
+              parallelFor(units, minimumChunk: blocked ? Swift.max(1, 16_384 / (per * n * hw)) : 1) { range in
+                for unit in range {
+                  let c0 = unit * per, c1 = Swift.min(c, c0 + per)
+                  // x, dy, dx: [N, C, HW]; sp: Σdy [C] then Σdy·(x − mean) [C]; cf: a, b, d [C] each
+                  if blocked {
+                    for ch in c0..<c1 { kb.value[ch] = g.value[ch] * sb.value[ch] }
+                    acon_bn_gradient_sums_block(xs.value, dys.value, n, c, hw, c0, c1, mb.value, relu ? 1 : 0, kb.value,
+                      b.value, sp.value, sp.value + c)
+                  }
+                  for ch in c0..<c1 {
+                    let mu = mb.value[ch], istd = sb.value[ch]
+                    let mask = relu ? ReLUMask(scale: g.value[ch] * istd, shift: b.value[ch]) : nil
+                    let (sdy, sdyx) = blocked
+                      ? (sp.value[ch], sp.value[c + ch] * Double(istd))
+                      : BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd,
+                        relu: mask)
+                    dg.value[ch] += Float(sdyx)
+                    db.value[ch] += Float(sdy)
+                    guard propagate else { continue }
+                    // Batch statistics: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂)); running: dx = γ·istd·dy.
+                    let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
+                    let k = g.value[ch] * istd
+                    if blocked {
+                      (cf.value[ch], cf.value[c + ch], cf.value[2 * c + ch]) = BatchNorm2D.inputGradientConstants(
+                        istd: istd, k: k, a: a, b: bq)
+                    } else {
+                      BatchNorm2D.writeInputGradient(
+                        xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd, k: k, a: a, b: bq,
+                        relu: mask)
+                    }
+                  }
+                  if blocked && propagate {
+                    acon_bn_input_gradient_block(xs.value, dys.value, dxs.value, n, c, hw, c0, c1, mb.value, cf.value,
+                      cf.value + c, cf.value + 2 * c, relu ? 1 : 0, kb.value, b.value)
+                  }
+                }
+              }
+            }
           }
         }
       }
@@ -335,8 +414,15 @@ public final class BatchNorm2D: Module {
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
     n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float, relu: ReLUMask?
   ) {
+    let (ka, kb, kd) = inputGradientConstants(istd: istd, k: k, a: a, b: b)
     acon_bn_input_gradient(
-      x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu, k, Float(-Double(k) * Double(istd) * Double(b)),
-      Float(-Double(k) * Double(a)), relu == nil ? 0 : 1, relu?.scale ?? 0, relu?.shift ?? 0)
+      x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu, ka, kb, kd, relu == nil ? 0 : 1, relu?.scale ?? 0,
+      relu?.shift ?? 0)
+  }
+
+  /// The kernels' constants of dx = k·(dy − a − x̂·b) = k·dy + (−k·istd·b)·(x − mu) + (−k·a).
+  @inline(__always)
+  private static func inputGradientConstants(istd: Float, k: Float, a: Float, b: Float) -> (Float, Float, Float) {
+    (k, Float(-Double(k) * Double(istd) * Double(b)), Float(-Double(k) * Double(a)))
   }
 }

@@ -34,12 +34,15 @@ final class BatchNormTests: XCTestCase {
     }
   }
 
-  /// The vectorised per-channel loops (CLayerKernels): planes that are whole vectors, whole
-  /// vectors plus a tail, and shorter than a vector; a mean far from zero with a tiny spread (the
-  /// variance must not cancel); the same bits whatever the thread count.
+  /// The vectorised per-channel loops (planes of 8×8 and up) and block passes (smaller planes) of
+  /// CLayerKernels: planes that are whole vectors, whole vectors plus a tail, and shorter than a
+  /// vector; blocks of several channels, a last unit of fewer channels ([5, 70, 2, 2]: units of
+  /// 9), positions not a multiple of 16 ([3, 40, 5, 5]); a mean far from zero with a tiny spread
+  /// (the variance must not cancel); the same bits whatever the thread count.
   func testKernelsOnVectorShapesLargeMeansAndThreadCounts() throws {
     var rng = SeededGenerator(seed: 11)
-    for shape in [[3, 5, 16, 16], [2, 3, 7, 7], [4, 2, 1, 33], [2, 17, 3, 11], [64, 1, 1, 1]] {
+    for shape in [[3, 5, 16, 16], [2, 3, 9, 9], [2, 3, 7, 7], [4, 2, 1, 33], [2, 17, 3, 11], [64, 1, 1, 1],
+                  [5, 70, 2, 2], [3, 40, 5, 5], [16, 300, 1, 1], [4, 19, 4, 4]] {
       for offset in [0.0, 100.0] {
         let bn = BatchNorm2D(channels: shape[1])
         randomizeParameters(bn, 0.5, 1.5, using: &rng)
@@ -67,19 +70,23 @@ final class BatchNormTests: XCTestCase {
     // Thread counts: the same bits (each channel is summed by one thread, in a fixed order).
     let saved = Threads.count
     defer { Threads.count = saved }
-    let x = Tensor.uniform([8, 6, 9, 9], -2, 3, using: &rng), dy = Tensor.uniform([8, 6, 9, 9], using: &rng)
-    var runs: [([Float], [Float], [Float], [Float])] = []
-    for threads in [1, 2] {
-      Threads.count = threads
-      let bn = BatchNorm2D(channels: 6)
-      let y = try bn.forward(x).array
-      let dx = try bn.backward(dy).array
-      runs.append((y, dx, bn.weight.grad.array, bn.runningVar.array))
+    for shape in [[8, 6, 9, 9], [16, 72, 3, 3], [64, 64, 4, 4]] {
+      let x = Tensor.uniform(shape, -2, 3, using: &rng), dy = Tensor.uniform(shape, using: &rng)
+      var runs: [([Float], [Float], [Float], [Float])] = []
+      for threads in [1, 2, 3] {
+        Threads.count = threads
+        let bn = BatchNorm2D(channels: shape[1])
+        let y = try bn.forward(x).array
+        let dx = try bn.backward(dy).array
+        runs.append((y, dx, bn.weight.grad.array, bn.runningVar.array))
+      }
+      for t in 1...2 {
+        XCTAssertEqual(runs[0].0, runs[t].0, "y with 1 and \(t + 1) threads, \(shape)")
+        XCTAssertEqual(runs[0].1, runs[t].1, "dx with 1 and \(t + 1) threads, \(shape)")
+        XCTAssertEqual(runs[0].2, runs[t].2, "dγ with 1 and \(t + 1) threads, \(shape)")
+        XCTAssertEqual(runs[0].3, runs[t].3, "running_var with 1 and \(t + 1) threads, \(shape)")
+      }
     }
-    XCTAssertEqual(runs[0].0, runs[1].0, "y with 1 and 2 threads")
-    XCTAssertEqual(runs[0].1, runs[1].1, "dx with 1 and 2 threads")
-    XCTAssertEqual(runs[0].2, runs[1].2, "dγ with 1 and 2 threads")
-    XCTAssertEqual(runs[0].3, runs[1].3, "running_var with 1 and 2 threads")
   }
 
   func testRunningStatisticsUseMomentumAndUnbiasedVariance() throws {

@@ -45,6 +45,32 @@ void acon_bn_input_gradient(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
     float d, int relu, float scale, float shift);
 
+/// The most floats of a plane that the block passes below take: planes of hw ≤ this many floats.
+extern const ptrdiff_t acon_bn_block_floats;
+
+/// The four passes above for small planes (hw ≤ acon_bn_block_floats), over channels [c0, c1) of
+/// a contiguous x [n, c, hw] at once: blocks of whole channels (acon_bn_block_floats / hw of them)
+/// read sample after sample in memory order, each position with its channel's parameters and its
+/// own Double accumulator. The per-channel loops read one channel's n short planes at a stride
+/// of c·hw floats, one vector or less at a time (4 ns an element at hw = 4); these read the
+/// memory in order. Sums add each position over the samples in order, then a channel's hw
+/// positions in order: the result depends on the data only, not on c0, c1 or the thread; the
+/// elementwise passes give the per-channel loops' bits. Per-channel arrays (mean, variance, mu,
+/// scale, shift, a, b, d, sum_dy, sum_dy_xc) are indexed by channel, [c]; entries c0..<c1 are
+/// read or written. x, y, dy, dx: [n, c, hw]; dx may be dy.
+void acon_bn_stats_block(
+    const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, double *mean, double *variance);
+void acon_bn_normalize_block(
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu,
+    const float *scale, const float *shift, int relu);
+void acon_bn_gradient_sums_block(
+    const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *mu, int relu, const float *scale, const float *shift, double *sum_dy, double *sum_dy_xc);
+void acon_bn_input_gradient_block(
+    const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
+    const float *mu, const float *a, const float *b, const float *d, int relu, const float *scale,
+    const float *shift);
+
 /// Max pooling of planes [p0, p1) of x [planes, h, w] into y and argmax [planes, oh, ow]
 /// (kernel k, stride s, padding p, as PyTorch's MaxPool2D): each window starts from its first
 /// in-image element and takes any greater one and any NaN (the last NaN wins); padding is never a
