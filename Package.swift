@@ -68,7 +68,7 @@ let package = Package(
 
     // MARK: - Public API
     .target(
-      name: "TensorCore", dependencies: ["CBLAS", "CThreadPool"],
+      name: "TensorCore", dependencies: ["CBLAS", "CThreadPool", "CLoweringKernels"],
       // Debian ships LAPACKE as a library of its own; Homebrew's OpenBLAS has it inside libopenblas.
       linkerSettings: [.linkedLibrary("lapacke", .when(platforms: [.linux]))]),
     .target(name: "NN", dependencies: ["TensorCore", "CAconKernels", "CDepthwiseKernels", "CCopyKernels", "CWinogradKernels", "CLayerKernels"]),
@@ -77,6 +77,8 @@ let package = Package(
     .target(name: "CAconKernels"),
     .target(name: "CDepthwiseKernels"),
     .target(name: "CCopyKernels"),
+    // im2col's strided gathers (3-wide kernels at stride 2) in AVX-512.
+    .target(name: "CLoweringKernels"),
     // C loops of NN's layers: BatchNorm2D's per-channel passes, MaxPool2D's forward.
     .target(name: "CLayerKernels"),
     // The transforms of Winograd F(2×2, 3×3) convolutions (Conv2D's Winograd path).

@@ -1,12 +1,13 @@
 // Im2Col: Caffe's im2col/col2im lowering of a 2-D convolution to a matrix product
 // (after BVLC/caffe src/caffe/util/im2col.cpp), for one sample or a whole batch. Each has
 // several loops to the same bits: copying image rows (stride 1, long rows), a per-element
-// gather table (short strided rows), one pass for all three taps of 3-wide kernels, and plane
-// copies for 1×1 windows at stride 1 without padding; the entry points pick the fastest
-// measured for the geometry.
+// gather table (short strided rows), one pass for all three taps of 3-wide kernels (in AVX-512
+// at stride 2, CLoweringKernels), and plane copies for 1×1 windows at stride 1 without padding;
+// the entry points pick the fastest measured for the geometry.
 //
 // col is [C·KH·KW, OH·OW] for one sample, stored with row stride `colStride` so that the
 // samples of a batch sit side by side: col[k, n·P + p] for a batched [K, N·P] matrix.
+import CLoweringKernels
 
 /// The geometry of a 2-D convolution or pooling window over one `[C, H, W]` sample.
 public struct ConvGeometry: Equatable, Sendable {
@@ -61,6 +62,10 @@ public func im2col(
   im2col(x, batch: 1, g, col: col, colStride: colStride)
 }
 
+/// Whether im2col runs CLoweringKernels' AVX-512 loop for 3-wide kernels at stride 2: where the
+/// CPU has AVX-512 (tests turn it off to check the Swift loops that run elsewhere).
+nonisolated(unsafe) package var im2colUsesLoweringKernels = acon_im2col_w3s2_available()
+
 /// Lowers a batch to one column matrix, in parallel over its rows.
 /// - Parameters:
 ///   - x: `[N, C, H, W]`.
@@ -81,6 +86,14 @@ public func im2col(
   // threads: 0.41 → 0.34 ms; `acon-bench --filter im2col`).
   if g.isPointwise {
     pointwiseColumns(x, batch: n, g, col: col, colStride: colStride)
+  } else if g.kernelW == 3 && g.strideW == 2 && im2colUsesLoweringKernels {
+    // The same values, 16 output columns a vector (CLoweringKernels): seed conv2 (64×32×32×32 →
+    // 15×15), one thread, 2.4 → 1.3 ms; conv3 (→ 7×7) 1.4 → 0.65 ms.
+    let xs = UncheckedSendable(x), cs = UncheckedSendable(col)
+    parallelFor(g.channels * g.kernelH) { units in
+      acon_im2col_w3s2(xs.value, n, g.channels, g.height, g.width, g.kernelH, g.strideH, g.padH, g.padW, g.outH,
+        g.outW, cs.value, colStride, units.lowerBound, units.upperBound)
+    }
   } else if g.kernelW == 3 && g.strideW == 2 && g.outW < 12 {
     im2colWidth3Stride2(x, batch: n, g, col: col, colStride: colStride)
   } else if g.strideW == 1 || g.outW >= 12 {

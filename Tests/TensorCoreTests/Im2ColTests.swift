@@ -30,6 +30,11 @@ final class Im2ColTests: XCTestCase {
     ConvGeometry(channels: 3, height: 6, width: 23, kernelH: 2, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 1),
     ConvGeometry(channels: 2, height: 7, width: 3, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 2, padW: 2),
     ConvGeometry(channels: 1, height: 5, width: 1, kernelH: 1, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 1),
+    // 3-wide kernels at stride 2 on AVX-512 run 16 output columns a vector: rows of exactly 16,
+    // 18 with padding 2, and 35 (three vectors, the last one partial).
+    ConvGeometry(channels: 1, height: 3, width: 33, kernelH: 1, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 0),
+    ConvGeometry(channels: 1, height: 4, width: 34, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 2, padW: 2),
+    ConvGeometry(channels: 2, height: 5, width: 70, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
   ]
 
   func testGeometryOutputSizes() {
@@ -54,6 +59,16 @@ final class Im2ColTests: XCTestCase {
       }
       assertClose(col, Reference.im2col(x.map(Double.init), g), rtol: 0, atol: 0, "\(g)")
     }
+  }
+
+  /// The Swift loops that run where CLoweringKernels' AVX-512 loop does not (no AVX-512), on the
+  /// same geometries, one sample and a batch.
+  func testIm2colWithoutTheLoweringKernelsMatchesDefinition() {
+    let saved = im2colUsesLoweringKernels
+    defer { im2colUsesLoweringKernels = saved }
+    im2colUsesLoweringKernels = false
+    testIm2colMatchesDefinition()
+    testBatchedLoweringMatchesDefinitionPerSample()
   }
 
   func testBatchedLayoutWritesOnlyItsColumns() {

@@ -1,0 +1,80 @@
+// Im2ColKernels: the loops of CLoweringKernels.h.
+//
+// Shapes: x [n, c, h, w]; col [c·kh·3, col_stride], sample s in columns s·oh·ow ..< (s+1)·oh·ow.
+#include "CLoweringKernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+
+#define LOWER512 static inline __attribute__((always_inline, target("avx512f")))
+
+// The lanes [0, k) of a 16-lane mask (k clamped to 0...16).
+LOWER512 __mmask16 lanes(ptrdiff_t k) {
+  return k <= 0 ? 0 : k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << k) - 1);
+}
+
+// Columns start … start + 15 of a row w wide, 0 outside [0, w) (masked-off lanes are not read).
+LOWER512 __m512 load_columns(const float *row, ptrdiff_t start, ptrdiff_t w) {
+  const __mmask16 m = (__mmask16)(lanes(w - start) & ~lanes(-start));
+  return _mm512_maskz_loadu_ps(m, row + start);
+}
+
+__attribute__((target("avx512f"))) static void im2col_w3s2_512(
+    const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t sh, ptrdiff_t ph,
+    ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *col, ptrdiff_t col_stride, ptrdiff_t u0, ptrdiff_t u1) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  // Lanes 0–14 of the third tap: elements 2, 4, …, 30 (lane 15, element 32, comes from a third load).
+  const __m512i third = _mm512_setr_epi32(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 0);
+  const ptrdiff_t p = oh * ow;
+  for (ptrdiff_t u = u0; u < u1; u++) {
+    const ptrdiff_t ch = u / kh, ki = u % kh;
+    for (ptrdiff_t s = 0; s < n; s++) {
+      const float *plane = x + (s * c + ch) * h * w;
+      float *a = col + 3 * u * col_stride + s * p, *b = a + col_stride, *e = b + col_stride;
+      for (ptrdiff_t i = 0; i < oh; i++) {
+        const ptrdiff_t r = i * sh - ph + ki, o = i * ow;
+        if (r < 0 || r >= h) {
+          memset(a + o, 0, (size_t)ow * sizeof(float));
+          memset(b + o, 0, (size_t)ow * sizeof(float));
+          memset(e + o, 0, (size_t)ow * sizeof(float));
+          continue;
+        }
+        const float *row = plane + r * w;
+        for (ptrdiff_t j0 = 0; j0 < ow; j0 += 16) {
+          // Lane l is output column j0 + l; its taps are the row's columns start + 2l + 0, 1, 2.
+          const ptrdiff_t start = 2 * j0 - pw;
+          const __m512 lo = load_columns(row, start, w), hi = load_columns(row, start + 16, w);
+          const __m512 last = load_columns(row, start + 32, w);
+          const __m512 t0 = _mm512_permutex2var_ps(lo, even, hi), t1 = _mm512_permutex2var_ps(lo, odd, hi);
+          __m512 t2 = _mm512_permutex2var_ps(lo, third, hi);
+          t2 = _mm512_mask_broadcastss_ps(t2, (__mmask16)0x8000, _mm512_castps512_ps128(last));
+          const __mmask16 m = lanes(ow - j0);
+          _mm512_mask_storeu_ps(a + o + j0, m, t0);
+          _mm512_mask_storeu_ps(b + o + j0, m, t1);
+          _mm512_mask_storeu_ps(e + o + j0, m, t2);
+        }
+      }
+    }
+  }
+}
+
+bool acon_im2col_w3s2_available(void) { return __builtin_cpu_supports("avx512f"); }
+
+void acon_im2col_w3s2(
+    const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t sh, ptrdiff_t ph,
+    ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *col, ptrdiff_t col_stride, ptrdiff_t u0, ptrdiff_t u1) {
+  if (__builtin_cpu_supports("avx512f")) im2col_w3s2_512(x, n, c, h, w, kh, sh, ph, pw, oh, ow, col, col_stride, u0, u1);
+}
+#else
+bool acon_im2col_w3s2_available(void) { return false; }
+
+void acon_im2col_w3s2(
+    const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t sh, ptrdiff_t ph,
+    ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *col, ptrdiff_t col_stride, ptrdiff_t u0, ptrdiff_t u1) {
+  (void)x, (void)n, (void)c, (void)h, (void)w, (void)kh, (void)sh, (void)ph, (void)pw, (void)oh, (void)ow;
+  (void)col, (void)col_stride, (void)u0, (void)u1;
+}
+#endif
