@@ -71,19 +71,31 @@ public final class AconFReLU: Module {
     return [s[0], channels, (s[2] - 1) / stride + 1, (s[3] - 1) / stride + 1]
   }
 
+  // Each pass is one of acon-bench's memory-bound passes (MemoryPasses, while it records): every
+  // input read once, every output written once (forward), or dy and the input read and dx
+  // written (backward); the smooth maximum reads a and b and writes z (3 tensors), and going back
+  // reads a, b, dz and writes da, db (5).
+
   public override func forward(_ x: Tensor) throws -> Tensor {
     let os = try outputShape(for: x.shape)
     input = x
-    let bt = try bn1.forward(try convFReLU.forward(x))
-    let at = stride == 2 ? try maxPool.forward(x) : x
+    let funnel = try MemoryPasses.measure("AconFReLU.conv_frelu.forward", { try convFReLU.forward(x) },
+      elements: { x.count + $0.count })
+    let bt = try MemoryPasses.measure("AconFReLU.bn1.forward", { try bn1.forward(funnel) },
+      elements: { funnel.count + $0.count })
+    let at = stride == 2
+      ? try MemoryPasses.measure("AconFReLU.maxpool.forward", { try maxPool.forward(x) }, elements: { x.count + $0.count })
+      : x
     guard at.shape == os, bt.shape == os else {
       throw TensorError.shapeMismatch(layer: typeName + " (funnel vs max-pool)", expected: Shape.text(os), got: bt.shape)
     }
     a = at
     b = bt
     let zt = reuse(&z, shape: os)
-    AconKernels.smoothMaxForward(a: at.data, b: bt.data, y: zt.data, planes: os[0] * os[1], hw: os[2] * os[3])
-    return try bn2.forward(zt)
+    MemoryPasses.measure("AconFReLU.smooth_max.forward", {
+      AconKernels.smoothMaxForward(a: at.data, b: bt.data, y: zt.data, planes: os[0] * os[1], hw: os[2] * os[3])
+    }, elements: { 3 * zt.count })
+    return try MemoryPasses.measure("AconFReLU.bn2.forward", { try bn2.forward(zt) }, elements: { zt.count + $0.count })
   }
 
   public override func backward(_ dy: Tensor) throws -> Tensor {
@@ -106,30 +118,40 @@ public final class AconFReLU: Module {
     // da overwrites dz in bn2's gradient buffer (the kernel reads each dy vector before it
     // writes that da vector), and dx is summed into a child's input gradient: two activation-sized
     // buffers fewer per layer, the same bits.
-    let dz = try child(bn2) { try bn2.backward(dy) }
+    let dz = try MemoryPasses.measure("AconFReLU.bn2.backward", { try child(bn2) { try bn2.backward(dy) } },
+      elements: { dy.count + 2 * $0.count })
     let dat = dz, dbt = reuseInputGradient(&db, shape: zt.shape)
-    AconKernels.smoothMaxBackward(
-      a: at.data, b: bt.data, dy: dz.data, da: dat.data, db: dbt.data, planes: zt.shape[0] * zt.shape[1],
-      hw: zt.shape[2] * zt.shape[3])
+    MemoryPasses.measure("AconFReLU.smooth_max.backward", {
+      AconKernels.smoothMaxBackward(
+        a: at.data, b: bt.data, dy: dz.data, da: dat.data, db: dbt.data, planes: zt.shape[0] * zt.shape[1],
+        hw: zt.shape[2] * zt.shape[3])
+    }, elements: { 5 * zt.count })
     convFReLU.propagatesInputGradient = propagatesInputGradient
     maxPool.propagatesInputGradient = propagatesInputGradient
-    let dbn1 = try child(bn1) { try bn1.backward(dbt) }
+    let dbn1 = try MemoryPasses.measure("AconFReLU.bn1.backward", { try child(bn1) { try bn1.backward(dbt) } },
+      elements: { dbt.count + 2 * $0.count })
     arena?.recycle(dbt, unlessSharedWith: [dbn1, dy])
-    let dxConv = try child(convFReLU) { try convFReLU.backward(dbn1) }
+    let dxConv = try MemoryPasses.measure("AconFReLU.conv_frelu.backward",
+      { try child(convFReLU) { try convFReLU.backward(dbn1) } }, elements: { dbn1.count + 2 * $0.count })
     arena?.recycle(dbn1, unlessSharedWith: [dxConv, dy])
     guard propagatesInputGradient else {
       arena?.recycle(dat, unlessSharedWith: [dxConv, dy])
       return dxConv
     }
     // dx = dx through the funnel + dx through a, into the buffer of one of them (both [N, C, H, W]).
-    let (dx, other) = stride == 2 ? (try child(maxPool) { try maxPool.backward(dat) }, dxConv) : (dxConv, dat)
+    let (dx, other) = stride == 2
+      ? (try MemoryPasses.measure("AconFReLU.maxpool.backward", { try child(maxPool) { try maxPool.backward(dat) } },
+        elements: { dat.count + 2 * $0.count }), dxConv)
+      : (dxConv, dat)
     guard dx.shape == x.shape, other.shape == x.shape else {
       throw backwardError(layer: typeName + ".backward", expected: Shape.text(x.shape), got: dx.shape)
     }
     let o = UncheckedSendable(dx.data), q = UncheckedSendable(other.data)
-    parallelFor(x.count, minimumChunk: 1 << 15) { r in
-      for i in r { o.value[i] += q.value[i] }
-    }
+    MemoryPasses.measure("AconFReLU.add.backward", {
+      parallelFor(x.count, minimumChunk: 1 << 15) { r in
+        for i in r { o.value[i] += q.value[i] }
+      }
+    }, elements: { 3 * x.count })
     arena?.recycle(other, unlessSharedWith: [dx, dy])
     if stride == 2 { arena?.recycle(dat, unlessSharedWith: [dx, dy]) }
     return dx

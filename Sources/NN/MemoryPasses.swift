@@ -8,7 +8,10 @@
 // passes were recorded (a module that wraps a Graph or a Sequential, as ResNet's blocks do) is
 // a container too and counts nothing itself: its inner passes did. A module that runs a GEMM
 // itself, outside a container (Meta-ACON's two 1×1 convolutions on [N, C, 1, 1]), counts as one
-// memory-bound pass, GEMM included. Off, a pass costs one load of a nil static.
+// memory-bound pass, GEMM included. A module that runs several memory-bound passes of its own
+// (ACON-FReLU: its funnel's depthwise convolution, two BatchNorms, a max-pool and the smooth
+// maximum) records each of them, and so counts as a container. Off, a pass costs one load of a
+// nil static.
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -64,7 +67,7 @@ public final class MemoryPasses {
   /// Runs `body`, adding its time and `elements(result)` Floats of traffic when recording, under
   /// `kind` (see `byKind`).
   @inline(__always)
-  static func measure<T>(_ kind: @autoclosure () -> String, _ body: () throws -> T, elements: (T) -> Int) rethrows -> T {
+  package static func measure<T>(_ kind: @autoclosure () -> String, _ body: () throws -> T, elements: (T) -> Int) rethrows -> T {
     guard let r = active else { return try body() }
     r.innerPass = false
     // For the enclosing pass, if any: this one (or its inner ones) counted.

@@ -1,7 +1,8 @@
 // AconFReLUTests: TFNet's ACON-FReLU layer against its Double twin by the gradient checker
 // (input and every parameter gradient by central differences) on odd shapes in training and
 // evaluation mode, the official module's state_dict names and shapes, output shapes at stride 2
-// on odd sizes, bad input, and 1 vs 2 threads bit for bit.
+// on odd sizes, bad input, 1 vs 2 threads bit for bit, and the memory-bound passes acon-bench
+// records inside it.
 import ACON
 import NN
 import TensorCore
@@ -91,6 +92,42 @@ final class AconFReLUTests: XCTestCase {
         outs.append([y, dx] + layer.namedParameters().map { $0.1.grad.array })
       }
       for k in outs[0].indices { assertBitwiseEqual(outs[0][k], outs[1][k], "stride \(s) tensor \(k)") }
+    }
+  }
+  /// Inside a Sequential, ACON-FReLU is a container for acon-bench's memory-bound passes: its
+  /// funnel's depthwise convolution, bn1, the max-pool (stride 2), the smooth maximum and bn2
+  /// count one by one, each with the bytes its tensors take, and the layer itself counts nothing.
+  /// Recording changes no result.
+  func testMemoryPassesCountEachInnerPass() throws {
+    var rng = SeededGenerator(seed: 37)
+    for stride in [1, 2] {
+      let net = Sequential([AconFReLU(channels: 3, stride: stride, rng: &rng)])
+      let x = Tensor.uniform([2, 3, 5, 6], -1, 1, using: &rng)
+      let os = try net.outputShape(for: x.shape)
+      let dy = Tensor.uniform(os, -1, 1, using: &rng)
+      let plain = try net.forward(x).array
+      let plainDx = try net.backward(dy).array
+      let ((y, dx), r) = try MemoryPasses.recording { (try net.forward(x).array, try net.backward(dy).array) }
+      assertBitwiseEqual(y, plain)
+      assertBitwiseEqual(dx, plainDx)
+      let nx = x.count, ny = os.reduce(1, *), f = 4
+      var want: [String: Int] = [
+        "AconFReLU.conv_frelu.forward": nx + ny, "AconFReLU.bn1.forward": 2 * ny,
+        "AconFReLU.smooth_max.forward": 3 * ny, "AconFReLU.bn2.forward": 2 * ny,
+        "AconFReLU.bn2.backward": 3 * ny, "AconFReLU.smooth_max.backward": 5 * ny, "AconFReLU.bn1.backward": 3 * ny,
+        "AconFReLU.conv_frelu.backward": ny + 2 * nx, "AconFReLU.add.backward": 3 * nx,
+      ]
+      if stride == 2 {
+        want["AconFReLU.maxpool.forward"] = nx + ny
+        want["AconFReLU.maxpool.backward"] = ny + 2 * nx
+      }
+      XCTAssertEqual(Set(r.byKind.keys), Set(want.keys), "stride \(stride)")
+      for (kind, elements) in want {
+        XCTAssertEqual(r.byKind[kind]?.bytes, f * elements, "\(kind), stride \(stride)")
+        XCTAssertEqual(r.byKind[kind]?.passes, 1, "\(kind), stride \(stride)")
+      }
+      XCTAssertEqual(r.bytes, f * want.values.reduce(0, +))
+      XCTAssertEqual(r.passes, want.count)
     }
   }
 }
