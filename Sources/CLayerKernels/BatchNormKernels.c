@@ -453,23 +453,35 @@ void acon_bn_input_gradient(
 
 const ptrdiff_t acon_bn_block_floats = BLOCK;
 
+// Planes the blocks cannot hold (hw > BLOCK) or empty ones run the per-channel loops instead.
+#define OUTSIDE_BLOCKS(hw) ((hw) <= 0 || (hw) > BLOCK)
+
 void acon_bn_stats_block(
     const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, double *mean, double *variance) {
-  if (HAS512()) stats_block_512(x, n, c, hw, c0, c1, mean, variance);
+  if (OUTSIDE_BLOCKS(hw)) {
+    for (ptrdiff_t ch = c0; ch < c1; ch++) acon_bn_stats(x + ch * hw, n, c * hw, hw, mean + ch, variance + ch);
+  } else if (HAS512()) stats_block_512(x, n, c, hw, c0, c1, mean, variance);
   else stats_block_body(x, n, c, hw, c0, c1, mean, variance);
 }
 
 void acon_bn_normalize_block(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu,
     const float *scale, const float *shift, int relu) {
-  if (HAS512()) normalize_block_512(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
+  if (OUTSIDE_BLOCKS(hw)) {
+    for (ptrdiff_t ch = c0; ch < c1; ch++)
+      acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], relu);
+  } else if (HAS512()) normalize_block_512(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
   else normalize_block_body(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
 }
 
 void acon_bn_gradient_sums_block(
     const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
     const float *mu, int relu, const float *scale, const float *shift, double *sum_dy, double *sum_dy_xc) {
-  if (HAS512()) sums_block_512(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
+  if (OUTSIDE_BLOCKS(hw)) {
+    for (ptrdiff_t ch = c0; ch < c1; ch++)
+      acon_bn_gradient_sums(x + ch * hw, dy + ch * hw, n, c * hw, hw, mu[ch], relu, relu ? scale[ch] : 0,
+                            relu ? shift[ch] : 0, sum_dy + ch, sum_dy_xc + ch);
+  } else if (HAS512()) sums_block_512(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
   else gradient_sums_block_body(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
 }
 
@@ -477,6 +489,10 @@ void acon_bn_input_gradient_block(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
     const float *mu, const float *a, const float *b, const float *d, int relu, const float *scale,
     const float *shift) {
-  if (HAS512()) dx_block_512(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
+  if (OUTSIDE_BLOCKS(hw)) {
+    for (ptrdiff_t ch = c0; ch < c1; ch++)
+      acon_bn_input_gradient(x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu[ch], a[ch], b[ch], d[ch], relu,
+                             relu ? scale[ch] : 0, relu ? shift[ch] : 0);
+  } else if (HAS512()) dx_block_512(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
   else input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
 }

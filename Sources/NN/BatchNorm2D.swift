@@ -85,11 +85,20 @@ public final class BatchNorm2D: Module {
   /// (one thread, 64 samples; equal from 8×8 planes on, the per-channel loops faster above).
   static let blockPlaneLimit = 64
 
+  /// Whether planes of `hw` floats run through the block passes (empty planes take the
+  /// per-channel loops, which then do nothing).
+  private static func usesBlocks(hw: Int) -> Bool { hw > 0 && hw < blockPlaneLimit }
+
+  /// The minimum units per thread of a block pass: at least 16,384 floats each.
+  private static func minimumUnits(per: Int, n: Int, hw: Int) -> Int {
+    Swift.max(1, 16_384 / Swift.max(1, per * n * hw))
+  }
+
   /// The channels of one unit of the parallel loop: 1 for the per-channel loops; for the block
   /// passes whole blocks (at most `acon_bn_block_floats` floats a sample), and at least 8 units
   /// where C allows. Depends on C and H·W only, so results do not depend on the thread count.
   private static func unitChannels(c: Int, hw: Int) -> Int {
-    guard hw < blockPlaneLimit else { return 1 }
+    guard usesBlocks(hw: hw) else { return 1 }
     return Swift.max(1, Swift.min(acon_bn_block_floats / hw, (c + 7) / 8))
   }
 
@@ -137,7 +146,7 @@ public final class BatchNorm2D: Module {
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
     let training = isTraining, mom = momentum, eps = self.eps
     // Units of `per` channels: the per-channel loops (per = 1) or the block passes.
-    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = hw < BatchNorm2D.blockPlaneLimit
+    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = BatchNorm2D.usesBlocks(hw: hw)
     let units = (c + per - 1) / per
     mean.withUnsafeMutableBufferPointer { meanBuf in
       invStd.withUnsafeMutableBufferPointer { istdBuf in
@@ -145,7 +154,7 @@ public final class BatchNorm2D: Module {
           sums.withUnsafeMutableBufferPointer { sumBuf in
             let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
             let kb = UncheckedSendable(scaleBuf.baseAddress!), stats = UncheckedSendable(sumBuf.baseAddress!)
-            parallelFor(units, minimumChunk: blocked ? Swift.max(1, 16_384 / (per * n * hw)) : 1) { range in
+            parallelFor(units, minimumChunk: blocked ? BatchNorm2D.minimumUnits(per: per, n: n, hw: hw) : 1) { range in
               for unit in range {
                 let c0 = unit * per, c1 = Swift.min(c, c0 + per)
                 // x, y: [N, C, HW]; stats: mean [C] then variance [C], Doubles
@@ -218,7 +227,7 @@ public final class BatchNorm2D: Module {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
     }
-    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = hw < BatchNorm2D.blockPlaneLimit
+    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = BatchNorm2D.usesBlocks(hw: hw)
     let units = (c + per - 1) / per
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
@@ -228,7 +237,7 @@ public final class BatchNorm2D: Module {
               let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
               let kb = UncheckedSendable(scaleBuf.baseAddress!), sp = UncheckedSendable(sumBuf.baseAddress!)
               let cf = UncheckedSendable(coefBuf.baseAddress!)
-              parallelFor(units, minimumChunk: blocked ? Swift.max(1, 16_384 / (per * n * hw)) : 1) { range in
+              parallelFor(units, minimumChunk: blocked ? BatchNorm2D.minimumUnits(per: per, n: n, hw: hw) : 1) { range in
                 for unit in range {
                   let c0 = unit * per, c1 = Swift.min(c, c0 + per)
                   // x, dy, dx: [N, C, HW]; sp: Σdy [C] then Σdy·(x − mean) [C]; cf: a, b, d [C] each

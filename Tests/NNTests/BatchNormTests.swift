@@ -3,6 +3,7 @@
 // (momentum 0.1, *unbiased* variance), num_batches_tracked, and the error for a training batch
 // with a single value per channel; synchronised batch norm over an in-process group of two.
 import Collectives
+import CLayerKernels
 import NN
 import TensorCore
 import TestSupport
@@ -157,6 +158,49 @@ final class BatchNormTests: XCTestCase {
     _ = try bn.forward(Tensor.uniform([1, 3, 2, 1], using: &rng))
     bn.eval()
     XCTAssertEqual(try bn.forward(Tensor(zeros: [1, 3, 1, 1])).shape, [1, 3, 1, 1])
+  }
+
+  /// Empty batches and empty planes in evaluation mode give empty results, as PyTorch's do (and
+  /// never reach the block passes, whose unit sizes divide by H·W and N·H·W).
+  func testEvaluationOnEmptyTensors() throws {
+    for shape in [[0, 3, 4, 4], [2, 3, 0, 4], [0, 3]] {
+      let bn = BatchNorm2D(channels: 3)
+      bn.eval()
+      let y = try bn.forward(Tensor(zeros: shape))
+      XCTAssertEqual(y.shape, shape)
+      XCTAssertEqual(try bn.backward(Tensor(zeros: shape)).shape, shape)
+    }
+  }
+
+  /// The block passes' C entry points on planes they cannot hold (H·W over
+  /// acon_bn_block_floats) run the per-channel loops: the same bits.
+  func testBlockPassesFallBackOnLargePlanes() {
+    var rng = SeededGenerator(seed: 17)
+    let n = 3, c = 4, hw = acon_bn_block_floats + 44, count = n * c * hw
+    let x = Tensor.uniform([count], -2, 3, using: &rng), dy = Tensor.uniform([count], using: &rng)
+    let mu: [Float] = [0.1, 0.2, -0.3, 0.4], scale: [Float] = [1.1, 0.9, 1.3, 0.7], shift: [Float] = [0, 0.1, -0.2, 0.3]
+    var m1 = [Double](repeating: 0, count: c), v1 = m1, m2 = m1, v2 = m1
+    acon_bn_stats_block(x.data, n, c, hw, 1, c, &m1, &v1)
+    for ch in 1..<c { acon_bn_stats(x.data + ch * hw, n, c * hw, hw, &m2[ch], &v2[ch]) }
+    XCTAssertEqual(m1, m2)
+    XCTAssertEqual(v1, v2)
+    let y1 = Tensor(zeros: [count]), y2 = Tensor(zeros: [count])
+    acon_bn_normalize_block(x.data, y1.data, n, c, hw, 1, c, mu, scale, shift, 1)
+    for ch in 1..<c { acon_bn_normalize(x.data + ch * hw, y2.data + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], 1) }
+    assertBitwiseEqual(y1.array, y2.array)
+    var s1 = [Double](repeating: 0, count: c), t1 = s1, s2 = s1, t2 = s1
+    acon_bn_gradient_sums_block(x.data, dy.data, n, c, hw, 1, c, mu, 1, scale, shift, &s1, &t1)
+    for ch in 1..<c {
+      acon_bn_gradient_sums(x.data + ch * hw, dy.data + ch * hw, n, c * hw, hw, mu[ch], 1, scale[ch], shift[ch], &s2[ch], &t2[ch])
+    }
+    XCTAssertEqual(s1, s2)
+    XCTAssertEqual(t1, t2)
+    acon_bn_input_gradient_block(x.data, dy.data, y1.data, n, c, hw, 1, c, mu, scale, shift, mu, 1, scale, shift)
+    for ch in 1..<c {
+      acon_bn_input_gradient(x.data + ch * hw, dy.data + ch * hw, y2.data + ch * hw, n, c * hw, hw, mu[ch], scale[ch],
+        shift[ch], mu[ch], 1, scale[ch], shift[ch])
+    }
+    assertBitwiseEqual(y1.array, y2.array)
   }
 
   func testShapeErrors() {

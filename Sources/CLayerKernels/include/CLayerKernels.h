@@ -48,7 +48,8 @@ void acon_bn_input_gradient(
 /// The most floats of a plane that the block passes below take: planes of hw ≤ this many floats.
 extern const ptrdiff_t acon_bn_block_floats;
 
-/// The four passes above for small planes (hw ≤ acon_bn_block_floats), over channels [c0, c1) of
+/// The four passes above for small planes (0 < hw ≤ acon_bn_block_floats; other planes run the
+/// per-channel loops, channel by channel), over channels [c0, c1) of
 /// a contiguous x [n, c, hw] at once: blocks of whole channels (acon_bn_block_floats / hw of them)
 /// read sample after sample in memory order, each position with its channel's parameters and its
 /// own Double accumulator. The per-channel loops read one channel's n short planes at a stride
