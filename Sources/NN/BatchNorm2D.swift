@@ -47,11 +47,11 @@ public final class BatchNorm2D: Module {
   /// to its output (the container fuses the two; backward then takes the ReLU's gradient).
   public private(set) var fusedReLU = false
   /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count);
-  /// the block passes' mean and variance, or Σdy and Σdy·(x − mean), in its first 2·C.
+  /// the local passes' mean and variance, or Σdy and Σdy·(x − mean), in its first 2·C.
   private var sums: [Double]
-  /// γ·istd per channel, `[C]`: the block passes' scale (and a fused ReLU's mask).
+  /// γ·istd per channel, `[C]`: the scale of the normalisation (and a fused ReLU's mask).
   private var scale: [Float]
-  /// The block passes' input-gradient constants a, b, d of each channel, `[3·C]`.
+  /// The input gradient's constants a, b, d of each channel, `[3·C]` (see inputGradientConstants).
   private var coefficients: [Float]
 
   /// When set, training sums its statistics over the processes of a data-parallel run: called
@@ -78,28 +78,19 @@ public final class BatchNorm2D: Module {
     coefficients = [Float](repeating: 0, count: 3 * channels)
   }
 
-  /// Planes (H·W) below this many floats run through the block passes: channels in blocks, each
-  /// sample's floats of a block read in memory order (CLayerKernels' `acon_bn_*_block`). The
-  /// per-channel loops read a channel's N planes at a stride of C·H·W floats, a vector or less at
-  /// a time: at 4×4 and below they take 1–2.7 ns an element per pass, the block passes 0.13–0.33
-  /// (one thread, 64 samples; equal from 8×8 planes on, the per-channel loops faster above).
-  static let blockPlaneLimit = 64
-
-  /// Whether planes of `hw` floats run through the block passes (empty planes take the
-  /// per-channel loops, which then do nothing).
-  private static func usesBlocks(hw: Int) -> Bool { hw > 0 && hw < blockPlaneLimit }
-
-  /// The minimum units per thread of a block pass: at least 16,384 floats each.
-  private static func minimumUnits(per: Int, n: Int, hw: Int) -> Int {
-    Swift.max(1, 16_384 / Swift.max(1, per * n * hw))
+  /// The channels of one unit of the parallel loops, which run CLayerKernels' `acon_bn_*_block`
+  /// passes over a unit's channels at once: on planes under `acon_bn_block_plane_limit` floats
+  /// whole blocks (at most `acon_bn_block_floats` floats a sample) and at least 8 units where C
+  /// allows; on larger or empty planes, where the passes run channel by channel, one channel.
+  /// Depends on C and H·W only, so results do not depend on the thread count.
+  private static func unitChannels(c: Int, hw: Int) -> Int {
+    guard hw > 0 && hw < acon_bn_block_plane_limit else { return 1 }
+    return Swift.max(1, Swift.min(acon_bn_block_floats / hw, (c + 7) / 8))
   }
 
-  /// The channels of one unit of the parallel loop: 1 for the per-channel loops; for the block
-  /// passes whole blocks (at most `acon_bn_block_floats` floats a sample), and at least 8 units
-  /// where C allows. Depends on C and H·W only, so results do not depend on the thread count.
-  private static func unitChannels(c: Int, hw: Int) -> Int {
-    guard usesBlocks(hw: hw) else { return 1 }
-    return Swift.max(1, Swift.min(acon_bn_block_floats / hw, (c + 7) / 8))
+  /// The minimum units per thread of the parallel loops: at least 16,384 floats each.
+  private static func minimumUnits(per: Int, n: Int, hw: Int) -> Int {
+    Swift.max(1, 16_384 / Swift.max(1, per * n * hw))
   }
 
   public override var localParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
@@ -145,32 +136,23 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
     let training = isTraining, mom = momentum, eps = self.eps
-    // Units of `per` channels: the per-channel loops (per = 1) or the block passes.
-    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = BatchNorm2D.usesBlocks(hw: hw)
-    let units = (c + per - 1) / per
+    // Units of `per` channels (see unitChannels).
+    let per = BatchNorm2D.unitChannels(c: c, hw: hw), units = (c + per - 1) / per
     mean.withUnsafeMutableBufferPointer { meanBuf in
       invStd.withUnsafeMutableBufferPointer { istdBuf in
         scale.withUnsafeMutableBufferPointer { scaleBuf in
           sums.withUnsafeMutableBufferPointer { sumBuf in
             let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
             let kb = UncheckedSendable(scaleBuf.baseAddress!), stats = UncheckedSendable(sumBuf.baseAddress!)
-            parallelFor(units, minimumChunk: blocked ? BatchNorm2D.minimumUnits(per: per, n: n, hw: hw) : 1) { range in
+            parallelFor(units, minimumChunk: BatchNorm2D.minimumUnits(per: per, n: n, hw: hw)) { range in
               for unit in range {
                 let c0 = unit * per, c1 = Swift.min(c, c0 + per)
                 // x, y: [N, C, HW]; stats: mean [C] then variance [C], Doubles
-                if blocked && training {
-                  acon_bn_stats_block(xs.value, n, c, hw, c0, c1, stats.value, stats.value + c)
-                }
+                if training { acon_bn_stats_block(xs.value, n, c, hw, c0, c1, stats.value, stats.value + c) }
                 for ch in c0..<c1 {
                   var mu: Float, istd: Float
                   if training {
-                    var md = 0.0, variance = 0.0
-                    if blocked {
-                      md = stats.value[ch]
-                      variance = stats.value[c + ch]
-                    } else {
-                      acon_bn_stats(xs.value + ch * hw, n, c * hw, hw, &md, &variance)
-                    }
+                    let md = stats.value[ch], variance = stats.value[c + ch]
                     mu = Float(md)
                     istd = Float(1 / (variance + Double(eps)).squareRoot())
                     rm.value[ch] = (1 - mom) * rm.value[ch] + mom * mu
@@ -182,14 +164,8 @@ public final class BatchNorm2D: Module {
                   mb.value[ch] = mu
                   sb.value[ch] = istd
                   kb.value[ch] = g.value[ch] * istd
-                  if !blocked {
-                    BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, scale: kb.value[ch],
-                      shift: b.value[ch], relu: relu)
-                  }
                 }
-                if blocked {
-                  acon_bn_normalize_block(xs.value, ys.value, n, c, hw, c0, c1, mb.value, kb.value, b.value, relu ? 1 : 0)
-                }
+                acon_bn_normalize_block(xs.value, ys.value, n, c, hw, c0, c1, mb.value, kb.value, b.value, relu ? 1 : 0)
               }
             }
           }
@@ -227,8 +203,7 @@ public final class BatchNorm2D: Module {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
     }
-    let per = BatchNorm2D.unitChannels(c: c, hw: hw), blocked = BatchNorm2D.usesBlocks(hw: hw)
-    let units = (c + per - 1) / per
+    let per = BatchNorm2D.unitChannels(c: c, hw: hw), units = (c + per - 1) / per
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
         scale.withUnsafeMutableBufferPointer { scaleBuf in
@@ -237,38 +212,24 @@ public final class BatchNorm2D: Module {
               let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
               let kb = UncheckedSendable(scaleBuf.baseAddress!), sp = UncheckedSendable(sumBuf.baseAddress!)
               let cf = UncheckedSendable(coefBuf.baseAddress!)
-              parallelFor(units, minimumChunk: blocked ? BatchNorm2D.minimumUnits(per: per, n: n, hw: hw) : 1) { range in
+              parallelFor(units, minimumChunk: BatchNorm2D.minimumUnits(per: per, n: n, hw: hw)) { range in
                 for unit in range {
                   let c0 = unit * per, c1 = Swift.min(c, c0 + per)
-                  // x, dy, dx: [N, C, HW]; sp: Σdy [C] then Σdy·(x − mean) [C]; cf: a, b, d [C] each
-                  if blocked {
-                    for ch in c0..<c1 { kb.value[ch] = g.value[ch] * sb.value[ch] }
-                    acon_bn_gradient_sums_block(xs.value, dys.value, n, c, hw, c0, c1, mb.value, relu ? 1 : 0, kb.value,
-                      b.value, sp.value, sp.value + c)
-                  }
+                  // x, dy, dx: [N, C, HW]; sp: Σdy [C] then Σdy·(x − mean) [C]; cf: a, b, d [C] each.
+                  // kb: γ·istd, the scale forward normalised with (and a fused ReLU's mask).
+                  for ch in c0..<c1 { kb.value[ch] = g.value[ch] * sb.value[ch] }
+                  acon_bn_gradient_sums_block(xs.value, dys.value, n, c, hw, c0, c1, mb.value, relu ? 1 : 0, kb.value,
+                    b.value, sp.value, sp.value + c)
                   for ch in c0..<c1 {
-                    let mu = mb.value[ch], istd = sb.value[ch]
-                    let mask = relu ? ReLUMask(scale: g.value[ch] * istd, shift: b.value[ch]) : nil
-                    let (sdy, sdyx) = blocked
-                      ? (sp.value[ch], sp.value[c + ch] * Double(istd))
-                      : BatchNorm2D.gradientSums(xs.value, dys.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd,
-                        relu: mask)
+                    let istd = sb.value[ch], sdy = sp.value[ch], sdyx = sp.value[c + ch] * Double(istd)
                     dg.value[ch] += Float(sdyx)
                     db.value[ch] += Float(sdy)
-                    guard propagate else { continue }
                     // Batch statistics: dx = γ·istd·(dy − mean(dy) − x̂·mean(dy·x̂)); running: dx = γ·istd·dy.
                     let a = batchStats ? Float(sdy / m) : 0, bq = batchStats ? Float(sdyx / m) : 0
-                    let k = g.value[ch] * istd
-                    if blocked {
-                      (cf.value[ch], cf.value[c + ch], cf.value[2 * c + ch]) = BatchNorm2D.inputGradientConstants(
-                        istd: istd, k: k, a: a, b: bq)
-                    } else {
-                      BatchNorm2D.writeInputGradient(
-                        xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mu, istd: istd, k: k, a: a, b: bq,
-                        relu: mask)
-                    }
+                    (cf.value[ch], cf.value[c + ch], cf.value[2 * c + ch]) = BatchNorm2D.inputGradientConstants(
+                      istd: istd, k: kb.value[ch], a: a, b: bq)
                   }
-                  if blocked && propagate {
+                  if propagate {
                     acon_bn_input_gradient_block(xs.value, dys.value, dxs.value, n, c, hw, c0, c1, mb.value, cf.value,
                       cf.value + c, cf.value + 2 * c, relu ? 1 : 0, kb.value, b.value)
                   }
@@ -385,7 +346,7 @@ public final class BatchNorm2D: Module {
     }
   }
 
-  // MARK: - Per-channel loops shared by both paths (CLayerKernels)
+  // MARK: - Per-channel loops of the synchronised path (CLayerKernels)
 
   /// A fused ReLU's mask for one channel: the scale γ·istd and shift β that forward normalised
   /// with (from the same stored istd and the same γ and β, so the same Floats), from which

@@ -45,12 +45,15 @@ void acon_bn_input_gradient(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
     float d, int relu, float scale, float shift);
 
-/// The most floats of a plane that the block passes below take: planes of hw ≤ this many floats.
+/// The floats of one sample that a block of the passes below holds (whole channels).
 extern const ptrdiff_t acon_bn_block_floats;
 
-/// The four passes above for small planes (0 < hw ≤ acon_bn_block_floats; other planes run the
-/// per-channel loops, channel by channel), over channels [c0, c1) of
-/// a contiguous x [n, c, hw] at once: blocks of whole channels (acon_bn_block_floats / hw of them)
+/// Planes of fewer floats than this (0 < hw < 64) run in blocks; the passes below run other
+/// planes through the per-channel loops above, channel by channel (the same bits as calling them).
+extern const ptrdiff_t acon_bn_block_plane_limit;
+
+/// The four passes above over channels [c0, c1) of a contiguous x [n, c, hw] at once. Small planes
+/// (see acon_bn_block_plane_limit) run in blocks of whole channels (acon_bn_block_floats / hw of them)
 /// read sample after sample in memory order, each position with its channel's parameters and its
 /// own Double accumulator. The per-channel loops read one channel's n short planes at a stride
 /// of c·hw floats, one vector or less at a time (4 ns an element at hw = 4); these read the
