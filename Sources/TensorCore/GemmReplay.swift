@@ -1,5 +1,5 @@
 // GemmReplay: runs a recorded sequence of sgemm calls (`BLAS.recordingGemms`) again on buffers
-// of its own, with the same shapes, transposes, scalars and order, through `BLAS.sgemm` (so with
+// of its own, with the same shapes, leading dimensions, transposes, scalars and order, through `BLAS.sgemm` (so with
 // the same OpenBLAS threads). acon-bench times it beside the training step it was recorded from
 // (the step's `gemm_fraction`). Operands that overlapped in the recorded run overlap the same way
 // in the replay (one buffer per stretch of memory the calls touched, at the same offsets and the
@@ -32,12 +32,14 @@ package final class GemmReplay {
   package init(_ calls: [BLAS.GemmCall]) {
     self.calls = calls
     flops = calls.reduce(0) { $0 + 2 * Double($1.m) * Double($1.n) * Double($1.k) }
-    // [start, end) of every operand: A holds m·k floats, B k·n, C m·n (contiguous, row-major).
+    // [start, end) of every operand: from its first float to its last (row-major, rows `lda` or
+    // `ldb` floats apart; C contiguous).
     var spans: [(start: UInt, end: UInt)] = []
     for call in calls {
-      spans.append((call.a, call.a + UInt(call.m * call.k * 4)))
-      spans.append((call.b, call.b + UInt(call.k * call.n * 4)))
-      spans.append((call.c, call.c + UInt(call.m * call.n * 4)))
+      let floats = call.spans
+      spans.append((call.a, call.a + UInt(floats.a * 4)))
+      spans.append((call.b, call.b + UInt(floats.b * 4)))
+      spans.append((call.c, call.c + UInt(floats.c * 4)))
     }
     // Merge the overlapping spans into regions.
     var merged: [(start: UInt, end: UInt)] = []
@@ -99,11 +101,10 @@ package final class GemmReplay {
     for r in regions { free(r.allocation) }
   }
 
-  /// Runs every call once, in order, through `BLAS.sgemm`.
+  /// Runs every call once, in order, through `BLAS.sgemm(_:a:b:c:)` (each one OpenBLAS call, as recorded).
   package func run() {
     for (call, o) in zip(calls, operands) {
-      BLAS.sgemm(transA: call.transA, transB: call.transB, m: call.m, n: call.n, k: call.k, alpha: call.alpha,
-        a: o.a, b: o.b, beta: call.beta, c: o.c)
+      BLAS.sgemm(call, a: o.a, b: o.b, c: o.c)
     }
   }
 }

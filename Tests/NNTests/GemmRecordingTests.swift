@@ -135,4 +135,32 @@ final class GemmRecordingTests: XCTestCase {
       b: Array(rb[2..<8]).map(Double.init), beta: 1, c: before.map(Double.init))
     assertClose(ru, wantU, rtol: 1e-5, atol: 1e-6, "replayed u")
   }
+
+  /// A long reduction into a small product (`BLAS.reductionChunk`) reaches OpenBLAS as pieces:
+  /// the recording has each piece with its leading dimensions, and the replay runs the pieces on
+  /// operands laid out with the same strides, to the same product.
+  func testRecordsAndReplaysTheReductionsPieces() throws {
+    var rng = SeededGenerator(seed: 9)
+    let (m, n, k) = (24, 27, 5000)
+    let a = Tensor(zeros: [m, k]), b = Tensor(zeros: [n, k]), c = Tensor(zeros: [m, n])
+    a.fillNormal(using: &rng)
+    b.fillNormal(using: &rng)
+    let (_, calls) = BLAS.recordingGemms {
+      BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a.data, b: b.data, c: c.data)
+    }
+    XCTAssertEqual(calls.map(\.shape), [
+      "NT m24 n27 k1536 b0 lda5000 ldb5000", "NT m24 n27 k1536 b1 lda5000 ldb5000",
+      "NT m24 n27 k1536 b1 lda5000 ldb5000", "NT m24 n27 k392 b1 lda5000 ldb5000",
+    ])
+    XCTAssertEqual(calls.map { $0.a - calls[0].a }, [0, 1536, 3072, 4608].map { UInt($0 * 4) })
+    XCTAssertEqual(calls.map { $0.b - calls[0].b }, [0, 1536, 3072, 4608].map { UInt($0 * 4) })
+    let replay = GemmReplay(calls)
+    XCTAssertEqual(replay.bytes, 4 * (m * k + n * k + m * n))
+    XCTAssertEqual(replay.flops, 2 * Double(m * n * k))
+    replay.run()
+    let ra = replay.snapshot(calls[0].a, count: m * k), rb = replay.snapshot(calls[0].b, count: n * k)
+    let want = Reference.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: ra.map(Double.init),
+      b: rb.map(Double.init), beta: 0, c: [Double](repeating: 0, count: m * n))
+    assertClose(replay.snapshot(calls[0].c, count: m * n), want, rtol: 1e-5, atol: 1e-4, "replayed pieces")
+  }
 }

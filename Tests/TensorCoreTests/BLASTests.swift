@@ -8,7 +8,7 @@ final class BLASTests: XCTestCase {
   /// Runs BLAS.sgemm on random operands and compares with Reference.gemm.
   private func checkGemm(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float, seed: UInt64,
-    file: StaticString = #filePath, line: UInt = #line
+    atol: Double = 1e-5, file: StaticString = #filePath, line: UInt = #line
   ) {
     var rng = SeededGenerator(seed: seed)
     let a = randomFloats(m * k, using: &rng), b = randomFloats(k * n, using: &rng)
@@ -25,7 +25,7 @@ final class BLASTests: XCTestCase {
         }
       }
     }
-    assertClose(c, expected, rtol: 1e-5, atol: 1e-5,
+    assertClose(c, expected, rtol: 1e-5, atol: atol,
       "sgemm tA=\(transA) tB=\(transB) m=\(m) n=\(n) k=\(k) alpha=\(alpha) beta=\(beta)", file: file, line: line)
   }
 
@@ -55,6 +55,31 @@ final class BLASTests: XCTestCase {
     let dummy: [Float] = [0]
     BLAS.sgemm(m: 1, n: 2, k: 0, a: dummy, b: dummy, c: &c)
     XCTAssertEqual(c, [0, 0])
+  }
+
+  /// `A[M, K] · B[N, K]ᵀ` into a C of at most `BLAS.smallKernelMaximumProduct` elements runs as
+  /// pieces of at most 10⁶ / (M·N) columns (a multiple of 128); the pieces add up to the whole
+  /// product with beta applied once (NaN in C ignored at beta 0). Other layouts and larger
+  /// products run as one call.
+  func testLongReductionsIntoSmallProductsRunInPieces() {
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 24, n: 27, k: 65536), 1536)
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 32, n: 27, k: 65536), 1152)
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 30, n: 40, k: 5000), 768)  // M·N = 1200
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 24, n: 27, k: 1536), 1536)  // one piece
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 1, n: 1201, k: 5000), 5000)
+    XCTAssertEqual(BLAS.reductionChunk(transA: true, transB: true, m: 24, n: 27, k: 65536), 65536)
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: false, m: 24, n: 27, k: 65536), 65536)
+    var seed: UInt64 = 500
+    // Pieces of 1536 (the last 392 or 1), 768 (the last 464), 1e6 (one piece: 20,011), 28,544 (two).
+    // Sums of k products in [-1, 1): rounding grows as √k (1e-5 absolute is too tight past a few
+    // thousand terms, pieces or not).
+    for (m, n, k) in [(24, 27, 5000), (24, 27, 4609), (30, 40, 2000), (1, 1, 20_011), (7, 5, 30_000)] {
+      let atol = 3e-6 * Double(k).squareRoot()
+      checkGemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, beta: 0, seed: seed, atol: atol)
+      checkGemm(transA: false, transB: true, m: m, n: n, k: k, alpha: -0.5, beta: 1, seed: seed + 1, atol: atol)
+      checkGemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 2, beta: 0.25, seed: seed + 2, atol: atol)
+      seed += 3
+    }
   }
 
   func testEmptyOutputIsANoOp() {
