@@ -1,6 +1,6 @@
 // Im2ColKernels: the loops of CLoweringKernels.h.
 //
-// Shapes: x [n, c, h, w]; col [c·kh·3, col_stride], sample s in columns s·oh·ow ..< (s+1)·oh·ow.
+// Shapes: x and dx [n, c, h, w]; col [c·kh·3, col_stride], sample s in columns s·oh·ow ..< (s+1)·oh·ow.
 #include "CLoweringKernels.h"
 
 #include <string.h>
@@ -61,7 +61,71 @@ __attribute__((target("avx512f"))) static void im2col_w3s2_512(
   }
 }
 
+// col2im of 3-wide kernels at stride 2, output-stationary along each input row: for kernel row
+// ki and output row i, input row r = i·sh − ph + ki takes, at column w (q = w + pw), the term of
+// tap kj from output column (q − kj) / 2 where q − kj is even and that column exists. Kernel rows
+// in order, taps in order (0 and 2 on even q, 1 on odd), each added by a masked add only where
+// it exists: every element's sum has the terms, order and bits of the gather-table loop. A plane
+// is walked in strips of 16 columns, so each tap's load offset, masks and permutation are worked
+// out once per strip and serve every row of it.
+__attribute__((target("avx512f"))) static void col2im_w3s2_512(
+    const float *col, ptrdiff_t col_stride, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh,
+    ptrdiff_t sh, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *dx, bool accumulate, ptrdiff_t c0,
+    ptrdiff_t c1) {
+  // Lane l of a tap whose first lane has parity par reads element (par + l) / 2 of its load.
+  const __m512i half0 = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i half1 = _mm512_setr_epi32(0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8);
+  const ptrdiff_t p = oh * ow, plane = h * w;
+  for (ptrdiff_t ch = c0; ch < c1; ch++) {
+    for (ptrdiff_t s = 0; s < n; s++) {
+      float *dxc = dx + (s * c + ch) * plane;
+      if (!accumulate) memset(dxc, 0, (size_t)plane * sizeof(float));
+      for (ptrdiff_t w0 = 0; w0 < w; w0 += 16) {
+        const __mmask16 in_row = lanes(w - w0);
+        // Tap kj, lane l: d = w0 + pw − kj + l; the term exists where d is even and
+        // 0 ≤ d ≤ 2·ow − 2, and comes from output column d / 2 = base + (par + l) / 2.
+        ptrdiff_t base[3];
+        __mmask16 exists[3], loaded[3];
+        __m512i index[3];
+        for (int kj = 0; kj < 3; kj++) {
+          const ptrdiff_t d0 = w0 + pw - kj;
+          base[kj] = d0 >= 0 ? d0 / 2 : -((1 - d0) / 2);  // floor(d0 / 2)
+          const ptrdiff_t par = d0 - 2 * base[kj];
+          exists[kj] = (__mmask16)((par ? 0xAAAA : 0x5555) & lanes(2 * ow - 1 - d0) & ~lanes(-d0) & in_row);
+          loaded[kj] = (__mmask16)(lanes(ow - base[kj]) & ~lanes(-base[kj]));
+          index[kj] = par ? half1 : half0;
+        }
+        for (ptrdiff_t ki = 0; ki < kh; ki++) {
+          const float *a = col + 3 * (ch * kh + ki) * col_stride + s * p;
+          const float *b = a + col_stride, *e = b + col_stride;
+          for (ptrdiff_t i = 0; i < oh; i++) {
+            const ptrdiff_t r = i * sh - ph + ki;
+            if (r < 0 || r >= h) continue;
+            float *row = dxc + r * w + w0;
+            const ptrdiff_t o = i * ow;
+            __m512 v = _mm512_maskz_loadu_ps(in_row, row);
+            v = _mm512_mask_add_ps(v, exists[0], v,
+                                   _mm512_permutexvar_ps(index[0], _mm512_maskz_loadu_ps(loaded[0], a + o + base[0])));
+            v = _mm512_mask_add_ps(v, exists[1], v,
+                                   _mm512_permutexvar_ps(index[1], _mm512_maskz_loadu_ps(loaded[1], b + o + base[1])));
+            v = _mm512_mask_add_ps(v, exists[2], v,
+                                   _mm512_permutexvar_ps(index[2], _mm512_maskz_loadu_ps(loaded[2], e + o + base[2])));
+            _mm512_mask_storeu_ps(row, in_row, v);
+          }
+        }
+      }
+    }
+  }
+}
+
 bool acon_im2col_w3s2_available(void) { return __builtin_cpu_supports("avx512f"); }
+
+void acon_col2im_w3s2(
+    const float *col, ptrdiff_t col_stride, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh,
+    ptrdiff_t sh, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *dx, bool accumulate, ptrdiff_t c0,
+    ptrdiff_t c1) {
+  if (__builtin_cpu_supports("avx512f")) col2im_w3s2_512(col, col_stride, n, c, h, w, kh, sh, ph, pw, oh, ow, dx, accumulate, c0, c1);
+}
 
 void acon_im2col_w3s2(
     const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t sh, ptrdiff_t ph,
@@ -70,6 +134,14 @@ void acon_im2col_w3s2(
 }
 #else
 bool acon_im2col_w3s2_available(void) { return false; }
+
+void acon_col2im_w3s2(
+    const float *col, ptrdiff_t col_stride, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh,
+    ptrdiff_t sh, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *dx, bool accumulate, ptrdiff_t c0,
+    ptrdiff_t c1) {
+  (void)col, (void)col_stride, (void)n, (void)c, (void)h, (void)w, (void)kh, (void)sh, (void)ph, (void)pw;
+  (void)oh, (void)ow, (void)dx, (void)accumulate, (void)c0, (void)c1;
+}
 
 void acon_im2col_w3s2(
     const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t sh, ptrdiff_t ph,

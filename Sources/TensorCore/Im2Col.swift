@@ -2,7 +2,7 @@
 // (after BVLC/caffe src/caffe/util/im2col.cpp), for one sample or a whole batch. Each has
 // several loops to the same bits: copying image rows (stride 1, long rows), a per-element
 // gather table (short strided rows), one pass for all three taps of 3-wide kernels (in AVX-512
-// at stride 2, CLoweringKernels), and plane copies for 1×1 windows at stride 1 without padding;
+// at stride 2, CLoweringKernels, both ways), and plane copies for 1×1 windows at stride 1 without padding;
 // the entry points pick the fastest measured for the geometry.
 //
 // col is [C·KH·KW, OH·OW] for one sample, stored with row stride `colStride` so that the
@@ -62,9 +62,9 @@ public func im2col(
   im2col(x, batch: 1, g, col: col, colStride: colStride)
 }
 
-/// Whether im2col runs CLoweringKernels' AVX-512 loop for 3-wide kernels at stride 2: where the
-/// CPU has AVX-512 (tests turn it off to check the Swift loops that run elsewhere).
-nonisolated(unsafe) package var im2colUsesLoweringKernels = acon_im2col_w3s2_available()
+/// Whether im2col and col2im run CLoweringKernels' AVX-512 loops for 3-wide kernels at stride 2:
+/// where the CPU has AVX-512 (tests turn it off to check the Swift loops that run elsewhere).
+nonisolated(unsafe) package var loweringUsesAVX512 = acon_im2col_w3s2_available()
 
 /// Lowers a batch to one column matrix, in parallel over its rows.
 /// - Parameters:
@@ -86,7 +86,7 @@ public func im2col(
   // threads: 0.41 → 0.34 ms; `acon-bench --filter im2col`).
   if g.isPointwise {
     pointwiseColumns(x, batch: n, g, col: col, colStride: colStride)
-  } else if g.kernelW == 3 && g.strideW == 2 && im2colUsesLoweringKernels {
+  } else if g.kernelW == 3 && g.strideW == 2 && loweringUsesAVX512 {
     // The same values, 16 output columns a vector (CLoweringKernels): seed conv2 (64×32×32×32 →
     // 15×15), one thread, 2.4 → 1.3 ms; conv3 (→ 7×7) 1.4 → 0.65 ms.
     let xs = UncheckedSendable(x), cs = UncheckedSendable(col)
@@ -294,12 +294,22 @@ public func col2im(
   // As for im2col, rows where they are contiguous (conv1 0.57 → 0.27 ms; on strided rows the
   // table is as fast or faster), and the same bits either way. For 3-wide kernels at stride 1,
   // one output-stationary pass per input row beats rows (resnet.3x3, batch 32, two threads:
-  // 9.7 → 7.7 ms; one thread 17.5 → 11.7 ms). At stride 2 the same idea measured slower than
-  // the table.
+  // 9.7 → 7.7 ms; one thread 17.5 → 11.7 ms). At stride 2 the same idea in Swift measured slower
+  // than the table; in AVX-512 it is faster from 8 columns on.
   if g.isPointwise {
     pointwiseColumns(col, colStride: colStride, batch: n, g, dx: dx, accumulate: accumulate)
   } else if g.kernelW == 3 && g.strideW == 1 {
     col2imWidth3Stride1(col, colStride: colStride, batch: n, g, dx: dx, accumulate: accumulate)
+  } else if g.kernelW == 3 && g.strideW == 2 && g.width >= 8 && loweringUsesAVX512 {
+    // Output-stationary along each input row, 16 columns a vector (CLoweringKernels), the same
+    // bits as the table: seed conv2 (64×32×32×32 → 15×15), two threads, 1.36–1.52 → 0.38–0.42 ms;
+    // conv3 (15 wide) 0.45 → 0.19–0.20 ms. On rows under 8 columns the table is ahead (conv4,
+    // 7 wide: 0.155 against 0.21 ms; one thread in C, 64 channels of 5 to 17 square: even at 8).
+    let cs = UncheckedSendable(col), ds = UncheckedSendable(dx)
+    parallelFor(g.channels) { channels in
+      acon_col2im_w3s2(cs.value, colStride, n, g.channels, g.height, g.width, g.kernelH, g.strideH, g.padH, g.padW,
+        g.outH, g.outW, ds.value, accumulate, channels.lowerBound, channels.upperBound)
+    }
   } else if g.strideW == 1 {
     col2imByRows(col, colStride: colStride, batch: n, g, dx: dx, accumulate: accumulate)
   } else {

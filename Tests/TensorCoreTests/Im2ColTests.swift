@@ -30,8 +30,9 @@ final class Im2ColTests: XCTestCase {
     ConvGeometry(channels: 3, height: 6, width: 23, kernelH: 2, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 1),
     ConvGeometry(channels: 2, height: 7, width: 3, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 2, padW: 2),
     ConvGeometry(channels: 1, height: 5, width: 1, kernelH: 1, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 1),
-    // 3-wide kernels at stride 2 on AVX-512 run 16 output columns a vector: rows of exactly 16,
-    // 18 with padding 2, and 35 (three vectors, the last one partial).
+    // 3-wide kernels at stride 2 on AVX-512 run 16 output columns a vector in im2col and 16 input
+    // columns in col2im: rows of exactly 16 outputs, 18 with padding 2, and 35 (three vectors,
+    // the last one partial).
     ConvGeometry(channels: 1, height: 3, width: 33, kernelH: 1, kernelW: 3, strideH: 1, strideW: 2, padH: 0, padW: 0),
     ConvGeometry(channels: 1, height: 4, width: 34, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 2, padW: 2),
     ConvGeometry(channels: 2, height: 5, width: 70, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
@@ -61,14 +62,52 @@ final class Im2ColTests: XCTestCase {
     }
   }
 
-  /// The Swift loops that run where CLoweringKernels' AVX-512 loop does not (no AVX-512), on the
-  /// same geometries, one sample and a batch.
-  func testIm2colWithoutTheLoweringKernelsMatchesDefinition() {
-    let saved = im2colUsesLoweringKernels
-    defer { im2colUsesLoweringKernels = saved }
-    im2colUsesLoweringKernels = false
+  /// The Swift loops that run where CLoweringKernels' AVX-512 loops do not (no AVX-512), on the
+  /// same geometries, one sample and a batch, both ways.
+  func testLoweringWithoutTheAVX512KernelsMatchesDefinition() {
+    let saved = loweringUsesAVX512
+    defer { loweringUsesAVX512 = saved }
+    loweringUsesAVX512 = false
     testIm2colMatchesDefinition()
+    testCol2imMatchesDefinition()
     testBatchedLoweringMatchesDefinitionPerSample()
+    testCol2imOverwritesWhenAskedTo()
+  }
+
+  /// col2im's AVX-512 loop for 3-wide kernels at stride 2 against the gather-table loop that runs
+  /// without it: the same bits, accumulating into dx that holds random values and −0 (a term is
+  /// added only where it exists: −0 + 0 would be +0) and overwriting it.
+  func testCol2imAVX512KernelHasTheTableLoopsBits() throws {
+    try XCTSkipUnless(loweringUsesAVX512, "no AVX-512 here: col2im runs the table loop alone")
+    var rng = SeededGenerator(seed: 18)
+    let extra = [
+      ConvGeometry(channels: 3, height: 32, width: 32, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 0, padW: 0),
+      ConvGeometry(channels: 2, height: 8, width: 8, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+      ConvGeometry(channels: 2, height: 9, width: 17, kernelH: 2, kernelW: 3, strideH: 3, strideW: 2, padH: 1, padW: 2),
+      ConvGeometry(channels: 1, height: 2, width: 2, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+    ]
+    let saved = loweringUsesAVX512
+    defer { loweringUsesAVX512 = saved }
+    for g in Self.geometries + extra where g.kernelW == 3 && g.strideW == 2 {
+      let n = 3, nx = n * g.channels * g.height * g.width, np = n * g.colCols
+      let c = randomFloats(g.colRows * np, using: &rng)
+      var start = randomFloats(nx, using: &rng)
+      for i in stride(from: 0, to: nx, by: 3) { start[i] = -0.0 }
+      for accumulate in [true, false] {
+        var out: [[Float]] = []
+        for kernels in [true, false] {
+          loweringUsesAVX512 = kernels
+          var dx = start
+          c.withUnsafeBufferPointer { cp in
+            dx.withUnsafeMutableBufferPointer {
+              col2im(cp.baseAddress!, colStride: np, batch: n, g, dx: $0.baseAddress!, accumulate: accumulate)
+            }
+          }
+          out.append(dx)
+        }
+        assertBitwiseEqual(out[0], out[1], "col2im AVX-512 vs table, accumulate \(accumulate), \(g)")
+      }
+    }
   }
 
   func testBatchedLayoutWritesOnlyItsColumns() {

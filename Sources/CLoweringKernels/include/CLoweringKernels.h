@@ -1,6 +1,7 @@
-// CLoweringKernels: C loops of TensorCore's im2col (Sources/TensorCore/Im2Col.swift) where
-// Swift's code generation falls short: the strided gathers of 3-wide kernels at stride 2, which
-// Swift runs one element at a time, run as AVX-512 loads and permutes where the CPU has them.
+// CLoweringKernels: C loops of TensorCore's im2col and col2im (Sources/TensorCore/Im2Col.swift)
+// where Swift's code generation falls short: the strided gathers and scatters of 3-wide kernels
+// at stride 2, which Swift runs one element at a time, run as AVX-512 loads, permutes and masked
+// adds where the CPU has them.
 #ifndef CLOWERINGKERNELS_H
 #define CLOWERINGKERNELS_H
 
@@ -11,7 +12,7 @@
 extern "C" {
 #endif
 
-/// Whether acon_im2col_w3s2 runs here (the CPU has AVX-512); else it does nothing.
+/// Whether acon_im2col_w3s2 and acon_col2im_w3s2 run here (the CPU has AVX-512); else they do nothing.
 bool acon_im2col_w3s2_available(void);
 
 /// im2col of 3-wide kernels at stride 2 (width) for units [u0, u1): unit u = (channel u / kh,
@@ -24,6 +25,17 @@ bool acon_im2col_w3s2_available(void);
 void acon_im2col_w3s2(
     const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t sh, ptrdiff_t ph,
     ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *col, ptrdiff_t col_stride, ptrdiff_t u0, ptrdiff_t u1);
+
+/// col2im of 3-wide kernels at stride 2 (width) for channels [c0, c1), the adjoint of
+/// acon_im2col_w3s2: dx[s, ch, r, w] (+)= the column entries whose window reads it, in the order
+/// of kernel offsets (ki, then kj), each term added only where it exists, so every element has
+/// the bits of a per-element gather-table loop. With accumulate false each plane is zeroed first.
+/// 16 input columns per vector (per tap: one masked load, one permute, one masked add).
+/// Shapes: col [c·kh·3, col_stride] with col_stride ≥ n·oh·ow; dx [n, c, h, w].
+void acon_col2im_w3s2(
+    const float *col, ptrdiff_t col_stride, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh,
+    ptrdiff_t sh, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t oh, ptrdiff_t ow, float *dx, bool accumulate, ptrdiff_t c0,
+    ptrdiff_t c1);
 
 #ifdef __cplusplus
 }
