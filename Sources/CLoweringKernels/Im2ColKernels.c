@@ -83,17 +83,21 @@ __attribute__((target("avx512f"))) static void col2im_w3s2_512(
       for (ptrdiff_t w0 = 0; w0 < w; w0 += 16) {
         const __mmask16 in_row = lanes(w - w0);
         // Tap kj, lane l: d = w0 + pw − kj + l; the term exists where d is even and
-        // 0 ≤ d ≤ 2·ow − 2, and comes from output column d / 2 = base + (par + l) / 2.
-        ptrdiff_t base[3];
+        // 0 ≤ d ≤ 2·ow − 2, and comes from output column d / 2 = base + (par + l) / 2. The load
+        // starts at column start = base clamped to [0, ow] (base ≥ −1, so no pointer leaves the
+        // row's part of col) and the permutation shifts by base − start; lanes whose column is
+        // outside [0, ow) are not in `exists`, so what they pick does not matter.
+        ptrdiff_t start[3];
         __mmask16 exists[3], loaded[3];
         __m512i index[3];
         for (int kj = 0; kj < 3; kj++) {
           const ptrdiff_t d0 = w0 + pw - kj;
-          base[kj] = d0 >= 0 ? d0 / 2 : -((1 - d0) / 2);  // floor(d0 / 2)
-          const ptrdiff_t par = d0 - 2 * base[kj];
+          const ptrdiff_t base = d0 >= 0 ? d0 / 2 : -((1 - d0) / 2);  // floor(d0 / 2)
+          const ptrdiff_t par = d0 - 2 * base;
+          start[kj] = base < 0 ? 0 : base > ow ? ow : base;
           exists[kj] = (__mmask16)((par ? 0xAAAA : 0x5555) & lanes(2 * ow - 1 - d0) & ~lanes(-d0) & in_row);
-          loaded[kj] = (__mmask16)(lanes(ow - base[kj]) & ~lanes(-base[kj]));
-          index[kj] = par ? half1 : half0;
+          loaded[kj] = lanes(ow - start[kj]);
+          index[kj] = _mm512_add_epi32(par ? half1 : half0, _mm512_set1_epi32((int)(base - start[kj])));
         }
         for (ptrdiff_t ki = 0; ki < kh; ki++) {
           const float *a = col + 3 * (ch * kh + ki) * col_stride + s * p;
@@ -105,11 +109,11 @@ __attribute__((target("avx512f"))) static void col2im_w3s2_512(
             const ptrdiff_t o = i * ow;
             __m512 v = _mm512_maskz_loadu_ps(in_row, row);
             v = _mm512_mask_add_ps(v, exists[0], v,
-                                   _mm512_permutexvar_ps(index[0], _mm512_maskz_loadu_ps(loaded[0], a + o + base[0])));
+                                   _mm512_permutexvar_ps(index[0], _mm512_maskz_loadu_ps(loaded[0], a + o + start[0])));
             v = _mm512_mask_add_ps(v, exists[1], v,
-                                   _mm512_permutexvar_ps(index[1], _mm512_maskz_loadu_ps(loaded[1], b + o + base[1])));
+                                   _mm512_permutexvar_ps(index[1], _mm512_maskz_loadu_ps(loaded[1], b + o + start[1])));
             v = _mm512_mask_add_ps(v, exists[2], v,
-                                   _mm512_permutexvar_ps(index[2], _mm512_maskz_loadu_ps(loaded[2], e + o + base[2])));
+                                   _mm512_permutexvar_ps(index[2], _mm512_maskz_loadu_ps(loaded[2], e + o + start[2])));
             _mm512_mask_storeu_ps(row, in_row, v);
           }
         }

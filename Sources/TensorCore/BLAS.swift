@@ -50,9 +50,10 @@ public enum BLAS {
     let ldb = transB ? k : n
     let chunk = reductionChunk(transA: transA, transB: transB, m: m, n: n, k: k)
     gate.withLock { recording in
-      // C = alpha·A[:, 0..<c]·B[:, 0..<c]ᵀ + beta·C, then C += alpha·A[:, c..<2c]·B[:, c..<2c]ᵀ, …
-      // (one chunk, the whole call, unless `reductionChunk` splits it; only NT calls are split,
-      // so a chunk of A or B is the same rows starting `k0` floats further on)
+      // With pieces of `chunk` columns: C = alpha·A[:, 0..<chunk]·B[:, 0..<chunk]ᵀ + beta·C, then
+      // C += alpha·A[:, chunk..<2·chunk]·B[:, chunk..<2·chunk]ᵀ, … (one piece, the whole call,
+      // unless `reductionChunk` cuts it; only NT calls are cut, where a piece of A or B is the same
+      // rows starting `k0` floats further on; the other layouts' offsets are never exercised)
       var k0 = 0
       while k0 < k {
         let kc = Swift.min(chunk, k - k0), chunkBeta = k0 == 0 ? beta : 1
@@ -70,33 +71,47 @@ public enum BLAS {
   }
 
   /// The reduction length of each OpenBLAS call that `sgemm` makes of one call of its own: `k`
-  /// (one call) except for a long reduction into a small C of `A[M, K] · B[N, K]ᵀ`, the weight
-  /// gradient of a convolution with few channels and taps (`[Cout, Cin·KH·KW]` over N·P columns:
-  /// the seed network's and ShuffleNetV2's first layers, [32 or 24, 27] over 65,536). OpenBLAS
-  /// 0.3.21 runs such a call on its threads, which split the 27 columns of C, at 36–50 GFLOP/s
-  /// here (twice the time of the layer's forward GEMM); cut into reductions of at most
-  /// 10⁶ / (M·N) columns, each piece goes to its small-matrix kernel (taken when M·N·K ≤ 10⁶ and,
-  /// for this layout, M·N ≤ 1200), which runs the pieces one after the other on one thread at
-  /// 67–86 GFLOP/s (two threads, medians of 31: [32, 27] over 65,536 columns in 1.38–1.49 ms
-  /// against 2.25–2.52, [24, 27] in 0.98–1.26 against 2.37). The pieces add into C in order, so
-  /// the sum is the same whatever the thread count. Splitting the rows of a larger C as well
-  /// ([64, 27] as two [32, 27]) gained nothing. Other OpenBLAS builds may lack the small-matrix
-  /// kernel; there the pieces take the threaded path, each as fast as the whole (measured here:
-  /// pieces of 2048 and 4096 columns, which this build runs threaded, ran as fast as the one call).
+  /// (one call) except for a long reduction into a small C of `A[M, K] · B[N, K]ᵀ`: the weight
+  /// gradient of a layer with few channels and taps over many columns, such as a first layer on 3
+  /// channels (`[Cout, Cin·KH·KW]` over N·P columns: the seed network's and ShuffleNetV2's, [32 or
+  /// 24, 27] over 65,536), and any other call of that form (a Winograd or grouped layer of few
+  /// channels over many tiles or positions, a linear layer with few outputs over many inputs).
+  /// OpenBLAS 0.3.21 runs such a call on its threads, which split the 27 columns of C, at 36–50
+  /// GFLOP/s here (twice the time of the layer's forward GEMM); cut into reductions of at most
+  /// 10⁶ / (M·N) columns, each piece goes to its small-matrix kernel (which its SkylakeX-class
+  /// kernels take for this layout when M·N·K ≤ 10⁶, M·N ≤ 1200 and K ≥ 32), which runs the
+  /// pieces one after the other on one thread at 67–86 GFLOP/s (two threads, medians of 31:
+  /// [32, 27] over 65,536 columns in 1.38–1.49 ms against 2.25–2.52, [24, 27] in 0.98–1.26
+  /// against 2.37). The pieces are as even as a multiple of 16 columns allows (65,536 columns
+  /// into [32, 27]: 56 of 1,152 and one of 1,024), so none is short, and they add into C in
+  /// order: the sum is the same whatever the thread count, though not the bits of one call.
+  /// Splitting the rows of a larger C as well ([64, 27] as two [32, 27]) gained nothing. Other
+  /// OpenBLAS builds may lack the small-matrix kernel; there the pieces take the threaded path,
+  /// each as fast as the whole (measured here: pieces of 2048 and 4096 columns, which this build
+  /// runs threaded, ran as fast as the one call).
   package static func reductionChunk(transA: Bool, transB: Bool, m: Int, n: Int, k: Int) -> Int {
-    guard !transA, transB, m * n <= smallKernelMaximumProduct else { return k }
-    let chunk = 1_000_000 / (m * n) / 128 * 128  // ≥ 768 columns
-    return k > chunk ? chunk : k
+    guard !transA, transB, m > 0, n > 0, m * n <= smallKernelMaximumProduct else { return k }
+    let limit = 1_000_000 / (m * n) / 128 * 128  // ≥ 768 columns
+    guard k > limit else { return k }
+    let pieces = (k + limit - 1) / limit, even = (k + pieces - 1) / pieces
+    return (even + 15) / 16 * 16  // a multiple of 16, ≤ limit (itself a multiple of 128)
   }
 
   /// The largest M·N of an `A · Bᵀ` product that `reductionChunk` cuts (see there).
   package static let smallKernelMaximumProduct = 1200
 
   /// Runs `call` (as `recordingGemms` recorded it: one OpenBLAS call, its leading dimensions
-  /// included) on the operands `a`, `b`, `c`, for `GemmReplay`.
+  /// included) on the operands `a`, `b`, `c`, for `GemmReplay`; recorded in turn while
+  /// `recordingGemms` runs. A call with a zero size (never recorded) does nothing.
   package static func sgemm(_ call: GemmCall, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
     _ = tuned
-    gate.withLock { _ in
+    guard call.m > 0, call.n > 0, call.k > 0 else { return }
+    gate.withLock { recording in
+      if recording != nil {
+        var replayed = call
+        (replayed.a, replayed.b, replayed.c) = (UInt(bitPattern: a), UInt(bitPattern: b), UInt(bitPattern: c))
+        recording!.append(replayed)
+      }
       cblas_sgemm(
         CblasRowMajor, call.transA ? CblasTrans : CblasNoTrans, call.transB ? CblasTrans : CblasNoTrans,
         Int32(call.m), Int32(call.n), Int32(call.k), call.alpha, a, Int32(call.lda), b, Int32(call.ldb), call.beta,

@@ -58,19 +58,22 @@ final class BLASTests: XCTestCase {
   }
 
   /// `A[M, K] · B[N, K]ᵀ` into a C of at most `BLAS.smallKernelMaximumProduct` elements runs as
-  /// pieces of at most 10⁶ / (M·N) columns (a multiple of 128); the pieces add up to the whole
-  /// product with beta applied once (NaN in C ignored at beta 0). Other layouts and larger
-  /// products run as one call.
+  /// pieces of at most 10⁶ / (M·N) columns (rounded down to a multiple of 128), as even as
+  /// multiples of 16 allow; the pieces add up to the whole product with beta applied once (NaN in
+  /// C ignored at beta 0). Other layouts, larger products and empty ones run as one call.
   func testLongReductionsIntoSmallProductsRunInPieces() {
     XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 24, n: 27, k: 65536), 1536)
     XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 32, n: 27, k: 65536), 1152)
-    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 30, n: 40, k: 5000), 768)  // M·N = 1200
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 30, n: 40, k: 5000), 720)  // M·N = 1200
     XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 24, n: 27, k: 1536), 1536)  // one piece
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 24, n: 27, k: 3072), 1536)  // two whole
     XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 1, n: 1201, k: 5000), 5000)
+    XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: true, m: 0, n: 27, k: 5000), 5000)
     XCTAssertEqual(BLAS.reductionChunk(transA: true, transB: true, m: 24, n: 27, k: 65536), 65536)
     XCTAssertEqual(BLAS.reductionChunk(transA: false, transB: false, m: 24, n: 27, k: 65536), 65536)
     var seed: UInt64 = 500
-    // Pieces of 1536 (the last 392 or 1), 768 (the last 464), 1e6 (one piece: 20,011), 28,544 (two).
+    // Pieces of 1264 (the last 1208), 1168 (the last 1105), 672 (the last 656), one of 20,011,
+    // 15,008 and 14,992.
     // Sums of k products in [-1, 1): rounding grows as √k (1e-5 absolute is too tight past a few
     // thousand terms, pieces or not).
     for (m, n, k) in [(24, 27, 5000), (24, 27, 4609), (30, 40, 2000), (1, 1, 20_011), (7, 5, 30_000)] {

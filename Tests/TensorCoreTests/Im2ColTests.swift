@@ -74,9 +74,9 @@ final class Im2ColTests: XCTestCase {
     testCol2imOverwritesWhenAskedTo()
   }
 
-  /// col2im's AVX-512 loop for 3-wide kernels at stride 2 against the gather-table loop that runs
-  /// without it: the same bits, accumulating into dx that holds random values and −0 (a term is
-  /// added only where it exists: −0 + 0 would be +0) and overwriting it.
+  /// col2im's AVX-512 loop for 3-wide kernels at stride 2 (rows of 8 columns and more) against the
+  /// gather-table loop that runs without it: the same bits, accumulating into dx that holds random
+  /// values and −0 (a term is added only where it exists: −0 + 0 would be +0) and overwriting it.
   func testCol2imAVX512KernelHasTheTableLoopsBits() throws {
     try XCTSkipUnless(loweringUsesAVX512, "no AVX-512 here: col2im runs the table loop alone")
     var rng = SeededGenerator(seed: 18)
@@ -84,12 +84,17 @@ final class Im2ColTests: XCTestCase {
       ConvGeometry(channels: 3, height: 32, width: 32, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 0, padW: 0),
       ConvGeometry(channels: 2, height: 8, width: 8, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
       ConvGeometry(channels: 2, height: 9, width: 17, kernelH: 2, kernelW: 3, strideH: 3, strideW: 2, padH: 1, padW: 2),
-      ConvGeometry(channels: 1, height: 2, width: 2, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+      // Rows of 11 and 13 (one partial vector), padding 3 (windows wholly in the padding), and
+      // no output row at all (H + 2·ph < KH: the planes are only zeroed).
+      ConvGeometry(channels: 2, height: 6, width: 11, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 1, padW: 0),
+      ConvGeometry(channels: 1, height: 5, width: 13, kernelH: 3, kernelW: 3, strideH: 1, strideW: 2, padH: 3, padW: 3),
+      ConvGeometry(channels: 2, height: 1, width: 10, kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padH: 0, padW: 1),
     ]
     let saved = loweringUsesAVX512
     defer { loweringUsesAVX512 = saved }
-    for g in Self.geometries + extra where g.kernelW == 3 && g.strideW == 2 {
-      let n = 3, nx = n * g.channels * g.height * g.width, np = n * g.colCols
+    for g in Self.geometries + extra where g.kernelW == 3 && g.strideW == 2 && g.width >= 8 {
+      // Rows of the column matrix 5 floats longer than the batch's columns.
+      let n = 3, nx = n * g.channels * g.height * g.width, np = n * g.colCols + 5
       let c = randomFloats(g.colRows * np, using: &rng)
       var start = randomFloats(nx, using: &rng)
       for i in stride(from: 0, to: nx, by: 3) { start[i] = -0.0 }
