@@ -16,9 +16,15 @@ LOWER512 __mmask16 lanes(ptrdiff_t k) {
 }
 
 // Columns start … start + 15 of a row w wide, 0 outside [0, w) (masked-off lanes are not read).
+// A start before the row (the padding of its first vector) loads from the row itself and moves
+// its columns up by −start lanes, so no pointer before the row is formed.
 LOWER512 __m512 load_columns(const float *row, ptrdiff_t start, ptrdiff_t w) {
-  const __mmask16 m = (__mmask16)(lanes(w - start) & ~lanes(-start));
-  return _mm512_maskz_loadu_ps(m, row + start);
+  if (start >= 0) return _mm512_maskz_loadu_ps(lanes(w - start), row + start);
+  if (start <= -16) return _mm512_setzero_ps();
+  const __m512 v = _mm512_maskz_loadu_ps(lanes(w), row);  // columns 0 … 15
+  const __m512i up = _mm512_sub_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                      _mm512_set1_epi32((int)-start));
+  return _mm512_maskz_permutexvar_ps((__mmask16)~lanes(-start), up, v);  // lane l: column l + start
 }
 
 __attribute__((target("avx512f"))) static void im2col_w3s2_512(
