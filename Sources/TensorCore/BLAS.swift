@@ -58,13 +58,9 @@ public enum BLAS {
       while k0 < k {
         let kc = Swift.min(chunk, k - k0), chunkBeta = k0 == 0 ? beta : 1
         let ak = a + (transA ? k0 * lda : k0), bk = b + (transB ? k0 : k0 * ldb)
-        if recording != nil {
-          recording!.append(GemmCall(transA: transA, transB: transB, m: m, n: n, k: kc, lda: lda, ldb: ldb,
-            alpha: alpha, beta: chunkBeta, a: UInt(bitPattern: ak), b: UInt(bitPattern: bk), c: UInt(bitPattern: c)))
-        }
-        cblas_sgemm(
-          CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-          Int32(m), Int32(n), Int32(kc), alpha, ak, Int32(lda), bk, Int32(ldb), chunkBeta, c, Int32(n))
+        let piece = GemmCall(transA: transA, transB: transB, m: m, n: n, k: kc, lda: lda, ldb: ldb, alpha: alpha,
+          beta: chunkBeta, a: UInt(bitPattern: ak), b: UInt(bitPattern: bk), c: UInt(bitPattern: c))
+        issue(piece, a: ak, b: bk, c: c, recording: &recording)
         k0 += kc
       }
     }
@@ -106,17 +102,22 @@ public enum BLAS {
   package static func sgemm(_ call: GemmCall, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
     _ = tuned
     guard call.m > 0, call.n > 0, call.k > 0 else { return }
-    gate.withLock { recording in
-      if recording != nil {
-        var replayed = call
-        (replayed.a, replayed.b, replayed.c) = (UInt(bitPattern: a), UInt(bitPattern: b), UInt(bitPattern: c))
-        recording!.append(replayed)
-      }
-      cblas_sgemm(
-        CblasRowMajor, call.transA ? CblasTrans : CblasNoTrans, call.transB ? CblasTrans : CblasNoTrans,
-        Int32(call.m), Int32(call.n), Int32(call.k), call.alpha, a, Int32(call.lda), b, Int32(call.ldb), call.beta,
-        c, Int32(call.n))
-    }
+    var replayed = call
+    (replayed.a, replayed.b, replayed.c) = (UInt(bitPattern: a), UInt(bitPattern: b), UInt(bitPattern: c))
+    gate.withLock { recording in issue(replayed, a: a, b: b, c: c, recording: &recording) }
+  }
+
+  /// The one call into OpenBLAS's sgemm, made under `gate`: `call` (whose addresses are those of
+  /// `a`, `b`, `c`) is appended to `recording` while `recordingGemms` runs, then run.
+  private static func issue(
+    _ call: GemmCall, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
+    recording: inout [GemmCall]?
+  ) {
+    if recording != nil { recording!.append(call) }
+    cblas_sgemm(
+      CblasRowMajor, call.transA ? CblasTrans : CblasNoTrans, call.transB ? CblasTrans : CblasNoTrans,
+      Int32(call.m), Int32(call.n), Int32(call.k), call.alpha, a, Int32(call.lda), b, Int32(call.ldb), call.beta,
+      c, Int32(call.n))
   }
 
   /// One call into OpenBLAS at a time (see the file's header); while `recordingGemms` runs, it
