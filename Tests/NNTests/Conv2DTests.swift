@@ -2,7 +2,8 @@
 // shapes that exercise every path: the im2col path with N = 1 and N > 1, the pointwise path
 // with P == 1 and P > 1 (per sample and batched), stride 2, padding 0/1, C = 1, 1×1 images. Also: gradients agree with
 // finite differences, parameter gradients accumulate, propagatesInputGradient = false skips dx,
-// and results do not depend on the thread count.
+// results do not depend on the thread count, and columns kept from forward to backward give
+// the shared workspace's results.
 import NN
 import TensorCore
 import TestSupport
@@ -357,6 +358,78 @@ final class Conv2DTests: XCTestCase {
       plainConv.zeroGrad()
       let dyConv = Tensor(shape: yPlain.shape, values: dy.array)
       same(try fusedConv.backward(dyConv), try plainConv.backward(dyConv), "dx unfused after fused")
+    }
+  }
+
+  /// A training pass keeps its columns (`Conv2D.keptColumnsMaximum`) in a buffer of the layer's
+  /// own, which backward's weight gradient reads instead of running im2col again: conv1's
+  /// backward GEMM reads the buffer its forward GEMM read, no longer the workspace that conv2
+  /// filled after it; with nothing kept (0) both layers share the workspace. Either way the
+  /// outputs, the input gradient and every parameter gradient are the same bits, over two steps.
+  func testKeptColumnsGiveTheWorkspacesResults() throws {
+    let saved = Conv2D.keptColumnsMaximum
+    defer { Conv2D.keptColumnsMaximum = saved }
+    XCTAssertGreaterThan(Conv2D.keptColumnsMaximum, 27 * 2 * 5 * 5)
+    var results: [[[Float]]] = []
+    for maximum in [saved, 0] {
+      Conv2D.keptColumnsMaximum = maximum
+      var rng = SeededGenerator(seed: 7)
+      let conv1 = Conv2D(inChannels: 3, outChannels: 4, kernelSize: 3, padding: 1, rng: &rng)
+      let conv2 = Conv2D(inChannels: 4, outChannels: 6, kernelSize: 3, stride: 2, rng: &rng)
+      let net = Sequential([("conv1", conv1), ("act", Sigmoid()), ("conv2", conv2)])
+      var out: [[Float]] = []
+      for step in 0..<2 {
+        let x = Tensor.uniform([2, 3, 5, 5], using: &rng)
+        let (_, calls) = try BLAS.recordingGemms {
+          let y = try net.forward(x)
+          net.zeroGrad()
+          out.append(y.array)
+          out.append(try net.backward(Tensor.uniform(y.shape, using: &rng)).array)
+        }
+        // forward conv1, conv2; backward conv2 (dW, dcol), conv1 (dW, dcol)
+        XCTAssertEqual(calls.map(\.shape), [
+          "NN m4 n50 k27 b0", "NN m6 n8 k36 b0", "NT m6 n36 k8 b1", "TN m36 n8 k6 b0", "NT m4 n27 k50 b1",
+          "TN m27 n50 k4 b0",
+        ], "step \(step), maximum \(maximum)")
+        guard calls.count == 6 else { continue }
+        XCTAssertEqual(calls[4].b, calls[0].b, "conv1's dW reads its forward columns, maximum \(maximum)")
+        if maximum == 0 {
+          XCTAssertEqual(calls[1].b, calls[0].b, "one shared workspace, step \(step)")
+        } else {
+          XCTAssertNotEqual(calls[1].b, calls[0].b, "conv1 keeps its own columns, step \(step)")
+        }
+      }
+      out += net.namedParameters().map { $0.1.grad.array }
+      results.append(out)
+    }
+    XCTAssertEqual(results[0].count, results[1].count)
+    for (i, (a, b)) in zip(results[0], results[1]).enumerated() {
+      XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "result \(i): kept columns against the workspace's")
+    }
+  }
+
+  /// Kept columns are used only for the input they were made from, as it was: a first layer
+  /// (no input gradient, so backward leaves its columns intact) whose input tensor is then
+  /// rewritten in place and run in evaluation mode (through the workspace) computes its next
+  /// weight gradient from the new values, as the Double reference does.
+  func testKeptColumnsAreNotReusedForAnotherPass() throws {
+    for (i, c) in Self.cases.enumerated() where c.k > 1 {
+      let (conv, x) = make(c, seed: UInt64(1500 + i))
+      conv.propagatesInputGradient = false
+      var rng = SeededGenerator(seed: UInt64(1600 + i))
+      let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+      _ = try conv.forward(x)
+      _ = try conv.backward(dy)
+      let fresh = Tensor.uniform(x.shape, using: &rng)
+      x.copy(from: fresh)
+      conv.eval()
+      _ = try conv.forward(x)
+      conv.train()
+      conv.zeroGrad()
+      _ = try conv.backward(dy)
+      let ref = Reference.conv2dBackward(DoubleTensor(fresh), weight: DoubleTensor(conv.weight.value),
+        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding)
+      assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW after an evaluation pass, \(c)")
     }
   }
 }
