@@ -2,7 +2,8 @@
 // (groups = C) and against Conv2D(groups: C) through im2col, forward, dx, dW and db, on odd
 // shapes: C = 1, C not a multiple of 16, 1×1 and 2×2 maps, stride 2 on odd sizes, channel
 // multiplier 2, 5×5 and rectangular kernels, padding wider than the kernel's reach, the vector
-// paths' edges, the AVX-512 paths (flat chunks, rows of 16 and of 8 lanes); every kernel
+// paths' edges, the AVX-512 paths (flat chunks, rows of 16 and of 8 lanes, small planes in
+// groups of channels); every kernel
 // variant this CPU runs against the reference and the portable one; finite differences; PyTorch's state_dict; 1 vs 2 threads give the same bits.
 import NN
 import TensorCore
@@ -86,6 +87,17 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 3, h: 3, w: 8, m: 2),
     DepthwiseCase(n: 2, c: 2, h: 2, w: 8, m: 2, bias: false),
     DepthwiseCase(n: 2, c: 17, h: 8, w: 8),  // 8×8: constant loop bounds
+    // The AVX-512 stride-1 path of small planes in groups (16 / (h·w) channels a vector): 2×2
+    // with C not a multiple of 4, 1×2, 2×1, 4×2, 1×4, 4×4 with C = 17 and without bias, 2×4 and
+    // 1×1 with C = 33.
+    DepthwiseCase(n: 3, c: 7, h: 2, w: 2),
+    DepthwiseCase(n: 2, c: 9, h: 1, w: 2),
+    DepthwiseCase(n: 2, c: 5, h: 2, w: 1, bias: false),
+    DepthwiseCase(n: 2, c: 3, h: 4, w: 2),
+    DepthwiseCase(n: 2, c: 6, h: 1, w: 4),
+    DepthwiseCase(n: 3, c: 17, h: 4, w: 4, bias: false),
+    DepthwiseCase(n: 2, c: 5, h: 2, w: 4),
+    DepthwiseCase(n: 2, c: 33, h: 1, w: 1),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
@@ -252,6 +264,10 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 4, c: 5, h: 6, w: 40),  // by rows, a partial last block
       DepthwiseCase(n: 16, c: 6, h: 4, w: 4, m: 2),  // planes of ≤ 64 floats, channels outer
       DepthwiseCase(n: 16, c: 6, h: 7, w: 7, stride: (2, 2)),  // the same by rows at stride 2
+      // Small planes in groups of channels: 2 threads split the planes (forward) inside a sample
+      // and inside a group of 4 channels, and the channels (backward) inside a group.
+      DepthwiseCase(n: 41, c: 101, h: 2, w: 2),
+      DepthwiseCase(n: 47, c: 27, h: 4, w: 4),
     ]
     for (i, c) in shapes.enumerated() {
       var results: [[[Float]]] = []
