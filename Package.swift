@@ -114,7 +114,8 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["TensorCore", "NN", "ACON", "Collectives"]),
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
     .testTarget(
-      name: "NNTests", dependencies: ["NN", "TensorCore", "TestSupport", "Training", "CWinogradKernels"],
+      name: "NNTests",
+      dependencies: ["NN", "TensorCore", "TestSupport", "Training", "CWinogradKernels", "CDepthwiseKernels"],
       exclude: ["Fixtures"]),
     .testTarget(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),

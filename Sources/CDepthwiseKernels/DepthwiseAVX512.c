@@ -86,6 +86,15 @@ static void masks_s1(uint16_t *mt, ptrdiff_t h, ptrdiff_t w) {
   }
 }
 
+// Whether small stride-1 planes run in groups (see dw_avx512_group_small_planes).
+static int grouping = 1;
+
+bool dw_avx512_group_small_planes(int enabled) {
+  const int was = __atomic_load_n(&grouping, __ATOMIC_RELAXED);
+  if (enabled >= 0) __atomic_store_n(&grouping, enabled != 0, __ATOMIC_RELAXED);
+  return was != 0;
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -707,7 +716,8 @@ INLINE512 void backward_channels_outer(const DWGeometry *g, const float *x, cons
 // samples in order, so the results are the flat path's bits.
 static bool grouped_s1(const DWGeometry *g) {
   const ptrdiff_t hw = g->h * g->w;
-  return g->sh == 1 && g->sw == 1 && g->m == 1 && g->w < 8 && hw <= 16 && 16 % hw == 0;
+  return __atomic_load_n(&grouping, __ATOMIC_RELAXED) && g->sh == 1 && g->sw == 1 && g->m == 1 && g->w < 8 &&
+         hw <= 16 && 16 % hw == 0;
 }
 
 // Per-call tables of a grouped plane [h, w]: for tap t, the lanes whose input lies in their own
@@ -765,7 +775,9 @@ INLINE512 void forward_grouped(const DWGeometry *g, const float *x, const float 
   GroupTaps gt;
   group_taps(g, &gt);
   const ptrdiff_t s0 = p0 / c, s1 = (p1 + c - 1) / c;
-  for (ptrdiff_t ch = 0; ch < c; ch += per) {
+  // within one sample, only the groups the range touches
+  const ptrdiff_t first = s1 - s0 == 1 ? (p0 - s0 * c) / per * per : 0, last = s1 - s0 == 1 ? p1 - s0 * c : c;
+  for (ptrdiff_t ch = first; ch < last; ch += per) {
     const ptrdiff_t k = per < c - ch ? per : c - ch;
     __m512 wv[9], b = bias ? spread(bias, ch, k, hw) : _mm512_setzero_ps();
     group_weights(weight, ch, k, hw, wv);
@@ -934,8 +946,9 @@ AVX512 void dw_avx512_backward(const DWGeometry *g, const float *x, const float 
     // Channels outer likewise for stride-1 rows of planes up to 256 floats (16×16: 1.2× faster;
     // 28×28 planes 1.5× slower, strided across the samples of a tensor far larger than L2), 8×8
     // and 16-wide planes at stride 2, and planes of at most 64 floats on the flat stride-1 path
-    // (4×4, 2×2) or by rows at stride 2 (on 64 samples, one thread: 2.1× and 1.1–1.4× faster, one
-    // or two vectors a plane having made the accumulators' loads and stores most of the work).
+    // (such as 3×3 or 7×5; 4×4 and 2×2 ran here before they ran in groups) or by rows at stride 2
+    // (on 64 samples, one thread: 2.1× and 1.1–1.4× faster, one or two vectors a plane having
+    // made the accumulators' loads and stores most of the work).
     // (Each kind its own copy of the loop: one loop choosing per plane measured 5–30% slower.)
     switch (s2 == 1 ? 0 : s2 == 2 ? 1 : rows1 ? 2 : s2 == 3 ? 3 : 4) {
       case 0: backward_channels_outer(g, x, weight, dy, dx, c0, c1, accAll, off, mt, 0); break;

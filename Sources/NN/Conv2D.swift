@@ -60,6 +60,8 @@ public final class Conv2D: Module {
   /// backward pass (see `keptColumnsMaximum`); nil input once backward has written over it.
   private var keptColumns: Tensor?
   private var keptColumnsInput: Tensor?
+  /// Whether the layer holds the columns of its last input for backward (for tests).
+  package var holdsKeptColumns: Bool { keptColumnsInput != nil && keptColumns != nil }
   /// How this layer computes (`.auto`: Winograd for 3×3 stride-1 layers of at least
   /// `Winograd.autoMinimumChannels` channels on maps of 5×5 or more (4×4 from 256 channels),
   /// F(4×4, 3×3) on maps 16 to 64 wide up to 128 channels and F(2×2, 3×3) on the others;
@@ -153,19 +155,19 @@ public final class Conv2D: Module {
   /// training, not while a step runs.
   nonisolated(unsafe) public static var perSampleMinimumPlane = 256
 
-  /// The largest column matrix, in floats (K·N·P, K = Cin/G·KH·KW), that a layer with at most
-  /// `keptColumnsMaximumOutputs` output channels per group keeps from a training forward pass
-  /// to its backward pass in a buffer of its own, instead of filling the shared workspace's and
-  /// running im2col again in backward (which only the network's last im2col layer, whose
-  /// columns are still in the workspace, skips). Backward's weight gradient then reads the
-  /// columns forward built. im2col writes K·N·P floats for a GEMM of 2·(Cout/G)·K·N·P flops, so
-  /// the pass saved weighs most beside narrow layers: the seed network's convolutions (32 and 64
-  /// outputs) at 3×32×32, batch 64, keep 15 MB more, conv1–conv3 skip an im2col each, and its
-  /// steps take 2–3% less time;
-  /// ResNet-18's stride-2 layers (128 to 512 outputs) would keep 36 MB for no measurable gain.
-  /// Layers whose kernel is 1×1 at stride 1 never keep theirs (the "im2col" of a batched 1×1 is
-  /// a copy of x's planes). 0 keeps none: the workspace's memory only. Set it before training,
-  /// not while a step runs.
+  /// The largest column matrix, in floats (K·N·P, K = Cin·KH·KW over all groups), that a layer
+  /// with at most `keptColumnsMaximumOutputs` output channels per group keeps from a training
+  /// forward pass to its backward pass in a buffer of its own, instead of filling the shared
+  /// workspace's and running im2col again in backward (which only the network's last im2col
+  /// layer, whose columns are still in the workspace, skips). Backward's weight gradient then
+  /// reads the columns forward built. im2col writes K·N·P floats for GEMMs of 2·(Cout/G)·K·N·P
+  /// flops, so the pass saved weighs most beside narrow layers: the seed network's convolutions
+  /// (32 and 64 outputs) at 3×32×32, batch 64, keep 15 MB more, conv1–conv3 skip an im2col each,
+  /// and its steps take 2–3% less time; ResNet-18's stride-2 layers (128 to 512 outputs) would
+  /// keep 36 MB for no measurable gain. Layers whose kernel is 1×1 at stride 1 without padding
+  /// never keep theirs (the "im2col" of a batched 1×1 is a copy of x's planes). A pass that does
+  /// not keep its columns (evaluation mode, a larger batch) frees the layer's. 0 keeps none: the
+  /// workspace's memory only. Set it before training, not while a step runs.
   nonisolated(unsafe) public static var keptColumnsMaximum = 8 << 20
 
   /// The most output channels per group of a layer that keeps its columns (see
@@ -352,6 +354,7 @@ public final class Conv2D: Module {
       keptColumnsInput = x
       return c
     }
+    keptColumns = nil
     keptColumnsInput = nil
     let c = reuse(&workspace.columns, shape: [g.colRows, np])
     im2col(x.data, batch: n, g, col: c.data, colStride: np)
@@ -494,9 +497,12 @@ public final class Conv2D: Module {
       BLAS.sgemm(transA: true, m: kG, n: np, k: coutG, a: w + gi * coutG * kG, b: dyT + gi * coutG * np,
         c: col.data + gi * kG * np)
     }
-    // dcol is written over the columns: neither the workspace's nor the kept ones hold x's now.
-    workspace.columnsOwner = nil
-    workspace.columnsInput = nil
+    // dcol is written over the columns: they no longer hold x's (the workspace's, when they
+    // were these, still hold another layer's otherwise).
+    if col === workspace.columns {
+      workspace.columnsOwner = nil
+      workspace.columnsInput = nil
+    }
     keptColumnsInput = nil
     col2im(col.data, colStride: np, batch: n, g, dx: dx.data, accumulate: false)
     return dx

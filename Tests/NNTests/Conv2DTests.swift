@@ -432,4 +432,48 @@ final class Conv2DTests: XCTestCase {
       assertClose(conv.weight.grad, ref.dw, rtol: 1e-4, atol: 1e-5, "dW after an evaluation pass, \(c)")
     }
   }
+
+  /// Which layers keep their columns: im2col layers in training of at most
+  /// `keptColumnsMaximumOutputs` outputs per group (batch 1 and groups too, 1×1 at stride 2),
+  /// not a 1×1 at stride 1 (batched: a copy of x), not in evaluation mode (which frees them), and
+  /// none once backward has written dcol over them; each gives the workspace's bits.
+  func testWhichLayersKeepTheirColumns() throws {
+    let saved = Conv2D.keptColumnsMaximum
+    defer { Conv2D.keptColumnsMaximum = saved }
+    XCTAssertEqual(Conv2D.keptColumnsMaximumOutputs, 64)
+    let layers: [(cin: Int, cout: Int, k: Int, stride: Int, groups: Int, n: Int, keeps: Bool)] = [
+      (4, 6, 3, 1, 1, 2, true),
+      (4, 6, 3, 2, 2, 1, true),  // batch 1, groups
+      (4, 128, 3, 1, 2, 2, true),  // 64 outputs per group
+      (4, 130, 3, 1, 2, 2, false),  // 65 per group
+      (4, 65, 3, 1, 1, 2, false),
+      (4, 6, 1, 1, 1, 2, false),  // 1×1 at stride 1, 5×5 planes: batched, its "im2col" a copy
+      (4, 6, 1, 2, 1, 2, true),  // 1×1 at stride 2: im2col
+    ]
+    for (i, l) in layers.enumerated() {
+      var results: [[[Float]]] = []
+      for maximum in [saved, 0] {
+        Conv2D.keptColumnsMaximum = maximum
+        var rng = SeededGenerator(seed: UInt64(1900 + i))
+        let conv = Conv2D(inChannels: l.cin, outChannels: l.cout, kernelSize: (l.k, l.k), stride: (l.stride, l.stride),
+          padding: (l.k / 2, l.k / 2), groups: l.groups, rng: &rng)
+        let x = Tensor.uniform([l.n, l.cin, 5, 5], using: &rng)
+        let label = "layer \(i) \(l), maximum \(maximum)"
+        let y = try conv.forward(x).array
+        XCTAssertEqual(conv.holdsKeptColumns, l.keeps && maximum > 0, "after forward, \(label)")
+        let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+        let dx = try conv.backward(dy).array
+        XCTAssertFalse(conv.holdsKeptColumns, "after backward, \(label)")
+        _ = try conv.forward(x)
+        XCTAssertEqual(conv.holdsKeptColumns, l.keeps && maximum > 0, "after a second forward, \(label)")
+        conv.eval()
+        let yEval = try conv.forward(x).array
+        XCTAssertFalse(conv.holdsKeptColumns, "in evaluation mode, \(label)")
+        results.append([y, dx, conv.weight.grad.array, conv.bias!.grad.array, yEval])
+      }
+      for (j, name) in ["y", "dx", "dW", "db", "y in evaluation mode"].enumerated() {
+        assertBitwiseEqual(results[0][j], results[1][j], "\(name), kept columns against the workspace's, layer \(i)")
+      }
+    }
+  }
 }

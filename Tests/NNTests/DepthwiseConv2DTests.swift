@@ -5,6 +5,7 @@
 // paths' edges, the AVX-512 paths (flat chunks, rows of 16 and of 8 lanes, small planes in
 // groups of channels); every kernel
 // variant this CPU runs against the reference and the portable one; finite differences; PyTorch's state_dict; 1 vs 2 threads give the same bits.
+import CDepthwiseKernels
 import NN
 import TensorCore
 import TestSupport
@@ -283,6 +284,50 @@ final class DepthwiseConv2DTests: XCTestCase {
       }
       for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
         assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c)")
+      }
+    }
+  }
+
+  /// The AVX-512 variant runs small stride-1 planes several channels to a vector; one plane to a
+  /// vector (`dw_avx512_group_small_planes(0)`) gives the same bits: y, dx, dW and db, with 1
+  /// thread and with 2, which split the planes (forward) and the channels (backward) inside a
+  /// group of 4 (2×2), 2 (2×4) and 8 (1×2) channels.
+  func testSmallPlanesInGroupsGiveOnePlaneAVectorsBits() throws {
+    guard DepthwiseConv2D.supportedKernelVariants.contains("avx512") else {
+      throw XCTSkip("the CPU has no AVX-512: the grouped path does not run")
+    }
+    let savedThreads = Threads.count
+    defer {
+      Threads.count = savedThreads
+      dw_avx512_group_small_planes(1)
+      DepthwiseConv2D.selectKernelVariant(nil)
+    }
+    XCTAssertTrue(DepthwiseConv2D.selectKernelVariant("avx512"))
+    let shapes: [DepthwiseCase] = [
+      DepthwiseCase(n: 41, c: 101, h: 2, w: 2),
+      DepthwiseCase(n: 23, c: 91, h: 2, w: 4),
+      DepthwiseCase(n: 91, c: 95, h: 1, w: 2, bias: false),
+      DepthwiseCase(n: 47, c: 27, h: 4, w: 4),
+      DepthwiseCase(n: 9, c: 37, h: 1, w: 1),
+      DepthwiseCase(n: 3, c: 7, h: 4, w: 2),
+    ]
+    for (i, c) in shapes.enumerated() {
+      for threads in [1, 2] {
+        Threads.count = threads
+        var results: [[[Float]]] = []
+        for grouped in [1, 0] {
+          dw_avx512_group_small_planes(Int32(grouped))
+          let (conv, x) = make(c, seed: UInt64(1700 + i))
+          var rng = SeededGenerator(seed: UInt64(1800 + i))
+          let y = try conv.forward(x).array
+          let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+          conv.zeroGrad()
+          let dx = try conv.backward(dy).array
+          results.append([y, dx, conv.weight.grad.array, conv.bias?.grad.array ?? []])
+        }
+        for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+          assertBitwiseEqual(results[0][j], results[1][j], "\(name), grouped vs one plane a vector, \(threads) threads, \(c)")
+        }
       }
     }
   }

@@ -55,6 +55,12 @@ bool dw_kernels_supports(int variant);
 /// one; set `DW_KERNELS=portable` in the environment to force the portable variant.
 int dw_kernels_variant(void);
 
+/// For tests: whether the AVX-512 variant runs stride-1 3×3 planes under 8 wide of 1, 2, 4, 8 or
+/// 16 floats several channels to a vector (the default) rather than one plane to a vector, the
+/// same bits either way. `enabled` 1 or 0 sets it from the next call on (between calls, never
+/// during one), −1 leaves it; returns the setting before the call.
+bool dw_avx512_group_small_planes(int enabled);
+
 /// Makes `variant` run from the next call on (for tests, between calls, never during one);
 /// −1 restores the default choice. False (and no change) when the variant is not supported.
 bool dw_kernels_select(int variant);
