@@ -110,6 +110,18 @@ final class DepthwiseConv2DTests: XCTestCase {
     return (conv, x)
   }
 
+  /// y, dx, dW and db (empty without bias) of a layer and input made from `seed`, with a dy drawn
+  /// from `dySeed`.
+  private func forwardAndBackward(_ c: DepthwiseCase, seed: UInt64, dySeed: UInt64) throws -> [[Float]] {
+    let (conv, x) = make(c, seed: seed)
+    var rng = SeededGenerator(seed: dySeed)
+    let y = try conv.forward(x).array
+    let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
+    conv.zeroGrad()
+    let dx = try conv.backward(dy).array
+    return [y, dx, conv.weight.grad.array, conv.bias?.grad.array ?? []]
+  }
+
   func testStateDictIsPyTorchs() {
     var rng = SeededGenerator(seed: 1)
     let conv = DepthwiseConv2D(channels: 6, channelMultiplier: 2, kernelSize: 3, stride: 2, padding: 1, rng: &rng)
@@ -274,13 +286,7 @@ final class DepthwiseConv2DTests: XCTestCase {
       var results: [[[Float]]] = []
       for threads in [1, 2] {
         Threads.count = threads
-        let (conv, x) = make(c, seed: UInt64(900 + i))
-        var rng = SeededGenerator(seed: UInt64(950 + i))
-        let y = try conv.forward(x).array
-        let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
-        conv.zeroGrad()
-        let dx = try conv.backward(dy).array
-        results.append([y, dx, conv.weight.grad.array, conv.bias!.grad.array])
+        results.append(try forwardAndBackward(c, seed: UInt64(900 + i), dySeed: UInt64(950 + i)))
       }
       for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
         assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c)")
@@ -317,13 +323,7 @@ final class DepthwiseConv2DTests: XCTestCase {
         var results: [[[Float]]] = []
         for grouped in [1, 0] {
           dw_avx512_group_small_planes(Int32(grouped))
-          let (conv, x) = make(c, seed: UInt64(1700 + i))
-          var rng = SeededGenerator(seed: UInt64(1800 + i))
-          let y = try conv.forward(x).array
-          let dy = Tensor.uniform(try conv.outputShape(for: x.shape), using: &rng)
-          conv.zeroGrad()
-          let dx = try conv.backward(dy).array
-          results.append([y, dx, conv.weight.grad.array, conv.bias?.grad.array ?? []])
+          results.append(try forwardAndBackward(c, seed: UInt64(1700 + i), dySeed: UInt64(1800 + i)))
         }
         for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
           assertBitwiseEqual(results[0][j], results[1][j], "\(name), grouped vs one plane a vector, \(threads) threads, \(c)")
