@@ -748,24 +748,20 @@ INLINE512 void group_taps(const DWGeometry *g, GroupTaps *gt) {
   }
 }
 
-// Lane l of the result: v[ch0 + l / hw] for the group's `channels` channels, 0 past them.
-INLINE512 __m512 spread(const float *v, ptrdiff_t ch0, ptrdiff_t channels, ptrdiff_t hw) {
+// Lane l of the result: v[(ch0 + l / hw)·stride + offset] for the group's `channels` channels, 0
+// past them: a bias (stride 1) or tap `offset` of the weights [c, 3, 3] (stride 9), per lane.
+INLINE512 __m512 spread(const float *v, ptrdiff_t stride, ptrdiff_t offset, ptrdiff_t ch0, ptrdiff_t channels,
+                        ptrdiff_t hw) {
   float e[16] = {0};
   for (ptrdiff_t k = 0; k < channels; k++) {
-    for (ptrdiff_t r = 0; r < hw; r++) e[k * hw + r] = v[ch0 + k];
+    for (ptrdiff_t r = 0; r < hw; r++) e[k * hw + r] = v[(ch0 + k) * stride + offset];
   }
   return _mm512_loadu_ps(e);
 }
 
-// wv[t], lane l: tap t of channel ch0 + l / hw's weights [c, 3, 3] (0 past the group's channels).
+// wv[t] = spread of tap t of the group's weights.
 INLINE512 void group_weights(const float *weight, ptrdiff_t ch0, ptrdiff_t channels, ptrdiff_t hw, __m512 wv[9]) {
-  float e[9][16] = {{0}};
-  for (ptrdiff_t k = 0; k < channels; k++) {
-    for (int t = 0; t < 9; t++) {
-      for (ptrdiff_t r = 0; r < hw; r++) e[t][k * hw + r] = weight[9 * (ch0 + k) + t];
-    }
-  }
-  for (int t = 0; t < 9; t++) wv[t] = _mm512_loadu_ps(e[t]);
+  for (int t = 0; t < 9; t++) wv[t] = spread(weight, 9, t, ch0, channels, hw);
 }
 
 // Forward over planes [p0, p1): channel groups outer (weights spread once a group), samples inner.
@@ -779,18 +775,18 @@ INLINE512 void forward_grouped(const DWGeometry *g, const float *x, const float 
   const ptrdiff_t first = s1 - s0 == 1 ? (p0 - s0 * c) / per * per : 0, last = s1 - s0 == 1 ? p1 - s0 * c : c;
   for (ptrdiff_t ch = first; ch < last; ch += per) {
     const ptrdiff_t k = per < c - ch ? per : c - ch;
-    __m512 wv[9], b = bias ? spread(bias, ch, k, hw) : _mm512_setzero_ps();
+    __m512 wv[9], b = bias ? spread(bias, 1, 0, ch, k, hw) : _mm512_setzero_ps();
     group_weights(weight, ch, k, hw, wv);
     for (ptrdiff_t sn = s0; sn < s1; sn++) {
       // this group's planes of sample sn that lie in [p0, p1)
       const ptrdiff_t base = sn * c + ch, lo = base > p0 ? base : p0, hi = base + k < p1 ? base + k : p1;
       if (lo >= hi) continue;
       const __mmask16 lanes = (__mmask16)(low((hi - base) * hw) & ~low((lo - base) * hw));
-      const __m512 xv = _mm512_maskz_loadu_ps(lanes, at(x, base * hw));
+      const __m512 xv = _mm512_maskz_loadu_ps(lanes, x + base * hw);
       __m512 a = b;
       for (int t = 0; t < 9; t++)
         a = _mm512_fmadd_ps(wv[t], _mm512_maskz_permutexvar_ps(gt.mask[t], gt.index[t], xv), a);
-      _mm512_mask_storeu_ps((float *)at(y, base * hw), lanes, a);
+      _mm512_mask_storeu_ps(y + base * hw, lanes, a);
     }
   }
 }
@@ -844,13 +840,13 @@ INLINE512 void backward_grouped(const DWGeometry *g, const float *x, const float
 AVX512 void dw_avx512_forward(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                               ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
   // x [n, c, h, w] → y planes [p0, p1) of [n, c·m, oh, ow]; scratch: the mask table (flat stride 1)
-  const ptrdiff_t n = g->h * g->w, on = g->oh * g->ow;
-  const int kind = stride2_w16(g) ? 1 : stride2_8x8(g) ? 2 : stride2_rows(g) ? 3 : stride1_w8(g) ? 4
-                   : stride1_rows(g) ? 5 : 0;
   if (grouped_s1(g)) {
     forward_grouped(g, x, weight, bias, y, p0, p1);
     return;
   }
+  const ptrdiff_t n = g->h * g->w, on = g->oh * g->ow;
+  const int kind = stride2_w16(g) ? 1 : stride2_8x8(g) ? 2 : stride2_rows(g) ? 3 : stride1_w8(g) ? 4
+                   : stride1_rows(g) ? 5 : 0;
   uint16_t *mt = (uint16_t *)scratch;
   ptrdiff_t off[9];
   if (kind == 0) {

@@ -348,18 +348,16 @@ public final class Conv2D: Module {
   @discardableResult
   private func fillColumns(_ x: Tensor, _ g: ConvGeometry) throws -> Tensor {
     let n = x.shape[0], np = n * g.colCols
+    let c: Tensor
     if keepsColumns(g, n: n) {
-      let c = reuse(&keptColumns, shape: [g.colRows, np])
-      im2col(x.data, batch: n, g, col: c.data, colStride: np)
+      c = reuse(&keptColumns, shape: [g.colRows, np])
       keptColumnsInput = x
-      return c
+    } else {
+      (keptColumns, keptColumnsInput) = (nil, nil)
+      c = reuse(&workspace.columns, shape: [g.colRows, np])
+      (workspace.columnsOwner, workspace.columnsInput) = (self, x)
     }
-    keptColumns = nil
-    keptColumnsInput = nil
-    let c = reuse(&workspace.columns, shape: [g.colRows, np])
     im2col(x.data, batch: n, g, col: c.data, colStride: np)
-    workspace.columnsOwner = self
-    workspace.columnsInput = x
     return c
   }
 
