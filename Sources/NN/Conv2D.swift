@@ -252,8 +252,10 @@ public final class Conv2D: Module {
     try forward(x, fusingReLU: false)
   }
 
-  /// Whether the last forward pass applied a ReLU to its output (see `forward(_:fusingReLU:)`).
-  private(set) var fusedReLU = false
+  /// Whether the last forward pass applied the `ReLU` that follows this layer in a `Sequential`
+  /// or `Graph` to its output (the container fuses the two; backward then takes the ReLU's
+  /// gradient).
+  public private(set) var fusedReLU = false
 
   /// Forward, optionally with an in-place ReLU folded in: `y = max(conv(x), 0)`, bit for bit what
   /// `ReLU(inPlace: true)` after this layer computes. Backward then takes the gradient with

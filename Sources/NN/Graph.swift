@@ -11,6 +11,8 @@
 // node that reads them has run.
 // Backward visits the nodes once each, in reverse; the gradients meeting at a value used twice
 // are summed (borrowed when there is only one, so a chain costs no copy).
+// Fusion: a Conv2D or BatchNorm2D whose output only the ReLU node after it reads runs with that
+// ReLU as one step, as in Sequential (ResNet's bn1 → relu1): the same bits, one pass less each way.
 import TensorCore
 
 /// A value inside a `Graph`: the graph's input or one output of a recorded node. Only valid
@@ -31,8 +33,11 @@ public struct GraphValue: Hashable, Sendable {
 ///
 /// Subclass it to give a block a type name (`final class Bottleneck: Graph`), recording the
 /// nodes in the initialiser. Forward runs the nodes in recording order; backward runs each once,
-/// in reverse, and sums the gradients of values that feed several nodes. Images are
-/// `[N, C, H, W]`; the channel operations also take `[N, C]` as 1×1 maps.
+/// in reverse, and sums the gradients of values that feed several nodes. A `Conv2D` or
+/// `BatchNorm2D` whose output only the `ReLU` node recorded right after it reads runs fused with
+/// it, as in `Sequential` (the same bits; that ReLU's `forward` and `backward` are not called,
+/// its `backwardHook` is). Images are `[N, C, H, W]`; the channel operations also take `[N, C]`
+/// as 1×1 maps.
 ///
 /// Wiring mistakes (a value from another graph, a name or module used twice, no output) are
 /// reported by the first `forward` or `outputShape(for:)` as a `TensorError.invalidArgument`.
@@ -254,6 +259,25 @@ open class Graph: Module {
     if !problems.isEmpty {
       throw TensorError.invalidArgument("\(typeName): " + problems.joined(separator: "; "))
     }
+    fusesReLU = nodes.indices.map(fusesWithNextReLU)
+  }
+
+  /// For each node: whether it is a `Conv2D` or `BatchNorm2D` that runs fused with the `ReLU`
+  /// node after it (worked out by each validation: the output can be set again).
+  private var fusesReLU: [Bool] = []
+  /// For each node: whether it ran fused with the ReLU after it in the last forward pass.
+  private var ranFused: [Bool] = []
+
+  /// Whether node k is a `Conv2D` or `BatchNorm2D` whose output only the next node reads, and that
+  /// node a `ReLU`: the layer then applies the ReLU as it writes its output and the ReLU's mask
+  /// in its backward, as in `Sequential` (the same bits as the two layers one after the other,
+  /// one pass over the activation less each way).
+  private func fusesWithNextReLU(_ k: Int) -> Bool {
+    guard k + 1 < nodes.count, case let .module(_, layer) = nodes[k].op, layer is Conv2D || layer is BatchNorm2D,
+      case let .module(_, next) = nodes[k + 1].op, next is ReLU
+    else { return false }
+    let v = nodes[k].outputs[0]
+    return nodes[k + 1].inputs == [v] && consumers[v] == 1
   }
 
   /// Whether `m` overwrites its input in forward (an in-place ReLU, or a Sequential that starts
@@ -366,9 +390,28 @@ open class Graph: Module {
     if released.count != values.count { released = [Bool](repeating: false, count: values.count) }
     for v in released.indices { released[v] = false }
     values[0] = x
+    if ranFused.count != nodes.count { ranFused = [Bool](repeating: false, count: nodes.count) }
     for (k, node) in nodes.enumerated() {
       let ins = node.inputs.map { values[$0]! }
+      ranFused[k] = false
       switch node.op {
+      case .module where k > 0 && ranFused[k - 1]:
+        // The ReLU that node k − 1 applied as it wrote its output: its value is that output.
+        values[node.outputs[0]] = ins[0]
+      case let .module(name, m) where fusesReLU[k]:
+        arena.managedOwner = ObjectIdentifier(m)
+        let y: Tensor
+        if let bn = m as? BatchNorm2D {
+          // x read, y written
+          y = try MemoryPasses.measure("BatchNorm2D+ReLU.forward", {
+            try named(node.op) { try bn.forward(ins[0], fusingReLU: true) }
+          }, elements: { ins[0].count + $0.count })
+        } else {
+          y = try named(node.op) { try (m as! Conv2D).forward(ins[0], fusingReLU: true) }
+        }
+        y.nameOutput(name, ownedBy: m)
+        values[node.outputs[0]] = y
+        ranFused[k] = true
       case let .module(name, m):
         if writesInputInPlace(m) { try checkExclusive(ins[0], at: k) }
         arena.managedOwner = ObjectIdentifier(m)
@@ -516,13 +559,21 @@ open class Graph: Module {
       }
       arena.managedOwner = ObjectIdentifier(self)
       switch node.op {
+      case let .module(_, m) where k > 0 && ranFused[k - 1]:
+        // A ReLU that node k − 1 ran fused: that node's backward applies its mask, to the same
+        // gradient. Its hook still runs, in its place (a ReLU has no gradients of its own).
+        try m.backwardHook?()
+        try contribute(grads[0]!, to: node.inputs[0], from: node.op, node: k)
       case let .module(_, m):
         var g = grads[0]!
         if overwritesGradient(m) { g = try exclusiveGradient(g, value: node.outputs[0]) }
         arena.managedOwner = ObjectIdentifier(m)
         let gIn = g
         let dx: Tensor
-        if MemoryPasses.active != nil, MemoryPasses.counts(m) {
+        if ranFused[k], m is BatchNorm2D {
+          dx = try MemoryPasses.measure("BatchNorm2D+ReLU.backward", { try named(node.op) { try m.backward(gIn) } },
+            elements: { gIn.count + 2 * $0.count })
+        } else if MemoryPasses.active != nil, MemoryPasses.counts(m) {
           dx = try MemoryPasses.measure(Self.kind(node.op) + ".backward", { try named(node.op) { try m.backward(gIn) } }, elements: { gIn.count + 2 * $0.count })
         } else {
           dx = try named(node.op) { try m.backward(gIn) }

@@ -1,6 +1,6 @@
-// FastPathTests: the fast path needs nothing from the user (issue 15): Sequential fuses a
+// FastPathTests: the fast path needs nothing from the user (issue 15): Sequential and Graph fuse a
 // Conv2D or a BatchNorm2D with a plain ReLU after it (same bits as running them apart, in
-// training and evaluation, forward and backward), every convolution in it
+// training and evaluation, forward and backward), every convolution in a Sequential
 // shares one workspace, and the errors name the layer: "backward called before forward", and
 // ModelSummary keeps the layer's name in a shape error as Sequential does.
 import NN
@@ -210,6 +210,96 @@ final class FastPathTests: XCTestCase {
       GradientChecker(skipsNonSmoothPoints: true, maxElementsPerTensor: 48).assertGradients(
         g, input: .uniform(shape, using: &rng), "x + \(name)(x)")
     }
+  }
+
+  /// A `Graph` fuses a Conv2D or BatchNorm2D with the ReLU node after it when only that ReLU
+  /// reads the layer's output, as `Sequential` does: the same bits as the twin graph whose ReLUs
+  /// sit inside one-layer Sequentials (which it cannot fuse). The graph: conv → BN → ReLU (in
+  /// place) → 1×1 conv → ReLU → BN, whose output both a ReLU and the add read (not fused), and
+  /// optionally a last BN → ReLU whose ReLU is the graph's output. Odd shapes: one channel, 1×1
+  /// planes, 21-element planes; training and evaluation.
+  func testGraphFusesALayerWithTheReLUAfterItWithTheSameBits() throws {
+    func build(_ c: Int, wrapped: Bool, endsWithReLU: Bool) -> (Graph, [String: Module]) {
+      var rng = SeededGenerator(seed: 11)
+      var layers: [String: Module] = [:]
+      let g = Graph()
+      func node(_ name: String, _ m: Module, _ v: GraphValue) -> GraphValue {
+        layers[name] = m
+        return m is ReLU && wrapped ? g(name, Sequential([("0", m)]), v) : g(name, m, v)
+      }
+      func batchNorm() -> BatchNorm2D {
+        let bn = BatchNorm2D(channels: c)
+        bn.weight.value.fillNormal(using: &rng)
+        bn.bias.value.fillNormal(using: &rng)
+        bn.weight.value.data[0] = 1  // channel 0 clips about half its values whatever the draw
+        bn.bias.value.data[0] = 0.2
+        return bn
+      }
+      var h = node("conv1", Conv2D(inChannels: 2, outChannels: c, kernelSize: 3, padding: 1, rng: &rng), g.input)
+      h = node("relu1", ReLU(inPlace: true), node("bn1", batchNorm(), h))
+      h = node("relu2", ReLU(), node("conv2", Conv2D(inChannels: c, outChannels: c, kernelSize: 1, rng: &rng), h))
+      let b2 = node("bn2", batchNorm(), h)
+      h = g.add(node("relu3", ReLU(), b2), b2)
+      if endsWithReLU { h = node("relu4", ReLU(), node("bn3", batchNorm(), h)) }
+      g.output = h
+      return (g, layers)
+    }
+    for (shape, training) in [([3, 2, 7, 3], true), ([2, 2, 1, 1], true), ([3, 2, 7, 3], false)] {
+      for c in [1, 5] {
+        for endsWithReLU in [false, true] {
+          let label = "\(shape), c \(c), \(training ? "training" : "evaluation")\(endsWithReLU ? ", ends with a ReLU" : "")"
+          var rng = SeededGenerator(seed: 12)
+          let x = Tensor.uniform(shape, using: &rng)
+          let dyValues = (0..<(shape[0] * c * shape[2] * shape[3])).map { _ in rng.nextNormal() }
+          func run(wrapped: Bool) throws -> (y: [Float], dx: [Float], net: Graph, layers: [String: Module]) {
+            let (net, layers) = build(c, wrapped: wrapped, endsWithReLU: endsWithReLU)
+            if !training {
+              net.eval()
+              for case let bn as BatchNorm2D in layers.values {
+                for i in 0..<c { bn.runningMean.data[i] = 0.3 + 0.1 * Float(i); bn.runningVar.data[i] = 0.5 + Float(i) }
+              }
+            }
+            var hooks = 0
+            layers["relu1"]!.backwardHook = { hooks += 1 }
+            let y = try net.forward(x).array
+            let dx = try net.backward(Tensor(shape: [shape[0], c, shape[2], shape[3]], values: dyValues)).array
+            XCTAssertEqual(hooks, 1, "relu1's hook ran once, \(label)")
+            return (y, dx, net, layers)
+          }
+          let fused = try run(wrapped: false), apart = try run(wrapped: true)
+          XCTAssertTrue((fused.layers["bn1"] as! BatchNorm2D).fusedReLU, "bn1 ran fused, \(label)")
+          XCTAssertTrue((fused.layers["conv2"] as! Conv2D).fusedReLU, "conv2 ran fused, \(label)")
+          XCTAssertFalse((fused.layers["bn2"] as! BatchNorm2D).fusedReLU, "bn2 (read twice) ran apart, \(label)")
+          XCTAssertEqual((fused.layers["bn3"] as? BatchNorm2D)?.fusedReLU, endsWithReLU ? true : nil, label)
+          XCTAssertFalse((apart.layers["bn1"] as! BatchNorm2D).fusedReLU, "the twin runs apart, \(label)")
+          if training && endsWithReLU {
+            XCTAssertTrue(fused.y.contains(0) && fused.y.contains { $0 > 0 }, "the last ReLU clips some values, \(label)")
+          }
+          assertBitwiseEqual(fused.y, apart.y, "y, \(label)")
+          assertBitwiseEqual(fused.dx, apart.dx, "dx, \(label)")
+          for ((name, p1), (_, p2)) in zip(fused.net.namedParameters(), apart.net.namedParameters()) {
+            assertBitwiseEqual(p1.grad.array, p2.grad.array, "\(name) gradient, \(label)")
+          }
+          for ((name, b1), (_, b2)) in zip(fused.net.namedBuffers(), apart.net.namedBuffers()) {
+            if case let .float(t1) = b1, case let .float(t2) = b2 { assertBitwiseEqual(t1.array, t2.array, "\(name), \(label)") }
+          }
+        }
+      }
+    }
+  }
+
+  /// The fused graph above passes the finite-difference check of its input and parameter gradients.
+  func testGraphWithFusedReLUsPassesTheGradientCheck() {
+    var rng = SeededGenerator(seed: 13)
+    let g = Graph()
+    let bn = BatchNorm2D(channels: 3)
+    bn.bias.value.fillNormal(using: &rng)
+    var h = g("conv1", Conv2D(inChannels: 2, outChannels: 3, kernelSize: 3, stride: 2, padding: 1, rng: &rng), g.input)
+    h = g("relu1", ReLU(inPlace: true), g("bn", bn, h))
+    let conv2 = Conv2D(inChannels: 3, outChannels: 3, kernelSize: 1, rng: &rng)
+    g.output = g.add(g("relu2", ReLU(), g("conv2", conv2, h)), h)
+    GradientChecker(skipsNonSmoothPoints: true).assertGradients(g, input: .uniform([3, 2, 5, 5], using: &rng), "Graph, fused")
+    XCTAssertTrue(bn.fusedReLU && conv2.fusedReLU)
   }
 
   func testBackwardBeforeForwardSaysSo() {
