@@ -115,7 +115,7 @@ let package = Package(
     .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
     .testTarget(
       name: "NNTests",
-      dependencies: ["NN", "TensorCore", "TestSupport", "Training", "CWinogradKernels", "CDepthwiseKernels"],
+      dependencies: ["NN", "TensorCore", "TestSupport", "Training", "CAconKernels", "CWinogradKernels", "CDepthwiseKernels"],
       exclude: ["Fixtures"]),
     .testTarget(
       name: "ACONTests", dependencies: ["ACON", "NN", "TensorCore", "TestSupport", "Training"], exclude: ["Fixtures"]),

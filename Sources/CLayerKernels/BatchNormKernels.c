@@ -24,6 +24,26 @@ BODY v16 ld(const float *p) {
 
 BODY void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
+/// A non-temporal (streaming) store of v at p, which must be 64-byte aligned: the line is written
+/// without being read first and is not kept in cache. The same value as st.
+BODY void st_nt(float *p, v16 v) { __builtin_nontemporal_store(v, (v16 *)p); }
+
+/// Whether the n planes of a channel, p + i·stride, can take streaming stores of full vectors:
+/// p and the stride aligned to 64 bytes (then so is every full vector of every plane).
+BODY int streamable(const float *p, ptrdiff_t stride) {
+  return ((uintptr_t)p & 63) == 0 && (stride & 15) == 0;
+}
+
+/// After streaming stores: orders them before whatever the caller does next (another thread may
+/// read the output once the call returns). Nothing where there are none (x86 only).
+static inline void fence_streams(int streamed) {
+#if defined(__x86_64__)
+  if (streamed) __builtin_ia32_sfence();
+#else
+  (void)streamed;
+#endif
+}
+
 BODY v16 splat(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
 
 typedef double d8 __attribute__((vector_size(64)));
@@ -107,17 +127,19 @@ BODY float pass_mask1(float d, float x, float mu, float scale, float shift) {
   return affine1(x, mu, scale, shift) > 0 ? d : 0;
 }
 
+/// With `nt`, full vectors of y go out as streaming stores (y and the stride 64-byte aligned).
 BODY void normalize_body(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
-    const int fuse_relu) {
+    const int fuse_relu, const int nt) {
   const v16 mv = splat(mu), sv = splat(scale), tv = splat(shift);
   for (ptrdiff_t i = 0; i < n; i++) {
     const float *p = x + i * stride;
     float *q = y + i * stride;
     ptrdiff_t j = 0;
     for (; j + 16 <= hw; j += 16) {
-      const v16 v = affine(ld(p + j), mv, sv, tv);
-      st(q + j, fuse_relu ? relu(v) : v);
+      const v16 v = affine(ld(p + j), mv, sv, tv), r = fuse_relu ? relu(v) : v;
+      if (nt) st_nt(q + j, r);
+      else st(q + j, r);
     }
     for (; j < hw; j++) {
       const float v = affine1(p[j], mu, scale, shift);
@@ -158,9 +180,10 @@ BODY void gradient_sums_body(
   *sum_dy_xc = lanes(ax) + tx;
 }
 
+/// With `nt`, full vectors of dx go out as streaming stores (dx and the stride 64-byte aligned).
 BODY void input_gradient_body(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
-    float d, Mask mask) {
+    float d, Mask mask, const int nt) {
   const v16 mv = splat(mu), av = splat(a), bv = splat(b), dv = splat(d), sv = splat(mask.scale), tv = splat(mask.shift);
   for (ptrdiff_t i = 0; i < n; i++) {
     const float *p = x + i * stride, *g = dy + i * stride;
@@ -169,7 +192,9 @@ BODY void input_gradient_body(
     for (; j + 16 <= hw; j += 16) {
       const v16 x0 = ld(p + j);
       const v16 g0 = mask.on ? pass_mask(ld(g + j), x0, mv, sv, tv) : ld(g + j);
-      st(o + j, av * g0 + (bv * (x0 - mv) + dv));
+      const v16 r = av * g0 + (bv * (x0 - mv) + dv);
+      if (nt) st_nt(o + j, r);
+      else st(o + j, r);
     }
     for (; j < hw; j++) {
       const float g0 = mask.on ? pass_mask1(g[j], p[j], mu, mask.scale, mask.shift) : g[j];
@@ -382,16 +407,18 @@ AVX512 static void stats_512(const float *x, ptrdiff_t n, ptrdiff_t s, ptrdiff_t
   stats_body(x, n, s, hw, m, v);
 }
 AVX512 static void normalize_512(
-    const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, float a, float b, int r) {
-  normalize_body(x, y, n, s, hw, mu, a, b, r);
+    const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, float a, float b, int r, int nt) {
+  if (nt) normalize_body(x, y, n, s, hw, mu, a, b, r, 1);
+  else normalize_body(x, y, n, s, hw, mu, a, b, r, 0);
 }
 AVX512 static void sums_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, Mask k,
                             double *a, double *b) {
   gradient_sums_body(x, dy, n, s, hw, mu, k, a, b);
 }
 AVX512 static void dx_512(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu,
-                          float a, float b, float d, Mask k) {
-  input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k);
+                          float a, float b, float d, Mask k, int nt) {
+  if (nt) input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k, 1);
+  else input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k, 0);
 }
 AVX512 static void stats_block_512(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
                                    double *m, double *v) {
@@ -430,9 +457,12 @@ void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, 
 
 void acon_bn_normalize(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
-    int relu) {
-  if (HAS512()) normalize_512(x, y, n, stride, hw, mu, scale, shift, relu != 0);
-  else normalize_body(x, y, n, stride, hw, mu, scale, shift, relu != 0);
+    int relu, int stream) {
+  const int nt = stream && streamable(y, stride);
+  if (HAS512()) normalize_512(x, y, n, stride, hw, mu, scale, shift, relu != 0, nt);
+  else if (nt) normalize_body(x, y, n, stride, hw, mu, scale, shift, relu != 0, 1);
+  else normalize_body(x, y, n, stride, hw, mu, scale, shift, relu != 0, 0);
+  fence_streams(nt);
 }
 
 void acon_bn_gradient_sums(
@@ -445,10 +475,13 @@ void acon_bn_gradient_sums(
 
 void acon_bn_input_gradient(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
-    float d, int relu, float scale, float shift) {
+    float d, int relu, float scale, float shift, int stream) {
   const Mask k = {relu != 0, scale, shift};
-  if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d, k);
-  else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k);
+  const int nt = stream && streamable(dx, stride);
+  if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d, k, nt);
+  else if (nt) input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k, 1);
+  else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k, 0);
+  fence_streams(nt);
 }
 
 const ptrdiff_t acon_bn_block_floats = BLOCK;
@@ -471,10 +504,10 @@ void acon_bn_stats_block(
 
 void acon_bn_normalize_block(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu,
-    const float *scale, const float *shift, int relu) {
+    const float *scale, const float *shift, int relu, int stream) {
   if (OUTSIDE_BLOCKS(hw)) {
     for (ptrdiff_t ch = c0; ch < c1; ch++)
-      acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], relu);
+      acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], relu, stream);
   } else if (HAS512()) normalize_block_512(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
   else normalize_block_body(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
 }
@@ -493,11 +526,11 @@ void acon_bn_gradient_sums_block(
 void acon_bn_input_gradient_block(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
     const float *mu, const float *a, const float *b, const float *d, int relu, const float *scale,
-    const float *shift) {
+    const float *shift, int stream) {
   if (OUTSIDE_BLOCKS(hw)) {
     for (ptrdiff_t ch = c0; ch < c1; ch++)
       acon_bn_input_gradient(x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu[ch], a[ch], b[ch], d[ch], relu,
-                             relu ? scale[ch] : 0, relu ? shift[ch] : 0);
+                             relu ? scale[ch] : 0, relu ? shift[ch] : 0, stream);
   } else if (HAS512()) dx_block_512(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
   else input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
 }

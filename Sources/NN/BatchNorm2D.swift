@@ -2,6 +2,7 @@
 // (momentum 0.1, eps 1e-5, unbiased variance in the running estimate).
 //
 // Shapes: x [N, C, H, W] or [N, C]; weight (γ), bias (β), running_mean, running_var [C].
+import CAconKernels
 import CLayerKernels
 import TensorCore
 
@@ -44,7 +45,7 @@ public final class BatchNorm2D: Module {
   private var invStd: [Float]
   private var usedBatchStats = true
   /// Whether the last forward pass applied the `ReLU` that follows this layer in a `Sequential`
-  /// to its output (the container fuses the two; backward then takes the ReLU's gradient).
+  /// or `Graph` to its output (the container fuses the two; backward then takes the ReLU's gradient).
   public private(set) var fusedReLU = false
   /// Per-channel sums exchanged by `allReduce`: `[2·C + 1]` (two sums per channel, then the count);
   /// the local passes' mean and variance, or Σdy and Σdy·(x − mean), in its first 2·C.
@@ -86,6 +87,18 @@ public final class BatchNorm2D: Module {
   private static func unitChannels(c: Int, hw: Int) -> Int {
     guard hw > 0 && hw < acon_bn_block_plane_limit else { return 1 }
     return Swift.max(1, Swift.min(acon_bn_block_floats / hw, (c + 7) / 8))
+  }
+
+  /// Whether a pass that reads and writes `elements` floats in all (over the whole tensors)
+  /// stores its output with streaming stores: from `acon_kernels_streaming_threshold()` bytes on
+  /// (half the last-level cache by default), as the ACON kernels do. Such an output is mostly
+  /// evicted before the next layer reads it, and streaming skips the read of each line that a
+  /// plain store makes first; the stats (forward) and sums (backward) of a unit leave its inputs
+  /// in cache for the second read, so the pass then moves one read and one write per element
+  /// instead of two reads and a write. The same bits either way (per-channel loops on planes
+  /// aligned to 64 bytes only; see `acon_bn_normalize`).
+  package static func streams(elements: Int) -> Bool {
+    UInt(elements) &* 4 >= UInt(acon_kernels_streaming_threshold())
   }
 
   /// The minimum units per thread of the parallel loops: at least 16,384 floats each.
@@ -136,6 +149,7 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let rm = UncheckedSendable(runningMean.data), rv = UncheckedSendable(runningVar.data)
     let training = isTraining, mom = momentum, eps = self.eps
+    let stream: Int32 = BatchNorm2D.streams(elements: x.count + y.count) ? 1 : 0
     // Units of `per` channels (see unitChannels).
     let per = BatchNorm2D.unitChannels(c: c, hw: hw), units = (c + per - 1) / per
     mean.withUnsafeMutableBufferPointer { meanBuf in
@@ -165,7 +179,8 @@ public final class BatchNorm2D: Module {
                   sb.value[ch] = istd
                   kb.value[ch] = g.value[ch] * istd
                 }
-                acon_bn_normalize_block(xs.value, ys.value, n, c, hw, c0, c1, mb.value, kb.value, b.value, relu ? 1 : 0)
+                acon_bn_normalize_block(xs.value, ys.value, n, c, hw, c0, c1, mb.value, kb.value, b.value, relu ? 1 : 0,
+                  stream)
               }
             }
           }
@@ -199,6 +214,7 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
     let batchStats = usedBatchStats, propagate = propagatesInputGradient, relu = fusedReLU
+    let stream: Int32 = BatchNorm2D.streams(elements: 3 * x.count) ? 1 : 0
     if batchStats, let reduce = allReduce {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
@@ -231,7 +247,7 @@ public final class BatchNorm2D: Module {
                   }
                   if propagate {
                     acon_bn_input_gradient_block(xs.value, dys.value, dxs.value, n, c, hw, c0, c1, mb.value, cf.value,
-                      cf.value + c, cf.value + 2 * c, relu ? 1 : 0, kb.value, b.value)
+                      cf.value + c, cf.value + 2 * c, relu ? 1 : 0, kb.value, b.value, stream)
                   }
                 }
               }
@@ -285,13 +301,14 @@ public final class BatchNorm2D: Module {
       rv[ch] = (1 - momentum) * rv[ch] + momentum * Float(variance * m / (m - 1))
     }
     let gs = UncheckedSendable(g), bs = UncheckedSendable(b), relu = fusedReLU
+    let stream = BatchNorm2D.streams(elements: x.count + y.count)
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in
         let mb = UncheckedSendable(meanBuf.baseAddress!), sb = UncheckedSendable(istdBuf.baseAddress!)
         parallelFor(c) { range in
           for ch in range {
             BatchNorm2D.normalize(xs.value, ys.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch],
-              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch], relu: relu)
+              scale: gs.value[ch] * sb.value[ch], shift: bs.value[ch], relu: relu, stream: stream)
           }
         }
       }
@@ -309,7 +326,7 @@ public final class BatchNorm2D: Module {
     let xs = UncheckedSendable(x.data), dys = UncheckedSendable(dy.data), dxs = UncheckedSendable(dx.data)
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
-    let relu = fusedReLU
+    let relu = fusedReLU, stream = BatchNorm2D.streams(elements: 3 * x.count)
     // The fused ReLU's mask of channel ch, from the scale and shift its forward used.
     func mask(_ ch: Int, istd: Float) -> ReLUMask? { relu ? ReLUMask(scale: g.value[ch] * istd, shift: b.value[ch]) : nil }
     try mean.withUnsafeBufferPointer { meanBuf in
@@ -338,7 +355,7 @@ public final class BatchNorm2D: Module {
               BatchNorm2D.writeInputGradient(
                 xs.value, dys.value, dxs.value, n: n, c: c, hw: hw, ch: ch, mu: mb.value[ch], istd: istd,
                 k: g.value[ch] * istd, a: Float(sp.value[ch] / m), b: Float(sp.value[c + ch] / m),
-                relu: mask(ch, istd: istd))
+                relu: mask(ch, istd: istd), stream: stream)
             }
           }
         }
@@ -355,13 +372,14 @@ public final class BatchNorm2D: Module {
     let scale: Float, shift: Float
   }
 
-  /// y = (x − mu)·scale + shift over channel ch, then max(y, 0) with `relu`.   x, y: [N, C, HW]
+  /// y = (x − mu)·scale + shift over channel ch, then max(y, 0) with `relu`; `stream` as in
+  /// `streams(elements:)`.   x, y: [N, C, HW]
   @inline(__always)
   private static func normalize(
     _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int, ch: Int,
-    mu: Float, scale: Float, shift: Float, relu: Bool
+    mu: Float, scale: Float, shift: Float, relu: Bool, stream: Bool
   ) {
-    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift, relu ? 1 : 0)
+    acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu, scale, shift, relu ? 1 : 0, stream ? 1 : 0)
   }
 
   /// (Σdy, Σdy·x̂) over channel ch, x̂ = (x − mu)·istd; with `relu`, dy counts only where the fused
@@ -378,16 +396,18 @@ public final class BatchNorm2D: Module {
   }
 
   /// dx = k·(dy − a − x̂·b) over channel ch, x̂ = (x − mu)·istd, as k·dy − (k·istd·b)·(x − mu) − k·a;
-  /// with `relu`, dy masked as in `gradientSums`.   x, dy, dx: [N, C, HW] (dx may be dy)
+  /// with `relu`, dy masked as in `gradientSums`; `stream` as in `streams(elements:)`.
+  /// x, dy, dx: [N, C, HW] (dx may be dy)
   @inline(__always)
   private static func writeInputGradient(
     _ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float, relu: ReLUMask?
+    n: Int, c: Int, hw: Int, ch: Int, mu: Float, istd: Float, k: Float, a: Float, b: Float, relu: ReLUMask?,
+    stream: Bool
   ) {
     let (ka, kb, kd) = inputGradientConstants(istd: istd, k: k, a: a, b: b)
     acon_bn_input_gradient(
       x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu, ka, kb, kd, relu == nil ? 0 : 1, relu?.scale ?? 0,
-      relu?.shift ?? 0)
+      relu?.shift ?? 0, stream ? 1 : 0)
   }
 
   /// The kernels' constants of dx = k·(dy − a − x̂·b) = k·dy + (−k·istd·b)·(x − mu) + (−k·a).

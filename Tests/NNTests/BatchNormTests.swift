@@ -2,6 +2,7 @@
 // biased variance) and evaluation (running statistics); PyTorch's running-statistics update
 // (momentum 0.1, *unbiased* variance), num_batches_tracked, and the error for a training batch
 // with a single value per channel; synchronised batch norm over an in-process group of two.
+import CAconKernels
 import Collectives
 import CLayerKernels
 import NN
@@ -185,8 +186,8 @@ final class BatchNormTests: XCTestCase {
     XCTAssertEqual(m1, m2)
     XCTAssertEqual(v1, v2)
     let y1 = Tensor(zeros: [count]), y2 = Tensor(zeros: [count])
-    acon_bn_normalize_block(x.data, y1.data, n, c, hw, 1, c, mu, scale, shift, 1)
-    for ch in 1..<c { acon_bn_normalize(x.data + ch * hw, y2.data + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], 1) }
+    acon_bn_normalize_block(x.data, y1.data, n, c, hw, 1, c, mu, scale, shift, 1, 0)
+    for ch in 1..<c { acon_bn_normalize(x.data + ch * hw, y2.data + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], 1, 0) }
     assertBitwiseEqual(y1.array, y2.array)
     var s1 = [Double](repeating: 0, count: c), t1 = s1, s2 = s1, t2 = s1
     acon_bn_gradient_sums_block(x.data, dy.data, n, c, hw, 1, c, mu, 1, scale, shift, &s1, &t1)
@@ -195,12 +196,56 @@ final class BatchNormTests: XCTestCase {
     }
     XCTAssertEqual(s1, s2)
     XCTAssertEqual(t1, t2)
-    acon_bn_input_gradient_block(x.data, dy.data, y1.data, n, c, hw, 1, c, mu, scale, shift, mu, 1, scale, shift)
+    acon_bn_input_gradient_block(x.data, dy.data, y1.data, n, c, hw, 1, c, mu, scale, shift, mu, 1, scale, shift, 0)
     for ch in 1..<c {
       acon_bn_input_gradient(x.data + ch * hw, dy.data + ch * hw, y2.data + ch * hw, n, c * hw, hw, mu[ch], scale[ch],
-        shift[ch], mu[ch], 1, scale[ch], shift[ch])
+        shift[ch], mu[ch], 1, scale[ch], shift[ch], 0)
     }
     assertBitwiseEqual(y1.array, y2.array)
+  }
+
+  /// Streaming stores (`BatchNorm2D.streams(elements:)`, forced here by a threshold of 1 byte)
+  /// give the bits of plain stores: y, dx, dγ, dβ and the running statistics, with and without a
+  /// fused ReLU, in training and evaluation, synchronised too; on planes that stream (64 and 256
+  /// floats, aligned), on planes that do not (80 floats: rows not aligned to 64 bytes), on small
+  /// planes (blocks) and C = 1. The C entry points on an output that starts mid-line store as usual.
+  func testStreamingStoresGiveThePlainStoresBits() throws {
+    let saved = acon_kernels_streaming_threshold()
+    defer { acon_kernels_set_streaming_threshold(saved) }
+    for shape in [[3, 5, 8, 8], [2, 3, 16, 16], [3, 4, 8, 10], [4, 6, 2, 3], [2, 1, 8, 8]] {
+      for (training, synchronised, relu) in [(true, false, false), (true, false, true), (false, false, true), (true, true, true)] {
+        func run(streaming: Bool) throws -> [[Float]] {
+          acon_kernels_set_streaming_threshold(streaming ? 1 : Int.max)
+          var rng = SeededGenerator(seed: 18)
+          let bn = BatchNorm2D(channels: shape[1])
+          bn.weight.value.fillNormal(using: &rng)
+          bn.bias.value.fillNormal(using: &rng)
+          if synchronised { bn.allReduce = { _ in } }
+          if !training { bn.eval() }
+          let net = relu ? Sequential([("bn", bn), ("relu", ReLU())]) : Sequential([("bn", bn)])
+          let x = Tensor.uniform(shape, -2, 3, using: &rng), dy = Tensor.uniform(shape, using: &rng)
+          XCTAssertEqual(BatchNorm2D.streams(elements: 2 * x.count), streaming)
+          let y = try net.forward(x).array
+          let dx = try net.backward(dy).array
+          XCTAssertEqual(bn.fusedReLU, relu)
+          return [y, dx, bn.weight.grad.array, bn.bias.grad.array, bn.runningMean.array, bn.runningVar.array]
+        }
+        let plain = try run(streaming: false), streamed = try run(streaming: true)
+        for (i, what) in ["y", "dx", "dγ", "dβ", "running mean", "running var"].enumerated() {
+          assertBitwiseEqual(streamed[i], plain[i], "\(what), \(shape), training \(training), sync \(synchronised), relu \(relu)")
+        }
+      }
+    }
+    // An output 4 floats past a line boundary: no streaming stores (they need 64-byte alignment).
+    var rng = SeededGenerator(seed: 19)
+    let n = 2, hw = 64, x = Tensor.uniform([n * hw + 4], using: &rng), dy = Tensor.uniform([n * hw + 4], using: &rng)
+    let y1 = Tensor(zeros: [n * hw + 4]), y2 = Tensor(zeros: [n * hw + 4])
+    acon_bn_normalize(x.data + 4, y1.data + 4, n, hw, hw, 0.1, 1.2, -0.3, 0, 1)
+    acon_bn_normalize(x.data + 4, y2.data + 4, n, hw, hw, 0.1, 1.2, -0.3, 0, 0)
+    assertBitwiseEqual(y1.array, y2.array, "normalize, unaligned")
+    acon_bn_input_gradient(x.data + 4, dy.data + 4, y1.data + 4, n, hw, hw, 0.1, 0.9, 0.2, -0.1, 1, 1.2, -0.3, 1)
+    acon_bn_input_gradient(x.data + 4, dy.data + 4, y2.data + 4, n, hw, hw, 0.1, 0.9, 0.2, -0.1, 1, 1.2, -0.3, 0)
+    assertBitwiseEqual(y1.array, y2.array, "input gradient, unaligned")
   }
 
   func testShapeErrors() {

@@ -26,10 +26,14 @@ void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, 
 
 /// y = (x − mu)·scale + shift over one channel's n planes (x − mu first: exact for x near mu,
 /// where x·scale + shift' would round x·scale); with `relu` ≠ 0, then max(y, 0) as `ReLU` takes
-/// it (0 for y ≤ 0, NaN kept).   x, y: [n, stride], planes at offset 0.
+/// it (0 for y ≤ 0, NaN kept). With `stream` ≠ 0, y goes out with non-temporal (streaming)
+/// stores where y and the stride are aligned to 64 bytes (x86 only; others are stored as usual):
+/// each line written without being read first and not kept in cache, for an output too large
+/// for the cache. The same bits either way; the call fences its streaming stores before it
+/// returns.   x, y: [n, stride], planes at offset 0.
 void acon_bn_normalize(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
-    int relu);
+    int relu, int stream);
 
 /// Σ dy and Σ dy·(x − mu) over one channel's n planes, in Double. With `relu` ≠ 0, dy is the
 /// gradient at the output of a ReLU fused into the forward pass: each element counts only where
@@ -39,11 +43,11 @@ void acon_bn_gradient_sums(
     float shift, double *sum_dy, double *sum_dy_xc);
 
 /// dx = a·dy + b·(x − mu) + d over one channel's n planes (BatchNorm's input gradient with its
-/// per-channel constants folded); `relu`, `scale`, `shift` mask dy as in acon_bn_gradient_sums.
-/// x, dy, dx: [n, stride]; dx may be dy.
+/// per-channel constants folded); `relu`, `scale`, `shift` mask dy as in acon_bn_gradient_sums;
+/// `stream` stores dx as acon_bn_normalize stores y.   x, dy, dx: [n, stride]; dx may be dy.
 void acon_bn_input_gradient(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float a, float b,
-    float d, int relu, float scale, float shift);
+    float d, int relu, float scale, float shift, int stream);
 
 /// The floats of one sample that a block of the passes below holds (whole channels).
 extern const ptrdiff_t acon_bn_block_floats;
@@ -61,19 +65,20 @@ extern const ptrdiff_t acon_bn_block_plane_limit;
 /// positions in order: the result depends on the data only, not on c0, c1 or the thread; the
 /// elementwise passes give the per-channel loops' bits. Per-channel arrays (mean, variance, mu,
 /// scale, shift, a, b, d, sum_dy, sum_dy_xc) are indexed by channel, [c]; entries c0..<c1 are
-/// read or written. x, y, dy, dx: [n, c, hw]; dx may be dy.
+/// read or written. `stream` reaches the per-channel loops only (blocks store as usual).
+/// x, y, dy, dx: [n, c, hw]; dx may be dy.
 void acon_bn_stats_block(
     const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, double *mean, double *variance);
 void acon_bn_normalize_block(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu,
-    const float *scale, const float *shift, int relu);
+    const float *scale, const float *shift, int relu, int stream);
 void acon_bn_gradient_sums_block(
     const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
     const float *mu, int relu, const float *scale, const float *shift, double *sum_dy, double *sum_dy_xc);
 void acon_bn_input_gradient_block(
     const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
     const float *mu, const float *a, const float *b, const float *d, int relu, const float *scale,
-    const float *shift);
+    const float *shift, int stream);
 
 /// Max pooling of planes [p0, p1) of x [planes, h, w] into y and argmax [planes, oh, ow]
 /// (kernel k, stride s, padding p, as PyTorch's MaxPool2D): each window starts from its first
