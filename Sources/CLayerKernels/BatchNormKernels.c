@@ -28,10 +28,17 @@ BODY void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 /// without being read first and is not kept in cache. The same value as st.
 BODY void st_nt(float *p, v16 v) { __builtin_nontemporal_store(v, (v16 *)p); }
 
-/// Whether the n planes of a channel, p + i·stride, can take streaming stores of full vectors:
-/// p and the stride aligned to 64 bytes (then so is every full vector of every plane).
+/// Whether the n planes of a channel, p + i·stride, take streaming stores of full vectors: on
+/// x86 (as the ACON kernels; elsewhere never), p and the stride aligned to 64 bytes (then so is
+/// every full vector of every plane).
 BODY int streamable(const float *p, ptrdiff_t stride) {
+#if defined(__x86_64__)
   return ((uintptr_t)p & 63) == 0 && (stride & 15) == 0;
+#else
+  (void)p;
+  (void)stride;
+  return 0;
+#endif
 }
 
 /// After streaming stores: orders them before whatever the caller does next (another thread may

@@ -268,6 +268,13 @@ open class Graph: Module {
   /// For each node: whether it ran fused with the ReLU after it in the last forward pass.
   private var ranFused: [Bool] = []
 
+  /// Whether node k is a ReLU that the node before it ran fused in the last forward pass (and
+  /// that layer's last forward was that one: a layer run elsewhere since masks nothing).
+  private func isFusedReLU(_ k: Int) -> Bool {
+    guard k > 0, ranFused[k - 1], case let .module(_, layer) = nodes[k - 1].op else { return false }
+    return (layer as? BatchNorm2D)?.fusedReLU ?? (layer as? Conv2D)?.fusedReLU ?? false
+  }
+
   /// Whether node k is a `Conv2D` or `BatchNorm2D` whose output only the next node reads, and that
   /// node a `ReLU`: the layer then applies the ReLU as it writes its output and the ReLU's mask
   /// in its backward, as in `Sequential` (the same bits as the two layers one after the other,
@@ -460,10 +467,13 @@ open class Graph: Module {
 
   /// Whether the backward pass reads value v: a module that reads it reads its input, or the
   /// module that wrote it reads its output (operations read neither: only shapes).
+  /// A ReLU run fused with the layer before it reads nothing (that layer's backward masks).
   private func readsValue(_ v: Int) -> Bool {
-    if v != 0, case let .module(_, m) = nodes[producer[v]].op, m.backwardReadsOutput { return true }
-    return nodes.contains { node in
-      guard node.inputs.contains(v), case let .module(_, m) = node.op else { return false }
+    if v != 0, !isFusedReLU(producer[v]), case let .module(_, m) = nodes[producer[v]].op, m.backwardReadsOutput {
+      return true
+    }
+    return nodes.indices.contains { k in
+      guard nodes[k].inputs.contains(v), !isFusedReLU(k), case let .module(_, m) = nodes[k].op else { return false }
       return m.backwardReadsInput
     }
   }
@@ -559,7 +569,7 @@ open class Graph: Module {
       }
       arena.managedOwner = ObjectIdentifier(self)
       switch node.op {
-      case let .module(_, m) where k > 0 && ranFused[k - 1]:
+      case let .module(_, m) where isFusedReLU(k):
         // A ReLU that node k − 1 ran fused: that node's backward applies its mask, to the same
         // gradient. Its hook still runs, in its place (a ReLU has no gradients of its own).
         try m.backwardHook?()
