@@ -214,11 +214,11 @@ public final class BatchNorm2D: Module {
     let g = UncheckedSendable(weight.value.data), b = UncheckedSendable(bias.value.data)
     let dg = UncheckedSendable(weight.grad.data), db = UncheckedSendable(bias.grad.data)
     let batchStats = usedBatchStats, propagate = propagatesInputGradient, relu = fusedReLU
-    let stream: Int32 = BatchNorm2D.streams(elements: 3 * x.count) ? 1 : 0
     if batchStats, let reduce = allReduce {
       try synchronisedBackward(x, dy: dy, dx: dx, n: n, hw: hw, reduce: reduce)
       return dx
     }
+    let stream: Int32 = BatchNorm2D.streams(elements: 3 * x.count) ? 1 : 0
     let per = BatchNorm2D.unitChannels(c: c, hw: hw), units = (c + per - 1) / per
     mean.withUnsafeBufferPointer { meanBuf in
       invStd.withUnsafeBufferPointer { istdBuf in

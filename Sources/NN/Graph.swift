@@ -265,14 +265,12 @@ open class Graph: Module {
   /// For each node: whether it is a `Conv2D` or `BatchNorm2D` that runs fused with the `ReLU`
   /// node after it (worked out by each validation: the output can be set again).
   private var fusesReLU: [Bool] = []
-  /// For each node: whether it ran fused with the ReLU after it in the last forward pass.
-  private var ranFused: [Bool] = []
 
-  /// Whether node k is a ReLU that the node before it ran fused in the last forward pass (and
-  /// that layer's last forward was that one: a layer run elsewhere since masks nothing).
+  /// Whether node k is a ReLU that the node before it ran fused in its last forward pass (the
+  /// layer's own flag: a layer run elsewhere since masks nothing).
   private func isFusedReLU(_ k: Int) -> Bool {
-    guard k > 0, ranFused[k - 1], case let .module(_, layer) = nodes[k - 1].op else { return false }
-    return (layer as? BatchNorm2D)?.fusedReLU ?? (layer as? Conv2D)?.fusedReLU ?? false
+    guard k > 0, fusesReLU[k - 1], case let .module(_, layer) = nodes[k - 1].op else { return false }
+    return ranFusedWithReLU(layer)
   }
 
   /// Whether node k is a `Conv2D` or `BatchNorm2D` whose output only the next node reads, and that
@@ -280,7 +278,7 @@ open class Graph: Module {
   /// in its backward, as in `Sequential` (the same bits as the two layers one after the other,
   /// one pass over the activation less each way).
   private func fusesWithNextReLU(_ k: Int) -> Bool {
-    guard k + 1 < nodes.count, case let .module(_, layer) = nodes[k].op, layer is Conv2D || layer is BatchNorm2D,
+    guard k + 1 < nodes.count, case let .module(_, layer) = nodes[k].op, canFuseReLU(after: layer),
       case let .module(_, next) = nodes[k + 1].op, next is ReLU
     else { return false }
     let v = nodes[k].outputs[0]
@@ -397,28 +395,17 @@ open class Graph: Module {
     if released.count != values.count { released = [Bool](repeating: false, count: values.count) }
     for v in released.indices { released[v] = false }
     values[0] = x
-    if ranFused.count != nodes.count { ranFused = [Bool](repeating: false, count: nodes.count) }
     for (k, node) in nodes.enumerated() {
       let ins = node.inputs.map { values[$0]! }
-      ranFused[k] = false
       switch node.op {
-      case .module where k > 0 && ranFused[k - 1]:
+      case .module where isFusedReLU(k):
         // The ReLU that node k − 1 applied as it wrote its output: its value is that output.
         values[node.outputs[0]] = ins[0]
       case let .module(name, m) where fusesReLU[k]:
         arena.managedOwner = ObjectIdentifier(m)
-        let y: Tensor
-        if let bn = m as? BatchNorm2D {
-          // x read, y written
-          y = try MemoryPasses.measure("BatchNorm2D+ReLU.forward", {
-            try named(node.op) { try bn.forward(ins[0], fusingReLU: true) }
-          }, elements: { ins[0].count + $0.count })
-        } else {
-          y = try named(node.op) { try (m as! Conv2D).forward(ins[0], fusingReLU: true) }
-        }
+        let y = try named(node.op) { try forwardFusingReLU(m, ins[0]) }
         y.nameOutput(name, ownedBy: m)
         values[node.outputs[0]] = y
-        ranFused[k] = true
       case let .module(name, m):
         if writesInputInPlace(m) { try checkExclusive(ins[0], at: k) }
         arena.managedOwner = ObjectIdentifier(m)
@@ -580,7 +567,7 @@ open class Graph: Module {
         arena.managedOwner = ObjectIdentifier(m)
         let gIn = g
         let dx: Tensor
-        if ranFused[k], m is BatchNorm2D {
+        if let bn = m as? BatchNorm2D, bn.fusedReLU {
           dx = try MemoryPasses.measure("BatchNorm2D+ReLU.backward", { try named(node.op) { try m.backward(gIn) } },
             elements: { gIn.count + 2 * $0.count })
         } else if MemoryPasses.active != nil, MemoryPasses.counts(m) {

@@ -24,7 +24,7 @@ public final class Sequential: Module {
     // this container (a layer used twice would need its own output twice).
     var fuse = [Bool](repeating: false, count: layers.count)
     for i in 0..<Swift.max(0, layers.count - 1)
-    where (layers[i].1 is Conv2D || layers[i].1 is BatchNorm2D) && layers[i + 1].1 is ReLU {
+    where canFuseReLU(after: layers[i].1) && layers[i + 1].1 is ReLU {
       let conv = layers[i].1, relu = layers[i + 1].1
       if layers.filter({ $0.1 === conv || $0.1 === relu }).count == 2, i == 0 || !fuse[i - 1] { fuse[i] = true }
     }
@@ -77,15 +77,9 @@ public final class Sequential: Module {
       let (name, l) = layers[i]
       arena.managedOwner = ObjectIdentifier(l)
       let y: Tensor
-      if fusesReLU[i], let conv = l as? Conv2D {
-        y = try namingShapeErrors(name) { try conv.forward(h, fusingReLU: true) }
-        i += 2
-      } else if fusesReLU[i], let bn = l as? BatchNorm2D {
-        // x read, y written
+      if fusesReLU[i] {
         let input = h
-        y = try MemoryPasses.measure(
-          "BatchNorm2D+ReLU.forward", { try namingShapeErrors(name) { try bn.forward(input, fusingReLU: true) } },
-          elements: { input.count + $0.count })
+        y = try namingShapeErrors(name) { try forwardFusingReLU(l, input) }
         i += 2
       } else if MemoryPasses.active != nil, MemoryPasses.counts(l) {
         // x read, y written
@@ -177,10 +171,7 @@ public final class Sequential: Module {
 
   /// Whether layer i ran fused with the ReLU after it in the last forward pass.
   private func ranFused(_ i: Int) -> Bool {
-    guard fusesReLU[i] else { return false }
-    if let conv = layers[i].1 as? Conv2D { return conv.fusedReLU }
-    if let bn = layers[i].1 as? BatchNorm2D { return bn.fusedReLU }
-    return false
+    fusesReLU[i] && ranFusedWithReLU(layers[i].1)
   }
 
   /// Whether backward writes over the `dy` it is given: when the last layer is an in-place
@@ -221,4 +212,23 @@ extension Module {
   public func setConvolutionAlgorithm(_ algorithm: ConvAlgorithm) {
     visit { m in (m as? Conv2D)?.algorithm = algorithm }
   }
+}
+
+// MARK: - ReLU fusion (shared with Graph)
+
+/// Whether `layer` can run fused with a `ReLU` after it: a `Conv2D` or a `BatchNorm2D`.
+func canFuseReLU(after layer: Module) -> Bool { layer is Conv2D || layer is BatchNorm2D }
+
+/// Forward of a `Conv2D` or `BatchNorm2D` (see `canFuseReLU(after:)`) with the ReLU after it applied
+/// as the output is written; a batch norm's pass counts as `BatchNorm2D+ReLU.forward` (x read, y
+/// written). Shapes as the layer's.
+func forwardFusingReLU(_ layer: Module, _ x: Tensor) throws -> Tensor {
+  guard let bn = layer as? BatchNorm2D else { return try (layer as! Conv2D).forward(x, fusingReLU: true) }
+  return try MemoryPasses.measure("BatchNorm2D+ReLU.forward", { try bn.forward(x, fusingReLU: true) },
+    elements: { x.count + $0.count })
+}
+
+/// Whether `layer`'s last forward pass applied a fused ReLU (false for layers that cannot fuse).
+func ranFusedWithReLU(_ layer: Module) -> Bool {
+  (layer as? BatchNorm2D)?.fusedReLU ?? (layer as? Conv2D)?.fusedReLU ?? false
 }
