@@ -85,6 +85,39 @@ final class BLASTests: XCTestCase {
     }
   }
 
+  /// A `beta == 0` call gives the same bits whether the wrapper zeroes C itself and has OpenBLAS
+  /// add into it (`BLAS.clearsC`, the default on OpenBLAS's kernel families without AVX-512) or
+  /// leaves the zeroing to OpenBLAS: all four layouts, C starting as NaN, products of one element,
+  /// odd sizes, a C past the 64 Ki floats that are cleared on one thread (cleared over the pool),
+  /// and a long reduction that runs in pieces; a `beta == 1` call is untouched by the setting.
+  func testZeroingCItselfGivesOpenBLASsBits() {
+    let saved = BLAS.clearsC
+    defer { BLAS.clearsC = saved }
+    var seed: UInt64 = 900
+    let shapes = [(1, 1, 1), (5, 7, 3), (17, 33, 9), (64, 1, 100), (300, 301, 20), (24, 27, 5000)]
+    for (m, n, k) in shapes {
+      for transA in [false, true] {
+        for transB in [false, true] {
+          for beta: Float in [0, 1] {
+            var rng = SeededGenerator(seed: seed)
+            seed += 1
+            let a = randomFloats(m * k, using: &rng), b = randomFloats(k * n, using: &rng)
+            let start = beta == 0 ? [Float](repeating: .nan, count: m * n) : randomFloats(m * n, using: &rng)
+            var outs: [[Float]] = []
+            for clears in [true, false] {
+              BLAS.clearsC = clears
+              var c = start
+              BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.75, a: a, b: b, beta: beta, c: &c)
+              outs.append(c)
+            }
+            XCTAssertFalse(outs[0].contains { $0.isNaN }, "C's NaN must be cleared: \(m)×\(n)×\(k)")
+            assertBitwiseEqual(outs[0], outs[1], "tA=\(transA) tB=\(transB) \(m)×\(n)×\(k) beta \(beta): cleared by us vs by OpenBLAS")
+          }
+        }
+      }
+    }
+  }
+
   func testEmptyOutputIsANoOp() {
     var c: [Float] = [42]
     let a: [Float] = [1, 2], b: [Float] = [3, 4]
