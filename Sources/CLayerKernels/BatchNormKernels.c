@@ -1,6 +1,6 @@
 // BatchNormKernels: the loops of CLayerKernels.h. One body (16-float vectors of the
-// compiler's vector extension, sums in 16 Double lanes, a scalar tail) is compiled twice: for
-// AVX-512 and for the baseline target, picked per call with __builtin_cpu_supports.
+// compiler's vector extension, sums in 16 Double lanes, a scalar tail) is compiled three times: for
+// AVX-512, for AVX2+FMA and for the baseline target, picked per call with __builtin_cpu_supports.
 //
 // Shapes throughout: one channel's n planes of hw floats, plane i at p + i·stride.
 #include "CLayerKernels.h"
@@ -407,46 +407,53 @@ BODY void input_gradient_block_body(
   }
 }
 
+// One copy of every body per x86-64 target: the same source built for AVX-512 (16-float vectors
+// in one register) or AVX2+FMA (in two), beside the baseline build.
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#define AVX512 __attribute__((target("avx512f")))
+#define BN_VARIANT(SFX, TARGET)                                                                                     \
+  TARGET static void stats_##SFX(const float *x, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, double *m, double *v) {   \
+    stats_body(x, n, s, hw, m, v);                                                                                  \
+  }                                                                                                                 \
+  TARGET static void normalize_##SFX(const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu,    \
+                                     float a, float b, int r, int nt) {                                             \
+    if (nt) normalize_body(x, y, n, s, hw, mu, a, b, r, 1);                                                        \
+    else normalize_body(x, y, n, s, hw, mu, a, b, r, 0);                                                           \
+  }                                                                                                                 \
+  TARGET static void sums_##SFX(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, \
+                                Mask k, double *a, double *b) {                                                     \
+    gradient_sums_body(x, dy, n, s, hw, mu, k, a, b);                                                               \
+  }                                                                                                                 \
+  TARGET static void dx_##SFX(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw,  \
+                              float mu, float a, float b, float d, Mask k, int nt) {                                \
+    if (nt) input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k, 1);                                           \
+    else input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k, 0);                                              \
+  }                                                                                                                 \
+  TARGET static void stats_block_##SFX(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,      \
+                                       ptrdiff_t c1, double *m, double *v) {                                        \
+    stats_block_body(x, n, c, hw, c0, c1, m, v);                                                                    \
+  }                                                                                                                 \
+  TARGET static void normalize_block_##SFX(const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,       \
+                                           ptrdiff_t c0, ptrdiff_t c1, const float *mu, const float *s,             \
+                                           const float *t, int r) {                                                 \
+    normalize_block_body(x, y, n, c, hw, c0, c1, mu, s, t, r);                                                      \
+  }                                                                                                                 \
+  TARGET static void sums_block_##SFX(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,     \
+                                      ptrdiff_t c0, ptrdiff_t c1, const float *mu, int k, const float *s,           \
+                                      const float *t, double *a, double *b) {                                       \
+    gradient_sums_block_body(x, dy, n, c, hw, c0, c1, mu, k, s, t, a, b);                                           \
+  }                                                                                                                 \
+  TARGET static void dx_block_##SFX(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c,           \
+                                    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *mu, const float *a,     \
+                                    const float *b, const float *d, int k, const float *s, const float *t) {       \
+    input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, k, s, t);                                  \
+  }
+BN_VARIANT(512, __attribute__((target("avx512f"))))
+BN_VARIANT(avx2, __attribute__((target("avx2,fma"))))
 #define HAS512() __builtin_cpu_supports("avx512f")
-AVX512 static void stats_512(const float *x, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, double *m, double *v) {
-  stats_body(x, n, s, hw, m, v);
-}
-AVX512 static void normalize_512(
-    const float *x, float *y, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, float a, float b, int r, int nt) {
-  if (nt) normalize_body(x, y, n, s, hw, mu, a, b, r, 1);
-  else normalize_body(x, y, n, s, hw, mu, a, b, r, 0);
-}
-AVX512 static void sums_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu, Mask k,
-                            double *a, double *b) {
-  gradient_sums_body(x, dy, n, s, hw, mu, k, a, b);
-}
-AVX512 static void dx_512(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t s, ptrdiff_t hw, float mu,
-                          float a, float b, float d, Mask k, int nt) {
-  if (nt) input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k, 1);
-  else input_gradient_body(x, dy, dx, n, s, hw, mu, a, b, d, k, 0);
-}
-AVX512 static void stats_block_512(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
-                                   double *m, double *v) {
-  stats_block_body(x, n, c, hw, c0, c1, m, v);
-}
-AVX512 static void normalize_block_512(const float *x, float *y, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-                                       ptrdiff_t c1, const float *mu, const float *s, const float *t, int r) {
-  normalize_block_body(x, y, n, c, hw, c0, c1, mu, s, t, r);
-}
-AVX512 static void sums_block_512(const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-                                  ptrdiff_t c1, const float *mu, int k, const float *s, const float *t, double *a,
-                                  double *b) {
-  gradient_sums_block_body(x, dy, n, c, hw, c0, c1, mu, k, s, t, a, b);
-}
-AVX512 static void dx_block_512(const float *x, const float *dy, float *dx, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-                                ptrdiff_t c0, ptrdiff_t c1, const float *mu, const float *a, const float *b,
-                                const float *d, int k, const float *s, const float *t) {
-  input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, k, s, t);
-}
+#define HAS2() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 #else
 #define HAS512() 0
+#define HAS2() 0
 #define stats_512 stats_body
 #define normalize_512 normalize_body
 #define sums_512 gradient_sums_body
@@ -455,10 +462,19 @@ AVX512 static void dx_block_512(const float *x, const float *dy, float *dx, ptrd
 #define normalize_block_512 normalize_block_body
 #define sums_block_512 gradient_sums_block_body
 #define dx_block_512 input_gradient_block_body
+#define stats_avx2 stats_body
+#define normalize_avx2 normalize_body
+#define sums_avx2 gradient_sums_body
+#define dx_avx2 input_gradient_body
+#define stats_block_avx2 stats_block_body
+#define normalize_block_avx2 normalize_block_body
+#define sums_block_avx2 gradient_sums_block_body
+#define dx_block_avx2 input_gradient_block_body
 #endif
 
 void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance) {
   if (HAS512()) stats_512(x, n, stride, hw, mean, variance);
+  else if (HAS2()) stats_avx2(x, n, stride, hw, mean, variance);
   else stats_body(x, n, stride, hw, mean, variance);
 }
 
@@ -467,6 +483,7 @@ void acon_bn_normalize(
     int relu, int stream) {
   const int nt = stream && streamable(y, stride);
   if (HAS512()) normalize_512(x, y, n, stride, hw, mu, scale, shift, relu != 0, nt);
+  else if (HAS2()) normalize_avx2(x, y, n, stride, hw, mu, scale, shift, relu != 0, nt);
   else if (nt) normalize_body(x, y, n, stride, hw, mu, scale, shift, relu != 0, 1);
   else normalize_body(x, y, n, stride, hw, mu, scale, shift, relu != 0, 0);
   fence_streams(nt);
@@ -477,6 +494,7 @@ void acon_bn_gradient_sums(
     float shift, double *sum_dy, double *sum_dy_xc) {
   const Mask k = {relu != 0, scale, shift};
   if (HAS512()) sums_512(x, dy, n, stride, hw, mu, k, sum_dy, sum_dy_xc);
+  else if (HAS2()) sums_avx2(x, dy, n, stride, hw, mu, k, sum_dy, sum_dy_xc);
   else gradient_sums_body(x, dy, n, stride, hw, mu, k, sum_dy, sum_dy_xc);
 }
 
@@ -486,6 +504,7 @@ void acon_bn_input_gradient(
   const Mask k = {relu != 0, scale, shift};
   const int nt = stream && streamable(dx, stride);
   if (HAS512()) dx_512(x, dy, dx, n, stride, hw, mu, a, b, d, k, nt);
+  else if (HAS2()) dx_avx2(x, dy, dx, n, stride, hw, mu, a, b, d, k, nt);
   else if (nt) input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k, 1);
   else input_gradient_body(x, dy, dx, n, stride, hw, mu, a, b, d, k, 0);
   fence_streams(nt);
@@ -506,6 +525,7 @@ void acon_bn_stats_block(
   if (OUTSIDE_BLOCKS(hw)) {
     for (ptrdiff_t ch = c0; ch < c1; ch++) acon_bn_stats(x + ch * hw, n, c * hw, hw, mean + ch, variance + ch);
   } else if (HAS512()) stats_block_512(x, n, c, hw, c0, c1, mean, variance);
+  else if (HAS2()) stats_block_avx2(x, n, c, hw, c0, c1, mean, variance);
   else stats_block_body(x, n, c, hw, c0, c1, mean, variance);
 }
 
@@ -516,6 +536,7 @@ void acon_bn_normalize_block(
     for (ptrdiff_t ch = c0; ch < c1; ch++)
       acon_bn_normalize(x + ch * hw, y + ch * hw, n, c * hw, hw, mu[ch], scale[ch], shift[ch], relu, stream);
   } else if (HAS512()) normalize_block_512(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
+  else if (HAS2()) normalize_block_avx2(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
   else normalize_block_body(x, y, n, c, hw, c0, c1, mu, scale, shift, relu != 0);
 }
 
@@ -527,6 +548,7 @@ void acon_bn_gradient_sums_block(
       acon_bn_gradient_sums(x + ch * hw, dy + ch * hw, n, c * hw, hw, mu[ch], relu, relu ? scale[ch] : 0,
                             relu ? shift[ch] : 0, sum_dy + ch, sum_dy_xc + ch);
   } else if (HAS512()) sums_block_512(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
+  else if (HAS2()) sums_block_avx2(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
   else gradient_sums_block_body(x, dy, n, c, hw, c0, c1, mu, relu != 0, scale, shift, sum_dy, sum_dy_xc);
 }
 
@@ -539,5 +561,6 @@ void acon_bn_input_gradient_block(
       acon_bn_input_gradient(x + ch * hw, dy + ch * hw, dx + ch * hw, n, c * hw, hw, mu[ch], a[ch], b[ch], d[ch], relu,
                              relu ? scale[ch] : 0, relu ? shift[ch] : 0, stream);
   } else if (HAS512()) dx_block_512(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
+  else if (HAS2()) dx_block_avx2(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
   else input_gradient_block_body(x, dy, dx, n, c, hw, c0, c1, mu, a, b, d, relu != 0, scale, shift);
 }
