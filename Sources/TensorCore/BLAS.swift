@@ -154,7 +154,7 @@ public enum BLAS {
 
   /// One call into OpenBLAS at a time (see the file's header); while `recordingGemms` runs, it
   /// also holds the sgemm calls recorded so far.
-  private static let gate = Mutex<[GemmCall]?>(nil)
+  static let gate = Mutex<[GemmCall]?>(nil)
 
   /// One `sgemm` call that reached OpenBLAS, as `recordingGemms` saw it: its shape, transposes
   /// and scalars, and the addresses of its operands, so that a replay can give operands that
@@ -220,13 +220,16 @@ public enum BLAS {
   static func setThreadCount(_ n: Int) {
     _ = tuned
     openblas_set_num_threads(Int32(n))
+    // New threads map new buffers.
+    adviseOpenBLASBuffers()
   }
 
   /// Runs once before the first BLAS call. Idle OpenBLAS threads spin for 2^28 cycles by
   /// default (about 0.1 s) after every call, and on a small machine they then compete with our
   /// own `parallelFor` workers for the cores; measured here, a training step was 25–30% slower.
   /// Unless the user set `OPENBLAS_THREAD_TIMEOUT` themselves, set it to its minimum (2^4
-  /// cycles) and restart OpenBLAS's thread pool so that it reads the new value.
+  /// cycles) and restart OpenBLAS's thread pool so that it reads the new value. Then back
+  /// OpenBLAS's packing buffers with huge pages (`adviseOpenBLASBuffers`).
   ///
   /// Linux only (Glibc or Musl). On Apple platforms libopenblas.dylib exports only the symbols
   /// of its `exports/osx.def` list, which lacks `openblas_read_env` and `blas_thread_shutdown_`,
@@ -240,6 +243,7 @@ public enum BLAS {
         _ = blas_thread_shutdown_()
       }
     #endif
+    adviseOpenBLASBuffers()
   }()
 
   /// OpenBLAS's build configuration, e.g. `"OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64"`.
