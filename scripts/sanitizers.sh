@@ -89,10 +89,11 @@ run() {
     status=$?
   fi
   local tested=$((SECONDS - start))
-  # XCTest's overall total is the last "Executed" line; its "with N failures" counts failed
-  # assertions, so failed tests are counted by their own lines.
+  # XCTest's overall total is the last "Executed" line ("Executed 147 tests, with 5 tests skipped
+  # and 0 failures …" when some skip); its failures count failed assertions, so failed tests are
+  # counted by their own lines.
   local total executed=0 failed reports
-  total=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -n 1 || true)
+  total=$(grep -E "Executed [0-9]+ tests?, with " "$log" | tail -n 1 || true)
   if [ -n "$total" ]; then
     executed=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$total")
   fi
