@@ -25,6 +25,8 @@ private func depthwiseCases(quick: Bool) -> [DepthwiseBenchCase] {
     DepthwiseBenchCase(label: "cifar.16x16.c24", input: [b, 24, 16, 16], stride: 2),
     DepthwiseBenchCase(label: "cifar.8x8.c48", input: [b, 48, 8, 8], stride: 1),
     DepthwiseBenchCase(label: "cifar.8x8.c48", input: [b, 48, 8, 8], stride: 2),
+    DepthwiseBenchCase(label: "cifar.4x4.c48", input: [b, 48, 4, 4], stride: 1),
+    DepthwiseBenchCase(label: "cifar.2x2.c96", input: [b, 96, 2, 2], stride: 1),
     DepthwiseBenchCase(label: "imagenet.28x28.c48", input: [b, 48, 28, 28], stride: 1),
     DepthwiseBenchCase(label: "imagenet.28x28.c48", input: [b, 48, 28, 28], stride: 2),
   ]

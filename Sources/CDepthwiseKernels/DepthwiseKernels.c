@@ -6,7 +6,8 @@
 // outputs two rows per vector; any other kernel, stride or padding runs the general loops.
 // Each body is compiled twice: for AVX2+FMA (chosen at run time when the CPU has it) and for
 // baseline x86-64; both meet the same tests, their last bits differ (FMA contraction);
-// dw_kernels_select picks one (for tests). Within one variant the bits do not depend on how
+// dw_kernels_select picks one (for tests). The AVX2 variant runs planes of 1, 2, 4 or 8 floats in
+// channel groups (DepthwiseAVX2Grouped.c). Within one variant the bits do not depend on how
 // planes or channels are split between threads.
 //
 // Shapes: x [n, c, h, w], weight [c·m, kh, kw], bias [c·m], y and dy [n, c·m, oh, ow]; padded
@@ -716,6 +717,12 @@ INLINE void backward_body(const DWGeometry *g, const float *x, const float *weig
 
 AVX2 static void forward_avx2(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
                               ptrdiff_t p0, ptrdiff_t p1, float *scratch) {
+#if defined(__x86_64__)
+  if (dw_avx2_grouped(g)) {
+    dw_avx2_forward_grouped(g, x, weight, bias, y, p0, p1);
+    return;
+  }
+#endif
   forward_body(g, x, weight, bias, y, p0, p1, scratch);
 }
 static void forward_portable(const DWGeometry *g, const float *x, const float *weight, const float *bias, float *y,
@@ -724,6 +731,12 @@ static void forward_portable(const DWGeometry *g, const float *x, const float *w
 }
 AVX2 static void backward_avx2(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
                                float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch) {
+#if defined(__x86_64__)
+  if (dw_avx2_grouped(g)) {
+    dw_avx2_backward_grouped(g, x, weight, dy, dx, dweight, dbias, c0, c1);
+    return;
+  }
+#endif
   backward_body(g, x, weight, dy, dx, dweight, dbias, c0, c1, scratch);
 }
 static void backward_portable(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,

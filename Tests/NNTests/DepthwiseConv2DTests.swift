@@ -99,6 +99,8 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 3, c: 17, h: 4, w: 4, bias: false),
     DepthwiseCase(n: 2, c: 5, h: 2, w: 4),
     DepthwiseCase(n: 2, c: 33, h: 1, w: 1),
+    // The AVX2 variant groups 8 / (h·w) channels a vector: also 8×1 (one channel a vector).
+    DepthwiseCase(n: 2, c: 3, h: 8, w: 1),
   ]
 
   private func make(_ c: DepthwiseCase, seed: UInt64) -> (DepthwiseConv2D, Tensor) {
@@ -291,6 +293,62 @@ final class DepthwiseConv2DTests: XCTestCase {
       for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
         assertBitwiseEqual(results[0][j], results[1][j], "\(name) with 1 vs 2 threads, \(c)")
       }
+    }
+  }
+
+  /// The AVX2 variant runs stride-1 planes of 1, 2, 4 or 8 floats several channels to a vector;
+  /// through its padded plane copies (`dw_avx2_group_small_planes(0)`) the results agree to
+  /// rounding (dW and db sum in another order), with 1 thread and with 2, and the grouped results
+  /// match the Double reference.
+  func testAVX2SmallPlanesInGroupsAgreeWithPaddedPlanes() throws {
+    guard DepthwiseConv2D.supportedKernelVariants.contains("avx2") else {
+      throw XCTSkip("the CPU has no AVX2")
+    }
+    let savedThreads = Threads.count
+    defer {
+      Threads.count = savedThreads
+      dw_avx2_group_small_planes(1)
+      DepthwiseConv2D.selectKernelVariant(nil)
+    }
+    XCTAssertTrue(DepthwiseConv2D.selectKernelVariant("avx2"))
+    let shapes: [DepthwiseCase] = [
+      DepthwiseCase(n: 41, c: 101, h: 2, w: 2),
+      DepthwiseCase(n: 23, c: 91, h: 2, w: 4),
+      DepthwiseCase(n: 91, c: 95, h: 1, w: 2, bias: false),
+      DepthwiseCase(n: 9, c: 37, h: 1, w: 1),
+      DepthwiseCase(n: 3, c: 7, h: 4, w: 2),
+      DepthwiseCase(n: 5, c: 3, h: 8, w: 1),
+      DepthwiseCase(n: 2, c: 1, h: 2, w: 2),
+    ]
+    for (i, c) in shapes.enumerated() {
+      for threads in [1, 2] {
+        Threads.count = threads
+        var results: [[[Float]]] = []
+        for grouped in [1, 0] {
+          dw_avx2_group_small_planes(Int32(grouped))
+          results.append(try forwardAndBackward(c, seed: UInt64(2700 + i), dySeed: UInt64(2800 + i)))
+        }
+        for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+          assertClose(results[0][j], results[1][j].map(Double.init), rtol: 1e-5, atol: j < 2 ? 1e-6 : 1e-5,
+            "\(name), grouped vs padded planes, \(threads) threads, \(c)")
+        }
+      }
+      // The grouped results against the Double reference.
+      dw_avx2_group_small_planes(1)
+      let (conv, x) = make(c, seed: UInt64(2900 + i))
+      let y = try conv.forward(x)
+      assertClose(y, Reference.groupedConv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        bias: conv.bias.map { DoubleTensor($0.value) }, stride: c.stride, padding: c.padding, groups: c.c),
+        rtol: 1e-5, atol: 1e-5, "y, \(c)")
+      var rng = SeededGenerator(seed: UInt64(3000 + i))
+      let dy = Tensor.uniform(y.shape, using: &rng)
+      conv.zeroGrad()
+      let dx = try conv.backward(dy)
+      let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
+        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding, groups: c.c)
+      assertClose(dx, g.dx, rtol: 1e-5, atol: 1e-5, "dx, \(c)")
+      assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5, "dW, \(c)")
+      if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-5, atol: 1e-5, "db, \(c)") }
     }
   }
 

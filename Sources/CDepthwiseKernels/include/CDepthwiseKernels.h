@@ -61,6 +61,12 @@ int dw_kernels_variant(void);
 /// during one), −1 leaves it; returns the setting before the call.
 bool dw_avx512_group_small_planes(int enabled);
 
+/// For tests and measurements: whether the AVX2 variant runs stride-1 3×3 planes under 8 wide of
+/// 1, 2, 4 or 8 floats several channels to a vector (the default) rather than through its padded
+/// plane copies; the results agree to rounding (the sums run in another order). `enabled` 1 or 0
+/// sets it from the next call on (between calls), −1 leaves it; returns the setting before.
+bool dw_avx2_group_small_planes(int enabled);
+
 /// Makes `variant` run from the next call on (for tests, between calls, never during one);
 /// −1 restores the default choice. False (and no change) when the variant is not supported.
 bool dw_kernels_select(int variant);
