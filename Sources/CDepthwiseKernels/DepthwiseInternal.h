@@ -25,7 +25,7 @@ void dw_avx512_backward(const DWGeometry *g, const float *x, const float *weight
                         float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch);
 
 /// Whether the AVX2 variant runs `g` in channel groups (DepthwiseAVX2Grouped.c): 3×3, stride 1,
-/// padding 1, no channel multiplier, planes under 8 wide of 1, 2, 4 or 8 floats.
+/// padding 1, no channel multiplier, planes under 8 wide of 1, 2, 4, 8 or 16 floats.
 bool dw_avx2_grouped(const DWGeometry *g);
 
 #if defined(__x86_64__)

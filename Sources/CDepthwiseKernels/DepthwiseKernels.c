@@ -6,9 +6,9 @@
 // outputs two rows per vector; any other kernel, stride or padding runs the general loops.
 // Each body is compiled twice: for AVX2+FMA (chosen at run time when the CPU has it) and for
 // baseline x86-64; both meet the same tests, their last bits differ (FMA contraction);
-// dw_kernels_select picks one (for tests). The AVX2 variant runs planes of 1, 2, 4 or 8 floats in
-// channel groups (DepthwiseAVX2Grouped.c). Within one variant the bits do not depend on how
-// planes or channels are split between threads.
+// dw_kernels_select picks one (for tests). The AVX2 variant runs planes of 1, 2, 4, 8 or 16
+// floats in registers (DepthwiseAVX2Grouped.c). Within one variant the bits do not depend on
+// how planes or channels are split between threads.
 //
 // Shapes: x [n, c, h, w], weight [c·m, kh, kw], bias [c·m], y and dy [n, c·m, oh, ow]; padded
 // input plane [PH, PW] = [h + 2·ph, w + 2·pw] with the image at (ph, pw).

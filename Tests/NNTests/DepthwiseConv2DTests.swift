@@ -296,8 +296,8 @@ final class DepthwiseConv2DTests: XCTestCase {
     }
   }
 
-  /// The AVX2 variant runs stride-1 planes of 1, 2, 4 or 8 floats several channels to a vector;
-  /// through its padded plane copies (`dw_avx2_group_small_planes(0)`) the results agree to
+  /// The AVX2 variant runs stride-1 planes of 1, 2, 4, 8 or 16 floats in registers (several to a
+  /// vector); through its padded plane copies (`dw_avx2_group_small_planes(0)`) the results agree to
   /// rounding (dW and db sum in another order), with 1 thread and with 2, and the grouped results
   /// match the Double reference.
   func testAVX2SmallPlanesInGroupsAgreeWithPaddedPlanes() throws {
@@ -319,6 +319,9 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 3, c: 7, h: 4, w: 2),
       DepthwiseCase(n: 5, c: 3, h: 8, w: 1),
       DepthwiseCase(n: 2, c: 1, h: 2, w: 2),
+      DepthwiseCase(n: 47, c: 27, h: 4, w: 4),  // 16 floats: two vectors a plane
+      DepthwiseCase(n: 5, c: 3, h: 8, w: 2, bias: false),
+      DepthwiseCase(n: 3, c: 2, h: 16, w: 1),
     ]
     for (i, c) in shapes.enumerated() {
       for threads in [1, 2] {

@@ -62,9 +62,10 @@ int dw_kernels_variant(void);
 bool dw_avx512_group_small_planes(int enabled);
 
 /// For tests and measurements: whether the AVX2 variant runs stride-1 3×3 planes under 8 wide of
-/// 1, 2, 4 or 8 floats several channels to a vector (the default) rather than through its padded
-/// plane copies; the results agree to rounding (the sums run in another order). `enabled` 1 or 0
-/// sets it from the next call on (between calls), −1 leaves it; returns the setting before.
+/// 1, 2, 4, 8 or 16 floats in registers, several channels to a vector (the default), rather than
+/// through its padded plane copies; the results agree to rounding (the sums run in another
+/// order). `enabled` 1 or 0 sets it from the next call on (between calls), −1 leaves it; returns
+/// the setting before.
 bool dw_avx2_group_small_planes(int enabled);
 
 /// Makes `variant` run from the next call on (for tests, between calls, never during one);
