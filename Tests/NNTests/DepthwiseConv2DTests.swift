@@ -298,19 +298,12 @@ final class DepthwiseConv2DTests: XCTestCase {
 
   /// The AVX2 variant runs stride-1 planes of 1, 2, 4, 8 or 16 floats in registers (several to a
   /// vector); through its padded plane copies (`dw_avx2_group_small_planes(0)`) the results agree to
-  /// rounding (dW and db sum in another order), with 1 thread and with 2, and the grouped results
-  /// match the Double reference.
+  /// rounding (dW and db sum in another order), with 1 thread and with 2. (The grouped results
+  /// against the Double reference: `testEveryKernelVariantMatchesReferenceAndPortable`.)
   func testAVX2SmallPlanesInGroupsAgreeWithPaddedPlanes() throws {
     guard DepthwiseConv2D.supportedKernelVariants.contains("avx2") else {
       throw XCTSkip("the CPU has no AVX2")
     }
-    let savedThreads = Threads.count
-    defer {
-      Threads.count = savedThreads
-      dw_avx2_group_small_planes(1)
-      DepthwiseConv2D.selectKernelVariant(nil)
-    }
-    XCTAssertTrue(DepthwiseConv2D.selectKernelVariant("avx2"))
     let shapes: [DepthwiseCase] = [
       DepthwiseCase(n: 41, c: 101, h: 2, w: 2),
       DepthwiseCase(n: 23, c: 91, h: 2, w: 4),
@@ -323,35 +316,12 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 5, c: 3, h: 8, w: 2, bias: false),
       DepthwiseCase(n: 3, c: 2, h: 16, w: 1),
     ]
-    for (i, c) in shapes.enumerated() {
-      for threads in [1, 2] {
-        Threads.count = threads
-        var results: [[[Float]]] = []
-        for grouped in [1, 0] {
-          dw_avx2_group_small_planes(Int32(grouped))
-          results.append(try forwardAndBackward(c, seed: UInt64(2700 + i), dySeed: UInt64(2800 + i)))
-        }
-        for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
-          assertClose(results[0][j], results[1][j].map(Double.init), rtol: 1e-5, atol: j < 2 ? 1e-6 : 1e-5,
-            "\(name), grouped vs padded planes, \(threads) threads, \(c)")
-        }
+    try compareGrouping(variant: "avx2", setGrouping: { dw_avx2_group_small_planes($0) }, shapes: shapes, seed: 2700) {
+      grouped, padded, label in
+      for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+        assertClose(grouped[j], padded[j].map(Double.init), rtol: 1e-5, atol: j < 2 ? 1e-6 : 1e-5,
+          "\(name), grouped vs padded planes, \(label)")
       }
-      // The grouped results against the Double reference.
-      dw_avx2_group_small_planes(1)
-      let (conv, x) = make(c, seed: UInt64(2900 + i))
-      let y = try conv.forward(x)
-      assertClose(y, Reference.groupedConv2d(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
-        bias: conv.bias.map { DoubleTensor($0.value) }, stride: c.stride, padding: c.padding, groups: c.c),
-        rtol: 1e-5, atol: 1e-5, "y, \(c)")
-      var rng = SeededGenerator(seed: UInt64(3000 + i))
-      let dy = Tensor.uniform(y.shape, using: &rng)
-      conv.zeroGrad()
-      let dx = try conv.backward(dy)
-      let g = Reference.groupedConv2dBackward(DoubleTensor(x), weight: DoubleTensor(conv.weight.value),
-        dy: DoubleTensor(dy), stride: c.stride, padding: c.padding, groups: c.c)
-      assertClose(dx, g.dx, rtol: 1e-5, atol: 1e-5, "dx, \(c)")
-      assertClose(conv.weight.grad, g.dw, rtol: 1e-5, atol: 1e-5, "dW, \(c)")
-      if let b = conv.bias { assertClose(b.grad, g.db, rtol: 1e-5, atol: 1e-5, "db, \(c)") }
     }
   }
 
@@ -363,13 +333,6 @@ final class DepthwiseConv2DTests: XCTestCase {
     guard DepthwiseConv2D.supportedKernelVariants.contains("avx512") else {
       throw XCTSkip("the CPU has no AVX-512: the grouped path does not run")
     }
-    let savedThreads = Threads.count
-    defer {
-      Threads.count = savedThreads
-      dw_avx512_group_small_planes(1)
-      DepthwiseConv2D.selectKernelVariant(nil)
-    }
-    XCTAssertTrue(DepthwiseConv2D.selectKernelVariant("avx512"))
     let shapes: [DepthwiseCase] = [
       DepthwiseCase(n: 41, c: 101, h: 2, w: 2),
       DepthwiseCase(n: 23, c: 91, h: 2, w: 4),
@@ -378,17 +341,37 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 9, c: 37, h: 1, w: 1),
       DepthwiseCase(n: 3, c: 7, h: 4, w: 2),
     ]
+    try compareGrouping(variant: "avx512", setGrouping: { dw_avx512_group_small_planes($0) }, shapes: shapes, seed: 1700) {
+      grouped, onePlane, label in
+      for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
+        assertBitwiseEqual(grouped[j], onePlane[j], "\(name), grouped vs one plane a vector, \(label)")
+      }
+    }
+  }
+
+  /// With `variant` selected, each shape's y, dx, dW and db with small planes grouped
+  /// (`setGrouping(1)`) and not (`setGrouping(0)`), with 1 thread and with 2, handed to `compare`
+  /// (grouped first); restores the thread count, the grouping and the variant.
+  private func compareGrouping(
+    variant: String, setGrouping: (Int32) -> Bool, shapes: [DepthwiseCase], seed: UInt64,
+    _ compare: (_ grouped: [[Float]], _ ungrouped: [[Float]], _ label: String) -> Void
+  ) throws {
+    let savedThreads = Threads.count
+    defer {
+      Threads.count = savedThreads
+      _ = setGrouping(1)
+      DepthwiseConv2D.selectKernelVariant(nil)
+    }
+    XCTAssertTrue(DepthwiseConv2D.selectKernelVariant(variant))
     for (i, c) in shapes.enumerated() {
       for threads in [1, 2] {
         Threads.count = threads
         var results: [[[Float]]] = []
-        for grouped in [1, 0] {
-          dw_avx512_group_small_planes(Int32(grouped))
-          results.append(try forwardAndBackward(c, seed: UInt64(1700 + i), dySeed: UInt64(1800 + i)))
+        for grouped: Int32 in [1, 0] {
+          _ = setGrouping(grouped)
+          results.append(try forwardAndBackward(c, seed: seed + UInt64(i), dySeed: seed + 100 + UInt64(i)))
         }
-        for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
-          assertBitwiseEqual(results[0][j], results[1][j], "\(name), grouped vs one plane a vector, \(threads) threads, \(c)")
-        }
+        compare(results[0], results[1], "\(threads) threads, \(c)")
       }
     }
   }
