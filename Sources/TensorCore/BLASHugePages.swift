@@ -18,10 +18,6 @@ import CBLAS
 import Synchronization
 
 extension BLAS {
-  /// Whether `adviseOpenBLASBuffers` advises OpenBLAS's buffers (on unless a worker of acon-bench
-  /// turns it off before the first BLAS call, to time the difference).
-  package nonisolated(unsafe) static var adviseHugePagesForBuffers: Bool = true
-
   /// The ranges advised so far (whole 2 MiB pages of mappings OpenBLAS made), for tests.
   package static var advisedBufferRanges: [Range<UInt>] { advised.withLock { $0 } }
 
@@ -33,7 +29,6 @@ extension BLAS {
   /// elsewhere it does nothing.
   static func adviseOpenBLASBuffers() {
     #if os(Linux)
-      guard adviseHugePagesForBuffers else { return }
       let before = anonymousMappings()
       let side = 256
       let a = UnsafeMutablePointer<Float>.allocate(capacity: 3 * side * side)
