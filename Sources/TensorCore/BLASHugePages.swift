@@ -43,16 +43,14 @@ extension BLAS {
       let fresh = uncovered(anonymousMappings(), by: before)
       var ranges: [Range<UInt>] = []
       for r in fresh {
-        let page = UInt(TensorStorage.hugePageBytes)
-        let lower = (r.lowerBound + page - 1) / page * page, upper = r.upperBound / page * page
-        guard lower < upper else { continue }
-        let p = UnsafeMutableRawPointer(bitPattern: lower), bytes = Int(upper - lower)
+        guard let whole = TensorStorage.wholeHugePages(in: r) else { continue }
+        let p = UnsafeMutableRawPointer(bitPattern: whole.lowerBound), bytes = Int(whole.upperBound - whole.lowerBound)
         // MADV_COLLAPSE (Linux 6.1; 25 in <asm-generic/mman-common.h>, which glibc 2.36 lacks)
         // turns the resident 4 KiB pages into huge pages now and fails, harmlessly, on stretches
         // with none resident; older kernels reject it (EINVAL) and khugepaged collapses later.
         if madvise(p, bytes, MADV_HUGEPAGE) == 0 {
           _ = madvise(p, bytes, 25)
-          ranges.append(lower..<upper)
+          ranges.append(whole)
         }
       }
       advised.withLock { $0 += ranges }

@@ -66,10 +66,16 @@ public final class TensorStorage: @unchecked Sendable {
   /// neighbouring memory.
   static func hugePageRange(start: UInt, bytes: Int) -> Range<UInt>? {
     guard bytes >= hugePageMinimumBytes else { return nil }
-    let page = UInt(hugePageBytes)
     let (end, overflow) = start.addingReportingOverflow(UInt(bytes))
     guard !overflow else { return nil }
-    let lower = (start + page - 1) / page * page, upper = end / page * page
+    return wholeHugePages(in: start..<end)
+  }
+
+  /// The addresses of the whole huge pages inside `r` (rounded inwards to `hugePageBytes`), or
+  /// nil when it holds none.
+  static func wholeHugePages(in r: Range<UInt>) -> Range<UInt>? {
+    let page = UInt(hugePageBytes)
+    let lower = (r.lowerBound + page - 1) / page * page, upper = r.upperBound / page * page
     return lower < upper ? lower..<upper : nil
   }
 
