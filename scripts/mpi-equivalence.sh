@@ -29,13 +29,15 @@
 # non-zero exit and that rank's message (MPI_Abort), never hang.
 #
 # Needs Open MPI (apt: libopenmpi-dev openmpi-bin); builds acon-train with the MPI trait into
-# .build-mpi. Usage: scripts/mpi-equivalence.sh
+# .build-mpi, or into ACON_MPI_SCRATCH when set (CI sets .build, whose release build already has
+# the trait). Usage: scripts/mpi-equivalence.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== building acon-train with MPI (swift build --traits MPI)"
-swift build -c release --traits MPI --scratch-path .build-mpi --product acon-train
-bin=.build-mpi/release/acon-train
+scratch=${ACON_MPI_SCRATCH:-.build-mpi}
+echo "== building acon-train with MPI (swift build --traits MPI --scratch-path $scratch)"
+swift build -c release --traits MPI --scratch-path "$scratch" --product acon-train
+bin=$scratch/release/acon-train
 # Open MPI refuses to run as root unless told it is fine (CI containers run as root).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun=(mpirun -np 2 --oversubscribe --bind-to none)

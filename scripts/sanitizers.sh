@@ -17,7 +17,7 @@
 #
 #   scripts/sanitizers.sh                  ASan, then TSan, over the whole suite
 #   scripts/sanitizers.sh --asan | --tsan  one of them over the whole suite
-#   scripts/sanitizers.sh --tsan-kernels   TSan over the tests of the parallel kernels only (CI)
+#   scripts/sanitizers.sh --tsan-kernels   TSan over the tests of the parallel kernels only (by hand)
 #
 # Suppressions: scripts/lsan.supp names leaks of XCTest and Foundation at exit (reference
 # cycles, weak-reference side tables), none in our code. TSan needs none.
@@ -131,6 +131,6 @@ done
 echo
 echo "== sanitizers summary"
 printf '%s\n' "${summary[@]}"
-# A plain closing line for CI: tests that passed under the sanitizers, and those that failed.
+# A plain closing line: tests that passed under the sanitizers, and those that failed.
 echo "sanitizers: $total_passed passed, $total_failed failed"
 [ "$all_ok" -eq 1 ]
