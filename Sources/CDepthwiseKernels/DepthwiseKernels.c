@@ -96,110 +96,82 @@ INLINE void forward_plane(const float *RESTRICT xp, ptrdiff_t xs, const float *R
     }
     // 8-column blocks in vectors while they stay inside the padded row (see weight_terms3),
     // then the remaining columns one by one: the same operations in the same order.
+    // Vector blocks only at column strides 1 and 2 (3 and up run the scalar loop: until
+    // 2026-12-05 they took the stride-2 blocks and gave wrong outputs on rows of 8 or more).
     ptrdiff_t full = 0;
-    while (full + 8 <= ow && sw * full + (sw == 1 ? 9 : 17) < xs) full += 8;
+    while (sw <= 2 && full + 8 <= ow && sw * full + (sw == 1 ? 9 : 17) < xs) full += 8;
     const int lastBlock = full >= 8 && full < ow && sw * (ow - 8) + (sw == 1 ? 9 : 17) < xs;
-    // At stride 1 the blocks of rows 0 .. i0 − 1 run first, two rows at a time: a block's nine
-    // taps are one chain of dependent FMAs (5 cycles each on a first-generation Zen), and two
-    // rows' chains interleaved keep the FMA unit busy (a C harness on one core, best of 8
-    // alternating runs: [64, 48, 8, 8] 0.87 → 0.64 ms, [64, 24, 16, 16] 1.09 → 0.91 ms). Each
-    // element's operations and their order are those of the loop below, so the bits are the same.
-    ptrdiff_t i0 = 0;
-    if (sw == 1 && sh == 1) {
-      for (; i0 + 2 <= oh; i0 += 2) {
-        const float *r0 = xp + i0 * xs, *r1 = r0 + xs, *r2 = r1 + xs, *r3 = r2 + xs;
-        float *yr = y + i0 * ow;
+    // The vector blocks first, then each row's remaining columns. At stride 1 the blocks run
+    // two rows at a time: a block's nine taps are one chain of dependent FMAs (5 cycles each on
+    // a first-generation Zen), and two rows' chains interleaved keep the FMA unit busy (a C
+    // harness on one core, best of 8 alternating runs: [64, 48, 8, 8] 0.46 → 0.39 ms and
+    // [64, 24, 16, 16] 0.57 → 0.52 ms on a quiet VM, 0.87 → 0.64 ms and 1.09 → 0.91 ms on a
+    // loaded one). An odd last row pairs with itself (both chains write the
+    // same values to it). The last block of a row may overlap the one before (those columns are
+    // written twice with the same values).
+    if (sw == 1) {
+      for (ptrdiff_t i = 0; i < oh; i += 2) {
+        const ptrdiff_t k = i + 1 < oh ? i + 1 : i;
+        const float *r0 = xp + i * sh * xs, *r1 = r0 + xs, *r2 = r1 + xs;
+        const float *n0 = xp + k * sh * xs, *n1 = n0 + xs, *n2 = n1 + xs;
+        float *yr = y + i * ow, *yn = y + k * ow;
 #define PAIR3_BLOCK(jj)                                             \
   do {                                                              \
     const ptrdiff_t j_ = (jj);                                      \
     v8 a = {b, b, b, b, b, b, b, b}, c = a;                         \
     a += w0 * load8(r0 + j_);                                       \
-    c += w0 * load8(r1 + j_);                                       \
+    c += w0 * load8(n0 + j_);                                       \
     a += w1 * load8(r0 + j_ + 1);                                   \
-    c += w1 * load8(r1 + j_ + 1);                                   \
+    c += w1 * load8(n0 + j_ + 1);                                   \
     a += w2 * load8(r0 + j_ + 2);                                   \
-    c += w2 * load8(r1 + j_ + 2);                                   \
+    c += w2 * load8(n0 + j_ + 2);                                   \
     a += w3 * load8(r1 + j_);                                       \
-    c += w3 * load8(r2 + j_);                                       \
+    c += w3 * load8(n1 + j_);                                       \
     a += w4 * load8(r1 + j_ + 1);                                   \
-    c += w4 * load8(r2 + j_ + 1);                                   \
+    c += w4 * load8(n1 + j_ + 1);                                   \
     a += w5 * load8(r1 + j_ + 2);                                   \
-    c += w5 * load8(r2 + j_ + 2);                                   \
+    c += w5 * load8(n1 + j_ + 2);                                   \
     a += w6 * load8(r2 + j_);                                       \
-    c += w6 * load8(r3 + j_);                                       \
+    c += w6 * load8(n2 + j_);                                       \
     a += w7 * load8(r2 + j_ + 1);                                   \
-    c += w7 * load8(r3 + j_ + 1);                                   \
+    c += w7 * load8(n2 + j_ + 1);                                   \
     a += w8 * load8(r2 + j_ + 2);                                   \
-    c += w8 * load8(r3 + j_ + 2);                                   \
+    c += w8 * load8(n2 + j_ + 2);                                   \
     memcpy(yr + j_, &a, sizeof a);                                  \
-    memcpy(yr + ow + j_, &c, sizeof c);                             \
+    memcpy(yn + j_, &c, sizeof c);                                  \
   } while (0)
         for (ptrdiff_t j = 0; j < full; j += 8) PAIR3_BLOCK(j);
         if (lastBlock) PAIR3_BLOCK(ow - 8);
 #undef PAIR3_BLOCK
       }
+    } else {
+      for (ptrdiff_t i = 0; i < oh; i++) {
+        const float *r0 = xp + i * sh * xs, *r1 = r0 + xs, *r2 = r1 + xs;
+        float *yr = y + i * ow;
+#define S2_BLOCK(jj)                                                \
+  do {                                                              \
+    const ptrdiff_t j_ = (jj), q_ = 2 * j_;                         \
+    v8 a = {b, b, b, b, b, b, b, b};                                \
+    a += w0 * evens8(r0 + q_);                                      \
+    a += w1 * odds8(r0 + q_);                                       \
+    a += w2 * evens8(r0 + q_ + 2);                                  \
+    a += w3 * evens8(r1 + q_);                                      \
+    a += w4 * odds8(r1 + q_);                                       \
+    a += w5 * evens8(r1 + q_ + 2);                                  \
+    a += w6 * evens8(r2 + q_);                                      \
+    a += w7 * odds8(r2 + q_);                                       \
+    a += w8 * evens8(r2 + q_ + 2);                                  \
+    memcpy(yr + j_, &a, sizeof a);                                  \
+  } while (0)
+        for (ptrdiff_t j = 0; j < full; j += 8) S2_BLOCK(j);
+        if (lastBlock) S2_BLOCK(ow - 8);
+#undef S2_BLOCK
+      }
     }
+    const ptrdiff_t j0 = lastBlock ? ow : full;
     for (ptrdiff_t i = 0; i < oh; i++) {
       const float *r0 = xp + i * sh * xs, *r1 = r0 + xs, *r2 = r1 + xs;
       float *yr = y + i * ow;
-      for (ptrdiff_t j = 0; j < (i < i0 ? 0 : full); j += 8) {
-        const ptrdiff_t q = j * sw;
-        v8 a = {b, b, b, b, b, b, b, b};
-        if (sw == 1) {
-          a += w0 * load8(r0 + q);
-          a += w1 * load8(r0 + q + 1);
-          a += w2 * load8(r0 + q + 2);
-          a += w3 * load8(r1 + q);
-          a += w4 * load8(r1 + q + 1);
-          a += w5 * load8(r1 + q + 2);
-          a += w6 * load8(r2 + q);
-          a += w7 * load8(r2 + q + 1);
-          a += w8 * load8(r2 + q + 2);
-        } else {
-          a += w0 * evens8(r0 + q);
-          a += w1 * odds8(r0 + q);
-          a += w2 * evens8(r0 + q + 2);
-          a += w3 * evens8(r1 + q);
-          a += w4 * odds8(r1 + q);
-          a += w5 * evens8(r1 + q + 2);
-          a += w6 * evens8(r2 + q);
-          a += w7 * odds8(r2 + q);
-          a += w8 * evens8(r2 + q + 2);
-        }
-        memcpy(yr + j, &a, sizeof a);
-      }
-      ptrdiff_t j0 = full;
-      if (lastBlock && i < i0) {
-        j0 = ow;  // done in pairs above
-      } else if (lastBlock) {
-        // The last 8 columns as one block overlapping the previous one (those columns are
-        // written twice with the same values).
-        const ptrdiff_t jl = ow - 8, q = jl * sw;
-        v8 a = {b, b, b, b, b, b, b, b};
-        if (sw == 1) {
-          a += w0 * load8(r0 + q);
-          a += w1 * load8(r0 + q + 1);
-          a += w2 * load8(r0 + q + 2);
-          a += w3 * load8(r1 + q);
-          a += w4 * load8(r1 + q + 1);
-          a += w5 * load8(r1 + q + 2);
-          a += w6 * load8(r2 + q);
-          a += w7 * load8(r2 + q + 1);
-          a += w8 * load8(r2 + q + 2);
-        } else {
-          a += w0 * evens8(r0 + q);
-          a += w1 * odds8(r0 + q);
-          a += w2 * evens8(r0 + q + 2);
-          a += w3 * evens8(r1 + q);
-          a += w4 * odds8(r1 + q);
-          a += w5 * evens8(r1 + q + 2);
-          a += w6 * evens8(r2 + q);
-          a += w7 * odds8(r2 + q);
-          a += w8 * evens8(r2 + q + 2);
-        }
-        memcpy(yr + jl, &a, sizeof a);
-        j0 = ow;
-      }
       for (ptrdiff_t j = j0; j < ow; j++) {
         const ptrdiff_t q = j * sw;
         float a = b;
@@ -583,13 +555,17 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
     // one (rewriting its columns with the same values).
     const ptrdiff_t full = w & ~(ptrdiff_t)7, overlap = first && w > 8 && full < w;
     const ptrdiff_t tail0 = overlap ? w : full;
-    // The blocks of rows 0 .. r0 − 1 first, two rows at a time, their chains of FMAs
-    // interleaved (as in forward_plane; the backward of [64, 48, 8, 8] 1.49 → 1.14 ms); each
-    // element's operations in the same order, so the same bits.
-    ptrdiff_t r0 = 0;
-    for (; r0 + 2 <= h; r0 += 2) {
-      const float *d0 = dyp + (r0 + ph + 2) * ds + pw + 2, *d1 = d0 - ds, *d2 = d1 - ds, *d3 = d0 + ds;
-      float *xr = dx + r0 * w, *xn = xr + w;
+    // The blocks two rows at a time, their chains of FMAs interleaved (as in forward_plane: the
+    // backward of [64, 48, 8, 8] 1.49 → 1.14 ms on a loaded VM, no change on a quiet one, where
+    // its time is dW's sums and the padded copies), an odd last row paired with itself (both
+    // chains read it before either writes, so it gets one update); each element's operations in
+    // the same order as the remaining columns' loop below.
+    for (ptrdiff_t r = 0; r < h; r += 2) {
+      const ptrdiff_t k = r + 1 < h ? r + 1 : r;
+      // Row u of the kernel reads padded dy row r + ph + 2 − u; column q + pw + 2 − v.
+      const float *d0 = dyp + (r + ph + 2) * ds + pw + 2, *d1 = d0 - ds, *d2 = d1 - ds;
+      const float *e0 = dyp + (k + ph + 2) * ds + pw + 2, *e1 = e0 - ds, *e2 = e1 - ds;
+      float *xr = dx + r * w, *xn = dx + k * w;
 #define PAIR_GATHER3_BLOCK(qq)                        \
   do {                                                \
     const ptrdiff_t q_ = (qq);                        \
@@ -599,23 +575,23 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
       c = load8(xn + q_);                             \
     }                                                 \
     a += w0 * load8(d0 + q_);                         \
-    c += w0 * load8(d3 + q_);                         \
+    c += w0 * load8(e0 + q_);                         \
     a += w1 * load8(d0 + q_ - 1);                     \
-    c += w1 * load8(d3 + q_ - 1);                     \
+    c += w1 * load8(e0 + q_ - 1);                     \
     a += w2 * load8(d0 + q_ - 2);                     \
-    c += w2 * load8(d3 + q_ - 2);                     \
+    c += w2 * load8(e0 + q_ - 2);                     \
     a += w3 * load8(d1 + q_);                         \
-    c += w3 * load8(d0 + q_);                         \
+    c += w3 * load8(e1 + q_);                         \
     a += w4 * load8(d1 + q_ - 1);                     \
-    c += w4 * load8(d0 + q_ - 1);                     \
+    c += w4 * load8(e1 + q_ - 1);                     \
     a += w5 * load8(d1 + q_ - 2);                     \
-    c += w5 * load8(d0 + q_ - 2);                     \
+    c += w5 * load8(e1 + q_ - 2);                     \
     a += w6 * load8(d2 + q_);                         \
-    c += w6 * load8(d1 + q_);                         \
+    c += w6 * load8(e2 + q_);                         \
     a += w7 * load8(d2 + q_ - 1);                     \
-    c += w7 * load8(d1 + q_ - 1);                     \
+    c += w7 * load8(e2 + q_ - 1);                     \
     a += w8 * load8(d2 + q_ - 2);                     \
-    c += w8 * load8(d1 + q_ - 2);                     \
+    c += w8 * load8(e2 + q_ - 2);                     \
     memcpy(xr + q_, &a, sizeof a);                    \
     memcpy(xn + q_, &c, sizeof c);                    \
   } while (0)
@@ -624,30 +600,8 @@ INLINE void input_terms_gather(const float *RESTRICT dyp, ptrdiff_t ds, const fl
 #undef PAIR_GATHER3_BLOCK
     }
     for (ptrdiff_t r = 0; r < h; r++) {
-      // Row u of the kernel reads padded dy row r + ph + 2 − u; column q + pw + 2 − v.
       const float *d0 = dyp + (r + ph + 2) * ds + pw + 2, *d1 = d0 - ds, *d2 = d1 - ds;
       float *xr = dx + r * w;
-#define GATHER3_BLOCK(qq)                        \
-  do {                                           \
-    const ptrdiff_t q_ = (qq); \
-    v8 a = {0, 0, 0, 0, 0, 0, 0, 0}; \
-    if (!first) a = load8(xr + q_); \
-    a += w0 * load8(d0 + q_); \
-    a += w1 * load8(d0 + q_ - 1); \
-    a += w2 * load8(d0 + q_ - 2); \
-    a += w3 * load8(d1 + q_); \
-    a += w4 * load8(d1 + q_ - 1); \
-    a += w5 * load8(d1 + q_ - 2); \
-    a += w6 * load8(d2 + q_); \
-    a += w7 * load8(d2 + q_ - 1); \
-    a += w8 * load8(d2 + q_ - 2); \
-    memcpy(xr + q_, &a, sizeof a); \
-  } while (0)
-      if (r >= r0) {
-        for (ptrdiff_t q = 0; q < full; q += 8) GATHER3_BLOCK(q);
-        if (overlap) GATHER3_BLOCK(w - 8);
-      }
-#undef GATHER3_BLOCK
       for (ptrdiff_t q = tail0; q < w; q++) {
         float a = first ? 0.0f : xr[q];
         a += w0 * d0[q];

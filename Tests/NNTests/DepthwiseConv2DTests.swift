@@ -40,6 +40,7 @@ final class DepthwiseConv2DTests: XCTestCase {
     DepthwiseCase(n: 2, c: 2, h: 5, w: 5, padding: (0, 0)),  // no padding
     DepthwiseCase(n: 2, c: 2, h: 3, w: 4, padding: (3, 2)),  // padding beyond the kernel's reach
     DepthwiseCase(n: 2, c: 2, h: 6, w: 7, stride: (3, 3), padding: (1, 1)),  // stride 3
+    DepthwiseCase(n: 2, c: 2, h: 5, w: 29, stride: (3, 3), padding: (1, 1)),  // stride 3, rows of 10 outputs
     DepthwiseCase(n: 2, c: 19, h: 16, w: 16, m: 1),  // a wider row (vector body plus tail)
     DepthwiseCase(n: 2, c: 3, h: 15, w: 21, stride: (2, 2)),
     // The vector paths' edges: 4-wide outputs two rows per vector (8×8 at stride 2), last blocks
