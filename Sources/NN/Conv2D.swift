@@ -466,8 +466,9 @@ public final class Conv2D: Module {
       dyT = dy.data
     } else {
       let t = reuse(&workspace.buffer, shape: [cout, np])
-      let sums = reuse(&planeSums, shape: [n, cout])
-      let src = UncheckedSendable(dy.data), dst = UncheckedSendable(t.data), ps = UncheckedSendable(sums.data)
+      // The plane sums [N, Cout] feed the bias gradient only: none without a bias.
+      let sums = bias == nil ? nil : reuse(&planeSums, shape: [n, cout])
+      let src = UncheckedSendable(dy.data), dst = UncheckedSendable(t.data), ps = UncheckedSendable(sums?.data)
       let mask = UncheckedSendable(reluMask)
       parallelFor(n) { range in
         for s in range {
@@ -479,11 +480,11 @@ public final class Conv2D: Module {
             } else {
               to.update(from: plane, count: p)
             }
-            ps.value[s * cout + o] = contiguousSum(to, count: p)
+            if let sum = ps.value { sum[s * cout + o] = contiguousSum(to, count: p) }
           }
         }
       }
-      accumulateBias { s, o in sums.data[s * cout + o] }
+      if let sums { accumulateBias { s, o in sums.data[s * cout + o] } }
       dyT = t.data
     }
     // dW[Cout, K/G] += dyT[Cout, N·P] · colᵀ[N·P, K], by groups: dW_g += dyT_g · col_gᵀ
