@@ -3,7 +3,8 @@
 // each input row is two masked loads per 32 columns, and its three column taps (x[2j − 1],
 // x[2j], x[2j + 1] for output column j) three permutes, each feeding a select of the value and
 // its offset in every lane (taken where the lane has not started, or the tap is greater, or a
-// NaN), in the window's row-major order: the same values and argmax as the scalar loop. Any other
+// NaN), in the window's row-major order: the same values and argmax as the scalar loop. Where the
+// CPU has AVX2 but not AVX-512, the same loop runs 8 columns a vector. Any other
 // pool runs one window at a time; there the cost of a plain loop is the branch on each
 // comparison, mispredicted about a third of the time, so the select runs in SSE registers
 // instead (and-andnot-or on lane 0), which no compiler turns back into a branch.
@@ -136,6 +137,83 @@ POOL512 void maxpool_3s2p1_512(const float *x, float *y, int *argmax, ptrdiff_t 
     }
   }
 }
+
+#define POOL2 static __attribute__((target("avx2")))
+#define POOL2_INLINE static inline __attribute__((always_inline, target("avx2")))
+
+// The AVX2 twin of the AVX-512 loop above, 8 output columns a vector: lane masks are vectors of
+// all-ones lanes, and the taps come from two loads of 8 columns by shuffles within 128-bit lanes
+// and a 64-bit permute. The same tap order and select: the same values and argmax.
+
+// The lanes [0, n) of 8 (n clamped to 0...8), as all-ones lanes.
+POOL2_INLINE __m256i lanes8(ptrdiff_t n) {
+  const int k = n <= 0 ? 0 : n >= 8 ? 8 : (int)n;
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// As offer_row, for 8 output columns j0 … j0 + 7.
+POOL2_INLINE void offer_row8(const float *xp, ptrdiff_t r, ptrdiff_t w, ptrdiff_t j0, const __m256i valid[3],
+                             __m256 *best, __m256i *at, __m256i *started) {
+  const float *from = xp + r * w + 2 * j0;
+  const ptrdiff_t rest = w - 2 * j0;  // ≥ 1: column 2·j0 is in the plane
+  const __m256 lo = rest >= 8 ? _mm256_loadu_ps(from) : _mm256_maskload_ps(from, lanes8(rest));
+  const __m256 hi = rest >= 16 ? _mm256_loadu_ps(from + 8)
+                    : rest > 8 ? _mm256_maskload_ps(from + 8, lanes8(rest - 8))
+                               : _mm256_setzero_ps();
+  // Within 128-bit lanes: lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6 (and the odd columns); then pairs
+  // 0, 2, 1, 3: lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6, column 2(j0 + l) in lane l.
+  const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m256 even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+  const __m256 odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+  // Column 2(j0 + l) − 1: the odd column of lane l − 1; lane 0's, x[2·j0 − 1], lies before the
+  // loads (for j0 > 0; at j0 = 0 it is padding, and lane 0's valid[0] is off).
+  __m256 left = _mm256_permutevar8x32_ps(odd, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+  if (j0 > 0) left = _mm256_blend_ps(left, _mm256_set1_ps(from[-1]), 1);
+  const __m256 taps[3] = {left, even, odd};
+  // Offset of tap v in lane l: r·w + 2(j0 + l) + v − 1.
+  const __m256i base = _mm256_add_epi32(_mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
+                                        _mm256_set1_epi32((int)(r * w + 2 * j0 - 1)));
+  const __m256i ones = _mm256_set1_epi32(-1);
+  for (int v = 0; v < 3; v++) {
+    const __m256 t = taps[v];
+    const __m256i greater = _mm256_castps_si256(_mm256_cmp_ps(*best, t, _CMP_LT_OQ));
+    const __m256i isnan = _mm256_castps_si256(_mm256_cmp_ps(t, t, _CMP_UNORD_Q));
+    const __m256i take =
+        _mm256_and_si256(valid[v], _mm256_or_si256(_mm256_xor_si256(*started, ones), _mm256_or_si256(greater, isnan)));
+    const __m256 tf = _mm256_castsi256_ps(take);
+    *best = _mm256_blendv_ps(*best, t, tf);
+    *at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*at),
+                                               _mm256_castsi256_ps(_mm256_add_epi32(base, _mm256_set1_epi32(v))), tf));
+    *started = _mm256_or_si256(*started, valid[v]);
+  }
+}
+
+// 3×3, stride 2, padding 1 over planes [p0, p1): 8 output columns of one output row per vector,
+// row by row, chunk by chunk (as chunk_masks and pool_chunk above).
+POOL2 void maxpool_3s2p1_avx2(const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h,
+                              ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow) {
+  // x [planes, h, w] → y, argmax [planes, oh, ow]
+  for (ptrdiff_t pl = p0; pl < p1; pl++) {
+    const float *xp = x + pl * h * w;
+    float *yp = y + pl * oh * ow;
+    int *ap = argmax + pl * oh * ow;
+    for (ptrdiff_t i = 0; i < oh; i++) {
+      for (ptrdiff_t j0 = 0; j0 < ow; j0 += 8) {
+        const __m256i out = lanes8(ow - j0);
+        // The taps inside the plane: column 2j − 1 for j ≥ 1, 2j always, 2j + 1 below w.
+        const __m256i valid[3] = {j0 > 0 ? out : _mm256_andnot_si256(lanes8(1), out), out,
+                                  _mm256_and_si256(out, lanes8(w / 2 - j0))};
+        __m256 best = _mm256_set1_ps(-__builtin_inff());
+        __m256i at = _mm256_set1_epi32(-1), started = _mm256_setzero_si256();
+        for (ptrdiff_t r = 2 * i - 1; r <= 2 * i + 1; r++)
+          if (r >= 0 && r < h) offer_row8(xp, r, w, j0, valid, &best, &at, &started);
+        _mm256_maskstore_ps(yp + i * ow + j0, out, best);
+        _mm256_maskstore_epi32(ap + i * ow + j0, out, at);
+      }
+    }
+  }
+}
 #endif
 
 void acon_maxpool_forward(
@@ -144,6 +222,10 @@ void acon_maxpool_forward(
 #if defined(__x86_64__)
   if (k == 3 && s == 2 && p == 1 && __builtin_cpu_supports("avx512f")) {
     maxpool_3s2p1_512(x, y, argmax, p0, p1, h, w, oh, ow);
+    return;
+  }
+  if (k == 3 && s == 2 && p == 1 && __builtin_cpu_supports("avx2")) {
+    maxpool_3s2p1_avx2(x, y, argmax, p0, p1, h, w, oh, ow);
     return;
   }
 #endif
