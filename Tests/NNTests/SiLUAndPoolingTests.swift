@@ -86,12 +86,12 @@ final class SiLUAndPoolingTests: XCTestCase {
     }
   }
 
-  /// The 3×3/2/1 max-pool runs one output row per AVX-512 vector on planes up to 32 wide (and one
-  /// window at a time above): every width from 1 to 34, with ties and −∞ (the first maximum of
-  /// each window wins, and its argmax routes the gradient), against the Double twin.
+  /// The 3×3/2/1 max-pool runs 16 output columns a vector with AVX-512 and 8 with AVX2 (one
+  /// window at a time elsewhere): every width from 1 to 36 and some past 64, with ties and −∞ (the
+  /// first maximum of each window wins, and its argmax routes the gradient), against the Double twin.
   func testMaxPool3Stride2Padding1EveryWidth() throws {
     var rng = SeededGenerator(seed: 8)
-    // Widths past 32 and 64 take two and three vectors of 16 output columns a row.
+    // Widths past 32 and 64 take two and three vectors of 16 output columns a row (AVX2: past 16, 32, …).
     for w in Array(1...36) + [47, 63, 64, 65, 66, 79] {
       for h in [1, 2, 5, 8] {
         let shape = [2, 3, h, w]
