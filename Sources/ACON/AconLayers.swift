@@ -77,6 +77,11 @@ open class AconActivation: Module {
     return y
   }
 
+  /// Per-channel coefficients: the same on a channels-major batch (see
+  /// `Module.runsChannelsMajor`). A subclass whose coefficients depend on the sample overrides
+  /// this with `false`.
+  open override var runsChannelsMajor: Bool { true }
+
   /// Backward reads the saved input (and p1, p2, β), not the output. A subclass whose backward
   /// reads its output overrides this with `true`.
   open override var backwardReadsOutput: Bool { false }

@@ -30,6 +30,9 @@ public final class ReLU: Module {
     super.init()
   }
 
+  /// Elementwise: the same on a channels-major batch (see `Module.runsChannelsMajor`).
+  public override var runsChannelsMajor: Bool { true }
+
   public override func forward(_ x: Tensor) throws -> Tensor {
     let y = inPlace ? x : reuseOutput(&output, shape: x.shape)
     if inPlace { output = x }
@@ -78,6 +81,9 @@ public final class Sigmoid: Module {
 
   public override init() { super.init() }
 
+  /// Elementwise: the same on a channels-major batch (see `Module.runsChannelsMajor`).
+  public override var runsChannelsMajor: Bool { true }
+
   public override func forward(_ x: Tensor) throws -> Tensor {
     let y = reuseOutput(&output, shape: x.shape)
     let xp = x.data, yp = y.data
@@ -121,6 +127,9 @@ public final class SiLU: Module {
   private var input: Tensor?
 
   public override init() { super.init() }
+
+  /// Elementwise: the same on a channels-major batch (see `Module.runsChannelsMajor`).
+  public override var runsChannelsMajor: Bool { true }
 
   public override func forward(_ x: Tensor) throws -> Tensor {
     let y = reuseOutput(&output, shape: x.shape)

@@ -191,6 +191,10 @@ public final class BatchNorm2D: Module {
     return y
   }
 
+  /// Per-channel statistics over N·H·W values: the same on a channels-major batch (see
+  /// `Module.runsChannelsMajor`), up to the order of the sums.
+  public override var runsChannelsMajor: Bool { true }
+
   /// Backward reads the saved input (and the statistics), not the output: a fused ReLU's mask
   /// is recomputed from the input.
   public override var backwardReadsOutput: Bool { false }

@@ -138,6 +138,10 @@ public final class Conv2D: Module {
     return p
   }
 
+  /// A 1×1 kernel at stride 1 without padding: the same on a channels-major batch (see
+  /// `Module.runsChannelsMajor`), where it is one GEMM (per group) over all N·H·W positions.
+  public override var runsChannelsMajor: Bool { isPointwise }
+
   private var isPointwise: Bool {
     kernelShape.height == 1 && kernelShape.width == 1 && strides.height == 1 && strides.width == 1
       && paddings.height == 0 && paddings.width == 0

@@ -39,6 +39,8 @@ public final class DepthwiseConv2D: Module {
   private var output: Tensor?
   private var inputGrad: Tensor?
   private var input: Tensor?
+  /// The batch size N when the last forward ran channels-major (see `forward(_:channelsMajorSamples:)`).
+  private var channelsMajorSamples: Int?
 
   /// A square K×K depthwise convolution.
   /// - Parameters:
@@ -142,6 +144,7 @@ public final class DepthwiseConv2D: Module {
     let ys = try outputShape(for: x.shape)
     let y = reuseOutput(&output, shape: ys)
     input = x
+    channelsMajorSamples = nil
     var g = geometry(x.shape)
     let planes = ys[0] * ys[1], scratch = dw_forward_scratch(&g), geo = g
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
@@ -157,6 +160,42 @@ public final class DepthwiseConv2D: Module {
     return y
   }
 
+  /// Forward over a batch of N samples stored channels-major (as `Sequential` runs it, see
+  /// `Module.runsChannelsMajor`): x [1, C, N·H, W], each channel's N planes one after the other,
+  /// → y [1, C, N·OH, OW] likewise. Channel c's planes are then the one-channel batch
+  /// [N, 1, H, W] at c·N·H·W, which the same kernels run with channel c's weight and bias: the
+  /// same operations per plane as `forward(_:)`, so the same bits. `backward` follows the layout
+  /// of the last forward. Channel multiplier 1 only.
+  func forward(_ x: Tensor, channelsMajorSamples n: Int) throws -> Tensor {
+    let expected = "[1, \(inChannels), N·H, W] holding \(n) samples channels-major"
+    guard channelMultiplier == 1, n > 0, x.shape.count == 4, x.shape[0] == 1, x.shape[2] % n == 0 else {
+      throw TensorError.shapeMismatch(layer: typeName, expected: expected, got: x.shape)
+    }
+    let s = try outputShape(for: [n, x.shape[1], x.shape[2] / n, x.shape[3]])
+    let y = reuseOutput(&output, shape: [1, s[1], n * s[2], s[3]])
+    input = x
+    channelsMajorSamples = n
+    var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
+    let c = inChannels, hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
+    let scratch = dw_forward_scratch(&g), geo = g
+    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
+    let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
+    // planes q = c·N + s of x [C, N, H, W] → y [C, N, OH, OW], in parallel over planes; a
+    // range runs channel by channel.
+    parallelFor(c * n, minimumChunk: Swift.max(1, 8192 / Swift.max(1, ohw))) { range in
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
+        var gg = geo, q = range.lowerBound
+        while q < range.upperBound {
+          let ci = q / n, end = Swift.min(range.upperBound, (ci + 1) * n)
+          dw_forward_planes(&gg, xs.value + ci * n * hw, ws.value + ci * kk, bs.value.map { $0 + ci }, dst.value + ci * n * ohw,
+            q - ci * n, end - ci * n, buf.baseAddress!)
+          q = end
+        }
+      }
+    }
+    return y
+  }
+
   /// Backward reads the saved input (and the parameters), not the output.
   public override var backwardReadsOutput: Bool { false }
 
@@ -167,6 +206,10 @@ public final class DepthwiseConv2D: Module {
     }
     // The first layer of a network skips dx altogether.
     let dx = propagatesInputGradient ? reuseInputGradient(&inputGrad, shape: x.shape) : x
+    if let n = channelsMajorSamples {
+      backwardChannelsMajor(x, dy, dx, samples: n)
+      return dx
+    }
     let geo = geometry(x.shape)
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
@@ -182,5 +225,27 @@ public final class DepthwiseConv2D: Module {
       }
     }
     return dx
+  }
+
+  /// Backward of a channels-major forward: x, dx [1, C, N·H, W], dy [1, C, N·OH, OW] (see
+  /// `forward(_:channelsMajorSamples:)`), in parallel over channels, each channel's dx, dW and db
+  /// by one thread in the same order as `backward` takes them.
+  private func backwardChannelsMajor(_ x: Tensor, _ dy: Tensor, _ dx: Tensor, samples n: Int) {
+    var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
+    let hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
+    let scratch = dw_backward_scratch(&g, 1), geo = g
+    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
+    let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
+    let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
+    parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
+        var gg = geo
+        for ci in range {
+          // channel ci: the one-channel batch [N, 1, H, W] of x and dx, [N, 1, OH, OW] of dy
+          dw_backward_channels(&gg, xs.value + ci * n * hw, ws.value + ci * kk, dys.value + ci * n * ohw,
+            dxs.value.map { $0 + ci * n * hw }, dws.value + ci * kk, dbs.value.map { $0 + ci }, 0, 1, buf.baseAddress!)
+        }
+      }
+    }
   }
 }

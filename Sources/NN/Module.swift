@@ -110,6 +110,16 @@ open class Module {
   /// does). True by default; see `backwardReadsInput`.
   open var backwardReadsOutput: Bool { true }
 
+  /// Whether this module computes the same result on a batch stored channels-major: x
+  /// [N, C, H, W] given as the one-sample tensor [1, C, N·H, W] that holds each channel's N
+  /// planes one after the other, the result reordered likewise. True for layers whose output at a
+  /// position depends only on that position's channels and on per-channel statistics over the
+  /// whole batch: elementwise and per-channel activations, `BatchNorm2D` (its statistics run over
+  /// N·H·W values either way), 1×1 convolutions at stride 1 without padding. `Sequential` runs a
+  /// container of such layers (and `DepthwiseConv2D`, which it tells the batch size) on one
+  /// channels-major copy of its input (see `Sequential.allowsChannelsMajor`). False by default.
+  open var runsChannelsMajor: Bool { false }
+
   /// This module's own parameters (not its children's), in registration order.
   open var localParameters: [(String, Parameter)] { [] }
   /// This module's own buffers (not its children's).

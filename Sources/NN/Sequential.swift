@@ -1,6 +1,8 @@
 // Sequential: a container that runs named layers in order, forward and backward. It runs a
-// convolution or a batch norm followed by a ReLU as one fused step, and gives every convolution
-// inside it one shared scratch workspace: the fast path needs nothing from the user.
+// convolution or a batch norm followed by a ReLU as one fused step, gives every convolution
+// inside it one shared scratch workspace, and runs a batch through 1×1 convolutions, batch norms,
+// depthwise convolutions and activations in channels-major order (ChannelsMajor.swift): the fast
+// path needs nothing from the user.
 import TensorCore
 
 /// Runs its layers in order. Names become the prefixes of parameter names, as in PyTorch
@@ -9,13 +11,42 @@ import TensorCore
 /// The fast path is the default: a `Conv2D` or a `BatchNorm2D` directly followed by a `ReLU`
 /// runs as one fused step (the layer applies the ReLU as it writes its output, and its mask as
 /// it reads the gradient: the same bits, one pass over the activation less each way), and every
-/// `Conv2D` inside the container (nested ones too) shares one `ConvWorkspace`.
+/// `Conv2D` inside the container (nested ones too) shares one `ConvWorkspace`. A container of
+/// 1×1 convolutions, batch norms, depthwise convolutions and activations (ShuffleNetV2's
+/// branches; see `allowsChannelsMajor`) runs a batch channels-major inside.
 public final class Sequential: Module {
   /// The layers with their names.
   public let layers: [(String, Module)]
   /// For each layer index: whether it is a `Conv2D` or `BatchNorm2D` that runs fused with the
   /// `ReLU` after it.
   private let fusesReLU: [Bool]
+  /// Whether every layer runs on a channels-major batch (`Module.runsChannelsMajor`, or a
+  /// `DepthwiseConv2D` of multiplier 1) and two of them or more are 1×1 convolutions.
+  private let channelsMajorCapable: Bool
+  /// The batch size N while the last forward ran channels-major.
+  private var channelsMajorSamples: Int?
+  /// Whether the last forward ran its layers on a channels-major batch (see `allowsChannelsMajor`).
+  public var ranChannelsMajor: Bool { channelsMajorSamples != nil }
+  /// The channels-major copies of the input and the output gradient, and the NCHW output and
+  /// input gradient (from the network's pools).
+  private var channelsMajorInput: Tensor?, channelsMajorGradient: Tensor?
+  private var channelsMajorOutput: Tensor?, channelsMajorInputGradient: Tensor?
+  /// Scratch of the in-place reorder of the output: one plane, and a flag per plane.
+  private var reorderPlane: [Float] = [], reorderMoved: [Bool] = []
+
+  /// Whether a container whose layers all allow it (`Module.runsChannelsMajor`; a
+  /// `DepthwiseConv2D` of channel multiplier 1) and which holds two 1×1 convolutions or more
+  /// (ShuffleNetV2's main branches) runs a batch x [N, C, H, W] (N > 1) channels-major: it copies
+  /// x once into [1, C, N·H, W] (each channel's N planes one after the other), runs its layers on
+  /// that, and reorders the result back to NCHW (backward likewise with the gradients). Its 1×1
+  /// convolutions are then one GEMM over all N·H·W positions instead of one small GEMM per sample
+  /// (or the five layout copies of the batched path), and its batch norms read each channel as
+  /// one run. A container with one 1×1 convolution gains too little for its second copy of the
+  /// input (measured on ShuffleNetV2's `branch_proj` and `conv_last`: the same step time, 9 MB
+  /// more at peak). The results are those of the NCHW order up to the order of the sums over the
+  /// batch (batch-norm statistics, parameter gradients). True by default; false runs every
+  /// container in NCHW order. Set it before training, not while a step runs.
+  nonisolated(unsafe) public static var allowsChannelsMajor = true
 
   /// A container of named layers.
   public init(_ layers: [(String, Module)]) {
@@ -29,6 +60,8 @@ public final class Sequential: Module {
       if layers.filter({ $0.1 === conv || $0.1 === relu }).count == 2, i == 0 || !fuse[i - 1] { fuse[i] = true }
     }
     fusesReLU = fuse
+    channelsMajorCapable = layers.filter { ($0.1 as? Conv2D)?.runsChannelsMajor == true }.count >= 2
+      && layers.allSatisfy { $0.1.runsChannelsMajor || ($0.1 as? DepthwiseConv2D)?.channelMultiplier == 1 }
     super.init()
     shareConvWorkspace()
   }
@@ -67,11 +100,34 @@ public final class Sequential: Module {
     arena.beginPass(self, keeping: x)
     defer { arena.endPass() }
     keptNoActivations = inference
+    // Channels-major: h starts as this container's copy of x, [1, C, N·H, W].
+    var samples: Int?
+    if channelsMajorCapable && Sequential.allowsChannelsMajor && x.shape.count == 4 && x.shape[0] > 1 {
+      // A wrong shape fails here, named in NCHW terms, before any layer sees the reordered batch.
+      _ = try outputShape(for: x.shape)
+      samples = x.shape[0]
+    }
+    channelsMajorSamples = samples
     var h = x
-    // The layer that wrote h (nil: h is x), and the values that backward reads (x among them:
-    // a value that views one of these is never given back).
-    var producer: Module?
+    if let n = samples {
+      arena.managedOwner = ObjectIdentifier(self)
+      let t = reuseOutput(&channelsMajorInput, shape: ChannelsMajor.shape(of: x.shape))
+      MemoryPasses.measure("channels-major.forward", {
+        ChannelsMajor.reorder(x.data, into: t.data, samples: n, channels: x.shape[1], plane: x.shape[2] * x.shape[3],
+          toChannelsMajor: true)
+      }, elements: { _ in 2 * x.count })
+      h = t
+    }
+    // The layer that wrote h (nil: h is x, or this container's channels-major copy of it), and
+    // the values that backward reads (x among them: a value that views one of these is never
+    // given back).
+    var producer: Module?, producerName = ""
     var kept = [x]
+    // A depthwise convolution is told the batch size of a channels-major batch.
+    func run(_ l: Module, _ input: Tensor) throws -> Tensor {
+      if let n = samples, let dw = l as? DepthwiseConv2D { return try dw.forward(input, channelsMajorSamples: n) }
+      return try l.forward(input)
+    }
     var i = 0
     while i < layers.count {
       let (name, l) = layers[i]
@@ -84,10 +140,11 @@ public final class Sequential: Module {
       } else if MemoryPasses.active != nil, MemoryPasses.counts(l) {
         // x read, y written
         let input = h
-        y = try MemoryPasses.measure(l.typeName + ".forward", { try namingShapeErrors(name) { try l.forward(input) } }, elements: { input.count + $0.count })
+        y = try MemoryPasses.measure(l.typeName + ".forward", { try namingShapeErrors(name) { try run(l, input) } }, elements: { input.count + $0.count })
         i += 1
       } else {
-        y = try namingShapeErrors(name) { try l.forward(h) }
+        let input = h
+        y = try namingShapeErrors(name) { try run(l, input) }
         i += 1
       }
       y.nameOutput(name, ownedBy: l)
@@ -95,15 +152,45 @@ public final class Sequential: Module {
       // inference mode by no backward either.
       if inference {
         arena.recycle(h, unlessSharedWith: [y, x])
-      } else if let p = producer {
-        if p.backwardReadsOutput || l.backwardReadsInput {
+      } else if producer != nil || h !== x {
+        if producer?.backwardReadsOutput ?? false || l.backwardReadsInput {
           kept.append(h)
         } else {
           arena.recycle(h, unlessSharedWith: kept + [y])
         }
       }
       producer = l
+      producerName = name
       h = y
+    }
+    if let n = samples {
+      // The result back in NCHW order, as the output of the layer that wrote h (tagged as that
+      // layer's: a stale read names it, as in NCHW order). Backward never reads it: in place when
+      // nothing backward reads shares its storage (no second buffer), else a copy.
+      let (lastName, last) = (producerName, producer!)
+      let cm = h, c = cm.shape[1], plane = cm.count / c / n, shape = ChannelsMajor.batchShape(of: cm.shape, samples: n)
+      readsInput = false
+      readsOutput = false
+      if inference || !(last.backwardReadsOutput || kept.contains { $0.storage === cm.storage }) {
+        if reorderPlane.count < plane { reorderPlane = [Float](repeating: 0, count: plane) }
+        if reorderMoved.count < n * c { reorderMoved = [Bool](repeating: false, count: n * c) }
+        reorderPlane.withUnsafeMutableBufferPointer { scratch in
+          reorderMoved.withUnsafeMutableBufferPointer { moved in
+            MemoryPasses.measure("channels-major.forward", {
+              ChannelsMajor.reorderInPlace(cm.data, samples: n, channels: c, plane: plane, scratch: scratch.baseAddress!,
+                moved: moved.baseAddress!)
+            }, elements: { _ in 2 * cm.count })
+          }
+        }
+        return cm.reshaped(shape)
+      }
+      arena.managedOwner = ObjectIdentifier(last)
+      let out = last.reuseOutput(&channelsMajorOutput, shape: shape)
+      out.nameOutput(lastName, ownedBy: last)
+      MemoryPasses.measure("channels-major.forward", {
+        ChannelsMajor.reorder(cm.data, into: out.data, samples: n, channels: c, plane: plane, toChannelsMajor: false)
+      }, elements: { _ in 2 * cm.count })
+      return out
     }
     // What the container's own flags report: its first reader of x, the writer of its output,
     // and any storage the output or a kept value shares with x or with each other.
@@ -135,6 +222,15 @@ public final class Sequential: Module {
     arena.beginPass(self, keeping: dy)
     defer { arena.endPass() }
     var g = dy
+    if let n = channelsMajorSamples {
+      arena.managedOwner = ObjectIdentifier(self)
+      let t = reuseInputGradient(&channelsMajorGradient, shape: ChannelsMajor.shape(of: dy.shape))
+      MemoryPasses.measure("channels-major.backward", {
+        ChannelsMajor.reorder(dy.data, into: t.data, samples: n, channels: dy.shape[1], plane: dy.shape[2] * dy.shape[3],
+          toChannelsMajor: true)
+      }, elements: { _ in 2 * dy.count })
+      g = t
+    }
     for (i, (name, l)) in layers.enumerated().reversed() {
       // A ReLU that the layer before it ran fused: that layer's backward applies it. Its hook
       // still runs, in its place (a ReLU has no gradients of its own to wait for).
@@ -166,6 +262,16 @@ public final class Sequential: Module {
       // The last backward of this layer in the pass (the first in order, for a layer listed twice).
       if let hook = l.backwardHook, !layers[..<i].contains(where: { $0.1 === l }) { try hook() }
     }
+    if let n = channelsMajorSamples {
+      arena.managedOwner = ObjectIdentifier(self)
+      let cm = g, dx = reuseInputGradient(&channelsMajorInputGradient, shape: ChannelsMajor.batchShape(of: cm.shape, samples: n))
+      MemoryPasses.measure("channels-major.backward", {
+        ChannelsMajor.reorder(cm.data, into: dx.data, samples: n, channels: cm.shape[1], plane: cm.count / cm.shape[1] / n,
+          toChannelsMajor: false)
+      }, elements: { _ in 2 * cm.count })
+      arena.recycle(cm, unlessSharedWith: [dx, dy])
+      return dx
+    }
     return g
   }
 
@@ -178,7 +284,8 @@ public final class Sequential: Module {
   /// `ReLU` that runs on its own (or a `Sequential` whose backward does so). A ReLU run fused
   /// with the layer before leaves dy alone: that layer masks it into a buffer of its own.
   var overwritesIncomingGradient: Bool {
-    guard let last = layers.last?.1 else { return false }
+    // A channels-major pass runs backward on its own reordered copy of dy.
+    guard let last = layers.last?.1, channelsMajorSamples == nil else { return false }
     if let r = last as? ReLU { return r.inPlace && !(layers.count >= 2 && fusesReLU[layers.count - 2]) }
     if let s = last as? Sequential { return s.overwritesIncomingGradient }
     return false

@@ -1,0 +1,171 @@
+// ChannelsMajorTests: a Sequential of 1×1 convolutions, batch norms, depthwise convolutions and
+// activations (ShuffleNetV2's branches) runs a batch channels-major inside, with the results of
+// the NCHW order up to the order of the sums: outputs, input and parameter gradients, running
+// statistics, in training, evaluation and inference mode, on odd shapes (one channel, 1×1 maps,
+// stride 2, sizes that are not multiples of 8); it passes the gradient check; the depthwise
+// convolution gives the same bits in either order; a wrong shape is reported in NCHW terms.
+import NN
+import TensorCore
+import TestSupport
+import XCTest
+
+final class ChannelsMajorTests: XCTestCase {
+  /// A ShuffleNetV2 branch: 1×1 conv, BN, ReLU (in place), depthwise 3×3 (padding 1), BN, 1×1
+  /// conv, BN, ReLU; the same draws for the same seed.
+  private func branch(_ c: Int, _ out: Int, stride: Int, bias: Bool, seed: UInt64) -> Sequential {
+    var rng = SeededGenerator(seed: seed)
+    let bns = [BatchNorm2D(channels: c), BatchNorm2D(channels: c), BatchNorm2D(channels: out)]
+    for bn in bns {
+      bn.weight.value.fillNormal(using: &rng)
+      bn.bias.value.fillNormal(using: &rng)
+    }
+    return Sequential([
+      ("0", Conv2D(inChannels: c, outChannels: c, kernelSize: 1, bias: bias, rng: &rng)), ("1", bns[0]),
+      ("2", ReLU(inPlace: true)),
+      ("3", DepthwiseConv2D(channels: c, kernelSize: 3, stride: stride, padding: 1, bias: bias, rng: &rng)), ("4", bns[1]),
+      ("5", Conv2D(inChannels: c, outChannels: out, kernelSize: 1, bias: bias, rng: &rng)), ("6", bns[2]),
+      ("7", ReLU(inPlace: true)),
+    ])
+  }
+
+  private func assertClose(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+    let worst = zip(a, b).map { abs($0 - $1) / Swift.max(1, abs($1)) }.max() ?? 0
+    XCTAssertLessThan(worst, 2e-5, what, file: file, line: line)
+  }
+
+  /// The same branch run in NCHW order and channels-major: one step forward and backward in
+  /// training (then evaluation with the running statistics it left), compared value by value.
+  func testABranchRunsChannelsMajorWithTheResultsOfTheNCHWOrder() throws {
+    let cases: [(shape: [Int], out: Int, stride: Int, bias: Bool)] = [
+      ([3, 4, 7, 5], 6, 1, false), ([2, 1, 1, 1], 1, 1, true), ([4, 6, 9, 9], 5, 2, false), ([2, 3, 8, 16], 3, 1, true),
+      ([5, 2, 4, 4], 2, 2, true),
+    ]
+    for (shape, out, stride, bias) in cases {
+      let label = "\(shape) → \(out), stride \(stride)\(bias ? ", bias" : "")"
+      let nchw = branch(shape[1], out, stride: stride, bias: bias, seed: 11)
+      let major = branch(shape[1], out, stride: stride, bias: bias, seed: 11)
+      var rng = SeededGenerator(seed: 12)
+      let x = Tensor.uniform(shape, using: &rng)
+      let ys = try major.outputShape(for: shape)
+      let dy = Tensor(shape: ys, values: (0..<ys.reduce(1, *)).map { _ in rng.nextNormal() })
+
+      Sequential.allowsChannelsMajor = false
+      let y1 = try nchw.forward(x).copy()
+      let dx1 = try nchw.backward(dy).copy()
+      XCTAssertFalse(nchw.ranChannelsMajor, label)
+      Sequential.allowsChannelsMajor = true
+      let y2 = try major.forward(x).copy()
+      let dx2 = try major.backward(dy).copy()
+      XCTAssertTrue(major.ranChannelsMajor, label)
+      XCTAssertEqual(y2.shape, ys, label)
+      XCTAssertEqual(dx2.shape, shape, label)
+
+      assertClose(y2.array, y1.array, "y, \(label)")
+      assertClose(dx2.array, dx1.array, "dx, \(label)")
+      for (p1, p2) in zip(nchw.namedParameters(), major.namedParameters()) {
+        assertClose(p2.1.grad.array, p1.1.grad.array, "\(p1.0) gradient, \(label)")
+      }
+      for (b1, b2) in zip(nchw.namedBuffers(), major.namedBuffers()) {
+        switch (b1.1, b2.1) {
+        case let (.float(t1), .float(t2)): assertClose(t2.array, t1.array, "\(b1.0), \(label)")
+        case let (.int64(n1), .int64(n2)): XCTAssertEqual(n2.value, n1.value, "\(b1.0), \(label)")
+        default: XCTFail("\(b1.0): buffers of different kinds, \(label)")
+        }
+      }
+
+      // Evaluation with those running statistics, and inference mode (nothing kept).
+      nchw.eval()
+      major.eval()
+      Sequential.allowsChannelsMajor = false
+      let e1 = try nchw.forward(x).copy()
+      Sequential.allowsChannelsMajor = true
+      let e2 = try major.forward(x).copy()
+      let e3 = try major.withInferenceMode { try major.forward(x).copy() }
+      XCTAssertTrue(major.ranChannelsMajor, label)
+      assertClose(e2.array, e1.array, "evaluation y, \(label)")
+      XCTAssertEqual(e3.array, e2.array, "inference mode, \(label)")
+    }
+  }
+
+  /// One sample, a container with a layer that cannot run channels-major (a 3×3 convolution), or
+  /// with one 1×1 convolution only, runs in NCHW order.
+  func testOneSampleAndOtherLayersStayInNCHWOrder() throws {
+    var rng = SeededGenerator(seed: 13)
+    let b = branch(3, 4, stride: 1, bias: false, seed: 14)
+    _ = try b.forward(.uniform([1, 3, 5, 5], using: &rng))
+    XCTAssertFalse(b.ranChannelsMajor, "one sample")
+    _ = try b.forward(.uniform([2, 3, 5, 5], using: &rng))
+    XCTAssertTrue(b.ranChannelsMajor, "two samples")
+    let mixed = Sequential([Conv2D(inChannels: 3, outChannels: 3, kernelSize: 1, rng: &rng), BatchNorm2D(channels: 3),
+      Conv2D(inChannels: 3, outChannels: 2, kernelSize: 3, padding: 1, rng: &rng)])
+    _ = try mixed.forward(.uniform([2, 3, 5, 5], using: &rng))
+    XCTAssertFalse(mixed.ranChannelsMajor, "a 3×3 convolution")
+    let noConv = Sequential([BatchNorm2D(channels: 3), ReLU()])
+    _ = try noConv.forward(.uniform([2, 3, 5, 5], using: &rng))
+    XCTAssertFalse(noConv.ranChannelsMajor, "no 1×1 convolution to gain from")
+    let one = Sequential([DepthwiseConv2D(channels: 3, kernelSize: 3, padding: 1, rng: &rng), BatchNorm2D(channels: 3),
+      Conv2D(inChannels: 3, outChannels: 2, kernelSize: 1, rng: &rng), BatchNorm2D(channels: 2), ReLU()])
+    _ = try one.forward(.uniform([2, 3, 5, 5], using: &rng))
+    XCTAssertFalse(one.ranChannelsMajor, "one 1×1 convolution (ShuffleNetV2's branch_proj)")
+  }
+
+  /// (Without biases: before a batch norm their gradient is zero, and its float value noise.)
+  func testAChannelsMajorBranchPassesTheGradientCheck() {
+    for stride in [1, 2] {
+      let net = branch(3, 2, stride: stride, bias: false, seed: 15)
+      var rng = SeededGenerator(seed: 16)
+      GradientChecker(skipsNonSmoothPoints: true).assertGradients(
+        net, input: .uniform([3, 3, 5, 6], using: &rng), "channels-major branch, stride \(stride)")
+      XCTAssertTrue(net.ranChannelsMajor)
+    }
+  }
+
+  /// The depthwise convolution's channels-major pass runs the same kernels per plane: the same
+  /// bits as the NCHW pass, reordered, for y, dx, dW and db.
+  func testDepthwiseConvolutionGivesTheSameBitsChannelsMajor() throws {
+    for (shape, stride) in [([3, 5, 9, 7], 1), ([2, 4, 16, 16], 2), ([4, 3, 1, 1], 1), ([2, 2, 8, 8], 2)] {
+      let label = "\(shape), stride \(stride)"
+      var rng = SeededGenerator(seed: 17)
+      let a = DepthwiseConv2D(channels: shape[1], kernelSize: 3, stride: stride, padding: 1, rng: &rng)
+      rng = SeededGenerator(seed: 17)
+      let b = DepthwiseConv2D(channels: shape[1], kernelSize: 3, stride: stride, padding: 1, rng: &rng)
+      let x = Tensor.uniform(shape, using: &rng)
+      let ys = try a.outputShape(for: shape)
+      let dy = Tensor(shape: ys, values: (0..<ys.reduce(1, *)).map { _ in rng.nextNormal() })
+      // Through a container of the depthwise layer between two 1×1 convolutions of identity weights.
+      let netA = Sequential([("in", identity(shape[1])), ("dw", a), ("out", identity(shape[1]))])
+      let netB = Sequential([("in", identity(shape[1])), ("dw", b), ("out", identity(shape[1]))])
+      Sequential.allowsChannelsMajor = false
+      let y1 = try netA.forward(x).copy()
+      let dx1 = try netA.backward(dy).copy()
+      Sequential.allowsChannelsMajor = true
+      let y2 = try netB.forward(x).copy()
+      let dx2 = try netB.backward(dy).copy()
+      XCTAssertTrue(netB.ranChannelsMajor, label)
+      XCTAssertEqual(y2.array, y1.array, "y, \(label)")
+      XCTAssertEqual(dx2.array, dx1.array, "dx, \(label)")
+      XCTAssertEqual(b.weight.grad.array, a.weight.grad.array, "dW, \(label)")
+      XCTAssertEqual(b.bias?.grad.array, a.bias?.grad.array, "db, \(label)")
+    }
+  }
+
+  /// A 1×1 convolution with identity weights and no bias: y = x exactly (one product by 1 and
+  /// sums of zeros).
+  private func identity(_ c: Int) -> Conv2D {
+    var rng = SeededGenerator(seed: 1)
+    let conv = Conv2D(inChannels: c, outChannels: c, kernelSize: 1, bias: false, rng: &rng)
+    conv.weight.value.zero()
+    for i in 0..<c { conv.weight.value.data[i * c + i] = 1 }
+    return conv
+  }
+
+  func testAWrongShapeIsReportedInNCHWTerms() {
+    let b = branch(3, 4, stride: 1, bias: false, seed: 18)
+    var rng = SeededGenerator(seed: 19)
+    XCTAssertThrowsError(try b.forward(.uniform([2, 5, 4, 4], using: &rng))) { error in
+      let text = "\(error)"
+      XCTAssertTrue(text.contains("0 (Conv2D)") && text.contains("[2, 5, 4, 4]"), text)
+    }
+  }
+}
