@@ -37,17 +37,19 @@ enum ChannelsMajor {
     }
   }
 
-  /// Reorders channels-major planes [C, N, P] into NCHW order [N, C, P] in place, following the
+  /// `reorder` in place: planes [N, C, P] to [C, N, P] (`toChannelsMajor`) or back, following the
   /// permutation's cycles: each plane moves once, the first of a cycle through `scratch` (P
-  /// floats); `moved` holds C·N flags (any values on entry). One thread.
+  /// floats); `moved` holds N·C flags (any values on entry). One thread.
   static func reorderInPlace(
-    _ data: UnsafeMutablePointer<Float>, samples n: Int, channels c: Int, plane p: Int,
+    _ data: UnsafeMutablePointer<Float>, samples n: Int, channels c: Int, plane p: Int, toChannelsMajor: Bool,
     scratch: UnsafeMutablePointer<Float>, moved: UnsafeMutablePointer<Bool>
   ) {
     let planes = n * c
     moved.update(repeating: false, count: planes)
-    // NCHW position t = s·C + ci takes the plane at channels-major position ci·N + s.
-    func source(_ t: Int) -> Int { (t % c) * n + t / c }
+    // Planes [a, b] transposed to [b, a]: position t = j·a + i takes the plane at i·b + j
+    // (channels-major → NCHW: a = C, b = N; NCHW → channels-major: a = N, b = C).
+    let (a, b) = toChannelsMajor ? (n, c) : (c, n)
+    func source(_ t: Int) -> Int { (t % a) * b + t / a }
     for start in 0..<planes where !moved[start] {
       var t = start, from = source(start)
       if from == start {

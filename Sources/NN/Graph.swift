@@ -412,6 +412,10 @@ open class Graph: Module {
         let y: Tensor
         if MemoryPasses.active != nil, MemoryPasses.counts(m) {
           y = try MemoryPasses.measure(Self.kind(node.op) + ".forward", { try named(node.op) { try m.forward(ins[0]) } }, elements: { ins[0].count + $0.count })
+        } else if let s = m as? Sequential {
+          // A Sequential that runs channels-major reorders its input in place when nothing else reads it.
+          let exclusive = inputIsExclusive(at: k)
+          y = try named(node.op) { try s.forward(ins[0], mayOverwriteInput: exclusive) }
         } else {
           y = try named(node.op) { try m.forward(ins[0]) }
         }
@@ -486,6 +490,29 @@ open class Graph: Module {
       if let t = values[v] { arena.recycle(t, unlessSharedWith: live) }
       released[v] = true
     }
+  }
+
+  /// Whether node k's module may overwrite its input: a value of this graph (not its caller's
+  /// input, not its output) that no later node reads and no other node's backward reads, and
+  /// whose storage no other value that is read later (or is the caller's input) shares.
+  private func inputIsExclusive(at k: Int) -> Bool {
+    let v = nodes[k].inputs[0]
+    func readLater(_ u: Int) -> Bool { u == outputIndex || nodes[(k + 1)...].contains { $0.inputs.contains(u) } }
+    // As `readsValue`, without node k's own reading.
+    func readBackward(_ u: Int) -> Bool {
+      if u != 0, !isFusedReLU(producer[u]), case let .module(_, m) = nodes[producer[u]].op, m.backwardReadsOutput {
+        return true
+      }
+      return nodes.indices.contains { j in
+        guard j != k, nodes[j].inputs.contains(u), !isFusedReLU(j), case let .module(_, m) = nodes[j].op else { return false }
+        return m.backwardReadsInput
+      }
+    }
+    guard v != 0, !readLater(v), !readBackward(v), let t = values[v] else { return false }
+    for u in 0..<values.count where u != v && producer[u] < k {
+      if let other = values[u], other.storage === t.storage, u == 0 || readLater(u) || readBackward(u) { return false }
+    }
+    return true
   }
 
   /// An in-place layer may only overwrite storage that no later node reads.

@@ -27,11 +27,27 @@ public final class Sequential: Module {
   private var channelsMajorSamples: Int?
   /// Whether the last forward ran its layers on a channels-major batch (see `allowsChannelsMajor`).
   public var ranChannelsMajor: Bool { channelsMajorSamples != nil }
+
+  /// Reorders the planes of `t` (N samples, NCHW or channels-major) in place, counted as a
+  /// channels-major pass.
+  private func reorderInPlace(_ t: Tensor, samples n: Int, toChannelsMajor: Bool) {
+    let c = t.shape[1], plane = t.count / c / n
+    if reorderPlane.count < plane { reorderPlane = [Float](repeating: 0, count: plane) }
+    if reorderMoved.count < n * c { reorderMoved = [Bool](repeating: false, count: n * c) }
+    reorderPlane.withUnsafeMutableBufferPointer { scratch in
+      reorderMoved.withUnsafeMutableBufferPointer { moved in
+        MemoryPasses.measure("channels-major.forward", {
+          ChannelsMajor.reorderInPlace(t.data, samples: n, channels: c, plane: plane, toChannelsMajor: toChannelsMajor,
+            scratch: scratch.baseAddress!, moved: moved.baseAddress!)
+        }, elements: { _ in 2 * t.count })
+      }
+    }
+  }
   /// The channels-major copies of the input and the output gradient, and the NCHW output and
   /// input gradient (from the network's pools).
   private var channelsMajorInput: Tensor?, channelsMajorGradient: Tensor?
   private var channelsMajorOutput: Tensor?, channelsMajorInputGradient: Tensor?
-  /// Scratch of the in-place reorder of the output: one plane, and a flag per plane.
+  /// Scratch of the in-place reorders: one plane, and a flag per plane.
   private var reorderPlane: [Float] = [], reorderMoved: [Bool] = []
 
   /// Whether a container whose layers all allow it (`Module.runsChannelsMajor`; a
@@ -95,6 +111,14 @@ public final class Sequential: Module {
   /// layer's `backwardReadsInput`, or its own layer's `backwardReadsOutput`). In inference mode
   /// (`withInferenceMode(_:)`) nothing is kept.
   public override func forward(_ x: Tensor) throws -> Tensor {
+    try forward(x, mayOverwriteInput: false)
+  }
+
+  /// Forward that, with `mayOverwriteInput` (from a container that knows no later node reads x,
+  /// and that x is its own value: `Graph`), reorders x in place for a channels-major pass instead
+  /// of into a copy: x's storage then holds the channels-major batch, which backward reads
+  /// (`backwardReadsInput` is true), and no second buffer of x's size is taken.
+  func forward(_ x: Tensor, mayOverwriteInput: Bool) throws -> Tensor {
     let inference = activationArena != nil
     let arena = activationPoolForForward()
     arena.beginPass(self, keeping: x)
@@ -109,7 +133,10 @@ public final class Sequential: Module {
     }
     channelsMajorSamples = samples
     var h = x
-    if let n = samples {
+    if let n = samples, mayOverwriteInput {
+      reorderInPlace(x, samples: n, toChannelsMajor: true)
+      h = x.reshaped(ChannelsMajor.shape(of: x.shape))
+    } else if let n = samples {
       arena.managedOwner = ObjectIdentifier(self)
       let t = reuseOutput(&channelsMajorInput, shape: ChannelsMajor.shape(of: x.shape))
       MemoryPasses.measure("channels-major.forward", {
@@ -169,19 +196,11 @@ public final class Sequential: Module {
       // nothing backward reads shares its storage (no second buffer), else a copy.
       let (lastName, last) = (producerName, producer!)
       let cm = h, c = cm.shape[1], plane = cm.count / c / n, shape = ChannelsMajor.batchShape(of: cm.shape, samples: n)
-      readsInput = false
+      // Backward reads x's storage when it holds the channels-major input.
+      readsInput = !inference && mayOverwriteInput
       readsOutput = false
       if inference || !(last.backwardReadsOutput || kept.contains { $0.storage === cm.storage }) {
-        if reorderPlane.count < plane { reorderPlane = [Float](repeating: 0, count: plane) }
-        if reorderMoved.count < n * c { reorderMoved = [Bool](repeating: false, count: n * c) }
-        reorderPlane.withUnsafeMutableBufferPointer { scratch in
-          reorderMoved.withUnsafeMutableBufferPointer { moved in
-            MemoryPasses.measure("channels-major.forward", {
-              ChannelsMajor.reorderInPlace(cm.data, samples: n, channels: c, plane: plane, scratch: scratch.baseAddress!,
-                moved: moved.baseAddress!)
-            }, elements: { _ in 2 * cm.count })
-          }
-        }
+        reorderInPlace(cm, samples: n, toChannelsMajor: false)
         return cm.reshaped(shape)
       }
       arena.managedOwner = ObjectIdentifier(last)

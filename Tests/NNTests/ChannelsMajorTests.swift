@@ -160,6 +160,48 @@ final class ChannelsMajorTests: XCTestCase {
     return conv
   }
 
+  /// In a Graph, a branch reorders its input in place when nothing else reads that value (a
+  /// split's half that only the branch reads), and copies it when the value is read later (by a
+  /// concatenation) or by another node's backward (a depthwise convolution's): the same results as
+  /// the NCHW order in each case.
+  func testInAGraphABranchReordersItsInputInPlaceOnlyWhenNothingElseReadsIt() throws {
+    // kind 0: split → branch → concat(pass, branch); 1: concat(x, branch(x)); 2: a depthwise
+    // convolution reads x before the branch does.
+    func network(_ kind: Int) -> (Graph, Sequential) {
+      var rng = SeededGenerator(seed: 21)
+      let g = Graph(), b = branch(3, 3, stride: 1, bias: false, seed: 22)
+      let (pass, x) = g.split(g.input, .evenOdd)
+      switch kind {
+      case 0: g.output = g.concat(pass, g("branch", b, x))
+      case 1: g.output = g.concat(x, g("branch", b, x))
+      default:
+        let d = g("dw", DepthwiseConv2D(channels: 3, kernelSize: 3, padding: 1, rng: &rng), x)
+        g.output = g.concat(d, g("branch", b, x))
+      }
+      return (g, b)
+    }
+    for (kind, inPlace) in [(0, true), (1, false), (2, false)] {
+      var rng = SeededGenerator(seed: 23)
+      let x = Tensor.uniform([3, 6, 5, 7], using: &rng), x0 = x.copy()
+      let (g1, _) = network(kind), (g2, b2) = network(kind)
+      let ys = try g1.outputShape(for: x.shape)
+      let dy = Tensor(shape: ys, values: (0..<ys.reduce(1, *)).map { _ in rng.nextNormal() })
+      Sequential.allowsChannelsMajor = false
+      let y1 = try g1.forward(x).copy()
+      let dx1 = try g1.backward(dy).copy()
+      Sequential.allowsChannelsMajor = true
+      for step in 0..<2 {  // the second pass reuses the first one's buffers
+        let y2 = try g2.forward(x).copy()
+        XCTAssertTrue(b2.ranChannelsMajor)
+        XCTAssertEqual(b2.backwardReadsInput, inPlace, "kind \(kind): the branch reads x's storage only when it reordered it in place")
+        let dx2 = try g2.backward(dy).copy()
+        assertClose(y2.array, y1.array, "y, kind \(kind), step \(step)")
+        assertClose(dx2.array, dx1.array, "dx, kind \(kind), step \(step)")
+      }
+      XCTAssertEqual(x.array, x0.array, "kind \(kind): the caller's input is left alone")
+    }
+  }
+
   func testAWrongShapeIsReportedInNCHWTerms() {
     let b = branch(3, 4, stride: 1, bias: false, seed: 18)
     var rng = SeededGenerator(seed: 19)
