@@ -28,6 +28,16 @@ public final class Sequential: Module {
   /// Whether the last forward ran its layers on a channels-major batch (see `allowsChannelsMajor`).
   public var ranChannelsMajor: Bool { channelsMajorSamples != nil }
 
+  /// Copies `from` (N samples, NCHW or channels-major) into `to` in the other order, counted as a
+  /// pass of `kind`.
+  private func reorder(_ from: Tensor, into to: Tensor, samples n: Int, toChannelsMajor: Bool, kind: String) {
+    let c = from.shape[1]
+    MemoryPasses.measure(kind, {
+      ChannelsMajor.reorder(from.data, into: to.data, samples: n, channels: c, plane: from.count / c / n,
+        toChannelsMajor: toChannelsMajor)
+    }, elements: { _ in 2 * from.count })
+  }
+
   /// Reorders the planes of `t` (N samples, NCHW or channels-major) in place, counted as a
   /// channels-major pass.
   private func reorderInPlace(_ t: Tensor, samples n: Int, toChannelsMajor: Bool) {
@@ -139,10 +149,7 @@ public final class Sequential: Module {
     } else if let n = samples {
       arena.managedOwner = ObjectIdentifier(self)
       let t = reuseOutput(&channelsMajorInput, shape: ChannelsMajor.shape(of: x.shape))
-      MemoryPasses.measure("channels-major.forward", {
-        ChannelsMajor.reorder(x.data, into: t.data, samples: n, channels: x.shape[1], plane: x.shape[2] * x.shape[3],
-          toChannelsMajor: true)
-      }, elements: { _ in 2 * x.count })
+      reorder(x, into: t, samples: n, toChannelsMajor: true, kind: "channels-major.forward")
       h = t
     }
     // The layer that wrote h (nil: h is x, or this container's channels-major copy of it), and
@@ -195,7 +202,7 @@ public final class Sequential: Module {
       // layer's: a stale read names it, as in NCHW order). Backward never reads it: in place when
       // nothing backward reads shares its storage (no second buffer), else a copy.
       let (lastName, last) = (producerName, producer!)
-      let cm = h, c = cm.shape[1], plane = cm.count / c / n, shape = ChannelsMajor.batchShape(of: cm.shape, samples: n)
+      let cm = h, shape = ChannelsMajor.batchShape(of: cm.shape, samples: n)
       // Backward reads x's storage when it holds the channels-major input.
       readsInput = !inference && mayOverwriteInput
       readsOutput = false
@@ -206,9 +213,7 @@ public final class Sequential: Module {
       arena.managedOwner = ObjectIdentifier(last)
       let out = last.reuseOutput(&channelsMajorOutput, shape: shape)
       out.nameOutput(lastName, ownedBy: last)
-      MemoryPasses.measure("channels-major.forward", {
-        ChannelsMajor.reorder(cm.data, into: out.data, samples: n, channels: c, plane: plane, toChannelsMajor: false)
-      }, elements: { _ in 2 * cm.count })
+      reorder(cm, into: out, samples: n, toChannelsMajor: false, kind: "channels-major.forward")
       return out
     }
     // What the container's own flags report: its first reader of x, the writer of its output,
@@ -244,10 +249,7 @@ public final class Sequential: Module {
     if let n = channelsMajorSamples {
       arena.managedOwner = ObjectIdentifier(self)
       let t = reuseInputGradient(&channelsMajorGradient, shape: ChannelsMajor.shape(of: dy.shape))
-      MemoryPasses.measure("channels-major.backward", {
-        ChannelsMajor.reorder(dy.data, into: t.data, samples: n, channels: dy.shape[1], plane: dy.shape[2] * dy.shape[3],
-          toChannelsMajor: true)
-      }, elements: { _ in 2 * dy.count })
+      reorder(dy, into: t, samples: n, toChannelsMajor: true, kind: "channels-major.backward")
       g = t
     }
     for (i, (name, l)) in layers.enumerated().reversed() {
@@ -284,10 +286,7 @@ public final class Sequential: Module {
     if let n = channelsMajorSamples {
       arena.managedOwner = ObjectIdentifier(self)
       let cm = g, dx = reuseInputGradient(&channelsMajorInputGradient, shape: ChannelsMajor.batchShape(of: cm.shape, samples: n))
-      MemoryPasses.measure("channels-major.backward", {
-        ChannelsMajor.reorder(cm.data, into: dx.data, samples: n, channels: cm.shape[1], plane: cm.count / cm.shape[1] / n,
-          toChannelsMajor: false)
-      }, elements: { _ in 2 * cm.count })
+      reorder(cm, into: dx, samples: n, toChannelsMajor: false, kind: "channels-major.backward")
       arena.recycle(cm, unlessSharedWith: [dx, dy])
       return dx
     }
