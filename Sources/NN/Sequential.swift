@@ -28,31 +28,6 @@ public final class Sequential: Module {
   /// Whether the last forward ran its layers on a channels-major batch (see `allowsChannelsMajor`).
   public var ranChannelsMajor: Bool { channelsMajorSamples != nil }
 
-  /// Copies `from` (N samples, NCHW or channels-major) into `to` in the other order, counted as a
-  /// pass of `kind`.
-  private func reorder(_ from: Tensor, into to: Tensor, samples n: Int, toChannelsMajor: Bool, kind: String) {
-    let c = from.shape[1]
-    MemoryPasses.measure(kind, {
-      ChannelsMajor.reorder(from.data, into: to.data, samples: n, channels: c, plane: from.count / c / n,
-        toChannelsMajor: toChannelsMajor)
-    }, elements: { _ in 2 * from.count })
-  }
-
-  /// Reorders the planes of `t` (N samples, NCHW or channels-major) in place, counted as a
-  /// channels-major pass.
-  private func reorderInPlace(_ t: Tensor, samples n: Int, toChannelsMajor: Bool) {
-    let c = t.shape[1], plane = t.count / c / n
-    if reorderPlane.count < plane { reorderPlane = [Float](repeating: 0, count: plane) }
-    if reorderMoved.count < n * c { reorderMoved = [Bool](repeating: false, count: n * c) }
-    reorderPlane.withUnsafeMutableBufferPointer { scratch in
-      reorderMoved.withUnsafeMutableBufferPointer { moved in
-        MemoryPasses.measure("channels-major.forward", {
-          ChannelsMajor.reorderInPlace(t.data, samples: n, channels: c, plane: plane, toChannelsMajor: toChannelsMajor,
-            scratch: scratch.baseAddress!, moved: moved.baseAddress!)
-        }, elements: { _ in 2 * t.count })
-      }
-    }
-  }
   /// The channels-major copies of the input and the output gradient, and the NCHW output and
   /// input gradient (from the network's pools).
   private var channelsMajorInput: Tensor?, channelsMajorGradient: Tensor?
@@ -134,7 +109,7 @@ public final class Sequential: Module {
     arena.beginPass(self, keeping: x)
     defer { arena.endPass() }
     keptNoActivations = inference
-    // Channels-major: h starts as this container's copy of x, [1, C, N·H, W].
+    // Channels-major: h starts as x reordered into [1, C, N·H, W] (a copy, or x itself in place).
     var samples: Int?
     if channelsMajorCapable && Sequential.allowsChannelsMajor && x.shape.count == 4 && x.shape[0] > 1 {
       // A wrong shape fails here, named in NCHW terms, before any layer sees the reordered batch.
@@ -307,6 +282,32 @@ public final class Sequential: Module {
     if let r = last as? ReLU { return r.inPlace && !(layers.count >= 2 && fusesReLU[layers.count - 2]) }
     if let s = last as? Sequential { return s.overwritesIncomingGradient }
     return false
+  }
+
+  /// Copies `from` (N samples, NCHW or channels-major) into `to` in the other order, counted as a
+  /// pass of `kind`.
+  private func reorder(_ from: Tensor, into to: Tensor, samples n: Int, toChannelsMajor: Bool, kind: String) {
+    let c = from.shape[1]
+    MemoryPasses.measure(kind, {
+      ChannelsMajor.reorder(from.data, into: to.data, samples: n, channels: c, plane: from.count / c / n,
+        toChannelsMajor: toChannelsMajor)
+    }, elements: { _ in 2 * from.count })
+  }
+
+  /// Reorders the planes of `t` (N samples, NCHW or channels-major) in place, counted as a
+  /// channels-major pass.
+  private func reorderInPlace(_ t: Tensor, samples n: Int, toChannelsMajor: Bool) {
+    let c = t.shape[1], plane = t.count / c / n
+    if reorderPlane.count < plane { reorderPlane = [Float](repeating: 0, count: plane) }
+    if reorderMoved.count < n * c { reorderMoved = [Bool](repeating: false, count: n * c) }
+    reorderPlane.withUnsafeMutableBufferPointer { scratch in
+      reorderMoved.withUnsafeMutableBufferPointer { moved in
+        MemoryPasses.measure("channels-major.forward", {
+          ChannelsMajor.reorderInPlace(t.data, samples: n, channels: c, plane: plane, toChannelsMajor: toChannelsMajor,
+            scratch: scratch.baseAddress!, moved: moved.baseAddress!)
+        }, elements: { _ in 2 * t.count })
+      }
+    }
   }
 }
 
