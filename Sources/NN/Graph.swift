@@ -459,12 +459,15 @@ open class Graph: Module {
   /// Whether the backward pass reads value v: a module that reads it reads its input, or the
   /// module that wrote it reads its output (operations read neither: only shapes).
   /// A ReLU run fused with the layer before it reads nothing (that layer's backward masks).
-  private func readsValue(_ v: Int) -> Bool {
+  /// Node `skipped`'s reading, if any, is left out.
+  private func readsValue(_ v: Int, apartFrom skipped: Int = -1) -> Bool {
     if v != 0, !isFusedReLU(producer[v]), case let .module(_, m) = nodes[producer[v]].op, m.backwardReadsOutput {
       return true
     }
     return nodes.indices.contains { k in
-      guard nodes[k].inputs.contains(v), !isFusedReLU(k), case let .module(_, m) = nodes[k].op else { return false }
+      guard k != skipped, nodes[k].inputs.contains(v), !isFusedReLU(k), case let .module(_, m) = nodes[k].op else {
+        return false
+      }
       return m.backwardReadsInput
     }
   }
@@ -498,19 +501,12 @@ open class Graph: Module {
   private func inputIsExclusive(at k: Int) -> Bool {
     let v = nodes[k].inputs[0]
     func readLater(_ u: Int) -> Bool { u == outputIndex || nodes[(k + 1)...].contains { $0.inputs.contains(u) } }
-    // As `readsValue`, without node k's own reading.
-    func readBackward(_ u: Int) -> Bool {
-      if u != 0, !isFusedReLU(producer[u]), case let .module(_, m) = nodes[producer[u]].op, m.backwardReadsOutput {
-        return true
-      }
-      return nodes.indices.contains { j in
-        guard j != k, nodes[j].inputs.contains(u), !isFusedReLU(j), case let .module(_, m) = nodes[j].op else { return false }
-        return m.backwardReadsInput
-      }
-    }
-    guard v != 0, !readLater(v), !readBackward(v), let t = values[v] else { return false }
+    // Node k's own reading aside (from the last pass, it would say yes once k reordered in place).
+    guard v != 0, !readLater(v), !readsValue(v, apartFrom: k), let t = values[v] else { return false }
     for u in 0..<values.count where u != v && producer[u] < k {
-      if let other = values[u], other.storage === t.storage, u == 0 || readLater(u) || readBackward(u) { return false }
+      if let other = values[u], other.storage === t.storage, u == 0 || readLater(u) || readsValue(u, apartFrom: k) {
+        return false
+      }
     }
     return true
   }
