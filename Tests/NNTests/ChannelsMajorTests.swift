@@ -3,8 +3,9 @@
 // the NCHW order up to the order of the sums: outputs, input and parameter gradients, running
 // statistics, in training, evaluation and inference mode, on odd shapes (one channel, 1×1 maps,
 // stride 2, sizes that are not multiples of 8); it passes the gradient check; the depthwise
-// convolution gives the same bits in either order; a wrong shape is reported in NCHW terms.
-import NN
+// convolution gives the same bits in either order; the reorders follow the index map; a wrong shape
+// is reported in NCHW terms.
+@testable import NN
 import TensorCore
 import TestSupport
 import XCTest
@@ -199,6 +200,33 @@ final class ChannelsMajorTests: XCTestCase {
         assertClose(dx2.array, dx1.array, "dx, kind \(kind), step \(step)")
       }
       XCTAssertEqual(x.array, x0.array, "kind \(kind): the caller's input is left alone")
+    }
+  }
+
+  /// The reorders, copying and in place, both ways, against the index map element by element:
+  /// NCHW (s, c, i) at (s·C + c)·P + i, channels-major at (c·N + s)·P + i.
+  func testReordersMatchTheIndexMap() {
+    for (n, c, p) in [(3, 5, 7), (1, 4, 3), (4, 1, 2), (64, 24, 1), (2, 3, 16), (6, 6, 5)] {
+      let count = n * c * p
+      let nchw = (0..<count).map { Float($0) }
+      var major = [Float](repeating: -1, count: count)
+      for s in 0..<n {
+        for ch in 0..<c {
+          for i in 0..<p { major[(ch * n + s) * p + i] = nchw[(s * c + ch) * p + i] }
+        }
+      }
+      var out = [Float](repeating: -1, count: count), back = [Float](repeating: -1, count: count)
+      ChannelsMajor.reorder(nchw, into: &out, samples: n, channels: c, plane: p, toChannelsMajor: true)
+      ChannelsMajor.reorder(out, into: &back, samples: n, channels: c, plane: p, toChannelsMajor: false)
+      XCTAssertEqual(out, major, "copy to channels-major, [\(n), \(c), \(p)]")
+      XCTAssertEqual(back, nchw, "copy back, [\(n), \(c), \(p)]")
+      var data = nchw, scratch = [Float](repeating: 0, count: p), moved = [Bool](repeating: true, count: count / p)
+      ChannelsMajor.reorderInPlace(&data, samples: n, channels: c, plane: p, toChannelsMajor: true, scratch: &scratch,
+        moved: &moved)
+      XCTAssertEqual(data, major, "in place to channels-major, [\(n), \(c), \(p)]")
+      ChannelsMajor.reorderInPlace(&data, samples: n, channels: c, plane: p, toChannelsMajor: false, scratch: &scratch,
+        moved: &moved)
+      XCTAssertEqual(data, nchw, "in place back, [\(n), \(c), \(p)]")
     }
   }
 
