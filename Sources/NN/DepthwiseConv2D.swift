@@ -163,9 +163,11 @@ public final class DepthwiseConv2D: Module {
   /// Forward over a batch of N samples stored channels-major (as `Sequential` runs it, see
   /// `Module.runsChannelsMajor`): x [1, C, N·H, W], each channel's N planes one after the other,
   /// → y [1, C, N·OH, OW] likewise. Channel c's planes are then the one-channel batch
-  /// [N, 1, H, W] at c·N·H·W, which the same kernels run with channel c's weight and bias: the
-  /// same operations per plane as `forward(_:)`, so the same bits. `backward` follows the layout
-  /// of the last forward. Channel multiplier 1 only.
+  /// [N, 1, H, W] at c·N·H·W, with channel c's weight and bias: 3×3 layers of padding 1 at
+  /// stride 1 or 2 run it with eight samples in vector lanes (`dw_lanes_forward`, where
+  /// `dw_lanes_preferred` says it is the faster), others with the per-plane kernels; either way
+  /// each output takes the same operations as in `forward(_:)`, so the same bits. `backward`
+  /// follows the layout of the last forward. Channel multiplier 1 only.
   func forward(_ x: Tensor, channelsMajorSamples n: Int) throws -> Tensor {
     let expected = "[1, \(inChannels), N·H, W] holding \(n) samples channels-major"
     guard channelMultiplier == 1, n > 0, x.shape.count == 4, x.shape[0] == 1, x.shape[2] % n == 0 else {
@@ -177,9 +179,23 @@ public final class DepthwiseConv2D: Module {
     channelsMajorSamples = n
     var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
     let c = inChannels, hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
-    let scratch = dw_forward_scratch(&g), geo = g
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
     let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
+    if dw_lanes_preferred(&g, false) {
+      // x [C, N, H, W] → y [C, N, OH, OW], in parallel over channels, each whole in one call.
+      let scratch = dw_lanes_forward_scratch(&g), geo = g
+      parallelFor(c, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * ohw))) { range in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buf in
+          var gg = geo
+          for ci in range {
+            dw_lanes_forward(&gg, xs.value + ci * n * hw, ws.value + ci * kk, bs.value.map { $0[ci] } ?? 0,
+              dst.value + ci * n * ohw, buf.baseAddress!)
+          }
+        }
+      }
+      return y
+    }
+    let scratch = dw_forward_scratch(&g), geo = g
     // planes q = c·N + s of x [C, N, H, W] → y [C, N, OH, OW], in parallel over planes; a
     // range runs channel by channel.
     parallelFor(c * n, minimumChunk: Swift.max(1, 8192 / Swift.max(1, ohw))) { range in
@@ -229,14 +245,29 @@ public final class DepthwiseConv2D: Module {
 
   /// Backward of a channels-major forward: x, dx [1, C, N·H, W], dy [1, C, N·OH, OW] (see
   /// `forward(_:channelsMajorSamples:)`), in parallel over channels, each channel's dx, dW and db
-  /// by one thread in the same order as `backward` takes them.
+  /// by one thread: by the lanes kernel where `dw_lanes_preferred` chooses it (dx the same bits
+  /// as `backward`; dW and db summed lane by lane, so to rounding), else by the per-plane kernels
+  /// in the order `backward` takes them. The bits do not depend on the thread count.
   private func backwardChannelsMajor(_ x: Tensor, _ dy: Tensor, _ dx: Tensor, samples n: Int) {
     var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
     let hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
-    let scratch = dw_backward_scratch(&g, 1), geo = g
+    let lanes = dw_lanes_preferred(&g, true)
+    let scratch = lanes ? dw_lanes_backward_scratch(&g) : dw_backward_scratch(&g, 1), geo = g
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
     let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
+    if lanes {
+      parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buf in
+          var gg = geo
+          for ci in range {
+            dw_lanes_backward(&gg, xs.value + ci * n * hw, ws.value + ci * kk, dys.value + ci * n * ohw,
+              dxs.value.map { $0 + ci * n * hw }, dws.value + ci * kk, dbs.value.map { $0 + ci }, buf.baseAddress!)
+          }
+        }
+      }
+      return
+    }
     parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
       withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
         var gg = geo

@@ -42,6 +42,38 @@ ptrdiff_t dw_backward_scratch(const DWGeometry *g, ptrdiff_t channels);
 void dw_backward_channels(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
                           float *dweight, float *dbias, ptrdiff_t c0, ptrdiff_t c1, float *scratch);
 
+/// Whether `dw_lanes_forward` and `dw_lanes_backward` run `g`: 3×3, padding 1, stride 1 or 2 on
+/// both axes, channel multiplier 1, n > 1 samples (g->c is not read: the calls take one channel).
+bool dw_lanes_handles(const DWGeometry *g);
+
+/// Whether DepthwiseConv2D's channels-major pass runs `g` (one channel's n samples) with the
+/// lanes kernels rather than the per-plane ones, forward or `backward`: with the AVX2 variant, on
+/// a geometry that `dw_lanes_handles`, except where the per-plane kernels measured faster
+/// (stride 2 on 16-wide planes; DepthwiseLanes.c).
+bool dw_lanes_preferred(const DWGeometry *g, bool backward);
+
+/// Floats of scratch memory one call of `dw_lanes_forward` needs: about ((h + 2)·(w + 2) + oh·ow)·8.
+ptrdiff_t dw_lanes_forward_scratch(const DWGeometry *g);
+
+/// Floats of scratch memory one call of `dw_lanes_backward` needs: about ((h + 2)·(w + 2) +
+/// (oh + 2)·(ow + 2) + h·w + 10)·8.
+ptrdiff_t dw_lanes_backward_scratch(const DWGeometry *g);
+
+/// Forward of ONE channel's n samples (a channels-major batch's channel): x [n, h, w] → y
+/// [n, oh, ow], y = bias + Σ_{u,v} w[u, v]·x[i·s − 1 + u, j·s − 1 + v] over the taps inside the
+/// image, in (u, v) order: the values `dw_forward_planes` gives. Eight samples at a time in
+/// vector lanes (DepthwiseLanes.c). weight [3, 3]. `scratch` holds `dw_lanes_forward_scratch(g)`
+/// floats, private to the call. Only for a geometry that `dw_lanes_handles`.
+void dw_lanes_forward(const DWGeometry *g, const float *x, const float *weight, float bias, float *y, float *scratch);
+
+/// Backward of ONE channel's n samples: dy [n, oh, ow] → dx [n, h, w] (unless dx is NULL), and
+/// ACCUMULATES (+=) dweight [3, 3] and *dbias (unless NULL). dx is each element's taps in (u, v)
+/// order from 0; dW and db sum each lane (sample mod 8) over the groups of eight samples and
+/// the outputs in order, then the eight lanes in order: the bits depend on n, h and w only.
+/// `scratch` holds `dw_lanes_backward_scratch(g)` floats. Only for a geometry that `dw_lanes_handles`.
+void dw_lanes_backward(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
+                       float *dweight, float *dbias, float *scratch);
+
 /// The kernel variants: the portable C (baseline x86-64, or the target's baseline elsewhere),
 /// AVX2+FMA (x86-64 only, when the CPU has both) and AVX-512 (x86-64 with AVX-512F and VL too: its
 /// own kernels for 3×3, padding 1 at stride 1 and at stride 2 on planes up to 32 wide; the AVX2
