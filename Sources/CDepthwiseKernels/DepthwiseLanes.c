@@ -56,8 +56,7 @@ bool dw_lanes_handles(const DWGeometry *g) {
 // 8×8 stride 2 0.49 / 1.89 → 0.39 / 1.23; but 16×16 stride 2 0.51 / 1.46 → 0.58 / 1.57, which the
 // per-plane kernels run straight from the unpadded plane (their direct stride-2 path): kept there.
 // The AVX-512 variant keeps its own kernels (not measured against these 8-lane ones).
-bool dw_lanes_preferred(const DWGeometry *g, bool backward) {
-  (void)backward;  // the same choice both ways on this evidence
+bool dw_lanes_preferred(const DWGeometry *g) {
   if (!dw_lanes_handles(g) || dw_kernels_variant() != DW_VARIANT_AVX2) return false;
   return !(g->sh == 2 && g->w == 16 && g->h % 2 == 0);
 }

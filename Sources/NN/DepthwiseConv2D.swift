@@ -181,7 +181,7 @@ public final class DepthwiseConv2D: Module {
     let c = inChannels, hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
     let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
-    if dw_lanes_preferred(&g, false) {
+    if dw_lanes_preferred(&g) {
       // x [C, N, H, W] → y [C, N, OH, OW], in parallel over channels, each whole in one call.
       let scratch = dw_lanes_forward_scratch(&g), geo = g
       parallelFor(c, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * ohw))) { range in
@@ -251,7 +251,7 @@ public final class DepthwiseConv2D: Module {
   private func backwardChannelsMajor(_ x: Tensor, _ dy: Tensor, _ dx: Tensor, samples n: Int) {
     var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
     let hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
-    let lanes = dw_lanes_preferred(&g, true)
+    let lanes = dw_lanes_preferred(&g)
     let scratch = lanes ? dw_lanes_backward_scratch(&g) : dw_backward_scratch(&g, 1), geo = g
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)

@@ -2,7 +2,7 @@
 // to a vector (CDepthwiseKernels' dw_lanes_*) against the Double reference and against the
 // per-plane kernels, in every kernel variant this CPU runs: odd shapes (1×1 and 2×1 maps, widths
 // that are not multiples of 4, sample counts that are not multiples of 8, stride 2 on odd sizes),
-// dx skipped, gradients that accumulate.
+// dx skipped, gradients that accumulate; the geometries it runs and where it is chosen.
 import CDepthwiseKernels
 import NN
 import TensorCore
@@ -83,5 +83,17 @@ final class DepthwiseLanesTests: XCTestCase {
     g = geometry(4, 8, 8, 1)
     g.m = 2
     XCTAssertFalse(dw_lanes_handles(&g), "channel multiplier 2")
+
+    // Chosen for the channels-major pass with the AVX2 variant only, and there not for stride 2
+    // on 16-wide planes (the per-plane kernels' direct path is faster).
+    defer { DepthwiseConv2D.selectKernelVariant(nil) }
+    var s1 = geometry(64, 8, 8, 1), s2 = geometry(64, 32, 32, 2), s2w16 = geometry(64, 16, 16, 2)
+    if DepthwiseConv2D.selectKernelVariant("avx2") {
+      XCTAssertTrue(dw_lanes_preferred(&s1))
+      XCTAssertTrue(dw_lanes_preferred(&s2))
+      XCTAssertFalse(dw_lanes_preferred(&s2w16))
+    }
+    XCTAssertTrue(DepthwiseConv2D.selectKernelVariant("portable"))
+    XCTAssertFalse(dw_lanes_preferred(&s1), "the portable variant keeps the per-plane kernels")
   }
 }

@@ -47,10 +47,10 @@ void dw_backward_channels(const DWGeometry *g, const float *x, const float *weig
 bool dw_lanes_handles(const DWGeometry *g);
 
 /// Whether DepthwiseConv2D's channels-major pass runs `g` (one channel's n samples) with the
-/// lanes kernels rather than the per-plane ones, forward or `backward`: with the AVX2 variant, on
+/// lanes kernels rather than the per-plane ones, forward and backward: with the AVX2 variant, on
 /// a geometry that `dw_lanes_handles`, except where the per-plane kernels measured faster
 /// (stride 2 on 16-wide planes; DepthwiseLanes.c).
-bool dw_lanes_preferred(const DWGeometry *g, bool backward);
+bool dw_lanes_preferred(const DWGeometry *g);
 
 /// Floats of scratch memory one call of `dw_lanes_forward` needs: about ((h + 2)·(w + 2) + oh·ow)·8.
 ptrdiff_t dw_lanes_forward_scratch(const DWGeometry *g);

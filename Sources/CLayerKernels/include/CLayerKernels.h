@@ -3,10 +3,11 @@
 //
 // BatchNorm2D's per-channel passes, over the N planes of one channel of a contiguous [N, C, HW]
 // tensor: its statistics, the normalisation, and the two sums and the input gradient of the
-// backward pass. Sums run in vectors of Doubles in a fixed order (planes in sample order, then
-// the lanes in a fixed tree), so a result depends only on the data, never on which thread runs a
-// channel. An AVX-512 variant is chosen at run time where the CPU has it; the portable one runs
-// everywhere else.
+// backward pass. The per-channel loops sum in float vectors added into vectors of Doubles every
+// 256 floats, the block passes in a Double per position; both in a fixed order (planes in sample
+// order, then the lanes in a fixed tree), so a result depends only on the data, never on which
+// thread runs a channel. An AVX-512 or AVX2+FMA variant is chosen at run time where the CPU has
+// it; the portable one runs everywhere else.
 //
 // MaxPool2D's forward over whole planes, with the argmax its backward routes gradients by (an
 // AVX-512 variant for the zoo's 3×3/2/1 max-pool).
@@ -35,7 +36,7 @@ void acon_bn_normalize(
     const float *x, float *y, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float mu, float scale, float shift,
     int relu, int stream);
 
-/// Σ dy and Σ dy·(x − mu) over one channel's n planes, in Double. With `relu` ≠ 0, dy is the
+/// Σ dy and Σ dy·(x − mu) over one channel's n planes (float partial sums added in Double). With `relu` ≠ 0, dy is the
 /// gradient at the output of a ReLU fused into the forward pass: each element counts only where
 /// (x − mu)·scale + shift, recomputed as acon_bn_normalize computed it, is > 0.   x, dy: [n, stride].
 void acon_bn_gradient_sums(
