@@ -56,28 +56,20 @@ BODY v16 splat(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f,
 
 typedef double d8 __attribute__((vector_size(64)));
 
-/// The 16 lanes of v as Doubles, minus m: lanes 0–7 in w[0], 8–15 in w[1].
-BODY void widen(d8 w[2], v16 v, double m) {
-  const d8 md = {m, m, m, m, m, m, m, m};
-  w[0] = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8) - md;
-  w[1] = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8) - md;
+/// The 16 lanes of v as Doubles: lanes 0–7 in w[0], 8–15 in w[1].
+BODY void widen(d8 w[2], v16 v) {
+  w[0] = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), d8);
+  w[1] = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), d8);
 }
 
 /// Adds the 16 lanes of v, as Doubles, to acc.
 BODY void add_wide(d8 acc[2], v16 v) {
   d8 w[2];
-  widen(w, v, 0);
+  widen(w, v);
   acc[0] += w[0];
   acc[1] += w[1];
 }
 
-/// Adds (v − m)² lane by lane to acc, the difference and the square in Double.
-BODY void add_wide_squares(d8 acc[2], v16 v, double m) {
-  d8 w[2];
-  widen(w, v, m);
-  acc[0] += w[0] * w[0];
-  acc[1] += w[1] * w[1];
-}
 
 /// The lanes of acc in a fixed tree (halves folded onto each other).
 BODY double lanes(const d8 acc[2]) {
@@ -304,7 +296,7 @@ BODY void accumulate_run(double *acc, const float *run, const double *m, ptrdiff
   ptrdiff_t k = 0;
   for (; k + 16 <= len; k += 16) {
     d8 w[2];
-    widen(w, ld(run + k), 0);
+    widen(w, ld(run + k));
     if (squares) {
       w[0] -= ldd(m + k);
       w[1] -= ldd(m + k + 8);
@@ -405,8 +397,8 @@ BODY void gradient_sums_block_body(
         const v16 x0 = ld(p + k), mv = ld(em + k);
         const v16 d0 = masked ? pass_mask(ld(d + k), x0, mv, ld(es + k), ld(et + k)) : ld(d + k);
         d8 w[2], wx[2];
-        widen(w, d0, 0);
-        widen(wx, d0 * (x0 - mv), 0);
+        widen(w, d0);
+        widen(wx, d0 * (x0 - mv));
         std8(a + k, ldd(a + k) + w[0]);
         std8(a + k + 8, ldd(a + k + 8) + w[1]);
         std8(ax + k, ldd(ax + k) + wx[0]);
