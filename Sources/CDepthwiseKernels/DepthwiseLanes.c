@@ -129,19 +129,19 @@ INLINE void from_lanes(const float *t, ptrdiff_t p, ptrdiff_t rows, float *dst, 
 
 // MARK: - Bodies
 
-/// The window of 3×3 taps at x0, x1, x2 (the three input rows, each at its window's first
-/// column) on a from its start, in (u, v) order, each an FMA.
-#define TAPS9(a, w, x0, x1, x2)            \
+/// The nine taps of a 3×3 window added to a, in (u, v) order, each an FMA: kernel row u reads
+/// row pointer x0, x1 or x2 at offsets 0, d and 2·d (d = LANES forward, −LANES in dx's gather).
+#define TAPS9(a, w, x0, x1, x2, d)         \
   do {                                     \
     a += w[0] * ld8(x0);                   \
-    a += w[1] * ld8((x0) + LANES);         \
-    a += w[2] * ld8((x0) + 2 * LANES);     \
+    a += w[1] * ld8((x0) + (d));           \
+    a += w[2] * ld8((x0) + 2 * (d));       \
     a += w[3] * ld8(x1);                   \
-    a += w[4] * ld8((x1) + LANES);         \
-    a += w[5] * ld8((x1) + 2 * LANES);     \
+    a += w[4] * ld8((x1) + (d));           \
+    a += w[5] * ld8((x1) + 2 * (d));       \
     a += w[6] * ld8(x2);                   \
-    a += w[7] * ld8((x2) + LANES);         \
-    a += w[8] * ld8((x2) + 2 * LANES);     \
+    a += w[7] * ld8((x2) + (d));           \
+    a += w[8] * ld8((x2) + 2 * (d));       \
   } while (0)
 
 /// y of one group from the padded xt: yt[i·ow + j] = bias + Σ_{u,v} w[u][v]·xt(s·i − 1 + u,
@@ -172,7 +172,7 @@ INLINE void forward_group(const DWGeometry *g, const float *xt, const float *wt,
     for (; j < ow; j++) {
       const ptrdiff_t o = s * j * LANES;
       v8 a = b;
-      TAPS9(a, w, x0 + o, x1 + o, x2 + o);
+      TAPS9(a, w, x0 + o, x1 + o, x2 + o, LANES);
       st8(y + j * LANES, a);
     }
   }
@@ -230,15 +230,7 @@ INLINE void input_group(const DWGeometry *g, const float *dyt, const float *wt, 
       for (; c < W; c++) {
         const ptrdiff_t o = (c + 2) * LANES;
         v8 a = splat(0);
-        a += w[0] * ld8(d0 + o);
-        a += w[1] * ld8(d0 + o - LANES);
-        a += w[2] * ld8(d0 + o - 2 * LANES);
-        a += w[3] * ld8(d1 + o);
-        a += w[4] * ld8(d1 + o - LANES);
-        a += w[5] * ld8(d1 + o - 2 * LANES);
-        a += w[6] * ld8(d2 + o);
-        a += w[7] * ld8(d2 + o - LANES);
-        a += w[8] * ld8(d2 + o - 2 * LANES);
+        TAPS9(a, w, d0 + o, d1 + o, d2 + o, -LANES);
         st8(dx + c * LANES, a);
       }
     }

@@ -256,25 +256,18 @@ public final class DepthwiseConv2D: Module {
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
     let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
-    if lanes {
-      parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buf in
-          var gg = geo
-          for ci in range {
-            dw_lanes_backward(&gg, xs.value + ci * n * hw, ws.value + ci * kk, dys.value + ci * n * ohw,
-              dxs.value.map { $0 + ci * n * hw }, dws.value + ci * kk, dbs.value.map { $0 + ci }, buf.baseAddress!)
-          }
-        }
-      }
-      return
-    }
     parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
       withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
         var gg = geo
         for ci in range {
           // channel ci: the one-channel batch [N, 1, H, W] of x and dx, [N, 1, OH, OW] of dy
-          dw_backward_channels(&gg, xs.value + ci * n * hw, ws.value + ci * kk, dys.value + ci * n * ohw,
-            dxs.value.map { $0 + ci * n * hw }, dws.value + ci * kk, dbs.value.map { $0 + ci }, 0, 1, buf.baseAddress!)
+          let x = xs.value + ci * n * hw, w = ws.value + ci * kk, dy = dys.value + ci * n * ohw
+          let dx = dxs.value.map { $0 + ci * n * hw }, dw = dws.value + ci * kk, db = dbs.value.map { $0 + ci }
+          if lanes {
+            dw_lanes_backward(&gg, x, w, dy, dx, dw, db, buf.baseAddress!)
+          } else {
+            dw_backward_channels(&gg, x, w, dy, dx, dw, db, 0, 1, buf.baseAddress!)
+          }
         }
       }
     }
