@@ -1,16 +1,17 @@
 // DepthwiseLanes.c: 3×3 depthwise convolution (padding 1, stride 1 or 2) of one channel's
-// samples with the samples in vector lanes, for a batch stored channels-major (NN's
-// DepthwiseConv2D.forward(_:channelsMajorSamples:)). Every sample of a channel has the same
-// weights, so eight samples' planes, transposed into [H·W, 8] (a vector per position), make the
-// convolution one vector FMA per tap and position: no shuffles, no padded copies, no masked
-// tails, whatever the plane's width (the per-plane kernels of DepthwiseKernels.c vectorise along
-// a row, which a 4- or 8-wide plane fills poorly). The transposes in and out are 4×4 blocks in
-// registers; the planes in lanes have a border of zeros (as the per-plane kernels' padded copies),
-// so each output and each element of dx takes the same operations as there.
+// samples with the samples in vector lanes, for NN's DepthwiseConv2D, whose batches (NCHW or
+// channels-major) hold a channel's sample planes at a fixed stride. Every sample of a channel
+// has the same weights, so eight samples' planes, transposed into [H·W, 8] (a vector per
+// position), make the convolution one vector FMA per tap and position: no shuffles, no padded
+// copies, no masked tails, whatever the plane's width (the per-plane kernels of
+// DepthwiseKernels.c vectorise along a row, which a 4- or 8-wide plane fills poorly). The
+// transposes in and out are 4×4 blocks in registers; the planes in lanes have a border of zeros
+// (as the per-plane kernels' padded copies), so each output and each element of dx takes the
+// same operations as there.
 //
-// Shapes: x [n, h, w] (one channel's planes), weight [3, 3], y and dy [n, oh, ow]; a group of
-// eight samples in lanes: xt [(h + 2)·(w + 2), 8] and dyt [(oh + 2)·(ow + 2), 8] with their
-// borders, yt [oh·ow, 8], dxt [h·w, 8].
+// Shapes: x [n, h, w] (one channel's planes, x_stride apart), weight [3, 3], y and dy
+// [n, oh, ow] (y_stride apart); a group of eight samples in lanes: xt [(h + 2)·(w + 2), 8] and
+// dyt [(oh + 2)·(ow + 2), 8] with their borders, yt [oh·ow, 8], dxt [h·w, 8].
 #include "CDepthwiseKernels.h"
 
 #include <string.h>
@@ -49,13 +50,17 @@ bool dw_lanes_handles(const DWGeometry *g) {
          (g->sh == 1 || g->sh == 2) && g->n > 1;
 }
 
-// Measured against the per-plane kernels on one core of a first-generation Zen (AVX2), one
-// channel's 64 samples as ShuffleNetV2-0.5× at 32×32 has them, best of 400 alternating calls, ns
-// an input element, forward / backward: 16×16 stride 1 1.31 / 2.89 → 1.29 / 2.33; 8×8 1.97 /
-// 4.61 → 1.12 / 2.11; 4×4 4.71 / 8.89 → 0.97 / 1.98; 32×32 stride 2 0.83 / 1.51 → 0.58 / 1.31;
-// 8×8 stride 2 0.49 / 1.89 → 0.39 / 1.23; but 16×16 stride 2 0.51 / 1.46 → 0.58 / 1.57, which the
-// per-plane kernels run straight from the unpadded plane (their direct stride-2 path): kept there.
-// The AVX-512 variant keeps its own kernels (not measured against these 8-lane ones).
+// Measured against the per-plane kernels on one core of a first-generation Zen (AVX2), 64
+// samples, best of 12–400 alternating calls, ns an input element, forward / backward. A
+// channels-major batch's channel: 16×16 stride 1 1.31 / 2.89 → 1.29 / 2.33; 8×8 1.97 / 4.61 →
+// 1.12 / 2.11; 4×4 4.71 / 8.89 → 0.97 / 1.98; 32×32 stride 2 0.83 / 1.51 → 0.58 / 1.31; 8×8 stride 2
+// 0.49 / 1.89 → 0.39 / 1.23. An NCHW batch (planes C·H·W apart), TFNet-0.5's layers at 32×32:
+// 32×32 stride 2 (16 channels) 0.74 / 1.48 → 0.45 / 1.08; 8×8 (32) 1.96 / 4.36 → 1.04 / 1.92; 4×4
+// (64) 3.97 / 8.66 → 1.40 / 2.64; 2×2 (1024) 5.55 / 8.54 → 3.74 / 6.46. But 16×16 at stride 2, which
+// the per-plane kernels run straight from the unpadded plane (their direct stride-2 path): 0.47 /
+// 1.37 → 0.38 / 0.95 with 24 channels in cache, 0.55 / 1.44 → 0.72 / 1.53 with 192 channels (12 MB)
+// from memory, so that geometry stays per plane. The AVX-512 variant keeps its own kernels (not
+// measured against these 8-lane ones).
 bool dw_lanes_preferred(const DWGeometry *g) {
   if (!dw_lanes_handles(g) || dw_kernels_variant() != DW_VARIANT_AVX2) return false;
   return !(g->sh == 2 && g->w == 16 && g->h % 2 == 0);
@@ -128,6 +133,17 @@ INLINE void from_lanes(const float *t, ptrdiff_t p, ptrdiff_t rows, float *dst, 
 }
 
 // MARK: - Bodies
+
+/// Prefetches the planes of the next group of samples from k0 (rows k0 .. k0 + 7 of n, row k at
+/// src + k·ld, p floats) when they are 64 floats or more: the transposes read eight rows at once,
+/// which the hardware prefetchers follow poorly, and a stride-2 group's arithmetic is short beside
+/// them (one core, 64 samples from memory, ns an input element: 8×8 stride 2 forward 0.68 → 0.48,
+/// 8×8 backward 2.56 → 2.21; smaller planes lost, 4×4 backward 1.99 → 2.35, so they go without).
+INLINE void prefetch_group(const float *src, ptrdiff_t ld, ptrdiff_t k0, ptrdiff_t n, ptrdiff_t p) {
+  if (p < 64) return;
+  for (ptrdiff_t k = k0; k < n && k < k0 + LANES; k++)
+    for (ptrdiff_t q = 0; q < p; q += 16) __builtin_prefetch(src + k * ld + q);
+}
 
 /// The nine taps of a 3×3 window added to a, in (u, v) order, each an FMA: kernel row u reads
 /// row pointer x0, x1 or x2 at offsets 0, d and 2·d (d = LANES forward, −LANES in dx's gather).
@@ -260,26 +276,28 @@ INLINE void input_group(const DWGeometry *g, const float *dyt, const float *wt, 
   }
 }
 
-INLINE void forward_lanes_body(const DWGeometry *g, const float *x, const float *weight, float bias, float *y,
-                               float *scratch) {
-  // x [n, h, w] → y [n, oh, ow], eight samples at a time; scratch: xt padded | yt [oh·ow, 8]
-  const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
+INLINE void forward_lanes_body(const DWGeometry *g, const float *x, ptrdiff_t xs, const float *weight, float bias,
+                               float *y, ptrdiff_t ys, float *scratch) {
+  // x [n, h, w] (planes xs apart) → y [n, oh, ow] (planes ys apart), eight samples at a time;
+  // scratch: xt padded | yt [oh·ow, 8]
+  const ptrdiff_t ohw = g->oh * g->ow;
   float *xt = scratch, *yt = xt + (g->h + 2) * (g->w + 2) * LANES;
   zero_border(xt, g->h, g->w);
   for (ptrdiff_t k0 = 0; k0 < g->n; k0 += LANES) {
     const ptrdiff_t rows = g->n - k0 < LANES ? g->n - k0 : LANES;
-    to_lanes_padded(x + k0 * hw, hw, rows, g->h, g->w, xt);
+    to_lanes_padded(x + k0 * xs, xs, rows, g->h, g->w, xt);
+    prefetch_group(x, xs, k0 + LANES, g->n, g->h * g->w);
     if (g->sh == 1) forward_group(g, xt, weight, bias, yt, 1);
     else forward_group(g, xt, weight, bias, yt, 2);
-    from_lanes(yt, ohw, rows, y + k0 * ohw, ohw);
+    from_lanes(yt, ohw, rows, y + k0 * ys, ys);
   }
 }
 
-INLINE void backward_lanes_body(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
-                                float *dweight, float *dbias, float *scratch) {
-  // x, dx [n, h, w]; dy [n, oh, ow]; dweight [9] +=, dbias [1] +=
+INLINE void backward_lanes_body(const DWGeometry *g, const float *x, ptrdiff_t xs, const float *weight,
+                                const float *dy, ptrdiff_t ys, float *dx, float *dweight, float *dbias, float *scratch) {
+  // x, dx [n, h, w] (planes xs apart); dy [n, oh, ow] (planes ys apart); dweight [9] +=, dbias [1] +=
   // scratch: xt padded | dyt padded | dxt [h·w, 8] | acc [10, 8]
-  const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
+  const ptrdiff_t hw = g->h * g->w;
   float *xt = scratch, *dyt = xt + (g->h + 2) * (g->w + 2) * LANES;
   float *dxt = dyt + (g->oh + 2) * (g->ow + 2) * LANES, *acc = dxt + hw * LANES;
   zero_border(xt, g->h, g->w);
@@ -287,12 +305,14 @@ INLINE void backward_lanes_body(const DWGeometry *g, const float *x, const float
   memset(acc, 0, 10 * LANES * sizeof(float));
   for (ptrdiff_t k0 = 0; k0 < g->n; k0 += LANES) {
     const ptrdiff_t rows = g->n - k0 < LANES ? g->n - k0 : LANES;
-    to_lanes_padded(x + k0 * hw, hw, rows, g->h, g->w, xt);
-    to_lanes_padded(dy + k0 * ohw, ohw, rows, g->oh, g->ow, dyt);
+    to_lanes_padded(x + k0 * xs, xs, rows, g->h, g->w, xt);
+    to_lanes_padded(dy + k0 * ys, ys, rows, g->oh, g->ow, dyt);
+    prefetch_group(x, xs, k0 + LANES, g->n, hw);
+    prefetch_group(dy, ys, k0 + LANES, g->n, g->oh * g->ow);
     weight_group(g, xt, dyt, acc);
     if (dx) {
       input_group(g, dyt, weight, dxt);
-      from_lanes(dxt, hw, rows, dx + k0 * hw, hw);
+      from_lanes(dxt, hw, rows, dx + k0 * xs, xs);
     }
   }
   // Each tap's eight lanes in order (lanes of absent samples hold zeros).
@@ -306,35 +326,37 @@ INLINE void backward_lanes_body(const DWGeometry *g, const float *x, const float
 
 // MARK: - Variants and entry points
 
-AVX2 static void forward_lanes_avx2(const DWGeometry *g, const float *x, const float *weight, float bias, float *y,
+AVX2 static void forward_lanes_avx2(const DWGeometry *g, const float *x, ptrdiff_t xs, const float *weight, float bias,
+                                    float *y, ptrdiff_t ys, float *scratch) {
+  forward_lanes_body(g, x, xs, weight, bias, y, ys, scratch);
+}
+static void forward_lanes_portable(const DWGeometry *g, const float *x, ptrdiff_t xs, const float *weight, float bias,
+                                   float *y, ptrdiff_t ys, float *scratch) {
+  forward_lanes_body(g, x, xs, weight, bias, y, ys, scratch);
+}
+AVX2 static void backward_lanes_avx2(const DWGeometry *g, const float *x, ptrdiff_t xs, const float *weight,
+                                     const float *dy, ptrdiff_t ys, float *dx, float *dweight, float *dbias,
+                                     float *scratch) {
+  backward_lanes_body(g, x, xs, weight, dy, ys, dx, dweight, dbias, scratch);
+}
+static void backward_lanes_portable(const DWGeometry *g, const float *x, ptrdiff_t xs, const float *weight,
+                                    const float *dy, ptrdiff_t ys, float *dx, float *dweight, float *dbias,
                                     float *scratch) {
-  forward_lanes_body(g, x, weight, bias, y, scratch);
-}
-static void forward_lanes_portable(const DWGeometry *g, const float *x, const float *weight, float bias, float *y,
-                                   float *scratch) {
-  forward_lanes_body(g, x, weight, bias, y, scratch);
-}
-AVX2 static void backward_lanes_avx2(const DWGeometry *g, const float *x, const float *weight, const float *dy,
-                                     float *dx, float *dweight, float *dbias, float *scratch) {
-  backward_lanes_body(g, x, weight, dy, dx, dweight, dbias, scratch);
-}
-static void backward_lanes_portable(const DWGeometry *g, const float *x, const float *weight, const float *dy,
-                                    float *dx, float *dweight, float *dbias, float *scratch) {
-  backward_lanes_body(g, x, weight, dy, dx, dweight, dbias, scratch);
+  backward_lanes_body(g, x, xs, weight, dy, ys, dx, dweight, dbias, scratch);
 }
 
-void dw_lanes_forward(const DWGeometry *g, const float *x, const float *weight, float bias, float *y,
-                      float *scratch) {
+void dw_lanes_forward(const DWGeometry *g, const float *x, ptrdiff_t x_stride, const float *weight, float bias,
+                      float *y, ptrdiff_t y_stride, float *scratch) {
   if (dw_kernels_variant() >= DW_VARIANT_AVX2)
-    forward_lanes_avx2(g, x, weight, bias, y, scratch);
+    forward_lanes_avx2(g, x, x_stride, weight, bias, y, y_stride, scratch);
   else
-    forward_lanes_portable(g, x, weight, bias, y, scratch);
+    forward_lanes_portable(g, x, x_stride, weight, bias, y, y_stride, scratch);
 }
 
-void dw_lanes_backward(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
-                       float *dweight, float *dbias, float *scratch) {
+void dw_lanes_backward(const DWGeometry *g, const float *x, ptrdiff_t x_stride, const float *weight, const float *dy,
+                       ptrdiff_t y_stride, float *dx, float *dweight, float *dbias, float *scratch) {
   if (dw_kernels_variant() >= DW_VARIANT_AVX2)
-    backward_lanes_avx2(g, x, weight, dy, dx, dweight, dbias, scratch);
+    backward_lanes_avx2(g, x, x_stride, weight, dy, y_stride, dx, dweight, dbias, scratch);
   else
-    backward_lanes_portable(g, x, weight, dy, dx, dweight, dbias, scratch);
+    backward_lanes_portable(g, x, x_stride, weight, dy, y_stride, dx, dweight, dbias, scratch);
 }

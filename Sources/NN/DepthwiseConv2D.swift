@@ -146,6 +146,12 @@ public final class DepthwiseConv2D: Module {
     input = x
     channelsMajorSamples = nil
     var g = geometry(x.shape)
+    let hw = g.h * g.w, ohw = g.oh * g.ow
+    if dw_lanes_preferred(&g) {
+      // channel c's planes: x at c·H·W, C·H·W apart; y at c·OH·OW, C·OH·OW apart.
+      forwardLanes(x, y, geometry: g, planes: ChannelPlanes(x: hw, xSample: g.c * hw, y: ohw, ySample: g.c * ohw))
+      return y
+    }
     let planes = ys[0] * ys[1], scratch = dw_forward_scratch(&g), geo = g
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
     let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
@@ -179,22 +185,13 @@ public final class DepthwiseConv2D: Module {
     channelsMajorSamples = n
     var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
     let c = inChannels, hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
-    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
-    let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
     if dw_lanes_preferred(&g) {
-      // x [C, N, H, W] → y [C, N, OH, OW], in parallel over channels, each whole in one call.
-      let scratch = dw_lanes_forward_scratch(&g), geo = g
-      parallelFor(c, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * ohw))) { range in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buf in
-          var gg = geo
-          for ci in range {
-            dw_lanes_forward(&gg, xs.value + ci * n * hw, ws.value + ci * kk, bs.value.map { $0[ci] } ?? 0,
-              dst.value + ci * n * ohw, buf.baseAddress!)
-          }
-        }
-      }
+      // channel c's planes: x at c·N·H·W, H·W apart; y at c·N·OH·OW, OH·OW apart.
+      forwardLanes(x, y, geometry: g, planes: ChannelPlanes(x: n * hw, xSample: hw, y: n * ohw, ySample: ohw))
       return y
     }
+    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
+    let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
     let scratch = dw_forward_scratch(&g), geo = g
     // planes q = c·N + s of x [C, N, H, W] → y [C, N, OH, OW], in parallel over planes; a
     // range runs channel by channel.
@@ -212,6 +209,28 @@ public final class DepthwiseConv2D: Module {
     return y
   }
 
+  /// Where one channel's N sample planes lie, in floats: channel c's first plane of x (and dx) at
+  /// c·x, sample k's k·xSample further; of y (and dy) at c·y and k·ySample.
+  private struct ChannelPlanes { let x, xSample, y, ySample: Int }
+
+  /// Forward by the lanes kernels: x → y, in parallel over channels, each channel's N samples in
+  /// one call (`dw_lanes_forward`); `g` a geometry that `dw_lanes_handles` (its n the samples).
+  private func forwardLanes(_ x: Tensor, _ y: Tensor, geometry g: DWGeometry, planes p: ChannelPlanes) {
+    var g = g
+    let scratch = dw_lanes_forward_scratch(&g), geo = g, kk = g.kh * g.kw
+    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
+    let bs = UncheckedSendable(bias?.value.data), dst = UncheckedSendable(y.data)
+    parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, g.n * g.oh * g.ow))) { range in
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { buf in
+        var gg = geo
+        for ci in range {
+          dw_lanes_forward(&gg, xs.value + ci * p.x, p.xSample, ws.value + ci * kk, bs.value.map { $0[ci] } ?? 0,
+            dst.value + ci * p.y, p.ySample, buf.baseAddress!)
+        }
+      }
+    }
+  }
+
   /// Backward reads the saved input (and the parameters), not the output.
   public override var backwardReadsOutput: Bool { false }
 
@@ -222,54 +241,41 @@ public final class DepthwiseConv2D: Module {
     }
     // The first layer of a network skips dx altogether.
     let dx = propagatesInputGradient ? reuseInputGradient(&inputGrad, shape: x.shape) : x
-    if let n = channelsMajorSamples {
-      backwardChannelsMajor(x, dy, dx, samples: n)
-      return dx
-    }
-    let geo = geometry(x.shape)
+    // Channel c's planes (see ChannelPlanes), and the one-channel geometry of its N samples.
+    let n = channelsMajorSamples ?? x.shape[0]
+    var g = geometry(channelsMajorSamples == nil ? x.shape : [n, 1, x.shape[2] / n, x.shape[3]])
+    let hw = g.h * g.w, ohw = g.oh * g.ow
+    let p = channelsMajorSamples == nil
+      ? ChannelPlanes(x: hw, xSample: inChannels * hw, y: channelMultiplier * ohw, ySample: outChannels * ohw)
+      : ChannelPlanes(x: n * hw, xSample: hw, y: n * ohw, ySample: ohw)
+    let lanes = dw_lanes_preferred(&g), channelsMajor = channelsMajorSamples != nil, geo = g, kk = g.kh * g.kw
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
     let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
-    // dy [N, C·m, OH, OW] → dx [N, C, H, W], dW [C·m, 1, KH, KW] +=, db [C·m] +=, in parallel
-    // over input channels (each owns its output channels' dW and db).
-    parallelFor(geo.c, minimumChunk: Swift.max(1, 8192 / Swift.max(1, geo.n * geo.h * geo.w))) { range in
-      var gg = geo
-      let scratch = dw_backward_scratch(&gg, range.count)
-      withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
-        dw_backward_channels(&gg, xs.value, ws.value, dys.value, dxs.value, dws.value, dbs.value,
-          range.lowerBound, range.upperBound, buf.baseAddress!)
-      }
-    }
-    return dx
-  }
-
-  /// Backward of a channels-major forward: x, dx [1, C, N·H, W], dy [1, C, N·OH, OW] (see
-  /// `forward(_:channelsMajorSamples:)`), in parallel over channels, each channel's dx, dW and db
-  /// by one thread: by the lanes kernel where `dw_lanes_preferred` chooses it (dx the same bits
-  /// as `backward`; dW and db summed lane by lane, so to rounding), else by the per-plane kernels
-  /// in the order `backward` takes them. The bits do not depend on the thread count.
-  private func backwardChannelsMajor(_ x: Tensor, _ dy: Tensor, _ dx: Tensor, samples n: Int) {
-    var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
-    let hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
-    let lanes = dw_lanes_preferred(&g)
-    let scratch = lanes ? dw_lanes_backward_scratch(&g) : dw_backward_scratch(&g, 1), geo = g
-    let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
-    let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
-    let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
+    // dy → dx, dW [C·m, 1, KH, KW] +=, db [C·m] +=, in parallel over input channels (each owns
+    // its output channels' dW and db).
     parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
+      var gg = geo
+      let scratch = lanes ? dw_lanes_backward_scratch(&gg) : dw_backward_scratch(&gg, channelsMajor ? 1 : range.count)
       withUnsafeTemporaryAllocation(of: Float.self, capacity: Swift.max(1, scratch)) { buf in
-        var gg = geo
+        if !lanes && !channelsMajor {
+          // NCHW: the per-plane kernels take the channel range themselves.
+          dw_backward_channels(&gg, xs.value, ws.value, dys.value, dxs.value, dws.value, dbs.value,
+            range.lowerBound, range.upperBound, buf.baseAddress!)
+          return
+        }
         for ci in range {
-          // channel ci: the one-channel batch [N, 1, H, W] of x and dx, [N, 1, OH, OW] of dy
-          let x = xs.value + ci * n * hw, w = ws.value + ci * kk, dy = dys.value + ci * n * ohw
-          let dx = dxs.value.map { $0 + ci * n * hw }, dw = dws.value + ci * kk, db = dbs.value.map { $0 + ci }
+          let x = xs.value + ci * p.x, w = ws.value + ci * kk, dy = dys.value + ci * p.y
+          let dx = dxs.value.map { $0 + ci * p.x }, dw = dws.value + ci * kk, db = dbs.value.map { $0 + ci }
           if lanes {
-            dw_lanes_backward(&gg, x, w, dy, dx, dw, db, buf.baseAddress!)
+            dw_lanes_backward(&gg, x, p.xSample, w, dy, p.ySample, dx, dw, db, buf.baseAddress!)
           } else {
+            // channels-major: channel ci is the one-channel batch [N, 1, H, W].
             dw_backward_channels(&gg, x, w, dy, dx, dw, db, 0, 1, buf.baseAddress!)
           }
         }
       }
     }
+    return dx
   }
 }

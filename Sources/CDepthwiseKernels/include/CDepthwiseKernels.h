@@ -46,7 +46,7 @@ void dw_backward_channels(const DWGeometry *g, const float *x, const float *weig
 /// both axes, channel multiplier 1, n > 1 samples (g->c is not read: the calls take one channel).
 bool dw_lanes_handles(const DWGeometry *g);
 
-/// Whether DepthwiseConv2D's channels-major pass runs `g` (one channel's n samples) with the
+/// Whether DepthwiseConv2D runs `g` (n samples of each channel, NCHW or channels-major) with the
 /// lanes kernels rather than the per-plane ones, forward and backward: with the AVX2 variant, on
 /// a geometry that `dw_lanes_handles`, except where the per-plane kernels measured faster
 /// (stride 2 on 16-wide planes; DepthwiseLanes.c).
@@ -59,20 +59,24 @@ ptrdiff_t dw_lanes_forward_scratch(const DWGeometry *g);
 /// (oh + 2)·(ow + 2) + h·w + 10)·8.
 ptrdiff_t dw_lanes_backward_scratch(const DWGeometry *g);
 
-/// Forward of ONE channel's n samples (a channels-major batch's channel): x [n, h, w] → y
-/// [n, oh, ow], y = bias + Σ_{u,v} w[u, v]·x[i·s − 1 + u, j·s − 1 + v] over the taps inside the
-/// image, in (u, v) order: the values `dw_forward_planes` gives. Eight samples at a time in
-/// vector lanes (DepthwiseLanes.c). weight [3, 3]. `scratch` holds `dw_lanes_forward_scratch(g)`
-/// floats, private to the call. Only for a geometry that `dw_lanes_handles`.
-void dw_lanes_forward(const DWGeometry *g, const float *x, const float *weight, float bias, float *y, float *scratch);
+/// Forward of ONE channel's n samples: x [n, h, w] → y [n, oh, ow], sample k's plane at
+/// x + k·x_stride and y + k·y_stride (h·w and oh·ow in a channels-major batch's channel; C·h·w
+/// and C·oh·ow in an NCHW batch, x and y then pointing at the channel's first plane),
+/// y = bias + Σ_{u,v} w[u, v]·x[i·s − 1 + u, j·s − 1 + v] over the taps inside the image, in
+/// (u, v) order: the values `dw_forward_planes` gives. Eight samples at a time in vector lanes
+/// (DepthwiseLanes.c). weight [3, 3]. `scratch` holds `dw_lanes_forward_scratch(g)` floats,
+/// private to the call. Only for a geometry that `dw_lanes_handles`.
+void dw_lanes_forward(const DWGeometry *g, const float *x, ptrdiff_t x_stride, const float *weight, float bias,
+                      float *y, ptrdiff_t y_stride, float *scratch);
 
-/// Backward of ONE channel's n samples: dy [n, oh, ow] → dx [n, h, w] (unless dx is NULL), and
-/// ACCUMULATES (+=) dweight [3, 3] and *dbias (unless NULL). dx is each element's taps in (u, v)
-/// order from 0; dW and db sum each lane (sample mod 8) over the groups of eight samples and
-/// the outputs in order, then the eight lanes in order: the bits depend on n, h and w only.
-/// `scratch` holds `dw_lanes_backward_scratch(g)` floats. Only for a geometry that `dw_lanes_handles`.
-void dw_lanes_backward(const DWGeometry *g, const float *x, const float *weight, const float *dy, float *dx,
-                       float *dweight, float *dbias, float *scratch);
+/// Backward of ONE channel's n samples: dy [n, oh, ow] (planes y_stride apart) → dx [n, h, w]
+/// (planes x_stride apart, as x's; unless dx is NULL), and ACCUMULATES (+=) dweight [3, 3] and
+/// *dbias (unless NULL). dx is each element's taps in (u, v) order from 0; dW and db sum each
+/// lane (sample mod 8) over the groups of eight samples and the outputs in order, then the eight
+/// lanes in order: the bits depend on n, h and w only. `scratch` holds
+/// `dw_lanes_backward_scratch(g)` floats. Only for a geometry that `dw_lanes_handles`.
+void dw_lanes_backward(const DWGeometry *g, const float *x, ptrdiff_t x_stride, const float *weight, const float *dy,
+                       ptrdiff_t y_stride, float *dx, float *dweight, float *dbias, float *scratch);
 
 /// The kernel variants: the portable C (baseline x86-64, or the target's baseline elsewhere),
 /// AVX2+FMA (x86-64 only, when the CPU has both) and AVX-512 (x86-64 with AVX-512F and VL too: its
