@@ -262,10 +262,13 @@ BODY void input_gradient_body(
 // blocks of whole channels, at most BLOCK floats of a sample each (cb − ca = BLOCK / hw channels):
 // the block's floats of sample i, x[i, ca..<cb, :], are one contiguous run, read in memory order
 // sample after sample. Each position k of the run has its own parameters (its channel's,
-// expanded into arrays) and, for the sums, its own Double accumulator, summed over the samples in
-// order; a channel's sum then adds its hw positions in order. So a result depends only on the
-// data, never on how channels are grouped into blocks or threads. The elementwise passes compute
-// each element with the same helpers as the per-channel loops: the same bits.
+// expanded into arrays) and, for the sums, its own float partial sum over FLUSH samples at a time
+// in order, added into its own Double accumulator (as the per-channel loops' lanes; one thread,
+// 64 samples of [256, 16] and [1024, 4], the statistics and normalisation 1.1 → 0.8 ns an element,
+// the backward sums and input gradient 1.45–1.5 → 1.1); a channel's sum then adds its hw positions'
+// accumulators in order. So a result depends only on the data, never on how channels are grouped
+// into blocks or threads. The elementwise passes compute each element with the same helpers as
+// the per-channel loops: the same bits.
 
 #define BLOCK 256
 
@@ -290,26 +293,36 @@ BODY d8 ldd(const double *p) {
 
 BODY void std8(double *p, d8 v) { memcpy(p, &v, sizeof v); }
 
-/// acc[k] += (run[k] − m[k])² (Double) with `squares`, else acc[k] += run[k], for k < len; m is
-/// read only with `squares`.
-BODY void accumulate_run(double *acc, const float *run, const double *m, ptrdiff_t len, const int squares) {
+/// part[k] += (run[k] − m[k])² with `squares`, else part[k] += run[k], for k < len, in float (m
+/// is read only with `squares`).
+BODY void accumulate_run(float *part, const float *run, const float *m, ptrdiff_t len, const int squares) {
+  ptrdiff_t k = 0;
+  for (; k + 16 <= len; k += 16) {
+    v16 v = ld(run + k);
+    if (squares) {
+      v -= ld(m + k);
+      v *= v;
+    }
+    st(part + k, ld(part + k) + v);
+  }
+  for (; k < len; k++) {
+    const float d = squares ? run[k] - m[k] : run[k];
+    part[k] += squares ? d * d : d;
+  }
+}
+
+/// acc[k] += part[k] as Doubles, then part[k] = 0, for k < len: a block's float partial sums
+/// (at most FLUSH samples each, as the per-channel loops' float lanes) into its Double sums.
+BODY void flush_block(double *acc, float *part, ptrdiff_t len) {
   ptrdiff_t k = 0;
   for (; k + 16 <= len; k += 16) {
     d8 w[2];
-    widen(w, ld(run + k));
-    if (squares) {
-      w[0] -= ldd(m + k);
-      w[1] -= ldd(m + k + 8);
-      w[0] *= w[0];
-      w[1] *= w[1];
-    }
+    widen(w, ld(part + k));
     std8(acc + k, ldd(acc + k) + w[0]);
     std8(acc + k + 8, ldd(acc + k + 8) + w[1]);
   }
-  for (; k < len; k++) {
-    const double d = (double)run[k] - (squares ? m[k] : 0);
-    acc[k] += squares ? d * d : d;
-  }
+  for (; k < len; k++) acc[k] += (double)part[k];
+  memset(part, 0, (size_t)len * sizeof part[0]);
 }
 
 /// Σ over a channel's hw positions of acc, in order.
@@ -322,25 +335,30 @@ BODY double channel_total(const double *acc, ptrdiff_t hw) {
 BODY void stats_block_body(
     const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, double *mean,
     double *variance) {
+  // Each position's sum over the samples: FLUSH samples at a time in float, into Double.
   double acc[BLOCK] __attribute__((aligned(64)));
-  double m[BLOCK] __attribute__((aligned(64)));
+  float part[BLOCK] __attribute__((aligned(64))), m[BLOCK] __attribute__((aligned(64)));
   const double count = (double)n * (double)hw;
   for (ptrdiff_t ca = c0; ca < c1;) {
     const ptrdiff_t cb = block_end(ca, c1, hw), len = (cb - ca) * hw;
     for (int pass = 0; pass < 2; pass++) {
       memset(acc, 0, (size_t)len * sizeof acc[0]);
+      memset(part, 0, (size_t)len * sizeof part[0]);
       for (ptrdiff_t i = 0; i < n; i++) {
         const float *run = x + (i * c + ca) * hw;
-        if (pass == 0) accumulate_run(acc, run, m, len, 0);
-        else accumulate_run(acc, run, m, len, 1);
+        if (pass == 0) accumulate_run(part, run, m, len, 0);
+        else accumulate_run(part, run, m, len, 1);
+        if ((i + 1) % FLUSH == 0 || i + 1 == n) flush_block(acc, part, len);
       }
       for (ptrdiff_t ch = ca; ch < cb; ch++) {
         const double s = channel_total(acc + (ch - ca) * hw, hw) / count;
         if (pass == 0) {
           mean[ch] = s;
-          for (ptrdiff_t j = 0; j < hw; j++) m[(ch - ca) * hw + j] = s;
+          for (ptrdiff_t j = 0; j < hw; j++) m[(ch - ca) * hw + j] = (float)s;
         } else {
-          variance[ch] = s;
+          // The squares were taken about the mean rounded to float (as in stats_body).
+          const double e = mean[ch] - (double)(float)mean[ch];
+          variance[ch] = s - e * e;
         }
       }
     }
@@ -378,7 +396,9 @@ BODY void normalize_block_body(
 BODY void gradient_sums_block_body(
     const float *x, const float *dy, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1,
     const float *mu, const int masked, const float *scale, const float *shift, double *sum_dy, double *sum_dy_xc) {
+  // Each position's sums over the samples: FLUSH samples at a time in float, into Double.
   double a[BLOCK] __attribute__((aligned(64))), ax[BLOCK] __attribute__((aligned(64)));
+  float pa[BLOCK] __attribute__((aligned(64))), pax[BLOCK] __attribute__((aligned(64)));
   float em[BLOCK] __attribute__((aligned(64))), es[BLOCK] __attribute__((aligned(64)));
   float et[BLOCK] __attribute__((aligned(64)));
   for (ptrdiff_t ca = c0; ca < c1;) {
@@ -390,24 +410,25 @@ BODY void gradient_sums_block_body(
     }
     memset(a, 0, (size_t)len * sizeof a[0]);
     memset(ax, 0, (size_t)len * sizeof ax[0]);
+    memset(pa, 0, (size_t)len * sizeof pa[0]);
+    memset(pax, 0, (size_t)len * sizeof pax[0]);
     for (ptrdiff_t i = 0; i < n; i++) {
       const float *p = x + (i * c + ca) * hw, *d = dy + (i * c + ca) * hw;
       ptrdiff_t k = 0;
       for (; k + 16 <= len; k += 16) {
         const v16 x0 = ld(p + k), mv = ld(em + k);
         const v16 d0 = masked ? pass_mask(ld(d + k), x0, mv, ld(es + k), ld(et + k)) : ld(d + k);
-        d8 w[2], wx[2];
-        widen(w, d0);
-        widen(wx, d0 * (x0 - mv));
-        std8(a + k, ldd(a + k) + w[0]);
-        std8(a + k + 8, ldd(a + k + 8) + w[1]);
-        std8(ax + k, ldd(ax + k) + wx[0]);
-        std8(ax + k + 8, ldd(ax + k + 8) + wx[1]);
+        st(pa + k, ld(pa + k) + d0);
+        st(pax + k, ld(pax + k) + d0 * (x0 - mv));
       }
       for (; k < len; k++) {
         const float d0 = masked ? pass_mask1(d[k], p[k], em[k], es[k], et[k]) : d[k];
-        a[k] += (double)d0;
-        ax[k] += (double)(d0 * (p[k] - em[k]));
+        pa[k] += d0;
+        pax[k] += d0 * (p[k] - em[k]);
+      }
+      if ((i + 1) % FLUSH == 0 || i + 1 == n) {
+        flush_block(a, pa, len);
+        flush_block(ax, pax, len);
       }
     }
     for (ptrdiff_t ch = ca; ch < cb; ch++) {

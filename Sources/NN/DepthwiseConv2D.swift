@@ -1,7 +1,8 @@
 // DepthwiseConv2D: the depthwise convolution (PyTorch's `nn.Conv2d(C, C·m, k, groups=C)`) by
-// direct kernels in C (Sources/CDepthwiseKernels), not im2col + a GEMM per channel: forward
-// threads over output planes (n, o), backward over input channels, each channel's dx, dW and db
-// written by one thread in a fixed order, so the bits do not depend on the thread count.
+// direct kernels in C (Sources/CDepthwiseKernels), not im2col + a GEMM per channel: the per-plane
+// kernels thread forward over output planes (n, o), the lanes kernels (3×3, padding 1, eight
+// samples to a vector) over channels; backward threads over input channels, each channel's dx,
+// dW and db written by one thread in a fixed order, so the bits do not depend on the thread count.
 //
 // Shapes: x [N, C, H, W], weight [C·m, 1, KH, KW], bias [C·m], y [N, C·m, OH, OW];
 // output channel o reads input channel o / m (m = the channel multiplier).
@@ -16,8 +17,10 @@ import TensorCore
 /// ```
 /// The state_dict is PyTorch's `nn.Conv2d(C, C·m, (KH, KW), stride, padding, groups=C)`:
 /// `weight` `[C·m, 1, KH, KW]` and `bias` `[C·m]`, with the same default initialisation
-/// (U(−1/√(KH·KW), 1/√(KH·KW)) for both). 3×3 kernels at stride 1 and 2 run unrolled loops;
-/// any other kernel, stride and padding runs general loops.
+/// (U(−1/√(KH·KW), 1/√(KH·KW)) for both). 3×3 kernels at stride 1 and 2 run unrolled loops
+/// (with AVX2, padding 1 and channel multiplier 1: eight samples of a channel to a vector, the
+/// same outputs and dx bit for bit, dW and db to rounding); any other kernel, stride and padding
+/// runs general loops.
 public final class DepthwiseConv2D: Module {
   /// Input channels C.
   public let inChannels: Int
@@ -252,8 +255,9 @@ public final class DepthwiseConv2D: Module {
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
     let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
-    // dy → dx, dW [C·m, 1, KH, KW] +=, db [C·m] +=, in parallel over input channels (each owns
-    // its output channels' dW and db).
+    // dy [N, C·m, OH, OW] → dx [N, C, H, W] (channels-major: [1, C, N·OH, OW] → [1, C, N·H, W]),
+    // dW [C·m, 1, KH, KW] +=, db [C·m] +=, in parallel over input channels (each owns its output
+    // channels' dW and db).
     parallelFor(inChannels, minimumChunk: Swift.max(1, 8192 / Swift.max(1, n * hw))) { range in
       var gg = geo
       let scratch = lanes ? dw_lanes_backward_scratch(&gg) : dw_backward_scratch(&gg, channelsMajor ? 1 : range.count)

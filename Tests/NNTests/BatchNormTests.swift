@@ -39,14 +39,15 @@ final class BatchNormTests: XCTestCase {
   /// The vectorised per-channel loops (planes of 8×8 and up) and block passes (smaller planes) of
   /// CLayerKernels: planes that are whole vectors, whole vectors plus a tail, and shorter than a
   /// vector; blocks of several channels, a last unit of fewer channels ([5, 70, 2, 2]: units of
-  /// 9), positions not a multiple of 16 ([3, 40, 5, 5]); one sample's long planes, as a
+  /// 9), positions not a multiple of 16 ([3, 40, 5, 5]), 37 samples (each position's float sums
+  /// flushed into Double after 16, 32 and 37 samples: [37, 6, 3, 3]); one sample's long planes, as a
   /// channels-major batch gives them ([1, 2, 96, 130]: 780 float vectors a channel, summed in float
   /// lanes flushed into Double ones every 16, and a tail); a mean far from zero with a tiny spread
   /// (the variance must not cancel); the same bits whatever the thread count.
   func testKernelsOnVectorShapesLargeMeansAndThreadCounts() throws {
     var rng = SeededGenerator(seed: 11)
     for shape in [[3, 5, 16, 16], [2, 3, 9, 9], [2, 3, 7, 7], [4, 2, 1, 33], [2, 17, 3, 11], [64, 1, 1, 1],
-                  [5, 70, 2, 2], [3, 40, 5, 5], [16, 300, 1, 1], [4, 19, 4, 4], [1, 2, 96, 130]] {
+                  [5, 70, 2, 2], [3, 40, 5, 5], [16, 300, 1, 1], [4, 19, 4, 4], [37, 6, 3, 3], [1, 2, 96, 130]] {
       for offset in [0.0, 100.0] {
         let bn = BatchNorm2D(channels: shape[1])
         randomizeParameters(bn, 0.5, 1.5, using: &rng)

@@ -4,7 +4,8 @@
 // BatchNorm2D's per-channel passes, over the N planes of one channel of a contiguous [N, C, HW]
 // tensor: its statistics, the normalisation, and the two sums and the input gradient of the
 // backward pass. The per-channel loops sum in float vectors added into vectors of Doubles every
-// 256 floats, the block passes in a Double per position; both in a fixed order (planes in sample
+// 256 floats, the block passes in a float per position added into a Double per position every 16
+// samples; both in a fixed order (planes in sample
 // order, then the lanes in a fixed tree), so a result depends only on the data, never on which
 // thread runs a channel. An AVX-512 or AVX2+FMA variant is chosen at run time where the CPU has
 // it; the portable one runs everywhere else.
@@ -60,9 +61,9 @@ extern const ptrdiff_t acon_bn_block_plane_limit;
 /// The four passes above over channels [c0, c1) of a contiguous x [n, c, hw] at once. Small planes
 /// (see acon_bn_block_plane_limit) run in blocks of whole channels (acon_bn_block_floats / hw of them)
 /// read sample after sample in memory order, each position with its channel's parameters and its
-/// own Double accumulator. The per-channel loops read one channel's n short planes at a stride
-/// of c·hw floats, one vector or less at a time (4 ns an element at hw = 4); these read the
-/// memory in order. Sums add each position over the samples in order, then a channel's hw
+/// own sums (16 samples at a time in float, then in Double). The per-channel loops read one
+/// channel's n short planes at a stride of c·hw floats, one vector or less at a time (4 ns an
+/// element at hw = 4); these read the memory in order. Sums add each position over the samples in order, then a channel's hw
 /// positions in order: the result depends on the data only, not on c0, c1 or the thread; the
 /// elementwise passes give the per-channel loops' bits. Per-channel arrays (mean, variance, mu,
 /// scale, shift, a, b, d, sum_dy, sum_dy_xc) are indexed by channel, [c]; entries c0..<c1 are
