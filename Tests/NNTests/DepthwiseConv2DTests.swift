@@ -299,8 +299,11 @@ final class DepthwiseConv2DTests: XCTestCase {
 
   /// The AVX2 variant runs stride-1 planes of 1, 2, 4, 8 or 16 floats in registers (several to a
   /// vector); through its padded plane copies (`dw_avx2_group_small_planes(0)`) the results agree to
-  /// rounding (dW and db sum in another order), with 1 thread and with 2. (The grouped results
-  /// against the Double reference: `testEveryKernelVariantMatchesReferenceAndPortable`.)
+  /// rounding (dW and db sum in another order), in one piece and in two. The layer runs these
+  /// shapes (more than one sample) through the lanes kernels with AVX2, so this calls the per-plane
+  /// kernels directly (`perPlaneKernels`); the layer reaches the grouped path with one sample or
+  /// more channels per filter. (The grouped results against the Double reference, through the
+  /// kernels' entry points: DepthwiseLanesTests, which holds them to the lanes kernels' bits.)
   func testAVX2SmallPlanesInGroupsAgreeWithPaddedPlanes() throws {
     guard DepthwiseConv2D.supportedKernelVariants.contains("avx2") else {
       throw XCTSkip("the CPU has no AVX2")
@@ -317,7 +320,8 @@ final class DepthwiseConv2DTests: XCTestCase {
       DepthwiseCase(n: 5, c: 3, h: 8, w: 2, bias: false),
       DepthwiseCase(n: 3, c: 2, h: 16, w: 1),
     ]
-    try compareGrouping(variant: "avx2", setGrouping: { dw_avx2_group_small_planes($0) }, shapes: shapes, seed: 2700) {
+    try compareGrouping(variant: "avx2", setGrouping: { dw_avx2_group_small_planes($0) }, shapes: shapes, seed: 2700,
+      run: perPlaneKernels) {
       grouped, padded, label in
       for (j, name) in ["y", "dx", "dW", "db"].enumerated() {
         assertClose(grouped[j], padded[j].map(Double.init), rtol: 1e-5, atol: j < 2 ? 1e-6 : 1e-5,
@@ -350,13 +354,41 @@ final class DepthwiseConv2DTests: XCTestCase {
     }
   }
 
-  /// With `variant` selected, each shape's y, dx, dW and db with small planes grouped
-  /// (`setGrouping(1)`) and not (`setGrouping(0)`), with 1 thread and with 2, handed to `compare`
-  /// (grouped first); restores the thread count, the grouping and the variant.
+  /// y, dx, dW and db (empty without bias) as `forwardAndBackward` makes them, from the per-plane
+  /// C kernels called directly: `dw_forward_planes` over the planes and `dw_backward_channels` over
+  /// the channels, each in `Threads.count` pieces, as the layer's threads split them.
+  private func perPlaneKernels(_ c: DepthwiseCase, seed: UInt64, dySeed: UInt64) throws -> [[Float]] {
+    let (conv, x) = make(c, seed: seed)
+    let ys = try conv.outputShape(for: x.shape)
+    var rng = SeededGenerator(seed: dySeed)
+    let dy = Tensor.uniform(ys, using: &rng)
+    var g = DWGeometry(n: c.n, c: c.c, m: c.m, h: c.h, w: c.w, kh: c.kernel.0, kw: c.kernel.1, sh: c.stride.0,
+      sw: c.stride.1, ph: c.padding.0, pw: c.padding.1, oh: ys[2], ow: ys[3])
+    let y = Tensor(zeros: ys), dx = Tensor(zeros: x.shape)
+    let dW = Tensor(zeros: conv.weight.shape), db = Tensor(zeros: [c.c * c.m])
+    var scratch = [Float](repeating: .nan, count: max(1, dw_forward_scratch(&g), dw_backward_scratch(&g, c.c)))
+    let parts = Threads.count, planes = c.n * c.c * c.m
+    for k in 0..<parts {
+      dw_forward_planes(&g, x.data, conv.weight.value.data, conv.bias?.value.data, y.data, planes * k / parts,
+        planes * (k + 1) / parts, &scratch)
+    }
+    for k in 0..<parts {
+      dw_backward_channels(&g, x.data, conv.weight.value.data, dy.data, dx.data, dW.data, c.bias ? db.data : nil,
+        c.c * k / parts, c.c * (k + 1) / parts, &scratch)
+    }
+    return [y.array, dx.array, dW.array, c.bias ? db.array : []]
+  }
+
+  /// With `variant` selected, each shape's y, dx, dW and db (from `run`: the layer unless said)
+  /// with small planes grouped (`setGrouping(1)`) and not (`setGrouping(0)`), with 1 thread and
+  /// with 2, handed to `compare` (grouped first); restores the thread count, the grouping and the
+  /// variant.
   private func compareGrouping(
     variant: String, setGrouping: (Int32) -> Bool, shapes: [DepthwiseCase], seed: UInt64,
+    run: ((DepthwiseCase, UInt64, UInt64) throws -> [[Float]])? = nil,
     _ compare: (_ grouped: [[Float]], _ ungrouped: [[Float]], _ label: String) -> Void
   ) throws {
+    let run = run ?? { try self.forwardAndBackward($0, seed: $1, dySeed: $2) }
     let savedThreads = Threads.count
     defer {
       Threads.count = savedThreads
@@ -370,7 +402,7 @@ final class DepthwiseConv2DTests: XCTestCase {
         var results: [[[Float]]] = []
         for grouped: Int32 in [1, 0] {
           _ = setGrouping(grouped)
-          results.append(try forwardAndBackward(c, seed: seed + UInt64(i), dySeed: seed + 100 + UInt64(i)))
+          results.append(try run(c, seed + UInt64(i), seed + 100 + UInt64(i)))
         }
         compare(results[0], results[1], "\(threads) threads, \(c)")
       }
