@@ -6,7 +6,11 @@
 // correct runs part fast (here, as measured: 6.7e-5 of max(|w|, 1e-3) after one step, 5e-4
 // after two, 1e-2 after three; PyTorch's float32 and float64 runs part so too, docs/zoo.md).
 // After one step the weights differ by lr × the rounding of the all-reduced gradients and of the
-// global statistics (Σx, Σx² over the ranks); per-rank statistics part them far more.
+// global statistics (Σx, Σx² over the ranks); per-rank statistics part them far more. One process
+// takes small planes' statistics in BatchNorm's block passes, the ranks in its per-channel loops
+// (the synchronised path), both summing floats before Doubles: measured at ab83b0d, the largest
+// difference is 3.8e-6 (1.5e-5 of the largest change of a weight, 0.25), on weights near zero,
+// hence atol 5e-6.
 // `--resume` of a zoo model is exercised by scripts/kill-safety.sh and scripts/cli-checks.sh.
 import Collectives
 import Foundation
@@ -51,9 +55,9 @@ final class ZooDistributedTests: XCTestCase {
     return (initial, single.model.namedParameters().flatMap { $0.1.value.array }, [ranks.get(0), ranks.get(1)])
   }
 
-  /// How many of `a` lie outside rtol 2e-4, atol 1e-6 of `b`.
+  /// How many of `a` lie outside rtol 2e-4, atol 5e-6 of `b`.
   private func outside(_ a: [Float], _ b: [Float]) -> Int {
-    zip(a, b).filter { abs($0 - $1) > 1e-6 + 2e-4 * abs($1) }.count
+    zip(a, b).filter { abs($0 - $1) > 5e-6 + 2e-4 * abs($1) }.count
   }
 
   func testTwoRanksEqualOneProcessForAZooModel() throws {
