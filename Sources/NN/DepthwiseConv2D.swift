@@ -149,10 +149,8 @@ public final class DepthwiseConv2D: Module {
     input = x
     channelsMajorSamples = nil
     var g = geometry(x.shape)
-    let hw = g.h * g.w, ohw = g.oh * g.ow
     if dw_lanes_preferred(&g) {
-      // channel c's planes: x at c·H·W, C·H·W apart; y at c·OH·OW, C·OH·OW apart.
-      forwardLanes(x, y, geometry: g, planes: ChannelPlanes(x: hw, xSample: g.c * hw, y: ohw, ySample: g.c * ohw))
+      forwardLanes(x, y, geometry: g, planes: channelPlanes(g, channelsMajor: false))
       return y
     }
     let planes = ys[0] * ys[1], scratch = dw_forward_scratch(&g), geo = g
@@ -189,8 +187,7 @@ public final class DepthwiseConv2D: Module {
     var g = geometry([n, 1, x.shape[2] / n, x.shape[3]])
     let c = inChannels, hw = g.h * g.w, ohw = g.oh * g.ow, kk = g.kh * g.kw
     if dw_lanes_preferred(&g) {
-      // channel c's planes: x at c·N·H·W, H·W apart; y at c·N·OH·OW, OH·OW apart.
-      forwardLanes(x, y, geometry: g, planes: ChannelPlanes(x: n * hw, xSample: hw, y: n * ohw, ySample: ohw))
+      forwardLanes(x, y, geometry: g, planes: channelPlanes(g, channelsMajor: true))
       return y
     }
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data)
@@ -215,6 +212,16 @@ public final class DepthwiseConv2D: Module {
   /// Where one channel's N sample planes lie, in floats: channel c's first plane of x (and dx) at
   /// c·x, sample k's k·xSample further; of y (and dy) at c·y and k·ySample.
   private struct ChannelPlanes { let x, xSample, y, ySample: Int }
+
+  /// Channel c's planes in an NCHW batch (x at c·H·W, C·H·W apart; y at c·m·OH·OW, C·m·OH·OW
+  /// apart) or a channels-major one (x at c·N·H·W, H·W apart; y at c·N·OH·OW, OH·OW apart); `g`
+  /// is the batch's geometry (one channel for channels-major, its n the samples).
+  private func channelPlanes(_ g: DWGeometry, channelsMajor: Bool) -> ChannelPlanes {
+    let hw = g.h * g.w, ohw = g.oh * g.ow
+    return channelsMajor
+      ? ChannelPlanes(x: g.n * hw, xSample: hw, y: g.n * ohw, ySample: ohw)
+      : ChannelPlanes(x: hw, xSample: inChannels * hw, y: channelMultiplier * ohw, ySample: outChannels * ohw)
+  }
 
   /// Forward by the lanes kernels: x → y, in parallel over channels, each channel's N samples in
   /// one call (`dw_lanes_forward`); `g` a geometry that `dw_lanes_handles` (its n the samples).
@@ -244,14 +251,11 @@ public final class DepthwiseConv2D: Module {
     }
     // The first layer of a network skips dx altogether.
     let dx = propagatesInputGradient ? reuseInputGradient(&inputGrad, shape: x.shape) : x
-    // Channel c's planes (see ChannelPlanes), and the one-channel geometry of its N samples.
-    let n = channelsMajorSamples ?? x.shape[0]
-    var g = geometry(channelsMajorSamples == nil ? x.shape : [n, 1, x.shape[2] / n, x.shape[3]])
-    let hw = g.h * g.w, ohw = g.oh * g.ow
-    let p = channelsMajorSamples == nil
-      ? ChannelPlanes(x: hw, xSample: inChannels * hw, y: channelMultiplier * ohw, ySample: outChannels * ohw)
-      : ChannelPlanes(x: n * hw, xSample: hw, y: n * ohw, ySample: ohw)
-    let lanes = dw_lanes_preferred(&g), channelsMajor = channelsMajorSamples != nil, geo = g, kk = g.kh * g.kw
+    // The batch's geometry (channels-major: one channel of N samples) and channel c's planes.
+    let n = channelsMajorSamples ?? x.shape[0], channelsMajor = channelsMajorSamples != nil
+    var g = geometry(channelsMajor ? [n, 1, x.shape[2] / n, x.shape[3]] : x.shape)
+    let p = channelPlanes(g, channelsMajor: channelsMajor), hw = g.h * g.w
+    let lanes = dw_lanes_preferred(&g), geo = g, kk = g.kh * g.kw
     let xs = UncheckedSendable(x.data), ws = UncheckedSendable(weight.value.data), dys = UncheckedSendable(dy.data)
     let dxs = UncheckedSendable(propagatesInputGradient ? dx.data : nil)
     let dws = UncheckedSendable(weight.grad.data), dbs = UncheckedSendable(bias?.grad.data)
