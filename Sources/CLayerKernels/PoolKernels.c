@@ -4,7 +4,10 @@
 // x[2j], x[2j + 1] for output column j) three permutes, each feeding a select of the value and
 // its offset in every lane (taken where the lane has not started, or the tap is greater, or a
 // NaN), in the window's row-major order: the same values and argmax as the scalar loop. Where the
-// CPU has AVX2 but not AVX-512, the same loop runs 8 columns a vector. Any other
+// CPU has AVX2 but not AVX-512, the same loop runs 8 columns a vector. On small even planes
+// (output rows 2, 4 or 8k wide) both give way to two passes of full vectors, columns then rows,
+// which fill every lane whatever the width (on AVX-512 CPUs where a row fills half its lanes or
+// fewer). Any other
 // pool runs one window at a time; there the cost of a plain loop is the branch on each
 // comparison, mispredicted about a third of the time, so the select runs in SSE registers
 // instead (and-andnot-or on lane 0), which no compiler turns back into a branch.
@@ -208,8 +211,150 @@ POOL2 void maxpool_3s2p1_avx2(const float *x, float *y, int *argmax, ptrdiff_t p
         __m256i at = _mm256_set1_epi32(-1), started = _mm256_setzero_si256();
         for (ptrdiff_t r = 2 * i - 1; r <= 2 * i + 1; r++)
           if (r >= 0 && r < h) offer_row8(xp, r, w, j0, valid, &best, &at, &started);
-        _mm256_maskstore_ps(yp + i * ow + j0, out, best);
-        _mm256_maskstore_epi32(ap + i * ow + j0, out, at);
+        if (ow - j0 >= 8) {  // a masked store costs several times a plain one on some CPUs (Zen 1)
+          _mm256_storeu_ps(yp + i * ow + j0, best);
+          _mm256_storeu_si256((__m256i *)(ap + i * ow + j0), at);
+        } else {
+          _mm256_maskstore_ps(yp + i * ow + j0, out, best);
+          _mm256_maskstore_epi32(ap + i * ow + j0, out, at);
+        }
+      }
+    }
+  }
+}
+
+// The 3×3/2/1 max-pool in two passes over each plane, every vector full whatever the width: for
+// planes of even h and w whose output rows (ow = w/2 columns) are 2, 4 or a multiple of 8 wide,
+// and whose column pass fits its scratch.
+//   Columns: hx[r][j], ha[r][j] = the best of x[r][2j − 1] (not for j = 0), x[r][2j], x[r][2j + 1]
+//   and its offset, for every input row r: flat over the plane, q = r·ow + j, the taps are
+//   x[2q − 1], x[2q], x[2q + 1], so 8 consecutive q are 16 consecutive floats whatever ow is.
+//   Rows: y[i][j] = the best of hx[2i − 1][j] (not for i = 0), hx[2i][j], hx[2i + 1][j].
+// Each row's first maximum, then the first row whose maximum is the window's, is the window's
+// first maximum in row-major order; a NaN, taken wherever it comes, ends as the last NaN in that
+// order: the same values and argmax as the loops above.
+enum { SEPARABLE_SCRATCH = 2048 };  // floats of hx (and ints of ha) for one plane: h·ow at most
+
+static int separable_fits(ptrdiff_t h, ptrdiff_t w) {
+  const ptrdiff_t ow = w / 2;
+  return h % 2 == 0 && w % 2 == 0 && h * ow <= SEPARABLE_SCRATCH &&
+         ((ow % 8 == 0 && ow > 0) || ow == 4 || (ow == 2 && h % 4 == 0));
+}
+
+// best, at ← t, ta in the lanes where t is greater or NaN.
+POOL2_INLINE void take8(__m256 *best, __m256i *at, __m256 t, __m256i ta) {
+  const __m256 m = _mm256_or_ps(_mm256_cmp_ps(*best, t, _CMP_LT_OQ), _mm256_cmp_ps(t, t, _CMP_UNORD_Q));
+  *best = _mm256_blendv_ps(*best, t, m);
+  *at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*at), _mm256_castsi256_ps(ta), m));
+}
+POOL2_INLINE void take4(__m128 *best, __m128i *at, __m128 t, __m128i ta) {
+  const __m128 m = _mm_or_ps(_mm_cmplt_ps(*best, t), _mm_cmpunord_ps(t, t));
+  *best = _mm_blendv_ps(*best, t, m);
+  *at = _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(*at), _mm_castsi128_ps(ta), m));
+}
+
+// The column pass over one plane: x [h, w] → hx, ha [h, ow], h·ow a multiple of 8.
+POOL2_INLINE void separable_columns(const float *xp, float *hx, int *ha, ptrdiff_t h, ptrdiff_t ow) {
+  // Lanes whose column 2j − 1 is in the plane (j = q mod ow ≠ 0): for ow = 2 or 4 the same in
+  // every vector; for ow ≥ 8 all but lane 0 of a vector that starts a row.
+  const __m256 inner = _mm256_castsi256_ps(
+      ow == 2 ? _mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1)
+      : ow == 4 ? _mm256_setr_epi32(0, -1, -1, -1, 0, -1, -1, -1) : _mm256_setr_epi32(0, -1, -1, -1, -1, -1, -1, -1));
+  const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), one = _mm256_set1_epi32(1);
+  ptrdiff_t j0 = 0;  // q0 mod ow, for ow ≥ 8
+  for (ptrdiff_t q0 = 0; q0 < h * ow; q0 += 8) {
+    const float *from = xp + 2 * q0;
+    const __m256 lo = _mm256_loadu_ps(from), hi = _mm256_loadu_ps(from + 8);
+    // lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6 (and the odd columns), then pairs 0, 2, 1, 3.
+    const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m256 even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    const __m256 odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+    // Column 2q − 1 is lane l − 1's odd column; lane 0's, x[2·q0 − 1], lies before the loads.
+    __m256 left = _mm256_permutevar8x32_ps(odd, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+    __m256 hasLeft = inner;
+    if (ow >= 8) {
+      if (j0 != 0) {
+        left = _mm256_blend_ps(left, _mm256_set1_ps(from[-1]), 1);
+        hasLeft = all;
+      }
+      j0 = j0 + 8 == ow ? 0 : j0 + 8;
+    }
+    const __m256i atEven = _mm256_add_epi32(lane2, _mm256_set1_epi32((int)(2 * q0)));
+    // Start from the left tap where it is in the plane, else from the middle one (offered again:
+    // taken or not, the same value and offset).
+    __m256 best = _mm256_blendv_ps(even, left, hasLeft);
+    __m256i at = _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(atEven), _mm256_castsi256_ps(_mm256_sub_epi32(atEven, one)), hasLeft));
+    take8(&best, &at, even, atEven);
+    take8(&best, &at, odd, _mm256_add_epi32(atEven, one));
+    _mm256_store_ps(hx + q0, best);
+    _mm256_store_si256((__m256i *)(ha + q0), at);
+  }
+}
+
+// 3×3, stride 2, padding 1 over planes [p0, p1) that separable_fits: the column pass into
+// scratch, then the row pass, plane by plane.
+POOL2 void maxpool_3s2p1_separable(const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h,
+                                   ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow) {
+  // x [planes, h, w] → hx, ha [h, ow] (per plane) → y, argmax [planes, oh, ow]; oh = h/2, ow = w/2
+  _Alignas(32) float hx[SEPARABLE_SCRATCH];
+  _Alignas(32) int ha[SEPARABLE_SCRATCH];
+  for (ptrdiff_t pl = p0; pl < p1; pl++) {
+    separable_columns(x + pl * h * w, hx, ha, h, ow);
+    float *yp = y + pl * oh * ow;
+    int *ap = argmax + pl * oh * ow;
+    if (ow == 2) {
+      // Two output rows a vector: A = hx rows 2i, 2i + 1, B = rows 2i + 2, 2i + 3 (two columns
+      // each); rows 2i and 2i + 2 are the middle taps, 2i + 1 and 2i + 3 the lower, and the upper
+      // ones (2i − 1, 2i + 1) the previous lower's second half and this lower's first.
+      __m128 prevLo = _mm_setzero_ps();
+      __m128i prevLoAt = _mm_setzero_si128();
+      for (ptrdiff_t i = 0; i < oh; i += 2) {
+        const __m128 a = _mm_load_ps(hx + 4 * i), b = _mm_load_ps(hx + 4 * i + 4);
+        const __m128 aa = _mm_castsi128_ps(_mm_load_si128((const __m128i *)(ha + 4 * i)));
+        const __m128 ba = _mm_castsi128_ps(_mm_load_si128((const __m128i *)(ha + 4 * i + 4)));
+        const __m128 mid = _mm_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), low = _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+        const __m128i midAt = _mm_castps_si128(_mm_shuffle_ps(aa, ba, _MM_SHUFFLE(1, 0, 1, 0)));
+        const __m128i lowAt = _mm_castps_si128(_mm_shuffle_ps(aa, ba, _MM_SHUFFLE(3, 2, 3, 2)));
+        __m128 best = _mm_shuffle_ps(prevLo, low, _MM_SHUFFLE(1, 0, 3, 2));
+        __m128i at = _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(prevLoAt), _mm_castsi128_ps(lowAt),
+                                                     _MM_SHUFFLE(1, 0, 3, 2)));
+        if (i == 0) {  // row −1 is padding: start output row 0 from its middle tap
+          best = _mm_blend_ps(best, mid, 3);
+          at = _mm_castps_si128(_mm_blend_ps(_mm_castsi128_ps(at), _mm_castsi128_ps(midAt), 3));
+        }
+        take4(&best, &at, mid, midAt);
+        take4(&best, &at, low, lowAt);
+        _mm_storeu_ps(yp + 2 * i, best);
+        _mm_storeu_si128((__m128i *)(ap + 2 * i), at);
+        prevLo = low;
+        prevLoAt = lowAt;
+      }
+    } else if (ow == 4) {
+      for (ptrdiff_t i = 0; i < oh; i++) {
+        const float *mid = hx + 2 * i * 4;
+        const int *midAt = ha + 2 * i * 4;
+        __m128 best = _mm_load_ps(i == 0 ? mid : mid - 4);
+        __m128i at = _mm_load_si128((const __m128i *)(i == 0 ? midAt : midAt - 4));
+        take4(&best, &at, _mm_load_ps(mid), _mm_load_si128((const __m128i *)midAt));
+        take4(&best, &at, _mm_load_ps(mid + 4), _mm_load_si128((const __m128i *)(midAt + 4)));
+        _mm_storeu_ps(yp + 4 * i, best);
+        _mm_storeu_si128((__m128i *)(ap + 4 * i), at);
+      }
+    } else {
+      for (ptrdiff_t i = 0; i < oh; i++) {
+        const float *mid = hx + 2 * i * ow;
+        const int *midAt = ha + 2 * i * ow;
+        for (ptrdiff_t j = 0; j < ow; j += 8) {
+          __m256 best = _mm256_load_ps(i == 0 ? mid + j : mid - ow + j);
+          __m256i at = _mm256_load_si256((const __m256i *)(i == 0 ? midAt + j : midAt - ow + j));
+          take8(&best, &at, _mm256_load_ps(mid + j), _mm256_load_si256((const __m256i *)(midAt + j)));
+          take8(&best, &at, _mm256_load_ps(mid + ow + j), _mm256_load_si256((const __m256i *)(midAt + ow + j)));
+          _mm256_storeu_ps(yp + i * ow + j, best);
+          _mm256_storeu_si256((__m256i *)(ap + i * ow + j), at);
+        }
       }
     }
   }
@@ -220,7 +365,14 @@ void acon_maxpool_forward(
     const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh,
     ptrdiff_t ow, ptrdiff_t k, ptrdiff_t s, ptrdiff_t p) {
 #if defined(__x86_64__)
-  if (k == 3 && s == 2 && p == 1 && __builtin_cpu_supports("avx512f")) {
+  // The two-pass loop where its vectors are full and the AVX-512 one would fill half its lanes
+  // or fewer (on an AVX2 CPU, wherever it applies).
+  const int avx512 = __builtin_cpu_supports("avx512f");
+  if (k == 3 && s == 2 && p == 1 && separable_fits(h, w) && (!avx512 || ow <= 8) && __builtin_cpu_supports("avx2")) {
+    maxpool_3s2p1_separable(x, y, argmax, p0, p1, h, w, oh, ow);
+    return;
+  }
+  if (k == 3 && s == 2 && p == 1 && avx512) {
     maxpool_3s2p1_512(x, y, argmax, p0, p1, h, w, oh, ow);
     return;
   }

@@ -154,7 +154,8 @@ public enum Reference {
   }
 
   /// Max pooling plus, per output, the flat input index of the *first* maximum in its window
-  /// (row-major window order), which is where the gradient goes.
+  /// (row-major window order), which is where the gradient goes. A NaN is taken wherever it comes
+  /// (PyTorch's rule), so a window with NaNs ends on its last one.
   public static func maxPool2dWithIndices(
     _ x: DoubleTensor, k: Int, stride s: Int, padding p: Int
   ) -> (y: DoubleTensor, argmax: [Int]) {
@@ -171,7 +172,7 @@ public enum Reference {
               let r = i * s - p + u, q = j * s - p + v
               guard r >= 0 && r < h && q >= 0 && q < w else { continue }
               let idx = (pl * h + r) * w + q
-              if at < 0 || x[idx] > best { best = x[idx]; at = idx }
+              if at < 0 || x[idx] > best || x[idx].isNaN { best = x[idx]; at = idx }
             }
           }
           let o = (pl * oh + i) * ow + j

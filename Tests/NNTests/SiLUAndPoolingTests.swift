@@ -86,24 +86,29 @@ final class SiLUAndPoolingTests: XCTestCase {
     }
   }
 
-  /// The 3×3/2/1 max-pool runs 16 output columns a vector with AVX-512 and 8 with AVX2 (one
-  /// window at a time elsewhere): every width from 1 to 36 and some past 64, with ties and −∞ (the
-  /// first maximum of each window wins, and its argmax routes the gradient), against the Double twin.
+  /// The 3×3/2/1 max-pool runs 16 output columns a vector with AVX-512 and 8 with AVX2, in two
+  /// passes (columns, then rows) on even planes whose output rows are 2, 4 or a multiple of 8
+  /// wide, and one window at a time elsewhere: every width from 1 to 36 and some past 64, with
+  /// ties, −∞ and NaN (the first maximum of each window wins, or its last NaN, and its argmax
+  /// routes the gradient), against the Double twin.
   func testMaxPool3Stride2Padding1EveryWidth() throws {
     var rng = SeededGenerator(seed: 8)
     // Widths past 32 and 64 take two and three vectors of 16 output columns a row (AVX2: past 16, 32, …).
     for w in Array(1...36) + [47, 63, 64, 65, 66, 79] {
-      for h in [1, 2, 5, 8] {
+      // Even heights 4, 8 and 12 with even widths take the two-pass loop (output rows 2 wide need
+      // an even number of them: 4 and 12 do, 2 does not).
+      for h in [1, 2, 4, 5, 8, 12] {
         let shape = [2, 3, h, w]
-        // Values from {−∞, 0, 1, 2}: many ties, and windows that are −∞ throughout.
+        // Values from {NaN, −∞, 0, 1, 2}: many ties, windows that are −∞ throughout, and NaNs.
         let x = Tensor(shape: shape, values: (0..<(2 * 3 * h * w)).map { _ in
-          let v = Int.random(in: 0..<4, using: &rng)
-          return v == 0 ? -Float.infinity : Float(v - 1)
+          let v = Int.random(in: 0..<6, using: &rng)
+          return v == 0 ? -Float.infinity : v == 5 ? .nan : Float(v - 1)
         })
         let pool = MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
         let y = try pool.forward(x)
         let ref = Reference.maxPool2d(DoubleTensor(x), k: 3, stride: 2, padding: 1)
-        XCTAssertEqual(y.array.map(Double.init), ref.values, "forward \(shape)")
+        XCTAssertEqual(y.array.map { $0.isNaN ? "NaN" : "\($0)" }, ref.values.map { $0.isNaN ? "NaN" : "\(Float($0))" },
+          "forward \(shape)")
         // Distinct gradients (powers of two: exact sums), so each one's destination shows.
         let dy = Tensor(shape: y.shape, values: (0..<y.count).map { Float(1 << ($0 % 20)) })
         assertClose(try pool.backward(dy), Reference.maxPool2dBackward(DoubleTensor(x), dy: DoubleTensor(dy), k: 3,

@@ -10,8 +10,8 @@
 // thread runs a channel. An AVX-512 or AVX2+FMA variant is chosen at run time where the CPU has
 // it; the portable one runs everywhere else.
 //
-// MaxPool2D's forward over whole planes, with the argmax its backward routes gradients by (an
-// AVX-512 variant for the zoo's 3×3/2/1 max-pool).
+// MaxPool2D's forward over whole planes, with the argmax its backward routes gradients by (AVX-512
+// and AVX2 variants for the zoo's 3×3/2/1 max-pool).
 #ifndef CLAYERKERNELS_H
 #define CLAYERKERNELS_H
 
@@ -87,9 +87,10 @@ void acon_bn_input_gradient_block(
 /// in-image element and takes any greater one and any NaN (the last NaN wins); padding is never a
 /// candidate. argmax holds the winner's offset within its input plane (−1 for a window with no
 /// in-image element, which PyTorch's shape rules exclude). The choice is a select, not a branch:
-/// which element wins is data-dependent and unpredictable. k = 3, s = 2, p = 1 on planes up to
-/// 32 wide runs one row of outputs per AVX-512 vector where the CPU has it (the same values and
-/// argmax).
+/// which element wins is data-dependent and unpredictable. k = 3, s = 2, p = 1 runs a row of
+/// outputs per vector where the CPU has AVX-512 or AVX2, and on even planes whose output rows are
+/// 2, 4 or a multiple of 8 wide (h·w/2 ≤ 2048), in two passes of full vectors: each input row's
+/// best of three columns, then each output's best of three rows (the same values and argmax).
 void acon_maxpool_forward(
     const float *x, float *y, int *argmax, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh,
     ptrdiff_t ow, ptrdiff_t k, ptrdiff_t s, ptrdiff_t p);
