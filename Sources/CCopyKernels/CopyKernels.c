@@ -1,5 +1,6 @@
-// CopyKernels: the streaming float copy of CCopyKernels.h. SSE's `movntps` is part of baseline
-// x86-64, so no run-time dispatch is needed; other architectures fall back to memcpy.
+// CopyKernels: the streaming float copy of CCopyKernels.h (SSE's `movntps` is part of baseline
+// x86-64, so no run-time dispatch is needed; other architectures fall back to memcpy), and the
+// move of a cycle of planes.
 #include "CCopyKernels.h"
 
 #include <stdint.h>
@@ -43,3 +44,20 @@ void acon_copy_fence(void) {
 }
 
 bool acon_copy_has_streaming_stores(void) { return ACON_HAS_STREAM != 0; }
+
+void acon_move_plane_cycle(float *data, const int32_t *order, ptrdiff_t len, ptrdiff_t plane, float *scratch) {
+  // data [planes, plane]: plane order[i] ← plane order[i + 1], the last ← the first.
+  if (len <= 0) return;
+  enum { AHEAD = 4, LINES = 4 };  // planes ahead; lines of each (the stream prefetchers take the rest)
+  const size_t bytes = (size_t)plane * sizeof(float);
+  const ptrdiff_t fetch = plane < 16 * LINES ? plane : 16 * LINES;
+  for (ptrdiff_t i = 1; i <= AHEAD && i < len; i++)
+    for (ptrdiff_t j = 0; j < fetch; j += 16) __builtin_prefetch(data + (ptrdiff_t)order[i] * plane + j);
+  memcpy(scratch, data + (ptrdiff_t)order[0] * plane, bytes);
+  for (ptrdiff_t i = 0; i + 1 < len; i++) {
+    if (i + 1 + AHEAD < len)
+      for (ptrdiff_t j = 0; j < fetch; j += 16) __builtin_prefetch(data + (ptrdiff_t)order[i + 1 + AHEAD] * plane + j);
+    memcpy(data + (ptrdiff_t)order[i] * plane, data + (ptrdiff_t)order[i + 1] * plane, bytes);
+  }
+  memcpy(data + (ptrdiff_t)order[len - 1] * plane, scratch, bytes);
+}

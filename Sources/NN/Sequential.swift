@@ -32,8 +32,10 @@ public final class Sequential: Module {
   /// input gradient (from the network's pools).
   private var channelsMajorInput: Tensor?, channelsMajorGradient: Tensor?
   private var channelsMajorOutput: Tensor?, channelsMajorInputGradient: Tensor?
-  /// Scratch of the in-place reorders: one plane, and a flag per plane.
-  private var reorderPlane: [Float] = [], reorderMoved: [Bool] = []
+  /// Scratch of the in-place reorders (a plane per thread), and the cycles of the last ones each
+  /// way (see `PlaneCycles`).
+  private var reorderPlanes: [Float] = []
+  private var cyclesToMajor: PlaneCycles?, cyclesFromMajor: PlaneCycles?
 
   /// Whether a container whose layers all allow it (`Module.runsChannelsMajor`; a
   /// `DepthwiseConv2D` of channel multiplier 1) and which holds two 1×1 convolutions or more
@@ -298,15 +300,19 @@ public final class Sequential: Module {
   /// channels-major pass.
   private func reorderInPlace(_ t: Tensor, samples n: Int, toChannelsMajor: Bool) {
     let c = t.shape[1], plane = t.count / c / n
-    if reorderPlane.count < plane { reorderPlane = [Float](repeating: 0, count: plane) }
-    if reorderMoved.count < n * c { reorderMoved = [Bool](repeating: false, count: n * c) }
-    reorderPlane.withUnsafeMutableBufferPointer { scratch in
-      reorderMoved.withUnsafeMutableBufferPointer { moved in
-        MemoryPasses.measure("channels-major.forward", {
-          ChannelsMajor.reorderInPlace(t.data, samples: n, channels: c, plane: plane, toChannelsMajor: toChannelsMajor,
-            scratch: scratch.baseAddress!, moved: moved.baseAddress!)
-        }, elements: { _ in 2 * t.count })
-      }
+    var cached = toChannelsMajor ? cyclesToMajor : cyclesFromMajor
+    if !(cached?.matches(samples: n, channels: c, toChannelsMajor: toChannelsMajor) ?? false) {
+      cached = PlaneCycles(samples: n, channels: c, toChannelsMajor: toChannelsMajor)
+      if toChannelsMajor { cyclesToMajor = cached } else { cyclesFromMajor = cached }
+    }
+    let cycles = cached!
+    if reorderPlanes.count < Threads.count * plane {
+      reorderPlanes = [Float](repeating: 0, count: Threads.count * plane)
+    }
+    reorderPlanes.withUnsafeMutableBufferPointer { scratch in
+      MemoryPasses.measure("channels-major.forward", {
+        ChannelsMajor.reorderInPlace(t.data, plane: plane, cycles: cycles, scratch: scratch.baseAddress!)
+      }, elements: { _ in 2 * t.count })
     }
   }
 }

@@ -207,9 +207,15 @@ final class ChannelsMajorTests: XCTestCase {
   }
 
   /// The reorders, copying and in place, both ways, against the index map element by element:
-  /// NCHW (s, c, i) at (s·C + c)·P + i, channels-major at (c·N + s)·P + i.
+  /// NCHW (s, c, i) at (s·C + c)·P + i, channels-major at (c·N + s)·P + i. ShuffleNetV2's shapes
+  /// at batch 64 split the in-place cycles over two threads (64 × 96: two long cycles; 64 × 128:
+  /// hundreds of short ones).
   func testReordersMatchTheIndexMap() {
-    for (n, c, p) in [(3, 5, 7), (1, 4, 3), (4, 1, 2), (64, 24, 1), (2, 3, 16), (6, 6, 5)] {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    Threads.count = 2
+    for (n, c, p) in [(3, 5, 7), (1, 4, 3), (4, 1, 2), (64, 24, 1), (2, 3, 16), (6, 6, 5), (64, 96, 16), (64, 128, 4),
+                      (64, 48, 64)] {
       let count = n * c * p
       let nchw = (0..<count).map { Float($0) }
       var major = [Float](repeating: -1, count: count)
@@ -223,12 +229,15 @@ final class ChannelsMajorTests: XCTestCase {
       ChannelsMajor.reorder(out, into: &back, samples: n, channels: c, plane: p, toChannelsMajor: false)
       XCTAssertEqual(out, major, "copy to channels-major, [\(n), \(c), \(p)]")
       XCTAssertEqual(back, nchw, "copy back, [\(n), \(c), \(p)]")
-      var data = nchw, scratch = [Float](repeating: 0, count: p), moved = [Bool](repeating: true, count: count / p)
-      ChannelsMajor.reorderInPlace(&data, samples: n, channels: c, plane: p, toChannelsMajor: true, scratch: &scratch,
-        moved: &moved)
+      var data = nchw, scratch = [Float](repeating: 0, count: 2 * p)
+      let to = PlaneCycles(samples: n, channels: c, toChannelsMajor: true)
+      let from = PlaneCycles(samples: n, channels: c, toChannelsMajor: false)
+      // Every plane that moves is in one cycle, once.
+      XCTAssertEqual(Set(to.planes).count, to.planes.count, "[\(n), \(c)]")
+      XCTAssertEqual(to.planes.count, from.planes.count, "[\(n), \(c)]")
+      ChannelsMajor.reorderInPlace(&data, plane: p, cycles: to, scratch: &scratch)
       XCTAssertEqual(data, major, "in place to channels-major, [\(n), \(c), \(p)]")
-      ChannelsMajor.reorderInPlace(&data, samples: n, channels: c, plane: p, toChannelsMajor: false, scratch: &scratch,
-        moved: &moved)
+      ChannelsMajor.reorderInPlace(&data, plane: p, cycles: from, scratch: &scratch)
       XCTAssertEqual(data, nchw, "in place back, [\(n), \(c), \(p)]")
     }
   }
