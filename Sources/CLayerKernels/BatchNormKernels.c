@@ -134,10 +134,62 @@ BODY double channel_sum(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t
   return lanes(acc) + t;
 }
 
+/// Σ (x − k) and Σ (x − k)² over one channel's n planes in one pass, in the order of
+/// channel_sum (float lanes flushed into Double lanes every FLUSH vectors; x − k and its square
+/// in float), prefetching the planes ahead (see prefetch_planes).
+BODY void channel_shifted_sums(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, float k, double *sum,
+                               double *squares) {
+  d8 acc[2] = {{0}, {0}}, acc2[2] = {{0}, {0}};
+  double t = 0, t2 = 0;
+  const v16 kv = splat(k);
+  v16 part = splat(0), part2 = splat(0);
+  int parts = 0;
+  const ptrdiff_t ahead = prefetch_planes(hw);
+  for (ptrdiff_t i = 0; i < n; i++) {
+    const float *p = x + i * stride;
+    const int fetch = i + ahead < n;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= hw; j += 16) {
+      if (fetch) __builtin_prefetch(p + ahead * stride + j);
+      const v16 d = ld(p + j) - kv, sq = d * d;  // d·d on its own: never fused with the add (FMA)
+      part += d;
+      part2 += sq;
+      if (++parts == FLUSH) {
+        add_wide(acc, part);
+        add_wide(acc2, part2);
+        part = part2 = splat(0);
+        parts = 0;
+      }
+    }
+    for (; j < hw; j++) {
+      const double d = (double)p[j] - (double)k;
+      t += d;
+      t2 += d * d;
+    }
+  }
+  add_wide(acc, part);
+  add_wide(acc2, part2);
+  *sum = lanes(acc) + t;
+  *squares = lanes(acc2) + t2;
+}
+
 BODY void stats_body(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance) {
-  // Two passes over the channel (the second finds it in cache up to about 1 MB): the mean, then
-  // the squared deviations from it.
+  // One pass: the sums of x − k and of its square about k, the channel's first element; then
+  // mean = k + Σ(x − k)/count and variance = Σ(x − k)²/count − (mean − k)². The subtraction loses
+  // about (mean − k)²/variance times the sums' rounding, and x − k rounds to |x − k|'s precision:
+  // where k lies more than 4 standard deviations from the mean (or a result is not finite), two
+  // more passes over the channel (which find it in cache up to about 1 MB) take the mean from Σx
+  // and the squared deviations from that mean, with no cancellation whatever the mean.
   const double count = (double)n * (double)hw;
+  const float k = count > 0 ? x[0] : 0;  // an empty channel: NaN statistics, as 0/0
+  double s1, s2;
+  channel_shifted_sums(x, n, stride, hw, k, &s1, &s2);
+  const double d = s1 / count, v = s2 / count - d * d;
+  if (d * d <= 16 * v) {
+    *mean = (double)k + d;
+    *variance = v;
+    return;
+  }
   const double mu = channel_sum(x, n, stride, hw, 0, 0) / count;
   *mean = mu;
   // The squares are taken about mu rounded to float, mf = mu − e: Σ(x − mf)²/count = var + e².

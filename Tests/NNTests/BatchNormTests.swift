@@ -94,6 +94,30 @@ final class BatchNormTests: XCTestCase {
     }
   }
 
+  /// The per-channel statistics (planes of 64 floats and more) sum x − k and (x − k)² in one
+  /// pass about each channel's first element k, and take a second pass about the mean where k
+  /// lies far out (more than 4 standard deviations from the mean): a first element of 10³ or
+  /// −10⁵ beside values in [−1, 1] (the second pass), and of 2 beside values in [1, 3] (one pass).
+  func testStatisticsAboutTheFirstElementHoldWhereItLiesFarOut() throws {
+    var rng = SeededGenerator(seed: 12)
+    for shape in [[3, 5, 16, 16], [1, 2, 96, 130], [4, 3, 9, 9]] {
+      for (first, low, high) in [(1e3, -1.0, 1.0), (-1e5, -1.0, 1.0), (2.0, 1.0, 3.0)] as [(Float, Float, Float)] {
+        let bn = BatchNorm2D(channels: shape[1])
+        let x = Tensor.uniform(shape, low, high, using: &rng)
+        let plane = shape[2] * shape[3]
+        for ch in 0..<shape[1] { x.data[ch * plane] = first }
+        let (g, b) = gammaBeta(bn)
+        let label = "\(shape) first \(first)"
+        assertClose(try bn.forward(x), Reference.batchNormTraining(DoubleTensor(x), gamma: g, beta: b), rtol: 1e-4,
+          atol: 1e-4, "y \(label)")
+        let want = Reference.batchNormRunningUpdate(DoubleTensor(x), runningMean: [Double](repeating: 0, count: shape[1]),
+          runningVar: [Double](repeating: 1, count: shape[1]), momentum: 0.1)
+        assertClose(bn.runningMean.array, want.0, rtol: 1e-5, atol: 1e-6, "running_mean \(label)")
+        assertClose(bn.runningVar.array, want.1, rtol: 1e-5, atol: 1e-9, "running_var \(label)")
+      }
+    }
+  }
+
   func testRunningStatisticsUseMomentumAndUnbiasedVariance() throws {
     var rng = SeededGenerator(seed: 2)
     let bn = BatchNorm2D(channels: 3)

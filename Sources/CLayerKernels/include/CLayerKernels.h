@@ -22,7 +22,9 @@ extern "C" {
 #endif
 
 /// Mean and biased variance of one channel: the n planes x + i·stride, i < n, of hw floats each.
-/// Two passes: the mean, then the squared deviations from it (no cancellation whatever the mean).
+/// One pass of the sums of x − k and (x − k)² about the channel's first element k, whose
+/// difference loses (mean − k)²/variance times their rounding; where that factor passes 16, two
+/// more passes: the mean, then the squared deviations from it (no cancellation whatever the mean).
 /// Shapes: x [n, stride] with the plane at offset 0 of each row, hw ≤ stride.
 void acon_bn_stats(const float *x, ptrdiff_t n, ptrdiff_t stride, ptrdiff_t hw, double *mean, double *variance);
 
