@@ -19,8 +19,12 @@
 #include <stdint.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma")))
 // Whether the CPU runs the AVX-512 copies (AVX-512F and VL).
 bool wino_has_avx512(void);
+// Whether the CPU runs the AVX2 copies (AVX2 and FMA; F(4×4, 3×3)'s tile transforms) where it has
+// no AVX-512.
+bool wino_has_avx2(void);
 
 // Columns 16k ..< 16k + 16 of a tile row's input buffer (input_body's buf) for row y of the
 // plane p [h, w]: buffer column j is the plane's column j − pw, zero outside the plane (masked

@@ -27,6 +27,11 @@ bool wino_has_avx512(void) {
   if (cached < 0) cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   return cached;
 }
+bool wino_has_avx2(void) {
+  static int cached = -1;
+  if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return cached;
+}
 #endif
 
 // MARK: - Filter transforms (small: k·c kernels)
