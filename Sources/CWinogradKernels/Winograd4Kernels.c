@@ -384,53 +384,10 @@ AVX512 NO_CALLS static void gradient_rows16_avx512(const WinoGeometry *g, const 
 // ones row by row; the tiles past the last whole vector go one by one. Every output is the same
 // float operations on the same operands as the bodies above (contraction is off): the same bits.
 // One Zen 1 core, ms a call over a batch, body → AVX2, input / output / gradient: 64 channels at
-// 32×32, batch 64: 23.1 → 13.5, 17.5 → 7.7, 14.8 → 11.5; 128 at 16×16: 11.7 → 8.3, 8.8 → 4.6,
-// 7.2 → 6.5; 64 at 56×56, batch 16: 15.9 → 9.6, 12.5 → 7.2, 10.0 → 8.2.
+// 32×32, batch 64: 24.0 → 14.2, 17.7 → 8.3, 13.8 → 13.4; 128 at 16×16: 12.2 → 8.2, 9.0 → 4.8,
+// 7.5 → 6.6; 64 at 56×56, batch 16: 16.2 → 10.0, 13.0 → 7.6, 10.9 → 8.0.
 
 #if defined(__x86_64__)
-typedef float v8f __attribute__((vector_size(32)));
-
-// Lane l of q[k]: column k of the four at at[l] (l < 8): 128-bit loads paired (l, l + 4), then a
-// 4×4 transpose in each 128-bit half.
-AVX2 __attribute__((always_inline)) static inline void quarters8(const float *const at[8], v8f q[4]) {
-  const __m256 a0 = _mm256_loadu2_m128(at[4], at[0]), a1 = _mm256_loadu2_m128(at[5], at[1]);
-  const __m256 a2 = _mm256_loadu2_m128(at[6], at[2]), a3 = _mm256_loadu2_m128(at[7], at[3]);
-  const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-  const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-  q[0] = (v8f)_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  q[1] = (v8f)_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  q[2] = (v8f)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  q[3] = (v8f)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-}
-
-// The inverse: column k of the four at at[l] from lane l of r[k].
-AVX2 __attribute__((always_inline)) static inline void unquarters8(const v8f r[4], float *const at[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps((__m256)r[0], (__m256)r[1]), t1 = _mm256_unpackhi_ps((__m256)r[0], (__m256)r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps((__m256)r[2], (__m256)r[3]), t3 = _mm256_unpackhi_ps((__m256)r[2], (__m256)r[3]);
-  _mm256_storeu2_m128(at[4], at[0], _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)));
-  _mm256_storeu2_m128(at[5], at[1], _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)));
-  _mm256_storeu2_m128(at[6], at[2], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)));
-  _mm256_storeu2_m128(at[7], at[3], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)));
-}
-
-// Where tile l of a chunk starts in a buffer of tile rows `rowFloats` apart, tiles 4 floats apart:
-// off[l] for l < rc·tw.
-INLINE void tile_offsets(ptrdiff_t tw, ptrdiff_t rc, ptrdiff_t rowFloats, ptrdiff_t *off) {
-  for (ptrdiff_t k = 0; k < rc; k++)
-    for (ptrdiff_t t = 0; t < tw; t++) off[k * tw + t] = k * rowFloats + 4 * t;
-}
-
-// Tile rows per chunk for rows under 16 tiles: a chunk holds lcm(tw, 8) tiles (at most 120).
-INLINE ptrdiff_t chunk_rows(ptrdiff_t tw) {
-  ptrdiff_t a = tw, b = 8;
-  while (b) {
-    const ptrdiff_t t = a % b;
-    a = b;
-    b = t;
-  }
-  return 8 / a;
-}
-
 // Bᵀ d of tile row r's six input rows (channel ci) over whole columns, in place: bt [6][bw].
 AVX2 __attribute__((always_inline)) static inline void input_rows_bt(const WinoGeometry *g, const float *x, ptrdiff_t ci,
                                                                      ptrdiff_t r, ptrdiff_t bw, float *bt) {
@@ -460,7 +417,7 @@ AVX2 NO_CALLS static void input_avx2(const WinoGeometry *g, const float *x, ptrd
   const ptrdiff_t bw = (4 * tw + 2 + 7) / 8 * 8, rc = tw >= 16 ? 1 : chunk_rows(tw);
   float bt[rc * 6 * bw];
   ptrdiff_t off[rc * tw];
-  tile_offsets(tw, rc, 6 * bw, off);
+  tile_offsets(tw, rc, 6 * bw, 4, off);
   for (ptrdiff_t ci = c0; ci < c1; ci++) {
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
       const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;
@@ -469,16 +426,18 @@ AVX2 NO_CALLS static void input_avx2(const WinoGeometry *g, const float *x, ptrd
       ptrdiff_t l0 = 0;
       for (; l0 + 8 <= tiles; l0 += 8) {
         for (int i = 0; i < 6; i++) {
-          const float *at[8], *at2[8];  // tile l0 + l's combination i: columns 4t.. and 4t + 2..
+          // Tile l0 + l's combination i: columns 4t ..< 4t + 4, and 4t + 4 ..< 4t + 8 (the loads
+          // 16 bytes apart, as the halves of the stores that wrote bt: each is forwarded whole).
+          const float *at[8], *next[8];
           for (int l = 0; l < 8; l++) {
             at[l] = bt + i * bw + off[l0 + l];
-            at2[l] = at[l] + 2;
+            next[l] = at[l] + 4;
           }
           v8f q[6], hi[4], out[6];
           quarters8(at, q);
-          quarters8(at2, hi);  // columns 4t + 2 ..< 4t + 6
-          q[4] = hi[2];
-          q[5] = hi[3];
+          quarters8(next, hi);
+          q[4] = hi[0];
+          q[5] = hi[1];
           BT6(q[0], q[1], q[2], q[3], q[4], q[5], out);
           for (int k = 0; k < 6; k++) _mm256_storeu_ps(vt + (6 * i + k) * plane + l0, (__m256)out[k]);
         }
@@ -498,7 +457,7 @@ AVX2 NO_CALLS static void output_avx2(const WinoGeometry *g, const float *m, ptr
   const ptrdiff_t rc = tw >= 16 ? 1 : chunk_rows(tw);
   float buf[rc * 4 * bw];
   ptrdiff_t off[rc * tw];
-  tile_offsets(tw, rc, 4 * bw, off);
+  tile_offsets(tw, rc, 4 * bw, 4, off);
   for (ptrdiff_t o = k0; o < k1; o++) {
     const float bv = bias ? bias[o] : 0.0f;
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
@@ -553,7 +512,7 @@ AVX2 NO_CALLS static void gradient_avx2(const WinoGeometry *g, const float *dy, 
   const ptrdiff_t rc = tw >= 16 ? 1 : chunk_rows(tw);
   float fa[rc * 6 * bw];
   ptrdiff_t off[rc * tw];
-  tile_offsets(tw, rc, 6 * bw, off);
+  tile_offsets(tw, rc, 6 * bw, 4, off);
   for (ptrdiff_t o = k0; o < k1; o++) {
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
       const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;

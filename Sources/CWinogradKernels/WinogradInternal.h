@@ -1,8 +1,8 @@
 // WinogradInternal.h: what the F(2×2, 3×3) and F(4×4, 3×3) kernels share: the attributes that
 // build a body twice (baseline and AVX-512, chosen at run time), the filter's kernel read (plain or
 // rotated), the zero-padded row copy that the tile transforms read through and the output rows'
-// store (bias, fused ReLU), and the AVX-512 row kernels' masked row load and lane masks. Not part
-// of the module's interface.
+// store (bias, fused ReLU), the AVX-512 row kernels' masked row load and lane masks, and the AVX2
+// kernels' transposes of 8 tiles' columns. Not part of the module's interface.
 #ifndef WINOGRAD_INTERNAL_H
 #define WINOGRAD_INTERNAL_H
 
@@ -56,6 +56,50 @@ AVX512 __attribute__((always_inline)) static inline void store_row16(float *dst,
   v = _mm512_add_ps(v, bias);
   if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
   _mm512_mask_storeu_ps(dst, mask, v);
+}
+
+// The AVX2 kernels' vectors of 8 consecutive tiles (see Winograd4Kernels.c's AVX2 section).
+typedef float v8f __attribute__((vector_size(32)));
+
+// Lane l of q[k]: column k of the four at at[l] (l < 8): 128-bit loads paired (l, l + 4), then a
+// 4×4 transpose in each 128-bit half.
+AVX2 __attribute__((always_inline)) static inline void quarters8(const float *const at[8], v8f q[4]) {
+  const __m256 a0 = _mm256_loadu2_m128(at[4], at[0]), a1 = _mm256_loadu2_m128(at[5], at[1]);
+  const __m256 a2 = _mm256_loadu2_m128(at[6], at[2]), a3 = _mm256_loadu2_m128(at[7], at[3]);
+  const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+  const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+  q[0] = (v8f)_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  q[1] = (v8f)_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  q[2] = (v8f)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  q[3] = (v8f)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+// The inverse: column k of the four at at[l] from lane l of r[k].
+AVX2 __attribute__((always_inline)) static inline void unquarters8(const v8f r[4], float *const at[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps((__m256)r[0], (__m256)r[1]), t1 = _mm256_unpackhi_ps((__m256)r[0], (__m256)r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps((__m256)r[2], (__m256)r[3]), t3 = _mm256_unpackhi_ps((__m256)r[2], (__m256)r[3]);
+  _mm256_storeu2_m128(at[4], at[0], _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)));
+  _mm256_storeu2_m128(at[5], at[1], _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)));
+  _mm256_storeu2_m128(at[6], at[2], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)));
+  _mm256_storeu2_m128(at[7], at[3], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// Where tile l of a chunk starts in a buffer of tile rows `rowFloats` apart, tiles `tileFloats`
+// apart: off[l] for l < rc·tw.
+INLINE void tile_offsets(ptrdiff_t tw, ptrdiff_t rc, ptrdiff_t rowFloats, ptrdiff_t tileFloats, ptrdiff_t *off) {
+  for (ptrdiff_t k = 0; k < rc; k++)
+    for (ptrdiff_t t = 0; t < tw; t++) off[k * tw + t] = k * rowFloats + tileFloats * t;
+}
+
+// Tile rows per chunk for rows under 16 tiles: a chunk holds lcm(tw, 8) tiles (at most 120).
+INLINE ptrdiff_t chunk_rows(ptrdiff_t tw) {
+  ptrdiff_t a = tw, b = 8;
+  while (b) {
+    const ptrdiff_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return 8 / a;
 }
 
 // The columns [16k, 16k + 16) of an output row ow wide that lie inside it, as a lane mask.

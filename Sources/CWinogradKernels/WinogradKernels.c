@@ -373,6 +373,72 @@ AVX512 NO_CALLS static void gradient_rows16_avx512(const WinoGeometry *g, const 
   }
 }
 #endif
+#if defined(__x86_64__)
+// The AVX2 output transform of F(2×2, 3×3), as F(4×4)'s (Winograd4Kernels.c): eight consecutive
+// tiles of the block per vector, rows under 16 tiles in chunks of 8 / gcd(tw, 8) tile rows, the
+// tiles past the last whole vector one by one; each tile's 16 points are contiguous loads of M,
+// combined (Aᵀ M A) as output_body does, and its two columns of its two output rows go to its
+// tile row's buffer as 64-bit stores, which store_rows moves to y (bias, ReLU): the same bits.
+// One Zen 1 core, batch 64, ms a call: 256 channels at 8×8 4.2 → 3.2, 512 at 4×4 4.6 → 2.6. The
+// input and gradient transforms stay on their bodies: built the same way, their 128-bit loads of
+// each tile's columns lie 8 bytes apart, across the halves of the stores that just wrote the
+// combined rows, and ran slower than the bodies (8×8: 3.7 → 7.3 ms).
+AVX2 NO_CALLS static void output_avx2(const WinoGeometry *g, const float *m, ptrdiff_t row0, ptrdiff_t rows,
+                                      ptrdiff_t k0, ptrdiff_t k1, const float *bias, int relu, float *y) {
+  // m [16][k][T] → y [n, k, oh, ow]; buf [rc][2][bw]: a chunk's tile rows' output rows
+  const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), bw = 2 * tw;
+  const ptrdiff_t rc = tw >= 16 ? 1 : chunk_rows(tw);
+  float buf[rc * 2 * bw];
+  ptrdiff_t off[rc * tw];
+  tile_offsets(tw, rc, 2 * bw, 2, off);
+  for (ptrdiff_t o = k0; o < k1; o++) {
+    const float bv = bias ? bias[o] : 0.0f;
+    for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
+      const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;
+      const float *mt = m + o * T + (r - row0) * tw;
+      ptrdiff_t l0 = 0;
+      for (; l0 + 8 <= tiles; l0 += 8) {
+        v8f s[2][4];  // Aᵀ M
+        for (int q = 0; q < 4; q++) {
+          const v8f m0 = (v8f)_mm256_loadu_ps(mt + q * plane + l0), m1 = (v8f)_mm256_loadu_ps(mt + (4 + q) * plane + l0);
+          const v8f m2 = (v8f)_mm256_loadu_ps(mt + (8 + q) * plane + l0), m3 = (v8f)_mm256_loadu_ps(mt + (12 + q) * plane + l0);
+          s[0][q] = m0 + m1 + m2;
+          s[1][q] = m1 - m2 - m3;
+        }
+        for (int a = 0; a < 2; a++) {  // (Aᵀ M) A: columns 2t and 2t + 1 of output row a
+          const v8f e = s[a][0] + s[a][1] + s[a][2], f = s[a][1] - s[a][2] - s[a][3];
+          const __m256 lo = _mm256_unpacklo_ps((__m256)e, (__m256)f);  // tiles 0, 1 | 4, 5
+          const __m256 hi = _mm256_unpackhi_ps((__m256)e, (__m256)f);  // tiles 2, 3 | 6, 7
+          const __m128 pairs[4] = {_mm256_castps256_ps128(lo), _mm256_castps256_ps128(hi), _mm256_extractf128_ps(lo, 1),
+                                   _mm256_extractf128_ps(hi, 1)};
+          for (int h = 0; h < 4; h++) {  // tiles 2h, 2h + 1
+            _mm_storel_pi((__m64 *)(buf + a * bw + off[l0 + 2 * h]), pairs[h]);
+            _mm_storeh_pi((__m64 *)(buf + a * bw + off[l0 + 2 * h + 1]), pairs[h]);
+          }
+        }
+      }
+      for (; l0 < tiles; l0++) {
+        float s[2][4], *dst = buf + off[l0];
+        for (int q = 0; q < 4; q++) {
+          const float m0 = mt[q * plane + l0], m1 = mt[(4 + q) * plane + l0];
+          const float m2 = mt[(8 + q) * plane + l0], m3 = mt[(12 + q) * plane + l0];
+          s[0][q] = m0 + m1 + m2;
+          s[1][q] = m1 - m2 - m3;
+        }
+        for (int a = 0; a < 2; a++) {
+          dst[a * bw] = s[a][0] + s[a][1] + s[a][2];
+          dst[a * bw + 1] = s[a][1] - s[a][2] - s[a][3];
+        }
+      }
+      for (ptrdiff_t k = 0; k < nr; k++) {
+        const ptrdiff_t n = (r + k) / g->th, th = (r + k) % g->th;
+        store_rows(buf + k * 2 * bw, bw, 2, y + (n * g->k + o) * g->oh * g->ow, g->oh, g->ow, 2 * th, bv, relu);
+      }
+    }
+  }
+}
+
+#endif
 NO_CALLS static void input_base(const WinoGeometry *g, const float *x, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t c0,
                        ptrdiff_t c1, float *v) {
   input_body(g, x, row0, rows, c0, c1, v);
@@ -413,6 +479,10 @@ void wino_output_transform(const WinoGeometry *g, const float *m, ptrdiff_t row0
   if (wino_has_avx512()) {
     if (g->tw <= 16) output_rows16_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
     else output_avx512(g, m, row0, rows, k0, k1, bias, relu, y);
+    return;
+  }
+  if (wino_has_avx2()) {
+    output_avx2(g, m, row0, rows, k0, k1, bias, relu, y);
     return;
   }
 #endif
