@@ -414,13 +414,13 @@ AVX2 NO_CALLS static void input_avx2(const WinoGeometry *g, const float *x, ptrd
                                      ptrdiff_t c0, ptrdiff_t c1, float *v) {
   // x [n, c, h, w] → v [36][c][T]; bt [rc][6][bw]: a chunk's tile rows' input rows, combined in place
   const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->c * T);
-  const ptrdiff_t bw = (4 * tw + 2 + 7) / 8 * 8, rc = tw >= 16 ? 1 : chunk_rows(tw);
+  const ptrdiff_t bw = (4 * tw + 2 + 7) / 8 * 8, rc = chunk_rows(tw);
   float bt[rc * 6 * bw];
   ptrdiff_t off[rc * tw];
   tile_offsets(tw, rc, 6 * bw, 4, off);
   for (ptrdiff_t ci = c0; ci < c1; ci++) {
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
-      const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;
+      const ptrdiff_t nr = chunk_length(r, row0 + rows, rc), tiles = nr * tw;
       for (ptrdiff_t k = 0; k < nr; k++) input_rows_bt(g, x, ci, r + k, bw, bt + k * 6 * bw);
       float *vt = v + ci * T + (r - row0) * tw;
       ptrdiff_t l0 = 0;
@@ -454,14 +454,14 @@ AVX2 NO_CALLS static void output_avx2(const WinoGeometry *g, const float *m, ptr
                                       ptrdiff_t k0, ptrdiff_t k1, const float *bias, int relu, float *y) {
   // m [36][k][T] → y [n, k, oh, ow]; buf [rc][4][bw]: a chunk's tile rows' output rows
   const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), bw = 4 * tw;
-  const ptrdiff_t rc = tw >= 16 ? 1 : chunk_rows(tw);
+  const ptrdiff_t rc = chunk_rows(tw);
   float buf[rc * 4 * bw];
   ptrdiff_t off[rc * tw];
   tile_offsets(tw, rc, 4 * bw, 4, off);
   for (ptrdiff_t o = k0; o < k1; o++) {
     const float bv = bias ? bias[o] : 0.0f;
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
-      const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;
+      const ptrdiff_t nr = chunk_length(r, row0 + rows, rc), tiles = nr * tw;
       const float *mt = m + o * T + (r - row0) * tw;
       ptrdiff_t l0 = 0;
       for (; l0 + 8 <= tiles; l0 += 8) {
@@ -509,13 +509,13 @@ AVX2 NO_CALLS static void gradient_avx2(const WinoGeometry *g, const float *dy, 
   // dy [n, k, oh, ow] → d [36][k][T]; fa [rc][6][bw]: a chunk's tile rows' four dy rows, then in
   // place their six combinations
   const ptrdiff_t tw = g->tw, T = rows * tw, bw = 4 * tw, plane = wino_point_stride(g->k * T);
-  const ptrdiff_t rc = tw >= 16 ? 1 : chunk_rows(tw);
+  const ptrdiff_t rc = chunk_rows(tw);
   float fa[rc * 6 * bw];
   ptrdiff_t off[rc * tw];
   tile_offsets(tw, rc, 6 * bw, 4, off);
   for (ptrdiff_t o = k0; o < k1; o++) {
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
-      const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;
+      const ptrdiff_t nr = chunk_length(r, row0 + rows, rc), tiles = nr * tw;
       for (ptrdiff_t k = 0; k < nr; k++) {
         const ptrdiff_t n = (r + k) / g->th, th = (r + k) % g->th;
         float *f = fa + k * 6 * bw;

@@ -84,6 +84,9 @@ AVX2 __attribute__((always_inline)) static inline void unquarters8(const v8f r[4
   _mm256_storeu2_m128(at[7], at[3], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)));
 }
 
+// The tile rows of the chunk from tile row r of a block ending at `end`: rc, or fewer at the end.
+INLINE ptrdiff_t chunk_length(ptrdiff_t r, ptrdiff_t end, ptrdiff_t rc) { return r + rc <= end ? rc : end - r; }
+
 // Where tile l of a chunk starts in a buffer of tile rows `rowFloats` apart, tiles `tileFloats`
 // apart: off[l] for l < rc·tw.
 INLINE void tile_offsets(ptrdiff_t tw, ptrdiff_t rc, ptrdiff_t rowFloats, ptrdiff_t tileFloats, ptrdiff_t *off) {
@@ -91,8 +94,10 @@ INLINE void tile_offsets(ptrdiff_t tw, ptrdiff_t rc, ptrdiff_t rowFloats, ptrdif
     for (ptrdiff_t t = 0; t < tw; t++) off[k * tw + t] = k * rowFloats + tileFloats * t;
 }
 
-// Tile rows per chunk for rows under 16 tiles: a chunk holds lcm(tw, 8) tiles (at most 120).
+// Tile rows per chunk: for rows under 16 tiles, lcm(tw, 8) tiles (at most 120), a whole number of
+// vectors; wider rows one at a time.
 INLINE ptrdiff_t chunk_rows(ptrdiff_t tw) {
+  if (tw >= 16) return 1;
   ptrdiff_t a = tw, b = 8;
   while (b) {
     const ptrdiff_t t = a % b;

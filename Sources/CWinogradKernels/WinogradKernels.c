@@ -387,14 +387,14 @@ AVX2 NO_CALLS static void output_avx2(const WinoGeometry *g, const float *m, ptr
                                       ptrdiff_t k0, ptrdiff_t k1, const float *bias, int relu, float *y) {
   // m [16][k][T] → y [n, k, oh, ow]; buf [rc][2][bw]: a chunk's tile rows' output rows
   const ptrdiff_t tw = g->tw, T = rows * tw, plane = wino_point_stride(g->k * T), bw = 2 * tw;
-  const ptrdiff_t rc = tw >= 16 ? 1 : chunk_rows(tw);
+  const ptrdiff_t rc = chunk_rows(tw);
   float buf[rc * 2 * bw];
   ptrdiff_t off[rc * tw];
   tile_offsets(tw, rc, 2 * bw, 2, off);
   for (ptrdiff_t o = k0; o < k1; o++) {
     const float bv = bias ? bias[o] : 0.0f;
     for (ptrdiff_t r = row0; r < row0 + rows; r += rc) {
-      const ptrdiff_t nr = r + rc <= row0 + rows ? rc : row0 + rows - r, tiles = nr * tw;
+      const ptrdiff_t nr = chunk_length(r, row0 + rows, rc), tiles = nr * tw;
       const float *mt = m + o * T + (r - row0) * tw;
       ptrdiff_t l0 = 0;
       for (; l0 + 8 <= tiles; l0 += 8) {
