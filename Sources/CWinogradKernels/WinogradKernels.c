@@ -39,8 +39,10 @@ bool wino_has_avx2(void) {
 // Kernel (o, i) goes through the same float operations in every variant: the AVX-512 copy of the
 // forward transform runs 16 kernels i ..< i + 16 of row o in the lanes of a vector (the weights
 // gathered), in the order of the scalar body, with contraction off, so its U is the scalar loop's
-// bits (4.5× faster on one Zen 4 core). The gradient stays scalar: its dw is read and written
-// with stride 9, and gathers and scatters of it ran slower than the loop.
+// bits (4.5× faster on one Zen 4 core); the AVX2 copy does the same with 8 kernels a vector (on
+// one first-generation Zen core, 512 × 512 kernels: 16.2 → 4.1 ms). The gradient stays scalar:
+// its dw is read and written with stride 9, and gathers and scatters of it ran slower than the
+// loop.
 
 // U[·, o, i] = G g Gᵀ for kernel (o, i), one at a time.
 INLINE void filter_transform_one(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t o, ptrdiff_t i,
@@ -124,6 +126,45 @@ AVX512 static void filter_transform_avx512(const float *w, ptrdiff_t k, ptrdiff_
   }
 }
 
+
+// filter_transform_avx512 with 8 kernels a vector (AVX2 gathers), the same operations in the
+// same order: the same bits.
+AVX2 static void filter_transform_avx2(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t o0,
+                                       ptrdiff_t o1, float *u) {
+#pragma STDC FP_CONTRACT OFF
+  // w [k, c, 3, 3] (flipped: [c, k, 3, 3]) → u [16][k][c], rows o0 ..< o1
+  const ptrdiff_t plane = k * c;
+  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                         _mm256_set1_epi32((int)(flip ? 9 * k : 9)));
+  const __m256 half = _mm256_set1_ps(0.5f);
+  for (ptrdiff_t o = o0; o < o1; o++) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= c; i += 8) {
+      const float *base = flip ? w + (i * k + o) * 9 : w + (o * c + i) * 9;
+      __m256 g[3][3];
+      for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++)
+          g[a][b] = _mm256_i32gather_ps(base + (flip ? (2 - a) * 3 + (2 - b) : a * 3 + b), idx, 4);
+      __m256 t[4][3];
+      for (int b = 0; b < 3; b++) {
+        t[0][b] = g[0][b];
+        t[1][b] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(g[0][b], g[1][b]), g[2][b]));
+        t[2][b] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(g[0][b], g[1][b]), g[2][b]));
+        t[3][b] = g[2][b];
+      }
+      float *dst = u + o * c + i;
+      for (int a = 0; a < 4; a++) {
+        _mm256_storeu_ps(dst + (4 * a + 0) * plane, t[a][0]);
+        _mm256_storeu_ps(dst + (4 * a + 1) * plane,
+                         _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[a][0], t[a][1]), t[a][2])));
+        _mm256_storeu_ps(dst + (4 * a + 2) * plane,
+                         _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[a][0], t[a][1]), t[a][2])));
+        _mm256_storeu_ps(dst + (4 * a + 3) * plane, t[a][2]);
+      }
+    }
+    for (; i < c; i++) filter_transform_one(w, k, c, flip, o, i, u);
+  }
+}
 #endif
 
 void wino_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t m, ptrdiff_t o0,
@@ -135,6 +176,10 @@ void wino_filter_transform(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, p
 #if defined(__x86_64__)
   if (wino_has_avx512()) {
     filter_transform_avx512(w, k, c, flip, o0, o1, u);
+    return;
+  }
+  if (wino_has_avx2()) {
+    filter_transform_avx2(w, k, c, flip, o0, o1, u);
     return;
   }
 #endif

@@ -48,7 +48,7 @@ final class WinogradTests: XCTestCase {
   }
 
   /// F(2×2)'s U = G g Gᵀ and dw += Gᵀ dU G are the float formulas of WinogradKernels.c, in their
-  /// order, bit for bit, whichever variant runs (the AVX-512 copy does 16 kernels per vector) and
+  /// order, bit for bit, whichever variant runs (the AVX-512 copy does 16 kernels per vector, AVX2's 8) and
   /// however the rows are split: channel counts below, at and past 16, flipped or not.
   func testFilterTransformsAreTheFloatFormulasBitForBit() {
     var rng = SeededGenerator(seed: 77)
