@@ -12,8 +12,8 @@
 // channels, so each channel's sums have exactly one owner (no atomics). Each thread's range of
 // channels goes to one call into CAconKernels (Sources/CAconKernels), C with an AVX-512 (16
 // lanes) and an AVX2+FMA (8 lanes) variant on x86-64 chosen at run time, a NEON one (8 lanes,
-// FMA) on aarch64 and a portable one (8 lanes) everywhere, which walks the range sample by
-// sample (those planes are contiguous). There every element runs
+// FMA) on aarch64 and a portable one (8 lanes) everywhere, which walks the range's planes in
+// memory order (sample by sample in NCHW order, channel by channel in channels-major order). There every element runs
 // through the same code of the variant's width (a row's tail is masked), sums are kept in the
 // variant's lanes per plane, added lane-wise over a channel's planes in sample order and reduced
 // in a fixed order: the results are bit-identical for any thread count.
@@ -59,13 +59,17 @@ public enum AconKernels {
   ///   - p2: `[C]`.
   ///   - beta: `[C]`, `[N, C]` or `[N, C, HW]` as `betaLayout` says.
   ///   - betaLayout: where β varies: per channel, per sample and channel, or per element.
+  ///   - channelsMajor: x and y are `[C, N, HW]` instead (each channel's N planes one after the
+  ///     other, as a channels-major `Sequential` holds a batch); β keeps its `[C]` or `[N, C]`
+  ///     layout (`.perElement` is NCHW only). Each element gets the same bits as in NCHW order.
   public static func forward(
     x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, n: Int, c: Int, hw: Int,
     p1: UnsafePointer<Float>, p2: UnsafePointer<Float>, beta: UnsafePointer<Float>,
-    betaLayout: AconBetaLayout
+    betaLayout: AconBetaLayout, channelsMajor: Bool = false
   ) {
     forwardImpl(
-      x: x, y: y, sig: nil, n: n, c: c, hw: hw, p1: p1, p2: p2, beta: beta, betaLayout: betaLayout)
+      x: x, y: y, sig: nil, n: n, c: c, hw: hw, p1: p1, p2: p2, beta: beta, betaLayout: betaLayout,
+      channelsMajor: channelsMajor)
   }
 
   /// ACON-C forward that also stores `s = σ(β·d)` for `backwardFromSigmoid`.
@@ -112,15 +116,17 @@ public enum AconKernels {
   ///   - dp2: `[C]`, accumulated (`+=`): sums over N and HW.
   ///   - dbeta: same layout as `beta`, accumulated (`+=`): `.perChannel` sums over N and HW,
   ///     `.perSampleChannel` over HW, `.perElement` is elementwise.
+  ///   - channelsMajor: x, dy and dx are `[C, N, HW]`, as for `forward`; the same bits as in
+  ///     NCHW order, sums included (each channel's planes are summed in sample order either way).
   public static func backward(
     x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
     n: Int, c: Int, hw: Int, p1: UnsafePointer<Float>, p2: UnsafePointer<Float>,
     beta: UnsafePointer<Float>, betaLayout: AconBetaLayout, dp1: UnsafeMutablePointer<Float>,
-    dp2: UnsafeMutablePointer<Float>, dbeta: UnsafeMutablePointer<Float>
+    dp2: UnsafeMutablePointer<Float>, dbeta: UnsafeMutablePointer<Float>, channelsMajor: Bool = false
   ) {
     backwardImpl(
       x: x, dy: dy, dx: dx, sig: nil, n: n, c: c, hw: hw, p1: p1, p2: p2, beta: beta,
-      betaLayout: betaLayout, dp1: dp1, dp2: dp2, dbeta: dbeta)
+      betaLayout: betaLayout, dp1: dp1, dp2: dp2, dbeta: dbeta, channelsMajor: channelsMajor)
   }
 
   /// ACON-C backward that reads `s = σ(β·d)` saved by `forwardSavingSigmoid` instead of
@@ -191,10 +197,12 @@ public enum AconKernels {
   static func forwardImpl(
     x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, sig: UnsafeMutablePointer<Float>?,
     n: Int, c: Int, hw: Int, p1: UnsafePointer<Float>, p2: UnsafePointer<Float>,
-    beta: UnsafePointer<Float>, betaLayout: AconBetaLayout
+    beta: UnsafePointer<Float>, betaLayout: AconBetaLayout, channelsMajor: Bool = false
   ) {
-    // x, y, sig: (N, C, HW)   p1, p2: (C)   beta: (C) | (N, C) | (N, C, HW)
+    // x, y, sig: (N, C, HW), or (C, N, HW) channels-major   p1, p2: (C)
+    // beta: (C) | (N, C) | (N, C, HW)
     precondition(n >= 0 && c >= 0 && hw >= 0, "AconKernels.forward: negative size")
+    precondition(!(channelsMajor && betaLayout == .perElement), "AconKernels.forward: per-element β is NCHW only")
     if n == 0 || c == 0 || hw == 0 { return }
     let xs = UncheckedSendable(x), ys = UncheckedSendable(y), ss = UncheckedSendable(sig)
     let p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2), bs = UncheckedSendable(beta)
@@ -203,8 +211,8 @@ public enum AconKernels {
     let stream = streams(elements: count * (2 + (sig == nil ? 0 : 1) + (betaLayout == .perElement ? 1 : 0)))
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { range in
       acon_forward_channels(
-        xs.value, ys.value, ss.value, n, c, hw, range.lowerBound, range.upperBound, p1s.value,
-        p2s.value, bs.value, mode, stream)
+        xs.value, ys.value, ss.value, n, c, hw, channelsMajor, range.lowerBound, range.upperBound,
+        p1s.value, p2s.value, bs.value, mode, stream)
     }
   }
 
@@ -225,11 +233,12 @@ public enum AconKernels {
     sig: UnsafePointer<Float>?, n: Int, c: Int, hw: Int, p1: UnsafePointer<Float>,
     p2: UnsafePointer<Float>, beta: UnsafePointer<Float>, betaLayout: AconBetaLayout,
     dp1: UnsafeMutablePointer<Float>, dp2: UnsafeMutablePointer<Float>,
-    dbeta: UnsafeMutablePointer<Float>
+    dbeta: UnsafeMutablePointer<Float>, channelsMajor: Bool = false
   ) {
-    // x, dy, dx, sig: (N, C, HW)   p1, p2, dp1, dp2: (C)
+    // x, dy, dx, sig: (N, C, HW), or (C, N, HW) channels-major   p1, p2, dp1, dp2: (C)
     // beta, dbeta: (C) | (N, C) | (N, C, HW)
     precondition(n >= 0 && c >= 0 && hw >= 0, "AconKernels.backward: negative size")
+    precondition(!(channelsMajor && betaLayout == .perElement), "AconKernels.backward: per-element β is NCHW only")
     if n == 0 || c == 0 || hw == 0 { return }
     let xs = UncheckedSendable(x), dys = UncheckedSendable(dy), dxs = UncheckedSendable(dx)
     let ss = UncheckedSendable(sig), p1s = UncheckedSendable(p1), p2s = UncheckedSendable(p2)
@@ -241,8 +250,8 @@ public enum AconKernels {
       elements: count * (3 + (sig == nil ? 0 : 1) + (betaLayout == .perElement ? 3 : 0)))
     parallelFor(c, minimumChunk: minimumChannels(n: n, hw: hw)) { range in
       acon_backward_channels(
-        xs.value, dys.value, dxs.value, ss.value, n, c, hw, range.lowerBound, range.upperBound,
-        p1s.value, p2s.value, bs.value, dbs.value, mode, dp1s.value, dp2s.value, stream)
+        xs.value, dys.value, dxs.value, ss.value, n, c, hw, channelsMajor, range.lowerBound,
+        range.upperBound, p1s.value, p2s.value, bs.value, dbs.value, mode, dp1s.value, dp2s.value, stream)
     }
   }
 }

@@ -2,8 +2,8 @@
 // β = σ(bn2(fc2(bn1(fc1(mean_HW(x)))))), one β per (sample, channel). The backward pass runs
 // through that network and adds the mean's share into dx.
 //
-// Shapes: x, y [N, C, H, W] or [N, C]; mean m [N, C, 1, 1]; hidden [N, W, 1, 1] with
-// W = max(r, C/r); β [N, C]; p1, p2 [1, C, 1, 1].
+// Shapes: x, y [N, C, H, W] or [N, C] (or channels-major [1, C, N·H, W] inside a Sequential);
+// mean m [N, C, 1, 1]; hidden [N, W, 1, 1] with W = max(r, C/r); β [N, C]; p1, p2 [1, C, 1, 1].
 import NN
 import TensorCore
 
@@ -45,6 +45,8 @@ public final class MetaAconC: Module {
   private var output: Tensor?
   private var inputGrad: Tensor?
   private var input: Tensor?
+  /// The batch size N while the last forward ran on a channels-major batch, else nil.
+  private var channelsMajorSamples: Int?
 
   /// - Parameters:
   ///   - channels: C.
@@ -98,9 +100,40 @@ public final class MetaAconC: Module {
   /// β from the last forward pass, `[N, C]`.
   public var lastBeta: Tensor? { beta }
 
+  /// One β per sample: a channels-major batch runs through `forward(_:channelsMajorSamples:)`.
+  public override var runsChannelsMajorGivenBatch: Bool { true }
+
   public override func forward(_ x: Tensor) throws -> Tensor {
     let (n, hw) = try channelLayout(x.shape, channels: channels, layer: typeName)
-    let c = channels
+    channelsMajorSamples = nil
+    return try run(x, samples: n, hw: hw)
+  }
+
+  /// Forward over a batch of N samples stored channels-major (as `Sequential` runs it, see
+  /// `Module.runsChannelsMajorGivenBatch`): x `[1, C, N·H, W]`, each channel's N planes one
+  /// after the other, → y likewise. The means, β and y, and in `backward` every gradient, are
+  /// the bits of `forward(_:)` on the NCHW batch (each plane summed alike, each channel's planes
+  /// in sample order), reordered.
+  public override func forward(_ x: Tensor, channelsMajorSamples n: Int) throws -> Tensor {
+    guard n > 0, x.shape.count == 4, x.shape[0] == 1, x.shape[1] == channels, x.shape[2] % n == 0 else {
+      throw TensorError.shapeMismatch(
+        layer: typeName, expected: "[1, \(channels), N·H, W] holding \(n) samples channels-major", got: x.shape)
+    }
+    channelsMajorSamples = n
+    return try run(x, samples: n, hw: x.shape[2] / n * x.shape[3])
+  }
+
+  /// Index into `[N, C]` (β, the means) of plane q of x in memory order: q itself in NCHW order,
+  /// (q mod N)·C + q / N channels-major.
+  @inline(__always)
+  private static func sampleChannel(ofPlane q: Int, samples n: Int, channels c: Int, channelsMajor: Bool) -> Int {
+    channelsMajor ? (q % n) * c + q / n : q
+  }
+
+  /// The forward pass on N samples of HW elements a plane, NCHW or (with `channelsMajorSamples`)
+  /// channels-major.
+  private func run(_ x: Tensor, samples n: Int, hw: Int) throws -> Tensor {
+    let c = channels, major = channelsMajorSamples != nil
     if isTraining && useBatchNorm && n < 2 {
       throw TensorError.invalidArgument(
         "MetaAconC: training with BatchNorm in the β network needs a batch of at least 2 (bn1 and bn2 "
@@ -108,11 +141,14 @@ public final class MetaAconC: Module {
           + "\(Shape.text(x.shape)). Use a larger batch, eval() for inference, or MetaAconC(useBatchNorm: false)")
     }
     input = x
-    // m[n, c] = mean over HW of x[n, c, :]
+    // m[s, ch] = mean over HW of x's plane of sample s, channel ch (planes q in memory order).
     let m = reuse(&mean, shape: [n, c, 1, 1])
     let xs = UncheckedSendable(x.data), ms = UncheckedSendable(m.data)
     parallelFor(n * c, minimumChunk: 64) { range in
-      for i in range { ms.value[i] = contiguousSum(xs.value + i * hw, count: hw) / Float(hw) }
+      for q in range {
+        let i = MetaAconC.sampleChannel(ofPlane: q, samples: n, channels: c, channelsMajor: major)
+        ms.value[i] = contiguousSum(xs.value + q * hw, count: hw) / Float(hw)
+      }
     }
     var h = m
     for layer in betaNet { h = try layer.forward(h) }
@@ -120,7 +156,7 @@ public final class MetaAconC: Module {
     for i in 0..<(n * c) { b.data[i] = stableSigmoid(h.data[i]) }
     let y = reuseOutput(&output, shape: x.shape)
     AconKernels.forward(x: x.data, y: y.data, n: n, c: c, hw: hw, p1: p1.value.data, p2: p2.value.data,
-      beta: b.data, betaLayout: .perSampleChannel)
+      beta: b.data, betaLayout: .perSampleChannel, channelsMajor: major)
     return y
   }
 
@@ -132,14 +168,15 @@ public final class MetaAconC: Module {
       throw backwardError(layer: typeName + ".backward",
         expected: input.map { Shape.text($0.shape) }, got: dy.shape)
     }
-    let n = x.shape[0], c = channels, hw = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 1
+    let n = channelsMajorSamples ?? x.shape[0], c = channels, hw = x.count / (n * c)
+    let major = channelsMajorSamples != nil
     let dx = reuseInputGradient(&inputGrad, shape: x.shape)
     let db = reuse(&dbeta, shape: [n, c, 1, 1])
     db.zero()
     // The β network always needs dβ; dx only if requested.
     AconKernels.backward(x: x.data, dy: dy.data, dx: propagatesInputGradient ? dx.data : nil,
       n: n, c: c, hw: hw, p1: p1.value.data, p2: p2.value.data, beta: b.data, betaLayout: .perSampleChannel,
-      dp1: p1.grad.data, dp2: p2.grad.data, dbeta: db.data)
+      dp1: p1.grad.data, dp2: p2.grad.data, dbeta: db.data, channelsMajor: major)
     // Through the sigmoid: dh = dβ·β(1 − β).
     for i in 0..<(n * c) {
       let s = b.data[i]
@@ -152,12 +189,13 @@ public final class MetaAconC: Module {
       g = try layer.backward(g)
     }
     guard propagatesInputGradient else { return dx }
-    // The mean's share: dx[n, c, :] += dm[n, c] / HW.
+    // The mean's share: dx[s, ch, :] += dm[s, ch] / HW (planes q in memory order).
     let gs = UncheckedSendable(g.data), dxs = UncheckedSendable(dx.data)
     parallelFor(n * c, minimumChunk: 64) { range in
-      for i in range {
+      for q in range {
+        let i = MetaAconC.sampleChannel(ofPlane: q, samples: n, channels: c, channelsMajor: major)
         let v = gs.value[i] / Float(hw)
-        let p = dxs.value + i * hw
+        let p = dxs.value + q * hw
         for j in 0..<hw { p[j] += v }
       }
     }

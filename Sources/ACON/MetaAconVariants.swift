@@ -94,7 +94,7 @@ public final class MetaAconLayerwise: Module {
     // Pass 2: the fused kernel on sample s, channels r.
     func kernel(_ s: Int, _ r: Range<Int>) {
       acon_forward_channels(
-        xs.value + s * per, ys.value + s * per, nil, 1, c, hw, r.lowerBound, r.upperBound,
+        xs.value + s * per, ys.value + s * per, nil, 1, c, hw, false, r.lowerBound, r.upperBound,
         p1s.value, p2s.value, bs.value + s * c, AconBetaModePlane, stream)
     }
     let w = workers(n: n, per: per)
@@ -149,7 +149,7 @@ public final class MetaAconLayerwise: Module {
     // part of it), its dp1, dp2 and dβ per plane into q1, q2 and db.
     func kernel(_ s: Int, _ r: Range<Int>, _ t: UnsafeMutablePointer<Float>) {
       acon_backward_channels(
-        xs.value + s * per, dys.value + s * per, wantDx ? t : nil, nil, 1, c, hw, r.lowerBound,
+        xs.value + s * per, dys.value + s * per, wantDx ? t : nil, nil, 1, c, hw, false, r.lowerBound,
         r.upperBound, p1s.value, p2s.value, bs.value + s * c, dbs.value + s * c,
         AconBetaModePlane, q1s.value + s * c, q2s.value + s * c, false)
     }

@@ -68,7 +68,13 @@
 /// keeps on the stack at once.
 enum { U = 4, CH = 64 };
 
-/// β of plane (j, ch): the channel's, the plane's, or the start of the plane's row.
+/// Where plane (j, ch) of an (n, c, hw) tensor starts: NCHW order, or channels-major with `cm`
+/// (each channel's n planes one after the other).
+INL ptrdiff_t plane_offset(ptrdiff_t j, ptrdiff_t ch, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int cm) {
+  return cm ? (ch * n + j) * hw : (j * c + ch) * hw;
+}
+
+/// β of plane (j, ch): the channel's, the plane's, or the start of the plane's row (NCHW).
 INL const float *beta_at(
     const float *beta, ptrdiff_t j, ptrdiff_t ch, ptrdiff_t c, ptrdiff_t hw, AconBetaMode mode) {
   if (mode == AconBetaModeChannel) return beta + ch;
@@ -250,13 +256,13 @@ INL512 v16f pow2_scale16(v16f p, v16f t) {
 #endif
 
 #define FORWARD_CALL(CHANNELS, S, E)                                                          \
-  CHANNELS(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, mode, F, S, E, 0, st)
+  CHANNELS(x, y, sig, n, c, hw, cm, c0, c1, p1, p2, beta, mode, F, S, E, 0, st)
 
 /// forward_<variant>: forward_channels<W> with F, hasSig and perElement as constants. SV: the
 /// variant has streaming stores (x86 SIMD); elsewhere `stream` is ignored.
 #define FORWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV, SV)                                      \
   ATTR static void NAME(                                                                      \
-      const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,           \
+      const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, bool cm,  \
       ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, const float *beta,        \
       AconBetaMode mode, bool stream) {                                                       \
     enum { F = FV };                                                                          \
@@ -280,13 +286,13 @@ FORWARD_VARIANT(forward_neon, , forward_channels8, 1, 0)
 FORWARD_VARIANT(forward_portable, , forward_channels8, 0, 0)
 
 #define BACKWARD_CALL(CHANNELS, S, D, E)                                                      \
-  CHANNELS(x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, F, S, D, E, 0, st)
+  CHANNELS(x, dy, dx, sig, n, c, hw, cm, c0, c1, p1, p2, beta, dbeta, mode, dp1, dp2, F, S, D, E, 0, st)
 
 /// backward_<variant>: backward_channels<W> with F, hasSig, hasDx and perElement as constants.
 #define BACKWARD_VARIANT(NAME, ATTR, CHANNELS_FN, FV, SV)                                     \
   ATTR static void NAME(                                                                      \
       const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c, \
-      ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,             \
+      ptrdiff_t hw, bool cm, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,    \
       const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2,             \
       bool stream) {                                                                          \
     enum { F = FV };                                                                          \
@@ -323,7 +329,7 @@ BACKWARD_VARIANT(backward_portable, , backward_channels8, 0, 0)
       ptrdiff_t c1, const float *p1, const float *p2, bool stream) {                          \
     const int st = SV && stream;                                                              \
     forward_channels##W_(                                                                     \
-        x, y, NULL, n, c, hw, c0, c1, p1, p2, NULL, AconBetaModeElement, FV, 0, 0, 1, st);    \
+        x, y, NULL, n, c, hw, 0, c0, c1, p1, p2, NULL, AconBetaModeElement, FV, 0, 0, 1, st); \
     STREAM_FENCE(st);                                                                         \
   }                                                                                           \
   ATTR static void pixel_backward_##SUFFIX(                                                   \
@@ -332,10 +338,10 @@ BACKWARD_VARIANT(backward_portable, , backward_channels8, 0, 0)
       bool stream) {                                                                          \
     const int st = SV && stream;                                                              \
     if (dx)                                                                                   \
-      backward_channels##W_(x, dy, dx, NULL, n, c, hw, c0, c1, p1, p2, NULL, NULL,            \
+      backward_channels##W_(x, dy, dx, NULL, n, c, hw, 0, c0, c1, p1, p2, NULL, NULL,         \
                             AconBetaModeElement, dp1, dp2, FV, 0, 1, 0, 1, st);               \
     else                                                                                      \
-      backward_channels##W_(x, dy, NULL, NULL, n, c, hw, c0, c1, p1, p2, NULL, NULL,          \
+      backward_channels##W_(x, dy, NULL, NULL, n, c, hw, 0, c0, c1, p1, p2, NULL, NULL,       \
                             AconBetaModeElement, dp1, dp2, FV, 0, 0, 0, 1, 0);                \
     STREAM_FENCE(st);                                                                         \
   }                                                                                           \
@@ -388,10 +394,10 @@ static void sigmoid_portable(const float *x, float *y, ptrdiff_t c) { map_channe
 // MARK: - Dispatch
 
 typedef void ForwardFn(
-    const float *, float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+    const float *, float *, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, bool, ptrdiff_t, ptrdiff_t,
     const float *, const float *, const float *, AconBetaMode, bool);
 typedef void BackwardFn(
-    const float *, const float *, float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+    const float *, const float *, float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, bool,
     ptrdiff_t, ptrdiff_t, const float *, const float *, const float *, float *, AconBetaMode,
     float *, float *, bool);
 typedef void MapFn(const float *, float *, ptrdiff_t);
@@ -514,19 +520,21 @@ const char *acon_kernels_variant_name(AconKernelVariant v) {
 }
 
 void acon_forward_channels(
-    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode,
-    bool stream) {
-  variants[variant()].forward(x, y, sig, n, c, hw, c0, c1, p1, p2, beta, betaMode, stream);
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+    bool channelsMajor, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    const float *beta, AconBetaMode betaMode, bool stream) {
+  variants[variant()].forward(
+      x, y, sig, n, c, hw, channelsMajor, c0, c1, p1, p2, beta, betaMode, stream);
 }
 
 void acon_backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
-    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
-    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2,
-    bool stream) {
+    ptrdiff_t hw, bool channelsMajor, ptrdiff_t c0, ptrdiff_t c1, const float *p1,
+    const float *p2, const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1,
+    float *dp2, bool stream) {
   variants[variant()].backward(
-      x, dy, dx, sig, n, c, hw, c0, c1, p1, p2, beta, dbeta, betaMode, dp1, dp2, stream);
+      x, dy, dx, sig, n, c, hw, channelsMajor, c0, c1, p1, p2, beta, dbeta, betaMode, dp1, dp2,
+      stream);
 }
 
 void acon_exp(const float *x, float *y, ptrdiff_t count) { variants[variant()].exp(x, y, count); }

@@ -211,16 +211,20 @@ BODY void forward_plane(
   }
 }
 
-/// Channels [c0, c1) of (n, c, hw) tensors, sample by sample: planes (j, c0) … (j, c1 − 1) are
-/// contiguous, so the memory streams are sequential. With `stream` (a variant that has streaming
-/// stores) the planes whose outputs are aligned to a vector store them non-temporally.
+/// Channels [c0, c1) of (n, c, hw) tensors, or (c, n, hw) ones with `cm` (channels-major), planes
+/// in memory order: sample by sample in NCHW order (planes (j, c0) … (j, c1 − 1) are contiguous),
+/// channel by channel channels-major, so the memory streams are sequential. With `stream` (a
+/// variant that has streaming stores) the planes whose outputs are aligned to a vector store them
+/// non-temporally.
 BODY void forward_channels(
-    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode mode,
-    const int F, const int hasSig, const int perElement, const int pixel, const int stream) {
-  for (ptrdiff_t j = 0; j < n; j++) {
-    for (ptrdiff_t ch = c0; ch < c1; ch++) {
-      ptrdiff_t off = (j * c + ch) * hw;
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, const int cm,
+    ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2, const float *beta,
+    AconBetaMode mode, const int F, const int hasSig, const int perElement, const int pixel,
+    const int stream) {
+  const ptrdiff_t outer = cm ? c1 - c0 : n, inner = cm ? n : c1 - c0;
+  for (ptrdiff_t o = 0; o < outer; o++) {
+    for (ptrdiff_t i = 0; i < inner; i++) {
+      ptrdiff_t j = cm ? i : o, ch = c0 + (cm ? o : i), off = plane_offset(j, ch, n, c, hw, cm);
       const float *bp = pixel ? NULL : beta_at(beta, j, ch, c, hw, mode);
       float *sp = hasSig ? sig + off : NULL;
       float k = p1[ch] - p2[ch], b = (perElement || pixel) ? 0 : *bp;
@@ -315,22 +319,24 @@ BODY void backward_plane(
   }
 }
 
-/// Channels [c0, c1) of (n, c, hw) tensors, sample by sample as in the forward pass, in chunks
-/// of up to CH channels whose sums wait on the stack. Each channel's sums run over its planes in
-/// sample order, whatever the chunk: the bits do not depend on how channels are split. With
-/// `stream`, dx of planes aligned to a vector is stored non-temporally.
+/// Channels [c0, c1) of (n, c, hw) tensors, or (c, n, hw) ones with `cm`, in memory order as in
+/// the forward pass, in chunks of up to CH channels whose sums wait on the stack. Each channel's
+/// sums run over its planes in sample order, whatever the chunk and the layout: the bits do not
+/// depend on how channels are split, nor on the layout. With `stream`, dx of planes aligned to a
+/// vector is stored non-temporally.
 BODY void backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
-    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    ptrdiff_t hw, const int cm, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
     const float *beta, float *dbeta, AconBetaMode mode, float *dp1, float *dp2, const int F,
     const int hasSig, const int hasDx, const int perElement, const int pixel, const int stream) {
   for (ptrdiff_t cb = c0; cb < c1; cb += CH) {
     ptrdiff_t ce = cb + CH < c1 ? cb + CH : c1;
     Sums acc[CH];  // per channel: dp1, dp2 and (channel mode) dβ lanes
     for (ptrdiff_t ch = cb; ch < ce; ch++) acc[ch - cb] = (Sums){splat(0), splat(0), splat(0)};
-    for (ptrdiff_t j = 0; j < n; j++) {
-      for (ptrdiff_t ch = cb; ch < ce; ch++) {
-        ptrdiff_t off = (j * c + ch) * hw;
+    const ptrdiff_t outer = cm ? ce - cb : n, inner = cm ? n : ce - cb;
+    for (ptrdiff_t o = 0; o < outer; o++) {
+      for (ptrdiff_t i = 0; i < inner; i++) {
+        ptrdiff_t j = cm ? i : o, ch = cb + (cm ? o : i), off = plane_offset(j, ch, n, c, hw, cm);
         const float *bp = pixel ? NULL : beta_at(beta, j, ch, c, hw, mode);
         float *dbp = pixel ? NULL : dbeta + (bp - beta);
         Sums plane = {splat(0), splat(0), splat(0)};

@@ -167,15 +167,18 @@ public final class DepthwiseConv2D: Module {
     return y
   }
 
+  /// Channel multiplier 1: a channels-major batch runs through `forward(_:channelsMajorSamples:)`.
+  public override var runsChannelsMajorGivenBatch: Bool { channelMultiplier == 1 }
+
   /// Forward over a batch of N samples stored channels-major (as `Sequential` runs it, see
-  /// `Module.runsChannelsMajor`): x [1, C, N·H, W], each channel's N planes one after the other,
+  /// `Module.runsChannelsMajorGivenBatch`): x [1, C, N·H, W], each channel's N planes one after the other,
   /// → y [1, C, N·OH, OW] likewise. Channel c's planes are then the one-channel batch
   /// [N, 1, H, W] at c·N·H·W, with channel c's weight and bias: 3×3 layers of padding 1 at
   /// stride 1 or 2 run it with eight samples in vector lanes (`dw_lanes_forward`, where
   /// `dw_lanes_preferred` says it is the faster), others with the per-plane kernels; either way
   /// each output takes the same operations as in `forward(_:)`, so the same bits. `backward`
   /// follows the layout of the last forward. Channel multiplier 1 only.
-  func forward(_ x: Tensor, channelsMajorSamples n: Int) throws -> Tensor {
+  public override func forward(_ x: Tensor, channelsMajorSamples n: Int) throws -> Tensor {
     let expected = "[1, \(inChannels), N·H, W] holding \(n) samples channels-major"
     guard channelMultiplier == 1, n > 0, x.shape.count == 4, x.shape[0] == 1, x.shape[2] % n == 0 else {
       throw TensorError.shapeMismatch(layer: typeName, expected: expected, got: x.shape)

@@ -116,9 +116,23 @@ open class Module {
   /// position depends only on that position's channels and on per-channel statistics over the
   /// whole batch: elementwise and per-channel activations, `BatchNorm2D` (its statistics run over
   /// N·H·W values either way), 1×1 convolutions at stride 1 without padding. `Sequential` runs a
-  /// container of such layers (and `DepthwiseConv2D`, which it tells the batch size) on one
+  /// container of such layers (and those that `runsChannelsMajorGivenBatch`) on one
   /// channels-major copy of its input (see `Sequential.allowsChannelsMajor`). False by default.
   open var runsChannelsMajor: Bool { false }
+
+  /// Whether this module computes the same result on a channels-major batch (see
+  /// `runsChannelsMajor`) when it is told the batch size, through
+  /// `forward(_:channelsMajorSamples:)`: a layer whose work keeps the samples apart, such as a
+  /// depthwise convolution (its window must not cross from one sample's plane into the next) or
+  /// Meta-ACON (one β per sample). False by default.
+  open var runsChannelsMajorGivenBatch: Bool { false }
+
+  /// Forward on a channels-major batch of `n` samples: x `[1, C, N·H, W]` holding each channel's
+  /// N planes one after the other, the result `[1, C', N·H', W']` likewise; `backward` then takes
+  /// and returns gradients in that layout. `Sequential` calls it on the layers whose
+  /// `runsChannelsMajorGivenBatch` is true. The default runs `forward(_:)`, which is right for
+  /// a layer that `runsChannelsMajor`.
+  open func forward(_ x: Tensor, channelsMajorSamples n: Int) throws -> Tensor { try forward(x) }
 
   /// This module's own parameters (not its children's), in registration order.
   open var localParameters: [(String, Parameter)] { [] }

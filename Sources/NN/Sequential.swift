@@ -20,8 +20,8 @@ public final class Sequential: Module {
   /// For each layer index: whether it is a `Conv2D` or `BatchNorm2D` that runs fused with the
   /// `ReLU` after it.
   private let fusesReLU: [Bool]
-  /// Whether every layer runs on a channels-major batch (`Module.runsChannelsMajor`, or a
-  /// `DepthwiseConv2D` of multiplier 1) and two of them or more are 1×1 convolutions.
+  /// Whether every layer runs on a channels-major batch (`Module.runsChannelsMajor`, or
+  /// `runsChannelsMajorGivenBatch`) and two of them or more are 1×1 convolutions.
   private let channelsMajorCapable: Bool
   /// The batch size N while the last forward ran channels-major.
   private var channelsMajorSamples: Int?
@@ -37,11 +37,12 @@ public final class Sequential: Module {
   private var reorderPlanes: [Float] = []
   private var cyclesToMajor: PlaneCycles?, cyclesFromMajor: PlaneCycles?
 
-  /// Whether a container whose layers all allow it (`Module.runsChannelsMajor`; a
-  /// `DepthwiseConv2D` of channel multiplier 1) and which holds two 1×1 convolutions or more
-  /// (ShuffleNetV2's main branches) runs a batch x [N, C, H, W] (N > 1) channels-major: it copies
-  /// x once into [1, C, N·H, W] (each channel's N planes one after the other), runs its layers on
-  /// that, and reorders the result back to NCHW (backward likewise with the gradients). Its 1×1
+  /// Whether a container whose layers all allow it (`Module.runsChannelsMajor`, or
+  /// `runsChannelsMajorGivenBatch`: a `DepthwiseConv2D` of channel multiplier 1, `MetaAconC`)
+  /// and which holds two 1×1 convolutions or more (ShuffleNetV2's main branches) runs a batch
+  /// x [N, C, H, W] (N > 1) channels-major: it copies x once into [1, C, N·H, W] (each channel's
+  /// N planes one after the other), runs its layers on that, and reorders the result back to NCHW
+  /// (backward likewise with the gradients). Its 1×1
   /// convolutions are then one GEMM over all N·H·W positions instead of one small GEMM per sample
   /// (or the five layout copies of the batched path), and its batch norms read each channel as
   /// one run. A container with one 1×1 convolution gains too little for its second copy of the
@@ -64,7 +65,7 @@ public final class Sequential: Module {
     }
     fusesReLU = fuse
     channelsMajorCapable = layers.filter { ($0.1 as? Conv2D)?.runsChannelsMajor == true }.count >= 2
-      && layers.allSatisfy { $0.1.runsChannelsMajor || ($0.1 as? DepthwiseConv2D)?.channelMultiplier == 1 }
+      && layers.allSatisfy { $0.1.runsChannelsMajor || $0.1.runsChannelsMajorGivenBatch }
     super.init()
     shareConvWorkspace()
   }
@@ -134,9 +135,9 @@ public final class Sequential: Module {
     // given back).
     var producer: Module?, producerName = ""
     var kept = [x]
-    // A depthwise convolution is told the batch size of a channels-major batch.
+    // A depthwise convolution or Meta-ACON is told the batch size of a channels-major batch.
     func run(_ l: Module, _ input: Tensor) throws -> Tensor {
-      if let n = samples, let dw = l as? DepthwiseConv2D { return try dw.forward(input, channelsMajorSamples: n) }
+      if let n = samples, l.runsChannelsMajorGivenBatch { return try l.forward(input, channelsMajorSamples: n) }
       return try l.forward(input)
     }
     var i = 0

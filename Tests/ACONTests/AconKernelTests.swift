@@ -138,12 +138,26 @@ private struct KernelResult {
 }
 
 /// Runs forward (or forwardSavingSigmoid) and backward (or backwardFromSigmoid) on `p`, with
-/// the gradients accumulated into the given initial values.
+/// the gradients accumulated into the given initial values. With `channelsMajor`, x and dy go to
+/// the kernels as [C, N, HW] and y, σ and dx come back reordered to [N, C, HW].
 private func runKernels(
   _ p: Problem, saved: Bool = false, skipDx: Bool = false,
-  dp1Init: [Float]? = nil, dp2Init: [Float]? = nil, dbetaInit: [Float]? = nil, backwardCalls: Int = 1
+  dp1Init: [Float]? = nil, dp2Init: [Float]? = nil, dbetaInit: [Float]? = nil, backwardCalls: Int = 1,
+  channelsMajor: Bool = false
 ) -> KernelResult {
-  let x = p.x.map(Float.init), dy = p.dy.map(Float.init)
+  precondition(!(channelsMajor && saved), "the saved-σ entry points are NCHW only")
+  // Element e = (nn, ch, i) of [N, C, HW] lies at `at(e)` in the kernels' buffers.
+  func at(_ e: Int) -> Int {
+    guard channelsMajor else { return e }
+    let (plane, i) = e.quotientAndRemainder(dividingBy: p.hw), (nn, ch) = plane.quotientAndRemainder(dividingBy: p.c)
+    return (ch * p.n + nn) * p.hw + i
+  }
+  func toKernel(_ v: [Float]) -> [Float] {
+    var r = v
+    for e in v.indices { r[at(e)] = v[e] }
+    return r
+  }
+  let x = toKernel(p.x.map(Float.init)), dy = toKernel(p.dy.map(Float.init))
   let p1 = p.p1.map(Float.init), p2 = p.p2.map(Float.init), beta = p.beta.map(Float.init)
   // Allocate at least one element so that empty problems still get valid pointers.
   func buffer(_ values: [Float]) -> UnsafeMutablePointer<Float> {
@@ -166,7 +180,8 @@ private func runKernels(
       sigmoid: bs)
   } else {
     AconKernels.forward(
-      x: bx, y: by, n: p.n, c: p.c, hw: p.hw, p1: bp1, p2: bp2, beta: bb, betaLayout: p.layout)
+      x: bx, y: by, n: p.n, c: p.c, hw: p.hw, p1: bp1, p2: bp2, beta: bb, betaLayout: p.layout,
+      channelsMajor: channelsMajor)
   }
   for _ in 0..<backwardCalls {
     if saved {
@@ -176,11 +191,12 @@ private func runKernels(
     } else {
       AconKernels.backward(
         x: bx, dy: bdy, dx: skipDx ? nil : bdx, n: p.n, c: p.c, hw: p.hw, p1: bp1, p2: bp2,
-        beta: bb, betaLayout: p.layout, dp1: bdp1, dp2: bdp2, dbeta: bdb)
+        beta: bb, betaLayout: p.layout, dp1: bdp1, dp2: bdp2, dbeta: bdb, channelsMajor: channelsMajor)
     }
   }
+  func fromKernel(_ b: UnsafeMutablePointer<Float>) -> [Float] { (0..<count).map { b[at($0)] } }
   return KernelResult(
-    y: by.array(count), sigmoid: bs.array(count), dx: bdx.array(count), dp1: bdp1.array(p.c),
+    y: fromKernel(by), sigmoid: fromKernel(bs), dx: fromKernel(bdx), dp1: bdp1.array(p.c),
     dp2: bdp2.array(p.c), dbeta: bdb.array(beta.count))
 }
 
@@ -663,6 +679,30 @@ final class AconKernelTests: XCTestCase {
     }
   }
 
+  /// A batch stored channels-major ([C, N, HW], as a channels-major `Sequential` holds it) gives
+  /// the NCHW order's bits: y and dx (reordered), dp1, dp2 and dβ (each channel's planes are
+  /// summed in sample order either way), with one thread and two, without dx too.
+  func testChannelsMajorLayoutGivesTheNCHWBits() {
+    let saved = Threads.count
+    defer { Threads.count = saved }
+    for layout in [AconBetaLayout.perChannel, .perSampleChannel] {
+      for s in shapes + [(n: 2, c: 17, hw: 2053), (n: 9, c: 70, hw: 16)] {
+        let p = Problem.random(n: s.n, c: s.c, hw: s.hw, layout: layout, seed: 101)
+        let nchw = runKernels(p), nchwNoDx = runKernels(p, skipDx: true)
+        for threads in [1, 2] {
+          Threads.count = threads
+          let what = "\(layout) \(s), \(threads) thread(s)"
+          assertSameBits(runKernels(p, channelsMajor: true), nchw, "channels-major, \(what)")
+          let noDx = runKernels(p, skipDx: true, channelsMajor: true)
+          assertSameBits(
+            KernelResult(y: noDx.y, sigmoid: [], dx: [], dp1: noDx.dp1, dp2: noDx.dp2, dbeta: noDx.dbeta),
+            KernelResult(y: nchwNoDx.y, sigmoid: [], dx: [], dp1: nchwNoDx.dp1, dp2: nchwNoDx.dp2, dbeta: nchwNoDx.dbeta),
+            "channels-major without dx, \(what)")
+        }
+      }
+    }
+  }
+
   // MARK: Extreme inputs
 
   /// Huge and tiny |x|, β from 0 to ±3e38, realistic |p| ≤ 10: never NaN or inf except where
@@ -785,6 +825,7 @@ final class AconKernelTests: XCTestCase {
     testResultsDoNotDependOnPositionInTheRow()
     testBetaLayoutsAgreeWhenBroadcast()
     testBitIdenticalForOneAndTwoThreads()
+    testChannelsMajorLayoutGivesTheNCHWBits()
     testExtremeInputsStayFinite()
     testTrueOverflowOfDBetaIsInfinityNotNaN()
     testNaNInXPropagatesOnlyWhereItShould()

@@ -56,21 +56,21 @@ static uint64_t kernel_hash(void) {
       float *dp2 = calloc(c, sizeof(float));
       fill(x, e, -6, 6), fill(dy, e, -1, 1), fill(beta, nb, -3, 3);
       fill(p1, c, -2, 2), fill(p2, c, -2, 2);
-      acon_forward_channels(x, y, NULL, n, c, hw, 0, c, p1, p2, beta, mode, true);
+      acon_forward_channels(x, y, NULL, n, c, hw, false, 0, c, p1, p2, beta, mode, true);
       h = fnv(h, y, e);
-      acon_forward_channels(x, y, sig, n, c, hw, 0, c, p1, p2, beta, mode, true);
+      acon_forward_channels(x, y, sig, n, c, hw, false, 0, c, p1, p2, beta, mode, true);
       h = fnv(fnv(h, y, e), sig, e);
-      acon_backward_channels(x, dy, dx, NULL, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
+      acon_backward_channels(x, dy, dx, NULL, n, c, hw, false, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
       h = fnv(fnv(fnv(fnv(h, dx, e), dbeta, nb), dp1, c), dp2, c);
-      acon_backward_channels(x, dy, NULL, NULL, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
+      acon_backward_channels(x, dy, NULL, NULL, n, c, hw, false, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
       h = fnv(fnv(fnv(h, dbeta, nb), dp1, c), dp2, c);
-      acon_backward_channels(x, dy, dx, sig, n, c, hw, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
+      acon_backward_channels(x, dy, dx, sig, n, c, hw, false, 0, c, p1, p2, beta, dbeta, mode, dp1, dp2, true);
       h = fnv(fnv(fnv(fnv(h, dx, e), dbeta, nb), dp1, c), dp2, c);
       if (mode == AconBetaModeChannel) {
         // Meta-ACON pixel-wise (β = σ(x)); the smooth maximum of x and dy with β = beta[0], its
         // output serving as the upstream gradient of its backward.
-        acon_pixelwise_forward_channels(x, y, n, c, hw, 0, c, p1, p2, true);
-        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, 0, c, p1, p2, dp1, dp2, true);
+        acon_pixelwise_forward_channels(x, y, n, c, hw, false, 0, c, p1, p2, true);
+        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, false, 0, c, p1, p2, dp1, dp2, true);
         h = fnv(fnv(fnv(fnv(h, y, e), dx, e), dp1, c), dp2, c);
         float *db = malloc(sizeof(float) * e), *dbp = calloc(n * c, sizeof(float));
         acon_smooth_max_forward_planes(x, dy, y, hw, 0, n * c, beta[0], true);

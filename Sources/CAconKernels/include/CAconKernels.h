@@ -28,26 +28,29 @@ typedef enum AconBetaMode {
 /// NULL), with k = p1 − p2 and q = p2 of the channel:
 ///   d = k·x,  s = σ(β·d),  y = d·s + q·x
 /// Only those channels' elements of y and sig are written. p1, p2: [c]; β as `betaMode` says.
+/// `channelsMajor`: x, y and sig are (c, n, hw) instead, each channel's n planes one after the
+/// other (β keeps its [c] or [n, c] layout; not with AconBetaModeElement); the same bits.
 /// `stream` (every function here that takes it): store the outputs with non-temporal stores,
 /// which write a cache line without reading it first and do not keep it in cache: less memory
 /// traffic for an output larger than the cache, slower for one that is read again soon (see
 /// acon_kernels_streaming_threshold). Only the x86 SIMD variants stream (on the planes whose
 /// outputs are aligned to a vector; others are stored as usual); the results are the same bits.
 void acon_forward_channels(
-    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, ptrdiff_t c0,
-    ptrdiff_t c1, const float *p1, const float *p2, const float *beta, AconBetaMode betaMode,
-    bool stream);
+    const float *x, float *y, float *sig, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+    bool channelsMajor, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
+    const float *beta, AconBetaMode betaMode, bool stream);
 
-/// Backward over channels [c0, c1), tensors as for the forward. σ is read from `sig` unless it
-/// is NULL (then recomputed, the same bits). dx is overwritten unless NULL. dp1, dp2 ([c]) and
+/// Backward over channels [c0, c1), tensors (and `channelsMajor`) as for the forward. σ is read
+/// from `sig` unless it is NULL (then recomputed, the same bits). dx is overwritten unless NULL. dp1, dp2 ([c]) and
 /// dβ (as `betaMode` says) of those channels are accumulated (+=). Sums are formed in the
 /// variant's lanes (8 or 16) per plane, added lane-wise over a channel's planes in sample order
 /// and reduced in a fixed order: the bits do not depend on how the channels are split between
 /// calls (they do, in the last bits, on the variant).
 void acon_backward_channels(
     const float *x, const float *dy, float *dx, const float *sig, ptrdiff_t n, ptrdiff_t c,
-    ptrdiff_t hw, ptrdiff_t c0, ptrdiff_t c1, const float *p1, const float *p2,
-    const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1, float *dp2, bool stream);
+    ptrdiff_t hw, bool channelsMajor, ptrdiff_t c0, ptrdiff_t c1, const float *p1,
+    const float *p2, const float *beta, float *dbeta, AconBetaMode betaMode, float *dp1,
+    float *dp2, bool stream);
 
 /// Meta-ACON pixel-wise forward over channels [c0, c1) of contiguous (n, c, hw) x and y:
 ///   β = σ(x),  d = (p1 − p2)·x,  y = d·σ(β·d) + p2·x      (p1, p2: [c])
