@@ -58,7 +58,16 @@ final class DepthwiseLanesTests: XCTestCase {
         dw_backward_channels(&g, x.data, weight.data, dy.data, dxPlanes.data, dWPlanes.data, &dbPlanes, 0, 1,
           &scratch)
         assertClose(dx, grads.dx, rtol: 1e-5, atol: 1e-5, "dx, \(label)")
-        XCTAssertEqual(dx.array, dxPlanes.array, "dx against the per-plane kernels, \(label)")
+        // The lanes kernels run where they are chosen (`dw_lanes_preferred`: the AVX2 variant) with
+        // the per-plane kernels' dx bits. AVX-512's own per-plane kernel for stride-1 rows adds dy
+        // row i's taps into dx rows i + 1, i and i − 1 in that order, which differs from theirs in
+        // the last bits on such planes (16×16 here): there, to rounding.
+        if variant == "avx512" && s == 1 {
+          assertClose(dx.array, dxPlanes.array.map(Double.init), rtol: 1e-6, atol: 1e-6,
+            "dx against the per-plane kernels, \(label)")
+        } else {
+          XCTAssertEqual(dx.array, dxPlanes.array, "dx against the per-plane kernels, \(label)")
+        }
         assertClose(dW.array, grads.dw.values.map { $0 + 0.5 }, rtol: 1e-5, atol: 1e-5, "dW, \(label)")
         assertClose([db], grads.db.values.map { $0 + 0.5 }, rtol: 1e-5, atol: 1e-5, "db, \(label)")
         // Without dx or db: the same dW as with them.
