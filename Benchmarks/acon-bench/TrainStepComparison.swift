@@ -25,6 +25,9 @@ struct StepFigures {
   var memoryPasses = 0.0
   /// The same per kind of pass (`MemoryPasses.byKind`), of the same step.
   var memoryByKind: [String: MemoryPasses.Tally] = [:]
+  /// memcpy GB/s over 256 MB (the run's large ceiling), measured in the worker right after the
+  /// memory-bound passes, for their fraction: a shared VM's memory speed drifts over a run.
+  var memcpyGbps: Double?
 
   /// The worker's line on stdout, read by `TrainStepRounds.addOurs`.
   var jsonLine: String {
@@ -33,6 +36,7 @@ struct StepFigures {
     if let b = builtInImagesPerSecond { fields.append("\"builtin_images_per_s\": \(b)") }
     if let b = memoryBytes, let t = memorySeconds {
       fields += ["\"memory_bytes\": \(b)", "\"memory_s\": \(t)", "\"memory_passes\": \(memoryPasses)"]
+      if let m = memcpyGbps { fields.append("\"memcpy_gbps\": \(m)") }
       let kinds = memoryByKind.sorted { $0.key < $1.key }.map { k, v in
         "\"\(k)\": {\"bytes\": \(v.bytes), \"s\": \(v.seconds), \"passes\": \(v.passes)}"
       }
@@ -66,17 +70,20 @@ func measureStepAndGemms(_ workload: String, batch: Int, repetitions: Int, minSe
     memory.append(r)
   }
   let mid = memory.sorted { $0.seconds < $1.seconds }[1]
+  // Their ceiling, now: the run's large memcpy (256 MB) in this process (after the peak RSS was read).
+  let memcpy = try memcpyGbps(trafficBytes: 256 << 20, repetitions: 5, minSeconds: minSeconds)
   return StepFigures(batch: batch, stepSeconds: t[0], peakRSS: rss, gemmSeconds: t[1], gemmCalls: calls.count,
     gemmFlops: replay.flops, memoryBytes: Double(mid.bytes), memorySeconds: mid.seconds, memoryPasses: Double(mid.passes),
-    memoryByKind: mid.byKind)
+    memoryByKind: mid.byKind, memcpyGbps: memcpy)
 }
 
 /// The rounds of one train-step row: ours, PyTorch eager's and torch.compile's figures per round.
 struct TrainStepRounds {
   var workload: String
   var ours: [(ips: Double, rss: Double, seconds: Double, gemmSeconds: Double?, gemmCalls: Double, gemmFlops: Double)] = []
-  /// Per round: the memory-bound passes' bytes, seconds and count (`StepFigures`).
-  var memory: [(bytes: Double, seconds: Double, passes: Double)] = []
+  /// Per round: the memory-bound passes' bytes, seconds and count, and the memcpy ceiling the
+  /// worker measured beside them (`StepFigures`; nil from a worker that did not).
+  var memory: [(bytes: Double, seconds: Double, passes: Double, memcpyGbps: Double?)] = []
   /// Per round: the memory-bound passes per kind, `[kind: [bytes, s, passes]]`.
   var memoryByKind: [[String: [String: Double]]] = []
   var builtIn: [Double] = []
@@ -96,7 +103,9 @@ struct TrainStepRounds {
     }
     ours.append((ips, rss, sec, obj["gemm_s"], obj["gemm_calls"] ?? 0, obj["gemm_flops"] ?? 0))
     if let b = obj["builtin_images_per_s"] { builtIn.append(b) }
-    if let b = obj["memory_bytes"], let t = obj["memory_s"] { memory.append((b, t, obj["memory_passes"] ?? 0)) }
+    if let b = obj["memory_bytes"], let t = obj["memory_s"] {
+      memory.append((b, t, obj["memory_passes"] ?? 0, obj["memcpy_gbps"]))
+    }
     if let k = any["memory_by_kind"] as? [String: [String: Double]] { memoryByKind.append(k) }
   }
 
@@ -116,7 +125,8 @@ struct TrainStepRounds {
   }
 
   /// The row's fields (the speed-ups are medians of the rounds' ratios, with their extremes).
-  /// `memcpyGbps`: the run's memcpy ceiling, for the memory-bound passes' fraction.
+  /// `memcpyGbps`: the run's memcpy ceiling, for the memory-bound passes' fraction where a round's
+  /// worker measured none of its own.
   func metrics(memcpyGbps: Double) -> [(String, Any)] {
     var m: [(String, Any)] = [("images_per_s", median(ours.map(\.ips))), ("peak_rss_mb", ours.map(\.rss).max()!),
       ("rounds", ours.count)]
@@ -134,12 +144,16 @@ struct TrainStepRounds {
     }
     if memory.count == ours.count, !memory.isEmpty {
       // What the step's memory-bound passes (every layer but Conv2D and Linear, and the graph's
-      // operations) move at least, over the time they take, against memcpy.
+      // operations) move at least, over the time they take, against memcpy: each round's against
+      // the memcpy its worker measured right after them.
       let rates = memory.map { $0.bytes / $0.seconds / 1e9 }
+      let ceilings = memory.map { $0.memcpyGbps ?? memcpyGbps }
+      let fractions = zip(rates, ceilings).map { $0 / $1 }
       m += [("memory_bound_bytes", memory[0].bytes), ("memory_bound_passes", Int(memory[0].passes)),
         ("memory_bound_s", median(memory.map(\.seconds))), ("memory_bound_share", median(zip(memory, ours).map { $0.seconds / $1.seconds })),
-        ("memory_bound_gbps", median(rates)), ("memory_bound_fraction", median(rates) / memcpyGbps),
-        ("memory_bound_fraction_min", rates.min()! / memcpyGbps), ("memory_bound_fraction_max", rates.max()! / memcpyGbps)]
+        ("memory_bound_gbps", median(rates)), ("memory_bound_memcpy_gbps", median(ceilings)),
+        ("memory_bound_fraction", median(fractions)), ("memory_bound_fraction_min", fractions.min()!),
+        ("memory_bound_fraction_max", fractions.max()!)]
       if memoryByKind.count == memory.count {
         // Per kind of pass, from the round whose memory-bound time is the median: its share of
         // that time, and its bytes over its time against memcpy.
@@ -148,7 +162,7 @@ struct TrainStepRounds {
         for (k, v) in memoryByKind[mid] {
           let b = v["bytes"] ?? 0, s = v["s"] ?? 0
           kinds[k] = ["bytes": b, "s": s, "passes": Int(v["passes"] ?? 0), "share_of_memory_bound": s / memory[mid].seconds,
-            "fraction": s > 0 ? b / s / 1e9 / memcpyGbps : 0]
+            "fraction": s > 0 ? b / s / 1e9 / ceilings[mid] : 0]
         }
         m.append(("memory_bound_by_kind", kinds))
       }

@@ -69,8 +69,8 @@ static uint64_t kernel_hash(void) {
       if (mode == AconBetaModeChannel) {
         // Meta-ACON pixel-wise (β = σ(x)); the smooth maximum of x and dy with β = beta[0], its
         // output serving as the upstream gradient of its backward.
-        acon_pixelwise_forward_channels(x, y, n, c, hw, false, 0, c, p1, p2, true);
-        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, false, 0, c, p1, p2, dp1, dp2, true);
+        acon_pixelwise_forward_channels(x, y, n, c, hw, 0, c, p1, p2, true);
+        acon_pixelwise_backward_channels(x, dy, dx, n, c, hw, 0, c, p1, p2, dp1, dp2, true);
         h = fnv(fnv(fnv(fnv(h, y, e), dx, e), dp1, c), dp2, c);
         float *db = malloc(sizeof(float) * e), *dbp = calloc(n * c, sizeof(float));
         acon_smooth_max_forward_planes(x, dy, y, hw, 0, n * c, beta[0], true);
